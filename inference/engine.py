@@ -1,0 +1,523 @@
+"""The segmentation engine: plan a run, then stream tiles through onnxruntime.
+
+Memory stays bounded by a strip of tiles: the raster is read one row of tiles at a
+time (only the bands the model reads), overlapping tile probabilities are blended
+into a strip accumulator, and rows no later tile touches are classified and written
+at once.  Outputs are written under hidden temporary names and renamed when
+complete, so a cancelled or failed run leaves nothing that looks finished.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+from osgeo import gdal
+
+from . import bands as bandlib
+from . import raster as rasterlib
+from .errors import Cancelled, InputError, OutputError, TailingsError
+from .model import ModelInfo
+from .registry import resolve_model
+from .runtime import make_session
+from .tiling import blend_weights, positions
+
+NODATA_CLASS = 255
+NODATA_CONF = 255
+GSD_TOLERANCE = 0.10  # resample when the raster's GSD differs from the model's by more than 10 %
+
+ProgressFn = Callable[[float, str], None]
+CancelFn = Callable[[], bool]
+
+
+@dataclass
+class SegmentOptions:
+    bands: Optional[Dict[str, int]] = None  # model band name -> 1-based raster band
+    preset: Optional[str] = None
+    tile_size: Optional[int] = None
+    overlap: Optional[int] = None
+    batch: int = 4
+    device: str = "auto"
+    threshold: Optional[float] = None
+    min_area_ha: Optional[float] = None
+    simplify_m: float = 0.0
+    confidence: bool = True
+    polygons: bool = True
+    overwrite: bool = False
+    extent: Optional[Tuple[float, float, float, float]] = None  # xmin, ymin, xmax, ymax in raster CRS
+    prefix: Optional[str] = None
+    input_scale: Optional[float] = None   # override: physical = raw * input_scale + input_offset
+    input_offset: float = 0.0
+    threads: Optional[int] = None
+
+
+@dataclass
+class Plan:
+    input: str
+    raster: rasterlib.RasterInfo
+    model: ModelInfo
+    model_path: str
+    mapping: bandlib.BandMapping
+    transform: List[Tuple[float, float]]   # per model input: normalised = raw * a + b
+    window: Tuple[int, int, int, int]      # col, row, width, height on the source raster
+    src_gsd_m: float
+    work_gsd_m: float
+    resample: bool
+    tile_size: int
+    overlap: int
+    threshold: float
+    min_area_ha: float
+    outputs: Dict[str, str]
+    batch: int = 4
+    simplify_m: float = 0.0
+    notes: List[str] = field(default_factory=list)
+
+
+@dataclass
+class SegmentResult:
+    class_raster: str
+    confidence_raster: Optional[str]
+    polygons: Optional[str]
+    layer_name: Optional[str]
+    device: str
+    provider_reason: str
+    seconds: float
+    stats: Dict[int, Dict[str, object]]
+    notes: List[str]
+    model: ModelInfo
+    valid_pixels: int = 0
+    tiles: int = 0
+
+
+def _input_paths(input_path: str, tmpdir: str) -> Tuple[str, Optional[List[str]]]:
+    """A file is used as is; a folder is read as a Sentinel-2 product (VRT on 10 m)."""
+    if os.path.isdir(input_path):
+        vrt, files = rasterlib.build_sentinel2_vrt(input_path, os.path.join(tmpdir, "s2_stack.vrt"))
+        return vrt, files
+    return input_path, None
+
+
+def output_paths(input_path: str, out_dir: str, opts: SegmentOptions) -> Dict[str, str]:
+    stem = opts.prefix or os.path.splitext(os.path.basename(os.path.normpath(input_path)))[0]
+    out = {"classes": os.path.join(out_dir, stem + "_classes.tif")}
+    if opts.confidence:
+        out["confidence"] = os.path.join(out_dir, stem + "_confidence.tif")
+    if opts.polygons:
+        out["polygons"] = os.path.join(out_dir, stem + "_polygons.gpkg")
+    return out
+
+
+def _transform(model: ModelInfo, r: rasterlib.RasterInfo, mapping: bandlib.BandMapping,
+               opts: SegmentOptions, notes: List[str]) -> List[Tuple[float, float]]:
+    out = []
+    reasons = set()
+    for i, src in enumerate(mapping.source_bands):
+        j = src - 1
+        if opts.input_scale is not None:
+            s, o = opts.input_scale, opts.input_offset
+            reasons.add("input scale given: value x %g + %g" % (s, o))
+        elif model.units == "raw":
+            s, o = model.scale[i], model.offset[i]
+            reasons.add("raw values x %g as the model expects" % s)
+        elif r.scales[j] is not None:
+            s, o = r.scales[j], r.offsets[j] or 0.0
+            reasons.add("raster declares scale %g, offset %g" % (s, o))
+        elif r.dtypes[j].startswith("Float"):
+            s, o = 1.0, 0.0
+            reasons.add("floating-point raster read as reflectance")
+        else:
+            s, o = model.scale[i], model.offset[i]
+            reasons.add("integer raster read as DN x %g + %g (the model's default)" % (s, o))
+        std, mean = model.std[i], model.mean[i]
+        out.append((s / std, (o - mean) / std))
+    notes.append("input scaling: " + "; ".join(sorted(reasons)))
+    return out
+
+
+def _window(r: rasterlib.RasterInfo, extent) -> Tuple[int, int, int, int]:
+    if extent is None:
+        return 0, 0, r.width, r.height
+    xmin, ymin, xmax, ymax = extent
+    if not (xmax > xmin and ymax > ymin):
+        raise InputError("extent must be xmin, ymin, xmax, ymax with xmax > xmin and ymax > ymin")
+    gt = r.geotransform
+    cols = sorted([(xmin - gt[0]) / gt[1], (xmax - gt[0]) / gt[1]])
+    rows = sorted([(ymax - gt[3]) / gt[5], (ymin - gt[3]) / gt[5]])
+    c0, c1 = max(0, int(np.floor(cols[0]))), min(r.width, int(np.ceil(cols[1])))
+    r0, r1 = max(0, int(np.floor(rows[0]))), min(r.height, int(np.ceil(rows[1])))
+    if c1 <= c0 or r1 <= r0:
+        raise InputError("the extent does not overlap the raster")
+    return c0, r0, c1 - c0, r1 - r0
+
+
+def plan(input_path: str, model: str, opts: Optional[SegmentOptions] = None, out_dir: Optional[str] = None,
+         _session=None) -> Plan:
+    """Check everything that can be checked before a run; raise :class:`TailingsError`.
+
+    ``model`` is a path or the name of a shipped or user model.  With ``out_dir`` the
+    outputs are checked too (existing files, writable folder).
+    """
+    opts = opts or SegmentOptions()
+    model_path = resolve_model(model)
+    if _session is None:
+        from .model import read_info
+        info = read_info(model_path)
+    else:
+        info = _session
+    tmp = tempfile.mkdtemp(prefix="tm-plan-")
+    try:
+        src, files = _input_paths(input_path, tmp)
+        r = rasterlib.inspect(src, label=input_path, band_files=files)
+        if files:
+            # The VRT lives in a temp dir: keep the band order, not the file.
+            r.path = input_path
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    notes: List[str] = []
+    mapping = bandlib.map_bands(info.bands, r.descriptions, opts.preset, opts.bands)
+    notes.extend(mapping.notes)
+    transform = _transform(info, r, mapping, opts, notes)
+    tile = int(opts.tile_size or info.tile_size)
+    if info.fixed_input_size and tile != info.fixed_input_size:
+        raise TailingsError("this model takes %d x %d tiles only; tile size %d cannot be used"
+                            % (info.fixed_input_size, info.fixed_input_size, tile))
+    if tile < 16 or tile % 8:
+        raise TailingsError("tile size must be a multiple of 8 and at least 16, got %d" % tile)
+    overlap = int(info.tile_overlap if opts.overlap is None else opts.overlap)
+    if not 0 <= overlap <= tile // 2:
+        raise TailingsError("overlap must be between 0 and half the tile size (%d), got %d" % (tile // 2, overlap))
+    if opts.batch < 1:
+        raise TailingsError("batch size must be at least 1")
+    threshold = info.threshold if opts.threshold is None else float(opts.threshold)
+    if not 0.0 < threshold < 1.0:
+        raise TailingsError("threshold must be between 0 and 1, got %g" % threshold)
+    min_area = info.min_area_ha if opts.min_area_ha is None else float(opts.min_area_ha)
+    if min_area < 0:
+        raise TailingsError("minimum area must be >= 0 ha")
+    window = _window(r, opts.extent)
+    src_gsd = float(np.sqrt(r.gsd_m[0] * r.gsd_m[1]))
+    resample = abs(src_gsd - info.gsd_m) / info.gsd_m > GSD_TOLERANCE
+    if resample:
+        notes.append("raster GSD %.2f m resampled to the model's %.2f m for inference, results back on the "
+                     "source grid" % (src_gsd, info.gsd_m))
+    outputs = output_paths(input_path, out_dir, opts) if out_dir else {}
+    if out_dir:
+        _check_outputs(out_dir, outputs, opts.overwrite)
+    return Plan(input=input_path, raster=r, model=info, model_path=model_path, mapping=mapping,
+                transform=transform, window=window, src_gsd_m=src_gsd,
+                work_gsd_m=info.gsd_m if resample else src_gsd, resample=resample, tile_size=tile,
+                overlap=overlap, threshold=threshold, min_area_ha=min_area, outputs=outputs,
+                batch=int(opts.batch), simplify_m=float(opts.simplify_m or 0.0), notes=notes)
+
+
+def _check_outputs(out_dir: str, outputs: Dict[str, str], overwrite: bool) -> None:
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise OutputError("output path %s exists and is not a folder" % out_dir)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        probe = os.path.join(out_dir, ".tm-write-test-%s" % uuid.uuid4().hex[:8])
+        with open(probe, "w") as fh:
+            fh.write("x")
+        os.remove(probe)
+    except OSError as e:
+        raise OutputError("cannot write to output folder %s: %s" % (out_dir, e.strerror or e)) from None
+    existing = [p for p in outputs.values() if os.path.exists(p)]
+    if existing and not overwrite:
+        raise OutputError("output exists: %s (choose another folder or prefix, or allow overwriting)"
+                          % ", ".join(os.path.basename(p) for p in existing))
+
+
+class _Writer:
+    """A GeoTIFF written strip by strip under a temporary name."""
+
+    def __init__(self, path, width, height, gt, wkt, nodata, colours=None, names=None, meta=None):
+        drv = gdal.GetDriverByName("GTiff")
+        self.path = path
+        self.ds = drv.Create(path, width, height, 1, gdal.GDT_Byte,
+                             options=["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER",
+                                      "BLOCKXSIZE=256", "BLOCKYSIZE=256"])
+        if self.ds is None:
+            raise OutputError("cannot create %s" % path)
+        self.ds.SetGeoTransform(gt)
+        self.ds.SetProjection(wkt)
+        b = self.ds.GetRasterBand(1)
+        b.SetNoDataValue(nodata)
+        if colours:
+            ct = gdal.ColorTable()
+            for cid, hexcol in colours.items():
+                ct.SetColorEntry(cid, tuple(int(hexcol[k:k + 2], 16) for k in (1, 3, 5)) + (255,))
+            ct.SetColorEntry(nodata, (0, 0, 0, 0))
+            b.SetRasterColorTable(ct)
+            b.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
+        if names:
+            cats = [""] * (max(names) + 1)
+            for cid, n in names.items():
+                cats[cid] = n
+            b.SetCategoryNames(cats)
+        if meta:
+            self.ds.SetMetadata({k: str(v) for k, v in meta.items()})
+        self.band = b
+
+    def write(self, arr, yoff, xoff=0):
+        self.band.WriteArray(arr, xoff, yoff)
+
+    def close(self):
+        if self.ds is not None:
+            self.ds.FlushCache()
+            self.band = None
+            self.ds = None
+
+
+def _remove(path: str) -> None:
+    for p in (path, path + ".aux.xml"):
+        try:
+            os.remove(p)
+        except OSError:
+            pass
+
+
+def _finish(tmp: str, final: str) -> None:
+    _remove(final)
+    os.replace(tmp, final)
+    if os.path.exists(tmp + ".aux.xml"):
+        os.replace(tmp + ".aux.xml", final + ".aux.xml")
+
+
+def _activate(out: np.ndarray, activation: str) -> np.ndarray:
+    if activation == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-out))
+    if activation == "softmax":
+        e = np.exp(out - out.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    return out
+
+
+def segment(input_path: str, model: str, out_dir: str, opts: Optional[SegmentOptions] = None,
+            progress: Optional[ProgressFn] = None, cancel: Optional[CancelFn] = None) -> SegmentResult:
+    """Segment ``input_path`` with ``model`` into ``out_dir``; see :class:`SegmentOptions`."""
+    opts = opts or SegmentOptions()
+    progress = progress or (lambda f, m: None)
+    cancel = cancel or (lambda: False)
+    t0 = time.time()
+    progress(0.0, "loading model")
+    model_path = resolve_model(model)
+    info, sess, device, reason = make_session(model_path, opts.device, opts.threads)
+    p = plan(input_path, model_path, opts, out_dir, _session=info)
+    tag = ".tm-%s-" % uuid.uuid4().hex[:8]
+    tmp = {k: os.path.join(out_dir, tag + os.path.basename(v)) for k, v in p.outputs.items()}
+    workdir = tempfile.mkdtemp(prefix="tm-run-")
+    created: List[str] = list(tmp.values())
+    try:
+        result = _run(p, sess, device, reason, tmp, workdir, created, progress, cancel, t0)
+        for k, final in p.outputs.items():
+            _finish(tmp[k], final)
+        result.class_raster = p.outputs["classes"]
+        result.confidence_raster = p.outputs.get("confidence")
+        result.polygons = p.outputs.get("polygons")
+        result.seconds = time.time() - t0
+        progress(1.0, "done")
+        return result
+    except BaseException:
+        for path in created:
+            _remove(path)
+        raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(p: Plan, sess, device, reason, tmp, workdir, created, progress, cancel, t0) -> SegmentResult:
+    from .vectorize import postprocess
+    info = p.model
+    src_path = p.raster.path
+    if os.path.isdir(src_path):
+        src_path, _ = rasterlib.build_sentinel2_vrt(src_path, os.path.join(workdir, "s2_stack.vrt"))
+    c0, r0, w0, h0 = p.window
+    # The source view: only the bands the model reads, only the window asked for.
+    view = os.path.join(workdir, "view.vrt")
+    gdal.Translate(view, src_path, format="VRT", bandList=list(p.mapping.source_bands),
+                   srcWin=[c0, r0, w0, h0])
+    view_ds = gdal.Open(view)
+    view_gt, wkt = view_ds.GetGeoTransform(), view_ds.GetProjection()
+    work = view
+    if p.resample:
+        gt = view_gt
+        if p.raster.geographic:
+            lat = gt[3] + gt[5] * h0 / 2.0
+            mx, my = rasterlib._metres_per_degree(lat)
+            xres, yres = info.gsd_m / mx, info.gsd_m / my
+        else:
+            unit = p.raster.srs.GetLinearUnits() or 1.0
+            xres = yres = info.gsd_m / unit
+        coarser = info.gsd_m > p.src_gsd_m
+        work = os.path.join(workdir, "work.vrt")
+        gdal.Warp(work, view_ds, format="VRT", xRes=xres, yRes=yres,
+                  outputBounds=[gt[0], gt[3] + gt[5] * h0, gt[0] + gt[1] * w0, gt[3]],
+                  resampleAlg="average" if coarser else "bilinear")
+    view_ds = None
+    ds = gdal.Open(work)
+    W, H, nb = ds.RasterXSize, ds.RasterYSize, ds.RasterCount
+    work_gt = ds.GetGeoTransform()
+    nodata = [ds.GetRasterBand(i + 1).GetNoDataValue() for i in range(nb)]
+
+    names = info.class_names()
+    colours = {c.id: c.color for c in info.classes}
+    run_time = _dt.datetime.now().replace(microsecond=0).isoformat()
+    meta = {"TM_MODEL": info.name, "TM_SOURCE": p.input, "TM_DEVICE": device, "TM_PROVIDER_REASON": reason,
+            "TM_RUN_TIME": run_time, "TM_BANDS": p.mapping.as_text(info.bands)}
+    meta.update({"CLASS_%d" % k: v for k, v in names.items()})
+    if p.resample:
+        cls_path = os.path.join(workdir, "classes_work.tif")
+        conf_path = os.path.join(workdir, "conf_work.tif")
+    else:
+        cls_path, conf_path = tmp["classes"], tmp.get("confidence") or os.path.join(workdir, "conf.tif")
+    cls_w = _Writer(cls_path, W, H, work_gt, wkt, NODATA_CLASS, colours, names, meta)
+    conf_w = _Writer(conf_path, W, H, work_gt, wkt, NODATA_CONF, meta=dict(meta, TM_CONTENT="probability of the "
+                     "assigned class, percent"))
+
+    T, O = p.tile_size, p.overlap
+    xs, ys = positions(W, T, O), positions(H, T, O)
+    th, tw = min(T, H), min(T, W)
+    weights = blend_weights(T, O)[:th, :tw]
+    a = np.array([t[0] for t in p.transform], np.float32)[:, None, None]
+    b = np.array([t[1] for t in p.transform], np.float32)[:, None, None]
+    K = info.output_channels or (1 if info.n_classes == 2 else info.n_classes)
+    acc = np.zeros((K, T, W), np.float32)
+    wsum = np.zeros((T, W), np.float32)
+    batch = np.zeros((_batch_size(p, sess), nb, T, T), np.float32)
+    pending: List[Tuple[int, int]] = []
+    total_tiles, done_tiles, run_tiles = len(xs) * len(ys), 0, 0
+    valid_total = 0
+    stats_px = np.zeros(256, np.int64)
+    input_name = sess.get_inputs()[0].name
+    fixed_batch = isinstance(sess.get_inputs()[0].shape[0], int)
+    binary = info.task == "binary"
+
+    def flush(y_local_rows):
+        nonlocal run_tiles
+        n = len(pending)
+        if not n:
+            return
+        if cancel():
+            raise Cancelled("cancelled")
+        out = sess.run(None, {input_name: batch if fixed_batch else batch[:n]})[0][:n]
+        if out.shape[1] != K or out.shape[2] != T or out.shape[3] != T:
+            raise TailingsError("the network returned shape %s for tiles of %d x %d; expected (N, %d, %d, %d)"
+                                % (out.shape, T, T, K, T, T))
+        out = _activate(out.astype(np.float32, copy=False), info.activation)
+        for k, (x, _) in enumerate(pending):
+            acc[:, :th, x:x + tw] += out[k, :, :th, :tw] * weights
+            wsum[:th, x:x + tw] += weights
+        run_tiles += n
+        pending.clear()
+
+    for yi, y in enumerate(ys):
+        if cancel():
+            raise Cancelled("cancelled")
+        strip = ds.ReadAsArray(0, y, W, th, buf_type=gdal.GDT_Float32)
+        strip = strip.reshape(nb, th, W)
+        valid = np.ones((th, W), bool)
+        for i in range(nb):
+            if nodata[i] is not None:
+                valid &= strip[i] != nodata[i]
+        valid &= np.isfinite(strip).all(axis=0)
+        norm = strip * a + b
+        norm[:, ~valid] = 0.0
+        for x in xs:
+            if not valid[:, x:x + tw].any():
+                done_tiles += 1
+                continue
+            k = len(pending)
+            batch[k] = 0.0
+            batch[k, :, :th, :tw] = norm[:, :, x:x + tw]
+            pending.append((x, y))
+            done_tiles += 1
+            if len(pending) == len(batch):
+                flush(th)
+                progress(0.85 * done_tiles / total_tiles, "tile %d of %d" % (done_tiles, total_tiles))
+        flush(th)
+        progress(0.85 * done_tiles / total_tiles, "tile %d of %d" % (done_tiles, total_tiles))
+        # Rows that no later tile row touches are final.
+        last = yi == len(ys) - 1
+        nrows = th if last else ys[yi + 1] - y
+        cls, conf = _classify(acc[:, :nrows], wsum[:nrows], valid[:nrows], binary, p.threshold)
+        valid_total += int(valid[:nrows].sum())
+        stats_px += np.bincount(cls.ravel(), minlength=256)
+        cls_w.write(cls, y)
+        conf_w.write(conf, y)
+        # Shift the accumulator: the rows not yet final move to the top.
+        keep = th - nrows
+        if keep > 0 and not last:
+            acc[:, :keep] = acc[:, nrows:th]
+            wsum[:keep] = wsum[nrows:th]
+        acc[:, keep:] = 0.0
+        wsum[keep:] = 0.0
+    ds = None
+    cls_w.close()
+    conf_w.close()
+    if valid_total == 0:
+        raise InputError("%s holds no valid pixels in the bands the model reads (all nodata)" % p.input)
+    if cancel():
+        raise Cancelled("cancelled")
+    notes = list(p.notes)
+    if p.resample:
+        progress(0.87, "resampling results onto the source grid")
+        _to_source_grid(cls_path, tmp["classes"], view_gt, w0, h0, wkt, "near", colours, names, meta)
+        if "confidence" in tmp:
+            _to_source_grid(conf_path, tmp["confidence"], view_gt, w0, h0, wkt, "near", None, None, meta)
+            conf_path = tmp["confidence"]
+        else:
+            _to_source_grid(conf_path, os.path.join(workdir, "conf.tif"), view_gt, w0, h0, wkt, "near",
+                            None, None, meta)
+            conf_path = os.path.join(workdir, "conf.tif")
+    progress(0.9, "removing regions under the minimum area and polygonising")
+    stats = postprocess(p, tmp["classes"], conf_path, tmp.get("polygons"), run_time, cancel)
+    return SegmentResult(class_raster=tmp["classes"], confidence_raster=tmp.get("confidence"),
+                         polygons=tmp.get("polygons"), layer_name=_layer_name(p), device=device,
+                         provider_reason=reason, seconds=time.time() - t0, stats=stats, notes=notes,
+                         model=info, valid_pixels=valid_total, tiles=run_tiles)
+
+
+def _batch_size(p: Plan, sess) -> int:
+    """The batch size asked for, or the network's own when its batch dimension is fixed."""
+    dim = sess.get_inputs()[0].shape[0]
+    return dim if isinstance(dim, int) and dim > 0 else p.batch
+
+
+def _layer_name(p: Plan) -> str:
+    return os.path.splitext(os.path.basename(p.outputs.get("polygons", "polygons")))[0]
+
+
+def _classify(acc, wsum, valid, binary, threshold):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prob = acc / np.maximum(wsum, 1e-12)
+    if prob.shape[0] == 1:
+        p1 = prob[0]
+        cls = (p1 >= threshold).astype(np.uint8)
+        conf = np.where(cls == 1, p1, 1.0 - p1)
+    elif binary:
+        p1 = prob[1] / np.maximum(prob.sum(axis=0), 1e-12)
+        cls = (p1 >= threshold).astype(np.uint8)
+        conf = np.where(cls == 1, p1, 1.0 - p1)
+    else:
+        cls = prob.argmax(axis=0).astype(np.uint8)
+        conf = prob.max(axis=0) / np.maximum(prob.sum(axis=0), 1e-12)
+    conf = np.clip(np.rint(conf * 100.0), 0, 100).astype(np.uint8)
+    cls[~valid] = NODATA_CLASS
+    conf[~valid] = NODATA_CONF
+    return cls, conf
+
+
+def _to_source_grid(src, dst, gt, w, h, wkt, alg, colours, names, meta):
+    """Resample a working-grid result onto the source grid (window), streamed by GDAL."""
+    out = _Writer(dst, w, h, gt, wkt, NODATA_CLASS, colours, names, meta)
+    out.close()
+    ds = gdal.Open(dst, gdal.GA_Update)
+    gdal.Warp(ds, src, resampleAlg=alg, srcNodata=NODATA_CLASS, dstNodata=NODATA_CLASS, multithread=False)
+    ds.FlushCache()
+    ds = None

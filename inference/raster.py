@@ -1,0 +1,208 @@
+"""Opening input rasters with GDAL: checks, ground sample distance, Sentinel-2 folders.
+
+Only GDAL's Python bindings are used: they ship with every QGIS, rasterio does not.
+"""
+from __future__ import annotations
+
+import glob
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+from osgeo import gdal, osr
+
+from .errors import InputError
+
+gdal.UseExceptions()
+osr.UseExceptions()
+
+# WGS84 ellipsoid
+_A = 6378137.0
+_F = 1 / 298.257223563
+_E2 = _F * (2 - _F)
+
+
+@dataclass
+class RasterInfo:
+    path: str                 # what GDAL opens (a file, or a VRT we built)
+    label: str                # the user's input as given
+    width: int
+    height: int
+    count: int
+    geotransform: Tuple[float, ...]
+    wkt: str
+    descriptions: List[str]
+    nodata: List[Optional[float]]
+    dtypes: List[str]
+    scales: List[Optional[float]]   # declared DN->physical scale per band (None = not declared)
+    offsets: List[Optional[float]]
+    geographic: bool
+    gsd_m: Tuple[float, float]      # (x, y) pixel size in metres at the raster centre
+    band_files: Optional[List[str]] = None  # for Sentinel-2 folders: the file of each band
+
+    @property
+    def srs(self) -> osr.SpatialReference:
+        s = osr.SpatialReference()
+        s.ImportFromWkt(self.wkt)
+        s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        return s
+
+
+def open_dataset(path: str) -> gdal.Dataset:
+    try:
+        ds = gdal.Open(path, gdal.GA_ReadOnly)
+    except RuntimeError as e:
+        raise InputError("cannot open %s as a raster: %s" % (path, _gdal_msg(e))) from None
+    if ds is None:
+        raise InputError("cannot open %s as a raster" % path)
+    return ds
+
+
+def _gdal_msg(e) -> str:
+    return str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+
+
+_S2_FILE = re.compile(r"(?:^|[_\-])(B(?:0[1-9]|1[0-2]|8A))(?:[_\-.]|_\d+m)", re.I)
+
+
+def sentinel2_folder_bands(folder: str) -> List[Tuple[str, str]]:
+    """``[(band code, file)]`` of a Sentinel-2 product folder (SAFE, or per-band files)."""
+    found = {}
+    for f in sorted(glob.glob(os.path.join(folder, "**", "*"), recursive=True)):
+        if not os.path.isfile(f) or not f.lower().endswith((".jp2", ".tif", ".tiff")):
+            continue
+        m = _S2_FILE.search(os.path.basename(f))
+        if not m:
+            continue
+        code = m.group(1).upper()
+        prev = found.get(code)
+        # Prefer the finest resolution when an L2A product has R10m/R20m/R60m copies.
+        if prev is None or _res_rank(f) < _res_rank(prev):
+            found[code] = f
+    order = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
+    return [(c, found[c]) for c in order if c in found]
+
+
+def _res_rank(path: str) -> int:
+    m = re.search(r"_(\d\d)m", os.path.basename(path))
+    return int(m.group(1)) if m else 0
+
+
+def build_sentinel2_vrt(folder: str, vrt_path: str, res_m: float = 10.0) -> Tuple[str, List[str]]:
+    """A VRT stacking the folder's band files on a ``res_m`` grid (bilinear), band
+    descriptions set to S2 band names.  Returns ``(vrt_path, band names)``."""
+    bands = sentinel2_folder_bands(folder)
+    if not bands:
+        raise InputError("folder %s holds no Sentinel-2 band files (*_B02.jp2, *_B04.tif...)" % folder)
+    files = [f for _, f in bands]
+    try:
+        vrt = gdal.BuildVRT(vrt_path, files, separate=True, xRes=res_m, yRes=res_m,
+                            resampleAlg="bilinear", targetAlignedPixels=True)
+    except RuntimeError as e:
+        raise InputError("cannot stack the band files of %s: %s" % (folder, _gdal_msg(e))) from None
+    if vrt is None:
+        raise InputError("cannot stack the band files of %s" % folder)
+    names = []
+    for i, (code, _) in enumerate(bands, start=1):
+        vrt.GetRasterBand(i).SetDescription("S2:" + code)
+        names.append("S2:" + code)
+    vrt.FlushCache()
+    vrt = None
+    return vrt_path, files
+
+
+def _declared_scale(ds, b) -> Tuple[Optional[float], Optional[float]]:
+    s, o = b.GetScale(), b.GetOffset()
+    if s not in (None, 1.0) or o not in (None, 0.0):
+        return (s if s is not None else 1.0), (o if o is not None else 0.0)
+    for md in (b.GetMetadata() or {}, ds.GetMetadata() or {}):
+        for key in ("SCALE", "scale_factor", "SCALE_FACTOR"):
+            if key in md:
+                try:
+                    s = float(md[key])
+                except ValueError:
+                    continue
+                off = 0.0
+                for ok in ("OFFSET", "add_offset", "ADD_OFFSET"):
+                    if ok in md:
+                        try:
+                            off = float(md[ok])
+                        except ValueError:
+                            pass
+                return s, off
+    return None, None
+
+
+def inspect(path: str, label: Optional[str] = None, band_files=None) -> RasterInfo:
+    """Open and check a raster; raise :class:`InputError` for what the engine cannot use."""
+    if not os.path.exists(path):
+        raise InputError("input not found: %s" % path)
+    ds = open_dataset(path)
+    try:
+        if ds.RasterCount == 0:
+            raise InputError("%s has no raster bands" % (label or path))
+        gt = ds.GetGeoTransform(can_return_null=True)
+        wkt = ds.GetProjection()
+        if not wkt or gt is None:
+            raise InputError("%s has no coordinate reference system or georeferencing; assign a CRS "
+                             "(e.g. with gdal_edit.py -a_srs or QGIS's Assign Projection) first" % (label or path))
+        if gt[2] != 0 or gt[4] != 0:
+            raise InputError("%s is a rotated raster; warp it to a north-up grid first (gdalwarp)" % (label or path))
+        srs = osr.SpatialReference()
+        srs.ImportFromWkt(wkt)
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        descriptions, nodata, dtypes, scales, offsets = [], [], [], [], []
+        for i in range(1, ds.RasterCount + 1):
+            b = ds.GetRasterBand(i)
+            descriptions.append(b.GetDescription() or "")
+            nodata.append(b.GetNoDataValue())
+            dtypes.append(gdal.GetDataTypeName(b.DataType))
+            s, o = _declared_scale(ds, b)
+            scales.append(s)
+            offsets.append(o)
+        info = RasterInfo(path=path, label=label or path, width=ds.RasterXSize, height=ds.RasterYSize,
+                          count=ds.RasterCount, geotransform=tuple(gt), wkt=wkt, descriptions=descriptions,
+                          nodata=nodata, dtypes=dtypes, scales=scales, offsets=offsets,
+                          geographic=bool(srs.IsGeographic()), gsd_m=(0.0, 0.0), band_files=band_files)
+        info.gsd_m = pixel_size_m(info)
+        return info
+    finally:
+        ds = None
+
+
+def _metres_per_degree(lat_deg: float) -> Tuple[float, float]:
+    """(east-west, north-south) metres per degree on the WGS84 ellipsoid at ``lat``."""
+    phi = math.radians(lat_deg)
+    s = math.sin(phi)
+    w = math.sqrt(1 - _E2 * s * s)
+    n = _A / w                          # prime vertical radius
+    m = _A * (1 - _E2) / w ** 3         # meridional radius
+    return math.radians(1) * n * math.cos(phi), math.radians(1) * m
+
+
+def pixel_size_m(info: RasterInfo, row: Optional[float] = None) -> Tuple[float, float]:
+    """Pixel size in metres: CRS units for projected CRSs, ellipsoidal for geographic ones
+    (at ``row``, default the centre row)."""
+    gt = info.geotransform
+    srs = info.srs
+    if srs.IsGeographic():
+        r = info.height / 2.0 if row is None else row
+        lat = gt[3] + gt[5] * r
+        mx, my = _metres_per_degree(lat)
+        return abs(gt[1]) * mx, abs(gt[5]) * my
+    unit = srs.GetLinearUnits() or 1.0
+    return abs(gt[1]) * unit, abs(gt[5]) * unit
+
+
+def min_pixel_area_m2(info: RasterInfo) -> float:
+    """The smallest pixel area over the raster (geographic CRSs: at the row nearest a pole)."""
+    if not info.geographic:
+        x, y = info.gsd_m
+        return x * y
+    areas = []
+    for row in (0, info.height):
+        x, y = pixel_size_m(info, row)
+        areas.append(x * y)
+    return min(areas)

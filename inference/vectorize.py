@@ -1,0 +1,211 @@
+"""From the class raster to polygons: sieve, polygonise (GDAL), measure.
+
+The class raster is sieved in place first (regions under the minimum area are merged
+into their largest neighbour), then polygonised, so the raster and the polygon layer
+show the same regions.  Areas are true areas: planar in a projected CRS, on an
+equal-area projection centred on each polygon for a geographic CRS.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from typing import Dict, Optional
+
+import numpy as np
+from osgeo import gdal, ogr, osr
+
+from . import raster as rasterlib
+from .errors import Cancelled, OutputError
+
+ogr.UseExceptions()
+
+ROWS_PER_READ = 512
+
+
+def sieve_threshold_px(p) -> int:
+    """Pixels a region needs to reach ``p.min_area_ha`` everywhere on the raster."""
+    if p.min_area_ha <= 0:
+        return 0
+    return int(math.ceil(p.min_area_ha * 10000.0 / rasterlib.min_pixel_area_m2(p.raster) - 1e-9))
+
+
+def background_ids(model) -> set:
+    return {c.id for c in model.classes if c.name.strip().lower() in ("background", "other", "none", "no data")}
+
+
+def postprocess(p, classes_path: str, conf_path: str, gpkg_path: Optional[str], run_time: str,
+                cancel) -> Dict[int, Dict[str, object]]:
+    """Sieve ``classes_path`` in place, write polygons to ``gpkg_path`` (if given), return
+    per-class statistics ``{class_id: {name, count, area_ha}}``."""
+    model = p.model
+    thr = sieve_threshold_px(p)
+    ds = gdal.Open(classes_path, gdal.GA_Update)
+    band = ds.GetRasterBand(1)
+    if thr > 1:
+        gdal.SieveFilter(band, band.GetMaskBand(), band, thr, 4)
+        band.FlushCache()
+    bg = background_ids(model)
+    if gpkg_path is None:
+        counts = np.zeros(256, np.int64)
+        for y in range(0, ds.RasterYSize, ROWS_PER_READ):
+            arr = band.ReadAsArray(0, y, ds.RasterXSize, min(ROWS_PER_READ, ds.RasterYSize - y))
+            counts += np.bincount(arr.ravel(), minlength=256)
+        px = rasterlib.pixel_size_m(p.raster)
+        ds = None
+        return {c.id: {"name": c.name, "count": None, "area_ha": float(counts[c.id]) * px[0] * px[1] / 1e4}
+                for c in model.classes if c.id not in bg}
+    tmpdir = tempfile.mkdtemp(prefix="tm-poly-")
+    try:
+        mask_path = os.path.join(tmpdir, "fg.tif")
+        mask_ds = gdal.GetDriverByName("GTiff").Create(mask_path, ds.RasterXSize, ds.RasterYSize, 1, gdal.GDT_Byte,
+                                                       options=["TILED=YES", "COMPRESS=DEFLATE"])
+        mb = mask_ds.GetRasterBand(1)
+        for y in range(0, ds.RasterYSize, ROWS_PER_READ):
+            arr = band.ReadAsArray(0, y, ds.RasterXSize, min(ROWS_PER_READ, ds.RasterYSize - y))
+            fg = arr != 255
+            for b in bg:
+                fg &= arr != b
+            mb.WriteArray(fg.astype(np.uint8), 0, y)
+        mb.FlushCache()
+        if cancel():
+            raise Cancelled("cancelled")
+        srs = osr.SpatialReference()
+        srs.ImportFromWkt(ds.GetProjection())
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        drv = ogr.GetDriverByName("GPKG")
+        try:
+            out = drv.CreateDataSource(gpkg_path)
+        except RuntimeError as e:
+            raise OutputError("cannot create %s: %s" % (gpkg_path, e)) from None
+        name = os.path.splitext(os.path.basename(p.outputs["polygons"]))[0]
+        layer = out.CreateLayer(name, srs, ogr.wkbPolygon, options=["GEOMETRY_NAME=geom", "FID=fid"])
+        fields = [("class_id", ogr.OFTInteger), ("class_name", ogr.OFTString), ("area_m2", ogr.OFTReal),
+                  ("area_ha", ogr.OFTReal), ("perimeter_m", ogr.OFTReal), ("mean_confidence", ogr.OFTReal),
+                  ("source", ogr.OFTString), ("model", ogr.OFTString), ("run_time", ogr.OFTString)]
+        for fname, ftype in fields:
+            layer.CreateField(ogr.FieldDefn(fname, ftype))
+        out.StartTransaction()
+        gdal.Polygonize(band, mb, layer, 0, [])
+        out.CommitTransaction()
+        stats = _measure(p, layer, out, ds, conf_path, srs, run_time, cancel)
+        layer.SetMetadata({"TM_MODEL": model.name, "TM_SOURCE": p.input, "TM_RUN_TIME": run_time,
+                           "TM_MIN_AREA_HA": str(p.min_area_ha), "TM_THRESHOLD": str(p.threshold)})
+        layer = None
+        out = None
+        mask_ds = None
+        ds = None
+        return stats
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _laea_for(geom, src_srs):
+    c = geom.Centroid()
+    lon, lat = c.GetX(), c.GetY()
+    laea = osr.SpatialReference()
+    laea.SetWellKnownGeogCS("WGS84")
+    laea.SetLAEA(lat, lon, 0.0, 0.0)
+    laea.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return osr.CoordinateTransformation(src_srs, laea)
+
+
+def area_perimeter_m(geom, srs) -> tuple:
+    """True area (m2) and perimeter (m) of ``geom`` in ``srs``."""
+    if srs.IsGeographic():
+        g = geom.Clone()
+        g.Transform(_laea_for(geom, srs))
+        return g.GetArea(), g.Boundary().Length()
+    unit = srs.GetLinearUnits() or 1.0
+    return geom.GetArea() * unit * unit, geom.Boundary().Length() * unit
+
+
+def _simplify(geom, tol_m, srs):
+    if tol_m <= 0:
+        return geom
+    tol = tol_m
+    if srs.IsGeographic():
+        lat = geom.Centroid().GetY()
+        mx, my = rasterlib._metres_per_degree(lat)
+        tol = tol_m / max(mx, my)
+    else:
+        tol = tol_m / (srs.GetLinearUnits() or 1.0)
+    g = geom.SimplifyPreserveTopology(tol)
+    if g is None or g.IsEmpty():
+        return geom
+    if not g.IsValid():
+        try:
+            g = g.MakeValid()
+        except Exception:
+            return geom
+        if g is None or g.IsEmpty() or not g.IsValid():
+            return geom
+        if g.GetGeometryType() not in (ogr.wkbPolygon, ogr.wkbMultiPolygon):
+            return geom
+        if g.GetGeometryType() == ogr.wkbMultiPolygon:
+            return geom
+    return g
+
+
+def _mean_confidence(geom, conf_ds, gt) -> float:
+    xmin, xmax, ymin, ymax = geom.GetEnvelope()
+    c0 = max(0, int(math.floor((xmin - gt[0]) / gt[1])))
+    c1 = min(conf_ds.RasterXSize, int(math.ceil((xmax - gt[0]) / gt[1])))
+    r0 = max(0, int(math.floor((ymax - gt[3]) / gt[5])))
+    r1 = min(conf_ds.RasterYSize, int(math.ceil((ymin - gt[3]) / gt[5])))
+    if c1 <= c0 or r1 <= r0:
+        return float("nan")
+    w, h = c1 - c0, r1 - r0
+    mem = gdal.GetDriverByName("MEM").Create("", w, h, 1, gdal.GDT_Byte)
+    mem.SetGeoTransform((gt[0] + c0 * gt[1], gt[1], 0, gt[3] + r0 * gt[5], 0, gt[5]))
+    vds = ogr.GetDriverByName("Memory").CreateDataSource("")
+    vl = vds.CreateLayer("g", None, ogr.wkbPolygon)
+    f = ogr.Feature(vl.GetLayerDefn())
+    f.SetGeometry(geom)
+    vl.CreateFeature(f)
+    gdal.RasterizeLayer(mem, [1], vl, burn_values=[1])
+    inside = mem.ReadAsArray() == 1
+    conf = conf_ds.GetRasterBand(1).ReadAsArray(c0, r0, w, h)
+    sel = inside & (conf != 255)
+    if not sel.any():
+        return float("nan")
+    return float(conf[sel].mean()) / 100.0
+
+
+def _measure(p, layer, out, cls_ds, conf_path, srs, run_time, cancel):
+    names = p.model.class_names()
+    conf_ds = gdal.Open(conf_path)
+    gt = cls_ds.GetGeoTransform()
+    stats: Dict[int, Dict[str, object]] = {c.id: {"name": c.name, "count": 0, "area_ha": 0.0}
+                                           for c in p.model.classes if c.id not in background_ids(p.model)}
+    source = os.path.abspath(p.input)
+    out.StartTransaction()
+    layer.ResetReading()
+    n = 0
+    for feat in layer:
+        n += 1
+        if n % 200 == 0 and cancel():
+            raise Cancelled("cancelled")
+        geom = feat.GetGeometryRef().Clone()
+        conf = _mean_confidence(geom, conf_ds, gt)
+        geom = _simplify(geom, p.simplify_m, srs)
+        area, perim = area_perimeter_m(geom, srs)
+        cid = feat.GetFieldAsInteger("class_id")
+        feat.SetGeometry(geom)
+        feat.SetField("class_name", names.get(cid, str(cid)))
+        feat.SetField("area_m2", round(area, 2))
+        feat.SetField("area_ha", round(area / 1e4, 6))
+        feat.SetField("perimeter_m", round(perim, 2))
+        if conf == conf:
+            feat.SetField("mean_confidence", round(conf, 4))
+        feat.SetField("source", source)
+        feat.SetField("model", p.model.name)
+        feat.SetField("run_time", run_time)
+        layer.SetFeature(feat)
+        s = stats.setdefault(cid, {"name": names.get(cid, str(cid)), "count": 0, "area_ha": 0.0})
+        s["count"] += 1
+        s["area_ha"] += area / 1e4
+    out.CommitTransaction()
+    conf_ds = None
+    return stats
