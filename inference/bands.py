@@ -140,7 +140,7 @@ def parse_description(text: str, sensor_hint: Optional[str] = None) -> Optional[
             return band(t)
     except BandMappingError:
         pass
-    low = re.sub(r"[^a-z ]", "", t.lower()).strip()
+    low = t.lower().strip()
     if low in _COMMON_ALIASES:
         return CATALOGUE[_COMMON_ALIASES[low].upper()]
     m = _DESC_S2.search(t)

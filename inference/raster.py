@@ -97,9 +97,22 @@ def build_sentinel2_vrt(folder: str, vrt_path: str, res_m: float = 10.0) -> Tupl
     if not bands:
         raise InputError("folder %s holds no Sentinel-2 band files (*_B02.jp2, *_B04.tif...)" % folder)
     files = [f for _, f in bands]
+    # The grid of the finest band file (the 10 m bands of a product) is the output grid.
+    finest, best = None, None
+    for f in files:
+        d = gdal.Open(f)
+        gt = d.GetGeoTransform()
+        if best is None or abs(gt[1]) < best[1]:
+            best = (gt[0], abs(gt[1]), gt[3], abs(gt[5]), d.RasterXSize, d.RasterYSize)
+        d = None
+    x0, px, y0, py, w, h = best
+    if abs(px - res_m) < 1e-6:
+        bounds = [x0, y0 - py * h, x0 + px * w, y0]
+    else:
+        bounds = None
     try:
         vrt = gdal.BuildVRT(vrt_path, files, separate=True, xRes=res_m, yRes=res_m,
-                            resampleAlg="bilinear", targetAlignedPixels=True)
+                            resampleAlg="bilinear", outputBounds=bounds)
     except RuntimeError as e:
         raise InputError("cannot stack the band files of %s: %s" % (folder, _gdal_msg(e))) from None
     if vrt is None:

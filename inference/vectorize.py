@@ -148,7 +148,7 @@ def _simplify(geom, tol_m, srs):
     return g
 
 
-def _mean_confidence(geom, conf_ds, gt) -> float:
+def _mean_confidence(geom, conf_ds, gt, srs) -> float:
     xmin, xmax, ymin, ymax = geom.GetEnvelope()
     c0 = max(0, int(math.floor((xmin - gt[0]) / gt[1])))
     c1 = min(conf_ds.RasterXSize, int(math.ceil((xmax - gt[0]) / gt[1])))
@@ -159,8 +159,9 @@ def _mean_confidence(geom, conf_ds, gt) -> float:
     w, h = c1 - c0, r1 - r0
     mem = gdal.GetDriverByName("MEM").Create("", w, h, 1, gdal.GDT_Byte)
     mem.SetGeoTransform((gt[0] + c0 * gt[1], gt[1], 0, gt[3] + r0 * gt[5], 0, gt[5]))
+    mem.SetProjection(srs.ExportToWkt())
     vds = ogr.GetDriverByName("Memory").CreateDataSource("")
-    vl = vds.CreateLayer("g", None, ogr.wkbPolygon)
+    vl = vds.CreateLayer("g", srs, ogr.wkbPolygon)
     f = ogr.Feature(vl.GetLayerDefn())
     f.SetGeometry(geom)
     vl.CreateFeature(f)
@@ -188,7 +189,7 @@ def _measure(p, layer, out, cls_ds, conf_path, srs, run_time, cancel):
         if n % 200 == 0 and cancel():
             raise Cancelled("cancelled")
         geom = feat.GetGeometryRef().Clone()
-        conf = _mean_confidence(geom, conf_ds, gt)
+        conf = _mean_confidence(geom, conf_ds, gt, srs)
         geom = _simplify(geom, p.simplify_m, srs)
         area, perim = area_perimeter_m(geom, srs)
         cid = feat.GetFieldAsInteger("class_id")
