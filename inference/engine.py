@@ -240,7 +240,7 @@ class _Writer:
         drv = gdal.GetDriverByName("GTiff")
         self.path = path
         self.ds = drv.Create(path, width, height, 1, gdal.GDT_Byte,
-                             options=["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER",
+                             options=["TILED=YES", "COMPRESS=DEFLATE", "ZLEVEL=1", "BIGTIFF=IF_SAFER",
                                       "BLOCKXSIZE=256", "BLOCKYSIZE=256"])
         if self.ds is None:
             raise OutputError("cannot create %s" % path)

@@ -1,0 +1,178 @@
+"""Engine benchmark: throughput, peak memory, and overhead against bare onnxruntime.
+
+    .venv/bin/python bench/engine.py --size 4096            # a 4096 x 4096 x 4 raster
+    .venv/bin/python bench/engine.py --size 10980           # a full Sentinel-2 tile
+
+Generates a large 4-band uint16 raster (written in strips), then in two separate child
+processes (so each one's peak memory is its own): (1) the engine end to end
+(``inference.segment``: read, normalise, infer, blend, write, sieve, polygonise);
+(2) the bare onnxruntime session over the same number of tiles and batches, fed from
+one preallocated array.  Prints the figures and, last, one JSON line with
+``overhead_ratio`` (1 = no overhead), ``peak_rss_mb`` (the engine process) and
+``mpx_per_s``.  Figures only: nothing here asserts a time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+from osgeo import gdal, osr  # noqa: E402
+
+gdal.UseExceptions()
+
+
+def generate(path: str, size: int, seed: int = 0) -> None:
+    """A size x size x 4 uint16 raster (B4, B3, B2, B8 descriptions), smooth noise, in strips."""
+    drv = gdal.GetDriverByName("GTiff")
+    ds = drv.Create(path, size, size, 4, gdal.GDT_UInt16,
+                    options=["TILED=YES", "COMPRESS=DEFLATE", "PREDICTOR=2", "BIGTIFF=YES"])
+    ds.SetGeoTransform((300000.0, 10.0, 0, 7800000.0, 0, -10.0))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32723)
+    ds.SetProjection(srs.ExportToWkt())
+    rng = np.random.default_rng(seed)
+    for i, d in enumerate(["B4", "B3", "B2", "B8"]):
+        ds.GetRasterBand(i + 1).SetDescription(d)
+        ds.GetRasterBand(i + 1).SetNoDataValue(0)
+    step = 512
+    base = rng.normal(0, 1, (4, size // 64 + 2, size // 64 + 2))
+    for y in range(0, size, step):
+        h = min(step, size - y)
+        rows = (np.arange(y, y + h) // 64)[:, None]
+        cols = (np.arange(size) // 64)[None, :]
+        for b in range(4):
+            strip = 1200 + 600 * base[b][rows, cols] + rng.normal(0, 80, (h, size))
+            ds.GetRasterBand(b + 1).WriteArray(np.clip(strip, 1, 10000).astype(np.uint16), 0, y)
+    ds.FlushCache()
+    ds = None
+
+
+def bench_model(path: str, bands=("S2:B04", "S2:B03", "S2:B02"), width: int = 32, depth: int = 6,
+                tile: int = 256, overlap: int = 32) -> str:
+    """A stand-in CNN (depth 3x3 convolutions, ``width`` channels, ReLU, sigmoid head)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from inference.model import ClassInfo, ModelInfo, write_metadata
+    rng = np.random.default_rng(1)
+    c = len(bands)
+    inits, nodes, prev, cin = [], [], "input", c
+    for i in range(depth):
+        cout = 1 if i == depth - 1 else width
+        w = (rng.normal(0, 1, (cout, cin, 3, 3)) / np.sqrt(cin * 9)).astype(np.float32)
+        inits += [numpy_helper.from_array(w, "w%d" % i), numpy_helper.from_array(np.zeros(cout, np.float32), "b%d" % i)]
+        nodes.append(helper.make_node("Conv", [prev, "w%d" % i, "b%d" % i], ["c%d" % i], pads=[1, 1, 1, 1]))
+        prev = "c%d" % i
+        if i < depth - 1:
+            nodes.append(helper.make_node("Relu", [prev], ["r%d" % i]))
+            prev = "r%d" % i
+        cin = cout
+    nodes.append(helper.make_node("Sigmoid", [prev], ["output"]))
+    g = helper.make_graph(nodes, "bench", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", c, "H", "W"])],
+                          [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 1, "H", "W"])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    write_metadata(m, ModelInfo(name="bench", bands=list(bands), gsd_m=10.0, tile_size=tile, tile_overlap=overlap,
+                                classes=[ClassInfo(0, "background", "#000000"), ClassInfo(1, "tailings", "#e6550d")],
+                                scale=[1e-4] * c, offset=[0.0] * c, mean=[0.1] * c, std=[0.05] * c,
+                                threshold=0.5, min_area_ha=1.0))
+    onnx.save(m, path)
+    return path
+
+
+def child_engine(args) -> None:
+    from inference import SegmentOptions, segment
+    t = time.perf_counter()
+    res = segment(args.raster, args.model, args.out, SegmentOptions(batch=args.batch, device=args.device,
+                                                                   threads=args.threads, overwrite=True))
+    dt = time.perf_counter() - t
+    print(json.dumps({"seconds": dt, "tiles": res.tiles, "device": res.device,
+                      "regions": sum((s["count"] or 0) for s in res.stats.values())}))
+
+
+def child_bare(args) -> None:
+    """The bare session over the same tiles: same count, batch and tile shape."""
+    from inference.runtime import make_session
+    from inference.tiling import positions
+    info, sess, device, _ = make_session(args.model, args.device, args.threads)
+    tile, overlap = info.tile_size, info.tile_overlap
+    n = len(positions(args.size, tile, overlap)) ** 2
+    x = np.random.default_rng(0).normal(0, 1, (args.batch, len(info.bands), tile, tile)).astype(np.float32)
+    name = sess.get_inputs()[0].name
+    sess.run(None, {name: x[:1]})  # warm-up (the engine pays its own first call too; see README)
+    t = time.perf_counter()
+    done = 0
+    while done < n:
+        k = min(args.batch, n - done)
+        sess.run(None, {name: x[:k]})
+        done += k
+    print(json.dumps({"seconds": time.perf_counter() - t, "tiles": n, "device": device}))
+
+
+def run_child(mode: str, args, extra) -> dict:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    cmd = [sys.executable, os.path.abspath(__file__), "--_child", mode, "--size", str(args.size),
+           "--batch", str(args.batch), "--device", args.device] + extra
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res["peak_rss_mb"] = peak / 1024.0 if peak > before else None
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", type=int, default=4096, help="raster side in pixels (10980 = a Sentinel-2 tile)")
+    ap.add_argument("--model", help="ONNX model (default: a stand-in CNN built here)")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--keep", help="folder to keep the generated raster and outputs in")
+    ap.add_argument("--_child")
+    ap.add_argument("--raster")
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    if args._child == "engine":
+        return child_engine(args)
+    if args._child == "bare":
+        return child_bare(args)
+    work = args.keep or tempfile.mkdtemp(prefix="tm-bench-")
+    os.makedirs(work, exist_ok=True)
+    raster = os.path.join(work, "bench_%d.tif" % args.size)
+    t = time.perf_counter()
+    if not os.path.exists(raster):
+        generate(raster, args.size)
+    print("raster: %d x %d x 4 uint16 (%.0f MB on disk), generated in %.1f s"
+          % (args.size, args.size, os.path.getsize(raster) / 1e6, time.perf_counter() - t))
+    model = args.model or bench_model(os.path.join(work, "bench.onnx"))
+    print("model: %s" % model)
+    # Engine first, then bare: their ru_maxrss are read as the running max over children, so the
+    # smaller-memory bare run goes second and cannot mask the engine's figure.
+    eng = run_child("engine", args, ["--raster", raster, "--model", model, "--out", os.path.join(work, "out")])
+    bare = run_child("bare", args, ["--model", model])
+    mpx = args.size * args.size / 1e6
+    ratio = eng["seconds"] / bare["seconds"]
+    print("engine end to end: %.1f s, %d tiles, device %s, %d regions" % (eng["seconds"], eng["tiles"],
+                                                                          eng["device"], eng["regions"]))
+    print("bare onnxruntime:  %.1f s, %d tiles" % (bare["seconds"], bare["tiles"]))
+    print("throughput: %.2f Mpx/s; overhead ratio %.3f; engine peak RSS %.0f MB"
+          % (mpx / eng["seconds"], ratio, eng["peak_rss_mb"] or -1))
+    print(json.dumps({"overhead_ratio": round(ratio, 4), "peak_rss_mb": round(eng["peak_rss_mb"] or -1, 1),
+                      "mpx_per_s": round(mpx / eng["seconds"], 3), "size": args.size, "tiles": eng["tiles"],
+                      "engine_s": round(eng["seconds"], 2), "bare_s": round(bare["seconds"], 2),
+                      "device": eng["device"]}))
+
+
+if __name__ == "__main__":
+    main()
