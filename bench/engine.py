@@ -91,6 +91,8 @@ def bench_model(path: str, bands=("S2:B04", "S2:B03", "S2:B02"), width: int = 32
 
 def child_engine(args) -> None:
     from inference import SegmentOptions, segment
+    from inference.__main__ import _bound_gdal_cache
+    _bound_gdal_cache()  # as the command line does
     t = time.perf_counter()
     res = segment(args.raster, args.model, args.out, SegmentOptions(batch=args.batch, device=args.device,
                                                                    threads=args.threads, overwrite=True))

@@ -136,6 +136,14 @@ def cmd_evaluate(a) -> int:
     return 0
 
 
+def _bound_gdal_cache() -> None:
+    """GDAL's block cache defaults to 5 % of RAM; the engine streams and needs little. Keep the
+    command line's memory bounded unless the user set GDAL_CACHEMAX."""
+    if "GDAL_CACHEMAX" not in os.environ:
+        from osgeo import gdal
+        gdal.SetCacheMax(256 * 1024 * 1024)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m inference", description="Tailings Mapper segmentation engine")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -164,6 +172,7 @@ def main(argv=None) -> int:
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_evaluate)
     a = ap.parse_args(argv)
+    _bound_gdal_cache()
     try:
         return a.func(a)
     except Cancelled:
