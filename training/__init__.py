@@ -1,0 +1,1 @@
+"""Training side of Tailings Mapper (torch).  Never imported by the plugin or the engine."""

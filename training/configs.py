@@ -1,0 +1,53 @@
+"""Named training configurations."""
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any, Dict
+
+BASE: Dict[str, Any] = {
+    "arch": "effunet", "arch_kw": {}, "pretrained": True,
+    "bands": ["S2:B04", "S2:B03", "S2:B02"],      # network channel order (R, G, B)
+    "classes": [{"id": 0, "name": "background", "color": "#000000"},
+                {"id": 1, "name": "tailings", "color": "#e6550d"}],
+    "loss": "focal+dice",
+    "epochs": 30, "batch": 8, "crop": 256, "samples_per_epoch": 160, "pos_p": 0.5,
+    "lr": 1e-3, "encoder_lr_mult": 0.5, "weight_decay": 1e-4, "warmup_epochs": 1,
+    "val_fraction": 0.2, "split_seed": 0, "val_sites": None,
+    "aug": {},                                    # overrides of data.AugConfig
+    "gsd_m": 10.0, "tile_size": 448, "tile_overlap": 64, "min_area_ha": 0.5,
+    "name": "tailings",
+}
+
+CONFIGS: Dict[str, Dict[str, Any]] = {
+    # baseline of earlier tailings work: plain small U-Net, BCE
+    "unet_small_bce": {"arch": "unet_small", "arch_kw": {"base": 16}, "pretrained": False, "loss": "bce"},
+    # U-Net on ImageNet-pretrained EfficientNet-Lite0, focal + Dice
+    "effunet_focal_dice": {"arch": "effunet", "loss": "focal+dice"},
+    "effunet_bce": {"arch": "effunet", "loss": "bce"},
+    # RST-DeepLabv3+ of the seed paper (trained from scratch: no pretrained MobileNetV2 here)
+    "rst_deeplab_focal_dice": {"arch": "rst_deeplab", "pretrained": False, "loss": "focal+dice"},
+    # the shipped model
+    "tailings": {"arch": "effunet", "loss": "focal+dice", "epochs": 60},
+    # seconds-long smoke test (CI)
+    "tiny": {"arch": "unet_small", "arch_kw": {"base": 4}, "pretrained": False, "loss": "focal+dice",
+             "epochs": 3, "batch": 4, "crop": 64, "samples_per_epoch": 8, "lr": 3e-3,
+             "tile_size": 64, "tile_overlap": 8, "min_area_ha": 0.0},
+}
+
+
+def get(name: str, **overrides) -> Dict[str, Any]:
+    if name not in CONFIGS:
+        if name.endswith(".json"):
+            with open(name) as f:
+                cfg = json.load(f)
+            out = copy.deepcopy(BASE)
+            out.update(cfg)
+            out.update({k: v for k, v in overrides.items() if v is not None})
+            return out
+        raise KeyError("unknown configuration %r; known: %s" % (name, ", ".join(CONFIGS)))
+    out = copy.deepcopy(BASE)
+    out.update(copy.deepcopy(CONFIGS[name]))
+    out["config"] = name
+    out.update({k: v for k, v in overrides.items() if v is not None})
+    return out

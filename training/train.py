@@ -1,0 +1,239 @@
+"""Training loop: seeded, resumable, checkpoints, per-epoch log and plot."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from dataclasses import asdict
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from . import data as D
+from . import losses, nets
+
+
+def device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return "CPU (%s, %d threads)" % (platform.processor() or platform.machine(), torch.get_num_threads())
+
+
+def pick_device(want: Optional[str] = None) -> torch.device:
+    if want:
+        return torch.device(want)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_all(seed: int):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if torch.backends.cudnn.is_available():
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+class Progress:
+    """Minimal progress bar on stderr (no tqdm dependency)."""
+
+    def __init__(self, total: int, prefix: str, enabled: bool = True):
+        self.total, self.prefix, self.n, self.t0 = total, prefix, 0, time.time()
+        self.enabled = enabled and sys.stderr.isatty()
+
+    def update(self, k=1, **info):
+        self.n += k
+        if not self.enabled:
+            return
+        frac = self.n / max(1, self.total)
+        bar = "#" * int(25 * frac) + "-" * (25 - int(25 * frac))
+        el = time.time() - self.t0
+        extra = " ".join("%s=%.4g" % kv for kv in info.items())
+        sys.stderr.write("\r%s [%s] %d/%d %.0fs %s " % (self.prefix, bar, self.n, self.total, el, extra))
+        sys.stderr.flush()
+
+    def close(self):
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+# ----------------------------------------------------------------------------- metrics
+THRESHOLDS = [round(x, 2) for x in np.arange(0.05, 0.96, 0.05)]
+
+
+def confusion_at(probs: List[np.ndarray], masks: List[np.ndarray], thresholds=THRESHOLDS) -> Dict[float, Dict]:
+    """Micro-averaged binary confusion counts over all valid pixels, for each threshold."""
+    out = {}
+    for th in thresholds:
+        tp = fp = fn = tn = 0
+        for p, m in zip(probs, masks):
+            v = m != 255
+            pr, gt = (p >= th)[v], (m == 1)[v]
+            tp += int(np.sum(pr & gt)); fp += int(np.sum(pr & ~gt))
+            fn += int(np.sum(~pr & gt)); tn += int(np.sum(~pr & ~gt))
+        out[th] = scores(tp, fp, fn, tn)
+    return out
+
+
+def scores(tp, fp, fn, tn) -> Dict[str, float]:
+    prec = tp / (tp + fp) if tp + fp else 0.0
+    rec = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+    iou = tp / (tp + fp + fn) if tp + fp + fn else 0.0
+    rec_bg = tn / (tn + fp) if tn + fp else 0.0
+    return {"precision": prec, "recall": rec, "f1": f1, "iou": iou, "mpa": (rec + rec_bg) / 2,
+            "pixel_accuracy": (tp + tn) / max(1, tp + fp + fn + tn)}
+
+
+@torch.no_grad()
+def predict(model, img_norm: np.ndarray, dev, multiple: int = 32) -> np.ndarray:
+    """Probability of the positive class for one normalised (C, H, W) image (padded to a multiple of 32)."""
+    c, h, w = img_norm.shape
+    ph, pw = (-h) % multiple, (-w) % multiple
+    x = np.pad(img_norm, ((0, 0), (0, ph), (0, pw)), mode="reflect")
+    z = model(torch.from_numpy(x[None]).to(dev))
+    p = torch.sigmoid(z[:, 0]) if z.shape[1] == 1 else torch.softmax(z, 1)[:, 1]
+    return p[0, :h, :w].float().cpu().numpy()
+
+
+def validate(model, tiles: List[D.Tile], mean, std, dev) -> Dict:
+    model.eval()
+    probs = [predict(model, D.normalise(t.image, mean, std) * (t.mask != 255)[None], dev) for t in tiles]
+    masks = [t.mask for t in tiles]
+    table = confusion_at(probs, masks)
+    best_th = max(table, key=lambda th: (table[th]["iou"], -abs(th - 0.5)))
+    return {"at_0.5": table[0.5], "best_threshold": best_th, "best": table[best_th], "table": table}
+
+
+# ----------------------------------------------------------------------------- training
+def _param_groups(model, cfg):
+    enc = [p for n, p in model.named_parameters() if n.startswith("encoder.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
+    groups = [{"params": rest, "lr": cfg["lr"]}]
+    if enc:
+        groups.append({"params": enc, "lr": cfg["lr"] * cfg.get("encoder_lr_mult", 1.0)})
+    return groups
+
+
+def _lr_factor(epoch_f: float, cfg) -> float:
+    w = cfg.get("warmup_epochs", 0)
+    if epoch_f < w:
+        return (epoch_f + 1e-3) / w
+    t = (epoch_f - w) / max(1e-9, cfg["epochs"] - w)
+    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def build_model(cfg, in_ch=None):
+    in_ch = in_ch or len(cfg["bands"])
+    n_out = 1 if len(cfg["classes"]) == 2 else len(cfg["classes"])
+    return nets.build(cfg["arch"], in_ch, n_out, pretrained=cfg.get("pretrained", False), **cfg.get("arch_kw", {}))
+
+
+def train(cfg: Dict, data_dir: str, out_dir: str, seed: int = 0, resume: bool = False,
+          device: Optional[str] = None, threads: Optional[int] = None, max_tiles: Optional[int] = None,
+          log=print) -> Dict:
+    os.makedirs(out_dir, exist_ok=True)
+    if threads:
+        torch.set_num_threads(threads)
+    seed_all(seed)
+    dev = pick_device(device)
+    tiles = D.load_folder(data_dir, cfg["bands"], max_tiles=max_tiles)
+    train_t, val_t = D.split_by_site(tiles, cfg["val_fraction"], cfg["split_seed"], cfg.get("val_sites"))
+    if not val_t:
+        raise ValueError("the validation split is empty")
+    mean, std = D.band_stats(train_t)
+    split = {"train_sites": sorted({t.site for t in train_t}, key=lambda s: (len(s), s)),
+             "val_sites": sorted({t.site for t in val_t}, key=lambda s: (len(s), s)),
+             "train_tiles": [t.name for t in train_t], "val_tiles": [t.name for t in val_t]}
+    aug = D.AugConfig(**cfg.get("aug", {}))
+    sampler = D.CropSampler(train_t, cfg["crop"], mean, std, aug, seed, cfg.get("pos_p", 0.5))
+    model = build_model(cfg).to(dev)
+    crit = losses.build(cfg["loss"])
+    opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    history, start_epoch, best_iou, elapsed0 = [], 0, -1.0, 0.0
+    last_p, best_p = os.path.join(out_dir, "last.pt"), os.path.join(out_dir, "best.pt")
+    if resume and os.path.isfile(last_p):
+        ck = torch.load(last_p, map_location=dev, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        sampler.set_state(ck["sampler"])
+        torch.set_rng_state(ck["torch_rng"])
+        history, start_epoch, best_iou = ck["history"], ck["epoch"], ck["best_iou"]
+        elapsed0 = ck.get("elapsed_s", 0.0)
+        log("resumed from %s at epoch %d" % (last_p, start_epoch))
+    meta = {"config": cfg, "seed": seed, "data_dir": os.path.abspath(data_dir), "split": split,
+            "mean": mean, "std": std, "device": device_name(dev), "n_params": nets.n_params(model),
+            "torch": torch.__version__}
+    with open(os.path.join(out_dir, "run.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    log("config %s arch %s loss %s | %d train tiles (%d sites), %d val tiles (sites %s) | %s | %.2fM params"
+        % (cfg.get("config"), cfg["arch"], cfg["loss"], len(train_t), len(split["train_sites"]), len(val_t),
+           ",".join(split["val_sites"]), meta["device"], meta["n_params"] / 1e6))
+    n_batches = math.ceil(cfg["samples_per_epoch"] / cfg["batch"])
+    t_start = time.time()
+    for epoch in range(start_epoch, cfg["epochs"]):
+        model.train()
+        bar = Progress(n_batches, "epoch %d/%d" % (epoch + 1, cfg["epochs"]))
+        tot, nb = 0.0, 0
+        for bi, (x, y) in enumerate(sampler.epoch(cfg["batch"], cfg["samples_per_epoch"])):
+            f = _lr_factor(epoch + bi / n_batches, cfg)
+            for g, lr0 in zip(opt.param_groups, base_lrs):
+                g["lr"] = lr0 * f
+            x, y = torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev)
+            loss = crit(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot += loss.item(); nb += 1
+            bar.update(loss=tot / nb)
+        bar.close()
+        v = validate(model, val_t, mean, std, dev)
+        elapsed = elapsed0 + time.time() - t_start
+        rec = {"epoch": epoch + 1, "train_loss": tot / max(1, nb), "val_iou@0.5": v["at_0.5"]["iou"],
+               "val_f1@0.5": v["at_0.5"]["f1"], "val_best_th": v["best_threshold"],
+               "val_iou_best": v["best"]["iou"], "val_f1_best": v["best"]["f1"], "elapsed_s": round(elapsed, 1),
+               "lr": opt.param_groups[0]["lr"]}
+        history.append(rec)
+        log(json.dumps(rec))
+        if v["best"]["iou"] > best_iou:
+            best_iou = v["best"]["iou"]
+            torch.save({"model": model.state_dict(), "cfg": cfg, "epoch": epoch + 1, "mean": mean, "std": std,
+                        "val": {k: v[k] for k in ("at_0.5", "best_threshold", "best")},
+                        "val_table": {str(k): s for k, s in v["table"].items()}, "split": split}, best_p)
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sampler": sampler.state(),
+                    "torch_rng": torch.get_rng_state(), "history": history, "epoch": epoch + 1,
+                    "best_iou": best_iou, "cfg": cfg, "mean": mean, "std": std, "split": split,
+                    "elapsed_s": elapsed}, last_p + ".tmp")
+        os.replace(last_p + ".tmp", last_p)
+        with open(os.path.join(out_dir, "history.json"), "w") as fh:
+            json.dump(history, fh, indent=1)
+        plot_history(history, os.path.join(out_dir, "history.png"))
+    summary = {"epochs": len(history), "best_val_iou": best_iou,
+               "train_time_s": history[-1]["elapsed_s"] if history else 0.0, "device": meta["device"]}
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    return summary
+
+
+def plot_history(history, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax[0].plot(ep, [h["train_loss"] for h in history]); ax[0].set_title("train loss"); ax[0].set_xlabel("epoch")
+    ax[1].plot(ep, [h["val_iou@0.5"] for h in history], label="IoU@0.5")
+    ax[1].plot(ep, [h["val_iou_best"] for h in history], label="IoU@best th")
+    ax[1].plot(ep, [h["val_f1_best"] for h in history], label="F1@best th")
+    ax[1].set_title("validation (held-out sites)"); ax[1].set_xlabel("epoch"); ax[1].legend(); ax[1].set_ylim(0, 1)
+    fig.tight_layout(); fig.savefig(path, dpi=80); plt.close(fig)
