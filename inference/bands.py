@@ -250,7 +250,12 @@ def map_bands(model_bands: Sequence[str], raster_descriptions: Sequence[str],
     error naming it.
     """
     n = len(raster_descriptions)
-    explicit = dict(explicit or {})
+    by_upper = {m.upper(): m for m in model_bands}
+    unknown = [k for k in (explicit or {}) if str(k).strip().upper() not in by_upper]
+    if unknown:
+        raise BandMappingError("band mapping names %s, which the model does not read (it reads %s)"
+                               % (", ".join(repr(k) for k in unknown), ", ".join(model_bands)))
+    explicit = {by_upper[str(k).strip().upper()]: int(v) for k, v in (explicit or {}).items()}
     ids = identify_bands(raster_descriptions, preset_key)
     if not preset_key and not any(ids):
         # Nothing in the descriptions: fall back on the usual export for the band count.
@@ -270,9 +275,9 @@ def map_bands(model_bands: Sequence[str], raster_descriptions: Sequence[str],
         want = band(name)
         if name in explicit:
             idx = explicit[name]
-            if idx > n:
-                raise BandMappingError("band mapping sends raster band %d to %s, but the raster has only %d band%s"
-                                       % (idx, name, n, "" if n == 1 else "s"))
+            if not 1 <= idx <= n:
+                raise BandMappingError("band mapping sends raster band %d to %s, but band %d does not exist: "
+                                       "the raster has only %d band%s" % (idx, name, idx, n, "" if n == 1 else "s"))
             result.append(idx)
             continue
         exact = [i for i, b in enumerate(ids) if b is not None and b.name == want.name]

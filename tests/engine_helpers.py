@@ -110,3 +110,153 @@ def read(path: str, band: int = 1) -> np.ndarray:
     a = ds.GetRasterBand(band).ReadAsArray()
     ds = None
     return a
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers for the engine test suite (tests/test_engine_*.py)
+# ---------------------------------------------------------------------------------------
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_TILES = os.path.join(os.path.dirname(REPO), "shared", "data", "tailings_s2_brazil")
+
+
+def set_props(path: str, props: dict, keep: bool = False) -> str:
+    """Replace (or with ``keep`` add to) the metadata_props of the ONNX file at ``path``."""
+    model = onnx.load(path)
+    old = {p.key: p.value for p in model.metadata_props} if keep else {}
+    old.update(props)
+    del model.metadata_props[:]
+    for k, v in old.items():
+        if v is not None:
+            model.metadata_props.add(key=k, value=v)
+    onnx.save(model, path)
+    return path
+
+
+def get_props(path: str) -> dict:
+    return {p.key: p.value for p in onnx.load(path).metadata_props}
+
+
+def our_meta(path: str) -> dict:
+    return json.loads(get_props(path)["tailings_mapper"])
+
+
+def pixel_model(path: str, w, bias: float, **kw) -> str:
+    """A per-pixel (1x1) model: sigmoid(sum_c w[c] * x[c] + bias) for one output."""
+    w = np.asarray(w, np.float32).reshape(1, -1, 1, 1)
+    return conv_model(path, kernel=1, weights=w, bias=bias, **kw)
+
+
+def reference_prob(raw: np.ndarray, weights: np.ndarray, bias, scale=0.0001, offset=0.0, mean=0.0, std=1.0,
+                   valid: Optional[np.ndarray] = None, activation: str = "sigmoid") -> np.ndarray:
+    """The whole-image output of :func:`conv_model` computed directly with numpy (float64):
+    normalise, zero invalid pixels, k x k cross-correlation with zero padding, activation."""
+    raw = np.asarray(raw, np.float64)
+    nb, h, wd = raw.shape
+
+    def per_band(v):
+        return np.broadcast_to(np.asarray(v, np.float64).reshape(-1), (nb,)).reshape(nb, 1, 1)
+    x = ((raw * per_band(scale) + per_band(offset)) - per_band(mean)) / per_band(std)
+    if valid is not None:
+        x = np.where(valid[None], x, 0.0)
+    weights = np.asarray(weights, np.float64)
+    n_out, _, k, _ = weights.shape
+    p = k // 2
+    xp = np.pad(x, ((0, 0), (p, p), (p, p)))
+    out = np.zeros((n_out, h, wd))
+    out += np.broadcast_to(np.asarray(bias, np.float64).reshape(-1), (n_out,)).reshape(n_out, 1, 1)
+    for o in range(n_out):
+        for c in range(nb):
+            for dy in range(k):
+                for dx in range(k):
+                    if weights[o, c, dy, dx]:
+                        out[o] += weights[o, c, dy, dx] * xp[c, dy:dy + h, dx:dx + wd]
+    if activation == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-out))
+    if activation == "softmax":
+        e = np.exp(out - out.max(axis=0, keepdims=True))
+        return e / e.sum(axis=0, keepdims=True)
+    return out
+
+
+def reference_classes(prob: np.ndarray, threshold: float = 0.5, valid: Optional[np.ndarray] = None):
+    """(classes, confidence %) the engine should write for a 1-output model's probability."""
+    p1 = prob[0]
+    cls = (p1 >= threshold).astype(np.uint8)
+    conf = np.where(cls == 1, p1, 1.0 - p1)
+    conf = np.clip(np.rint(conf * 100.0), 0, 100).astype(np.uint8)
+    if valid is not None:
+        cls[~valid] = 255
+        conf[~valid] = 255
+    return cls, conf
+
+
+def rounding_safe(prob: np.ndarray, threshold: float = 0.5, eps: float = 1e-4) -> np.ndarray:
+    """Pixels whose class and rounded confidence cannot flip with float32 rounding."""
+    p1 = prob[0]
+    conf = np.where(p1 >= threshold, p1, 1.0 - p1) * 100.0
+    frac = conf - np.floor(conf)
+    return (np.abs(p1 - threshold) > eps / 100) & (np.abs(frac - 0.5) > eps)
+
+
+def labels4(mask: np.ndarray):
+    """4-connected components of a boolean mask: (count, list of pixel counts)."""
+    mask = np.asarray(mask, bool)
+    h, w = mask.shape
+    seen = np.zeros_like(mask)
+    sizes = []
+    for y0, x0 in zip(*np.nonzero(mask)):
+        if seen[y0, x0]:
+            continue
+        stack = [(y0, x0)]
+        seen[y0, x0] = True
+        n = 0
+        while stack:
+            y, x = stack.pop()
+            n += 1
+            for yy, xx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                if 0 <= yy < h and 0 <= xx < w and mask[yy, xx] and not seen[yy, xx]:
+                    seen[yy, xx] = True
+                    stack.append((yy, xx))
+        sizes.append(n)
+    return len(sizes), sizes
+
+
+def all_files(folder: str) -> List[str]:
+    """Every file below ``folder``, hidden ones included (relative paths)."""
+    out = []
+    if not os.path.isdir(folder):
+        return out
+    for root, dirs, files in os.walk(folder):
+        for f in files:
+            out.append(os.path.relpath(os.path.join(root, f), folder))
+    return sorted(out)
+
+
+def run_cli(args: Sequence[str], env: Optional[dict] = None, timeout: float = 120):
+    """``python -m inference ARGS`` in the repository; returns the CompletedProcess."""
+    e = dict(os.environ)
+    e.setdefault("TAILINGS_MAPPER_MODELS", os.path.join(REPO, "tests", "_no_user_models_"))
+    e["PYTHONPATH"] = REPO + os.pathsep + e.get("PYTHONPATH", "")
+    if env:
+        e.update(env)
+    return subprocess.run([sys.executable, "-m", "inference"] + list(args), cwd=REPO, env=e,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def features(gpkg: str):
+    """[(class_id, area_m2, ogr geometry clone, fields dict)] of the single layer of a GeoPackage."""
+    from osgeo import ogr
+    ds = ogr.Open(gpkg)
+    lyr = ds.GetLayer(0)
+    out = []
+    for f in lyr:
+        fields = {lyr.GetLayerDefn().GetFieldDefn(i).GetName(): f.GetField(i) for i in range(f.GetFieldCount())}
+        out.append((f.GetField("class_id"), f.GetField("area_m2"), f.GetGeometryRef().Clone(), fields))
+    srs = lyr.GetSpatialRef().Clone() if lyr.GetSpatialRef() else None
+    ds = None
+    return out, srs

@@ -1,0 +1,192 @@
+"""Engine: mapping a raster's bands onto a model's inputs (descriptions, presets, explicit text)."""
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from engine_helpers import make_raster, pixel_model, read
+from inference import BandMappingError, SegmentOptions, bands, plan, segment
+
+S2_RGB = ["S2:B04", "S2:B03", "S2:B02"]
+
+
+@pytest.mark.parametrize("descriptions, model, expected", [
+    (["B4", "B3", "B2"], S2_RGB, [1, 2, 3]),
+    (["B4", "B3", "B2"], ["S2:B02", "S2:B03", "S2:B04"], [3, 2, 1]),
+    (["B02", "B03", "B04"], S2_RGB, [3, 2, 1]),
+    (["S2:B02", "S2:B03", "S2:B04", "S2:B08"], S2_RGB, [3, 2, 1]),
+    (["S2:B08", "S2:B04", "S2:B03", "S2:B02"], ["S2:B08"], [1]),
+    (["B2", "B3", "B4", "B8A", "B11"], ["S2:B11", "S2:B8A"], [5, 4]),
+    (["blue", "green", "red"], S2_RGB, [3, 2, 1]),
+    (["Red", "Green", "Blue", "NIR"], ["S2:B08", "S2:B04"], [4, 1]),
+    (["red", "green", "blue"], ["red", "green", "blue"], [1, 2, 3]),
+])
+def test_mapping_by_description(descriptions, model, expected):
+    m = bands.map_bands(model, descriptions)
+    assert m.source_bands == expected
+
+
+def test_common_name_match_is_reported():
+    m = bands.map_bands(S2_RGB, ["blue", "green", "red"])
+    assert m.source_bands == [3, 2, 1]
+    assert any("S2:B04" in n and "band 3" in n and "red" in n for n in m.notes), m.notes
+    exact = bands.map_bands(S2_RGB, ["S2:B02", "S2:B03", "S2:B04"])
+    assert exact.notes == []
+
+
+def test_unnamed_three_band_raster_is_assumed_rgb_with_a_note():
+    m = bands.map_bands(S2_RGB, ["", "", ""])
+    assert m.source_bands == [1, 2, 3]
+    assert any("assumed preset 'rgb'" in n for n in m.notes)
+    with pytest.raises(BandMappingError, match="S2:B04"):
+        bands.map_bands(S2_RGB, [""] * 5)
+
+
+def test_preset_s2_l1c_picks_4_3_2():
+    m = bands.map_bands(S2_RGB, [""] * 13, preset_key="s2-l1c")
+    assert m.source_bands == [4, 3, 2]
+    m = bands.map_bands(["S2:B11", "S2:B8A"], [""] * 13, preset_key="S2-L1C")
+    assert m.source_bands == [12, 9]
+    m = bands.map_bands(["S2:B11"], [""] * 12, preset_key="s2-l2a")
+    assert m.source_bands == [11]
+
+
+def test_preset_wins_over_descriptions():
+    m = bands.map_bands(S2_RGB, ["B4", "B3", "B2"], preset_key="s2-bgr")
+    assert m.source_bands == [3, 2, 1]
+
+
+def test_preset_gf6_pms_maps_s2_red_onto_band_3():
+    m = bands.map_bands(S2_RGB, [""] * 4, preset_key="gf6-pms")
+    assert m.source_bands == [3, 2, 1]
+    assert any("S2:B04" in n and "band 3" in n and "GF6-PMS:B3" in n for n in m.notes), m.notes
+    m = bands.map_bands(["S2:B08"], [""] * 4, preset_key="gf6-pms")
+    assert m.source_bands == [4]
+
+
+def test_preset_band_count_must_match():
+    with pytest.raises(BandMappingError, match="'s2-l1c' has 13 bands but the raster has 3"):
+        bands.map_bands(S2_RGB, [""] * 3, preset_key="s2-l1c")
+
+
+def test_unknown_preset():
+    with pytest.raises(BandMappingError) as e:
+        bands.map_bands(S2_RGB, [""] * 3, preset_key="landsat-99")
+    assert "landsat-99" in str(e.value) and "s2-l1c" in str(e.value)
+    assert bands.detect_preset(["S2:B02", "S2:B03", "S2:B04"]) == "s2-bgr"
+    assert bands.detect_preset(["B4", "B3", "B2"]) == "s2-rgb"
+    assert bands.detect_preset(["x", "y", "z"]) is None
+
+
+def test_explicit_mapping_text_plain():
+    ex = bands.parse_mapping_text("3,2,1", S2_RGB)
+    assert ex == {"S2:B04": 3, "S2:B03": 2, "S2:B02": 1}
+    # Explicit wins over the descriptions.
+    assert bands.map_bands(S2_RGB, ["B4", "B3", "B2"], explicit=ex).source_bands == [3, 2, 1]
+
+
+def test_explicit_mapping_text_by_name():
+    ex = bands.parse_mapping_text("S2:B04=3, s2:b03=2,S2:B02=1", S2_RGB)
+    assert ex == {"S2:B04": 3, "S2:B03": 2, "S2:B02": 1}
+    assert bands.map_bands(S2_RGB, ["", "", "", ""], explicit=ex).source_bands == [3, 2, 1]
+    # Partial: the others are found by name.
+    ex = bands.parse_mapping_text("S2:B04=4", S2_RGB)
+    assert bands.map_bands(S2_RGB, ["B2", "B3", "B4", "B4"], explicit=ex).source_bands == [4, 2, 1]
+
+
+@pytest.mark.parametrize("text, words", [
+    ("3,2", ["gives 2 bands", "reads 3"]),
+    ("3,x,1", ["'x'", "not a band number"]),
+    ("3,0,1", ["start at 1"]),
+    ("S2:B08=1", ["'S2:B08'", "does not read"]),
+    ("S2:B04=3,2,1", ["mix"]),
+    ("", ["empty"]),
+])
+def test_explicit_mapping_text_errors(text, words):
+    with pytest.raises(BandMappingError) as e:
+        bands.parse_mapping_text(text, S2_RGB)
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_missing_band_is_named():
+    with pytest.raises(BandMappingError) as e:
+        bands.map_bands(S2_RGB, ["B4", "B3"])
+    msg = str(e.value)
+    assert "S2:B02" in msg and "2 bands" in msg
+    with pytest.raises(BandMappingError, match="S2:B08"):
+        bands.map_bands(["S2:B08"], ["B2", "B3", "B4"])
+
+
+def test_explicit_band_that_does_not_exist():
+    ex = bands.parse_mapping_text("7,2,1", S2_RGB)
+    with pytest.raises(BandMappingError) as e:
+        bands.map_bands(S2_RGB, ["B4", "B3", "B2"], explicit=ex)
+    msg = str(e.value)
+    assert "band 7" in msg and "does not exist" in msg and "only 3 bands" in msg
+
+
+@pytest.mark.parametrize("explicit, words", [
+    ({"S2:B04": 0}, ["band 0", "does not exist"]),
+    ({"S2:B04": 9}, ["band 9", "does not exist"]),
+    ({"S2:B08": 1}, ["S2:B08", "does not read"]),
+])
+def test_explicit_dict_errors(explicit, words):
+    """The API (QGIS dialog, Processing) passes the mapping as a dict; bad entries are not ignored."""
+    with pytest.raises(BandMappingError) as e:
+        bands.map_bands(S2_RGB, ["B4", "B3", "B2"], explicit=explicit)
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_explicit_dict_keys_are_case_insensitive():
+    m = bands.map_bands(S2_RGB, ["B4", "B3", "B2"], explicit={"s2:b04": 3})
+    assert m.source_bands == [3, 2, 3]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The mapping really decides which band feeds which input (end to end)
+# ---------------------------------------------------------------------------------------------------
+
+def _stripes(h=40, w=48, nb=4):
+    """Band k (1-based) is 'bright' (3000) only in the k-th group of rows, else 1000."""
+    img = np.full((nb, h, w), 1000, np.uint16)
+    rows = h // nb
+    for k in range(nb):
+        img[k, k * rows:(k + 1) * rows] = 3000
+    return img
+
+
+def _bright_band(cls, nb=4):
+    """Which band's rows came out as class 1."""
+    rows = cls.shape[0] // nb
+    hit = [bool((cls[k * rows:(k + 1) * rows] == 1).all()) for k in range(nb)]
+    assert sum(hit) == 1 and (cls == 1).sum() == cls.shape[1] * rows, hit
+    return hit.index(True) + 1
+
+
+@pytest.mark.parametrize("descriptions, opts, model_bands, expected_band", [
+    (["B4", "B3", "B2", "B8"], {}, ("S2:B04", "S2:B03", "S2:B02"), 1),
+    (["B4", "B3", "B2", "B8"], {}, ("S2:B02", "S2:B03", "S2:B04"), 3),
+    (["B4", "B3", "B2", "B8"], {}, ("S2:B08", "S2:B03", "S2:B02"), 4),
+    (["B4", "B3", "B2", "B8"], {"bands": {"S2:B04": 2}}, ("S2:B04", "S2:B03", "S2:B02"), 2),
+    (["", "", "", ""], {"preset": "gf6-pms"}, ("S2:B04", "S2:B03", "S2:B02"), 3),
+    (["", "", "", ""], {"preset": "s2-bgrn"}, ("S2:B03", "S2:B04", "S2:B02"), 2),
+])
+def test_mapping_end_to_end(tmp_path, descriptions, opts, model_bands, expected_band):
+    # The model fires on its FIRST input only.
+    m = pixel_model(str(tmp_path / "m.onnx"), [10, 0, 0], -2.0, bands=model_bands)
+    r = make_raster(str(tmp_path / "r.tif"), _stripes(), descriptions=descriptions)
+    res = segment(r, m, str(tmp_path / "out"), SegmentOptions(device="cpu", **opts))
+    assert _bright_band(read(res.class_raster)) == expected_band
+    tm_bands = gdal.Open(res.class_raster).GetMetadataItem("TM_BANDS")
+    assert tm_bands.startswith("%s<-band %d" % (model_bands[0], expected_band))
+
+
+def test_plan_reports_mapping_notes(tmp_path):
+    m = pixel_model(str(tmp_path / "m.onnx"), [10, 0, 0], -2.0)
+    r = make_raster(str(tmp_path / "r.tif"), _stripes(), descriptions=["", "", "", ""])
+    p = plan(r, m, SegmentOptions(preset="gf6-pms"))
+    assert p.mapping.source_bands == [3, 2, 1]
+    assert any("GF6-PMS:B3" in n for n in p.notes)
+    with pytest.raises(BandMappingError, match="unknown sensor preset"):
+        plan(r, m, SegmentOptions(preset="nope"))
