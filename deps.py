@@ -1,0 +1,319 @@
+"""Runtime dependencies of Tailings Mapper inside a user's QGIS.
+
+QGIS brings Python, numpy and GDAL; the engine also needs ``onnxruntime`` (or
+``onnxruntime-gpu``).  Missing packages are installed with pip into a folder that
+the plugin owns (``<profile>/python/dependencies/tailings_mapper/pyXY``), never into
+QGIS's own Python, and that folder is put on ``sys.path`` when the plugin loads.
+
+Packages are installed with ``--no-deps`` one round at a time and only the
+requirements that QGIS's Python does not already satisfy are fetched in the next
+round, so the folder never shadows QGIS's numpy (whose GDAL bindings are built
+against it).
+
+This module has no Qt import at module level so that it can be tested and used
+from plain Python; the dialog lives in ``ui/deps_dialog.py``.
+"""
+from __future__ import annotations
+
+import glob
+import importlib
+import importlib.metadata
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Callable, Iterable, List, Optional, Sequence
+
+PLUGIN_KEY = "tailings_mapper"
+ENV_DIR = "TAILINGS_MAPPER_DEPS_DIR"      # overrides the install folder (tests, admins)
+
+
+@dataclass
+class Requirement:
+    module: str          # what is imported
+    pip_name: str        # what pip installs
+    why: str             # shown to the user
+    brought_by_qgis: bool = False
+
+
+REQUIREMENTS = [
+    Requirement("numpy", "numpy<2", "arrays (QGIS normally brings it)", True),
+    Requirement("osgeo.gdal", "GDAL", "raster and vector input/output (QGIS brings it)", True),
+    Requirement("onnxruntime", "onnxruntime", "runs the ONNX segmentation models"),
+]
+
+
+@dataclass
+class Missing:
+    requirement: Requirement
+    error: str
+
+    def describe(self) -> str:
+        return "%s (%s): %s" % (self.requirement.module, self.requirement.why, self.error)
+
+
+def deps_dir() -> str:
+    """The folder the plugin owns for packages it installs, for this Python version."""
+    base = os.environ.get(ENV_DIR)
+    if not base:
+        settings_dir = None
+        try:
+            from qgis.core import QgsApplication
+            settings_dir = QgsApplication.qgisSettingsDirPath()
+        except Exception:  # plain Python, no QGIS
+            settings_dir = None
+        if settings_dir:
+            base = os.path.join(settings_dir, "python", "dependencies", PLUGIN_KEY)
+        else:
+            base = os.path.join(os.path.expanduser("~"), ".tailings_mapper", "dependencies")
+    return os.path.join(base, "py%d%d" % sys.version_info[:2])
+
+
+def add_to_path(path: Optional[str] = None) -> str:
+    """Put the dependency folder on ``sys.path`` (after QGIS's own paths, so that a
+    package QGIS brings always wins) when it exists; returns it."""
+    path = path or deps_dir()
+    if os.path.isdir(path) and path not in sys.path:
+        sys.path.append(path)
+        importlib.invalidate_caches()
+    return path
+
+
+def check(requirements: Sequence[Requirement] = REQUIREMENTS) -> List[Missing]:
+    """The requirements that cannot be imported, each with the import error."""
+    out = []
+    for req in requirements:
+        try:
+            importlib.import_module(req.module)
+        except Exception as e:  # ImportError, but also DLL load failures (OSError)
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            out.append(Missing(req, msg))
+    return out
+
+
+def missing_text(missing: Iterable[Missing]) -> str:
+    return "; ".join(m.describe() for m in missing)
+
+
+def nvidia_driver_present() -> bool:
+    """True when an NVIDIA driver is installed (``nvidia-smi`` on PATH or in its usual places)."""
+    if shutil.which("nvidia-smi"):
+        return True
+    for p in (r"C:\Windows\System32\nvidia-smi.exe",
+              r"C:\Program Files\NVIDIA Corporation\NVSMI\nvidia-smi.exe"):
+        if os.path.isfile(p):
+            return True
+    return False
+
+
+def _python_version_of(exe: str) -> Optional[str]:
+    try:
+        out = subprocess.run([exe, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True, timeout=30, **_no_window())
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def find_python() -> str:
+    """The Python interpreter of this QGIS (``sys.executable`` is QGIS itself on some
+    platforms).  Raises RuntimeError when none of the same version is found."""
+    want = "%d.%d" % sys.version_info[:2]
+    names = ["python%s" % want, "python3", "python"]
+    cands = [getattr(sys, "_base_executable", None), sys.executable]
+    for root in (sys.exec_prefix, sys.prefix, getattr(sys, "base_exec_prefix", None)):
+        if not root:
+            continue
+        for n in names:
+            cands += [os.path.join(root, "bin", n), os.path.join(root, n + ".exe"), os.path.join(root, n)]
+    for n in names:
+        cands.append(shutil.which(n))
+    seen = set()
+    for c in cands:
+        if not c or c in seen or not os.path.isfile(c):
+            continue
+        seen.add(c)
+        base = os.path.basename(c).lower()
+        if not base.startswith("python"):
+            continue
+        if _python_version_of(c) == want:
+            return c
+    raise RuntimeError("could not find the Python %s interpreter of this QGIS (looked for %s near %s)"
+                       % (want, ", ".join(names), sys.exec_prefix))
+
+
+def _no_window():
+    if sys.platform == "win32":
+        return {"creationflags": 0x08000000}  # CREATE_NO_WINDOW
+    return {}
+
+
+def packages_for(gpu: bool) -> List[str]:
+    """pip requirement strings to install for the CPU or GPU build."""
+    return ["onnxruntime-gpu"] if gpu else ["onnxruntime"]
+
+
+_REQ = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*([^;]*)(;.*)?$")
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _marker_ok(marker: str) -> bool:
+    """Evaluate an environment marker; extras are never requested."""
+    marker = marker.strip().lstrip(";").strip()
+    if not marker:
+        return True
+    if "extra" in marker:
+        return False
+    try:
+        from packaging.markers import Marker
+        return Marker(marker).evaluate()
+    except Exception:
+        return True
+
+
+def requires_of(target: str, names: Iterable[str]) -> List[str]:
+    """Requirement strings (``name>=x``) declared by distributions ``names`` installed in ``target``."""
+    wanted = {_norm(n) for n in names}
+    out = []
+    for info in glob.glob(os.path.join(target, "*.dist-info")):
+        dist = os.path.basename(info)[:-len(".dist-info")].rsplit("-", 1)[0]
+        if _norm(dist) not in wanted:
+            continue
+        meta = os.path.join(info, "METADATA")
+        if not os.path.isfile(meta):
+            continue
+        with open(meta, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("Requires-Dist:"):
+                    spec = line.split(":", 1)[1].strip()
+                    m = _REQ.match(spec)
+                    if m and _marker_ok(m.group(4) or ""):
+                        out.append((m.group(1) + (m.group(3) or "")).strip())
+                elif not line.strip():
+                    break
+    return out
+
+
+def _installed_outside(name: str, target: str) -> bool:
+    """Is distribution ``name`` available to this Python outside ``target``?"""
+    paths = [p for p in sys.path if os.path.abspath(p) != os.path.abspath(target)]
+    try:
+        for _ in importlib.metadata.distributions(name=name, path=paths):
+            return True
+    except Exception:
+        pass
+    return False
+
+
+def _installed_in(name: str, target: str) -> bool:
+    for info in glob.glob(os.path.join(target, "*.dist-info")):
+        dist = os.path.basename(info)[:-len(".dist-info")].rsplit("-", 1)[0]
+        if _norm(dist) == _norm(name):
+            return True
+    return False
+
+
+def pip_command(python: str, packages: Sequence[str], target: str) -> List[str]:
+    return [python, "-m", "pip", "install", "--target", target, "--no-deps", "--upgrade",
+            "--disable-pip-version-check", "--no-warn-script-location", "--no-input"] + list(packages)
+
+
+def remove_conflicting(target: str, gpu: bool, log: Callable[[str], None] = print) -> None:
+    """onnxruntime and onnxruntime-gpu install the same module: keep only the chosen one."""
+    other = "onnxruntime" if gpu else "onnxruntime-gpu"
+    for info in glob.glob(os.path.join(target, "*.dist-info")):
+        dist = os.path.basename(info)[:-len(".dist-info")].rsplit("-", 1)[0]
+        if _norm(dist) == _norm(other):
+            log("removing %s from %s" % (os.path.basename(info), target))
+            shutil.rmtree(info, ignore_errors=True)
+            shutil.rmtree(os.path.join(target, "onnxruntime"), ignore_errors=True)
+
+
+def install(packages: Sequence[str], target: Optional[str] = None, python: Optional[str] = None,
+            log: Callable[[str], None] = print, cancel: Callable[[], bool] = lambda: False,
+            max_rounds: int = 5) -> bool:
+    """Install ``packages`` and whatever they need that this Python lacks into ``target``.
+
+    Output of pip goes line by line to ``log``.  Returns True on success; False when
+    pip failed or ``cancel()`` became true (the log says why).
+    """
+    target = target or deps_dir()
+    os.makedirs(target, exist_ok=True)
+    try:
+        python = python or find_python()
+    except RuntimeError as e:
+        log("ERROR: %s" % e)
+        return False
+    gpu = any(_norm(p).startswith("onnxruntime-gpu") for p in packages)
+    if any(_norm(p).startswith("onnxruntime") for p in packages):
+        remove_conflicting(target, gpu, log)
+    todo = list(packages)
+    done = set()
+    for rnd in range(max_rounds):
+        if not todo:
+            break
+        cmd = pip_command(python, todo, target)
+        log("$ " + " ".join(cmd))
+        try:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    bufsize=1, **_no_window())
+        except OSError as e:
+            log("ERROR: cannot start pip: %s" % e)
+            return False
+        for line in proc.stdout:
+            log(line.rstrip())
+            if cancel():
+                proc.kill()
+                proc.wait()
+                log("cancelled")
+                return False
+        rc = proc.wait()
+        if rc != 0:
+            log("ERROR: pip exited with status %d" % rc)
+            return False
+        names = [_REQ.match(p).group(1) for p in todo if _REQ.match(p)]
+        done.update(_norm(n) for n in names)
+        nxt = []
+        for req in requires_of(target, names):
+            name = _REQ.match(req).group(1)
+            if _norm(name) in done or _installed_outside(name, target) or _installed_in(name, target):
+                continue
+            if _norm(name) == "numpy":
+                req = "numpy<2"  # QGIS's GDAL is built against numpy 1.x on most platforms
+            nxt.append(req)
+            done.add(_norm(name))
+        todo = nxt
+    add_to_path(target)
+    importlib.invalidate_caches()
+    log("installed into %s" % target)
+    return True
+
+
+def pip_available(python: Optional[str] = None) -> Optional[str]:
+    """None when ``python -m pip`` works, else a message saying how to get pip."""
+    try:
+        python = python or find_python()
+    except RuntimeError as e:
+        return str(e)
+    try:
+        r = subprocess.run([python, "-m", "pip", "--version"], capture_output=True, text=True, timeout=60,
+                           **_no_window())
+    except (OSError, subprocess.SubprocessError) as e:
+        return "cannot run %s: %s" % (python, e)
+    if r.returncode == 0:
+        return None
+    hint = ""
+    if sys.platform.startswith("linux"):
+        hint = " (on Debian/Ubuntu: sudo apt install python3-pip)"
+    return "pip is not available for %s%s" % (python, hint)
+
+
+def manual_command(gpu: bool = False) -> str:
+    """A command the user can paste into a terminal instead."""
+    pkgs = " ".join(packages_for(gpu))
+    return 'python3 -m pip install --target "%s" %s' % (deps_dir(), pkgs)

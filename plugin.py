@@ -1,0 +1,214 @@
+"""The QGIS plugin: toolbar action, menu, dock panel, Processing provider, runs."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from qgis.core import Qgis, QgsApplication, QgsRasterLayer, QgsSettings
+from qgis.PyQt.QtCore import Qt, QUrl
+from qgis.PyQt.QtGui import QDesktopServices, QIcon
+from qgis.PyQt.QtWidgets import QAction, QPushButton
+
+from . import deps
+
+PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
+MENU = "&Tailings Mapper"
+RUN_TEXT = "Segment tailings"
+HELP_URL = "https://github.com/tailings-mapper/tailings_mapper#readme"
+
+
+def icon(name: str = "icon.svg") -> QIcon:
+    try:
+        from . import resources_rc  # noqa: F401  registers :/plugins/tailings_mapper
+        ic = QIcon(":/plugins/tailings_mapper/icons/%s" % name)
+        if not ic.isNull():
+            return ic
+    except Exception:
+        pass
+    return QIcon(os.path.join(PLUGIN_DIR, "icons", name))
+
+
+class TailingsMapperPlugin:
+    def __init__(self, iface):
+        self.iface = iface
+        self.provider = None
+        self.dock = None
+        self.toolbar = None
+        self.actions = []
+        self.tasks = []
+        self.missing = []
+        self.run_action: Optional[QAction] = None
+        self.panel_action: Optional[QAction] = None
+
+    # ------------------------------------------------------------------ load / unload
+    def initProcessing(self):  # noqa: N802 (QGIS API; qgis_process calls it without initGui)
+        from .processing_provider.provider import TailingsProvider
+        if self.provider is None:
+            self.provider = TailingsProvider()
+            QgsApplication.processingRegistry().addProvider(self.provider)
+
+    def initGui(self):  # noqa: N802
+        self.initProcessing()
+        mw = self.iface.mainWindow()
+        self.run_action = QAction(icon(), RUN_TEXT, mw)
+        self.run_action.setObjectName("TailingsMapperSegment")
+        self.run_action.setToolTip("Segment tailings on the current raster layer with the panel's settings")
+        self.run_action.triggered.connect(self.segment_current)
+        self.panel_action = QAction(icon(), "Tailings Mapper panel", mw)
+        self.panel_action.setObjectName("TailingsMapperPanel")
+        self.panel_action.setCheckable(True)
+        self.panel_action.toggled.connect(self.show_panel)
+        self.deps_action = QAction("Python packages (onnxruntime)…", mw)
+        self.deps_action.setObjectName("TailingsMapperDeps")
+        self.deps_action.triggered.connect(lambda: self.show_dependencies(force=True))
+        self.help_action = QAction(QgsApplication.getThemeIcon("/mActionHelpContents.svg"), "Help", mw)
+        self.help_action.setObjectName("TailingsMapperHelp")
+        self.help_action.triggered.connect(self.show_help)
+
+        self.toolbar = self.iface.addToolBar("Tailings Mapper")
+        self.toolbar.setObjectName("TailingsMapperToolbar")
+        self.toolbar.addAction(self.run_action)
+        self.toolbar.addAction(self.panel_action)
+        for a in (self.panel_action, self.run_action, self.deps_action, self.help_action):
+            self.iface.addPluginToRasterMenu(MENU, a)
+            self.actions.append(a)
+
+        self.missing = deps.check()
+        if self.missing:
+            self._announce_missing()
+        if QgsSettings().value("tailings_mapper/panel_visible", False, type=bool):
+            self.panel_action.setChecked(True)
+
+    def unload(self):
+        for t in list(self.tasks):
+            try:
+                t.cancel()
+            except RuntimeError:
+                pass
+        self.tasks = []
+        if self.dock is not None:
+            QgsSettings().setValue("tailings_mapper/panel_visible", self.dock.isVisible())
+            self.dock.cleanup()
+            self.iface.removeDockWidget(self.dock)
+            self.dock.setParent(None)
+            self.dock.deleteLater()
+            self.dock = None
+        for a in self.actions:
+            self.iface.removePluginRasterMenu(MENU, a)
+            a.deleteLater()
+        self.actions = []
+        if self.toolbar is not None:
+            self.toolbar.clear()
+            try:
+                self.iface.mainWindow().removeToolBar(self.toolbar)
+            except Exception:
+                pass
+            self.toolbar.setParent(None)
+            self.toolbar.deleteLater()
+            self.toolbar = None
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None
+
+    # ------------------------------------------------------------------ panel
+    def get_dock(self, create: bool = True):
+        if self.dock is None and create:
+            from .ui.dock import TailingsDock
+            self.dock = TailingsDock(self.iface, self)
+            self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+            self.dock.visibilityChanged.connect(self._dock_visibility)
+            for t in self.tasks:
+                self.dock.track(t)
+        return self.dock
+
+    def show_panel(self, visible: bool = True):
+        if visible:
+            d = self.get_dock()
+            d.show()
+            d.raise_()
+            active = self.iface.activeLayer()
+            if isinstance(active, QgsRasterLayer):
+                d.set_layer(active)
+        elif self.dock is not None:
+            self.dock.hide()
+
+    def _dock_visibility(self, visible):
+        if self.panel_action is not None and self.panel_action.isChecked() != visible:
+            self.panel_action.blockSignals(True)
+            self.panel_action.setChecked(visible)
+            self.panel_action.blockSignals(False)
+
+    # ------------------------------------------------------------------ dependencies, help
+    def _announce_missing(self):
+        bar = self.iface.messageBar()
+        text = "needs Python packages that are missing: %s" % ", ".join(
+            m.requirement.module for m in self.missing)
+        try:
+            widget = bar.createMessage("Tailings Mapper", text)
+            button = QPushButton("Install…", widget)
+            button.clicked.connect(lambda: self.show_dependencies(force=True))
+            widget.layout().addWidget(button)
+            bar.pushWidget(widget, Qgis.Warning, 0)
+        except Exception:
+            bar.pushMessage("Tailings Mapper", text, Qgis.Warning, 0)
+        from .qgis_task import log
+        log("missing Python packages: %s" % deps.missing_text(self.missing), Qgis.Warning)
+
+    def show_dependencies(self, force: bool = False):
+        from .ui.deps_dialog import DependencyDialog
+        missing = deps.check()
+        dlg = DependencyDialog(missing, self.iface.mainWindow())
+        dlg.exec_()
+        self.missing = deps.check()
+        if self.dock is not None:
+            self.dock.populate_models(refresh=True)
+        return dlg
+
+    def show_help(self):
+        readme = os.path.join(PLUGIN_DIR, "README.md")
+        url = QUrl.fromLocalFile(readme) if os.path.isfile(readme) else QUrl(HELP_URL)
+        QDesktopServices.openUrl(url)
+
+    # ------------------------------------------------------------------ runs
+    def start_run(self, request):
+        from . import qgis_task
+        task = qgis_task.start(request, self.iface.messageBar())
+        self.tasks.append(task)
+        task.done.connect(lambda ok, outcome, t=task: self._forget(t))
+        if self.dock is not None:
+            self.dock.track(task)
+        return task
+
+    def _forget(self, task):
+        if task in self.tasks:
+            self.tasks.remove(task)
+
+    def segment_current(self, *_):
+        """The toolbar action: the current raster layer, the panel's settings (or the defaults)."""
+        from .ui import config
+        bar = self.iface.messageBar()
+        layer = self.iface.activeLayer()
+        if not isinstance(layer, QgsRasterLayer):
+            layer = self.dock.layer() if self.dock is not None else None
+        if not isinstance(layer, QgsRasterLayer):
+            bar.pushMessage("Tailings Mapper", "Select a raster layer to segment first.", Qgis.Warning, 6)
+            return None
+        if any(m.requirement.module == "onnxruntime" for m in deps.check()):
+            bar.pushMessage("Tailings Mapper", "onnxruntime is not installed; install it from the menu "
+                            "Raster > Tailings Mapper > Python packages.", Qgis.Warning, 8)
+            return None
+        try:
+            mapping = self.dock.mapping_for(layer) if self.dock is not None else None
+            model = self.dock.current_model() if self.dock is not None else None
+            extent_layer = self.dock.extent_layer_combo.currentLayer() if self.dock is not None else None
+            req = config.build_request(layer, config.Settings(), canvas=self.iface.mapCanvas(), mapping=mapping,
+                                       extent_layer=extent_layer, model=model)
+            problem = config.check_out_dir(req.out_dir)
+            if problem:
+                raise ValueError(problem)
+            from .ui.dock import plan_request
+            plan_request(req)
+        except Exception as e:
+            bar.pushMessage("Tailings Mapper", "Cannot run on %s: %s" % (layer.name(), e), Qgis.Critical, 10)
+            return None
+        return self.start_run(req)

@@ -1,0 +1,138 @@
+"""The background task: one engine run in QGIS's task manager.
+
+``run`` executes in a worker thread and only calls the engine; ``finished`` runs in
+the main thread and adds the styled layers (or reports the error / cancellation).
+"""
+from __future__ import annotations
+
+import os
+import traceback
+from typing import Callable, List, Optional
+
+from qgis.core import Qgis, QgsApplication, QgsMessageLog, QgsProject, QgsTask
+from qgis.PyQt.QtCore import pyqtSignal
+
+from . import results
+
+LOG_TAG = "Tailings Mapper"
+
+
+def log(message: str, level=Qgis.Info) -> None:
+    QgsMessageLog.logMessage(message, LOG_TAG, level)
+
+
+class SegmentTask(QgsTask):
+    """Segments ``request.input_path`` with the engine; cancellable."""
+
+    statusChanged = pyqtSignal(str)     # engine progress message (emitted from the worker thread)
+    done = pyqtSignal(bool, str)        # (layers added, one-line outcome), main thread
+
+    def __init__(self, request, message_bar=None, project: Optional[QgsProject] = None,
+                 add_layers: bool = True):
+        super().__init__("Segment tailings: %s" % request.source_name, QgsTask.CanCancel)
+        self.request = request
+        self.message_bar = message_bar
+        self.project = project
+        self.add_layers = add_layers
+        self.result = None
+        self.error: Optional[str] = None
+        self.details: Optional[str] = None
+        self.cancelled = False
+        self.status = ""
+        self.layers: List = []
+        self.group = None
+        self.outcome = ""
+        self.ok: Optional[bool] = None      # set when finished() has run
+
+    # -- worker thread ------------------------------------------------------------------
+    def _progress(self, fraction: float, message: str) -> None:
+        self.setProgress(max(0.0, min(100.0, 100.0 * float(fraction))))
+        if message and message != self.status:
+            self.status = message
+            self.statusChanged.emit(message)
+
+    def run(self) -> bool:
+        try:
+            from .inference import Cancelled, TailingsError, segment
+        except Exception as e:  # the engine cannot even be imported
+            self.error = "the Tailings Mapper engine cannot be loaded: %s" % e
+            self.details = traceback.format_exc()
+            return False
+        r = self.request
+        try:
+            self.result = segment(r.input_path, r.model, r.out_dir, r.opts, progress=self._progress,
+                                  cancel=self.isCanceled)
+            return True
+        except Cancelled:
+            self.cancelled = True
+            return False
+        except TailingsError as e:
+            self.error = str(e)
+            self.details = traceback.format_exc()
+            return False
+        except Exception as e:  # a bug: keep the traceback for the log
+            self.error = "unexpected error: %s: %s" % (type(e).__name__, e)
+            self.details = traceback.format_exc()
+            return False
+
+    # -- main thread ----------------------------------------------------------------------
+    def finished(self, ok: bool) -> None:  # noqa: D401 (QgsTask API)
+        name = self.request.source_name
+        if ok and self.result is not None:
+            try:
+                self._add_results()
+            except Exception as e:
+                self.error = "the results could not be added to the project: %s" % e
+                self.details = traceback.format_exc()
+                ok = False
+        if ok:
+            res = self.result
+            self.outcome = results.summary(res)
+            msg = "%s: %s" % (name, self.outcome)
+            log(msg + "\noutputs: %s" % ", ".join(
+                p for p in (res.class_raster, res.confidence_raster, res.polygons) if p), Qgis.Success)
+            for note in list(getattr(res, "notes", []) or []):
+                log("%s: %s" % (name, note), Qgis.Info)
+            if getattr(res, "device", "cpu") != "cuda" and r_device(self.request) in ("auto", "cuda"):
+                log("%s: %s" % (name, getattr(res, "provider_reason", "")), Qgis.Info)
+            self._push("Tailings Mapper", msg, Qgis.Success, 0)
+        elif self.cancelled or self.isCanceled():
+            self.outcome = "cancelled; nothing was added"
+            log("%s: run cancelled, partial outputs removed" % name, Qgis.Info)
+            self._push("Tailings Mapper", "%s: %s" % (name, self.outcome), Qgis.Info, 5)
+        else:
+            self.outcome = self.error or "failed"
+            log("%s: %s\n%s" % (name, self.outcome, self.details or ""), Qgis.Critical)
+            self._push("Tailings Mapper", "%s: %s (details in the log panel, Tailings Mapper tab)"
+                       % (name, self.outcome), Qgis.Critical, 0)
+        self.ok = bool(ok)
+        self.done.emit(bool(ok), self.outcome)
+
+    def _add_results(self) -> None:
+        res = self.result
+        self.layers = results.make_layers(res, self.request.source_name)
+        if self.add_layers:
+            self.group = results.add_to_project(self.layers, results.group_name(self.request.source_name),
+                                                self.project or QgsProject.instance())
+
+    def _push(self, title: str, text: str, level, duration: int) -> None:
+        if self.message_bar is None:
+            return
+        try:
+            self.message_bar.pushMessage(title, text, level, duration)
+        except Exception:
+            log(text, level)
+
+
+def r_device(request) -> str:
+    return getattr(request.opts, "device", "auto") or "auto"
+
+
+def start(request, message_bar=None, on_done: Optional[Callable[[bool, str], None]] = None) -> SegmentTask:
+    """Queue a task in QGIS's task manager and return it (keep a reference!)."""
+    task = SegmentTask(request, message_bar)
+    if on_done is not None:
+        task.done.connect(on_done)
+    os.makedirs(request.out_dir, exist_ok=True)
+    QgsApplication.taskManager().addTask(task)
+    return task

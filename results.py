@@ -1,0 +1,145 @@
+"""Engine results as styled QGIS layers, and their summary text.
+
+Used by the background task (dock panel / toolbar action) and by the Processing
+algorithm's post-processors.  Qt/QGIS only; the engine's result objects are read
+duck-typed (``res.model.classes``, ``res.stats``...).
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Dict, Iterable, List, Optional, Sequence
+
+from qgis.core import (QgsCategorizedSymbolRenderer, QgsFillSymbol, QgsLayerTreeGroup, QgsPalettedRasterRenderer,
+                       QgsProject, QgsRasterLayer, QgsRendererCategory, QgsVectorLayer)
+from qgis.PyQt.QtGui import QColor
+
+BACKGROUND_NAMES = ("background", "other", "none", "no data")
+
+
+def is_background(name: str) -> bool:
+    return name.strip().lower() in BACKGROUND_NAMES
+
+
+def _classes(classes) -> List[tuple]:
+    """``[(id, name, '#rrggbb'), ...]`` from ClassInfo objects, dicts or tuples."""
+    out = []
+    for c in classes:
+        if isinstance(c, dict):
+            out.append((int(c["id"]), str(c["name"]), str(c.get("color") or "#ff0000")))
+        elif isinstance(c, (tuple, list)):
+            out.append((int(c[0]), str(c[1]), str(c[2])))
+        else:
+            out.append((int(c.id), str(c.name), str(c.color)))
+    return out
+
+
+def style_class_raster(layer: QgsRasterLayer, classes) -> None:
+    """Paletted renderer with the model's colours and class names (the legend);
+    background classes are transparent so the imagery shows through."""
+    items = []
+    for cid, name, colour in _classes(classes):
+        col = QColor(colour)
+        if is_background(name):
+            col.setAlpha(0)
+        items.append(QgsPalettedRasterRenderer.Class(cid, col, name))
+    renderer = QgsPalettedRasterRenderer(layer.dataProvider(), 1, items)
+    layer.setRenderer(renderer)
+    layer.setOpacity(0.8)
+    layer.triggerRepaint()
+
+
+def style_polygons(layer: QgsVectorLayer, classes, field: str = "class_id") -> None:
+    """Categorized symbology on ``class_id`` with the class names as labels."""
+    cats = []
+    for cid, name, colour in _classes(classes):
+        if is_background(name):
+            continue
+        fill = QColor(colour)
+        fill.setAlpha(90)
+        sym = QgsFillSymbol.createSimple({
+            "color": "%d,%d,%d,%d" % (fill.red(), fill.green(), fill.blue(), fill.alpha()),
+            "outline_color": QColor(colour).name(), "outline_width": "0.6", "outline_width_unit": "MM",
+        })
+        cats.append(QgsRendererCategory(cid, sym, name))
+    renderer = QgsCategorizedSymbolRenderer(field, cats)
+    layer.setRenderer(renderer)
+    # readable field aliases in the attribute table and forms
+    aliases = {"class_id": "Class id", "class_name": "Class", "area_m2": "Area (m²)", "area_ha": "Area (ha)",
+               "perimeter_m": "Perimeter (m)", "mean_confidence": "Mean confidence (%)", "source": "Source image",
+               "model": "Model", "run_time": "Run time"}
+    fields = layer.fields()
+    for name, alias in aliases.items():
+        idx = fields.indexOf(name)
+        if idx >= 0:
+            layer.setFieldAlias(idx, alias)
+    layer.triggerRepaint()
+
+
+def group_name(source_name: str, when: Optional[datetime.datetime] = None) -> str:
+    when = when or datetime.datetime.now()
+    return "%s – tailings %s" % (source_name, when.strftime("%Y-%m-%d %H:%M"))
+
+
+def polygon_uri(path: str, layer_name: Optional[str]) -> str:
+    return "%s|layername=%s" % (path, layer_name) if layer_name else path
+
+
+def make_layers(res, source_name: str) -> List:
+    """The (styled, valid) QGIS layers of an engine result: class raster, polygons,
+    confidence raster (hidden by default).  Raises RuntimeError if one does not load."""
+    classes = res.model.classes
+    layers = []
+    cls = QgsRasterLayer(res.class_raster, "%s classes" % source_name, "gdal")
+    if not cls.isValid():
+        raise RuntimeError("QGIS cannot open the class raster %s" % res.class_raster)
+    style_class_raster(cls, classes)
+    layers.append(cls)
+    if res.polygons:
+        poly = QgsVectorLayer(polygon_uri(res.polygons, getattr(res, "layer_name", None)),
+                              "%s polygons" % source_name, "ogr")
+        if not poly.isValid():
+            raise RuntimeError("QGIS cannot open the polygon layer %s" % res.polygons)
+        style_polygons(poly, classes)
+        layers.insert(0, poly)
+    if getattr(res, "confidence_raster", None):
+        conf = QgsRasterLayer(res.confidence_raster, "%s confidence (%%)" % source_name, "gdal")
+        if conf.isValid():
+            layers.append(conf)
+    return layers
+
+
+def add_to_project(layers: Sequence, group: str, project: Optional[QgsProject] = None,
+                   hidden: Iterable[str] = ()) -> QgsLayerTreeGroup:
+    """Add ``layers`` (top first) into a new group at the top of the layer tree."""
+    project = project or QgsProject.instance()
+    root = project.layerTreeRoot()
+    grp = root.insertGroup(0, group)
+    hidden = set(hidden)
+    for lyr in layers:
+        project.addMapLayer(lyr, False)
+        node = grp.addLayer(lyr)
+        if lyr.id() in hidden or lyr.name().endswith("confidence (%)"):
+            node.setItemVisibilityChecked(False)
+    return grp
+
+
+def summary(res, device_label: Optional[str] = None) -> str:
+    """One line: what was found per class (count and total area), how long, which device."""
+    parts = []
+    for cid in sorted(res.stats):
+        st = res.stats[cid]
+        name = st.get("name", str(cid))
+        count = st.get("count")
+        area = float(st.get("area_ha") or 0.0)
+        if count is None:
+            parts.append("%s: %.1f ha" % (name, area))
+        else:
+            parts.append("%d %s polygon%s, %.1f ha" % (count, name, "" if count == 1 else "s", area))
+    found = "; ".join(parts) if parts else "nothing found"
+    dev = device_label or ("GPU (CUDA)" if getattr(res, "device", "cpu") == "cuda" else "CPU")
+    return "%s — %.1f s on %s" % (found, float(getattr(res, "seconds", 0.0)), dev)
+
+
+def stats_total(stats: Dict[int, Dict[str, object]]) -> int:
+    return sum(int(s.get("count") or 0) for s in stats.values())

@@ -1,0 +1,1 @@
+"""Qt widgets of the plugin: the dock panel, settings, the dependency dialog."""

@@ -1,0 +1,124 @@
+"""Dialog that explains missing Python packages and installs them (pip, plugin-owned folder)."""
+from __future__ import annotations
+
+from qgis.PyQt.QtCore import QThread, pyqtSignal
+from qgis.PyQt.QtWidgets import (QButtonGroup, QDialog, QDialogButtonBox, QLabel, QPlainTextEdit, QProgressBar,
+                                 QPushButton, QRadioButton, QVBoxLayout)
+
+from .. import deps
+
+
+class _Installer(QThread):
+    line = pyqtSignal(str)
+    result = pyqtSignal(bool)
+
+    def __init__(self, packages, target, parent=None):
+        super().__init__(parent)
+        self.packages = packages
+        self.target = target
+        self._cancel = False
+
+    def run(self):
+        ok = deps.install(self.packages, self.target, log=self.line.emit, cancel=lambda: self._cancel)
+        self.result.emit(ok)
+
+    def stop(self):
+        self._cancel = True
+
+
+class DependencyDialog(QDialog):
+    """Shows what is missing, lets the user pick CPU or GPU onnxruntime, installs with a log."""
+
+    def __init__(self, missing, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Tailings Mapper – Python packages")
+        self.setMinimumWidth(620)
+        self.missing = missing
+        self.installed = False
+        lay = QVBoxLayout(self)
+        target = deps.deps_dir()
+        text = ("<p>Tailings Mapper needs Python packages that this QGIS does not have:</p><ul>%s</ul>"
+                "<p>They can be installed now with pip into a folder the plugin owns:<br><code>%s</code><br>"
+                "QGIS's own Python is not modified and no administrator rights are needed.</p>"
+                % ("".join("<li><b>%s</b> – %s<br><small>%s</small></li>"
+                           % (m.requirement.module, m.requirement.why, m.error) for m in missing) or
+                   "<li>nothing (reinstall or switch CPU/GPU build)</li>", target))
+        info = QLabel(text)
+        info.setWordWrap(True)
+        lay.addWidget(info)
+        self.cpu = QRadioButton("CPU: onnxruntime (about 20 MB, works everywhere)")
+        self.gpu = QRadioButton("NVIDIA GPU: onnxruntime-gpu (needs CUDA 12 and cuDNN 9 libraries)")
+        grp = QButtonGroup(self)
+        grp.addButton(self.cpu)
+        grp.addButton(self.gpu)
+        has_gpu = deps.nvidia_driver_present()
+        self.gpu.setEnabled(has_gpu)
+        if not has_gpu:
+            self.gpu.setToolTip("no NVIDIA driver found (nvidia-smi)")
+        self.cpu.setChecked(True)
+        lay.addWidget(self.cpu)
+        lay.addWidget(self.gpu)
+        manual = QLabel("Or install by hand in a terminal: <code>%s</code>" % deps.manual_command(False))
+        manual.setWordWrap(True)
+        manual.setTextInteractionFlags(manual.textInteractionFlags() | 1)  # selectable
+        lay.addWidget(manual)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        lay.addWidget(self.progress)
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMinimumHeight(180)
+        lay.addWidget(self.log)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        lay.addWidget(self.status)
+        self.buttons = QDialogButtonBox()
+        self.install_button = QPushButton("Install")
+        self.buttons.addButton(self.install_button, QDialogButtonBox.AcceptRole)
+        self.close_button = self.buttons.addButton(QDialogButtonBox.Close)
+        self.install_button.clicked.connect(self.start)
+        self.close_button.clicked.connect(self.reject)
+        lay.addWidget(self.buttons)
+        self.worker = None
+
+    def packages(self):
+        return deps.packages_for(self.gpu.isChecked())
+
+    def start(self):
+        problem = deps.pip_available()
+        if problem:
+            self.status.setText("<span style='color:#c00'>%s</span>" % problem)
+            return
+        self.install_button.setEnabled(False)
+        self.cpu.setEnabled(False)
+        self.gpu.setEnabled(False)
+        self.progress.setRange(0, 0)  # busy
+        self.status.setText("Installing %s…" % ", ".join(self.packages()))
+        self.worker = _Installer(self.packages(), deps.deps_dir(), self)
+        self.worker.line.connect(self.log.appendPlainText)
+        self.worker.result.connect(self._finished)
+        self.worker.start()
+
+    def _finished(self, ok):
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1 if ok else 0)
+        still = deps.check()
+        if ok and not still:
+            self.installed = True
+            self.status.setText("<span style='color:#2a7a2a'>Installed. Tailings Mapper is ready; "
+                                "no restart needed.</span>")
+        elif ok:
+            self.status.setText("<span style='color:#c60'>Installed, but still not importable: %s. "
+                                "Restart QGIS.</span>" % deps.missing_text(still))
+        else:
+            self.status.setText("<span style='color:#c00'>Installation failed; see the log above.</span>")
+            self.install_button.setEnabled(True)
+            self.cpu.setEnabled(True)
+            self.gpu.setEnabled(deps.nvidia_driver_present())
+
+    def reject(self):
+        if self.worker is not None and self.worker.isRunning():
+            self.worker.stop()
+            self.worker.wait(10000)
+        super().reject()
