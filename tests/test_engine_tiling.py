@@ -1,0 +1,159 @@
+"""Engine: tiled, blended inference does not depend on tile size, overlap or batch size, and
+matches a whole-image numpy computation of the model's function."""
+import numpy as np
+import pytest
+
+from engine_helpers import (blobs, conv_model, make_raster, read, reference_classes, reference_prob,
+                            rounding_safe)
+from inference import SegmentOptions, segment
+from inference.tiling import blend_weights, positions
+
+RGB = ["B4", "B3", "B2"]
+H, W = 170, 200     # not square, not a multiple of any tile size used
+
+
+def _conv_weights(k=5, seed=7):
+    """Band 0 averaged over the k x k window (so a bright disc gives a positive logit), plus
+    noise on every band and tap: the output depends on all neighbours, borders matter."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(0, 0.6, size=(1, 3, k, k))
+    w[0, 0] += 40.0 / (k * k)
+    return w.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiling")
+    img = blobs(H, W, seed=11, n=9)
+    img[:, 120:140, 20:45] = 0          # a nodata patch (all bands)
+    img[1, 10:14, 150:160] = 0          # nodata in one band only
+    valid = (img != 0).all(axis=0)
+    raster = make_raster(str(d / "scene.tif"), img, descriptions=RGB)
+    w5 = _conv_weights(5)
+    conv = conv_model(str(d / "conv5.onnx"), weights=w5, kernel=5, bias=-8.0, tile=64, overlap=16)
+    w1 = np.array([12.0, -3.0, 2.0], np.float32).reshape(1, 3, 1, 1)
+    pix = conv_model(str(d / "pix.onnx"), weights=w1, kernel=1, bias=-2.2, tile=64, overlap=16)
+    return dict(dir=d, img=img, valid=valid, raster=raster, conv=conv, w5=w5, pix=pix, w1=w1)
+
+
+_runs = {}
+
+
+def _run(scene, model, tile, overlap, batch):
+    key = (model, tile, overlap, batch)
+    if key not in _runs:
+        out = scene["dir"] / ("%s_%d_%d_%d" % (model, tile, overlap, batch))
+        res = segment(scene["raster"], scene[model], str(out),
+                      SegmentOptions(tile_size=tile, overlap=overlap, batch=batch, device="cpu", polygons=False))
+        _runs[key] = (read(res.class_raster), read(res.confidence_raster), res)
+    return _runs[key]
+
+
+def test_single_tile_equals_whole_image_reference(scene):
+    """One (padded) tile covering the whole raster is exactly the whole-image computation."""
+    cls, conf, res = _run(scene, "conv", 256, 0, 1)
+    assert res.tiles == 1
+    prob = reference_prob(scene["img"], scene["w5"], -8.0, valid=scene["valid"])
+    cls_ref, conf_ref = reference_classes(prob, 0.5, scene["valid"])
+    safe = rounding_safe(prob) | ~scene["valid"]
+    assert safe.mean() > 0.995
+    assert 0.05 < (cls_ref == 1).mean() < 0.5        # a real mix of classes
+    np.testing.assert_array_equal(cls[safe], cls_ref[safe])
+    np.testing.assert_array_equal(conf[safe], conf_ref[safe])
+
+
+# (tile, overlap, batch).  The 5 x 5 kernel reaches 2 px past a tile edge; with an overlap of
+# 16 px or more the blend hides that to a few percent.  With a short overlap (8, 12 px) the
+# pixels next to a seam keep a visible share of the zero-padded edge: classes still agree,
+# confidences are looser (linear ramp: edge pixels weigh 0.5 / overlap).
+CONV_CONFIGS = [(64, 16, 4), (64, 16, 1), (32, 16, 3), (128, 32, 5), (64, 32, 7), (96, 24, 4),
+                (32, 8, 3), (48, 12, 2)]
+
+
+@pytest.mark.parametrize("tile, overlap, batch", CONV_CONFIGS)
+def test_conv_model_invariant_to_tiling(scene, tile, overlap, batch):
+    base_cls, base_conf, _ = _run(scene, "conv", 256, 0, 1)
+    cls, conf, res = _run(scene, "conv", tile, overlap, batch)
+    assert res.tiles > 1 or tile >= max(H, W)
+    valid = scene["valid"]
+    # nodata is nodata whatever the tiling
+    np.testing.assert_array_equal(cls == 255, ~valid)
+    np.testing.assert_array_equal(conf == 255, ~valid)
+    agree = (cls[valid] == base_cls[valid]).mean()
+    assert agree >= 0.995, agree
+    d = np.abs(conf[valid].astype(int) - base_conf[valid].astype(int))
+    p99, mean, top = np.percentile(d, 99), d.mean(), d.max()
+    if overlap >= 16:
+        assert p99 <= 5 and mean <= 0.5 and top <= 15, (mean, p99, top)
+    else:
+        assert p99 <= 8 and mean <= 0.5 and top <= 20, (mean, p99, top)
+
+
+def test_tile_borders_matter_for_this_model(scene):
+    """Sanity check of the test itself: without blending (overlap 0) the seams show, so the
+    invariance above is the engine's merit, not a model that ignores its neighbours."""
+    base_cls, base_conf, _ = _run(scene, "conv", 256, 0, 1)
+    cls, conf, _ = _run(scene, "conv", 32, 0, 4)
+    d = np.abs(conf.astype(int) - base_conf.astype(int))[scene["valid"]]
+    assert d.max() >= 10
+
+
+PIX_CONFIGS = [(64, 16, 4), (32, 0, 1), (48, 8, 3), (128, 0, 2), (256, 0, 1), (16, 4, 16), (200, 100, 1)]
+
+
+@pytest.mark.parametrize("tile, overlap, batch", PIX_CONFIGS)
+def test_pixel_model_identical_to_numpy(scene, tile, overlap, batch):
+    cls, conf, _ = _run(scene, "pix", tile, overlap, batch)
+    prob = reference_prob(scene["img"], scene["w1"], -2.2, valid=scene["valid"])
+    cls_ref, conf_ref = reference_classes(prob, 0.5, scene["valid"])
+    safe = rounding_safe(prob) | ~scene["valid"]
+    assert safe.mean() > 0.999
+    assert 0.05 < (cls_ref == 1).mean() < 0.6
+    np.testing.assert_array_equal(cls[safe], cls_ref[safe])
+    np.testing.assert_array_equal(conf[safe], conf_ref[safe])
+    # and identical to every other tiling, pixel for pixel (rounding-safe pixels)
+    other_cls, other_conf, _ = _run(scene, "pix", 64, 16, 4)
+    np.testing.assert_array_equal(cls[safe], other_cls[safe])
+    np.testing.assert_array_equal(conf[safe], other_conf[safe])
+
+
+@pytest.mark.parametrize("h, w", [(40, 50), (64, 64), (30, 150), (65, 17)])
+def test_raster_smaller_than_or_equal_to_a_tile(tmp_path, h, w):
+    img = blobs(h, w, seed=h + w, n=3)
+    r = make_raster(str(tmp_path / "small.tif"), img, descriptions=RGB)
+    wts = _conv_weights(3, seed=5)
+    m = conv_model(str(tmp_path / "m.onnx"), weights=wts, kernel=3, bias=-6.0, tile=64, overlap=16)
+    res = segment(r, m, str(tmp_path / "out"), SegmentOptions(device="cpu", min_area_ha=0))
+    cls, conf = read(res.class_raster), read(res.confidence_raster)
+    assert cls.shape == (h, w)
+    prob = reference_prob(img, wts, -6.0)
+    cls_ref, conf_ref = reference_classes(prob)
+    safe = rounding_safe(prob)
+    if h <= 64 and w <= 64:
+        # A single padded tile: exact.
+        np.testing.assert_array_equal(cls[safe], cls_ref[safe])
+        np.testing.assert_array_equal(conf[safe], conf_ref[safe])
+    else:
+        assert (cls == cls_ref).mean() >= 0.995
+        assert np.abs(conf.astype(int) - conf_ref).max() <= 15
+
+
+def test_positions_cover_and_stay_inside():
+    for length in (1, 15, 16, 17, 63, 64, 65, 100, 170, 1000):
+        for tile, overlap in ((16, 0), (16, 4), (64, 16), (64, 32), (256, 0)):
+            ps = positions(length, tile, overlap)
+            assert ps[0] == 0 and ps == sorted(set(ps))
+            if length <= tile:
+                assert ps == [0]
+                continue
+            assert ps[-1] == length - tile
+            # consecutive tiles overlap by at least `overlap`, and cover everything
+            for a, b in zip(ps, ps[1:]):
+                assert b - a <= tile - overlap
+    w = blend_weights(64, 16)
+    assert w.shape == (64, 64) and w.min() > 0 and w.max() == 1.0
+    # two neighbours cross-fading over the overlap weigh about one together
+    row = w[32]
+    stride = 64 - 16
+    s = row[stride:] + row[:64 - stride]
+    assert np.allclose(s, 1.0, atol=0.05)
