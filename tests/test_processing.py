@@ -1,0 +1,146 @@
+"""The Processing algorithm tailings_mapper:segment through processing.run and qgis_process."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("qgis.core")
+pytest.importorskip("onnx")
+
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer  # noqa: E402
+
+from qgis_helpers import s2_raster, tiny_model  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ALG = "tailings_mapper:segment"
+
+
+@pytest.fixture(scope="module")
+def provider(tm, qgis_processing):
+    from tailings_mapper.processing_provider.provider import TailingsProvider
+    reg = QgsApplication.processingRegistry()
+    if reg.providerById("tailings_mapper") is None:
+        p = TailingsProvider()
+        reg.addProvider(p)
+    yield reg.providerById("tailings_mapper")
+    p = reg.providerById("tailings_mapper")
+    if p is not None:
+        reg.removeProvider(p)
+
+
+@pytest.fixture
+def data(tmp_path):
+    model = tiny_model(str(tmp_path / "tiny_s2rgb.onnx"))
+    raster = s2_raster(str(tmp_path / "scene.tif"), squares=((40, 40, 80), (200, 180, 50)))
+    return tmp_path, model, raster
+
+
+def test_processing_run(provider, data):
+    import processing
+    tmp, model, raster = data
+    out = processing.run(ALG, {
+        "INPUT": raster, "MODEL_FILE": model, "PRESET": "auto", "DEVICE": "cpu", "BATCH": 2,
+        "OUTPUT_CLASSES": str(tmp / "classes.tif"), "OUTPUT_CONFIDENCE": str(tmp / "conf.tif"),
+        "OUTPUT_POLYGONS": str(tmp / "polys.gpkg"),
+    })
+    assert out["OUTPUT_CLASSES"] == str(tmp / "classes.tif")
+    assert os.path.isfile(tmp / "classes.tif") and os.path.isfile(tmp / "conf.tif")
+    poly = QgsVectorLayer(out["OUTPUT_POLYGONS"], "p", "ogr")
+    assert poly.isValid() and poly.featureCount() == 2
+    assert "mean_confidence" in [f.name() for f in poly.fields()]
+    assert out["POLYGON_COUNT"] == 2 and abs(out["AREA_HA"] - 89.0) < 0.01
+    assert out["DEVICE"] == "cpu"
+    cls = QgsRasterLayer(out["OUTPUT_CLASSES"], "c")
+    assert cls.isValid() and cls.bandCount() == 1
+    del poly, cls
+
+
+def test_processing_options_extent_mapping_and_skipped_outputs(provider, data):
+    import processing
+    tmp, model, raster = data
+    # only the upper-left 1.5 km: one pond; explicit mapping in model order; no confidence raster;
+    # polygons converted to GeoJSON
+    out = processing.run(ALG, {
+        "INPUT": raster, "MODEL_FILE": model, "BANDS": "1,2,3", "PRESET": "s2-rgb",
+        "EXTENT": "500000,501500,7698500,7700000 [EPSG:32723]", "TILE_SIZE": 64, "OVERLAP": 16,
+        "THRESHOLD": 0.5, "MIN_AREA_HA": 1.0, "SIMPLIFY_M": 5.0,
+        "OUTPUT_CLASSES": str(tmp / "c2.tif"), "OUTPUT_CONFIDENCE": None,
+        "OUTPUT_POLYGONS": str(tmp / "p2.geojson"),
+    })
+    assert "OUTPUT_CONFIDENCE" not in out or not out["OUTPUT_CONFIDENCE"]
+    poly = QgsVectorLayer(out["OUTPUT_POLYGONS"], "p", "ogr")
+    assert poly.isValid() and poly.featureCount() == 1
+    cls = QgsRasterLayer(out["OUTPUT_CLASSES"], "c")
+    assert cls.width() == 150 and cls.height() == 150
+    del poly, cls
+
+
+def test_processing_refuses_bad_mapping(provider, data):
+    import processing
+    from qgis.core import QgsProcessingException
+    tmp, model, raster = data
+    with pytest.raises(QgsProcessingException) as e:
+        processing.run(ALG, {"INPUT": raster, "MODEL_FILE": model, "BANDS": "1,2,7",
+                             "OUTPUT_CLASSES": str(tmp / "bad.tif")})
+    assert not os.path.exists(tmp / "bad.tif")
+
+
+def test_processing_load_results_styled(provider, data, qgis_new_project):
+    import processing
+    from qgis.core import QgsCategorizedSymbolRenderer, QgsPalettedRasterRenderer
+    tmp, model, raster = data
+    processing.runAndLoadResults(ALG, {
+        "INPUT": raster, "MODEL_FILE": model, "OUTPUT_CLASSES": "TEMPORARY_OUTPUT",
+        "OUTPUT_CONFIDENCE": None, "OUTPUT_POLYGONS": "TEMPORARY_OUTPUT"})
+    layers = {lyr.name(): lyr for lyr in QgsProject.instance().mapLayers().values()}
+    cls = [lyr for n, lyr in layers.items() if n.endswith("classes")]
+    poly = [lyr for n, lyr in layers.items() if n.endswith("polygons")]
+    assert cls and poly, list(layers)
+    assert isinstance(cls[0].renderer(), QgsPalettedRasterRenderer)
+    assert isinstance(poly[0].renderer(), QgsCategorizedSymbolRenderer)
+    QgsProject.instance().removeAllMapLayers()
+
+
+def _qgis_process():
+    for name in ("qgis_process.bin", "qgis_process"):
+        # Debian's qgis_process wrapper passes --noversioncheck, which qgis_process 3.22 rejects
+        p = shutil.which(name)
+        if p:
+            return p
+    return None
+
+
+@pytest.mark.skipif(_qgis_process() is None, reason="qgis_process not installed")
+def test_qgis_process(tm, data):
+    tmp, model, raster = data
+    prof = tmp / "config"
+    plugins = prof / "profiles" / "default" / "python" / "plugins"
+    plugins.mkdir(parents=True)
+    os.symlink(ROOT, plugins / "tailings_mapper")
+    ini = prof / "profiles" / "default" / "QGIS" / "QGIS3.ini"
+    ini.parent.mkdir(parents=True)
+    ini.write_text("[PythonPlugins]\ntailings_mapper=true\n")
+    models = tmp / "models"
+    models.mkdir()
+    shutil.copy(model, models / "tiny_s2rgb.onnx")
+    env = dict(os.environ)
+    site = [p for p in sys.path if p.endswith("site-packages") and os.path.isdir(os.path.join(p, "onnxruntime"))]
+    env.update({"QT_QPA_PLATFORM": "offscreen", "QGIS_CUSTOM_CONFIG_PATH": str(prof),
+                "TAILINGS_MAPPER_MODELS": str(models),
+                "PYTHONPATH": os.pathsep.join(site + [env.get("PYTHONPATH", "")]).strip(os.pathsep)})
+    env.pop("QGIS_OPTIONS_PATH", None)
+    cmd = [_qgis_process(), "--json", "run", ALG, "--", "INPUT=%s" % raster, "MODEL=tiny_s2rgb",
+           "PRESET=auto", "DEVICE=cpu", "OUTPUT_CLASSES=%s" % (tmp / "qp_classes.tif"),
+           "OUTPUT_CONFIDENCE=%s" % (tmp / "qp_conf.tif"), "OUTPUT_POLYGONS=%s" % (tmp / "qp_polys.gpkg")]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    js = json.loads(r.stdout[r.stdout.index("{"):])
+    res = js["results"]
+    assert res["POLYGON_COUNT"] == 2
+    assert os.path.isfile(res["OUTPUT_CLASSES"]) and os.path.isfile(tmp / "qp_polys.gpkg")
+    lyr = QgsVectorLayer(str(tmp / "qp_polys.gpkg"), "p", "ogr")
+    assert lyr.featureCount() == 2
+    del lyr
