@@ -356,8 +356,12 @@ def _run(p: Plan, sess, device, reason, tmp, workdir, created, progress, cancel,
             xres = yres = info.gsd_m / unit
         coarser = info.gsd_m > p.src_gsd_m
         work = os.path.join(workdir, "work.vrt")
+        # Whole working pixels that cover the window (GDAL would round the size to the nearest
+        # pixel and drop the last source rows/columns when they fill less than half of one).
+        nx = max(1, int(np.ceil(w0 * abs(gt[1]) / xres - 1e-6)))
+        ny = max(1, int(np.ceil(h0 * abs(gt[5]) / yres - 1e-6)))
         gdal.Warp(work, view_ds, format="VRT", xRes=xres, yRes=yres,
-                  outputBounds=[gt[0], gt[3] + gt[5] * h0, gt[0] + gt[1] * w0, gt[3]],
+                  outputBounds=[gt[0], gt[3] - ny * yres, gt[0] + nx * xres, gt[3]],
                   resampleAlg="average" if coarser else "bilinear")
     view_ds = None
     ds = gdal.Open(work)
