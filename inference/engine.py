@@ -9,10 +9,12 @@ complete, so a cancelled or failed run leaves nothing that looks finished.
 from __future__ import annotations
 
 import datetime as _dt
+import gc
 import os
 import shutil
 import tempfile
 import time
+import traceback
 import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
@@ -275,7 +277,7 @@ class _Writer:
 
 
 def _remove(path: str) -> None:
-    for p in (path, path + ".aux.xml"):
+    for p in (path, path + ".aux.xml", path + "-journal", path + "-wal", path + "-shm"):
         try:
             os.remove(p)
         except OSError:
@@ -323,7 +325,12 @@ def segment(input_path: str, model: str, out_dir: str, opts: Optional[SegmentOpt
         result.seconds = time.time() - t0
         progress(1.0, "done")
         return result
-    except BaseException:
+    except BaseException as e:
+        # The failed run's frames (kept alive by the traceback) still hold GDAL datasets open;
+        # closed later, they would write a .aux.xml or a GeoPackage journal back into out_dir
+        # after the removal below.  Release them first.
+        traceback.clear_frames(e.__traceback__)
+        gc.collect()
         for path in created:
             _remove(path)
         raise
@@ -423,7 +430,10 @@ def _run(p: Plan, sess, device, reason, tmp, workdir, created, progress, cancel,
     for yi, y in enumerate(ys):
         if cancel():
             raise Cancelled("cancelled")
-        strip = ds.ReadAsArray(0, y, W, th, buf_type=gdal.GDT_Float32)
+        try:
+            strip = ds.ReadAsArray(0, y, W, th, buf_type=gdal.GDT_Float32)
+        except RuntimeError as e:  # a truncated or corrupt file: GDAL fails on the first bad block
+            raise InputError("cannot read %s: %s" % (p.input, rasterlib._gdal_msg(e))) from None
         strip = strip.reshape(nb, th, W)
         valid = np.ones((th, W), bool)
         for i in range(nb):
