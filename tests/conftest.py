@@ -14,6 +14,10 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "desktop: starts desktop QGIS under xvfb-run (skipped without it)")
+
+
 @pytest.fixture(scope="session")
 def tm():
     """The plugin package, imported as ``tailings_mapper``."""

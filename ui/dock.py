@@ -36,6 +36,7 @@ class TailingsDock(QDockWidget):
     def __init__(self, iface, plugin=None, parent=None):
         super().__init__("Tailings Mapper", parent or (iface.mainWindow() if iface else None))
         self.setObjectName("TailingsMapperDock")
+        self.setMinimumWidth(330)
         self.iface = iface
         self.plugin = plugin
         self.settings = Settings()
@@ -212,8 +213,13 @@ class TailingsDock(QDockWidget):
         lay.addWidget(self.status_label)
         lay.addStretch(1)
 
+        for combo in body.findChildren(QComboBox):
+            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(8)
+        self._body = body
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         scroll.setWidget(body)
         self.setWidget(scroll)
 
@@ -461,6 +467,8 @@ class TailingsDock(QDockWidget):
             combo.setShowNotSetOption(True)
             combo.setLayer(lyr)
             combo.setBand(guess[i] if i < len(guess) else -1)
+            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(8)
             combo.bandChanged.connect(self.schedule_validation)
             try:
                 b = bandlib.band(name)
@@ -538,7 +546,7 @@ class TailingsDock(QDockWidget):
             return False
         self.problem = None
         notes = list(getattr(self.plan, "notes", []) or [])
-        txt = "Ready: %s" % self.plan.mapping.as_text(self.plan.model.bands)
+        txt = "Ready: %s" % _html(self.plan.mapping.as_text(self.plan.model.bands).replace("<-", "←"))
         if getattr(self.plan, "work_gsd_m", None):
             txt += "; working at %.1f m GSD" % self.plan.work_gsd_m
         if notes:
