@@ -312,3 +312,81 @@ def test_plugin_loads_without_onnxruntime(tm, qgis_iface, env, monkeypatch):
         assert not ok and "onnxruntime" in why
     finally:
         p.unload()
+
+
+def test_panel_follows_current_layer(plugin, env):
+    a = _raster(env, "one")
+    b = _raster(env, "two")
+    plugin.show_panel(True)
+    plugin.iface.currentLayerChanged.emit(a)
+    assert plugin.dock.layer() is a
+    plugin.iface.currentLayerChanged.emit(b)
+    assert plugin.dock.layer() is b
+    # vector layers do not replace the raster
+    vl = QgsVectorLayer("Polygon?crs=EPSG:32723", "aoi", "memory")
+    QgsProject.instance().addMapLayer(vl)
+    plugin.iface.currentLayerChanged.emit(vl)
+    assert plugin.dock.layer() is b
+
+
+def test_broken_model_shown_before_run(plugin, env):
+    (env / "models" / "broken.onnx").write_bytes(b"not an onnx file")
+    lyr = _raster(env, "scene")
+    plugin.show_panel(True)
+    d = plugin.dock
+    d.populate_models(refresh=True)
+    d.set_layer(lyr)
+    d.model_combo.setCurrentIndex(d.model_combo.findData("broken"))
+    assert "not a valid ONNX model" in d.model_label.text()
+    assert not d.validate() and not d.run_button.isEnabled()
+    assert d.run() is None
+    # loading a bad file through "Load ONNX…" is refused with the reason
+    assert not d.add_user_model(str(env / "models" / "broken.onnx"))
+    assert "cannot use broken.onnx" in d.problem
+
+
+def test_extent_from_selected_features(plugin, env):
+    from qgis.core import QgsFeature, QgsGeometry, QgsRectangle
+    lyr = _raster(env, "scene", squares=((40, 40, 80), (200, 180, 50)))
+    # an area of interest around the first pond only, in another CRS (EPSG:4326)
+    aoi = QgsVectorLayer("Polygon?crs=EPSG:32723", "aoi", "memory")
+    f = QgsFeature()
+    f.setGeometry(QgsGeometry.fromRect(QgsRectangle(500300, 7698500, 501300, 7699700)))
+    aoi.dataProvider().addFeatures([f])
+    QgsProject.instance().addMapLayer(aoi)
+    plugin.show_panel(True)
+    d = plugin.dock
+    d.set_layer(lyr)
+    d.extent_combo.setCurrentIndex(d.extent_combo.findData("selection"))
+    d.extent_layer_combo.setLayer(aoi)
+    assert not d.validate() and "no features are selected" in d.problem
+    aoi.selectAll()
+    assert d.validate(), d.problem
+    req = d.request()
+    assert req.opts.extent == pytest.approx((500300, 7698500, 501300, 7699700))
+    ok, outcome = wait_task(d.run())
+    assert ok, outcome
+    poly = QgsProject.instance().mapLayersByName("scene polygons")[0]
+    assert poly.featureCount() == 1
+    cls = QgsProject.instance().mapLayersByName("scene classes")[0]
+    assert (cls.width(), cls.height()) == (100, 120)
+
+
+def test_extent_from_map_view(plugin, env):
+    from qgis.core import QgsRectangle
+    lyr = _raster(env, "scene", squares=((40, 40, 80), (200, 180, 50)))
+    canvas = plugin.iface.mapCanvas()
+    canvas.setDestinationCrs(lyr.crs())
+    canvas.setExtent(QgsRectangle(501700, 7697000, 502500, 7698100))
+    plugin.show_panel(True)
+    d = plugin.dock
+    d.set_layer(lyr)
+    d.extent_combo.setCurrentIndex(d.extent_combo.findData("canvas"))
+    assert d.validate(), d.problem
+    xmin, ymin, xmax, ymax = d.request().opts.extent
+    assert xmin >= 500000 and xmax <= 503000 and ymin >= 7697000 and ymax <= 7700000
+    ok, outcome = wait_task(d.run())
+    assert ok, outcome
+    poly = QgsProject.instance().mapLayersByName("scene polygons")[0]
+    assert poly.featureCount() == 1
+    assert round(next(poly.getFeatures())["area_ha"], 1) == 25.0

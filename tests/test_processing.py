@@ -144,3 +144,30 @@ def test_qgis_process(tm, data):
     lyr = QgsVectorLayer(str(tmp / "qp_polys.gpkg"), "p", "ogr")
     assert lyr.featureCount() == 2
     del lyr
+
+
+def test_in_model_builder_model(provider, data):
+    """A Processing model (as the model builder makes) with the algorithm as a child."""
+    from qgis.core import (QgsProcessingContext, QgsProcessingFeedback, QgsProcessingModelAlgorithm,
+                           QgsProcessingModelChildAlgorithm, QgsProcessingModelChildParameterSource,
+                           QgsProcessingModelOutput, QgsProcessingModelParameter,
+                           QgsProcessingParameterRasterLayer)
+    tmp, model, raster = data
+    m = QgsProcessingModelAlgorithm("tailings model", "test")
+    m.addModelParameter(QgsProcessingParameterRasterLayer("scene", "Scene"), QgsProcessingModelParameter("scene"))
+    child = QgsProcessingModelChildAlgorithm(ALG)
+    child.setChildId("seg")
+    child.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromModelParameter("scene")])
+    child.addParameterSources("MODEL_FILE", [QgsProcessingModelChildParameterSource.fromStaticValue(model)])
+    child.addParameterSources("DEVICE", [QgsProcessingModelChildParameterSource.fromStaticValue("cpu")])
+    out = QgsProcessingModelOutput("polys", "Polygons")
+    out.setChildOutputName("OUTPUT_POLYGONS")
+    child.setModelOutputs({"polys": out})
+    m.addChildAlgorithm(child)
+    ctx, fb = QgsProcessingContext(), QgsProcessingFeedback()
+    res, ok = m.run({"scene": raster, "seg:polys": str(tmp / "model_polys.gpkg"),
+                     "seg:OUTPUT_CLASSES": str(tmp / "model_classes.tif")}, ctx, fb)
+    assert ok, res
+    lyr = QgsVectorLayer(str(tmp / "model_polys.gpkg"), "p", "ogr")
+    assert lyr.featureCount() == 2
+    del lyr
