@@ -260,3 +260,13 @@ def features(gpkg: str):
     srs = lyr.GetSpatialRef().Clone() if lyr.GetSpatialRef() else None
     ds = None
     return out, srs
+
+
+def set_bias(path: str, bias) -> str:
+    """Replace the per-output-channel bias of a :func:`conv_model` network."""
+    model = onnx.load(path)
+    for init in model.graph.initializer:
+        if init.name == "B":
+            init.CopyFrom(numpy_helper.from_array(np.asarray(bias, np.float32), "B"))
+    onnx.save(model, path)
+    return path
