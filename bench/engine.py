@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -121,15 +120,21 @@ def child_bare(args) -> None:
 
 
 def run_child(mode: str, args, extra) -> dict:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Run one measurement in its own process; its peak RSS comes from os.wait4."""
     cmd = [sys.executable, os.path.abspath(__file__), "--_child", mode, "--size", str(args.size),
            "--batch", str(args.batch), "--device", args.device] + extra
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    res = json.loads(out.stdout.strip().splitlines()[-1])
-    res["peak_rss_mb"] = peak / 1024.0 if peak > before else None
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            raise SystemExit("benchmark child %s failed:\n%s" % (mode, err.read()[-2000:]))
+        res = json.loads(out.read().strip().splitlines()[-1])
+    res["peak_rss_mb"] = usage.ru_maxrss / 1024.0
     return res
 
 
@@ -159,21 +164,20 @@ def main() -> None:
           % (args.size, args.size, os.path.getsize(raster) / 1e6, time.perf_counter() - t))
     model = args.model or bench_model(os.path.join(work, "bench.onnx"))
     print("model: %s" % model)
-    # Engine first, then bare: their ru_maxrss are read as the running max over children, so the
-    # smaller-memory bare run goes second and cannot mask the engine's figure.
     eng = run_child("engine", args, ["--raster", raster, "--model", model, "--out", os.path.join(work, "out")])
     bare = run_child("bare", args, ["--model", model])
     mpx = args.size * args.size / 1e6
     ratio = eng["seconds"] / bare["seconds"]
     print("engine end to end: %.1f s, %d tiles, device %s, %d regions" % (eng["seconds"], eng["tiles"],
                                                                           eng["device"], eng["regions"]))
-    print("bare onnxruntime:  %.1f s, %d tiles" % (bare["seconds"], bare["tiles"]))
+    print("bare onnxruntime:  %.1f s, %d tiles, peak RSS %.0f MB" % (bare["seconds"], bare["tiles"],
+                                                                  bare["peak_rss_mb"]))
     print("throughput: %.2f Mpx/s; overhead ratio %.3f; engine peak RSS %.0f MB"
           % (mpx / eng["seconds"], ratio, eng["peak_rss_mb"] or -1))
     print(json.dumps({"overhead_ratio": round(ratio, 4), "peak_rss_mb": round(eng["peak_rss_mb"] or -1, 1),
                       "mpx_per_s": round(mpx / eng["seconds"], 3), "size": args.size, "tiles": eng["tiles"],
                       "engine_s": round(eng["seconds"], 2), "bare_s": round(bare["seconds"], 2),
-                      "device": eng["device"]}))
+                      "bare_peak_rss_mb": round(bare["peak_rss_mb"], 1), "device": eng["device"]}))
 
 
 if __name__ == "__main__":
