@@ -275,13 +275,17 @@ def test_cancel_after_first_progress(d, model, good):
 
 
 @pytest.mark.parametrize("resample", [False, True])
-def test_cancel_at_every_check_leaves_nothing(d, model, resample):
+def test_cancel_at_every_check_leaves_nothing(d, model, resample, monkeypatch):
     """Cancel at the 1st, 2nd, ... check until the run completes: every cancelled run leaves an
-    empty folder, the run that completes leaves exactly the outputs."""
+    empty folder, the run that completes leaves exactly the outputs; no temporary folder is left."""
+    import tempfile
+    tmp_root = d / ("tmp_root_%s" % resample)
+    tmp_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_root))
     src = _many_regions(d)
     if resample:
         src = make_raster(str(d / "many5m.tif"), gdal.Open(src).ReadAsArray(), descriptions=RGB, pixel=5.0)
-    opts = dict(device="cpu", tile_size=32, overlap=8, batch=2)
+    opts = dict(device="cpu", tile_size=64, overlap=16, batch=2)
     n_checks = 0
     for n in range(1, 200):
         calls = []
@@ -308,6 +312,7 @@ def test_cancel_at_every_check_leaves_nothing(d, model, resample):
     else:
         pytest.fail("never completed")
     assert n_checks >= 5
+    assert os.listdir(tmp_root) == []
 
 
 def test_progress_is_monotonic_and_ends_at_one(d, model):
