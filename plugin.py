@@ -172,7 +172,11 @@ class TailingsMapperPlugin:
     # ------------------------------------------------------------------ runs
     def start_run(self, request):
         from . import qgis_task
-        task = qgis_task.start(request, self.iface.messageBar())
+        try:
+            view = self.iface.layerTreeView()
+        except Exception:
+            view = None
+        task = qgis_task.start(request, self.iface.messageBar(), layer_tree_view=view)
         self.tasks.append(task)
         task.done.connect(lambda ok, outcome, t=task: self._forget(t))
         if self.dock is not None:

@@ -28,12 +28,13 @@ class SegmentTask(QgsTask):
     done = pyqtSignal(bool, str)        # (layers added, one-line outcome), main thread
 
     def __init__(self, request, message_bar=None, project: Optional[QgsProject] = None,
-                 add_layers: bool = True):
+                 add_layers: bool = True, layer_tree_view=None):
         super().__init__("Segment tailings: %s" % request.source_name, QgsTask.CanCancel)
         self.request = request
         self.message_bar = message_bar
         self.project = project
         self.add_layers = add_layers
+        self.layer_tree_view = layer_tree_view
         self.result = None
         self.error: Optional[str] = None
         self.details: Optional[str] = None
@@ -114,6 +115,7 @@ class SegmentTask(QgsTask):
         if self.add_layers:
             self.group = results.add_to_project(self.layers, results.group_name(self.request.source_name),
                                                 self.project or QgsProject.instance())
+            results.expand_in_view(self.layer_tree_view, self.group)
 
     def _push(self, title: str, text: str, level, duration: int) -> None:
         if self.message_bar is None:
@@ -128,9 +130,10 @@ def r_device(request) -> str:
     return getattr(request.opts, "device", "auto") or "auto"
 
 
-def start(request, message_bar=None, on_done: Optional[Callable[[bool, str], None]] = None) -> SegmentTask:
+def start(request, message_bar=None, on_done: Optional[Callable[[bool, str], None]] = None,
+          layer_tree_view=None) -> SegmentTask:
     """Queue a task in QGIS's task manager and return it (keep a reference!)."""
-    task = SegmentTask(request, message_bar)
+    task = SegmentTask(request, message_bar, layer_tree_view=layer_tree_view)
     if on_done is not None:
         task.done.connect(on_done)
     os.makedirs(request.out_dir, exist_ok=True)

@@ -114,14 +114,33 @@ def add_to_project(layers: Sequence, group: str, project: Optional[QgsProject] =
     """Add ``layers`` (top first) into a new group at the top of the layer tree."""
     project = project or QgsProject.instance()
     root = project.layerTreeRoot()
-    grp = root.insertGroup(0, group)
+    # Filled before it is inserted, so that the layer tree view shows it expanded.
+    grp = QgsLayerTreeGroup(group)
+    grp.setExpanded(True)
     hidden = set(hidden)
     for lyr in layers:
         project.addMapLayer(lyr, False)
         node = grp.addLayer(lyr)
-        if lyr.id() in hidden or lyr.name().endswith("confidence (%)"):
+        conf = lyr.id() in hidden or lyr.name().endswith("confidence (%)")
+        node.setExpanded(not conf)
+        if conf:
             node.setItemVisibilityChecked(False)
+    root.insertChildNode(0, grp)
     return grp
+
+
+def expand_in_view(view, group) -> None:
+    """Show a result group and its layers' legends expanded in the layer tree view
+    (the view does not always follow the nodes' expanded state for inserted groups)."""
+    if view is None or group is None:
+        return
+    try:
+        to_index = view.node2index if hasattr(view, "node2index") else view.layerTreeModel().node2index
+        nodes = [group] + [n for n in group.children() if n.isExpanded()]
+        for node in nodes:
+            view.setExpanded(to_index(node), True)
+    except Exception:  # a cosmetic step: never fail a run for it
+        pass
 
 
 def summary(res, device_label: Optional[str] = None) -> str:

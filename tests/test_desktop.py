@@ -22,8 +22,8 @@ DRIVER = r'''
 import json, os, time, traceback
 from qgis.utils import iface, plugins
 from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayer, QgsApplication
-from qgis.PyQt.QtCore import QTimer, QSize
-from qgis.PyQt.QtWidgets import QToolBar
+from qgis.PyQt.QtCore import QTimer, QSize, Qt
+from qgis.PyQt.QtWidgets import QDockWidget, QToolBar
 
 RASTER = os.environ["TM_RASTER"]
 OUT = os.environ["TM_OUT"]
@@ -48,10 +48,25 @@ def finish(code=0):
 def start():
     try:
         mw = iface.mainWindow()
-        mw.resize(QSize(1400, 860))
+        mw.resize(QSize(1600, 900))
         mw.showMaximized()
+        for d in mw.findChildren(QDockWidget):
+            if d.objectName() == "Browser":
+                d.hide()  # more room for the layer tree in the screenshot
+        layers_dock = [d for d in mw.findChildren(QDockWidget) if d.objectName() == "Layers"]
+        if layers_dock:
+            mw.resizeDocks(layers_dock, [330], Qt.Horizontal)
         lyr = iface.addRasterLayer(RASTER, os.environ.get("TM_LAYER_NAME", "Sentinel-2 scene"))
         log("raster valid: %s" % (lyr is not None and lyr.isValid()))
+        rgb = os.environ.get("TM_RGB")
+        if rgb:  # e.g. "3,2,1" for a B2,B3,B4 raster shown in true colour
+            r, g, b = (int(x) for x in rgb.split(","))
+            ren = lyr.renderer()
+            ren.setRedBand(r)
+            ren.setGreenBand(g)
+            ren.setBlueBand(b)
+            lyr.setDefaultContrastEnhancement()
+            lyr.triggerRepaint()
         iface.setActiveLayer(lyr)
         plugin = plugins.get("tailings_mapper")
         report["plugin_loaded"] = plugin is not None
@@ -75,8 +90,15 @@ def poll():
     names = [l.name() for l in layers]
     if any(n.endswith("polygons") for n in names):
         log("layers: %s" % names)
-        iface.mapCanvas().setExtent(iface.activeLayer().extent() if iface.activeLayer() else
-                                    iface.mapCanvas().fullExtent())
+        src = [l for l in QgsProject.instance().mapLayers().values() if l.source() == RASTER]
+        node = QgsProject.instance().layerTreeRoot().findLayer(src[0].id()) if src else None
+        if node is not None:
+            node.setExpanded(False)
+        grp = QgsProject.instance().layerTreeRoot().children()[0]
+        log("group expanded: %s" % grp.isExpanded())
+        view = iface.layerTreeView()
+        if hasattr(view, "node2index"):
+            log("view expanded: %s" % view.isExpanded(view.node2index(grp)))
         QTimer.singleShot(2500, shoot)
     elif time.time() - T0 > float(os.environ.get("TM_TIMEOUT", "120")):
         log("timeout; layers %s" % names)
@@ -143,7 +165,7 @@ out_dir={out_dir}
 """
 
 
-def run_desktop(raster, model_path, out_png, workdir, timeout=240, layer_name="Sentinel-2 scene"):
+def run_desktop(raster, model_path, out_png, workdir, timeout=240, layer_name="Sentinel-2 scene", rgb=None):
     """Start QGIS (xvfb-run) with a fresh profile where the plugin is enabled; returns the report."""
     prof = os.path.join(workdir, "profiles")
     plugins = os.path.join(prof, "profiles", "default", "python", "plugins")
@@ -166,9 +188,9 @@ def run_desktop(raster, model_path, out_png, workdir, timeout=240, layer_name="S
     site = [p for p in sys.path if p.endswith("site-packages") and os.path.isdir(os.path.join(p, "onnxruntime"))]
     env.update({"TM_RASTER": raster, "TM_OUT": workdir, "TM_SHOT": out_png, "TM_LAYER_NAME": layer_name,
                 "TAILINGS_MAPPER_MODELS": models, "PYTHONPATH": os.pathsep.join(site),
-                "XDG_RUNTIME_DIR": workdir, "TM_TIMEOUT": str(timeout - 30)})
+                "XDG_RUNTIME_DIR": workdir, "TM_TIMEOUT": str(timeout - 30), "TM_RGB": rgb or ""})
     qgis = shutil.which("qgis.bin") or shutil.which("qgis")
-    cmd = ["xvfb-run", "-a", "-s", "-screen 0 1400x860x24", qgis, "--profiles-path", prof, "--nologo",
+    cmd = ["xvfb-run", "-a", "-s", "-screen 0 1600x900x24", qgis, "--profiles-path", prof, "--nologo",
            "--noversioncheck", "--code", driver]
     try:
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -212,10 +234,11 @@ def main(argv=None):
     ap.add_argument("--model", required=True)
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "screenshot.png"))
     ap.add_argument("--name", default="Sentinel-2 scene")
+    ap.add_argument("--rgb", help="raster bands shown as red,green,blue, e.g. 3,2,1")
     a = ap.parse_args(argv)
     work = tempfile.mkdtemp(prefix="tm-desktop-")
     rep = run_desktop(os.path.abspath(a.raster), os.path.abspath(a.model), os.path.abspath(a.out), work,
-                      layer_name=a.name)
+                      layer_name=a.name, rgb=a.rgb)
     print(json.dumps({k: v for k, v in rep.items() if k != "output"}, indent=1))
     if rep.get("exit") != 0:
         print(rep.get("output"))

@@ -36,7 +36,7 @@ class TailingsDock(QDockWidget):
     def __init__(self, iface, plugin=None, parent=None):
         super().__init__("Tailings Mapper", parent or (iface.mainWindow() if iface else None))
         self.setObjectName("TailingsMapperDock")
-        self.setMinimumWidth(330)
+        self.setMinimumWidth(360)
         self.iface = iface
         self.plugin = plugin
         self.settings = Settings()
@@ -102,8 +102,10 @@ class TailingsDock(QDockWidget):
         form.addRow("", self.model_label)
         lay.addLayout(form)
 
-        self.mapping_box = QGroupBox("Band mapping (model input ← raster band)")
+        self.mapping_box = QGroupBox("Band mapping")
+        self.mapping_box.setToolTip("Which raster band feeds each model input; pre-filled by band name")
         self.mapping_form = QFormLayout(self.mapping_box)
+        self.mapping_form.setRowWrapPolicy(QFormLayout.WrapLongRows)
         lay.addWidget(self.mapping_box)
 
         form2 = QFormLayout()
@@ -164,7 +166,7 @@ class TailingsDock(QDockWidget):
         self.min_area_spin.setSingleStep(0.5)
         self.min_area_spin.setSpecialValueText("model default")
         self.min_area_spin.setSuffix(" ha")
-        af.addRow("Minimum polygon area", self.min_area_spin)
+        af.addRow("Min. polygon area", self.min_area_spin)
         self.simplify_spin = QDoubleSpinBox()
         self.simplify_spin.setRange(0.0, 1000.0)
         self.simplify_spin.setDecimals(1)
@@ -213,6 +215,8 @@ class TailingsDock(QDockWidget):
         lay.addWidget(self.status_label)
         lay.addStretch(1)
 
+        for fl in body.findChildren(QFormLayout):
+            fl.setRowWrapPolicy(QFormLayout.WrapLongRows)
         for combo in body.findChildren(QComboBox):
             combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(8)
