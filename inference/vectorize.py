@@ -31,6 +31,49 @@ def sieve_threshold_px(p) -> int:
     return int(math.ceil(p.min_area_ha * 10000.0 / rasterlib.min_pixel_area_m2(p.raster) - 1e-9))
 
 
+SIEVE_BAND_ROWS = 2048
+
+
+def sieve_in_bands(band, thr: int, cancel=lambda: False, rows: int = SIEVE_BAND_ROWS) -> None:
+    """GDAL's SieveFilter, run on bands of ``rows`` rows with ``thr`` rows of margin above
+    and below, writing back each band's middle.
+
+    GDAL's sieve keeps a record per region of the whole raster, so on a noisy 10980 x 10980
+    result it alone takes hundreds of MB; in bands its memory is bounded by the band.  The
+    result is the same as one global sieve: a region under ``thr`` pixels spans fewer than
+    ``thr`` rows, so one that touches a band's middle lies wholly inside band + margins and is
+    judged on its true size; a region cut by a margin's edge that reaches the middle has at
+    least ``thr`` pixels inside, so it is kept, as it would be globally.  (In a multi-class
+    raster the neighbour a small region merges into is chosen among what the band sees.)
+    """
+    W, H = band.XSize, band.YSize
+    nodata = band.GetNoDataValue()
+    mem_drv = gdal.GetDriverByName("MEM")
+    if H <= rows + 2 * thr:
+        band.GetDataset()  # keep a reference
+        gdal.SieveFilter(band, band.GetMaskBand(), band, thr, 4)
+        band.FlushCache()
+        return
+    carry = None  # the original (unsieved) rows above the current band: its top margin
+    for y0 in range(0, H, rows):
+        if cancel():
+            raise Cancelled("cancelled")
+        y1 = min(H, y0 + rows)
+        a0, a1 = max(0, y0 - thr), min(H, y1 + thr)
+        below = band.ReadAsArray(0, y0, W, a1 - y0)      # not yet written: original values
+        arr = below if carry is None else np.concatenate([carry, below])
+        carry = below[max(0, (y1 - y0) - thr):y1 - y0].copy()
+        mem = mem_drv.Create("", W, a1 - a0, 1, gdal.GDT_Byte)
+        mb = mem.GetRasterBand(1)
+        if nodata is not None:
+            mb.SetNoDataValue(nodata)
+        mb.WriteArray(arr)
+        gdal.SieveFilter(mb, mb.GetMaskBand(), mb, thr, 4)
+        band.WriteArray(mb.ReadAsArray(0, y0 - a0, W, y1 - y0), 0, y0)
+        mb = mem = None
+    band.FlushCache()
+
+
 def background_ids(model) -> set:
     return {c.id for c in model.classes if c.name.strip().lower() in ("background", "other", "none", "no data")}
 
@@ -44,8 +87,7 @@ def postprocess(p, classes_path: str, conf_path: str, gpkg_path: Optional[str], 
     ds = gdal.Open(classes_path, gdal.GA_Update)
     band = ds.GetRasterBand(1)
     if thr > 1:
-        gdal.SieveFilter(band, band.GetMaskBand(), band, thr, 4)
-        band.FlushCache()
+        sieve_in_bands(band, thr, cancel)
     bg = background_ids(model)
     if gpkg_path is None:
         counts = np.zeros(256, np.int64)
