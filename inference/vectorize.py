@@ -198,22 +198,30 @@ def _mean_confidence(geom, conf_ds, gt, srs) -> float:
     r1 = min(conf_ds.RasterYSize, int(math.ceil((ymin - gt[3]) / gt[5])))
     if c1 <= c0 or r1 <= r0:
         return float("nan")
-    w, h = c1 - c0, r1 - r0
-    mem = gdal.GetDriverByName("MEM").Create("", w, h, 1, gdal.GDT_Byte)
-    mem.SetGeoTransform((gt[0] + c0 * gt[1], gt[1], 0, gt[3] + r0 * gt[5], 0, gt[5]))
-    mem.SetProjection(srs.ExportToWkt())
+    w = c1 - c0
     vds = ogr.GetDriverByName("Memory").CreateDataSource("")
     vl = vds.CreateLayer("g", srs, ogr.wkbPolygon)
     f = ogr.Feature(vl.GetLayerDefn())
     f.SetGeometry(geom)
     vl.CreateFeature(f)
-    gdal.RasterizeLayer(mem, [1], vl, burn_values=[1])
-    inside = mem.ReadAsArray() == 1
-    conf = conf_ds.GetRasterBand(1).ReadAsArray(c0, r0, w, h)
-    sel = inside & (conf != 255)
-    if not sel.any():
+    total, count = 0, 0
+    # In chunks of rows, so a region whose bounding box is the whole raster stays cheap.
+    step = max(1, (4 * 1024 * 1024) // max(w, 1))
+    for y in range(r0, r1, step):
+        h = min(step, r1 - y)
+        mem = gdal.GetDriverByName("MEM").Create("", w, h, 1, gdal.GDT_Byte)
+        mem.SetGeoTransform((gt[0] + c0 * gt[1], gt[1], 0, gt[3] + y * gt[5], 0, gt[5]))
+        mem.SetProjection(srs.ExportToWkt())
+        gdal.RasterizeLayer(mem, [1], vl, burn_values=[1])
+        inside = mem.ReadAsArray() == 1
+        mem = None
+        conf = conf_ds.GetRasterBand(1).ReadAsArray(c0, y, w, h)
+        sel = inside & (conf != 255)
+        total += int(conf[sel].sum(dtype=np.int64))
+        count += int(sel.sum())
+    if count == 0:
         return float("nan")
-    return float(conf[sel].mean()) / 100.0
+    return total / count / 100.0
 
 
 def _measure(p, layer, out, cls_ds, conf_path, srs, run_time, cancel):
