@@ -16,6 +16,7 @@ import tempfile
 import time
 import traceback
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -404,7 +405,6 @@ def _run(p: Plan, sess, device, reason, tmp, workdir, created, progress, cancel,
     pending: List[Tuple[int, int]] = []
     total_tiles, done_tiles, run_tiles = len(xs) * len(ys), 0, 0
     valid_total = 0
-    stats_px = np.zeros(256, np.int64)
     input_name = sess.get_inputs()[0].name
     fixed_batch = isinstance(sess.get_inputs()[0].shape[0], int)
     binary = info.task == "binary"
@@ -427,9 +427,9 @@ def _run(p: Plan, sess, device, reason, tmp, workdir, created, progress, cancel,
         run_tiles += n
         pending.clear()
 
-    for yi, y in enumerate(ys):
-        if cancel():
-            raise Cancelled("cancelled")
+    def load(y):
+        """Read and normalise one strip of tile rows (runs on the I/O thread: GDAL and numpy
+        release the GIL, so this overlaps with onnxruntime working on the previous strip)."""
         try:
             strip = ds.ReadAsArray(0, y, W, th, buf_type=gdal.GDT_Float32)
         except RuntimeError as e:  # a truncated or corrupt file: GDAL fails on the first bad block
@@ -442,35 +442,57 @@ def _run(p: Plan, sess, device, reason, tmp, workdir, created, progress, cancel,
         valid &= np.isfinite(strip).all(axis=0)
         norm = strip * a + b
         norm[:, ~valid] = 0.0
-        for x in xs:
-            if not valid[:, x:x + tw].any():
-                done_tiles += 1
-                continue
-            k = len(pending)
-            batch[k] = 0.0
-            batch[k, :, :th, :tw] = norm[:, :, x:x + tw]
-            pending.append((x, y))
-            done_tiles += 1
-            if len(pending) == len(batch):
-                flush(th)
-                progress(0.85 * done_tiles / total_tiles, "tile %d of %d" % (done_tiles, total_tiles))
-        flush(th)
-        progress(0.85 * done_tiles / total_tiles, "tile %d of %d" % (done_tiles, total_tiles))
-        # Rows that no later tile row touches are final.
-        last = yi == len(ys) - 1
-        nrows = th if last else ys[yi + 1] - y
-        cls, conf = _classify(acc[:, :nrows], wsum[:nrows], valid[:nrows], binary, p.threshold)
-        valid_total += int(valid[:nrows].sum())
-        stats_px += np.bincount(cls.ravel(), minlength=256)
+        return norm, valid
+
+    def write(cls, conf, y):
         cls_w.write(cls, y)
         conf_w.write(conf, y)
-        # Shift the accumulator: the rows not yet final move to the top.
-        keep = th - nrows
-        if keep > 0 and not last:
-            acc[:, :keep] = acc[:, nrows:th]
-            wsum[:keep] = wsum[nrows:th]
-        acc[:, keep:] = 0.0
-        wsum[keep:] = 0.0
+
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tm-read")
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tm-write")
+    writes = []
+    try:
+        nxt = reader.submit(load, ys[0])
+        for yi, y in enumerate(ys):
+            if cancel():
+                raise Cancelled("cancelled")
+            norm, valid = nxt.result()
+            if yi + 1 < len(ys):
+                nxt = reader.submit(load, ys[yi + 1])
+            for x in xs:
+                if not valid[:, x:x + tw].any():
+                    done_tiles += 1
+                    continue
+                k = len(pending)
+                batch[k] = 0.0
+                batch[k, :, :th, :tw] = norm[:, :, x:x + tw]
+                pending.append((x, y))
+                done_tiles += 1
+                if len(pending) == len(batch):
+                    flush(th)
+                    progress(0.85 * done_tiles / total_tiles, "tile %d of %d" % (done_tiles, total_tiles))
+            flush(th)
+            progress(0.85 * done_tiles / total_tiles, "tile %d of %d" % (done_tiles, total_tiles))
+            # Rows that no later tile row touches are final.
+            last = yi == len(ys) - 1
+            nrows = th if last else ys[yi + 1] - y
+            cls, conf = _classify(acc[:, :nrows], wsum[:nrows], valid[:nrows], binary, p.threshold)
+            valid_total += int(valid[:nrows].sum())
+            writes.append(writer.submit(write, cls, conf, y))
+            while len(writes) > 2 or (writes and writes[0].done()):
+                writes.pop(0).result()  # bounded queue; re-raises a write error
+            # Shift the accumulator: the rows not yet final move to the top.
+            keep = th - nrows
+            if keep > 0 and not last:
+                acc[:, :keep] = acc[:, nrows:th]
+                wsum[:keep] = wsum[nrows:th]
+            acc[:, keep:] = 0.0
+            wsum[keep:] = 0.0
+        for w in writes:
+            w.result()
+    finally:
+        reader.shutdown(wait=True, cancel_futures=True)
+        writer.shutdown(wait=True, cancel_futures=True)
     ds = None
     cls_w.close()
     conf_w.close()
