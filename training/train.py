@@ -137,7 +137,7 @@ def build_model(cfg, in_ch=None):
 
 def train(cfg: Dict, data_dir: str, out_dir: str, seed: int = 0, resume: bool = False,
           device: Optional[str] = None, threads: Optional[int] = None, max_tiles: Optional[int] = None,
-          log=print) -> Dict:
+          log=print, init: Optional[str] = None) -> Dict:
     os.makedirs(out_dir, exist_ok=True)
     if threads:
         torch.set_num_threads(threads)
@@ -152,8 +152,23 @@ def train(cfg: Dict, data_dir: str, out_dir: str, seed: int = 0, resume: bool = 
              "val_sites": sorted({t.site for t in val_t}, key=lambda s: (len(s), s)),
              "train_tiles": [t.name for t in train_t], "val_tiles": [t.name for t in val_t]}
     aug = D.AugConfig(**cfg.get("aug", {}))
-    sampler = D.CropSampler(train_t, cfg["crop"], mean, std, aug, seed, cfg.get("pos_p", 0.5))
+    negs = D.load_negatives(cfg.get("negatives"))
+    if cfg.get("negatives") and not negs:
+        log("warning: no negative scenes found for %s" % cfg.get("negatives"))
+    sampler = D.CropSampler(train_t, cfg["crop"], mean, std, aug, seed, cfg.get("pos_p", 0.5),
+                            negs, cfg.get("neg_p", 0.0), cfg.get("water_p", 0.0))
     model = build_model(cfg).to(dev)
+    init_time = 0.0
+    if init:  # warm start from another run's weights (same architecture); its time counts as training time
+        ck0 = torch.load(init, map_location=dev, weights_only=False)
+        model.load_state_dict(ck0["model"])
+        init_dir = os.path.dirname(os.path.abspath(init))
+        try:
+            with open(os.path.join(init_dir, "summary.json")) as f:
+                init_time = float(json.load(f).get("train_time_s", 0.0))
+        except (OSError, ValueError):
+            init_time = float(ck0.get("elapsed_s", 0.0))
+        log("initialised from %s (epoch %s, %.0f s of training)" % (init, ck0.get("epoch"), init_time))
     crit = losses.build(cfg["loss"])
     opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     base_lrs = [g["lr"] for g in opt.param_groups]
@@ -170,7 +185,7 @@ def train(cfg: Dict, data_dir: str, out_dir: str, seed: int = 0, resume: bool = 
         log("resumed from %s at epoch %d" % (last_p, start_epoch))
     meta = {"config": cfg, "seed": seed, "data_dir": os.path.abspath(data_dir), "split": split,
             "mean": mean, "std": std, "device": device_name(dev), "n_params": nets.n_params(model),
-            "torch": torch.__version__}
+            "torch": torch.__version__, "init": init, "init_train_time_s": init_time}
     with open(os.path.join(out_dir, "run.json"), "w") as f:
         json.dump(meta, f, indent=1)
     log("config %s arch %s loss %s | %d train tiles (%d sites), %d val tiles (sites %s) | %s | %.2fM params"
@@ -216,7 +231,9 @@ def train(cfg: Dict, data_dir: str, out_dir: str, seed: int = 0, resume: bool = 
             json.dump(history, fh, indent=1)
         plot_history(history, os.path.join(out_dir, "history.png"))
     summary = {"epochs": len(history), "best_val_iou": best_iou,
-               "train_time_s": history[-1]["elapsed_s"] if history else 0.0, "device": meta["device"]}
+               "train_time_s": (history[-1]["elapsed_s"] if history else 0.0) + init_time,
+               "this_run_time_s": history[-1]["elapsed_s"] if history else 0.0,
+               "init": init, "device": meta["device"]}
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return summary
