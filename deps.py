@@ -108,38 +108,50 @@ def nvidia_driver_present() -> bool:
     return False
 
 
-def _python_version_of(exe: str) -> Optional[str]:
+def _python_identity(exe: str) -> Optional[tuple]:
+    """``(major.minor, prefix)`` of an interpreter, or None when it does not run."""
+    code = "import sys; print('%d.%d' % sys.version_info[:2]); print(sys.base_prefix)"
     try:
-        out = subprocess.run([exe, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                             capture_output=True, text=True, timeout=30, **_no_window())
+        out = subprocess.run([exe, "-c", code], capture_output=True, text=True, timeout=30, **_no_window())
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() if out.returncode == 0 else None
+    lines = out.stdout.strip().splitlines()
+    return (lines[0], lines[1]) if out.returncode == 0 and len(lines) >= 2 else None
 
 
 def find_python() -> str:
-    """The Python interpreter of this QGIS (``sys.executable`` is QGIS itself on some
-    platforms).  Raises RuntimeError when none of the same version is found."""
+    """The Python interpreter of this QGIS (``sys.executable`` is QGIS itself, or whatever
+    ``python3`` PATH finds first, on some platforms).  One of the same version and the same
+    installation (``sys.base_prefix``) is preferred; RuntimeError when none of the same
+    version is found."""
     want = "%d.%d" % sys.version_info[:2]
+    prefix = os.path.realpath(getattr(sys, "base_prefix", sys.prefix))
     names = ["python%s" % want, "python3", "python"]
-    cands = [getattr(sys, "_base_executable", None), sys.executable]
-    for root in (sys.exec_prefix, sys.prefix, getattr(sys, "base_exec_prefix", None)):
+    cands = []
+    for root in (sys.exec_prefix, sys.prefix, getattr(sys, "base_exec_prefix", None),
+                 getattr(sys, "base_prefix", None)):
         if not root:
             continue
         for n in names:
             cands += [os.path.join(root, "bin", n), os.path.join(root, n + ".exe"), os.path.join(root, n)]
+    cands += [getattr(sys, "_base_executable", None), sys.executable]
     for n in names:
         cands.append(shutil.which(n))
-    seen = set()
+    seen, same_version = set(), None
     for c in cands:
         if not c or c in seen or not os.path.isfile(c):
             continue
         seen.add(c)
-        base = os.path.basename(c).lower()
-        if not base.startswith("python"):
+        if not os.path.basename(c).lower().startswith("python"):
             continue
-        if _python_version_of(c) == want:
+        ident = _python_identity(c)
+        if not ident or ident[0] != want:
+            continue
+        if os.path.realpath(ident[1]) == prefix:
             return c
+        same_version = same_version or c
+    if same_version:
+        return same_version
     raise RuntimeError("could not find the Python %s interpreter of this QGIS (looked for %s near %s)"
                        % (want, ", ".join(names), sys.exec_prefix))
 

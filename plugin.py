@@ -148,7 +148,7 @@ class TailingsMapperPlugin:
             button = QPushButton("Install…", widget)
             button.clicked.connect(lambda: self.show_dependencies(force=True))
             widget.layout().addWidget(button)
-            bar.pushWidget(widget, Qgis.Warning, 0)
+            self._missing_item = bar.pushWidget(widget, Qgis.Warning, 0)
         except Exception:
             bar.pushMessage("Tailings Mapper", text, Qgis.Warning, 0)
         from .qgis_task import log
@@ -160,6 +160,13 @@ class TailingsMapperPlugin:
         dlg = DependencyDialog(missing, self.iface.mainWindow())
         dlg.exec_()
         self.missing = deps.check()
+        item = getattr(self, "_missing_item", None)
+        if not self.missing and item is not None:
+            try:
+                self.iface.messageBar().popWidget(item)
+            except (RuntimeError, TypeError):
+                pass
+            self._missing_item = None
         if self.dock is not None:
             self.dock.populate_models(refresh=True)
         return dlg

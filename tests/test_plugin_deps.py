@@ -10,8 +10,8 @@ FAKE_PIP = textwrap.dedent(r'''
     #!{python}
     import os, sys
     args = sys.argv[1:]
-    if args[:2] == ["-c", "import sys; print('%d.%d' % sys.version_info[:2])"]:
-        print("%d.%d" % sys.version_info[:2]); sys.exit(0)
+    if args[:1] == ["-c"]:
+        exec(args[1]); sys.exit(0)
     if args[:3] == ["-m", "pip", "--version"]:
         print("pip 99"); sys.exit(0)
     assert args[:3] == ["-m", "pip", "install"], args
@@ -64,6 +64,14 @@ def test_deps_dir_is_plugin_owned(tm, monkeypatch, tmp_path):
     assert "tailings_mapper" in d and d.endswith("py%d%d" % sys.version_info[:2])
     monkeypatch.setenv(deps.ENV_DIR, str(tmp_path / "x"))
     assert deps.deps_dir().startswith(str(tmp_path / "x"))
+
+
+def test_find_python_prefers_this_installation(tm):
+    from tailings_mapper import deps
+    exe = deps.find_python()
+    ident = deps._python_identity(exe)
+    assert ident[0] == "%d.%d" % sys.version_info[:2]
+    assert os.path.realpath(ident[1]) == os.path.realpath(sys.base_prefix)
 
 
 def test_install_resolves_only_what_qgis_lacks(tm, fake_python, tmp_path):
