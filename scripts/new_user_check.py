@@ -8,10 +8,7 @@ dependency dialog installs onnxruntime with pip into the profile's own folder, t
 "Segment tailings" toolbar button runs on a Sentinel-2 GeoTIFF, a result polygon is
 edited and saved, and the project is saved.
 
-    /usr/bin/python3 scripts/new_user_check.py --raster S2.tif [--model model.onnx] [--work /tmp/nu]
-
-(Start it with the system Python that QGIS uses: a pyenv shim in the parent process environment
-makes desktop QGIS hang at start.)
+    python3 scripts/new_user_check.py --raster S2.tif [--model model.onnx] [--work /tmp/nu]
 
 Prints the report (JSON); exit status 0 when every step worked.
 """
@@ -109,6 +106,17 @@ QTimer.singleShot(2000, start)
 '''
 
 
+def _clean_python_env(env):
+    """Desktop QGIS started from a pyenv (or other non-system) Python process can hang at start:
+    drop that interpreter's PATH entries and variables so QGIS finds its own Python."""
+    for k in [k for k in env if k.startswith(("PYENV", "PYTHONHOME", "CONDA"))]:
+        env.pop(k)
+    exe_dir = os.path.dirname(os.path.realpath(sys.executable))
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                  if p and ".pyenv" not in p and
+                                  (os.path.realpath(p) != exe_dir or exe_dir.startswith("/usr")))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--raster", required=True, help="a Sentinel-2 GeoTIFF")
@@ -131,6 +139,7 @@ def main(argv=None):
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "QGIS_CUSTOM_CONFIG_PATH", "QGIS_OPTIONS_PATH", "QT_QPA_PLATFORM",
                         "VIRTUAL_ENV", "TAILINGS_MAPPER_DEPS_DIR")}
+    _clean_python_env(env)
     env.update({"TM_OUT": work, "TM_RASTER": os.path.abspath(a.raster), "XDG_RUNTIME_DIR": work})
     if a.model:
         models = os.path.join(work, "models")

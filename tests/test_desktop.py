@@ -183,8 +183,11 @@ def run_desktop(raster, model_path, out_png, workdir, timeout=240, layer_name="S
     with open(driver, "w") as f:
         f.write(DRIVER)
     env = dict(os.environ)
-    for k in ("QGIS_CUSTOM_CONFIG_PATH", "QGIS_OPTIONS_PATH", "QT_QPA_PLATFORM"):
+    for k in ("QGIS_CUSTOM_CONFIG_PATH", "QGIS_OPTIONS_PATH", "QT_QPA_PLATFORM", "PYTHONHOME"):
         env.pop(k, None)
+    for k in [k for k in env if k.startswith("PYENV")]:
+        env.pop(k)  # desktop QGIS started under a pyenv shim's environment can hang at start
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if ".pyenv" not in p)
     site = [p for p in sys.path if p.endswith("site-packages") and os.path.isdir(os.path.join(p, "onnxruntime"))]
     env.update({"TM_RASTER": raster, "TM_OUT": workdir, "TM_SHOT": out_png, "TM_LAYER_NAME": layer_name,
                 "TAILINGS_MAPPER_MODELS": models, "PYTHONPATH": os.pathsep.join(site),
