@@ -390,3 +390,38 @@ def test_extent_from_map_view(plugin, env):
     poly = QgsProject.instance().mapLayersByName("scene polygons")[0]
     assert poly.featureCount() == 1
     assert round(next(poly.getFeatures())["area_ha"], 1) == 25.0
+
+
+def test_gpu_without_cuda_refused_before_run(plugin, env):
+    import onnxruntime
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    lyr = _raster(env, "scene")
+    plugin.show_panel(True)
+    d = plugin.dock
+    d.set_layer(lyr)
+    d.device_combo.setCurrentIndex(d.device_combo.findData("cuda"))
+    assert not d.validate()
+    assert "GPU requested" in d.problem and "onnxruntime-gpu" in d.problem
+    plugin.iface.setActiveLayer(lyr)
+    assert plugin.segment_current() is None
+
+
+def test_load_onnx_adds_user_model(plugin, env):
+    other = tiny_model(str(env / "elsewhere.onnx"), bands=("S2:B04", "S2:B03", "S2:B02", "S2:B08"))
+    plugin.show_panel(True)
+    d = plugin.dock
+    assert d.add_user_model(other)
+    assert d.current_model() == other
+    assert "S2:B08" in d.model_label.text()
+    # remembered for the next session
+    from tailings_mapper.ui.config import Settings
+    assert other in Settings().get("user_models")
+    lyr = _raster(env, "rgb_only")
+    d.set_layer(lyr)
+    assert not d.validate() and "S2:B08" in d.problem   # the raster has no NIR band
+
+
+def test_menu_has_panel_and_help(plugin):
+    texts = [a.text() for a in plugin.actions]
+    assert "Tailings Mapper panel" in texts and "Help" in texts and "Segment tailings" in texts

@@ -620,6 +620,11 @@ class TailingsDock(QDockWidget):
 def plan_request(req, info=None):
     """``inference.plan`` for a request; ``info`` (a cached ModelInfo) avoids loading the model again."""
     eng = _engine()
+    device = getattr(req.opts, "device", "auto") or "auto"
+    if device in ("cuda", "gpu"):
+        # a GPU that onnxruntime cannot use is a problem to show now, not after the run
+        from ..inference.runtime import choose_providers
+        choose_providers(device)
     if info is not None and not isinstance(info, str):
         try:
             return eng.plan(req.input_path, req.model, req.opts, _session=info)
