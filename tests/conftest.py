@@ -14,8 +14,21 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+QGIS_TEST_FILES = ("test_plugin", "test_processing", "test_desktop")
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "desktop: starts desktop QGIS under xvfb-run (skipped without it)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without pytest-qgis (not installed, or ``-p no:pytest_qgis``) the QGIS tests are skipped, not errors."""
+    if config.pluginmanager.hasplugin("pytest_qgis"):
+        return
+    skip = pytest.mark.skip(reason="needs pytest-qgis (QGIS tests; run without -p no:pytest_qgis)")
+    for item in items:
+        if os.path.basename(str(item.fspath)).startswith(QGIS_TEST_FILES):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
