@@ -228,6 +228,9 @@ def build_request(layer: QgsRasterLayer, settings: Optional[Settings] = None, ca
         extent=extent,
         prefix=run_prefix(path),
     )
+    # leave a core to QGIS so that the map and the UI stay responsive during a run
+    if hasattr(opts, "threads"):
+        opts.threads = max(1, (os.cpu_count() or 2) - 1)
     out = out_dir or settings.get("out_dir") or default_out_dir(path)
     return Request(layer_id=layer.id(), source_name=layer.name(), input_path=path,
                    model=model or choose_model(settings), out_dir=out, opts=opts)
