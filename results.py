@@ -7,7 +7,6 @@ duck-typed (``res.model.classes``, ``res.stats``...).
 from __future__ import annotations
 
 import datetime
-import os
 from typing import Dict, Iterable, List, Optional, Sequence
 
 from qgis.core import (QgsCategorizedSymbolRenderer, QgsFillSymbol, QgsLayerTreeGroup, QgsPalettedRasterRenderer,

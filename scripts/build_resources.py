@@ -7,7 +7,6 @@ resources_rc.py and registered with QResource.registerResourceData when imported
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -82,7 +82,7 @@ def test_processing_refuses_bad_mapping(provider, data):
     import processing
     from qgis.core import QgsProcessingException
     tmp, model, raster = data
-    with pytest.raises(QgsProcessingException) as e:
+    with pytest.raises(QgsProcessingException):
         processing.run(ALG, {"INPUT": raster, "MODEL_FILE": model, "BANDS": "1,2,7",
                              "OUTPUT_CLASSES": str(tmp / "bad.tif")})
     assert not os.path.exists(tmp / "bad.tif")
