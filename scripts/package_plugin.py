@@ -117,6 +117,8 @@ def main(argv=None) -> int:
         names = zf.namelist()
         size = sum(i.file_size for i in zf.infolist())
     onnx = [n for n in names if n.endswith(".onnx")]
+    if not any(os.path.basename(n).upper().startswith(("LICENSE", "LICENCE", "COPYING")) for n in names):
+        print("warning: no LICENSE file in the zip; the QGIS plugin repository requires one", file=sys.stderr)
     print("%s: %d files, %.1f MB unpacked, models: %s" % (z, len(names), size / 1e6,
                                                          ", ".join(os.path.basename(n) for n in onnx) or "none"))
     return 0
