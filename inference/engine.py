@@ -160,19 +160,18 @@ def _window(r: rasterlib.RasterInfo, extent) -> Tuple[int, int, int, int]:
 
 
 def plan(input_path: str, model: str, opts: Optional[SegmentOptions] = None, out_dir: Optional[str] = None,
-         _session=None) -> Plan:
+         info: Optional[ModelInfo] = None) -> Plan:
     """Check everything that can be checked before a run; raise :class:`TailingsError`.
 
     ``model`` is a path or the name of a shipped or user model.  With ``out_dir`` the
-    outputs are checked too (existing files, writable folder).
+    outputs are checked too (existing files, writable folder).  ``info`` is the model's
+    metadata already read (the panel caches it so its checks stay quick); None reads the file.
     """
     opts = opts or SegmentOptions()
     model_path = resolve_model(model)
-    if _session is None:
+    if info is None:
         from .model import read_info
         info = read_info(model_path)
-    else:
-        info = _session
     tmp = tempfile.mkdtemp(prefix="tm-plan-")
     try:
         src, files = _input_paths(input_path, tmp)
@@ -311,7 +310,7 @@ def segment(input_path: str, model: str, out_dir: str, opts: Optional[SegmentOpt
     progress(0.0, "loading model")
     model_path = resolve_model(model)
     info, sess, device, reason = make_session(model_path, opts.device, opts.threads)
-    p = plan(input_path, model_path, opts, out_dir, _session=info)
+    p = plan(input_path, model_path, opts, out_dir, info=info)
     tag = ".tm-%s-" % uuid.uuid4().hex[:8]
     tmp = {k: os.path.join(out_dir, tag + os.path.basename(v)) for k, v in p.outputs.items()}
     workdir = tempfile.mkdtemp(prefix="tm-run-")

@@ -625,12 +625,9 @@ def plan_request(req, info=None):
         # a GPU that onnxruntime cannot use is a problem to show now, not after the run
         from ..inference.runtime import choose_providers
         choose_providers(device)
-    if info is not None and not isinstance(info, str):
-        try:
-            return eng.plan(req.input_path, req.model, req.opts, _session=info)
-        except TypeError:
-            pass
-    return eng.plan(req.input_path, req.model, req.opts)
+    if info is not None and isinstance(info, str):
+        info = None
+    return eng.plan(req.input_path, req.model, req.opts, info=info)
 
 
 def _level(name):
