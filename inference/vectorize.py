@@ -22,6 +22,7 @@ from .errors import Cancelled, OutputError
 ogr.UseExceptions()
 
 ROWS_PER_READ = 512
+RASTERIZE_ROWS = 2048  # GDAL rasterizes in chunks of rows; by default a chunk is the whole block cache
 
 
 def sieve_threshold_px(p) -> int:
@@ -131,7 +132,7 @@ def postprocess(p, classes_path: str, conf_path: str, gpkg_path: Optional[str], 
         out.StartTransaction()
         gdal.Polygonize(band, mb, layer, 0, [])
         out.CommitTransaction()
-        stats = _measure(p, layer, out, ds, conf_path, srs, run_time, cancel)
+        stats = _measure(p, layer, out, ds, conf_path, srs, run_time, cancel, tmpdir)
         layer.SetMetadata({"TM_MODEL": model.name, "TM_SOURCE": p.input, "TM_RUN_TIME": run_time,
                            "TM_MIN_AREA_HA": str(p.min_area_ha), "TM_THRESHOLD": str(p.threshold)})
         layer = None
@@ -190,44 +191,49 @@ def _simplify(geom, tol_m, srs):
     return g
 
 
-def _mean_confidence(geom, conf_ds, gt, srs) -> float:
-    xmin, xmax, ymin, ymax = geom.GetEnvelope()
-    c0 = max(0, int(math.floor((xmin - gt[0]) / gt[1])))
-    c1 = min(conf_ds.RasterXSize, int(math.ceil((xmax - gt[0]) / gt[1])))
-    r0 = max(0, int(math.floor((ymax - gt[3]) / gt[5])))
-    r1 = min(conf_ds.RasterYSize, int(math.ceil((ymin - gt[3]) / gt[5])))
-    if c1 <= c0 or r1 <= r0:
-        return float("nan")
-    w = c1 - c0
-    vds = ogr.GetDriverByName("Memory").CreateDataSource("")
-    vl = vds.CreateLayer("g", srs, ogr.wkbPolygon)
-    f = ogr.Feature(vl.GetLayerDefn())
-    f.SetGeometry(geom)
-    vl.CreateFeature(f)
-    total, count = 0, 0
-    # In chunks of rows, so a region whose bounding box is the whole raster stays cheap.
-    step = max(1, (4 * 1024 * 1024) // max(w, 1))
-    for y in range(r0, r1, step):
-        h = min(step, r1 - y)
-        mem = gdal.GetDriverByName("MEM").Create("", w, h, 1, gdal.GDT_Byte)
-        mem.SetGeoTransform((gt[0] + c0 * gt[1], gt[1], 0, gt[3] + y * gt[5], 0, gt[5]))
-        mem.SetProjection(srs.ExportToWkt())
-        gdal.RasterizeLayer(mem, [1], vl, burn_values=[1])
-        inside = mem.ReadAsArray() == 1
-        mem = None
-        conf = conf_ds.GetRasterBand(1).ReadAsArray(c0, y, w, h)
-        sel = inside & (conf != 255)
-        total += int(conf[sel].sum(dtype=np.int64))
-        count += int(sel.sum())
-    if count == 0:
-        return float("nan")
-    return total / count / 100.0
-
-
-def _measure(p, layer, out, cls_ds, conf_path, srs, run_time, cancel):
-    names = p.model.class_names()
+def mean_confidence_by_fid(out, layer_name, like_ds, conf_path, tmpdir, cancel) -> tuple:
+    """Mean confidence of every polygon, in one pass: the polygons are burnt (value = fid)
+    into an Int32 raster on the class grid, then confidence and fid rasters are read in
+    chunks of rows and summed per fid.  Returns ``(sums, counts)`` arrays indexed by fid."""
+    w, h = like_ds.RasterXSize, like_ds.RasterYSize
+    fid_path = os.path.join(tmpdir, "fid.tif")
+    fid_ds = gdal.GetDriverByName("GTiff").Create(fid_path, w, h, 1, gdal.GDT_Int32,
+                                                  options=["TILED=YES", "COMPRESS=DEFLATE", "ZLEVEL=1"])
+    fid_ds.SetGeoTransform(like_ds.GetGeoTransform())
+    fid_ds.SetProjection(like_ds.GetProjection())
+    sql = out.ExecuteSQL('SELECT fid + 0 AS rid, geom FROM "%s"' % layer_name.replace('"', '""'))
+    try:
+        gdal.RasterizeLayer(fid_ds, [1], sql, options=["ATTRIBUTE=rid", "CHUNKYSIZE=%d" % RASTERIZE_ROWS])
+    finally:
+        out.ReleaseResultSet(sql)
+    fid_ds.FlushCache()
     conf_ds = gdal.Open(conf_path)
-    gt = cls_ds.GetGeoTransform()
+    fb, cb = fid_ds.GetRasterBand(1), conf_ds.GetRasterBand(1)
+    sums = np.zeros(1, np.float64)
+    counts = np.zeros(1, np.int64)
+    for y in range(0, h, ROWS_PER_READ):
+        if cancel():
+            raise Cancelled("cancelled")
+        n = min(ROWS_PER_READ, h - y)
+        f = fb.ReadAsArray(0, y, w, n)
+        c = cb.ReadAsArray(0, y, w, n)
+        sel = (f > 0) & (c != 255)
+        if not sel.any():
+            continue
+        fs = f[sel]
+        m = int(fs.max()) + 1
+        if m > len(sums):
+            sums = np.concatenate([sums, np.zeros(m - len(sums))])
+            counts = np.concatenate([counts, np.zeros(m - len(counts), np.int64)])
+        sums[:m] += np.bincount(fs, weights=c[sel], minlength=m)
+        counts[:m] += np.bincount(fs, minlength=m)
+    fb = cb = fid_ds = conf_ds = None
+    return sums, counts
+
+
+def _measure(p, layer, out, cls_ds, conf_path, srs, run_time, cancel, tmpdir):
+    names = p.model.class_names()
+    sums, counts = mean_confidence_by_fid(out, layer.GetName(), cls_ds, conf_path, tmpdir, cancel)
     stats: Dict[int, Dict[str, object]] = {c.id: {"name": c.name, "count": 0, "area_ha": 0.0}
                                            for c in p.model.classes if c.id not in background_ids(p.model)}
     source = os.path.abspath(p.input)
@@ -239,7 +245,8 @@ def _measure(p, layer, out, cls_ds, conf_path, srs, run_time, cancel):
         if n % 200 == 0 and cancel():
             raise Cancelled("cancelled")
         geom = feat.GetGeometryRef().Clone()
-        conf = _mean_confidence(geom, conf_ds, gt, srs)
+        fid = feat.GetFID()
+        conf = sums[fid] / counts[fid] / 100.0 if fid < len(counts) and counts[fid] else float("nan")
         geom = _simplify(geom, p.simplify_m, srs)
         area, perim = area_perimeter_m(geom, srs)
         cid = feat.GetFieldAsInteger("class_id")
@@ -258,5 +265,4 @@ def _measure(p, layer, out, cls_ds, conf_path, srs, run_time, cancel):
         s["count"] += 1
         s["area_ha"] += area / 1e4
     out.CommitTransaction()
-    conf_ds = None
     return stats
