@@ -249,7 +249,8 @@ class _Writer:
         self.ds.SetGeoTransform(gt)
         self.ds.SetProjection(wkt)
         b = self.ds.GetRasterBand(1)
-        b.SetNoDataValue(nodata)
+        if nodata is not None:
+            b.SetNoDataValue(nodata)
         if colours:
             ct = gdal.ColorTable()
             for cid, hexcol in colours.items():
@@ -443,8 +444,24 @@ def _run(p: Plan, sess, device, reason, tmp, workdir, created, progress, cancel,
         norm[:, ~valid] = 0.0
         return norm, valid
 
+    # Without resampling, the output grid is the working grid: sieve while streaming, on the
+    # writer thread, and write the polygon mask on the way (see vectorize.StreamSieve).
+    sieve = mask_w = None
+    if not p.resample and p.outputs.get("polygons"):
+        from .vectorize import StreamSieve, background_ids, foreground, sieve_threshold_px
+        bg = background_ids(info)
+        mask_w = _Writer(os.path.join(workdir, "fg.tif"), W, H, work_gt, wkt, None)
+
+        def emit(rows, y):
+            cls_w.write(rows, y)
+            mask_w.write(foreground(rows, bg), y)
+        sieve = StreamSieve(emit, W, H, sieve_threshold_px(p), NODATA_CLASS)
+
     def write(cls, conf, y):
-        cls_w.write(cls, y)
+        if sieve is not None:
+            sieve.push(cls, y)
+        else:
+            cls_w.write(cls, y)
         conf_w.write(conf, y)
 
     reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tm-read")
@@ -489,6 +506,8 @@ def _run(p: Plan, sess, device, reason, tmp, workdir, created, progress, cancel,
             wsum[keep:] = 0.0
         for w in writes:
             w.result()
+        if sieve is not None:
+            writer.submit(sieve.close).result()
     finally:
         reader.shutdown(wait=True, cancel_futures=True)
         writer.shutdown(wait=True, cancel_futures=True)
@@ -511,7 +530,10 @@ def _run(p: Plan, sess, device, reason, tmp, workdir, created, progress, cancel,
                             None, None, meta)
             conf_path = os.path.join(workdir, "conf.tif")
     progress(0.9, "removing regions under the minimum area and polygonising")
-    stats = postprocess(p, tmp["classes"], conf_path, tmp.get("polygons"), run_time, cancel)
+    if mask_w is not None:
+        mask_w.close()
+    stats = postprocess(p, tmp["classes"], conf_path, tmp.get("polygons"), run_time, cancel,
+                        mask_path=mask_w.path if mask_w is not None else None)
     return SegmentResult(class_raster=tmp["classes"], confidence_raster=tmp.get("confidence"),
                          polygons=tmp.get("polygons"), layer_name=_layer_name(p), device=device,
                          provider_reason=reason, seconds=time.time() - t0, stats=stats, notes=notes,

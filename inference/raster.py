@@ -98,7 +98,7 @@ def build_sentinel2_vrt(folder: str, vrt_path: str, res_m: float = 10.0) -> Tupl
         raise InputError("folder %s holds no Sentinel-2 band files (*_B02.jp2, *_B04.tif...)" % folder)
     files = [f for _, f in bands]
     # The grid of the finest band file (the 10 m bands of a product) is the output grid.
-    finest, best = None, None
+    best = None
     for f in files:
         d = gdal.Open(f)
         gt = d.GetGeoTransform()

@@ -75,19 +75,79 @@ def sieve_in_bands(band, thr: int, cancel=lambda: False, rows: int = SIEVE_BAND_
     band.FlushCache()
 
 
+class StreamSieve:
+    """The banded sieve of :func:`sieve_in_bands`, fed strip by strip while inference runs.
+
+    ``push(rows, y)`` takes the classes of rows ``y..`` in order; as soon as a band of
+    ``rows`` rows has its ``thr`` rows of margin below, it is sieved and handed to
+    ``emit(classes, y)`` (sieved classes) -- the same result as sieving the finished raster,
+    but done on the writer thread, overlapping onnxruntime, with no second pass over the file.
+    """
+
+    def __init__(self, emit, width: int, height: int, thr: int, nodata: int, rows: int = SIEVE_BAND_ROWS):
+        self.emit, self.W, self.H, self.thr, self.nodata = emit, width, height, thr, nodata
+        self.rows = rows
+        self.buf = np.zeros((0, width), np.uint8)   # original rows from self.s0 on
+        self.s0 = 0                                 # first row not yet emitted
+        self.carry = np.zeros((0, width), np.uint8)  # original rows just above self.s0
+
+    def push(self, arr: np.ndarray, y: int) -> None:
+        if y != self.s0 + len(self.buf):
+            raise ValueError("rows must be pushed in order")
+        self.buf = np.concatenate([self.buf, arr]) if len(self.buf) else arr.copy()
+        self._drain(final=False)
+
+    def close(self) -> None:
+        self._drain(final=True)
+
+    def _drain(self, final: bool) -> None:
+        while len(self.buf):
+            y1 = min(self.H, self.s0 + self.rows)
+            need = min(self.H, y1 + self.thr) - self.s0
+            if len(self.buf) < need and not final:
+                return
+            window = np.concatenate([self.carry, self.buf[:need]])
+            top = len(self.carry)
+            if self.thr > 1:
+                mem = gdal.GetDriverByName("MEM").Create("", self.W, len(window), 1, gdal.GDT_Byte)
+                mb = mem.GetRasterBand(1)
+                mb.SetNoDataValue(self.nodata)
+                mb.WriteArray(window)
+                gdal.SieveFilter(mb, mb.GetMaskBand(), mb, self.thr, 4)
+                out = mb.ReadAsArray(0, top, self.W, y1 - self.s0)
+                mb = mem = None
+            else:
+                out = window[top:top + y1 - self.s0]
+            n = y1 - self.s0
+            self.carry = self.buf[max(0, n - self.thr):n].copy()
+            self.buf = self.buf[n:]
+            self.emit(out, self.s0)
+            self.s0 = y1
+
+
+def foreground(arr: np.ndarray, bg_ids) -> np.ndarray:
+    """1 where a pixel has a class that gets polygons (not nodata, not background)."""
+    fg = arr != 255
+    for b in bg_ids:
+        fg &= arr != b
+    return fg.astype(np.uint8)
+
+
 def background_ids(model) -> set:
     return {c.id for c in model.classes if c.name.strip().lower() in ("background", "other", "none", "no data")}
 
 
 def postprocess(p, classes_path: str, conf_path: str, gpkg_path: Optional[str], run_time: str,
-                cancel) -> Dict[int, Dict[str, object]]:
+                cancel, mask_path: Optional[str] = None) -> Dict[int, Dict[str, object]]:
     """Sieve ``classes_path`` in place, write polygons to ``gpkg_path`` (if given), return
-    per-class statistics ``{class_id: {name, count, area_ha}}``."""
+    per-class statistics ``{class_id: {name, count, area_ha}}``.  With ``mask_path`` the
+    classes were already sieved while streaming (:class:`StreamSieve`) and ``mask_path`` is
+    their foreground mask."""
     model = p.model
     thr = sieve_threshold_px(p)
     ds = gdal.Open(classes_path, gdal.GA_Update)
     band = ds.GetRasterBand(1)
-    if thr > 1:
+    if thr > 1 and mask_path is None:
         sieve_in_bands(band, thr, cancel)
     bg = background_ids(model)
     if gpkg_path is None:
@@ -101,17 +161,18 @@ def postprocess(p, classes_path: str, conf_path: str, gpkg_path: Optional[str], 
                 for c in model.classes if c.id not in bg}
     tmpdir = tempfile.mkdtemp(prefix="tm-poly-")
     try:
-        mask_path = os.path.join(tmpdir, "fg.tif")
-        mask_ds = gdal.GetDriverByName("GTiff").Create(mask_path, ds.RasterXSize, ds.RasterYSize, 1, gdal.GDT_Byte,
-                                                       options=["TILED=YES", "COMPRESS=DEFLATE"])
-        mb = mask_ds.GetRasterBand(1)
-        for y in range(0, ds.RasterYSize, ROWS_PER_READ):
-            arr = band.ReadAsArray(0, y, ds.RasterXSize, min(ROWS_PER_READ, ds.RasterYSize - y))
-            fg = arr != 255
-            for b in bg:
-                fg &= arr != b
-            mb.WriteArray(fg.astype(np.uint8), 0, y)
-        mb.FlushCache()
+        if mask_path is None:
+            mask_path = os.path.join(tmpdir, "fg.tif")
+            mask_ds = gdal.GetDriverByName("GTiff").Create(mask_path, ds.RasterXSize, ds.RasterYSize, 1,
+                                                           gdal.GDT_Byte, options=["TILED=YES", "COMPRESS=DEFLATE"])
+            mb = mask_ds.GetRasterBand(1)
+            for y in range(0, ds.RasterYSize, ROWS_PER_READ):
+                arr = band.ReadAsArray(0, y, ds.RasterXSize, min(ROWS_PER_READ, ds.RasterYSize - y))
+                mb.WriteArray(foreground(arr, bg), 0, y)
+            mb.FlushCache()
+        else:
+            mask_ds = gdal.Open(mask_path)
+            mb = mask_ds.GetRasterBand(1)
         if cancel():
             raise Cancelled("cancelled")
         srs = osr.SpatialReference()
