@@ -95,7 +95,7 @@ def test_streamed_and_post_hoc_sieve_give_the_same_classes(tmp_path):
     w[0, 0, 1, 1] = 30.0
     model = conv_model(str(tmp_path / "m.onnx"), weights=w, bias=-6.0, tile=64, overlap=16)
     img = blobs(300, 220, seed=5, n=30)
-    img[0] += np.random.default_rng(1).integers(0, 900, img[0].shape).astype(np.uint16)  # speckle
+    img[0] += np.random.default_rng(1).integers(0, 1300, img[0].shape).astype(np.uint16)  # speckle
     r = make_raster(str(tmp_path / "r.tif"), img, descriptions=["B4", "B3", "B2"])
     a = segment(r, model, str(tmp_path / "a"), SegmentOptions(device="cpu", min_area_ha=0.3))
     b = segment(r, model, str(tmp_path / "b"), SegmentOptions(device="cpu", min_area_ha=0.3, polygons=False))
