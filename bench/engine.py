@@ -141,7 +141,8 @@ def run_child(mode: str, args, extra) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", type=int, default=4096, help="raster side in pixels (10980 = a Sentinel-2 tile)")
-    ap.add_argument("--model", help="ONNX model (default: a stand-in CNN built here)")
+    ap.add_argument("--model", help="ONNX model (default: the shipped models/tailings.onnx; 'standin': a "
+                                     "random-weight CNN built here)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int)
@@ -163,7 +164,11 @@ def main() -> None:
         generate(raster, args.size)
     print("raster: %d x %d x 4 uint16 (%.0f MB on disk), generated in %.1f s"
           % (args.size, args.size, os.path.getsize(raster) / 1e6, time.perf_counter() - t))
-    model = args.model or bench_model(os.path.join(work, "bench.onnx"))
+    shipped = os.path.join(ROOT, "models", "tailings.onnx")
+    if args.model == "standin" or (not args.model and not os.path.exists(shipped)):
+        model = bench_model(os.path.join(work, "bench.onnx"))
+    else:
+        model = args.model or shipped
     print("model: %s" % model)
     # Alternate engine and bare runs; the fastest of each is the figure least disturbed by
     # whatever else the machine is doing.
