@@ -111,8 +111,16 @@ PRESETS: Dict[str, Preset] = {p.key: p for p in [
     _p("gf6-pms", "GF-6 PMS multispectral, 4 bands", [b.name for b in GF6_PMS]),
     _p("gf6-wfv", "GF-6 WFV, 8 bands", [b.name for b in GF6_WFV]),
     _p("rgb", "Generic RGB", ["red", "green", "blue"]),
+    _p("bgr", "Generic BGR", ["blue", "green", "red"]),
     _p("rgbn", "Generic RGB + NIR", ["red", "green", "blue", "nir"]),
+    _p("bgrn", "Generic B, G, R, NIR (GF-6 PMS, PlanetScope, Sentinel-2 B2-B4 + B8 stacks)",
+       ["blue", "green", "red", "nir"]),
 ]}
+
+# What a raster whose bands carry no names most likely is, by band count.  A 4-band raster is
+# blue-first far more often than not (GF-6 PMS, PlanetScope, Sentinel-2 B2, B3, B4, B8 stacks);
+# a 3-band one is a true-colour RGB.  A guess is always reported as such.
+BY_COUNT = {3: "rgb", 4: "bgrn", 8: "gf6-wfv", 12: "s2-l2a", 13: "s2-l1c"}
 
 
 def preset(key: str) -> Preset:
@@ -182,14 +190,18 @@ def identify_bands(descriptions: Sequence[str], preset_key: Optional[str] = None
     return [parse_description(d) for d in descriptions]
 
 
-def detect_preset(descriptions: Sequence[str]) -> Optional[str]:
-    """The preset whose band list the raster's descriptions spell out, if any."""
+def detect_preset(descriptions: Sequence[str], by_count: bool = False) -> Optional[str]:
+    """The preset whose band list the raster's descriptions spell out, if any; with
+    ``by_count``, when no band has a recognisable name, the usual layout for the band count
+    (:data:`BY_COUNT`)."""
     ids = identify_bands(descriptions)
     if all(ids):
         names = tuple(b.name for b in ids)
         for p in PRESETS.values():
             if p.bands == names:
                 return p.key
+    if by_count and not any(ids):
+        return BY_COUNT.get(len(descriptions))
     return None
 
 
@@ -257,16 +269,12 @@ def map_bands(model_bands: Sequence[str], raster_descriptions: Sequence[str],
                                % (", ".join(repr(k) for k in unknown), ", ".join(model_bands)))
     explicit = {by_upper[str(k).strip().upper()]: int(v) for k, v in (explicit or {}).items()}
     ids = identify_bands(raster_descriptions, preset_key)
+    guessed = None
     if not preset_key and not any(ids):
-        # Nothing in the descriptions: fall back on the usual export for the band count.
-        fallback = {3: "rgb", 4: "rgbn"}.get(n)
-        if fallback and all(band(m).common in {"red", "green", "blue", "nir"} for m in model_bands):
-            ids = identify_bands(raster_descriptions, fallback)
-            guessed = fallback
-        else:
-            guessed = None
-    else:
-        guessed = None
+        # Nothing in the descriptions: fall back on the usual layout for the band count.
+        guessed = detect_preset(raster_descriptions, by_count=True)
+        if guessed:
+            ids = identify_bands(raster_descriptions, guessed)
     result: List[int] = []
     notes: List[str] = []
     if guessed:

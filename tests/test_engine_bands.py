@@ -190,3 +190,17 @@ def test_plan_reports_mapping_notes(tmp_path):
     assert any("GF6-PMS:B3" in n for n in p.notes)
     with pytest.raises(BandMappingError, match="unknown sensor preset"):
         plan(r, m, SegmentOptions(preset="nope"))
+
+
+def test_unnamed_rasters_are_guessed_by_band_count_with_a_note():
+    from inference.bands import detect_preset, map_bands
+    # 4 unnamed bands: blue-first (GF-6 PMS, PlanetScope, S2 B2-B4+B8 stacks), red is band 3
+    m = map_bands(["S2:B04", "S2:B03", "S2:B02"], ["", "", "", ""])
+    assert m.source_bands == [3, 2, 1]
+    assert any("assumed preset 'bgrn'" in n for n in m.notes)
+    # 13 unnamed bands: Sentinel-2 L1C order
+    m = map_bands(["S2:B04", "S2:B08"], [""] * 13)
+    assert m.source_bands == [4, 8]
+    assert detect_preset([""] * 12, by_count=True) == "s2-l2a"
+    assert detect_preset([""] * 12) is None
+    assert detect_preset(["B4", "", ""], by_count=True) is None  # partly named: no guess

@@ -418,7 +418,7 @@ class TailingsDock(QDockWidget):
         if lyr is None:
             return None
         try:
-            return _engine().bands.detect_preset(config.band_descriptions(lyr))
+            return _engine().bands.detect_preset(config.band_descriptions(lyr), by_count=True)
         except Exception:
             return None
 
