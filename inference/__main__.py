@@ -141,7 +141,7 @@ def _bound_gdal_cache() -> None:
     command line's memory bounded unless the user set GDAL_CACHEMAX."""
     if "GDAL_CACHEMAX" not in os.environ:
         from osgeo import gdal
-        gdal.SetCacheMax(256 * 1024 * 1024)
+        gdal.SetCacheMax(64 * 1024 * 1024)
 
 
 def main(argv=None) -> int:
