@@ -13,11 +13,7 @@ from qgis.core import (QgsCategorizedSymbolRenderer, QgsFillSymbol, QgsLayerTree
                        QgsProject, QgsRasterLayer, QgsRendererCategory, QgsVectorLayer)
 from qgis.PyQt.QtGui import QColor
 
-BACKGROUND_NAMES = ("background", "other", "none", "no data")
-
-
-def is_background(name: str) -> bool:
-    return name.strip().lower() in BACKGROUND_NAMES
+from .inference.model import is_background  # the engine's rule: no polygons, drawn transparent
 
 
 def _classes(classes) -> List[tuple]:

@@ -33,14 +33,7 @@ class Bar:
 
 
 def _opts(a):
-    from . import bands
     from .engine import SegmentOptions
-    from .model import read_info
-    from .registry import resolve_model
-    explicit = None
-    if a.bands:
-        info = read_info(resolve_model(a.model))
-        explicit = bands.parse_mapping_text(a.bands, info.bands)
     extent = None
     if getattr(a, "extent", None):
         try:
@@ -49,7 +42,7 @@ def _opts(a):
             raise TailingsError("--extent takes xmin,ymin,xmax,ymax") from None
         if len(extent) != 4:
             raise TailingsError("--extent takes xmin,ymin,xmax,ymax")
-    return SegmentOptions(bands=explicit, preset=a.preset, tile_size=a.tile, overlap=a.overlap, batch=a.batch,
+    return SegmentOptions(bands=a.bands, preset=a.preset, tile_size=a.tile, overlap=a.overlap, batch=a.batch,
                           device=a.device, threshold=a.threshold, min_area_ha=a.min_area,
                           simplify_m=getattr(a, "simplify", 0.0) or 0.0,
                           confidence=not getattr(a, "no_confidence", False),

@@ -18,7 +18,7 @@ import traceback
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 from osgeo import gdal
@@ -41,7 +41,8 @@ CancelFn = Callable[[], bool]
 
 @dataclass
 class SegmentOptions:
-    bands: Optional[Dict[str, int]] = None  # model band name -> 1-based raster band
+    bands: Optional[Union[Dict[str, int], str]] = None  # model band name -> 1-based raster band, or the
+    #   text form "3,2,1" / "S2:B04=3,..." (parsed against the model's bands by plan)
     preset: Optional[str] = None
     tile_size: Optional[int] = None
     overlap: Optional[int] = None
@@ -160,7 +161,7 @@ def _window(r: rasterlib.RasterInfo, extent) -> Tuple[int, int, int, int]:
 
 
 def plan(input_path: str, model: str, opts: Optional[SegmentOptions] = None, out_dir: Optional[str] = None,
-         info: Optional[ModelInfo] = None) -> Plan:
+         info: Optional[ModelInfo] = None, _workdir: Optional[str] = None) -> Plan:
     """Check everything that can be checked before a run; raise :class:`TailingsError`.
 
     ``model`` is a path or the name of a shipped or user model.  With ``out_dir`` the
@@ -172,17 +173,22 @@ def plan(input_path: str, model: str, opts: Optional[SegmentOptions] = None, out
     if info is None:
         from .model import read_info
         info = read_info(model_path)
-    tmp = tempfile.mkdtemp(prefix="tm-plan-")
+    # A Sentinel-2 folder is stacked into a VRT: in the run's work folder (segment reads it
+    # from there), else in a temporary one (then r.path names the folder, not the gone VRT).
+    tmp = _workdir or tempfile.mkdtemp(prefix="tm-plan-")
     try:
         src, files = _input_paths(input_path, tmp)
         r = rasterlib.inspect(src, label=input_path, band_files=files)
-        if files:
-            # The VRT lives in a temp dir: keep the band order, not the file.
+        if files and not _workdir:
             r.path = input_path
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not _workdir:
+            shutil.rmtree(tmp, ignore_errors=True)
     notes: List[str] = []
-    mapping = bandlib.map_bands(info.bands, r.descriptions, opts.preset, opts.bands)
+    explicit = opts.bands
+    if isinstance(explicit, str):
+        explicit = bandlib.parse_mapping_text(explicit, info.bands) if explicit.strip() else None
+    mapping = bandlib.map_bands(info.bands, r.descriptions, opts.preset, explicit)
     notes.extend(mapping.notes)
     transform = _transform(info, r, mapping, opts, notes)
     tile = int(opts.tile_size or info.tile_size)
@@ -311,10 +317,14 @@ def segment(input_path: str, model: str, out_dir: str, opts: Optional[SegmentOpt
     progress(0.0, "loading model")
     model_path = resolve_model(model)
     info, sess, device, reason = make_session(model_path, opts.device, opts.threads)
-    p = plan(input_path, model_path, opts, out_dir, info=info)
+    workdir = tempfile.mkdtemp(prefix="tm-run-")
+    try:
+        p = plan(input_path, model_path, opts, out_dir, info=info, _workdir=workdir)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
     tag = ".tm-%s-" % uuid.uuid4().hex[:8]
     tmp = {k: os.path.join(out_dir, tag + os.path.basename(v)) for k, v in p.outputs.items()}
-    workdir = tempfile.mkdtemp(prefix="tm-run-")
     created: List[str] = list(tmp.values())
     try:
         result = _run(p, sess, device, reason, tmp, workdir, created, progress, cancel, t0)
@@ -342,9 +352,7 @@ def segment(input_path: str, model: str, out_dir: str, opts: Optional[SegmentOpt
 def _run(p: Plan, sess, device, reason, tmp, workdir, created, progress, cancel, t0) -> SegmentResult:
     from .vectorize import postprocess
     info = p.model
-    src_path = p.raster.path
-    if os.path.isdir(src_path):
-        src_path, _ = rasterlib.build_sentinel2_vrt(src_path, os.path.join(workdir, "s2_stack.vrt"))
+    src_path = p.raster.path  # the file, or the Sentinel-2 stack plan built in workdir
     c0, r0, w0, h0 = p.window
     # The source view: only the bands the model reads, only the window asked for.
     view = os.path.join(workdir, "view.vrt")
@@ -409,7 +417,7 @@ def _run(p: Plan, sess, device, reason, tmp, workdir, created, progress, cancel,
     fixed_batch = isinstance(sess.get_inputs()[0].shape[0], int)
     binary = info.task == "binary"
 
-    def flush(y_local_rows):
+    def flush():
         nonlocal run_tiles
         n = len(pending)
         if not n:
@@ -497,9 +505,9 @@ def _run(p: Plan, sess, device, reason, tmp, workdir, created, progress, cancel,
                 pending.append((x, y))
                 done_tiles += 1
                 if len(pending) == len(batch):
-                    flush(th)
+                    flush()
                     progress(0.85 * done_tiles / total_tiles, "tile %d of %d" % (done_tiles, total_tiles))
-            flush(th)
+            flush()
             progress(0.85 * done_tiles / total_tiles, "tile %d of %d" % (done_tiles, total_tiles))
             # Rows that no later tile row touches are final.
             last = yi == len(ys) - 1
@@ -534,13 +542,8 @@ def _run(p: Plan, sess, device, reason, tmp, workdir, created, progress, cancel,
     if p.resample:
         progress(0.87, "resampling results onto the source grid")
         _to_source_grid(cls_path, tmp["classes"], view_gt, w0, h0, wkt, "near", colours, names, meta)
-        if "confidence" in tmp:
-            _to_source_grid(conf_path, tmp["confidence"], view_gt, w0, h0, wkt, "near", None, None, meta)
-            conf_path = tmp["confidence"]
-        else:
-            _to_source_grid(conf_path, os.path.join(workdir, "conf.tif"), view_gt, w0, h0, wkt, "near",
-                            None, None, meta)
-            conf_path = os.path.join(workdir, "conf.tif")
+        conf_src, conf_path = conf_path, tmp.get("confidence") or os.path.join(workdir, "conf.tif")
+        _to_source_grid(conf_src, conf_path, view_gt, w0, h0, wkt, "near", None, None, meta)
     progress(0.9, "removing regions under the minimum area and polygonising")
     if mask_w is not None:
         mask_w.close()

@@ -31,6 +31,14 @@ DEFAULT_COLOURS = ["#000000", "#e6550d", "#3182bd", "#31a354", "#756bb1", "#fdd0
                    "#e7ba52", "#9c9ede", "#d6616b", "#17becf", "#bcbd22"]
 
 
+BACKGROUND_NAMES = ("background", "other", "none", "no data")
+
+
+def is_background(name: str) -> bool:
+    """A class that gets no polygons and is drawn transparent (by its name)."""
+    return name.strip().lower() in BACKGROUND_NAMES
+
+
 @dataclass
 class ClassInfo:
     id: int

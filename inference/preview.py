@@ -9,7 +9,6 @@ import numpy as np
 from osgeo import gdal
 
 from . import bands as bandlib
-from . import raster as rasterlib
 from .vectorize import background_ids
 
 MAX_SIDE = 1200
@@ -26,12 +25,10 @@ def _rgb_bands(res, mapping_bands, model_bands):
 
 def write_preview(input_path, res, png_path, opts=None):
     from .engine import plan
-    p = plan(input_path, res.model.path, opts)
     tmp = tempfile.mkdtemp(prefix="tm-prev-")
     try:
-        src = input_path
-        if os.path.isdir(input_path):
-            src, _ = rasterlib.build_sentinel2_vrt(input_path, os.path.join(tmp, "s2.vrt"))
+        p = plan(input_path, res.model.path, opts, info=res.model, _workdir=tmp)
+        src = p.raster.path  # the file, or the Sentinel-2 stack plan built in tmp
         cls = gdal.Open(res.class_raster)
         w, h = cls.RasterXSize, cls.RasterYSize
         f = min(1.0, MAX_SIDE / max(w, h))

@@ -18,6 +18,7 @@ from osgeo import gdal, ogr, osr
 
 from . import raster as rasterlib
 from .errors import Cancelled, OutputError
+from .model import is_background
 
 ogr.UseExceptions()
 
@@ -134,7 +135,7 @@ def foreground(arr: np.ndarray, bg_ids) -> np.ndarray:
 
 
 def background_ids(model) -> set:
-    return {c.id for c in model.classes if c.name.strip().lower() in ("background", "other", "none", "no data")}
+    return {c.id for c in model.classes if is_background(c.name)}
 
 
 def postprocess(p, classes_path: str, conf_path: str, gpkg_path: Optional[str], run_time: str,

@@ -228,12 +228,8 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             if d and ":" in d.split(os.sep)[0] and not os.path.splitdrive(d)[0]:
                 raise QgsProcessingException("outputs must be files; %s is not supported" % d)
         try:
-            bands = None
-            if mapping_text:
-                info = eng.read_info(eng.resolve_model(model))
-                bands = eng.bands.parse_mapping_text(mapping_text, info.bands)
             opts = eng.SegmentOptions(
-                bands=bands, preset=None if preset == AUTO else preset,
+                bands=mapping_text or None, preset=None if preset == AUTO else preset,
                 tile_size=self._opt(parameters, self.TILE_SIZE, int, context),
                 overlap=self._opt(parameters, self.OVERLAP, int, context),
                 batch=max(1, self.parameterAsInt(parameters, self.BATCH, context) or 4), device=device,
