@@ -308,15 +308,18 @@ def _activate(out: np.ndarray, activation: str) -> np.ndarray:
 
 
 def segment(input_path: str, model: str, out_dir: str, opts: Optional[SegmentOptions] = None,
-            progress: Optional[ProgressFn] = None, cancel: Optional[CancelFn] = None) -> SegmentResult:
-    """Segment ``input_path`` with ``model`` into ``out_dir``; see :class:`SegmentOptions`."""
+            progress: Optional[ProgressFn] = None, cancel: Optional[CancelFn] = None,
+            _session=None) -> SegmentResult:
+    """Segment ``input_path`` with ``model`` into ``out_dir``; see :class:`SegmentOptions`.
+
+    ``_session``: a ``runtime.make_session`` result to reuse (evaluate runs many images)."""
     opts = opts or SegmentOptions()
     progress = progress or (lambda f, m: None)
     cancel = cancel or (lambda: False)
     t0 = time.time()
     progress(0.0, "loading model")
     model_path = resolve_model(model)
-    info, sess, device, reason = make_session(model_path, opts.device, opts.threads)
+    info, sess, device, reason = _session or make_session(model_path, opts.device, opts.threads)
     workdir = tempfile.mkdtemp(prefix="tm-run-")
     try:
         p = plan(input_path, model_path, opts, out_dir, info=info, _workdir=workdir)

@@ -12,6 +12,8 @@ from osgeo import gdal
 
 from .engine import NODATA_CLASS, SegmentOptions, segment
 from .errors import InputError
+from .registry import resolve_model
+from .runtime import make_session
 
 _EXT = (".tif", ".tiff", ".vrt", ".jp2", ".img")
 
@@ -87,13 +89,14 @@ def evaluate(model: str, images_dir: str, masks_dir: str, opts: Optional[Segment
     opts.confidence = False
     opts.overwrite = True
     pp = pairs(images_dir, masks_dir)
+    session = make_session(resolve_model(model), opts.device, opts.threads)  # one for all images
     tmp = tempfile.mkdtemp(prefix="tm-eval-")
     cm = None
     info = None
     try:
         for k, (im, mk) in enumerate(pp):
             opts.prefix = "img%05d" % k
-            res = segment(im, model, tmp, opts, cancel=cancel)
+            res = segment(im, model, tmp, opts, cancel=cancel, _session=session)
             info = res.model
             n = info.n_classes
             pds = gdal.Open(res.class_raster)
