@@ -23,7 +23,6 @@ from .model import is_background
 ogr.UseExceptions()
 
 ROWS_PER_READ = 512
-RASTERIZE_ROWS = 2048  # GDAL rasterizes in chunks of rows; by default a chunk is the whole block cache
 
 
 def sieve_threshold_px(p) -> int:
@@ -79,50 +78,52 @@ def sieve_in_bands(band, thr: int, cancel=lambda: False, rows: int = SIEVE_BAND_
 class StreamSieve:
     """The banded sieve of :func:`sieve_in_bands`, fed strip by strip while inference runs.
 
-    ``push(rows, y)`` takes the classes of rows ``y..`` in order; as soon as a band of
-    ``rows`` rows has its ``thr`` rows of margin below, it is sieved and handed to
-    ``emit(classes, y)`` (sieved classes) -- the same result as sieving the finished raster,
-    but done on the writer thread, overlapping onnxruntime, with no second pass over the file.
+    ``push(rows, y)`` takes the classes of rows ``y..`` in order (and keeps the array: the
+    caller must not change it after); as soon as a band of ``rows`` rows has its ``thr`` rows
+    of margin below, it is sieved and handed to ``emit(classes, y)`` (sieved classes) -- the
+    same result as sieving the finished raster, with no second pass over the file.  The
+    strips are joined once per band, and GDAL sieves that array in place.
     """
 
     def __init__(self, emit, width: int, height: int, thr: int, nodata: int, rows: int = SIEVE_BAND_ROWS):
         self.emit, self.W, self.H, self.thr, self.nodata = emit, width, height, thr, nodata
         self.rows = rows
-        self.buf = np.zeros((0, width), np.uint8)   # original rows from self.s0 on
+        self.chunks = []                            # original rows from self.s0 on
+        self.n = 0                                  # how many
         self.s0 = 0                                 # first row not yet emitted
         self.carry = np.zeros((0, width), np.uint8)  # original rows just above self.s0
 
     def push(self, arr: np.ndarray, y: int) -> None:
-        if y != self.s0 + len(self.buf):
+        if y != self.s0 + self.n:
             raise ValueError("rows must be pushed in order")
-        self.buf = np.concatenate([self.buf, arr]) if len(self.buf) else arr.copy()
+        self.chunks.append(arr)
+        self.n += len(arr)
         self._drain(final=False)
 
     def close(self) -> None:
         self._drain(final=True)
 
     def _drain(self, final: bool) -> None:
-        while len(self.buf):
+        from osgeo import gdal_array
+        while self.n:
             y1 = min(self.H, self.s0 + self.rows)
             need = min(self.H, y1 + self.thr) - self.s0
-            if len(self.buf) < need and not final:
+            if self.n < need and not final:
                 return
-            window = np.concatenate([self.carry, self.buf[:need]])
-            top = len(self.carry)
+            window = np.concatenate([self.carry] + self.chunks)
+            top, n = len(self.carry), y1 - self.s0
+            # What the next band needs, unsieved, before the sieve changes the array.
+            self.carry = window[top + max(0, n - self.thr):top + n].copy()
+            rest = window[top + n:].copy()
+            self.chunks, self.n = ([rest] if len(rest) else []), len(rest)
             if self.thr > 1:
-                mem = gdal.GetDriverByName("MEM").Create("", self.W, len(window), 1, gdal.GDT_Byte)
+                band_rows = window[:top + min(need, len(window) - top)]
+                mem = gdal_array.OpenArray(band_rows)  # a MEM dataset on the array's memory
                 mb = mem.GetRasterBand(1)
                 mb.SetNoDataValue(self.nodata)
-                mb.WriteArray(window)
                 gdal.SieveFilter(mb, mb.GetMaskBand(), mb, self.thr, 4)
-                out = mb.ReadAsArray(0, top, self.W, y1 - self.s0)
                 mb = mem = None
-            else:
-                out = window[top:top + y1 - self.s0]
-            n = y1 - self.s0
-            self.carry = self.buf[max(0, n - self.thr):n].copy()
-            self.buf = self.buf[n:]
-            self.emit(out, self.s0)
+            self.emit(window[top:top + n], self.s0)
             self.s0 = y1
 
 
@@ -194,7 +195,7 @@ def postprocess(p, classes_path: str, conf_path: str, gpkg_path: Optional[str], 
         out.StartTransaction()
         gdal.Polygonize(band, mb, layer, 0, [])
         out.CommitTransaction()
-        stats = _measure(p, layer, out, ds, conf_path, srs, run_time, cancel, tmpdir)
+        stats = _measure(p, layer, out, ds, conf_path, srs, run_time, cancel)
         layer.SetMetadata({"TM_MODEL": model.name, "TM_SOURCE": p.input, "TM_RUN_TIME": run_time,
                            "TM_MIN_AREA_HA": str(p.min_area_ha), "TM_THRESHOLD": str(p.threshold)})
         layer = None
@@ -253,52 +254,69 @@ def _simplify(geom, tol_m, srs):
     return g
 
 
-def mean_confidence_by_fid(out, layer_name, like_ds, conf_path, tmpdir, cancel) -> tuple:
-    """Mean confidence of every polygon, in one pass: the polygons are burnt (value = fid)
-    into an Int32 raster on the class grid, then confidence and fid rasters are read in
-    chunks of rows and summed per fid.  Returns ``(sums, counts)`` arrays indexed by fid."""
+def mean_confidence_by_fid(out, layer_name, like_ds, conf_path, cancel) -> tuple:
+    """Mean confidence of every polygon, in one pass over the confidence raster: for each
+    band of ``rows`` rows, the polygons that reach it (the layer's spatial index finds them)
+    are burnt (value = fid) into an in-memory Int32 band, and the confidence is summed per
+    fid.  Returns ``(sums, counts)`` arrays indexed by fid.  Memory: one band of rows."""
+    rows = ROWS_PER_READ
     w, h = like_ds.RasterXSize, like_ds.RasterYSize
-    fid_path = os.path.join(tmpdir, "fid.tif")
-    fid_ds = gdal.GetDriverByName("GTiff").Create(fid_path, w, h, 1, gdal.GDT_Int32,
-                                                  options=["TILED=YES", "COMPRESS=DEFLATE", "ZLEVEL=1"])
-    fid_ds.SetGeoTransform(like_ds.GetGeoTransform())
-    fid_ds.SetProjection(like_ds.GetProjection())
-    sql = out.ExecuteSQL('SELECT fid + 0 AS rid, geom FROM "%s"' % layer_name.replace('"', '""'))
-    try:
-        gdal.RasterizeLayer(fid_ds, [1], sql, options=["ATTRIBUTE=rid", "CHUNKYSIZE=%d" % RASTERIZE_ROWS])
-    finally:
-        out.ReleaseResultSet(sql)
-    fid_ds.FlushCache()
+    gt = like_ds.GetGeoTransform()
     conf_ds = gdal.Open(conf_path)
-    fb, cb = fid_ds.GetRasterBand(1), conf_ds.GetRasterBand(1)
+    cb = conf_ds.GetRasterBand(1)
+    mem_drv = gdal.GetDriverByName("MEM")
+    table = layer_name.replace('"', '""')
     sums = np.zeros(1, np.float64)
     counts = np.zeros(1, np.int64)
-    for y in range(0, h, ROWS_PER_READ):
+    mem = None
+    for y in range(0, h, rows):
         if cancel():
             raise Cancelled("cancelled")
-        n = min(ROWS_PER_READ, h - y)
-        f = fb.ReadAsArray(0, y, w, n)
+        n = min(rows, h - y)
+        if mem is None or mem.RasterYSize != n:
+            mem = mem_drv.Create("", w, n, 1, gdal.GDT_Int32)
+            mem.SetProjection(like_ds.GetProjection())
+        top = gt[3] + y * gt[5]
+        mem.SetGeoTransform((gt[0], gt[1], gt[2], top, gt[4], gt[5]))
+        fb = mem.GetRasterBand(1)
+        fb.Fill(0)  # GeoPackage fids start at 1
+        xs = (gt[0], gt[0] + w * gt[1])
+        ys = (top, top + n * gt[5])
+        box = ogr.CreateGeometryFromWkt("POLYGON((%r %r,%r %r,%r %r,%r %r,%r %r))" % (
+            xs[0], ys[0], xs[1], ys[0], xs[1], ys[1], xs[0], ys[1], xs[0], ys[0]))
+        sql = out.ExecuteSQL('SELECT fid + 0 AS rid, geom FROM "%s"' % table, spatialFilter=box)
+        try:
+            if sql.GetFeatureCount() == 0:
+                continue
+            gdal.RasterizeLayer(mem, [1], sql, options=["ATTRIBUTE=rid"])
+        finally:
+            out.ReleaseResultSet(sql)
+        f = fb.ReadAsArray()
         c = cb.ReadAsArray(0, y, w, n)
         sel = (f > 0) & (c != 255)
-        if not sel.any():
-            continue
         fs = f[sel]
+        if not len(fs):
+            continue
         m = int(fs.max()) + 1
         if m > len(sums):
             sums = np.concatenate([sums, np.zeros(m - len(sums))])
             counts = np.concatenate([counts, np.zeros(m - len(counts), np.int64)])
         sums[:m] += np.bincount(fs, weights=c[sel], minlength=m)
         counts[:m] += np.bincount(fs, minlength=m)
-    fb = cb = fid_ds = conf_ds = None
+    fb = cb = mem = conf_ds = None
     return sums, counts
 
 
-def _measure(p, layer, out, cls_ds, conf_path, srs, run_time, cancel, tmpdir):
+def _measure(p, layer, out, cls_ds, conf_path, srs, run_time, cancel):
     names = p.model.class_names()
-    sums, counts = mean_confidence_by_fid(out, layer.GetName(), cls_ds, conf_path, tmpdir, cancel)
+    sums, counts = mean_confidence_by_fid(out, layer.GetName(), cls_ds, conf_path, cancel)
     stats: Dict[int, Dict[str, object]] = {c.id: {"name": c.name, "count": 0, "area_ha": 0.0}
                                            for c in p.model.classes if c.id not in background_ids(p.model)}
     source = os.path.abspath(p.input)
+    defn = layer.GetLayerDefn()
+    i_cid, i_name, i_m2, i_ha, i_perim, i_conf, i_src, i_model, i_time = (
+        defn.GetFieldIndex(f) for f in ("class_id", "class_name", "area_m2", "area_ha", "perimeter_m",
+                                        "mean_confidence", "source", "model", "run_time"))
     out.StartTransaction()
     layer.ResetReading()
     n = 0
@@ -306,22 +324,22 @@ def _measure(p, layer, out, cls_ds, conf_path, srs, run_time, cancel, tmpdir):
         n += 1
         if n % 200 == 0 and cancel():
             raise Cancelled("cancelled")
-        geom = feat.GetGeometryRef().Clone()
         fid = feat.GetFID()
-        conf = sums[fid] / counts[fid] / 100.0 if fid < len(counts) and counts[fid] else float("nan")
-        geom = _simplify(geom, p.simplify_m, srs)
+        geom = feat.GetGeometryRef()
+        if p.simplify_m > 0:
+            geom = _simplify(geom.Clone(), p.simplify_m, srs)
+            feat.SetGeometry(geom)
         area, perim = area_perimeter_m(geom, srs)
-        cid = feat.GetFieldAsInteger("class_id")
-        feat.SetGeometry(geom)
-        feat.SetField("class_name", names.get(cid, str(cid)))
-        feat.SetField("area_m2", round(area, 2))
-        feat.SetField("area_ha", round(area / 1e4, 6))
-        feat.SetField("perimeter_m", round(perim, 2))
-        if conf == conf:
-            feat.SetField("mean_confidence", round(conf, 4))
-        feat.SetField("source", source)
-        feat.SetField("model", p.model.name)
-        feat.SetField("run_time", run_time)
+        cid = feat.GetFieldAsInteger(i_cid)
+        feat.SetFieldString(i_name, names.get(cid, str(cid)))
+        feat.SetField(i_m2, round(area, 2))
+        feat.SetField(i_ha, round(area / 1e4, 6))
+        feat.SetField(i_perim, round(perim, 2))
+        if fid < len(counts) and counts[fid]:
+            feat.SetField(i_conf, round(float(sums[fid] / counts[fid]) / 100.0, 4))
+        feat.SetFieldString(i_src, source)
+        feat.SetFieldString(i_model, p.model.name)
+        feat.SetFieldString(i_time, run_time)
         layer.SetFeature(feat)
         s = stats.setdefault(cid, {"name": names.get(cid, str(cid)), "count": 0, "area_ha": 0.0})
         s["count"] += 1

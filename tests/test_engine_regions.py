@@ -30,8 +30,12 @@ def test_banded_sieve_equals_global(seed, thr, rows):
     np.testing.assert_array_equal(got, want)
 
 
-def test_mean_confidence_is_the_mean_over_each_region(tmp_path):
-    """mean_confidence of every polygon equals the confidence raster averaged over its pixels."""
+@pytest.mark.parametrize("rows", [None, 37])
+def test_mean_confidence_is_the_mean_over_each_region(tmp_path, monkeypatch, rows):
+    """mean_confidence of every polygon equals the confidence raster averaged over its pixels
+    (also when it is summed in bands of rows that cut the polygons)."""
+    if rows:
+        monkeypatch.setattr("inference.vectorize.ROWS_PER_READ", rows)
     from engine_helpers import blobs, conv_model, make_raster, read
     from inference import SegmentOptions, segment
     from osgeo import ogr
