@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/engine.py --size 4096            # a 4096 x 4096 x 4 raster
     .venv/bin/python bench/engine.py --size 10980           # a full Sentinel-2 tile
+    .venv/bin/python bench/engine.py --size 2048 --height 20000   # narrow and tall (memory vs shape)
 
 Generates a large 4-band uint16 raster (written in strips), then in two separate child
 processes (so each one's peak memory is its own): (1) the engine end to end
@@ -30,10 +31,12 @@ from osgeo import gdal, osr  # noqa: E402
 gdal.UseExceptions()
 
 
-def generate(path: str, size: int, seed: int = 0) -> None:
-    """A size x size x 4 uint16 raster (B4, B3, B2, B8 descriptions), smooth noise, in strips."""
+def generate(path: str, size: int, seed: int = 0, height: int = 0) -> None:
+    """A size (wide) x height (default: size) x 4 uint16 raster (B4, B3, B2, B8 descriptions),
+    smooth noise, written in strips."""
+    height = height or size
     drv = gdal.GetDriverByName("GTiff")
-    ds = drv.Create(path, size, size, 4, gdal.GDT_UInt16,
+    ds = drv.Create(path, size, height, 4, gdal.GDT_UInt16,
                     options=["TILED=YES", "COMPRESS=DEFLATE", "PREDICTOR=2", "BIGTIFF=YES"])
     ds.SetGeoTransform((300000.0, 10.0, 0, 7800000.0, 0, -10.0))
     srs = osr.SpatialReference()
@@ -44,9 +47,9 @@ def generate(path: str, size: int, seed: int = 0) -> None:
         ds.GetRasterBand(i + 1).SetDescription(d)
         ds.GetRasterBand(i + 1).SetNoDataValue(0)
     step = 512
-    base = rng.normal(0, 1, (4, size // 64 + 2, size // 64 + 2))
-    for y in range(0, size, step):
-        h = min(step, size - y)
+    base = rng.normal(0, 1, (4, height // 64 + 2, size // 64 + 2))
+    for y in range(0, height, step):
+        h = min(step, height - y)
         rows = (np.arange(y, y + h) // 64)[:, None]
         cols = (np.arange(size) // 64)[None, :]
         for b in range(4):
@@ -106,7 +109,7 @@ def child_bare(args) -> None:
     from inference.tiling import positions
     info, sess, device, _ = make_session(args.model, args.device, args.threads)
     tile, overlap = info.tile_size, info.tile_overlap
-    n = len(positions(args.size, tile, overlap)) ** 2
+    n = len(positions(args.size, tile, overlap)) * len(positions(args.height or args.size, tile, overlap))
     x = np.random.default_rng(0).normal(0, 1, (args.batch, len(info.bands), tile, tile)).astype(np.float32)
     name = sess.get_inputs()[0].name
     # No warm-up call: like the engine, the bare loop pays for onnxruntime's first run.
@@ -122,6 +125,7 @@ def child_bare(args) -> None:
 def run_child(mode: str, args, extra) -> dict:
     """Run one measurement in its own process; its peak RSS comes from os.wait4."""
     cmd = [sys.executable, os.path.abspath(__file__), "--_child", mode, "--size", str(args.size),
+           "--height", str(args.height or args.size),
            "--batch", str(args.batch), "--device", args.device] + extra
     if args.threads:
         cmd += ["--threads", str(args.threads)]
@@ -141,6 +145,7 @@ def run_child(mode: str, args, extra) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", type=int, default=4096, help="raster side in pixels (10980 = a Sentinel-2 tile)")
+    ap.add_argument("--height", type=int, help="raster height in pixels when it is not square (--size is the width)")
     ap.add_argument("--model", help="ONNX model (default: the shipped models/tailings.onnx; 'standin': a "
                                      "random-weight CNN built here)")
     ap.add_argument("--batch", type=int, default=4)
@@ -158,12 +163,14 @@ def main() -> None:
         return child_bare(args)
     work = args.keep or tempfile.mkdtemp(prefix="tm-bench-")
     os.makedirs(work, exist_ok=True)
-    raster = os.path.join(work, "bench_%d.tif" % args.size)
+    height = args.height or args.size
+    raster = os.path.join(work, "bench_%d.tif" % args.size if height == args.size
+                          else "bench_%dx%d.tif" % (args.size, height))
     t = time.perf_counter()
     if not os.path.exists(raster):
-        generate(raster, args.size)
+        generate(raster, args.size, height=height)
     print("raster: %d x %d x 4 uint16 (%.0f MB on disk), generated in %.1f s"
-          % (args.size, args.size, os.path.getsize(raster) / 1e6, time.perf_counter() - t))
+          % (args.size, height, os.path.getsize(raster) / 1e6, time.perf_counter() - t))
     shipped = os.path.join(ROOT, "models", "tailings.onnx")
     if args.model == "standin" or (not args.model and not os.path.exists(shipped)):
         model = bench_model(os.path.join(work, "bench.onnx"))
@@ -183,7 +190,7 @@ def main() -> None:
     if args.repeat > 1:
         print("engine runs: %s s; bare runs: %s s" % (", ".join("%.1f" % r["seconds"] for r in engs),
                                                     ", ".join("%.1f" % r["seconds"] for r in bares)))
-    mpx = args.size * args.size / 1e6
+    mpx = args.size * height / 1e6
     ratio = eng["seconds"] / bare["seconds"]
     print("engine end to end: %.1f s, %d tiles, device %s, %d regions" % (eng["seconds"], eng["tiles"],
                                                                           eng["device"], eng["regions"]))
@@ -192,7 +199,7 @@ def main() -> None:
     print("throughput: %.2f Mpx/s; overhead ratio %.3f; engine peak RSS %.0f MB"
           % (mpx / eng["seconds"], ratio, eng["peak_rss_mb"] or -1))
     print(json.dumps({"overhead_ratio": round(ratio, 4), "peak_rss_mb": round(eng["peak_rss_mb"] or -1, 1),
-                      "mpx_per_s": round(mpx / eng["seconds"], 3), "size": args.size, "tiles": eng["tiles"],
+                      "mpx_per_s": round(mpx / eng["seconds"], 3), "size": args.size, "height": height, "tiles": eng["tiles"],
                       "engine_s": round(eng["seconds"], 2), "bare_s": round(bare["seconds"], 2),
                       "bare_peak_rss_mb": round(bare["peak_rss_mb"], 1), "device": eng["device"]}))
 
