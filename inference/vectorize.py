@@ -256,7 +256,7 @@ def _simplify(geom, tol_m, srs):
 
 def mean_confidence_by_fid(out, layer_name, like_ds, conf_path, cancel) -> tuple:
     """Mean confidence of every polygon, in one pass over the confidence raster: for each
-    band of ``rows`` rows, the polygons that reach it (the layer's spatial index finds them)
+    band of ``ROWS_PER_READ`` rows, the polygons that reach it (the layer's spatial index finds them)
     are burnt (value = fid) into an in-memory Int32 band, and the confidence is summed per
     fid.  Returns ``(sums, counts)`` arrays indexed by fid.  Memory: one band of rows."""
     rows = ROWS_PER_READ
