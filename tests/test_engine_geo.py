@@ -74,6 +74,14 @@ def _interior(mask, margin):
 # Grid, CRS, nodata, colour table
 # --------------------------------------------------------------------------------------
 
+def _compressed_and_tiled(path):
+    """Delivered rasters are DEFLATE-compressed and tiled (only the run's scratch files are not)."""
+    ds = gdal.Open(path)
+    assert ds.GetMetadata("IMAGE_STRUCTURE").get("COMPRESSION") == "DEFLATE", path
+    assert ds.GetRasterBand(1).GetBlockSize() == [256, 256], path
+    ds = None
+
+
 def test_outputs_on_the_source_grid_with_nodata_colours_and_names(tmp_path):
     mask, _ = _block_mask(90, 110, 10, seed=1)
     img = _image(mask)
@@ -85,6 +93,7 @@ def test_outputs_on_the_source_grid_with_nodata_colours_and_names(tmp_path):
     res = segment(r, m, str(tmp_path / "out"), SegmentOptions(device="cpu"))
     for p in (res.class_raster, res.confidence_raster):
         _same_grid(p, r)
+        _compressed_and_tiled(p)
     cls, conf = read(res.class_raster), read(res.confidence_raster)
     expected = np.where(mask, 1, 0).astype(np.uint8)
     expected[nod] = 255
@@ -151,6 +160,7 @@ def test_resampled_run_returns_on_the_source_grid(tmp_path, pixel, shape, block)
     assert any("resampled" in n for n in res.notes), res.notes
     for p in (res.class_raster, res.confidence_raster):
         _same_grid(p, r)
+        _compressed_and_tiled(p)
     cls = read(res.class_raster)
     truth = np.where(mask, 1, 0)
     truth[nod] = 255
