@@ -35,6 +35,18 @@ def sieve_threshold_px(p) -> int:
 SIEVE_BAND_ROWS = 2048
 
 
+def sieve_array(arr: np.ndarray, thr: int, nodata) -> None:
+    """GDAL's SieveFilter (4-connected, ``nodata`` pixels left alone) on a C-contiguous 2-D
+    uint8 array, in place: GDAL works on the array's own memory."""
+    from osgeo import gdal_array
+    mem = gdal_array.OpenArray(arr)
+    mb = mem.GetRasterBand(1)
+    if nodata is not None:
+        mb.SetNoDataValue(nodata)
+    gdal.SieveFilter(mb, mb.GetMaskBand(), mb, thr, 4)
+    mb = mem = None
+
+
 def sieve_in_bands(band, thr: int, cancel=lambda: False, rows: int = SIEVE_BAND_ROWS) -> None:
     """GDAL's SieveFilter, run on bands of ``rows`` rows with ``thr`` rows of margin above
     and below, writing back each band's middle.
@@ -49,7 +61,6 @@ def sieve_in_bands(band, thr: int, cancel=lambda: False, rows: int = SIEVE_BAND_
     """
     W, H = band.XSize, band.YSize
     nodata = band.GetNoDataValue()
-    mem_drv = gdal.GetDriverByName("MEM")
     if H <= rows + 2 * thr:
         band.GetDataset()  # keep a reference
         gdal.SieveFilter(band, band.GetMaskBand(), band, thr, 4)
@@ -64,14 +75,9 @@ def sieve_in_bands(band, thr: int, cancel=lambda: False, rows: int = SIEVE_BAND_
         below = band.ReadAsArray(0, y0, W, a1 - y0)      # not yet written: original values
         arr = below if carry is None else np.concatenate([carry, below])
         carry = below[max(0, (y1 - y0) - thr):y1 - y0].copy()
-        mem = mem_drv.Create("", W, a1 - a0, 1, gdal.GDT_Byte)
-        mb = mem.GetRasterBand(1)
-        if nodata is not None:
-            mb.SetNoDataValue(nodata)
-        mb.WriteArray(arr)
-        gdal.SieveFilter(mb, mb.GetMaskBand(), mb, thr, 4)
-        band.WriteArray(mb.ReadAsArray(0, y0 - a0, W, y1 - y0), 0, y0)
-        mb = mem = None
+        arr = np.ascontiguousarray(arr)
+        sieve_array(arr, thr, nodata)
+        band.WriteArray(arr[y0 - a0:y1 - a0], 0, y0)
     band.FlushCache()
 
 
@@ -104,7 +110,6 @@ class StreamSieve:
         self._drain(final=True)
 
     def _drain(self, final: bool) -> None:
-        from osgeo import gdal_array
         while self.n:
             y1 = min(self.H, self.s0 + self.rows)
             need = min(self.H, y1 + self.thr) - self.s0
@@ -117,12 +122,7 @@ class StreamSieve:
             rest = window[top + n:].copy()
             self.chunks, self.n = ([rest] if len(rest) else []), len(rest)
             if self.thr > 1:
-                band_rows = window[:top + min(need, len(window) - top)]
-                mem = gdal_array.OpenArray(band_rows)  # a MEM dataset on the array's memory
-                mb = mem.GetRasterBand(1)
-                mb.SetNoDataValue(self.nodata)
-                gdal.SieveFilter(mb, mb.GetMaskBand(), mb, self.thr, 4)
-                mb = mem = None
+                sieve_array(window[:top + min(need, len(window) - top)], self.thr, self.nodata)
             self.emit(window[top:top + n], self.s0)
             self.s0 = y1
 
@@ -286,12 +286,12 @@ def mean_confidence_by_fid(out, layer_name, like_ds, conf_path, cancel) -> tuple
             xs[0], ys[0], xs[1], ys[0], xs[1], ys[1], xs[0], ys[1], xs[0], ys[0]))
         sql = out.ExecuteSQL('SELECT fid + 0 AS rid, geom FROM "%s"' % table, spatialFilter=box)
         try:
-            if sql.GetFeatureCount() == 0:
-                continue
             gdal.RasterizeLayer(mem, [1], sql, options=["ATTRIBUTE=rid"])
         finally:
             out.ReleaseResultSet(sql)
         f = fb.ReadAsArray()
+        if not f.any():  # no polygon here: skip reading the confidence
+            continue
         c = cb.ReadAsArray(0, y, w, n)
         sel = (f > 0) & (c != 255)
         fs = f[sel]
