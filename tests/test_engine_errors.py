@@ -34,23 +34,14 @@ def good(d):
     return make_raster(str(d / "good.tif"), blobs(80, 90, seed=2), descriptions=RGB)
 
 
-def _truncated(d):
-    p = str(d / "truncated.tif")
-    full = make_raster(str(d / "full.tif"), blobs(300, 300, seed=1), descriptions=RGB)
+def _truncated(d, name="truncated", side=300, keep=None):
+    """A GeoTIFF cut short: by default after half its bytes; ``keep`` bytes (e.g. inside the header)."""
+    p = str(d / (name + ".tif"))
+    full = make_raster(str(d / (name + "_full.tif")), blobs(side, side, seed=1), descriptions=RGB)
     with open(full, "rb") as fh:
         data = fh.read()
     with open(p, "wb") as fh:
-        fh.write(data[: len(data) // 2])
-    return p
-
-
-def _truncated_header(d):
-    p = str(d / "truncated_header.tif")
-    full = make_raster(str(d / "full2.tif"), blobs(60, 60, seed=1), descriptions=RGB)
-    with open(full, "rb") as fh:
-        data = fh.read()
-    with open(p, "wb") as fh:
-        fh.write(data[:200])
+        fh.write(data[: keep or len(data) // 2])
     return p
 
 
@@ -82,7 +73,7 @@ def _bad_model(d, kind):
 # (name, how to build (input, model, api options, cli extra args), expected error class, words in the message)
 CASES = {
     "truncated_geotiff": (lambda d, m, g: (_truncated(d), m, {}, []), InputError, ["truncated.tif"]),
-    "truncated_header": (lambda d, m, g: (_truncated_header(d), m, {}, []), InputError, ["truncated_header.tif"]),
+    "truncated_header": (lambda d, m, g: (_truncated(d, "truncated_header", 60, keep=200), m, {}, []), InputError, ["truncated_header.tif"]),
     "not_a_raster": (lambda d, m, g: (_not_a_raster(d), m, {}, []), InputError, ["notes.tif"]),
     "missing_input": (lambda d, m, g: (str(d / "nope.tif"), m, {}, []), InputError, ["not found", "nope.tif"]),
     "too_few_bands": (lambda d, m, g: (make_raster(str(d / "two.tif"), blobs(30, 30, nb=2), descriptions=["B4", "B3"]),

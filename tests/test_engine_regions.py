@@ -14,17 +14,23 @@ def _mem(a):
     return d
 
 
+def _noisy_and_globally_sieved(rng, shape, thr):
+    """A noisy binary raster with scattered nodata, and GDAL's global sieve of it."""
+    a = (rng.random(shape) > 0.55).astype(np.uint8)
+    a[rng.random(a.shape) < 0.01] = 255
+    d = _mem(a)
+    b = d.GetRasterBand(1)
+    gdal.SieveFilter(b, b.GetMaskBand(), b, thr, 4)
+    return a, b.ReadAsArray()
+
+
 @pytest.mark.parametrize("seed,thr,rows", [(0, 5, 100), (1, 20, 64), (2, 60, 100), (3, 9, 17)])
 def test_banded_sieve_equals_global(seed, thr, rows):
     rng = np.random.default_rng(seed)
-    a = (rng.random((600, 300)) > 0.55).astype(np.uint8)
-    a[rng.random(a.shape) < 0.01] = 255
-    d1 = _mem(a)
-    b1 = d1.GetRasterBand(1)
-    gdal.SieveFilter(b1, b1.GetMaskBand(), b1, thr, 4)
+    a, want = _noisy_and_globally_sieved(rng, (600, 300), thr)
     d2 = _mem(a)
     sieve_in_bands(d2.GetRasterBand(1), thr, rows=rows)
-    got, want = d2.GetRasterBand(1).ReadAsArray(), b1.ReadAsArray()
+    got = d2.GetRasterBand(1).ReadAsArray()
     assert (got != a).any()  # the sieve did something
     assert (got == 255).sum() == (a == 255).sum()  # nodata untouched
     np.testing.assert_array_equal(got, want)
@@ -71,11 +77,7 @@ def test_streaming_sieve_equals_global(seed, thr, rows, strip):
     """StreamSieve, fed strips of any height, emits exactly GDAL's global sieve."""
     from inference.vectorize import StreamSieve
     rng = np.random.default_rng(seed)
-    a = (rng.random((530, 240)) > 0.55).astype(np.uint8)
-    a[rng.random(a.shape) < 0.01] = 255
-    d1 = _mem(a)
-    b1 = d1.GetRasterBand(1)
-    gdal.SieveFilter(b1, b1.GetMaskBand(), b1, thr, 4)
+    a, want = _noisy_and_globally_sieved(rng, (530, 240), thr)
     got = np.full_like(a, 77)
     seen = []
 
@@ -88,7 +90,7 @@ def test_streaming_sieve_equals_global(seed, thr, rows, strip):
         s.push(a[y:y + strip], y)
     s.close()
     assert seen == sorted(seen) and seen[0] == 0
-    np.testing.assert_array_equal(got, b1.ReadAsArray())
+    np.testing.assert_array_equal(got, want)
 
 
 def test_streamed_and_post_hoc_sieve_give_the_same_classes(tmp_path):
