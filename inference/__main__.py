@@ -48,6 +48,7 @@ def _opts(a):
                           confidence=not getattr(a, "no_confidence", False),
                           polygons=not getattr(a, "no_polygons", False),
                           overwrite=getattr(a, "overwrite", False), extent=extent,
+                          aoi=getattr(a, "aoi", None) or None,
                           prefix=getattr(a, "prefix", None), input_scale=a.input_scale)
 
 
@@ -147,6 +148,8 @@ def main(argv=None) -> int:
     _engine_args(s)
     s.add_argument("--simplify", type=float, default=0.0, help="polygon simplification tolerance in metres")
     s.add_argument("--extent", help="xmin,ymin,xmax,ymax in the raster's CRS")
+    s.add_argument("--aoi", help="vector file whose polygons limit the run (any CRS): pixels outside them get "
+                   "no class")
     s.add_argument("--prefix", help="output file name stem (default: the input's)")
     s.add_argument("--no-confidence", action="store_true", dest="no_confidence")
     s.add_argument("--no-polygons", action="store_true", dest="no_polygons")

@@ -19,11 +19,12 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from osgeo import gdal
 
+from . import aoi as aoilib
 from . import bands as bandlib
 from . import raster as rasterlib
 from .errors import Cancelled, InputError, OutputError, TailingsError
@@ -56,6 +57,8 @@ class SegmentOptions:
     polygons: bool = True
     overwrite: bool = False
     extent: Optional[Tuple[float, float, float, float]] = None  # xmin, ymin, xmax, ymax in raster CRS
+    aoi: Optional[Union[Sequence[str], str]] = None  # polygons (WKT, raster CRS), or a vector file
+    #   (any CRS): pixels outside them get no class; the run covers their bounding box
     prefix: Optional[str] = None
     input_scale: Optional[float] = None   # override: physical = raw * input_scale + input_offset
     input_offset: float = 0.0
@@ -82,6 +85,7 @@ class Plan:
     batch: int = 4
     simplify_m: float = 0.0
     notes: List[str] = field(default_factory=list)
+    aoi: Optional[List[str]] = None        # area-of-interest polygons (WKT, raster CRS)
 
 
 @dataclass
@@ -145,19 +149,21 @@ def _transform(model: ModelInfo, r: rasterlib.RasterInfo, mapping: bandlib.BandM
     return out
 
 
-def _window(r: rasterlib.RasterInfo, extent) -> Tuple[int, int, int, int]:
+def _window(r: rasterlib.RasterInfo, extent, what: str = "the extent") -> Tuple[int, int, int, int]:
     if extent is None:
         return 0, 0, r.width, r.height
     xmin, ymin, xmax, ymax = extent
     if not (xmax > xmin and ymax > ymin):
-        raise InputError("extent must be xmin, ymin, xmax, ymax with xmax > xmin and ymax > ymin")
+        raise InputError("%s must be xmin, ymin, xmax, ymax with xmax > xmin and ymax > ymin" % what)
     gt = r.geotransform
     cols = sorted([(xmin - gt[0]) / gt[1], (xmax - gt[0]) / gt[1]])
     rows = sorted([(ymax - gt[3]) / gt[5], (ymin - gt[3]) / gt[5]])
-    c0, c1 = max(0, int(np.floor(cols[0]))), min(r.width, int(np.ceil(cols[1])))
-    r0, r1 = max(0, int(np.floor(rows[0]))), min(r.height, int(np.ceil(rows[1])))
+    # pixels the extent touches; a millionth of a pixel is rounding (e.g. a reprojected vertex)
+    eps = 1e-6
+    c0, c1 = max(0, int(np.floor(cols[0] + eps))), min(r.width, int(np.ceil(cols[1] - eps)))
+    r0, r1 = max(0, int(np.floor(rows[0] + eps))), min(r.height, int(np.ceil(rows[1] - eps)))
     if c1 <= c0 or r1 <= r0:
-        raise InputError("the extent does not overlap the raster")
+        raise InputError("%s does not overlap the raster" % what)
     return c0, r0, c1 - c0, r1 - r0
 
 
@@ -209,7 +215,18 @@ def plan(input_path: str, model: str, opts: Optional[SegmentOptions] = None, out
     min_area = info.min_area_ha if opts.min_area_ha is None else float(opts.min_area_ha)
     if min_area < 0:
         raise TailingsError("minimum area must be >= 0 ha")
-    window = _window(r, opts.extent)
+    aoi = None
+    if opts.aoi is not None:
+        wkts = aoilib.read_vector(opts.aoi, r.srs) if isinstance(opts.aoi, str) else opts.aoi
+        aoi, env = aoilib.check(wkts)
+        if opts.extent is not None:  # both: the extent's part of the area
+            e = opts.extent
+            env = (max(e[0], env[0]), max(e[1], env[1]), min(e[2], env[2]), min(e[3], env[3]))
+            if not (env[2] > env[0] and env[3] > env[1]):
+                raise InputError("the area of interest lies outside the extent")
+        window = _window(r, env, "the area of interest")
+    else:
+        window = _window(r, opts.extent)
     src_gsd = float(np.sqrt(r.gsd_m[0] * r.gsd_m[1]))
     resample = abs(src_gsd - info.gsd_m) / info.gsd_m > GSD_TOLERANCE
     if resample:
@@ -222,7 +239,7 @@ def plan(input_path: str, model: str, opts: Optional[SegmentOptions] = None, out
                 transform=transform, window=window, src_gsd_m=src_gsd,
                 work_gsd_m=info.gsd_m if resample else src_gsd, resample=resample, tile_size=tile,
                 overlap=overlap, threshold=threshold, min_area_ha=min_area, outputs=outputs,
-                batch=int(opts.batch), simplify_m=float(opts.simplify_m or 0.0), notes=notes)
+                batch=int(opts.batch), simplify_m=float(opts.simplify_m or 0.0), notes=notes, aoi=aoi)
 
 
 def _check_outputs(out_dir: str, outputs: Dict[str, str], overwrite: bool) -> None:
@@ -467,6 +484,7 @@ def _run(p: Plan, sess, device, reason, tmp, workdir, created, progress, cancel,
         pending.clear()
 
     floating = any(ds.GetRasterBand(i + 1).DataType in (gdal.GDT_Float32, gdal.GDT_Float64) for i in range(nb))
+    aoi_mask = aoilib.Mask(p.aoi, wkt) if p.aoi else None
 
     def load(y):
         """Read and normalise one strip of tile rows, in place (see ``io_threads`` below)."""
@@ -483,6 +501,8 @@ def _run(p: Plan, sess, device, reason, tmp, workdir, created, progress, cancel,
         if floating:
             valid &= np.isfinite(strip).all(axis=0)
             np.nan_to_num(strip, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        if aoi_mask is not None:
+            valid &= aoi_mask.strip(work_gt, y, W, th)
         strip *= a
         strip += b
         if not valid.all():
@@ -567,6 +587,8 @@ def _run(p: Plan, sess, device, reason, tmp, workdir, created, progress, cancel,
     cls_w.close()
     conf_w.close()
     if valid_total == 0:
+        if p.aoi:
+            raise InputError("%s holds no valid pixels inside the area of interest" % p.input)
         raise InputError("%s holds no valid pixels in the bands the model reads (all nodata)" % p.input)
     if cancel():
         raise Cancelled("cancelled")
