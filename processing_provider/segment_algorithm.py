@@ -12,7 +12,8 @@ import shutil
 import tempfile
 import traceback
 
-from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
+from qgis.core import (QgsCoordinateTransform, QgsGeometry, QgsProcessing, QgsProcessingAlgorithm,
+                       QgsProcessingException, QgsProcessingParameterFeatureSource,
                        QgsProcessingLayerPostProcessorInterface, QgsProcessingOutputNumber,
                        QgsProcessingOutputString, QgsProcessingParameterEnum, QgsProcessingParameterExtent,
                        QgsProcessingParameterFile, QgsProcessingParameterNumber,
@@ -75,6 +76,7 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
     PRESET = "PRESET"
     BANDS = "BANDS"
     EXTENT = "EXTENT"
+    AOI = "AOI"
     TILE_SIZE = "TILE_SIZE"
     OVERLAP = "OVERLAP"
     BATCH = "BATCH"
@@ -118,6 +120,7 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             "descriptions).<br><b>Band mapping</b>: optional, the raster band feeding each model input, "
             "in model order ('3,2,1') or by name ('S2:B04=3,S2:B03=2,S2:B02=1'); by default bands are "
             "matched by name.<br><b>Extent</b>: process only this area.<br>"
+            "<b>Area of interest</b>: polygons (or the selected ones); pixels outside them get no class.<br>"
             "Tile size, overlap, threshold and minimum area default to the model's values when empty. "
             "<b>Device</b>: auto uses an NVIDIA GPU when onnxruntime-gpu can, else the CPU.")
 
@@ -140,6 +143,9 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             self.BANDS, "Band mapping (e.g. 3,2,1 or S2:B04=3,S2:B03=2,S2:B02=1)", optional=True))
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Extent (default: whole raster)",
                                                        optional=True))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            self.AOI, "Area of interest (polygons; pixels outside get no class)",
+            [QgsProcessing.TypeVectorPolygon], optional=True))
         adv = [
             QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (px, empty = model default)",
                                          QgsProcessingParameterNumber.Integer, optional=True, minValue=16),
@@ -199,6 +205,30 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException("choose a model or an ONNX model file")
         return name
 
+    def _aoi(self, parameters, context, layer, feedback):
+        """The area of interest's polygons as WKT in the raster's CRS (None: no area given)."""
+        if parameters.get(self.AOI) in (None, ""):
+            return None
+        source = self.parameterAsSource(parameters, self.AOI, context)
+        if source is None:
+            raise QgsProcessingException("the area of interest layer cannot be opened")
+        ct = None
+        if source.sourceCrs().isValid() and layer.crs().isValid() and source.sourceCrs() != layer.crs():
+            ct = QgsCoordinateTransform(source.sourceCrs(), layer.crs(), context.transformContext())
+        wkts = []
+        for f in source.getFeatures():
+            if feedback.isCanceled():
+                break
+            g = QgsGeometry(f.geometry())
+            if g.isNull() or g.isEmpty():
+                continue
+            if ct is not None:
+                g.transform(ct)
+            wkts.append(g.asWkt())
+        if not wkts:
+            raise QgsProcessingException("the area of interest holds no polygon")
+        return wkts
+
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..ui.config import layer_path
         eng = _engine()
@@ -221,6 +251,7 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             rect = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
             if not rect.isNull() and not rect.isEmpty():
                 extent = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+        aoi = self._aoi(parameters, context, layer, feedback)
         dest_classes = self.parameterAsOutputLayer(parameters, self.OUTPUT_CLASSES, context)
         dest_conf = self.parameterAsOutputLayer(parameters, self.OUTPUT_CONFIDENCE, context)
         dest_poly = self.parameterAsOutputLayer(parameters, self.OUTPUT_POLYGONS, context)
@@ -236,7 +267,7 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
                 threshold=self._opt(parameters, self.THRESHOLD, float, context),
                 min_area_ha=self._opt(parameters, self.MIN_AREA_HA, float, context),
                 simplify_m=self.parameterAsDouble(parameters, self.SIMPLIFY_M, context) or 0.0,
-                confidence=bool(dest_conf), polygons=bool(dest_poly), overwrite=True, extent=extent,
+                confidence=bool(dest_conf), polygons=bool(dest_poly), overwrite=True, extent=extent, aoi=aoi,
                 prefix="result")
             work = tempfile.mkdtemp(prefix="tailings-", dir=QgsProcessingUtils.tempFolder())
 

@@ -349,12 +349,14 @@ def test_broken_model_shown_before_run(plugin, env):
 
 
 def test_extent_from_selected_features(plugin, env):
-    from qgis.core import QgsFeature, QgsGeometry, QgsRectangle
+    from qgis.core import QgsFeature, QgsGeometry
     lyr = _raster(env, "scene", squares=((40, 40, 80), (200, 180, 50)))
-    # an area of interest around the first pond only, in another CRS (EPSG:4326)
+    # an area of interest around the first pond only
     aoi = QgsVectorLayer("Polygon?crs=EPSG:32723", "aoi", "memory")
     f = QgsFeature()
-    f.setGeometry(QgsGeometry.fromRect(QgsRectangle(500300, 7698500, 501300, 7699700)))
+    # the area's bounding box with its lower right corner cut off: 300 m x 250 m (375 px)
+    f.setGeometry(QgsGeometry.fromWkt("POLYGON((500300 7698500, 501000 7698500, 501300 7698750, 501300 7699700, "
+                                      "500300 7699700, 500300 7698500))"))
     aoi.dataProvider().addFeatures([f])
     QgsProject.instance().addMapLayer(aoi)
     plugin.show_panel(True)
@@ -373,6 +375,11 @@ def test_extent_from_selected_features(plugin, env):
     assert poly.featureCount() == 1
     cls = QgsProject.instance().mapLayersByName("scene classes")[0]
     assert (cls.width(), cls.height()) == (100, 120)
+    # pixels outside the selected polygon get no class
+    from osgeo import gdal
+    arr = gdal.Open(cls.source()).ReadAsArray()
+    assert arr[-1, -1] == 255 and arr[0, 0] != 255 and arr[-1, 0] != 255
+    assert 330 <= int((arr == 255).sum()) <= 420
 
 
 def test_extent_from_map_view(plugin, env):

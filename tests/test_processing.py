@@ -78,6 +78,44 @@ def test_processing_options_extent_mapping_and_skipped_outputs(provider, data):
     del poly, cls
 
 
+def test_processing_area_of_interest_selected_polygons_in_another_crs(provider, data):
+    import processing
+    from osgeo import gdal
+    from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsFeature, QgsGeometry,
+                           QgsProcessingFeatureSourceDefinition)
+    tmp, model, raster = data
+    # two polygons in EPSG:4326; only the selected one (a triangle over the first pond) counts
+    ct = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:32723"),
+                                QgsCoordinateReferenceSystem("EPSG:4326"), QgsProject.instance())
+    tri = QgsGeometry.fromWkt("POLYGON((500300 7698500, 501500 7698500, 500300 7699700, 500300 7698500))")
+    far = QgsGeometry.fromWkt("POLYGON((501900 7698100, 502600 7698100, 502600 7697600, 501900 7698100))")
+    lyr = QgsVectorLayer("Polygon?crs=EPSG:4326", "aoi", "memory")
+    feats = []
+    for g in (tri, far):
+        g.transform(ct)
+        f = QgsFeature()
+        f.setGeometry(g)
+        feats.append(f)
+    lyr.dataProvider().addFeatures(feats)
+    QgsProject.instance().addMapLayer(lyr)
+    lyr.selectByIds([next(lyr.getFeatures()).id()])
+    try:
+        out = processing.run(ALG, {
+            "INPUT": raster, "MODEL_FILE": model, "DEVICE": "cpu", "MIN_AREA_HA": 0.0,
+            "AOI": QgsProcessingFeatureSourceDefinition(lyr.id(), True),
+            "OUTPUT_CLASSES": str(tmp / "c3.tif"), "OUTPUT_CONFIDENCE": None, "OUTPUT_POLYGONS": None})
+    finally:
+        QgsProject.instance().removeMapLayer(lyr.id())
+    ds = gdal.Open(out["OUTPUT_CLASSES"])
+    # the triangle's bounding box (120 x 120 px), not the second polygon's
+    assert (ds.RasterXSize, ds.RasterYSize) == (120, 120)
+    arr = ds.ReadAsArray()
+    ds = None
+    assert arr[5, -5] == 255 and arr[-5, 5] != 255     # the upper right half lies outside the triangle
+    assert abs(int((arr == 255).sum()) - 120 * 120 // 2) < 200
+    assert (arr == 1).sum() > 1000                     # the pond inside it is found
+
+
 def test_processing_refuses_bad_mapping(provider, data):
     import processing
     from qgis.core import QgsProcessingException

@@ -10,8 +10,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from qgis.core import (QgsCoordinateTransform, QgsMapLayer, QgsProject, QgsProviderRegistry, QgsRasterLayer,
-                       QgsRectangle, QgsSettings)
+from qgis.core import (QgsCoordinateTransform, QgsGeometry, QgsMapLayer, QgsProject, QgsProviderRegistry,
+                       QgsRasterLayer, QgsRectangle, QgsSettings)
 from qgis.PyQt.QtCore import QStandardPaths
 
 PREFIX = "tailings_mapper/"
@@ -145,18 +145,34 @@ def canvas_extent_in(layer: QgsRasterLayer, canvas) -> Tuple[float, float, float
     return rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()
 
 
-def selection_extent_in(layer: QgsRasterLayer, polygons) -> Tuple[float, float, float, float]:
+def selection_area_in(layer: QgsRasterLayer, polygons) -> Tuple[Tuple[float, float, float, float], List[str]]:
+    """The selected polygons of ``polygons`` in the raster layer's CRS: their bounding box
+    (clipped to the layer) and their geometries as WKT (the engine's area of interest:
+    pixels outside them get no class)."""
     if polygons is None:
         raise ValueError("choose the polygon layer whose selected features bound the area")
     if polygons.selectedFeatureCount() == 0:
         raise ValueError("no features are selected in layer %r" % polygons.name())
-    rect = QgsRectangle(polygons.boundingBoxOfSelected())
+    ct = None
     if polygons.crs().isValid() and layer.crs().isValid() and polygons.crs() != layer.crs():
-        rect = QgsCoordinateTransform(polygons.crs(), layer.crs(), QgsProject.instance()).transformBoundingBox(rect)
+        ct = QgsCoordinateTransform(polygons.crs(), layer.crs(), QgsProject.instance())
+    wkts = []
+    rect = QgsRectangle()
+    rect.setMinimal()
+    for f in polygons.getSelectedFeatures():
+        g = QgsGeometry(f.geometry())
+        if g.isNull() or g.isEmpty():
+            continue
+        if ct is not None:
+            g.transform(ct)
+        rect.combineExtentWith(g.boundingBox())
+        wkts.append(g.asWkt())
+    if not wkts:
+        raise ValueError("the selected features of %r have no geometry" % polygons.name())
     rect = rect.intersect(layer.extent())
     if rect.isEmpty():
         raise ValueError("the selected features of %r do not overlap layer %r" % (polygons.name(), layer.name()))
-    return rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()
+    return (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()), wkts
 
 
 @dataclass
@@ -199,7 +215,7 @@ def build_request(layer: QgsRasterLayer, settings: Optional[Settings] = None, ca
     settings = settings or Settings()
     path = layer_path(layer)
     mode = settings.get("extent_mode")
-    extent = None
+    extent = aoi = None
     if mode == EXTENT_CANVAS:
         if canvas is None:
             raise ValueError("no map view to take the extent from")
@@ -207,7 +223,7 @@ def build_request(layer: QgsRasterLayer, settings: Optional[Settings] = None, ca
     elif mode == EXTENT_SELECTION:
         if extent_layer is None:
             extent_layer = QgsProject.instance().mapLayer(settings.get("extent_layer"))
-        extent = selection_extent_in(layer, extent_layer)
+        extent, aoi = selection_area_in(layer, extent_layer)
     tile = settings.get("tile_size")
     overlap = settings.get("overlap")
     thr = settings.get("threshold")
@@ -226,6 +242,7 @@ def build_request(layer: QgsRasterLayer, settings: Optional[Settings] = None, ca
         polygons=True,
         overwrite=False,
         extent=extent,
+        aoi=aoi,
         prefix=run_prefix(path),
     )
     # leave a core to QGIS so that the map and the UI stay responsive during a run

@@ -114,6 +114,8 @@ class TailingsDock(QDockWidget):
         self.extent_combo.addItem("Whole layer", config.EXTENT_LAYER)
         self.extent_combo.addItem("Current map view", config.EXTENT_CANVAS)
         self.extent_combo.addItem("Selected features of", config.EXTENT_SELECTION)
+        self.extent_combo.setToolTip("Selected features: only the pixels inside the selected polygons are "
+                                     "segmented; the rest of their bounding box gets no class")
         self.extent_combo.currentIndexChanged.connect(self._extent_changed)
         ext_row.addWidget(self.extent_combo)
         self.extent_layer_combo = QgsMapLayerComboBox()
