@@ -118,3 +118,33 @@ def test_area_over_nodata_only_is_an_error(tmp_path):
     with pytest.raises(TailingsError, match="no valid pixels inside the area of interest"):
         segment(r, _model(tmp_path), str(out), SegmentOptions(device="cpu", aoi=[aoi]))
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_area_on_a_resampled_run(tmp_path):
+    """A 20 m raster runs on the model's 10 m grid: the area is burnt on that grid and the
+    result comes back on the source grid, outside pixels without a class."""
+    rng = np.random.default_rng(7)
+    mask = np.kron(rng.random((10, 12)) < 0.5, np.ones((6, 6), bool))[:57, :66]
+    img = np.full((3,) + mask.shape, 1000, np.uint16)
+    img[0][mask] = 3000
+    r = make_raster(str(tmp_path / "r20.tif"), img, descriptions=RGB, origin=(X0, Y0), pixel=20.0)
+    tri = [(3.3, 2.6), (60.7, 10.2), (20.4, 50.9)]   # in 20 m pixels
+    ring = ", ".join("%r %r" % (X0 + 20 * c, Y0 - 20 * rw) for c, rw in tri + tri[:1])
+    res = segment(r, _model(tmp_path), str(tmp_path / "out"),
+                  SegmentOptions(device="cpu", aoi=["POLYGON((%s))" % ring], min_area_ha=0))
+    assert any("resampled" in n for n in res.notes)
+    cls = read(res.class_raster)
+    ds = gdal.Open(res.class_raster)
+    assert ds.GetGeoTransform() == pytest.approx((X0 + 20 * 3, 20.0, 0.0, Y0 - 20 * 2, 0.0, -20.0))
+    ds = None
+    inside = _inside(tri, cls.shape, 3, 2)
+    # away from the edges (where a 20 m pixel straddles the 10 m mask's border) all is exact
+    edge = np.zeros_like(inside)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            edge |= np.roll(np.roll(inside, dy, 0), dx, 1) != inside
+    far_in, far_out = inside & ~edge, ~inside & ~edge
+    assert far_in.sum() > 500 and far_out.sum() > 500
+    np.testing.assert_array_equal(cls[far_out], 255)
+    blocks = mask[2:2 + cls.shape[0], 3:3 + cls.shape[1]]
+    np.testing.assert_array_equal(cls[far_in], blocks[far_in].astype(np.uint8))
