@@ -91,6 +91,22 @@ def bench_model(path: str, bands=("S2:B04", "S2:B03", "S2:B02"), width: int = 32
     return path
 
 
+def _peak_rss_mb() -> float:
+    """This process's own peak resident memory (Linux VmHWM, which exec resets), else 0.
+
+    os.wait4's ru_maxrss is not enough on its own: Linux carries the parent's peak over the
+    exec into the child's figure, so a parent that generated a large raster would show its own
+    peak in both children."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
 def child_engine(args) -> None:
     from inference import SegmentOptions, segment
     from inference.__main__ import _bound_gdal_cache
@@ -100,7 +116,7 @@ def child_engine(args) -> None:
                                                                    threads=args.threads, overwrite=True))
     dt = time.perf_counter() - t
     print(json.dumps({"seconds": dt, "tiles": res.tiles, "device": res.device,
-                      "regions": sum((s["count"] or 0) for s in res.stats.values())}))
+                      "regions": sum((s["count"] or 0) for s in res.stats.values()), "hwm_mb": _peak_rss_mb()}))
 
 
 def child_bare(args) -> None:
@@ -119,11 +135,11 @@ def child_bare(args) -> None:
         k = min(args.batch, n - done)
         sess.run(None, {name: x[:k]})
         done += k
-    print(json.dumps({"seconds": time.perf_counter() - t, "tiles": n, "device": device}))
+    print(json.dumps({"seconds": time.perf_counter() - t, "tiles": n, "device": device, "hwm_mb": _peak_rss_mb()}))
 
 
 def run_child(mode: str, args, extra) -> dict:
-    """Run one measurement in its own process; its peak RSS comes from os.wait4."""
+    """Run one measurement in its own process; its peak RSS is its own VmHWM (else os.wait4's)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--_child", mode, "--size", str(args.size),
            "--height", str(args.height or args.size),
            "--batch", str(args.batch), "--device", args.device] + extra
@@ -138,7 +154,7 @@ def run_child(mode: str, args, extra) -> dict:
         if proc.returncode != 0:
             raise SystemExit("benchmark child %s failed:\n%s" % (mode, err.read()[-2000:]))
         res = json.loads(out.read().strip().splitlines()[-1])
-    res["peak_rss_mb"] = usage.ru_maxrss / 1024.0
+    res["peak_rss_mb"] = res.pop("hwm_mb", 0.0) or usage.ru_maxrss / 1024.0
     return res
 
 
