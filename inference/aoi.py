@@ -82,7 +82,9 @@ class Mask:
     """Burns the polygons into a boolean strip of the working grid."""
 
     def __init__(self, wkts: Sequence[str], wkt_srs: str):
-        self._ds = ogr.GetDriverByName("Memory").CreateDataSource("aoi")
+        # vector "Memory" driver (GDAL 3.11 folds it into "MEM", keeping the old name as an alias)
+        drv = ogr.GetDriverByName("Memory") or ogr.GetDriverByName("MEM")
+        self._ds = drv.CreateDataSource("aoi")
         srs = osr.SpatialReference()
         if wkt_srs:
             srs.ImportFromWkt(wkt_srs)
