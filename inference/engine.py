@@ -337,6 +337,45 @@ def _finish(tmp: str, final: str) -> None:
         os.replace(tmp + ".aux.xml", final + ".aux.xml")
 
 
+def block_cache_need(p: Plan) -> int:
+    """Bytes of GDAL block cache that keep the input blocks one strip of tiles spans, and the
+    output blocks being written, until the next strip.
+
+    Strips overlap and share block rows; when the cache cannot hold them, each strip (and
+    each band of a pixel-interleaved file) decodes the same blocks again.  Measured on a
+    10980 x 10980 x 4 DEFLATE GeoTIFF (cProfile, reading only): 5.4 s with a 64 MB cache,
+    2.2 s with 128 MB."""
+    try:
+        ds = rasterlib.open_dataset(p.raster.path)
+    except TailingsError:  # the run reports an unreadable source itself
+        return 0
+    bw, bh = ds.GetRasterBand(1).GetBlockSize()
+    pixel_interleaved = ds.GetMetadataItem("INTERLEAVE", "IMAGE_STRUCTURE") == "PIXEL"
+    read = range(1, ds.RasterCount + 1) if pixel_interleaved else p.mapping.source_bands
+    bytes_px = sum(gdal.GetDataTypeSize(ds.GetRasterBand(b).DataType) // 8 for b in read)
+    ds = None
+    ratio = p.work_gsd_m / max(p.src_gsd_m, 1e-9)
+    rows = p.tile_size * ratio + 2 * bh                      # source rows a strip's blocks span
+    cols = min(p.raster.width, p.window[2] + 2 * bw)
+    outputs = 3 * 2 * 256 * cols / ratio                     # classes, confidence, mask: 2 block rows
+    return int(1.5 * (rows * cols * bytes_px + outputs))
+
+
+@contextmanager
+def _block_cache_at_least(nbytes: int):
+    """Raise GDAL's block-cache cap to ``nbytes`` for a run when it is lower; restore it after."""
+    before = gdal.GetCacheMax()
+    if nbytes <= before:
+        yield
+        return
+    gdal.SetCacheMax(nbytes)
+    try:
+        yield
+    finally:
+        if gdal.GetCacheMax() == nbytes:  # nobody changed it meanwhile
+            gdal.SetCacheMax(before)
+
+
 def _activate(out: np.ndarray, activation: str) -> np.ndarray:
     if activation == "sigmoid":
         return 1.0 / (1.0 + np.exp(-out))
@@ -369,7 +408,8 @@ def segment(input_path: str, model: str, out_dir: str, opts: Optional[SegmentOpt
     tmp = {k: os.path.join(out_dir, tag + os.path.basename(v)) for k, v in p.outputs.items()}
     created: List[str] = list(tmp.values())
     try:
-        result = _run(p, sess, device, reason, tmp, workdir, created, progress, cancel, t0)
+        with _block_cache_at_least(block_cache_need(p)):
+            result = _run(p, sess, device, reason, tmp, workdir, created, progress, cancel, t0)
         for k, final in p.outputs.items():
             _finish(tmp[k], final)
         result.class_raster = p.outputs["classes"]

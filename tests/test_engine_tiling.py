@@ -157,3 +157,29 @@ def test_positions_cover_and_stay_inside():
     stride = 64 - 16
     s = row[stride:] + row[:64 - stride]
     assert np.allclose(s, 1.0, atol=0.05)
+
+
+def test_block_cache_sized_by_width_not_height_and_restored(tmp_path):
+    """The engine raises GDAL's block-cache cap to hold one strip's blocks (the need grows with
+    the raster's width, never its height) and gives the user's cap back after the run."""
+    from osgeo import gdal
+    from inference import plan
+    from inference.engine import block_cache_need
+    m = conv_model(str(tmp_path / "m.onnx"), tile=64, overlap=16)
+    need = {}
+    for w, h in ((64, 300), (64, 3000), (640, 300)):
+        img = np.full((3, h, w), 1000, np.uint16)
+        path = make_raster(str(tmp_path / ("r%dx%d.tif" % (w, h))), img, descriptions=["B4", "B3", "B2"])
+        need[(w, h)] = block_cache_need(plan(path, m))
+    assert need[(64, 300)] == need[(64, 3000)] > 0
+    assert need[(640, 300)] > need[(64, 300)]
+    before = gdal.GetCacheMax()
+    try:
+        gdal.SetCacheMax(1024 * 1024)
+        seen = []
+        segment(str(tmp_path / "r640x300.tif"), m, str(tmp_path / "out"), SegmentOptions(device="cpu"),
+                progress=lambda f, msg: seen.append(gdal.GetCacheMax()))
+        assert max(seen) == need[(640, 300)] > 1024 * 1024   # raised during the run ...
+        assert gdal.GetCacheMax() == 1024 * 1024             # ... and restored after it
+    finally:
+        gdal.SetCacheMax(before)
