@@ -12,8 +12,8 @@ import shutil
 import tempfile
 import traceback
 
-from qgis.core import (QgsCoordinateTransform, QgsGeometry, QgsProcessing, QgsProcessingAlgorithm,
-                       QgsProcessingException, QgsProcessingParameterFeatureSource,
+from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
+                       QgsProcessingParameterFeatureSource,
                        QgsProcessingLayerPostProcessorInterface, QgsProcessingOutputNumber,
                        QgsProcessingOutputString, QgsProcessingParameterEnum, QgsProcessingParameterExtent,
                        QgsProcessingParameterFile, QgsProcessingParameterNumber,
@@ -209,22 +209,12 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         """The area of interest's polygons as WKT in the raster's CRS (None: no area given)."""
         if parameters.get(self.AOI) in (None, ""):
             return None
+        from ..ui.config import polygons_wkt_in
         source = self.parameterAsSource(parameters, self.AOI, context)
         if source is None:
             raise QgsProcessingException("the area of interest layer cannot be opened")
-        ct = None
-        if source.sourceCrs().isValid() and layer.crs().isValid() and source.sourceCrs() != layer.crs():
-            ct = QgsCoordinateTransform(source.sourceCrs(), layer.crs(), context.transformContext())
-        wkts = []
-        for f in source.getFeatures():
-            if feedback.isCanceled():
-                break
-            g = QgsGeometry(f.geometry())
-            if g.isNull() or g.isEmpty():
-                continue
-            if ct is not None:
-                g.transform(ct)
-            wkts.append(g.asWkt())
+        wkts, _ = polygons_wkt_in(source.getFeatures(), source.sourceCrs(), layer.crs(),
+                                  context.transformContext(), feedback.isCanceled)
         if not wkts:
             raise QgsProcessingException("the area of interest holds no polygon")
         return wkts

@@ -145,6 +145,29 @@ def canvas_extent_in(layer: QgsRasterLayer, canvas) -> Tuple[float, float, float
     return rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()
 
 
+def polygons_wkt_in(features, src_crs, dst_crs, transform_context, cancelled=None) -> Tuple[List[str], QgsRectangle]:
+    """The geometries of ``features`` reprojected from ``src_crs`` to ``dst_crs``, as WKT (the
+    engine's area of interest), and their joint bounding box; null and empty geometries are
+    skipped.  Shared by the panel (selected features) and the Processing algorithm."""
+    ct = None
+    if src_crs.isValid() and dst_crs.isValid() and src_crs != dst_crs:
+        ct = QgsCoordinateTransform(src_crs, dst_crs, transform_context)
+    wkts = []
+    rect = QgsRectangle()
+    rect.setMinimal()
+    for f in features:
+        if cancelled is not None and cancelled():
+            break
+        g = QgsGeometry(f.geometry())
+        if g.isNull() or g.isEmpty():
+            continue
+        if ct is not None:
+            g.transform(ct)
+        rect.combineExtentWith(g.boundingBox())
+        wkts.append(g.asWkt())
+    return wkts, rect
+
+
 def selection_area_in(layer: QgsRasterLayer, polygons) -> Tuple[Tuple[float, float, float, float], List[str]]:
     """The selected polygons of ``polygons`` in the raster layer's CRS: their bounding box
     (clipped to the layer) and their geometries as WKT (the engine's area of interest:
@@ -153,20 +176,8 @@ def selection_area_in(layer: QgsRasterLayer, polygons) -> Tuple[Tuple[float, flo
         raise ValueError("choose the polygon layer whose selected features bound the area")
     if polygons.selectedFeatureCount() == 0:
         raise ValueError("no features are selected in layer %r" % polygons.name())
-    ct = None
-    if polygons.crs().isValid() and layer.crs().isValid() and polygons.crs() != layer.crs():
-        ct = QgsCoordinateTransform(polygons.crs(), layer.crs(), QgsProject.instance())
-    wkts = []
-    rect = QgsRectangle()
-    rect.setMinimal()
-    for f in polygons.getSelectedFeatures():
-        g = QgsGeometry(f.geometry())
-        if g.isNull() or g.isEmpty():
-            continue
-        if ct is not None:
-            g.transform(ct)
-        rect.combineExtentWith(g.boundingBox())
-        wkts.append(g.asWkt())
+    wkts, rect = polygons_wkt_in(polygons.getSelectedFeatures(), polygons.crs(), layer.crs(),
+                                 QgsProject.instance().transformContext())
     if not wkts:
         raise ValueError("the selected features of %r have no geometry" % polygons.name())
     rect = rect.intersect(layer.extent())
