@@ -113,26 +113,29 @@ def child_engine(args) -> None:
     _bound_gdal_cache()  # as the command line does
     t = time.perf_counter()
     res = segment(args.raster, args.model, args.out, SegmentOptions(batch=args.batch, device=args.device,
-                                                                   threads=args.threads, overwrite=True))
+                                                                   threads=args.threads, overwrite=True,
+                                                                   tta=args.tta))
     dt = time.perf_counter() - t
     print(json.dumps({"seconds": dt, "tiles": res.tiles, "device": res.device,
                       "regions": sum((s["count"] or 0) for s in res.stats.values()), "hwm_mb": _peak_rss_mb()}))
 
 
 def child_bare(args) -> None:
-    """The bare session over the same tiles: same count, batch and tile shape."""
+    """The bare session over the same tiles: same count, batch and tile shape, and as many
+    passes per tile as the engine makes (test-time augmentation)."""
     from inference.runtime import make_session
     from inference.tiling import positions
     info, sess, device, _ = make_session(args.model, args.device, args.threads)
     tile, overlap = info.tile_size, info.tile_overlap
     n = len(positions(args.size, tile, overlap)) * len(positions(args.height or args.size, tile, overlap))
+    runs = n * args.tta
     x = np.random.default_rng(0).normal(0, 1, (args.batch, len(info.bands), tile, tile)).astype(np.float32)
     name = sess.get_inputs()[0].name
     # No warm-up call: like the engine, the bare loop pays for onnxruntime's first run.
     t = time.perf_counter()
     done = 0
-    while done < n:
-        k = min(args.batch, n - done)
+    while done < runs:
+        k = min(args.batch, runs - done)
         sess.run(None, {name: x[:k]})
         done += k
     print(json.dumps({"seconds": time.perf_counter() - t, "tiles": n, "device": device, "hwm_mb": _peak_rss_mb()}))
@@ -142,7 +145,7 @@ def run_child(mode: str, args, extra) -> dict:
     """Run one measurement in its own process; its peak RSS is its own VmHWM (else os.wait4's)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--_child", mode, "--size", str(args.size),
            "--height", str(args.height or args.size),
-           "--batch", str(args.batch), "--device", args.device] + extra
+           "--batch", str(args.batch), "--device", args.device, "--tta", str(args.tta)] + extra
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
@@ -167,6 +170,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--tta", type=int, default=1, choices=[1, 2, 4, 8],
+                    help="test-time augmentation passes (default 1, whatever the model's default: the overhead "
+                         "figure compares the engine with the bare session making the same passes)")
     ap.add_argument("--repeat", type=int, default=1, help="alternate engine/bare runs N times, keep the fastest")
     ap.add_argument("--keep", help="folder to keep the generated raster and outputs in")
     ap.add_argument("--_child")
@@ -217,7 +223,8 @@ def main() -> None:
     print(json.dumps({"overhead_ratio": round(ratio, 4), "peak_rss_mb": round(eng["peak_rss_mb"] or -1, 1),
                       "mpx_per_s": round(mpx / eng["seconds"], 3), "size": args.size, "height": height, "tiles": eng["tiles"],
                       "engine_s": round(eng["seconds"], 2), "bare_s": round(bare["seconds"], 2),
-                      "bare_peak_rss_mb": round(bare["peak_rss_mb"], 1), "device": eng["device"]}))
+                      "bare_peak_rss_mb": round(bare["peak_rss_mb"], 1), "device": eng["device"],
+                      "tta": args.tta}))
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def _opts(a):
             raise TailingsError("--extent takes xmin,ymin,xmax,ymax")
     return SegmentOptions(bands=a.bands, preset=a.preset, tile_size=a.tile, overlap=a.overlap, batch=a.batch,
                           device=a.device, threshold=a.threshold, min_area_ha=a.min_area,
-                          simplify_m=getattr(a, "simplify", 0.0) or 0.0,
+                          tta=a.tta, simplify_m=getattr(a, "simplify", 0.0) or 0.0,
                           confidence=not getattr(a, "no_confidence", False),
                           polygons=not getattr(a, "no_polygons", False),
                           overwrite=getattr(a, "overwrite", False), extent=extent,
@@ -62,6 +62,9 @@ def _engine_args(p):
     p.add_argument("--batch", type=int, default=4, help="tiles per onnxruntime call (default 4)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threshold", type=float, help="binary threshold (default: the model's)")
+    p.add_argument("--tta", type=int, choices=[1, 2, 4, 8],
+                   help="test-time augmentation: network passes per tile, flipped/rotated and averaged "
+                        "(1 = off; default: the model's). Slower, usually a little more accurate")
     p.add_argument("--min-area", type=float, dest="min_area", help="minimum region area in hectares "
                                                                     "(default: the model's)")
     p.add_argument("--input-scale", type=float, dest="input_scale",
@@ -108,6 +111,8 @@ def cmd_models(a) -> int:
         print("  inputs: %s; %g m GSD; tile %d, overlap %d; %s" % (", ".join(i.bands), i.gsd_m, i.tile_size,
                                                                    i.tile_overlap, i.task))
         print("  classes: %s" % ", ".join("%d=%s" % (c.id, c.name) for c in i.classes))
+        print("  defaults: threshold %g, minimum area %g ha, test-time augmentation %s"
+              % (i.threshold, i.min_area_ha, "off" if i.tta == 1 else "%d passes" % i.tta))
         if i.description:
             print("  %s" % i.description)
     print("user models folder: %s" % user_dir())

@@ -31,7 +31,7 @@ from .errors import Cancelled, InputError, OutputError, TailingsError
 from .model import ModelInfo
 from .registry import resolve_model
 from .runtime import make_session
-from .tiling import blend_weights, positions
+from .tiling import TTA_PASSES, blend_weights, positions, tta_views
 
 NODATA_CLASS = 255
 NODATA_CONF = 255
@@ -52,6 +52,7 @@ class SegmentOptions:
     device: str = "auto"
     threshold: Optional[float] = None
     min_area_ha: Optional[float] = None
+    tta: Optional[int] = None   # test-time augmentation passes (1 = off, 2, 4, 8); None: the model's
     simplify_m: float = 0.0
     confidence: bool = True
     polygons: bool = True
@@ -86,6 +87,7 @@ class Plan:
     simplify_m: float = 0.0
     notes: List[str] = field(default_factory=list)
     aoi: Optional[List[str]] = None        # area-of-interest polygons (WKT, raster CRS)
+    tta: int = 1                           # network passes per tile (tiling.tta_views)
 
 
 @dataclass
@@ -215,6 +217,10 @@ def plan(input_path: str, model: str, opts: Optional[SegmentOptions] = None, out
     min_area = info.min_area_ha if opts.min_area_ha is None else float(opts.min_area_ha)
     if min_area < 0:
         raise TailingsError("minimum area must be >= 0 ha")
+    tta = info.tta if opts.tta is None else opts.tta
+    if tta not in TTA_PASSES:
+        raise TailingsError("test-time augmentation takes %s passes, got %r"
+                            % (", ".join(str(v) for v in TTA_PASSES), tta))
     aoi = None
     if opts.aoi is not None:
         wkts = aoilib.read_vector(opts.aoi, r.srs) if isinstance(opts.aoi, str) else opts.aoi
@@ -239,7 +245,7 @@ def plan(input_path: str, model: str, opts: Optional[SegmentOptions] = None, out
                 transform=transform, window=window, src_gsd_m=src_gsd,
                 work_gsd_m=info.gsd_m if resample else src_gsd, resample=resample, tile_size=tile,
                 overlap=overlap, threshold=threshold, min_area_ha=min_area, outputs=outputs,
-                batch=int(opts.batch), simplify_m=float(opts.simplify_m or 0.0), notes=notes, aoi=aoi)
+                batch=int(opts.batch), simplify_m=float(opts.simplify_m or 0.0), notes=notes, aoi=aoi, tta=int(tta))
 
 
 def _check_outputs(out_dir: str, outputs: Dict[str, str], overwrite: bool) -> None:
@@ -474,7 +480,8 @@ def _run(p: Plan, sess, device, reason, tmp, workdir, created, progress, cancel,
     colours = {c.id: c.color for c in info.classes}
     run_time = _dt.datetime.now().replace(microsecond=0).isoformat()
     meta = {"TM_MODEL": info.name, "TM_SOURCE": p.input, "TM_DEVICE": device, "TM_PROVIDER_REASON": reason,
-            "TM_RUN_TIME": run_time, "TM_BANDS": p.mapping.as_text(info.bands)}
+            "TM_RUN_TIME": run_time, "TM_BANDS": p.mapping.as_text(info.bands),
+            "TM_TTA": str(p.tta), "TM_THRESHOLD": "%g" % p.threshold}
     meta.update({"CLASS_%d" % k: v for k, v in names.items()})
     if p.resample:
         cls_path = os.path.join(workdir, "classes_work.tif")
@@ -503,6 +510,7 @@ def _run(p: Plan, sess, device, reason, tmp, workdir, created, progress, cancel,
     input_name = sess.get_inputs()[0].name
     fixed_batch = isinstance(sess.get_inputs()[0].shape[0], int)
     binary = info.task == "binary"
+    views = tta_views(p.tta)
 
     def flush():
         nonlocal run_tiles
@@ -511,11 +519,20 @@ def _run(p: Plan, sess, device, reason, tmp, workdir, created, progress, cancel,
             return
         if cancel():
             raise Cancelled("cancelled")
-        out = sess.run(None, {input_name: batch if fixed_batch else batch[:n]})[0][:n]
-        if out.shape[1] != K or out.shape[2] != T or out.shape[3] != T:
-            raise TailingsError("the network returned shape %s for tiles of %d x %d; expected (N, %d, %d, %d)"
-                                % (out.shape, T, T, K, T, T))
-        out = _activate(out.astype(np.float32, copy=False), info.activation)
+        feed = batch if fixed_batch else batch[:n]
+        out = None
+        for fwd, inv in views:  # one pass, or the test-time augmentation's views averaged
+            o = sess.run(None, {input_name: np.ascontiguousarray(fwd(feed))})[0][:n]
+            if o.shape[1] != K or o.shape[2] != T or o.shape[3] != T:
+                raise TailingsError("the network returned shape %s for tiles of %d x %d; expected (N, %d, %d, %d)"
+                                    % (o.shape, T, T, K, T, T))
+            o = inv(_activate(o.astype(np.float32, copy=False), info.activation))
+            if out is None:  # the identity view: an array of our own (sess.run returns new ones)
+                out = o
+            else:
+                out += o
+        if len(views) > 1:
+            out *= 1.0 / len(views)
         for k, (x, _) in enumerate(pending):
             np.multiply(out[k, :, :th, :tw], weights, out=blend_tmp)
             acc[:, :th, x:x + tw] += blend_tmp

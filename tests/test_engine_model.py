@@ -173,6 +173,7 @@ BAD_MODELS = {
     "fixed_size_vs_tile": (lambda p: conv_model(p, fixed_hw=64, tile=128), ["64 x 64", "tile_size 128"]),
     "threshold_out_of_range": (lambda p: conv_model(p, threshold=1.5), ["threshold", "between 0 and 1"]),
     "std_zero": (lambda p: conv_model(p, std=[0.1, 0.0, 0.1]), ["std", "> 0"]),
+    "tta_passes": (lambda p: _ours_without(p, tta=3), ["tta", "1, 2, 4, 8", "got 3"]),
     "scale_list_length": (lambda p: _ours_without(p, scale=[1e-4, 1e-4]), ["'scale'", "2 values", "3 bands"]),
     "deepness_detector": (lambda p: set_props(conv_model(p, meta=False), {
         "model_type": '"Detector"', "class_names": '{"0": "truck"}', "resolution": "10"}),

@@ -271,9 +271,14 @@ def test_error_reaches_message_bar_and_log(plugin, env, tm):
 def test_settings_persist(plugin, env, tm):
     plugin.show_panel(True)
     d = plugin.dock
+    d.set_layer(_raster(env, "persist"))
     d.batch_spin.setValue(7)
     d.device_combo.setCurrentIndex(d.device_combo.findData("cpu"))
     d.simplify_spin.setValue(5.0)
+    assert d.tta_combo.currentData() == 0                       # the model's default
+    assert d.request().opts.tta is None
+    d.tta_combo.setCurrentIndex(d.tta_combo.findData(8))
+    assert d.request().opts.tta == 8
     d.extent_combo.setCurrentIndex(d.extent_combo.findData("canvas"))
     plugin.unload()
     p2 = tm.classFactory(plugin.iface)
@@ -285,6 +290,7 @@ def test_settings_persist(plugin, env, tm):
         assert d2.device_combo.currentData() == "cpu"
         assert d2.simplify_spin.value() == 5.0
         assert d2.extent_combo.currentData() == "canvas"
+        assert d2.tta_combo.currentData() == 8
     finally:
         p2.unload()
         plugin.initGui()

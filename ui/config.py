@@ -19,6 +19,9 @@ DEFAULT_MODEL = "tailings"
 
 EXTENT_LAYER, EXTENT_CANVAS, EXTENT_SELECTION = "layer", "canvas", "selection"
 DEVICES = [("auto", "Auto"), ("cuda", "GPU (CUDA)"), ("cpu", "CPU")]
+# Test-time augmentation: network passes per tile (0 = the model's default).
+TTA_CHOICES = [(0, "model default"), (1, "off (fastest)"), (2, "2 passes (flip)"), (4, "4 passes (flips)"),
+               (8, "8 passes (flips and rotations)")]
 
 DEFAULTS = {
     "model": "",              # name of a shipped/user model or a path; "" = first shipped model
@@ -33,6 +36,7 @@ DEFAULTS = {
     "device": "auto",
     "threshold": 0.0,         # 0 = model default
     "min_area_ha": -1.0,      # < 0 = model default
+    "tta": 0,                 # 0 = model default, else 1, 2, 4, 8 passes
     "simplify_m": 0.0,
     "confidence": True,
 }
@@ -248,6 +252,7 @@ def build_request(layer: QgsRasterLayer, settings: Optional[Settings] = None, ca
         device=settings.get("device") or "auto",
         threshold=thr if thr > 0 else None,
         min_area_ha=min_area if min_area >= 0 else None,
+        tta=settings.get("tta") or None,
         simplify_m=max(0.0, settings.get("simplify_m")),
         confidence=settings.get("confidence"),
         polygons=True,

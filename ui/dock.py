@@ -162,6 +162,12 @@ class TailingsDock(QDockWidget):
         self.threshold_spin.setDecimals(2)
         self.threshold_spin.setSpecialValueText("model default")
         af.addRow("Threshold", self.threshold_spin)
+        self.tta_combo = QComboBox()
+        for key, label in config.TTA_CHOICES:
+            self.tta_combo.addItem(label, key)
+        self.tta_combo.setToolTip("Test-time augmentation: the network also sees each tile flipped (and rotated) "
+                                  "and the results are averaged. A little more accurate, slower in proportion.")
+        af.addRow("Test-time augmentation", self.tta_combo)
         self.min_area_spin = QDoubleSpinBox()
         self.min_area_spin.setRange(-1.0, 100000.0)
         self.min_area_spin.setDecimals(2)
@@ -186,6 +192,7 @@ class TailingsDock(QDockWidget):
                   self.simplify_spin):
             w.valueChanged.connect(self._advanced_changed)
         self.device_combo.currentIndexChanged.connect(self._advanced_changed)
+        self.tta_combo.currentIndexChanged.connect(self._advanced_changed)
         self.confidence_check.toggled.connect(self._advanced_changed)
 
         self.problem_label = QLabel()
@@ -248,6 +255,7 @@ class TailingsDock(QDockWidget):
             self.batch_spin.setValue(s.get("batch"))
             self.device_combo.setCurrentIndex(max(0, self.device_combo.findData(s.get("device"))))
             self.threshold_spin.setValue(s.get("threshold"))
+            self.tta_combo.setCurrentIndex(max(0, self.tta_combo.findData(s.get("tta"))))
             self.min_area_spin.setValue(s.get("min_area_ha"))
             self.simplify_spin.setValue(s.get("simplify_m"))
             self.confidence_check.setChecked(s.get("confidence"))
@@ -264,6 +272,7 @@ class TailingsDock(QDockWidget):
         s.set("batch", self.batch_spin.value())
         s.set("device", self.device_combo.currentData())
         s.set("threshold", float(self.threshold_spin.value()))
+        s.set("tta", int(self.tta_combo.currentData()))
         s.set("min_area_ha", float(self.min_area_spin.value()))
         s.set("simplify_m", float(self.simplify_spin.value()))
         s.set("confidence", self.confidence_check.isChecked())
@@ -386,8 +395,10 @@ class TailingsDock(QDockWidget):
         classes = " ".join("<span style='background:%s;color:%s'>&nbsp;%s&nbsp;</span>"
                            % (c.color, _contrast(c.color), _html(c.name)) for c in info.classes)
         self.model_label.setText(
-            "inputs: %s<br>GSD %g m, tiles %d px (overlap %d)<br>classes: %s%s"
-            % (", ".join(info.bands), info.gsd_m, info.tile_size, info.tile_overlap, classes,
+            "inputs: %s<br>GSD %g m, tiles %d px (overlap %d), threshold %g, test-time augmentation %s"
+            "<br>classes: %s%s"
+            % (", ".join(info.bands), info.gsd_m, info.tile_size, info.tile_overlap, info.threshold,
+               "off" if getattr(info, "tta", 1) == 1 else "%d passes" % info.tta, classes,
                ("<br><i>%s</i>" % _html(info.description)) if getattr(info, "description", "") else ""))
 
     # ------------------------------------------------------------------ layer, preset, mapping

@@ -1,0 +1,118 @@
+"""Engine: test-time augmentation (flipped/rotated views of each tile, averaged) maps every
+view back onto the tile before blending, so it equals the average of the whole-image outputs
+of the transformed images; the model's metadata sets the default number of passes."""
+import json
+
+import numpy as np
+import pytest
+
+from engine_helpers import (blobs, conv_model, make_raster, our_meta, read, reference_classes, reference_prob,
+                            rounding_safe, run_cli, set_props)
+from inference import SegmentOptions, TailingsError, read_info, segment
+from inference.tiling import TTA_PASSES, tta_views
+
+RGB = ["B4", "B3", "B2"]
+H, W = 150, 190
+
+
+def test_views_invert_and_differ():
+    a = np.random.default_rng(0).normal(size=(2, 3, 6, 6))
+    for n in TTA_PASSES:
+        views = tta_views(n)
+        assert len(views) == n
+        seen = set()
+        for fwd, inv in views:
+            np.testing.assert_array_equal(inv(fwd(a)), a)
+            seen.add(np.ascontiguousarray(fwd(a)).tobytes())
+        assert len(seen) == n                    # n different views of an asymmetric tile
+    np.testing.assert_array_equal(tta_views(8)[0][0](a), a)   # the first view is the tile itself
+    with pytest.raises(ValueError, match="1, 2, 4, 8"):
+        tta_views(3)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tta")
+    img = blobs(H, W, seed=5, n=8)
+    img[:, 100:120, 10:40] = 0                  # nodata: no class, fed as zeros in every view
+    valid = (img != 0).all(axis=0)
+    raster = make_raster(str(d / "scene.tif"), img, descriptions=RGB)
+    rng = np.random.default_rng(3)
+    w5 = rng.normal(0, 0.6, size=(1, 3, 5, 5)).astype(np.float32)
+    w5[0, 0] += 40.0 / 25
+    w5[0, 0, 0, :] += 1.5                       # asymmetric: flips and rotations change the output
+    conv = conv_model(str(d / "conv.onnx"), weights=w5, kernel=5, bias=-8.0, tile=256, overlap=0)
+    w1 = np.array([12.0, -3.0, 2.0], np.float32).reshape(1, 3, 1, 1)
+    pix = conv_model(str(d / "pix.onnx"), weights=w1, kernel=1, bias=-2.2, tile=64, overlap=16)
+    return dict(dir=d, img=img, valid=valid, raster=raster, conv=conv, w5=w5, pix=pix)
+
+
+_done = {}
+
+
+def _seg(scene, model, name, **kw):
+    if name in _done:
+        return _done[name]
+    res = segment(scene["raster"], scene[model] if model in scene else model, str(scene["dir"] / name),
+                  SegmentOptions(device="cpu", polygons=False, **kw))
+    _done[name] = read(res.class_raster), read(res.confidence_raster), res
+    return _done[name]
+
+
+@pytest.mark.parametrize("passes", [2, 4, 8])
+def test_tta_is_the_mean_of_the_transformed_whole_image_outputs(scene, passes):
+    """One padded tile holds the whole raster: the result must be the mean over the views of
+    the reference output of the transformed image, mapped back (a view not mapped back, or
+    mapped back the wrong way, moves the blobs and fails)."""
+    cls, conf, res = _seg(scene, "conv", "conv_tta%d" % passes, tta=passes)
+    assert res.tiles == 1
+    prob = np.zeros((1, H, W))
+    for fwd, inv in tta_views(passes):
+        prob += inv(reference_prob(fwd(scene["img"]), scene["w5"], -8.0, valid=fwd(scene["valid"])))
+    prob /= passes
+    cls_ref, conf_ref = reference_classes(prob, 0.5, scene["valid"])
+    safe = rounding_safe(prob) | ~scene["valid"]
+    assert safe.mean() > 0.99
+    assert 0.05 < (cls_ref == 1).mean() < 0.6
+    np.testing.assert_array_equal(cls[safe], cls_ref[safe])
+    np.testing.assert_array_equal(conf[safe], conf_ref[safe])
+    # ... and it is not the plain run: this network is not symmetric.
+    cls1, conf1, _ = _seg(scene, "conv", "conv_tta1", tta=1)
+    assert (conf1 != conf).mean() > 0.05
+
+
+def test_tta_leaves_a_per_pixel_model_unchanged_across_tiles(scene):
+    """A 1 x 1 network is equivariant: with several tiles, overlap and a batch, every view mapped
+    back gives the same probability, so TTA changes nothing beyond float rounding."""
+    c1, f1, r1 = _seg(scene, "pix", "pix_1", tta=1, batch=3)
+    c8, f8, r8 = _seg(scene, "pix", "pix_8", tta=8, batch=3)
+    assert r1.tiles == r8.tiles > 4
+    assert (c1 == c8).mean() > 0.999
+    assert np.abs(f1.astype(int) - f8).max() <= 1
+    assert (c1 == 255).sum() == (~scene["valid"]).sum()
+
+
+def test_model_metadata_sets_the_default_and_options_override(scene, tmp_path):
+    path = str(tmp_path / "conv_tta4.onnx")
+    conv_model(path, weights=scene["w5"], kernel=5, bias=-8.0, tile=256, overlap=0)
+    d = our_meta(path)
+    d["tta"] = 4
+    set_props(path, {"tailings_mapper": json.dumps(d)}, keep=True)
+    assert read_info(path).tta == 4
+    _, f_default, _ = _seg(scene, path, "default_from_meta")
+    _, f4, _ = _seg(scene, "conv", "conv_tta4_opt", tta=4)
+    _, f1, _ = _seg(scene, path, "override_off", tta=1)
+    np.testing.assert_array_equal(f_default, f4)
+    from osgeo import gdal
+    ds = gdal.Open(_seg(scene, path, "default_from_meta")[2].class_raster)
+    assert ds.GetMetadataItem("TM_TTA") == "4"                 # recorded with the run
+    ds = None
+    assert (f1 != f_default).mean() > 0.05
+    with pytest.raises(TailingsError, match="1, 2, 4, 8"):
+        _seg(scene, path, "bad", tta=5)
+    # The command line: --tta, and `models` says what the default is.
+    out = tmp_path / "cli"
+    r = run_cli(["segment", scene["raster"], "--model", path, "--out", str(out), "--tta", "1", "--device", "cpu"])
+    assert r.returncode == 0, r.stderr
+    cli = read(str(next(out.glob("*classes*.tif"))))
+    np.testing.assert_array_equal(cli, _seg(scene, path, "override_off2", tta=1)[0])
