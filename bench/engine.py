@@ -107,6 +107,10 @@ def _peak_rss_mb() -> float:
     return 0.0
 
 
+def _scales(args):
+    return tuple(float(v) for v in args.scales.split(","))
+
+
 def child_engine(args) -> None:
     from inference import SegmentOptions, segment
     from inference.__main__ import _bound_gdal_cache
@@ -114,7 +118,7 @@ def child_engine(args) -> None:
     t = time.perf_counter()
     res = segment(args.raster, args.model, args.out, SegmentOptions(batch=args.batch, device=args.device,
                                                                    threads=args.threads, overwrite=True,
-                                                                   tta=args.tta))
+                                                                   tta=args.tta, scales=_scales(args)))
     dt = time.perf_counter() - t
     print(json.dumps({"seconds": dt, "tiles": res.tiles, "device": res.device,
                       "regions": sum((s["count"] or 0) for s in res.stats.values()), "hwm_mb": _peak_rss_mb()}))
@@ -128,15 +132,17 @@ def child_bare(args) -> None:
     info, sess, device, _ = make_session(args.model, args.device, args.threads)
     tile, overlap = info.tile_size, info.tile_overlap
     n = len(positions(args.size, tile, overlap)) * len(positions(args.height or args.size, tile, overlap))
-    runs = n * args.tta
     x = np.random.default_rng(0).normal(0, 1, (args.batch, len(info.bands), tile, tile)).astype(np.float32)
+    xs = [x if s == 1.0 else np.ascontiguousarray(x[..., :int(tile * s), :int(tile * s)]) for s in _scales(args)]
     name = sess.get_inputs()[0].name
     # No warm-up call: like the engine, the bare loop pays for onnxruntime's first run.
     t = time.perf_counter()
     done = 0
-    while done < runs:
-        k = min(args.batch, runs - done)
-        sess.run(None, {name: x[:k]})
+    while done < n:
+        k = min(args.batch, n - done)
+        for xb in xs:
+            for _ in range(args.tta):
+                sess.run(None, {name: xb[:k]})
         done += k
     print(json.dumps({"seconds": time.perf_counter() - t, "tiles": n, "device": device, "hwm_mb": _peak_rss_mb()}))
 
@@ -145,7 +151,7 @@ def run_child(mode: str, args, extra) -> dict:
     """Run one measurement in its own process; its peak RSS is its own VmHWM (else os.wait4's)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--_child", mode, "--size", str(args.size),
            "--height", str(args.height or args.size),
-           "--batch", str(args.batch), "--device", args.device, "--tta", str(args.tta)] + extra
+           "--batch", str(args.batch), "--device", args.device, "--tta", str(args.tta), "--scales", args.scales] + extra
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
@@ -173,6 +179,8 @@ def main() -> None:
     ap.add_argument("--tta", type=int, default=1, choices=[1, 2, 4, 8],
                     help="test-time augmentation passes (default 1, whatever the model's default: the overhead "
                          "figure compares the engine with the bare session making the same passes)")
+    ap.add_argument("--scales", default="1", help="multi-scale inference, e.g. 1,0.5 (default 1; the bare session "
+                                                  "runs the same smaller tiles)")
     ap.add_argument("--repeat", type=int, default=1, help="alternate engine/bare runs N times, keep the fastest")
     ap.add_argument("--keep", help="folder to keep the generated raster and outputs in")
     ap.add_argument("--_child")
@@ -224,7 +232,7 @@ def main() -> None:
                       "mpx_per_s": round(mpx / eng["seconds"], 3), "size": args.size, "height": height, "tiles": eng["tiles"],
                       "engine_s": round(eng["seconds"], 2), "bare_s": round(bare["seconds"], 2),
                       "bare_peak_rss_mb": round(bare["peak_rss_mb"], 1), "device": eng["device"],
-                      "tta": args.tta}))
+                      "tta": args.tta, "scales": args.scales}))
 
 
 if __name__ == "__main__":

@@ -44,12 +44,21 @@ def _opts(a):
             raise TailingsError("--extent takes xmin,ymin,xmax,ymax")
     return SegmentOptions(bands=a.bands, preset=a.preset, tile_size=a.tile, overlap=a.overlap, batch=a.batch,
                           device=a.device, threshold=a.threshold, min_area_ha=a.min_area,
-                          tta=a.tta, simplify_m=getattr(a, "simplify", 0.0) or 0.0,
+                          tta=a.tta, scales=_scales(a.scales), simplify_m=getattr(a, "simplify", 0.0) or 0.0,
                           confidence=not getattr(a, "no_confidence", False),
                           polygons=not getattr(a, "no_polygons", False),
                           overwrite=getattr(a, "overwrite", False), extent=extent,
                           aoi=getattr(a, "aoi", None) or None,
                           prefix=getattr(a, "prefix", None), input_scale=a.input_scale)
+
+
+def _scales(text):
+    if not text:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise TailingsError("--scales takes numbers separated by commas, e.g. 1,0.5") from None
 
 
 def _engine_args(p):
@@ -65,6 +74,8 @@ def _engine_args(p):
     p.add_argument("--tta", type=int, choices=[1, 2, 4, 8],
                    help="test-time augmentation: network passes per tile, flipped/rotated and averaged "
                         "(1 = off; default: the model's). Slower, usually a little more accurate")
+    p.add_argument("--scales", help="multi-scale inference: the scales each tile is seen at, averaged, among 1, 0.5, "
+                                    "0.25 (e.g. 1,0.5: also at half resolution; default: the model's)")
     p.add_argument("--min-area", type=float, dest="min_area", help="minimum region area in hectares "
                                                                     "(default: the model's)")
     p.add_argument("--input-scale", type=float, dest="input_scale",
@@ -111,8 +122,9 @@ def cmd_models(a) -> int:
         print("  inputs: %s; %g m GSD; tile %d, overlap %d; %s" % (", ".join(i.bands), i.gsd_m, i.tile_size,
                                                                    i.tile_overlap, i.task))
         print("  classes: %s" % ", ".join("%d=%s" % (c.id, c.name) for c in i.classes))
-        print("  defaults: threshold %g, minimum area %g ha, test-time augmentation %s"
-              % (i.threshold, i.min_area_ha, "off" if i.tta == 1 else "%d passes" % i.tta))
+        print("  defaults: threshold %g, minimum area %g ha, test-time augmentation %s, scales %s"
+              % (i.threshold, i.min_area_ha, "off" if i.tta == 1 else "%d passes" % i.tta,
+                 ", ".join("%g" % s for s in i.tta_scales)))
         if i.description:
             print("  %s" % i.description)
     print("user models folder: %s" % user_dir())

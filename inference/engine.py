@@ -31,7 +31,7 @@ from .errors import Cancelled, InputError, OutputError, TailingsError
 from .model import ModelInfo
 from .registry import resolve_model
 from .runtime import make_session
-from .tiling import TTA_PASSES, blend_weights, positions, tta_views
+from .tiling import TTA_PASSES, blend_weights, check_scales, positions, rescale, tta_views
 
 NODATA_CLASS = 255
 NODATA_CONF = 255
@@ -53,6 +53,7 @@ class SegmentOptions:
     threshold: Optional[float] = None
     min_area_ha: Optional[float] = None
     tta: Optional[int] = None   # test-time augmentation passes (1 = off, 2, 4, 8); None: the model's
+    scales: Optional[Sequence[float]] = None  # multi-scale inference: (1.0,), (1.0, 0.5)...; None: the model's
     simplify_m: float = 0.0
     confidence: bool = True
     polygons: bool = True
@@ -87,7 +88,8 @@ class Plan:
     simplify_m: float = 0.0
     notes: List[str] = field(default_factory=list)
     aoi: Optional[List[str]] = None        # area-of-interest polygons (WKT, raster CRS)
-    tta: int = 1                           # network passes per tile (tiling.tta_views)
+    tta: int = 1                           # network passes per tile and scale (tiling.tta_views)
+    scales: Tuple[float, ...] = (1.0,)     # scales each tile is also seen at (tiling.rescale)
 
 
 @dataclass
@@ -221,6 +223,13 @@ def plan(input_path: str, model: str, opts: Optional[SegmentOptions] = None, out
     if tta not in TTA_PASSES:
         raise TailingsError("test-time augmentation takes %s passes, got %r"
                             % (", ".join(str(v) for v in TTA_PASSES), tta))
+    try:
+        scales = check_scales(info.tta_scales if opts.scales is None else opts.scales, tile)
+    except ValueError as e:
+        raise TailingsError(str(e)) from None
+    if info.fixed_input_size and scales != (1.0,):
+        raise TailingsError("this model takes %d x %d tiles only, so it cannot also run at scales %s"
+                            % (tile, tile, ", ".join("%g" % s for s in scales if s != 1.0)))
     aoi = None
     if opts.aoi is not None:
         wkts = aoilib.read_vector(opts.aoi, r.srs) if isinstance(opts.aoi, str) else opts.aoi
@@ -245,7 +254,7 @@ def plan(input_path: str, model: str, opts: Optional[SegmentOptions] = None, out
                 transform=transform, window=window, src_gsd_m=src_gsd,
                 work_gsd_m=info.gsd_m if resample else src_gsd, resample=resample, tile_size=tile,
                 overlap=overlap, threshold=threshold, min_area_ha=min_area, outputs=outputs,
-                batch=int(opts.batch), simplify_m=float(opts.simplify_m or 0.0), notes=notes, aoi=aoi, tta=int(tta))
+                batch=int(opts.batch), simplify_m=float(opts.simplify_m or 0.0), notes=notes, aoi=aoi, tta=int(tta), scales=scales)
 
 
 def _check_outputs(out_dir: str, outputs: Dict[str, str], overwrite: bool) -> None:
@@ -481,7 +490,8 @@ def _run(p: Plan, sess, device, reason, tmp, workdir, created, progress, cancel,
     run_time = _dt.datetime.now().replace(microsecond=0).isoformat()
     meta = {"TM_MODEL": info.name, "TM_SOURCE": p.input, "TM_DEVICE": device, "TM_PROVIDER_REASON": reason,
             "TM_RUN_TIME": run_time, "TM_BANDS": p.mapping.as_text(info.bands),
-            "TM_TTA": str(p.tta), "TM_THRESHOLD": "%g" % p.threshold}
+            "TM_TTA": str(p.tta), "TM_SCALES": ",".join("%g" % s for s in p.scales),
+            "TM_THRESHOLD": "%g" % p.threshold}
     meta.update({"CLASS_%d" % k: v for k, v in names.items()})
     if p.resample:
         cls_path = os.path.join(workdir, "classes_work.tif")
@@ -521,18 +531,29 @@ def _run(p: Plan, sess, device, reason, tmp, workdir, created, progress, cancel,
             raise Cancelled("cancelled")
         feed = batch if fixed_batch else batch[:n]
         out = None
-        for fwd, inv in views:  # one pass, or the test-time augmentation's views averaged
-            o = sess.run(None, {input_name: np.ascontiguousarray(fwd(feed))})[0][:n]
-            if o.shape[1] != K or o.shape[2] != T or o.shape[3] != T:
-                raise TailingsError("the network returned shape %s for tiles of %d x %d; expected (N, %d, %d, %d)"
-                                    % (o.shape, T, T, K, T, T))
-            o = inv(_activate(o.astype(np.float32, copy=False), info.activation))
-            if out is None:  # the identity view: an array of our own (sess.run returns new ones)
-                out = o
-            else:
-                out += o
-        if len(views) > 1:
-            out *= 1.0 / len(views)
+        # One pass, or the views of test-time augmentation at each scale, averaged.
+        for s in p.scales:
+            fs = feed if s == 1.0 else np.ascontiguousarray(rescale(feed, s))
+            ts = fs.shape[-1]
+            for fwd, inv in views:
+                try:
+                    o = sess.run(None, {input_name: np.ascontiguousarray(fwd(fs))})[0][:n]
+                except Exception as e:  # onnxruntime's own exception types
+                    msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                    raise TailingsError("the network failed on tiles of %d x %d px: %s" % (ts, ts, msg[:300])) from None
+                if o.shape[1] != K or o.shape[2] != ts or o.shape[3] != ts:
+                    raise TailingsError("the network returned shape %s for tiles of %d x %d; expected (N, %d, %d, %d)"
+                                        % (o.shape, ts, ts, K, ts, ts))
+                o = inv(_activate(o.astype(np.float32, copy=False), info.activation))
+                if s != 1.0:
+                    o = rescale(o, s, up=True)
+                if out is None:  # an array of our own (sess.run and rescale return new ones)
+                    out = o
+                else:
+                    out += o
+        passes = len(views) * len(p.scales)
+        if passes > 1:
+            out *= 1.0 / passes
         for k, (x, _) in enumerate(pending):
             np.multiply(out[k, :, :th, :tw], weights, out=blend_tmp)
             acc[:, :th, x:x + tw] += blend_tmp

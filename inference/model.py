@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional
 
 from . import bands as bandlib
 from .errors import ModelError
-from .tiling import TTA_PASSES
+from .tiling import TTA_PASSES, check_scales
 
 META_KEY = "tailings_mapper"
 SCHEMA_VERSION = 1
@@ -66,6 +66,7 @@ class ModelInfo:
     threshold: float = 0.5
     min_area_ha: float = 0.0
     tta: int = 1                     # test-time augmentation passes by default: 1 (off), 2, 4 or 8
+    tta_scales: List[float] = field(default_factory=lambda: [1.0])  # scales each tile is seen at
     description: str = ""
     version: str = ""
     license: str = ""
@@ -99,7 +100,7 @@ class ModelInfo:
             "mean": self.mean, "std": self.std, "gsd_m": self.gsd_m, "tile_size": self.tile_size,
             "tile_overlap": self.tile_overlap, "classes": [asdict(c) for c in self.classes],
             "activation": self.activation, "threshold": self.threshold, "min_area_ha": self.min_area_ha,
-            "tta": self.tta, "description": self.description, "version": self.version, "license": self.license,
+            "tta": self.tta, "tta_scales": self.tta_scales, "description": self.description, "version": self.version, "license": self.license,
         }
         d.update({k: v for k, v in self.extra.items() if k not in d})
         return json.dumps(d, indent=1)
@@ -178,7 +179,7 @@ def _from_ours(d: Dict[str, Any], name: str) -> ModelInfo:
             raise ModelError("metadata 'bands': %s" % e) from None
     n = len(bands)
     known = {"schema_version", "name", "task", "bands", "units", "scale", "offset", "mean", "std", "gsd_m",
-             "tile_size", "tile_overlap", "classes", "activation", "threshold", "min_area_ha", "tta",
+             "tile_size", "tile_overlap", "classes", "activation", "threshold", "min_area_ha", "tta", "tta_scales",
              "description", "version", "license"}
     info = ModelInfo(
         name=str(d.get("name") or name), bands=list(bands), gsd_m=_num(d, "gsd_m"),
@@ -188,13 +189,22 @@ def _from_ours(d: Dict[str, Any], name: str) -> ModelInfo:
         scale=_f_list(d.get("scale"), n, "scale", 1.0), offset=_f_list(d.get("offset"), n, "offset", 0.0),
         mean=_f_list(d.get("mean"), n, "mean", 0.0), std=_f_list(d.get("std"), n, "std", 1.0),
         activation=str(d.get("activation", "none")), threshold=_num(d, "threshold", 0.5),
-        min_area_ha=_num(d, "min_area_ha", 0.0), tta=_whole(_num(d, "tta", 1)), description=str(d.get("description", "")),
+        min_area_ha=_num(d, "min_area_ha", 0.0), tta=_whole(_num(d, "tta", 1)),
+        tta_scales=_scales(d.get("tta_scales", [1.0])), description=str(d.get("description", "")),
         version=str(d.get("version", "")), license=str(d.get("license", "")),
         extra={k: v for k, v in d.items() if k not in known},
     )
     if not info.task:
         info.task = "binary" if info.n_classes == 2 else "multiclass"
     return info
+
+
+def _scales(v) -> List[float]:
+    """Metadata ``tta_scales``: a number or a list of numbers."""
+    v = v if isinstance(v, list) else [v]
+    if not v or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        raise ModelError("metadata 'tta_scales' must be a list of numbers such as [1, 0.5], got %r" % (v,))
+    return [float(x) for x in v]
 
 
 def _whole(v: float):
@@ -302,6 +312,10 @@ def validate(info: ModelInfo) -> None:
         raise ModelError("metadata threshold must be between 0 and 1, got %g" % info.threshold)
     if info.min_area_ha < 0:
         raise ModelError("metadata min_area_ha must be >= 0")
+    try:
+        check_scales(info.tta_scales, info.tile_size)
+    except ValueError as e:
+        raise ModelError("metadata tta_scales: %s" % e) from None
     if info.tta not in TTA_PASSES:
         raise ModelError("metadata tta (test-time augmentation passes) must be one of %s, got %r"
                          % (", ".join(str(p) for p in TTA_PASSES), info.tta))

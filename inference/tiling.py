@@ -1,7 +1,7 @@
 """Tile layout and blending weights."""
 from __future__ import annotations
 
-from typing import List
+from typing import List, Tuple
 
 import numpy as np
 
@@ -69,3 +69,55 @@ def tta_views(passes: int):
         raise ValueError("test-time augmentation takes %s passes, got %r"
                          % (", ".join(str(p) for p in TTA_PASSES), passes))
     return [_flip(*v) for v in _VIEWS[:passes]]
+
+
+# Multi-scale inference: the network also sees each tile at half (or quarter) resolution, with
+# twice (four times) the ground in its receptive field, and its output, brought back to the
+# tile's grid, is averaged with the others.
+TTA_SCALES = (1.0, 0.5, 0.25)
+
+
+def check_scales(scales, tile: int) -> Tuple[float, ...]:
+    """The scales as a tuple of distinct values from TTA_SCALES that divide ``tile`` evenly."""
+    out = []
+    for s in scales:
+        s = float(s)
+        if s not in TTA_SCALES:
+            raise ValueError("scales must be among %s, got %g" % (", ".join("%g" % v for v in TTA_SCALES), s))
+        if (tile * s) != int(tile * s):
+            raise ValueError("scale %g needs a tile size divisible by %d, got %d" % (s, round(1 / s), tile))
+        if s not in out:
+            out.append(s)
+    if not out:
+        raise ValueError("at least one scale is needed")
+    return tuple(out)
+
+
+def downsample2(a: np.ndarray) -> np.ndarray:
+    """Halve the last two axes (even sizes) by 2 x 2 means."""
+    h, w = a.shape[-2:]
+    b = a.reshape(a.shape[:-2] + (h // 2, 2, w // 2, 2))
+    return b.mean(axis=(-3, -1), dtype=np.float32)
+
+
+def _up2_axis(a: np.ndarray, axis: int) -> np.ndarray:
+    a = np.moveaxis(a, axis, -1)
+    before = np.concatenate([a[..., :1], a[..., :-1]], axis=-1)
+    after = np.concatenate([a[..., 1:], a[..., -1:]], axis=-1)
+    out = np.empty(a.shape[:-1] + (a.shape[-1], 2), np.float32)
+    out[..., 0] = 0.75 * a + 0.25 * before      # output pixel 2k sits a quarter pixel before k
+    out[..., 1] = 0.75 * a + 0.25 * after
+    return np.moveaxis(out.reshape(a.shape[:-1] + (2 * a.shape[-1],)), -1, axis)
+
+
+def upsample2(a: np.ndarray) -> np.ndarray:
+    """Double the last two axes by bilinear interpolation (pixel centres aligned, edges held)."""
+    return _up2_axis(_up2_axis(a, -1), -2)
+
+
+def rescale(a: np.ndarray, scale: float, up: bool = False) -> np.ndarray:
+    """Bring (..., H, W) to ``scale`` (down) or back from it (``up``), by factors of two."""
+    steps = int(round(np.log2(1.0 / scale)))
+    for _ in range(steps):
+        a = upsample2(a) if up else downsample2(a)
+    return a

@@ -24,6 +24,8 @@ from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingExcep
 AUTO = "auto"
 DEVICES = ["auto", "cuda", "cpu"]
 TTA = ["model default", "1", "2", "4", "8"]  # test-time augmentation passes ("1" = off)
+SCALES = ["model default", "1", "1 + 0.5", "1 + 0.5 + 0.25"]  # multi-scale inference (no commas: QGIS
+#   reads a comma in an enum's static string as a list of values)
 
 
 def _engine():
@@ -84,6 +86,7 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
     DEVICE = "DEVICE"
     THRESHOLD = "THRESHOLD"
     TTA = "TTA"
+    SCALES = "SCALES"
     MIN_AREA_HA = "MIN_AREA_HA"
     SIMPLIFY_M = "SIMPLIFY_M"
     OUTPUT_CLASSES = "OUTPUT_CLASSES"
@@ -126,6 +129,7 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             "Tile size, overlap, threshold and minimum area default to the model's values when empty. "
             "<b>Test-time augmentation</b>: the network also sees each tile flipped (and rotated) and the "
             "results are averaged; a little more accurate, slower in proportion to the passes. "
+            "<b>Scales</b>: also at half (quarter) resolution, averaged: more context for large ponds. "
             "<b>Device</b>: auto uses an NVIDIA GPU when onnxruntime-gpu can, else the CPU.")
 
     def helpUrl(self):  # noqa: N802
@@ -164,6 +168,8 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
                                          maxValue=1.0),
             QgsProcessingParameterEnum(self.TTA, "Test-time augmentation: passes per tile (1 = off)", options=TTA,
                                        defaultValue=TTA[0], usesStaticStrings=True),
+            QgsProcessingParameterEnum(self.SCALES, "Scales each tile is seen at (1 + 0.5: also at half resolution)",
+                                       options=SCALES, defaultValue=SCALES[0], usesStaticStrings=True),
             QgsProcessingParameterNumber(self.MIN_AREA_HA, "Minimum polygon area, ha (empty = model default)",
                                          QgsProcessingParameterNumber.Double, optional=True, minValue=0.0),
             QgsProcessingParameterNumber(self.SIMPLIFY_M, "Polygon simplification tolerance (m, 0 = none)",
@@ -208,6 +214,13 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             return None
         text = self.parameterAsEnumString(parameters, self.TTA, context)
         return None if text in ("", TTA[0]) else int(text)
+
+    def _scales(self, parameters, context):
+        """Scales, or None for the model's default."""
+        if parameters.get(self.SCALES) in (None, ""):
+            return None
+        text = self.parameterAsEnumString(parameters, self.SCALES, context)
+        return None if text in ("", SCALES[0]) else tuple(float(v) for v in text.split("+"))
 
     def _model(self, parameters, context):
         path = self.parameterAsFile(parameters, self.MODEL_FILE, context)
@@ -270,6 +283,7 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
                 batch=max(1, self.parameterAsInt(parameters, self.BATCH, context) or 4), device=device,
                 threshold=self._opt(parameters, self.THRESHOLD, float, context),
                 tta=self._tta(parameters, context),
+                scales=self._scales(parameters, context),
                 min_area_ha=self._opt(parameters, self.MIN_AREA_HA, float, context),
                 simplify_m=self.parameterAsDouble(parameters, self.SIMPLIFY_M, context) or 0.0,
                 confidence=bool(dest_conf), polygons=bool(dest_poly), overwrite=True, extent=extent, aoi=aoi,

@@ -174,6 +174,10 @@ BAD_MODELS = {
     "threshold_out_of_range": (lambda p: conv_model(p, threshold=1.5), ["threshold", "between 0 and 1"]),
     "std_zero": (lambda p: conv_model(p, std=[0.1, 0.0, 0.1]), ["std", "> 0"]),
     "tta_passes": (lambda p: _ours_without(p, tta=3), ["tta", "1, 2, 4, 8", "got 3"]),
+    "tta_scale_value": (lambda p: _ours_without(p, tta_scales=[1, 0.3]), ["tta_scales", "1, 0.5, 0.25", "0.3"]),
+    "tta_scale_vs_tile": (lambda p: _ours_without(p, tile_size=66, tile_overlap=8, tta_scales=[1, 0.25]),
+                          ["tta_scales", "divisible by 4", "66"]),
+    "tta_scales_text": (lambda p: _ours_without(p, tta_scales="half"), ["tta_scales", "list of numbers"]),
     "scale_list_length": (lambda p: _ours_without(p, scale=[1e-4, 1e-4]), ["'scale'", "2 values", "3 bands"]),
     "deepness_detector": (lambda p: set_props(conv_model(p, meta=False), {
         "model_type": '"Detector"', "class_names": '{"0": "truck"}', "resolution": "10"}),

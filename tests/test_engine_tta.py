@@ -9,7 +9,7 @@ import pytest
 from engine_helpers import (blobs, conv_model, make_raster, our_meta, read, reference_classes, reference_prob,
                             rounding_safe, run_cli, set_props)
 from inference import SegmentOptions, TailingsError, read_info, segment
-from inference.tiling import TTA_PASSES, tta_views
+from inference.tiling import TTA_PASSES, check_scales, downsample2, rescale, tta_views, upsample2
 
 RGB = ["B4", "B3", "B2"]
 H, W = 150, 190
@@ -116,3 +116,73 @@ def test_model_metadata_sets_the_default_and_options_override(scene, tmp_path):
     assert r.returncode == 0, r.stderr
     cli = read(str(next(out.glob("*classes*.tif"))))
     np.testing.assert_array_equal(cli, _seg(scene, path, "override_off2", tta=1)[0])
+
+
+# --------------------------------------------------------------------------------------
+# Multi-scale inference
+# --------------------------------------------------------------------------------------
+
+def test_rescale_helpers():
+    a = np.array([[0.0, 4.0], [8.0, 12.0]], np.float32)
+    # bilinear x2 with pixel centres aligned and edges held: 0, 4 -> 0, 1, 3, 4
+    np.testing.assert_allclose(upsample2(a)[0], [0, 1, 3, 4])
+    np.testing.assert_allclose(upsample2(a)[:, 0], [0, 2, 6, 8])
+    np.testing.assert_allclose(downsample2(np.arange(16, dtype=np.float32).reshape(4, 4)), [[2.5, 4.5], [10.5, 12.5]])
+    assert rescale(np.zeros((2, 1, 16, 16), np.float32), 0.25).shape == (2, 1, 4, 4)
+    assert rescale(np.zeros((2, 1, 4, 4), np.float32), 0.25, up=True).shape == (2, 1, 16, 16)
+    assert check_scales([1, 0.5, 1], 64) == (1.0, 0.5)
+    with pytest.raises(ValueError, match="1, 0.5, 0.25"):
+        check_scales([0.75], 64)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        check_scales([0.25], 66)
+
+
+def test_multiscale_is_the_mean_of_full_and_half_resolution_outputs(scene):
+    """One 256 px tile: the result is the mean of the network on the tile and, brought back
+    with bilinear x2, on the tile's 2 x 2 means (zero padding beyond the raster, as fed)."""
+    T = 256
+    cls, conf, res = _seg(scene, "conv", "conv_ms", tta=1, scales=(1.0, 0.5))
+    assert res.tiles == 1
+    img = np.zeros((3, T, T)); img[:, :H, :W] = scene["img"]
+    valid = np.zeros((T, T), bool); valid[:H, :W] = scene["valid"]
+    full = reference_prob(img, scene["w5"], -8.0, valid=valid)
+    half = reference_prob(downsample2((img * valid).astype(np.float32)), scene["w5"], -8.0)
+    prob = ((full + upsample2(half.astype(np.float32))) / 2)[:, :H, :W]
+    cls_ref, conf_ref = reference_classes(prob, 0.5, scene["valid"])
+    safe = rounding_safe(prob, eps=1e-3) | ~scene["valid"]
+    assert safe.mean() > 0.98
+    np.testing.assert_array_equal(cls[safe], cls_ref[safe])
+    np.testing.assert_array_equal(conf[safe], conf_ref[safe])
+    cls1, conf1, _ = _seg(scene, "conv", "conv_tta1", tta=1)
+    assert (conf1 != conf).mean() > 0.05          # the half-resolution pass changed the result
+    from osgeo import gdal
+    ds = gdal.Open(res.class_raster)
+    assert ds.GetMetadataItem("TM_SCALES") == "1,0.5"
+    ds = None
+
+
+def test_multiscale_default_from_metadata_and_errors(scene, tmp_path):
+    path = str(tmp_path / "conv_ms.onnx")
+    conv_model(path, weights=scene["w5"], kernel=5, bias=-8.0, tile=256, overlap=0)
+    d = our_meta(path)
+    d["tta_scales"] = [1, 0.5]
+    set_props(path, {"tailings_mapper": json.dumps(d)}, keep=True)
+    assert read_info(path).tta_scales == [1.0, 0.5]
+    _, f_default, _ = _seg(scene, path, "ms_default_from_meta", tta=1)
+    _, f_opt, _ = _seg(scene, "conv", "conv_ms", tta=1, scales=(1.0, 0.5))
+    np.testing.assert_array_equal(f_default, f_opt)
+    _, f_one, _ = _seg(scene, path, "ms_override", tta=1, scales=(1.0,))
+    np.testing.assert_array_equal(f_one, _seg(scene, "conv", "conv_tta1", tta=1)[1])
+    with pytest.raises(TailingsError, match="1, 0.5, 0.25"):
+        _seg(scene, "pix", "bad_scale", scales=(1.0, 0.3))
+    fixed = conv_model(str(tmp_path / "fixed.onnx"), fixed_hw=64, tile=64)
+    with pytest.raises(TailingsError, match="64 x 64 tiles only"):
+        _seg(scene, fixed, "fixed_ms", scales=(1.0, 0.5))
+    # the command line's --scales
+    out = tmp_path / "cli"
+    r = run_cli(["segment", scene["raster"], "--model", path, "--out", str(out), "--tta", "1", "--scales", "1",
+                 "--device", "cpu"])
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(read(str(next(out.glob("*confidence*.tif")))), f_one)
+    r = run_cli(["segment", scene["raster"], "--model", path, "--out", str(out), "--scales", "1,half"])
+    assert r.returncode != 0 and "--scales" in r.stderr and "Traceback" not in r.stderr

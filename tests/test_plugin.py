@@ -279,6 +279,9 @@ def test_settings_persist(plugin, env, tm):
     assert d.request().opts.tta is None
     d.tta_combo.setCurrentIndex(d.tta_combo.findData(8))
     assert d.request().opts.tta == 8
+    assert d.scales_combo.currentData() == "" and d.request().opts.scales is None
+    d.scales_combo.setCurrentIndex(d.scales_combo.findData("1,0.5"))
+    assert d.request().opts.scales == (1.0, 0.5)
     d.extent_combo.setCurrentIndex(d.extent_combo.findData("canvas"))
     plugin.unload()
     p2 = tm.classFactory(plugin.iface)
@@ -291,6 +294,7 @@ def test_settings_persist(plugin, env, tm):
         assert d2.simplify_spin.value() == 5.0
         assert d2.extent_combo.currentData() == "canvas"
         assert d2.tta_combo.currentData() == 8
+        assert d2.scales_combo.currentData() == "1,0.5"
     finally:
         p2.unload()
         plugin.initGui()

