@@ -536,6 +536,8 @@ def _run(p: Plan, sess, device, reason, tmp, workdir, created, progress, cancel,
             fs = feed if s == 1.0 else np.ascontiguousarray(rescale(feed, s))
             ts = fs.shape[-1]
             for fwd, inv in views:
+                if out is not None and cancel():  # cancel between passes too (test-time augmentation)
+                    raise Cancelled("cancelled")
                 try:
                     o = sess.run(None, {input_name: np.ascontiguousarray(fwd(fs))})[0][:n]
                 except Exception as e:  # onnxruntime's own exception types

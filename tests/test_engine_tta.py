@@ -8,7 +8,7 @@ import pytest
 
 from engine_helpers import (blobs, conv_model, make_raster, our_meta, read, reference_classes, reference_prob,
                             rounding_safe, run_cli, set_props)
-from inference import SegmentOptions, TailingsError, read_info, segment
+from inference import Cancelled, SegmentOptions, TailingsError, read_info, segment
 from inference.tiling import TTA_PASSES, check_scales, downsample2, rescale, tta_views, upsample2
 
 RGB = ["B4", "B3", "B2"]
@@ -186,3 +186,21 @@ def test_multiscale_default_from_metadata_and_errors(scene, tmp_path):
     np.testing.assert_array_equal(read(str(next(out.glob("*confidence*.tif")))), f_one)
     r = run_cli(["segment", scene["raster"], "--model", path, "--out", str(out), "--scales", "1,half"])
     assert r.returncode != 0 and "--scales" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cancel_is_checked_between_passes(scene, tmp_path):
+    """With 8 views at 2 scales one batch is 16 network passes: cancel is looked at between them,
+    and a run cancelled mid-batch leaves nothing."""
+    def count_checks(**kw):
+        calls = []
+        segment(scene["raster"], scene["conv"], str(tmp_path / ("count_%d_%d" % (kw["tta"], len(kw["scales"])))),
+                SegmentOptions(device="cpu", polygons=False, **kw), cancel=lambda: calls.append(1) and False)
+        return len(calls)
+    one, many = count_checks(tta=1, scales=(1.0,)), count_checks(tta=8, scales=(1.0, 0.5))
+    assert many - one == 15
+    calls = []
+    out = tmp_path / "cancelled"
+    with pytest.raises(Cancelled):
+        segment(scene["raster"], scene["conv"], str(out), SegmentOptions(device="cpu", tta=8, scales=(1.0, 0.5)),
+                cancel=lambda: calls.append(1) or len(calls) > one + 3)
+    assert not out.exists() or list(out.iterdir()) == []
