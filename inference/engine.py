@@ -254,7 +254,8 @@ def plan(input_path: str, model: str, opts: Optional[SegmentOptions] = None, out
                 transform=transform, window=window, src_gsd_m=src_gsd,
                 work_gsd_m=info.gsd_m if resample else src_gsd, resample=resample, tile_size=tile,
                 overlap=overlap, threshold=threshold, min_area_ha=min_area, outputs=outputs,
-                batch=int(opts.batch), simplify_m=float(opts.simplify_m or 0.0), notes=notes, aoi=aoi, tta=int(tta), scales=scales)
+                batch=int(opts.batch), simplify_m=float(opts.simplify_m or 0.0), notes=notes, aoi=aoi,
+                tta=int(tta), scales=scales)
 
 
 def _check_outputs(out_dir: str, outputs: Dict[str, str], overwrite: bool) -> None:

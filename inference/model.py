@@ -100,7 +100,8 @@ class ModelInfo:
             "mean": self.mean, "std": self.std, "gsd_m": self.gsd_m, "tile_size": self.tile_size,
             "tile_overlap": self.tile_overlap, "classes": [asdict(c) for c in self.classes],
             "activation": self.activation, "threshold": self.threshold, "min_area_ha": self.min_area_ha,
-            "tta": self.tta, "tta_scales": self.tta_scales, "description": self.description, "version": self.version, "license": self.license,
+            "tta": self.tta, "tta_scales": self.tta_scales,
+            "description": self.description, "version": self.version, "license": self.license,
         }
         d.update({k: v for k, v in self.extra.items() if k not in d})
         return json.dumps(d, indent=1)
