@@ -31,7 +31,7 @@ from .errors import Cancelled, InputError, OutputError, TailingsError
 from .model import ModelInfo
 from .registry import resolve_model
 from .runtime import make_session
-from .tiling import TTA_PASSES, blend_weights, check_scales, positions, rescale, tta_views
+from .tiling import blend_weights, check_passes, check_scales, positions, rescale, tta_views
 
 NODATA_CLASS = 255
 NODATA_CONF = 255
@@ -219,11 +219,8 @@ def plan(input_path: str, model: str, opts: Optional[SegmentOptions] = None, out
     min_area = info.min_area_ha if opts.min_area_ha is None else float(opts.min_area_ha)
     if min_area < 0:
         raise TailingsError("minimum area must be >= 0 ha")
-    tta = info.tta if opts.tta is None else opts.tta
-    if tta not in TTA_PASSES:
-        raise TailingsError("test-time augmentation takes %s passes, got %r"
-                            % (", ".join(str(v) for v in TTA_PASSES), tta))
     try:
+        tta = check_passes(info.tta if opts.tta is None else opts.tta)
         scales = check_scales(info.tta_scales if opts.scales is None else opts.scales, tile)
     except ValueError as e:
         raise TailingsError(str(e)) from None
@@ -255,7 +252,7 @@ def plan(input_path: str, model: str, opts: Optional[SegmentOptions] = None, out
                 work_gsd_m=info.gsd_m if resample else src_gsd, resample=resample, tile_size=tile,
                 overlap=overlap, threshold=threshold, min_area_ha=min_area, outputs=outputs,
                 batch=int(opts.batch), simplify_m=float(opts.simplify_m or 0.0), notes=notes, aoi=aoi,
-                tta=int(tta), scales=scales)
+                tta=tta, scales=scales)
 
 
 def _check_outputs(out_dir: str, outputs: Dict[str, str], overwrite: bool) -> None:

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional
 
 from . import bands as bandlib
 from .errors import ModelError
-from .tiling import TTA_PASSES, check_scales
+from .tiling import check_passes, check_scales
 
 META_KEY = "tailings_mapper"
 SCHEMA_VERSION = 1
@@ -317,9 +317,10 @@ def validate(info: ModelInfo) -> None:
         check_scales(info.tta_scales, info.tile_size)
     except ValueError as e:
         raise ModelError("metadata tta_scales: %s" % e) from None
-    if info.tta not in TTA_PASSES:
-        raise ModelError("metadata tta (test-time augmentation passes) must be one of %s, got %r"
-                         % (", ".join(str(p) for p in TTA_PASSES), info.tta))
+    try:
+        check_passes(info.tta)
+    except ValueError as e:
+        raise ModelError("metadata tta: %s" % e) from None
     if info.fixed_input_size and info.fixed_input_size != info.tile_size:
         raise ModelError("the network takes %d x %d tiles but the metadata says tile_size %d"
                          % (info.fixed_input_size, info.fixed_input_size, info.tile_size))

@@ -65,10 +65,15 @@ def tta_views(passes: int):
     """``passes`` pairs (forward, inverse) of functions on (..., H, W) arrays (square tiles
     for passes 8): forward makes the view fed to the network, inverse maps its output back.
     Both return views, not copies; the first pair is the identity."""
+    return [_flip(*v) for v in _VIEWS[:check_passes(passes)]]
+
+
+def check_passes(passes) -> int:
+    """``passes`` if it is a number of test-time augmentation passes (TTA_PASSES), else ValueError."""
     if passes not in TTA_PASSES:
         raise ValueError("test-time augmentation takes %s passes, got %r"
                          % (", ".join(str(p) for p in TTA_PASSES), passes))
-    return [_flip(*v) for v in _VIEWS[:passes]]
+    return int(passes)
 
 
 # Multi-scale inference: the network also sees each tile at half (or quarter) resolution, with
