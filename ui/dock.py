@@ -152,9 +152,7 @@ class TailingsDock(QDockWidget):
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 256)
         af.addRow("Batch size", self.batch_spin)
-        self.device_combo = QComboBox()
-        for key, label in config.DEVICES:
-            self.device_combo.addItem(label, key)
+        self.device_combo = _choice_combo(config.DEVICES)
         af.addRow("Device", self.device_combo)
         self.threshold_spin = QDoubleSpinBox()
         self.threshold_spin.setRange(0.0, 0.99)
@@ -162,17 +160,13 @@ class TailingsDock(QDockWidget):
         self.threshold_spin.setDecimals(2)
         self.threshold_spin.setSpecialValueText("model default")
         af.addRow("Threshold", self.threshold_spin)
-        self.tta_combo = QComboBox()
-        for key, label in config.TTA_CHOICES:
-            self.tta_combo.addItem(label, key)
-        self.tta_combo.setToolTip("Test-time augmentation: the network also sees each tile flipped (and rotated) "
-                                  "and the results are averaged. A little more accurate, slower in proportion.")
+        self.tta_combo = _choice_combo(
+            config.TTA_CHOICES, "Test-time augmentation: the network also sees each tile flipped (and rotated) "
+                                "and the results are averaged. A little more accurate, slower in proportion.")
         af.addRow("Test-time augmentation", self.tta_combo)
-        self.scales_combo = QComboBox()
-        for key, label in config.SCALE_CHOICES:
-            self.scales_combo.addItem(label, key)
-        self.scales_combo.setToolTip("Multi-scale inference: the network also sees each tile at half (quarter) "
-                                     "resolution, with more of the surroundings in view; results are averaged.")
+        self.scales_combo = _choice_combo(
+            config.SCALE_CHOICES, "Multi-scale inference: the network also sees each tile at half (quarter) "
+                                  "resolution, with more of the surroundings in view; results are averaged.")
         af.addRow("Scales", self.scales_combo)
         self.min_area_spin = QDoubleSpinBox()
         self.min_area_spin.setRange(-1.0, 100000.0)
@@ -407,8 +401,8 @@ class TailingsDock(QDockWidget):
             "inputs: %s<br>GSD %g m, tiles %d px (overlap %d), threshold %g, test-time augmentation %s, scales %s"
             "<br>classes: %s%s"
             % (", ".join(info.bands), info.gsd_m, info.tile_size, info.tile_overlap, info.threshold,
-               "off" if getattr(info, "tta", 1) == 1 else "%d passes" % info.tta,
-               ", ".join("%g" % v for v in getattr(info, "tta_scales", [1.0])), classes,
+               "off" if info.tta == 1 else "%d passes" % info.tta,
+               ", ".join("%g" % v for v in info.tta_scales), classes,
                ("<br><i>%s</i>" % _html(info.description)) if getattr(info, "description", "") else ""))
 
     # ------------------------------------------------------------------ layer, preset, mapping
@@ -651,6 +645,16 @@ def plan_request(req, info=None):
     if info is not None and isinstance(info, str):
         info = None
     return eng.plan(req.input_path, req.model, req.opts, info=info)
+
+
+def _choice_combo(choices, tooltip: str = "") -> QComboBox:
+    """A combo box of (data, label) choices."""
+    combo = QComboBox()
+    for key, label in choices:
+        combo.addItem(label, key)
+    if tooltip:
+        combo.setToolTip(tooltip)
+    return combo
 
 
 def _level(name):
