@@ -270,3 +270,18 @@ def set_bias(path: str, bias) -> str:
             init.CopyFrom(numpy_helper.from_array(np.asarray(bias, np.float32), "B"))
     onnx.save(model, path)
     return path
+
+
+def assert_matches_reference(cls, conf, prob, valid, min_safe: float, eps: float = 1e-4,
+                             positive=(0.0, 1.0)):
+    """The engine's (classes, confidence) equal the reference computed from ``prob`` on every
+    pixel where float32 rounding cannot flip them (and nodata pixels), which must be at least
+    ``min_safe`` of the raster; the reference's positive fraction lies strictly inside ``positive``.
+    Returns the mask of those pixels."""
+    cls_ref, conf_ref = reference_classes(prob, 0.5, valid)
+    safe = rounding_safe(prob, eps=eps) | ~valid
+    assert safe.mean() > min_safe
+    assert positive[0] < (cls_ref == 1).mean() < positive[1]
+    np.testing.assert_array_equal(cls[safe], cls_ref[safe])
+    np.testing.assert_array_equal(conf[safe], conf_ref[safe])
+    return safe

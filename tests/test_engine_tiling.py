@@ -3,8 +3,8 @@ matches a whole-image numpy computation of the model's function."""
 import numpy as np
 import pytest
 
-from engine_helpers import (blobs, conv_model, make_raster, read, reference_classes, reference_prob,
-                            rounding_safe)
+from engine_helpers import (assert_matches_reference, blobs, conv_model, make_raster, read, reference_classes,
+                            reference_prob, rounding_safe)
 from inference import SegmentOptions, segment
 from inference.tiling import blend_weights, positions
 
@@ -54,12 +54,7 @@ def test_single_tile_equals_whole_image_reference(scene):
     cls, conf, res = _run(scene, "conv", 256, 0, 1)
     assert res.tiles == 1
     prob = reference_prob(scene["img"], scene["w5"], -8.0, valid=scene["valid"])
-    cls_ref, conf_ref = reference_classes(prob, 0.5, scene["valid"])
-    safe = rounding_safe(prob) | ~scene["valid"]
-    assert safe.mean() > 0.995
-    assert 0.05 < (cls_ref == 1).mean() < 0.5        # a real mix of classes
-    np.testing.assert_array_equal(cls[safe], cls_ref[safe])
-    np.testing.assert_array_equal(conf[safe], conf_ref[safe])
+    assert_matches_reference(cls, conf, prob, scene["valid"], 0.995, positive=(0.05, 0.5))  # a real mix
 
 
 # (tile, overlap, batch).  The 5 x 5 kernel reaches 2 px past a tile edge; with an overlap of
@@ -105,12 +100,7 @@ PIX_CONFIGS = [(64, 16, 4), (32, 0, 1), (48, 8, 3), (128, 0, 2), (256, 0, 1), (1
 def test_pixel_model_identical_to_numpy(scene, tile, overlap, batch):
     cls, conf, _ = _run(scene, "pix", tile, overlap, batch)
     prob = reference_prob(scene["img"], scene["w1"], -2.2, valid=scene["valid"])
-    cls_ref, conf_ref = reference_classes(prob, 0.5, scene["valid"])
-    safe = rounding_safe(prob) | ~scene["valid"]
-    assert safe.mean() > 0.999
-    assert 0.05 < (cls_ref == 1).mean() < 0.6
-    np.testing.assert_array_equal(cls[safe], cls_ref[safe])
-    np.testing.assert_array_equal(conf[safe], conf_ref[safe])
+    safe = assert_matches_reference(cls, conf, prob, scene["valid"], 0.999, positive=(0.05, 0.6))
     # and identical to every other tiling, pixel for pixel (rounding-safe pixels)
     other_cls, other_conf, _ = _run(scene, "pix", 64, 16, 4)
     np.testing.assert_array_equal(cls[safe], other_cls[safe])

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from engine_helpers import (blobs, conv_model, make_raster, our_meta, read, reference_classes, reference_prob,
-                            rounding_safe, run_cli, set_props)
+from engine_helpers import (assert_matches_reference, blobs, conv_model, make_raster, our_meta, read, reference_prob,
+                            run_cli, set_props)
 from inference import Cancelled, SegmentOptions, TailingsError, read_info, segment
 from inference.tiling import TTA_PASSES, check_scales, downsample2, rescale, tta_views, upsample2
 
@@ -70,12 +70,7 @@ def test_tta_is_the_mean_of_the_transformed_whole_image_outputs(scene, passes):
     for fwd, inv in tta_views(passes):
         prob += inv(reference_prob(fwd(scene["img"]), scene["w5"], -8.0, valid=fwd(scene["valid"])))
     prob /= passes
-    cls_ref, conf_ref = reference_classes(prob, 0.5, scene["valid"])
-    safe = rounding_safe(prob) | ~scene["valid"]
-    assert safe.mean() > 0.99
-    assert 0.05 < (cls_ref == 1).mean() < 0.6
-    np.testing.assert_array_equal(cls[safe], cls_ref[safe])
-    np.testing.assert_array_equal(conf[safe], conf_ref[safe])
+    assert_matches_reference(cls, conf, prob, scene["valid"], 0.99, positive=(0.05, 0.6))
     # ... and it is not the plain run: this network is not symmetric.
     cls1, conf1, _ = _seg(scene, "conv", "conv_tta1", tta=1)
     assert (conf1 != conf).mean() > 0.05
@@ -148,11 +143,7 @@ def test_multiscale_is_the_mean_of_full_and_half_resolution_outputs(scene):
     full = reference_prob(img, scene["w5"], -8.0, valid=valid)
     half = reference_prob(downsample2((img * valid).astype(np.float32)), scene["w5"], -8.0)
     prob = ((full + upsample2(half.astype(np.float32))) / 2)[:, :H, :W]
-    cls_ref, conf_ref = reference_classes(prob, 0.5, scene["valid"])
-    safe = rounding_safe(prob, eps=1e-3) | ~scene["valid"]
-    assert safe.mean() > 0.98
-    np.testing.assert_array_equal(cls[safe], cls_ref[safe])
-    np.testing.assert_array_equal(conf[safe], conf_ref[safe])
+    assert_matches_reference(cls, conf, prob, scene["valid"], 0.98, eps=1e-3)
     cls1, conf1, _ = _seg(scene, "conv", "conv_tta1", tta=1)
     assert (conf1 != conf).mean() > 0.05          # the half-resolution pass changed the result
     from osgeo import gdal
