@@ -147,6 +147,58 @@ def test_split_is_by_site():
     assert len(tr) + len(va) == 30
 
 
+def test_half_resolution_batches_are_2x2_means_of_a_window():
+    rng = np.random.default_rng(0)
+    img = rng.uniform(0, 0.3, (3, 96, 96)).astype(np.float32)
+    mask = (rng.random((96, 96)) < 0.3).astype(np.uint8)
+    mask[:10] = 255
+    mean, std = [0.1, 0.2, 0.3], [0.5, 0.25, 2.0]
+    s = D.CropSampler([D.Tile("t", img, mask, "0")], 64, mean, std, None, seed=1, pos_p=0.5, half_p=0.5, half_size=16)
+    sizes = set()
+    for x, y in s.epoch(2, 40):
+        sizes.add(x.shape[-1])
+        assert x.shape[-2:] == y.shape[-2:]
+        if x.shape[-1] != 16:
+            continue
+        raw = x[0] * np.asarray(std, np.float32)[:, None, None] + np.asarray(mean, np.float32)[:, None, None]
+        found = [(r, c) for r in range(96 - 31) for c in range(96 - 31)
+                 if np.allclose(D.downsample2(img[:, r:r + 32, c:c + 32]) * (y[0] != 255), raw, atol=1e-5)]
+        assert found, "a half-resolution crop is not the 2 x 2 means of any 32 px window"
+        assert any(np.array_equal(D.downsample_mask2(mask[r:r + 32, c:c + 32]), y[0]) for r, c in found)
+    assert sizes == {16, 64}   # both kinds of batch occur at half_p 0.5
+
+
+def test_downsample_mask2_takes_the_majority():
+    m = np.array([[1, 1, 0, 1, 255, 255, 0, 255],
+                  [1, 0, 0, 1, 255, 1, 0, 255]], np.uint8)
+    # blocks: three 1s -> 1; a 2-2 tie -> the lower id 0; three 255 -> nodata; 0/255 tie -> 0
+    assert D.downsample_mask2(m).tolist() == [[1, 0, 255, 0]]
+
+
+def test_validation_scores_the_engine_inference_settings():
+    """train.predict with flips and scales averages the views as the engine does (reference: torch's
+    flips, 2 x 2 average pooling and bilinear upsampling)."""
+    import torch.nn.functional as F
+    from training.train import predict
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 5, padding=2))
+    x = np.random.default_rng(2).normal(0, 1, (3, 64, 64)).astype(np.float32)
+    got = predict(net, x, "cpu", tta=4, scales=(1.0, 0.5))
+    with torch.no_grad():
+        t = torch.from_numpy(x[None])
+        ref = 0
+        for scaled in (t, F.avg_pool2d(t, 2)):
+            for dims in ([], [-1], [-2], [-2, -1]):
+                z = torch.sigmoid(net(scaled.flip(dims) if dims else scaled))
+                z = z.flip(dims) if dims else z
+                ref = ref + F.interpolate(z, size=(64, 64), mode="bilinear", align_corners=False)
+        ref = (ref / 8)[0, 0].numpy()
+    assert got.shape == (64, 64)
+    assert np.abs(got - ref).max() < 1e-5
+    one = predict(net, x, "cpu")
+    assert np.abs(one - ref).max() > 1e-3   # the views do change the result
+
+
 def test_rasterize_polygon_labels(tmp_path):
     ogr = pytest.importorskip("osgeo.ogr")
     osr = pytest.importorskip("osgeo.osr")

@@ -19,6 +19,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from inference.tiling import downsample2
+
 DEFAULT_DATA_ENV = "TAILINGS_DATA"
 
 
@@ -274,13 +276,18 @@ class CropSampler:
     """Random crops of ``size`` px; a crop is centred on a labelled pixel with probability ``pos_p``.
 
     With probability ``neg_p`` a crop comes from a negative scene (all background), and with
-    ``water_p`` a synthetic open-water body is pasted into it (see :func:`synthetic_water`)."""
+    ``water_p`` a synthetic open-water body is pasted into it (see :func:`synthetic_water`).
+
+    With probability ``half_p`` a whole batch is at half resolution (scale augmentation): each
+    crop is cut at twice ``half_size`` (at most the tile) and brought down by 2 x 2 means, as the
+    engine's multi-scale inference (``tta_scales`` 0.5) shows the network a tile."""
 
     def __init__(self, tiles: List[Tile], size: int, mean, std, aug: Optional[AugConfig], seed: int,
                  pos_p: float = 0.5, negatives: Optional[List[np.ndarray]] = None, neg_p: float = 0.0,
-                 water_p: float = 0.0):
+                 water_p: float = 0.0, half_p: float = 0.0, half_size: int = 224):
         self.tiles, self.size, self.aug, self.pos_p = tiles, size, aug, pos_p
         self.negatives, self.neg_p, self.water_p = negatives or [], neg_p, water_p
+        self.half_p, self.half_size = half_p, half_size
         self.mean = np.asarray(mean, np.float32)[:, None, None]
         self.std = np.asarray(std, np.float32)[:, None, None]
         self.rng = np.random.default_rng(seed)
@@ -292,14 +299,18 @@ class CropSampler:
     def set_state(self, st):
         self.rng.bit_generator.state = st
 
-    def crop(self, i):
+    def crop(self, i, half: bool = False):
         t = self.tiles[i]
         _, h, w = t.image.shape
-        s = min(self.size, h, w)
+        s = min(2 * self.half_size if half else self.size, h, w)
+        if half:
+            s -= s % 2
         if self.negatives and self.rng.random() < self.neg_p:
             n = self.negatives[int(self.rng.integers(len(self.negatives)))]
             y, x = int(self.rng.integers(0, n.shape[1] - s + 1)), int(self.rng.integers(0, n.shape[2] - s + 1))
             img, m = n[:, y:y + s, x:x + s], np.zeros((s, s), np.uint8)
+            if half:
+                img, m = downsample2(img), m[::2, ::2]
             if self.aug is not None:
                 img, m = augment(img, m, self.rng, self.aug)
             return ((img - self.mean) / self.std).astype(np.float32), m.astype(np.int64)
@@ -312,6 +323,8 @@ class CropSampler:
         img, m = t.image[:, y:y + s, x:x + s], t.mask[y:y + s, x:x + s]
         if self.water_p and self.rng.random() < self.water_p:
             img, m = synthetic_water(img, m, self.rng)
+        if half:
+            img, m = downsample2(img), downsample_mask2(m)
         if self.aug is not None:
             img, m = augment(img, m, self.rng, self.aug)
         return ((img - self.mean) / self.std).astype(np.float32) * (m != 255)[None], m.astype(np.int64)
@@ -320,8 +333,19 @@ class CropSampler:
         n = n_samples or len(self.tiles)
         order = np.concatenate([self.rng.permutation(len(self.tiles)) for _ in range(math.ceil(n / len(self.tiles)))])[:n]
         for b in range(0, n, batch):
-            items = [self.crop(int(i)) for i in order[b:b + batch]]
+            half = bool(self.half_p) and self.rng.random() < self.half_p  # no draw when off: old runs replay
+            items = [self.crop(int(i), half) for i in order[b:b + batch]]
             yield np.stack([a for a, _ in items]), np.stack([m for _, m in items])
+
+
+def downsample_mask2(mask: np.ndarray) -> np.ndarray:
+    """A label mask at half resolution: each 2 x 2 block takes its most frequent value (ties: the
+    lowest class id; nodata 255 only where it is the majority), like the image's 2 x 2 means."""
+    h, w = mask.shape[0] // 2 * 2, mask.shape[1] // 2 * 2
+    blocks = mask[:h, :w].reshape(h // 2, 2, w // 2, 2)
+    values = np.unique(blocks)
+    counts = np.stack([(blocks == v).sum(axis=(1, 3)) for v in values])
+    return values[np.argmax(counts, axis=0)].astype(mask.dtype)
 
 
 def normalise(img: np.ndarray, mean, std) -> np.ndarray:

@@ -14,6 +14,8 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
+from inference import tiling
+
 from . import data as D
 from . import losses, nets
 
@@ -92,19 +94,28 @@ def scores(tp, fp, fn, tn) -> Dict[str, float]:
 
 
 @torch.no_grad()
-def predict(model, img_norm: np.ndarray, dev, multiple: int = 32) -> np.ndarray:
-    """Probability of the positive class for one normalised (C, H, W) image (padded to a multiple of 32)."""
+def predict(model, img_norm: np.ndarray, dev, multiple: int = 32, tta: int = 1, scales=(1.0,)) -> np.ndarray:
+    """Probability of the positive class for one normalised (C, H, W) image (padded to a multiple of 32),
+    averaged over ``tta`` flipped views at each of ``scales`` as the engine does (tiling.tta_views,
+    tiling.rescale), so validation can score the inference settings a model ships with."""
     c, h, w = img_norm.shape
-    ph, pw = (-h) % multiple, (-w) % multiple
-    x = np.pad(img_norm, ((0, 0), (0, ph), (0, pw)), mode="reflect")
-    z = model(torch.from_numpy(x[None]).to(dev))
-    p = torch.sigmoid(z[:, 0]) if z.shape[1] == 1 else torch.softmax(z, 1)[:, 1]
-    return p[0, :h, :w].float().cpu().numpy()
+    m = int(multiple / min(scales))
+    x = np.pad(img_norm, ((0, 0), (0, (-h) % m), (0, (-w) % m)), mode="reflect")
+    total = None
+    for s in scales:
+        xs = tiling.rescale(x, s)
+        views = tiling.tta_views(tta)
+        z = model(torch.from_numpy(np.stack([np.ascontiguousarray(f(xs)) for f, _ in views])).to(dev))
+        p = (torch.sigmoid(z[:, 0]) if z.shape[1] == 1 else torch.softmax(z, 1)[:, 1]).float().cpu().numpy()
+        p = tiling.rescale(sum(inv(p[k]) for k, (_, inv) in enumerate(views)), s, up=True)
+        total = p if total is None else total + p
+    return (total / (len(scales) * tta))[:h, :w]
 
 
-def validate(model, tiles: List[D.Tile], mean, std, dev) -> Dict:
+def validate(model, tiles: List[D.Tile], mean, std, dev, tta: int = 1, scales=(1.0,)) -> Dict:
     model.eval()
-    probs = [predict(model, D.normalise(t.image, mean, std) * (t.mask != 255)[None], dev) for t in tiles]
+    probs = [predict(model, D.normalise(t.image, mean, std) * (t.mask != 255)[None], dev, tta=tta, scales=scales)
+             for t in tiles]
     masks = [t.mask for t in tiles]
     table = confusion_at(probs, masks)
     best_th = max(table, key=lambda th: (table[th]["iou"], -abs(th - 0.5)))
@@ -156,7 +167,7 @@ def train(cfg: Dict, data_dir: str, out_dir: str, seed: int = 0, resume: bool = 
     if cfg.get("negatives") and not negs:
         log("warning: no negative scenes found for %s" % cfg.get("negatives"))
     sampler = D.CropSampler(train_t, cfg["crop"], mean, std, aug, seed, cfg.get("pos_p", 0.5),
-                            negs, cfg.get("neg_p", 0.0), cfg.get("water_p", 0.0))
+                            negs, cfg.get("neg_p", 0.0), cfg.get("water_p", 0.0), cfg.get("half_p", 0.0))
     model = build_model(cfg).to(dev)
     init_time = 0.0
     if init:  # warm start from another run's weights (same architecture); its time counts as training time
@@ -209,7 +220,7 @@ def train(cfg: Dict, data_dir: str, out_dir: str, seed: int = 0, resume: bool = 
             tot += loss.item(); nb += 1
             bar.update(loss=tot / nb)
         bar.close()
-        v = validate(model, val_t, mean, std, dev)
+        v = validate(model, val_t, mean, std, dev, cfg.get("val_tta", 1), tuple(cfg.get("val_scales", (1.0,))))
         elapsed = elapsed0 + time.time() - t_start
         rec = {"epoch": epoch + 1, "train_loss": tot / max(1, nb), "val_iou@0.5": v["at_0.5"]["iou"],
                "val_f1@0.5": v["at_0.5"]["f1"], "val_best_th": v["best_threshold"],
