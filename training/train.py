@@ -143,7 +143,10 @@ def _lr_factor(epoch_f: float, cfg) -> float:
 def build_model(cfg, in_ch=None):
     in_ch = in_ch or len(cfg["bands"])
     n_out = 1 if len(cfg["classes"]) == 2 else len(cfg["classes"])
-    return nets.build(cfg["arch"], in_ch, n_out, pretrained=cfg.get("pretrained", False), **cfg.get("arch_kw", {}))
+    kw = dict(cfg.get("arch_kw", {}))
+    if kw.get("encoder") == "b4_s2":
+        kw["bands"] = cfg["bands"]   # its pretrained first layer maps input bands by name
+    return nets.build(cfg["arch"], in_ch, n_out, pretrained=cfg.get("pretrained", False), **kw)
 
 
 def train(cfg: Dict, data_dir: str, out_dir: str, seed: int = 0, resume: bool = False,
