@@ -101,7 +101,8 @@ def test_resume_continues_where_it_stopped(tmp_path):
 
 @pytest.mark.parametrize("arch,kw", [("unet_small", {"base": 4}), ("rst_deeplab", {"width": 0.5, "aspp_ch": 16,
                                                                                     "dec_ch": 16}),
-                                     ("effunet", {"dec": (16, 16, 16, 8, 8)})])
+                                     ("effunet", {"dec": (16, 16, 16, 8, 8)}),
+                                     ("effunet", {"dec": (16, 16, 16, 8, 8), "encoder": "b4_s2"})])
 def test_export_agrees_with_torch(tmp_path, arch, kw):
     torch.manual_seed(0)
     net = nets.build(arch, 3, 1, pretrained=False, **kw)
@@ -115,6 +116,28 @@ def test_export_agrees_with_torch(tmp_path, arch, kw):
                       dynamic_axes={"input": {0: "b", 2: "h", 3: "w"}, "probability": {0: "b", 2: "h", 3: "w"}},
                       opset_version=17, dynamo=False)
     assert compare_with_torch(w, p, 3, sizes=(64, 96)) < 1e-4
+
+
+def test_fp16_weights_halve_the_file_and_agree_with_torch(tmp_path):
+    import onnx
+    from onnx import TensorProto
+    from training.export import round_weights_fp16, store_weights_fp16
+    torch.manual_seed(0)
+    net = nets.build("effunet", 3, 1, pretrained=False, dec=(16, 16, 16, 8, 8))
+    w = WithActivation(net).eval()
+    p32, p16 = str(tmp_path / "m32.onnx"), str(tmp_path / "m16.onnx")
+    args = dict(input_names=["input"], output_names=["probability"], opset_version=17, dynamo=False,
+                dynamic_axes={"input": {0: "b", 2: "h", 3: "w"}, "probability": {0: "b", 2: "h", 3: "w"}})
+    torch.onnx.export(w, (torch.randn(1, 3, 64, 64),), p32, **args)
+    proto = onnx.load(p32)
+    assert store_weights_fp16(proto) > 10
+    onnx.checker.check_model(proto)
+    onnx.save(proto, p16)
+    assert all(t.data_type != TensorProto.FLOAT for t in proto.graph.initializer)
+    assert os.path.getsize(p16) < 0.6 * os.path.getsize(p32)
+    assert compare_with_torch(w, p16, 3, sizes=(64,)) > 1e-6    # the weights did change...
+    round_weights_fp16(net)
+    assert compare_with_torch(w, p16, 3, sizes=(64, 96)) < 1e-5  # ...to float16 values, nothing else
 
 
 def test_pretrained_rgb_weights_extend_to_extra_bands():

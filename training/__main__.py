@@ -35,6 +35,8 @@ def main(argv=None):
     e.add_argument("--which", default="best", choices=["best", "last"])
     e.add_argument("--name")
     e.add_argument("--extra", help="JSON file of extra metadata (metrics...)")
+    e.add_argument("--fp16-weights", action="store_true",
+                   help="store the weights as float16 (half the file; float32 arithmetic)")
     s = sub.add_parser("split", help="print the site split")
     s.add_argument("--data", default=None)
     s.add_argument("--config", default="tailings")
@@ -75,7 +77,7 @@ def main(argv=None):
             with open(a.extra) as f:
                 extra = json.load(f)
         print(json.dumps(export(a.run, a.out, a.threshold, extra, a.which, a.name, tta=a.tta,
-                                scales=[float(v) for v in a.scales.split(",")])))
+                                scales=[float(v) for v in a.scales.split(",")], fp16_weights=a.fp16_weights)))
     elif a.cmd == "split":
         cfg = configs.get(a.config)
         tiles = data.load_folder(a.data or data.default_data_dir(), cfg["bands"])

@@ -77,11 +77,45 @@ def model_info(ck: Dict, threshold: Optional[float] = None, extra: Optional[Dict
         version=version, license="CC-BY-4.0", extra=ex)
 
 
+def store_weights_fp16(proto) -> int:
+    """Store the graph's float32 weights as float16, each read through a Cast back to float32:
+    half the file, float32 arithmetic (onnxruntime folds the casts when it loads the model).
+    Returns the number of weights converted."""
+    from onnx import TensorProto, helper, numpy_helper
+    g = proto.graph
+    casts, n = [], 0
+    for i, t in enumerate(list(g.initializer)):
+        if t.data_type != TensorProto.FLOAT:
+            continue
+        name = t.name
+        half = numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), name + "__fp16")
+        g.initializer[i].CopyFrom(half)   # (t is that same message: read its name before)
+        casts.append(helper.make_node("Cast", [half.name], [name], to=TensorProto.FLOAT, name=name + "__cast"))
+        n += 1
+    nodes = casts + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+    return n
+
+
+def round_weights_fp16(model: nn.Module) -> None:
+    """Round the model's float weights and buffers to float16 values (kept in float32), so torch
+    computes what the fp16-stored ONNX file computes."""
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            if t.is_floating_point():
+                t.copy_(t.half().float())
+
+
 def export(run_dir: str, out: str, threshold: Optional[float] = None, extra: Optional[Dict] = None,
            which: str = "best", name: Optional[str] = None, description: str = "", check: bool = True,
-           tta: int = 1, scales: Optional[List[float]] = None) -> Dict:
+           tta: int = 1, scales: Optional[List[float]] = None, fp16_weights: bool = False) -> Dict:
+    """``fp16_weights``: store the weights as float16 (half the file; the network still computes in
+    float32, with the weights rounded to float16 values, torch's side of the check too)."""
     import onnx
     model, ck = load_run(run_dir, which)
+    if fp16_weights:
+        round_weights_fp16(model)
     for fn in ("summary.json",):
         p = os.path.join(run_dir, fn)
         if os.path.isfile(p):
@@ -101,6 +135,8 @@ def export(run_dir: str, out: str, threshold: Optional[float] = None, extra: Opt
                                     "probability": {0: "batch", 2: "height", 3: "width"}},
                       opset_version=17, dynamo=False, do_constant_folding=True)
     proto = onnx.load(out)
+    if fp16_weights:
+        store_weights_fp16(proto)
     imodel = _inference_module()
     imodel.write_metadata(proto, info)
     proto.producer_name = "tailings-mapper-training"
