@@ -79,6 +79,9 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
     # keep the CPU epochs short)
     "tailings_b4": dict(_CTX, arch_kw={"encoder": "b4_s2"}, epochs=16, lr=5e-4, warmup_epochs=1,
                         val_scales=[1.0, 0.5]),
+    # its second cosine cycle (--init runs/tailings_b4/best.pt)
+    "tailings_b4_2": dict(_CTX, arch_kw={"encoder": "b4_s2"}, epochs=12, lr=3e-4, warmup_epochs=0.5,
+                          val_scales=[1.0, 0.5]),
     # seconds-long smoke test (CI)
     "tiny": {"arch": "unet_small", "arch_kw": {"base": 4}, "pretrained": False, "loss": "focal+dice",
              "epochs": 3, "batch": 4, "crop": 64, "samples_per_epoch": 8, "lr": 3e-3,

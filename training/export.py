@@ -133,7 +133,8 @@ def export(run_dir: str, out: str, threshold: Optional[float] = None, extra: Opt
     torch.onnx.export(wrapped, (x,), out, input_names=["input"], output_names=["probability"],
                       dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
                                     "probability": {0: "batch", 2: "height", 3: "width"}},
-                      opset_version=17, dynamo=False, do_constant_folding=True)
+                      opset_version=17, dynamo=False,
+                      do_constant_folding=not fp16_weights)  # folded weights would be rounded twice
     proto = onnx.load(out)
     if fp16_weights:
         store_weights_fp16(proto)
