@@ -101,10 +101,9 @@ def predict(model, img_norm: np.ndarray, dev, multiple: int = 32, tta: int = 1, 
     c, h, w = img_norm.shape
     m = int(multiple / min(scales))
     x = np.pad(img_norm, ((0, 0), (0, (-h) % m), (0, (-w) % m)), mode="reflect")
-    total = None
+    total, views = None, tiling.tta_views(tta)
     for s in scales:
         xs = tiling.rescale(x, s)
-        views = tiling.tta_views(tta)
         z = model(torch.from_numpy(np.stack([np.ascontiguousarray(f(xs)) for f, _ in views])).to(dev))
         p = (torch.sigmoid(z[:, 0]) if z.shape[1] == 1 else torch.softmax(z, 1)[:, 1]).float().cpu().numpy()
         p = tiling.rescale(sum(inv(p[k]) for k, (_, inv) in enumerate(views)), s, up=True)
