@@ -141,25 +141,61 @@ def extend_first_conv(w: torch.Tensor, in_ch: int) -> torch.Tensor:
     return torch.cat([w, extra], 1) * (3.0 / in_ch)
 
 
-class EffLite0Encoder(nn.Module):
+def _same_pad(size: int, k: int, s: int):
+    """TensorFlow "same" padding (left, right) for ``size`` px, and the output size."""
+    out = -(-size // s)
+    pad = max((out - 1) * s + k - size, 0)
+    return (pad // 2, pad - pad // 2), out
+
+
+class _EffTrunk(nn.Module):
+    """An EfficientNet trunk without its head: a stride-2 stem and MBConv stages (``stages``:
+    (repeats, kernel, stride, expand, out) rows); features after stages 1, 2, 3, 5 and 7, at
+    strides 2, 4, 8, 16, 32.  ``same_pad_for``: pad like TensorFlow's "same", fixed for that image
+    size (full EfficientNet); None: symmetric k // 2 (Lite).  Parameter names follow the
+    pretrained files (``_conv_stem``, ``_bn0``, ``_blocks.N...``)."""
+
+    def __init__(self, in_ch, stem_ch, stages, act, se=0.0, same_pad_for=None):
+        super().__init__()
+        self.act, self._stem_pad, size = act, None, same_pad_for
+        if same_pad_for:
+            (p0, p1), size = _same_pad(size, 3, 2)
+            self._stem_pad = (p0, p1, p0, p1)
+        self._conv_stem = nn.Conv2d(in_ch, stem_ch, 3, 2, 0 if same_pad_for else 1, bias=False)
+        self._bn0 = nn.BatchNorm2d(stem_ch, eps=1e-3, momentum=0.01)
+        blocks, cin, taps = [], stem_ch, []
+        for reps, k, s, e, cout in stages:
+            for r in range(reps):
+                st, pad = (s if r == 0 else 1), None
+                if same_pad_for:
+                    (p0, p1), size = _same_pad(size, k, st)
+                    pad = (p0, p1, p0, p1)
+                blocks.append(MBConv(cin, cout, k, st, e, se=se, act=act, pad=pad))
+                cin = cout
+            taps.append(len(blocks) - 1)
+        self._blocks = nn.ModuleList(blocks)
+        self.taps = [taps[0], taps[1], taps[2], taps[4], taps[6]]
+        self.pretrained_loaded = False
+
+    def forward(self, x) -> List[torch.Tensor]:
+        if self._stem_pad:
+            x = F.pad(x, self._stem_pad)
+        x = self.act(self._bn0(self._conv_stem(x)))
+        feats = []
+        for i, b in enumerate(self._blocks):
+            x = b(x)
+            if i in self.taps:
+                feats.append(x)
+        return feats
+
+
+class EffLite0Encoder(_EffTrunk):
     """EfficientNet-Lite0 trunk (no head); returns features at strides 2, 4, 8, 16, 32."""
 
     out_channels = (16, 24, 40, 112, 320)
 
     def __init__(self, in_ch=3, pretrained=True):
-        super().__init__()
-        self._conv_stem = nn.Conv2d(in_ch, 32, 3, 2, 1, bias=False)
-        self._bn0 = nn.BatchNorm2d(32, eps=1e-3, momentum=0.01)
-        blocks, cin, taps = [], 32, []
-        for reps, k, s, e, cout in LITE0:
-            for r in range(reps):
-                blocks.append(MBConv(cin, cout, k, s if r == 0 else 1, e))
-                cin = cout
-            taps.append(len(blocks) - 1)
-        self._blocks = nn.ModuleList(blocks)
-        # stride 2: after stage 1, 4: stage 2, 8: stage 3, 16: stage 5, 32: stage 7
-        self.taps = [taps[0], taps[1], taps[2], taps[4], taps[6]]
-        self.pretrained_loaded = False
+        super().__init__(in_ch, 32, LITE0, F.relu6)
         if pretrained:
             self.load_pretrained(in_ch)
 
@@ -177,28 +213,12 @@ class EffLite0Encoder(nn.Module):
                                % (missing[:5], unexpected[:5]))
         self.pretrained_loaded = True
 
-    def forward(self, x) -> List[torch.Tensor]:
-        x = F.relu6(self._bn0(self._conv_stem(x)))
-        feats = []
-        for i, b in enumerate(self._blocks):
-            x = b(x)
-            if i in self.taps:
-                feats.append(x)
-        return feats
-
 
 # ----------------------------------------------------------------------------- EfficientNet-B4 (Sentinel-2)
 # (repeats, kernel, stride, expand, out) of EfficientNet-B4 (width 1.4, depth 1.8), SE ratio 0.25
 B4 = [(2, 3, 1, 1, 24), (4, 3, 2, 6, 32), (4, 5, 2, 6, 56), (6, 3, 2, 6, 112),
       (6, 5, 1, 6, 160), (8, 5, 2, 6, 272), (2, 3, 1, 6, 448)]
 B4_IMAGE_SIZE = 380   # the size lukemelas' B4 fixes its "same" padding for
-
-
-def _same_pad(size: int, k: int, s: int):
-    """TensorFlow "same" padding (left, right) for ``size`` px, and the output size."""
-    out = -(-size // s)
-    pad = max((out - 1) * s + k - size, 0)
-    return (pad // 2, pad - pad // 2), out
 
 
 def csmask_onnx_path(variant: str = "model_4b_l1c") -> Optional[str]:
@@ -210,7 +230,7 @@ def csmask_onnx_path(variant: str = "model_4b_l1c") -> Optional[str]:
     return path if os.path.isfile(path) else None
 
 
-class EffB4Encoder(nn.Module):
+class EffB4Encoder(_EffTrunk):
     """EfficientNet-B4 trunk (no head); features at strides 2, 4, 8, 16, 32 (24, 32, 56, 160, 448 ch).
 
     Pretrained: the encoder of ukis-csmask's Sentinel-2 L1C cloud and shadow U-Net (trained on
@@ -223,22 +243,7 @@ class EffB4Encoder(nn.Module):
     out_channels = (24, 32, 56, 160, 448)
 
     def __init__(self, in_ch=3, pretrained=True, bands=("S2:B04", "S2:B03", "S2:B02")):
-        super().__init__()
-        (p0, p1), size = _same_pad(B4_IMAGE_SIZE, 3, 2)
-        self._stem_pad = (p0, p1, p0, p1)
-        self._conv_stem = nn.Conv2d(in_ch, 48, 3, 2, 0, bias=False)
-        self._bn0 = nn.BatchNorm2d(48, eps=1e-3, momentum=0.01)
-        blocks, cin, taps = [], 48, []
-        for reps, k, s, e, cout in B4:
-            for r in range(reps):
-                st = s if r == 0 else 1
-                (a, b), nsize = _same_pad(size, k, st)
-                blocks.append(MBConv(cin, cout, k, st, e, se=0.25, act=F.silu, pad=(a, b, a, b)))
-                cin, size = cout, nsize
-            taps.append(len(blocks) - 1)
-        self._blocks = nn.ModuleList(blocks)
-        self.taps = [taps[0], taps[1], taps[2], taps[4], taps[6]]
-        self.pretrained_loaded = False
+        super().__init__(in_ch, 48, B4, F.silu, se=0.25, same_pad_for=B4_IMAGE_SIZE)
         if pretrained:
             self.load_csmask(bands)
 
@@ -264,15 +269,6 @@ class EffB4Encoder(nn.Module):
             raise RuntimeError("ukis-csmask encoder weights do not fit: missing %s unexpected %s"
                                % (missing[:5], unexpected[:5]))
         self.pretrained_loaded = True
-
-    def forward(self, x) -> List[torch.Tensor]:
-        x = F.silu(self._bn0(self._conv_stem(F.pad(x, self._stem_pad))))
-        feats = []
-        for i, b in enumerate(self._blocks):
-            x = b(x)
-            if i in self.taps:
-                feats.append(x)
-        return feats
 
 
 class _DecBlock(nn.Module):
