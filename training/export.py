@@ -83,7 +83,7 @@ def store_weights_fp16(proto) -> int:
     Returns the number of weights converted."""
     from onnx import TensorProto, helper, numpy_helper
     g = proto.graph
-    casts, n = [], 0
+    casts = []
     for i, t in enumerate(list(g.initializer)):
         if t.data_type != TensorProto.FLOAT:
             continue
@@ -91,11 +91,10 @@ def store_weights_fp16(proto) -> int:
         half = numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), name + "__fp16")
         g.initializer[i].CopyFrom(half)   # (t is that same message: read its name before)
         casts.append(helper.make_node("Cast", [half.name], [name], to=TensorProto.FLOAT, name=name + "__cast"))
-        n += 1
     nodes = casts + list(g.node)
     del g.node[:]
     g.node.extend(nodes)
-    return n
+    return len(casts)
 
 
 def round_weights_fp16(model: nn.Module) -> None:
