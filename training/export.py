@@ -52,8 +52,11 @@ def model_info(ck: Dict, threshold: Optional[float] = None, extra: Optional[Dict
                scales: Optional[List[float]] = None):
     imodel = _inference_module()
     cfg = ck["cfg"]
-    run = {}
-    th = threshold if threshold is not None else float(ck.get("val", {}).get("best_threshold", 0.5))
+    th = threshold
+    if th is None:   # the validation optimum of this checkpoint's epoch (best.pt keeps it, last.pt its history)
+        th = (ck.get("val") or {}).get("best_threshold", (ck.get("history") or [{}])[-1].get("val_best_th"))
+    if th is None:
+        raise ValueError("this run has no validation sites to choose a threshold on: give one (--threshold)")
     n = len(cfg["bands"])
     classes = [imodel.ClassInfo(int(c["id"]), c["name"], c["color"]) for c in cfg["classes"]]
     val = ck.get("val", {})

@@ -158,9 +158,15 @@ def train(cfg: Dict, data_dir: str, out_dir: str, seed: int = 0, resume: bool = 
     dev = pick_device(device)
     tiles = D.load_folder(data_dir, cfg["bands"], max_tiles=max_tiles)
     train_t, val_t = D.split_by_site(tiles, cfg["val_fraction"], cfg["split_seed"], cfg.get("val_sites"))
-    if not val_t:
+    if not val_t and cfg.get("val_sites") != []:
         raise ValueError("the validation split is empty")
+    # val_sites [] trains on every site: no validation, best.pt is the last epoch (for a final model
+    # whose recipe and epoch count were settled on held-out sites before)
     mean, std = D.band_stats(train_t)
+    ck0 = torch.load(init, map_location="cpu", weights_only=False) if init else None
+    if ck0 is not None and len(ck0.get("mean") or ()) == len(mean):
+        # a warm start keeps the normalisation its weights were trained with, whatever tiles this run adds
+        mean, std = [float(v) for v in ck0["mean"]], [float(v) for v in ck0["std"]]
     split = {"train_sites": sorted({t.site for t in train_t}, key=lambda s: (len(s), s)),
              "val_sites": sorted({t.site for t in val_t}, key=lambda s: (len(s), s)),
              "train_tiles": [t.name for t in train_t], "val_tiles": [t.name for t in val_t]}
@@ -173,7 +179,6 @@ def train(cfg: Dict, data_dir: str, out_dir: str, seed: int = 0, resume: bool = 
     model = build_model(cfg).to(dev)
     init_time = 0.0
     if init:  # warm start from another run's weights (same architecture); its time counts as training time
-        ck0 = torch.load(init, map_location=dev, weights_only=False)
         model.load_state_dict(ck0["model"])
         init_dir = os.path.dirname(os.path.abspath(init))
         try:
@@ -222,19 +227,22 @@ def train(cfg: Dict, data_dir: str, out_dir: str, seed: int = 0, resume: bool = 
             tot += loss.item(); nb += 1
             bar.update(loss=tot / nb)
         bar.close()
-        v = validate(model, val_t, mean, std, dev, cfg.get("val_tta", 1), tuple(cfg.get("val_scales", (1.0,))))
+        rec = {"epoch": epoch + 1, "train_loss": tot / max(1, nb)}
+        if val_t:
+            v = validate(model, val_t, mean, std, dev, cfg.get("val_tta", 1), tuple(cfg.get("val_scales", (1.0,))))
+            rec.update({"val_iou@0.5": v["at_0.5"]["iou"], "val_f1@0.5": v["at_0.5"]["f1"],
+                        "val_best_th": v["best_threshold"], "val_iou_best": v["best"]["iou"],
+                        "val_f1_best": v["best"]["f1"]})
         elapsed = elapsed0 + time.time() - t_start
-        rec = {"epoch": epoch + 1, "train_loss": tot / max(1, nb), "val_iou@0.5": v["at_0.5"]["iou"],
-               "val_f1@0.5": v["at_0.5"]["f1"], "val_best_th": v["best_threshold"],
-               "val_iou_best": v["best"]["iou"], "val_f1_best": v["best"]["f1"], "elapsed_s": round(elapsed, 1),
-               "lr": opt.param_groups[0]["lr"]}
+        rec.update({"elapsed_s": round(elapsed, 1), "lr": opt.param_groups[0]["lr"]})
         history.append(rec)
         log(json.dumps(rec))
-        if v["best"]["iou"] > best_iou:
-            best_iou = v["best"]["iou"]
+        if not val_t or v["best"]["iou"] > best_iou:
+            best_iou = v["best"]["iou"] if val_t else best_iou
             torch.save({"model": model.state_dict(), "cfg": cfg, "epoch": epoch + 1, "mean": mean, "std": std,
-                        "val": {k: v[k] for k in ("at_0.5", "best_threshold", "best")},
-                        "val_table": {str(k): s for k, s in v["table"].items()}, "split": split}, best_p)
+                        "val": {k: v[k] for k in ("at_0.5", "best_threshold", "best")} if val_t else {},
+                        "val_table": {str(k): s for k, s in v["table"].items()} if val_t else {},
+                        "split": split}, best_p)
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sampler": sampler.state(),
                     "torch_rng": torch.get_rng_state(), "history": history, "epoch": epoch + 1,
                     "best_iou": best_iou, "cfg": cfg, "mean": mean, "std": std, "split": split,
@@ -262,8 +270,8 @@ def plot_history(history, path):
     ep = [h["epoch"] for h in history]
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
     ax[0].plot(ep, [h["train_loss"] for h in history]); ax[0].set_title("train loss"); ax[0].set_xlabel("epoch")
-    ax[1].plot(ep, [h["val_iou@0.5"] for h in history], label="IoU@0.5")
-    ax[1].plot(ep, [h["val_iou_best"] for h in history], label="IoU@best th")
-    ax[1].plot(ep, [h["val_f1_best"] for h in history], label="F1@best th")
+    for key, label in (("val_iou@0.5", "IoU@0.5"), ("val_iou_best", "IoU@best th"), ("val_f1_best", "F1@best th")):
+        if all(key in h for h in history):
+            ax[1].plot(ep, [h[key] for h in history], label=label)
     ax[1].set_title("validation (held-out sites)"); ax[1].set_xlabel("epoch"); ax[1].legend(); ax[1].set_ylim(0, 1)
     fig.tight_layout(); fig.savefig(path, dpi=80); plt.close(fig)
