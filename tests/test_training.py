@@ -117,6 +117,12 @@ def test_warm_start_on_every_site_keeps_the_normalisation_and_trains_without_val
     assert [h["epoch"] for h in hist] == [1, 2] and not any("val_iou@0.5" in h for h in hist)
     best = torch.load(os.path.join(final, "best.pt"), weights_only=False)
     assert best["epoch"] == 2 and best["val"] == {}
+    logs = []   # resumed without --init: still the normalisation it started with
+    train(configs.get("tiny", epochs=3, samples_per_epoch=4, val_sites=[]), folder, final, seed=0, resume=True,
+          log=logs.append)
+    assert any("resumed" in l for l in logs)
+    assert np.allclose(json.load(open(os.path.join(final, "run.json")))["mean"], init["mean"])
+    assert torch.load(os.path.join(final, "best.pt"), weights_only=False)["epoch"] == 3
     with pytest.raises(ValueError, match="threshold"):
         export(final, str(tmp_path / "nothreshold.onnx"))
     res = export(final, str(tmp_path / "final.onnx"), threshold=0.4)

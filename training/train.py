@@ -163,10 +163,14 @@ def train(cfg: Dict, data_dir: str, out_dir: str, seed: int = 0, resume: bool = 
     # val_sites [] trains on every site: no validation, best.pt is the last epoch (for a final model
     # whose recipe and epoch count were settled on held-out sites before)
     mean, std = D.band_stats(train_t)
+    last_p, best_p = os.path.join(out_dir, "last.pt"), os.path.join(out_dir, "best.pt")
+    ck = torch.load(last_p, map_location=dev, weights_only=False) if resume and os.path.isfile(last_p) else None
     ck0 = torch.load(init, map_location="cpu", weights_only=False) if init else None
-    if ck0 is not None and len(ck0.get("mean") or ()) == len(mean):
-        # a warm start keeps the normalisation its weights were trained with, whatever tiles this run adds
-        mean, std = [float(v) for v in ck0["mean"]], [float(v) for v in ck0["std"]]
+    norm = ck if ck is not None else ck0
+    if norm is not None and len(norm.get("mean") or ()) == len(mean):
+        # a warm start keeps the normalisation its weights were trained with, whatever tiles this run
+        # adds, and a resumed run the one it started with
+        mean, std = [float(v) for v in norm["mean"]], [float(v) for v in norm["std"]]
     split = {"train_sites": sorted({t.site for t in train_t}, key=lambda s: (len(s), s)),
              "val_sites": sorted({t.site for t in val_t}, key=lambda s: (len(s), s)),
              "train_tiles": [t.name for t in train_t], "val_tiles": [t.name for t in val_t]}
@@ -191,9 +195,7 @@ def train(cfg: Dict, data_dir: str, out_dir: str, seed: int = 0, resume: bool = 
     opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     base_lrs = [g["lr"] for g in opt.param_groups]
     history, start_epoch, best_iou, elapsed0 = [], 0, -1.0, 0.0
-    last_p, best_p = os.path.join(out_dir, "last.pt"), os.path.join(out_dir, "best.pt")
-    if resume and os.path.isfile(last_p):
-        ck = torch.load(last_p, map_location=dev, weights_only=False)
+    if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         sampler.set_state(ck["sampler"])
