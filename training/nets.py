@@ -188,6 +188,14 @@ class _EffTrunk(nn.Module):
                 feats.append(x)
         return feats
 
+    def load_pretrained_state(self, sd, source: str):
+        """Load pretrained weights that must fit the trunk exactly (BN step counters aside)."""
+        missing, unexpected = self.load_state_dict(sd, strict=False)
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        if missing or unexpected:
+            raise RuntimeError("%s weights do not fit: missing %s unexpected %s" % (source, missing[:5], unexpected[:5]))
+        self.pretrained_loaded = True
+
 
 class EffLite0Encoder(_EffTrunk):
     """EfficientNet-Lite0 trunk (no head); returns features at strides 2, 4, 8, 16, 32."""
@@ -207,11 +215,7 @@ class EffLite0Encoder(_EffTrunk):
         sd = torch.load(path, map_location="cpu")
         sd = {k: v for k, v in sd.items() if not k.startswith(("_fc", "_conv_head", "_bn1."))}
         sd["_conv_stem.weight"] = extend_first_conv(sd["_conv_stem.weight"], in_ch)
-        missing, unexpected = self.load_state_dict(sd, strict=False)
-        if missing or unexpected:
-            raise RuntimeError("EfficientNet-Lite0 weights do not fit: missing %s unexpected %s"
-                               % (missing[:5], unexpected[:5]))
-        self.pretrained_loaded = True
+        self.load_pretrained_state(sd, "EfficientNet-Lite0")
 
 
 # ----------------------------------------------------------------------------- EfficientNet-B4 (Sentinel-2)
@@ -263,12 +267,7 @@ class EffB4Encoder(_EffTrunk):
                 "blue": 0, "green": 1, "red": 2, "nir": 3}
         cols = [w[:, seen[b]] if b in seen else w.mean(1) for b in bands]
         sd["_conv_stem.weight"] = torch.stack(cols, 1) * (w.shape[1] / len(bands))
-        missing, unexpected = self.load_state_dict(sd, strict=False)
-        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-        if missing or unexpected:
-            raise RuntimeError("ukis-csmask encoder weights do not fit: missing %s unexpected %s"
-                               % (missing[:5], unexpected[:5]))
-        self.pretrained_loaded = True
+        self.load_pretrained_state(sd, "ukis-csmask encoder")
 
 
 class _DecBlock(nn.Module):
