@@ -1,12 +1,12 @@
 """Engine benchmark: throughput, peak memory, and overhead against bare onnxruntime.
 
-    .venv/bin/python bench/engine.py --size 4096            # a 4096 x 4096 x 4 raster
-    .venv/bin/python bench/engine.py --size 10980           # a full Sentinel-2 tile
-    .venv/bin/python bench/engine.py --size 2048 --height 20000   # narrow and tall (memory vs shape)
+    .venv/bin/python -m bench.engine --size 4096            # a 4096 x 4096 x 4 raster
+    .venv/bin/python -m bench.engine --size 10980           # a full Sentinel-2 tile
+    .venv/bin/python -m bench.engine --size 2048 --height 20000   # narrow and tall (memory vs shape)
 
 Generates a large 4-band uint16 raster (written in strips), then in two separate child
 processes (so each one's peak memory is its own): (1) the engine end to end
-(``inference.segment``: read, normalise, infer, blend, write, sieve, polygonise);
+(``inference.plan`` then ``execute``: read, normalise, infer, blend, write, sieve, polygonise);
 (2) the bare onnxruntime session over the same number of tiles and batches, fed from
 one preallocated array.  Prints the figures and, last, one JSON line with
 ``overhead_ratio`` (1 = no overhead), ``peak_rss_mb`` (the engine process) and
@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
-import subprocess
-import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import numpy as np
+from osgeo import gdal, osr
 
-import numpy as np  # noqa: E402
-from osgeo import gdal, osr  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 gdal.UseExceptions()
 
@@ -64,7 +62,7 @@ def bench_model(path: str, bands=("S2:B04", "S2:B03", "S2:B02"), width: int = 32
     """A stand-in CNN (depth 3x3 convolutions, ``width`` channels, ReLU, sigmoid head)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    from inference.model import ClassInfo, ModelInfo, write_metadata
+    from inference.metadata import ClassInfo, ModelInfo, write_metadata
     rng = np.random.default_rng(1)
     c = len(bands)
     inits, nodes, prev, cin = [], [], "input", c
@@ -111,30 +109,30 @@ def _scales(args):
     return tuple(float(v) for v in args.scales.split(","))
 
 
-def child_engine(args) -> None:
-    from inference import SegmentOptions, segment
-    from inference.__main__ import _bound_gdal_cache
-    _bound_gdal_cache()  # as the command line does
+def child_engine(args, raster: str, model: str, out: str) -> dict:
+    from inference import SegmentOptions, execute, plan
+    from inference.writing import bound_block_cache
+    bound_block_cache()  # as the command line does
     t = time.perf_counter()
-    res = segment(args.raster, args.model, args.out, SegmentOptions(batch=args.batch, device=args.device,
-                                                                   threads=args.threads, overwrite=True,
-                                                                   tta=args.tta, scales=_scales(args)))
-    dt = time.perf_counter() - t
-    print(json.dumps({"seconds": dt, "tiles": res.tiles, "device": res.device,
-                      "regions": sum((s["count"] or 0) for s in res.stats.values()), "hwm_mb": _peak_rss_mb()}))
+    p = plan(raster, model, SegmentOptions(batch=args.batch, device=args.device, threads=args.threads,
+                                           overwrite=True, tta=args.tta, scales=_scales(args)), out)
+    res = execute(p)
+    return {"seconds": time.perf_counter() - t, "tiles": res.tiles, "device": res.device,
+            "regions": sum((s["count"] or 0) for s in res.stats.values()), "hwm_mb": _peak_rss_mb()}
 
 
-def child_bare(args) -> None:
+def child_bare(args, model: str) -> dict:
     """The bare session over the same tiles: same count, batch and tile shape, and as many
     passes per tile as the engine makes (test-time augmentation)."""
-    from inference.runtime import make_session
+    from inference import open_model
     from inference.tiling import positions
-    info, sess, device, _ = make_session(args.model, args.device, args.threads)
+    m = open_model(model)
+    info, session = m.info, m.session(args.device, args.threads)
     tile, overlap = info.tile_size, info.tile_overlap
     n = len(positions(args.size, tile, overlap)) * len(positions(args.height or args.size, tile, overlap))
     x = np.random.default_rng(0).normal(0, 1, (args.batch, len(info.bands), tile, tile)).astype(np.float32)
     xs = [x if s == 1.0 else np.ascontiguousarray(x[..., :int(tile * s), :int(tile * s)]) for s in _scales(args)]
-    name = sess.get_inputs()[0].name
+    sess, name = session.ort, session.input_name
     # No warm-up call: like the engine, the bare loop pays for onnxruntime's first run.
     t = time.perf_counter()
     done = 0
@@ -144,26 +142,34 @@ def child_bare(args) -> None:
             for _ in range(args.tta):
                 sess.run(None, {name: xb[:k]})
         done += k
-    print(json.dumps({"seconds": time.perf_counter() - t, "tiles": n, "device": device, "hwm_mb": _peak_rss_mb()}))
+    return {"seconds": time.perf_counter() - t, "tiles": n, "device": session.device, "hwm_mb": _peak_rss_mb()}
 
 
-def run_child(mode: str, args, extra) -> dict:
-    """Run one measurement in its own process; its peak RSS is its own VmHWM (else os.wait4's)."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--_child", mode, "--size", str(args.size),
-           "--height", str(args.height or args.size),
-           "--batch", str(args.batch), "--device", args.device, "--tta", str(args.tta), "--scales", args.scales] + extra
-    if args.threads:
-        cmd += ["--threads", str(args.threads)]
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        if proc.returncode != 0:
-            raise SystemExit("benchmark child %s failed:\n%s" % (mode, err.read()[-2000:]))
-        res = json.loads(out.read().strip().splitlines()[-1])
-    res["peak_rss_mb"] = res.pop("hwm_mb", 0.0) or usage.ru_maxrss / 1024.0
+def _child(conn, fn, args, extra):
+    try:
+        conn.send(("ok", fn(args, *extra)))
+    except BaseException as e:  # reported by the parent, which stops the benchmark
+        import traceback
+        conn.send(("error", "%s\n%s" % (e, traceback.format_exc()[-2000:])))
+    finally:
+        conn.close()
+
+
+def run_child(fn, args, *extra) -> dict:
+    """Run one measurement in a fresh process (spawned: its peak RSS, Linux VmHWM, is its own)."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(child, fn, args, extra))
+    proc.start()
+    child.close()
+    try:
+        status, res = parent.recv()
+    except EOFError:
+        status, res = "error", "the child process died (exit code %s)" % proc.exitcode
+    proc.join()
+    if status != "ok":
+        raise SystemExit("benchmark child %s failed:\n%s" % (fn.__name__, res))
+    res["peak_rss_mb"] = res.pop("hwm_mb", 0.0)
     return res
 
 
@@ -183,14 +189,7 @@ def main() -> None:
                                                   "runs the same smaller tiles)")
     ap.add_argument("--repeat", type=int, default=1, help="alternate engine/bare runs N times, keep the fastest")
     ap.add_argument("--keep", help="folder to keep the generated raster and outputs in")
-    ap.add_argument("--_child")
-    ap.add_argument("--raster")
-    ap.add_argument("--out")
     args = ap.parse_args()
-    if args._child == "engine":
-        return child_engine(args)
-    if args._child == "bare":
-        return child_bare(args)
     work = args.keep or tempfile.mkdtemp(prefix="tm-bench-")
     os.makedirs(work, exist_ok=True)
     height = args.height or args.size
@@ -211,9 +210,8 @@ def main() -> None:
     # whatever else the machine is doing.
     engs, bares = [], []
     for _ in range(args.repeat):
-        engs.append(run_child("engine", args, ["--raster", raster, "--model", model, "--out",
-                                                 os.path.join(work, "out")]))
-        bares.append(run_child("bare", args, ["--model", model]))
+        engs.append(run_child(child_engine, args, raster, model, os.path.join(work, "out")))
+        bares.append(run_child(child_bare, args, model))
     eng = min(engs, key=lambda r: r["seconds"])
     eng["peak_rss_mb"] = max(r["peak_rss_mb"] for r in engs)
     bare = min(bares, key=lambda r: r["seconds"])

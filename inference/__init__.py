@@ -1,15 +1,25 @@
 """Tailings Mapper's segmentation engine: numpy, onnxruntime and GDAL, no Qt, no QGIS.
 
-    from inference import segment, SegmentOptions
-    result = segment("scene.tif", "tailings", "out/", SegmentOptions(batch=4))
+One way in: a plan, then its execution.
+
+    from inference import plan, execute, SegmentOptions
+    p = plan("scene.tif", "tailings", SegmentOptions(batch=4), out_dir="out/")
+    print(p.mapping.as_text(p.info.bands), p.notes)      # what will be done, checked
+    result = execute(p, progress=print_progress, cancel=lambda: False)
+
+``segment(input, model, out_dir, options)`` does both.  Every option is declared once, in
+``inference.options.OPTIONS``.
 """
 from . import bands  # noqa: F401
-from .engine import Plan, SegmentOptions, SegmentResult, plan, segment  # noqa: F401
-from .errors import (BandMappingError, Cancelled, InputError, ModelError, OutputError,  # noqa: F401
+from .errors import (BandMappingError, Cancelled, InputError, ModelError, OptionError, OutputError,  # noqa: F401
                      ProviderError, TailingsError)
-from .model import ModelInfo, read_info  # noqa: F401
-from .registry import list_models, resolve_model  # noqa: F401
+from .execute import SegmentResult, execute, segment  # noqa: F401
+from .metadata import ModelInfo  # noqa: F401
+from .model import Model, list_models, open_model, read_info  # noqa: F401
+from .options import OPTIONS, SegmentOptions  # noqa: F401
+from .planning import Plan, plan  # noqa: F401
+from .registry import resolve_model  # noqa: F401
 
-__all__ = ["segment", "plan", "SegmentOptions", "SegmentResult", "Plan", "TailingsError", "Cancelled",
-           "ModelError", "InputError", "BandMappingError", "OutputError", "ProviderError", "ModelInfo",
-           "read_info", "list_models", "resolve_model", "bands"]
+__all__ = ["plan", "execute", "segment", "Plan", "SegmentOptions", "SegmentResult", "OPTIONS", "Model",
+           "open_model", "read_info", "list_models", "resolve_model", "ModelInfo", "TailingsError", "OptionError",
+           "Cancelled", "ModelError", "InputError", "BandMappingError", "OutputError", "ProviderError", "bands"]

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
-from .errors import Cancelled, TailingsError
+from .errors import Cancelled, OptionError, TailingsError, first_line
+from .options import add_arguments, from_arguments, option
+from .writing import bound_block_cache
 
 
 class Bar:
@@ -32,62 +33,19 @@ class Bar:
         sys.stderr.flush()
 
 
-def _opts(a):
-    from .engine import SegmentOptions
-    extent = None
-    if getattr(a, "extent", None):
-        try:
-            extent = tuple(float(v) for v in a.extent.split(","))
-        except ValueError:
-            raise TailingsError("--extent takes xmin,ymin,xmax,ymax") from None
-        if len(extent) != 4:
-            raise TailingsError("--extent takes xmin,ymin,xmax,ymax")
-    return SegmentOptions(bands=a.bands, preset=a.preset, tile_size=a.tile, overlap=a.overlap, batch=a.batch,
-                          device=a.device, threshold=a.threshold, min_area_ha=a.min_area,
-                          tta=a.tta, scales=_scales(a.scales), simplify_m=getattr(a, "simplify", 0.0) or 0.0,
-                          confidence=not getattr(a, "no_confidence", False),
-                          polygons=not getattr(a, "no_polygons", False),
-                          overwrite=getattr(a, "overwrite", False), extent=extent,
-                          aoi=getattr(a, "aoi", None) or None,
-                          prefix=getattr(a, "prefix", None), input_scale=a.input_scale)
-
-
-def _scales(text):
-    if not text:
-        return None
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise TailingsError("--scales takes numbers separated by commas, e.g. 1,0.5") from None
-
-
-def _engine_args(p):
-    p.add_argument("--model", required=True, help="ONNX file or the name of a shipped/user model (e.g. tailings)")
-    p.add_argument("--bands", help="raster band per model input in model order (3,2,1) or NAME=BAND,... "
-                                   "(S2:B04=3,S2:B03=2,S2:B02=1); default: by band name")
-    p.add_argument("--preset", help="sensor preset of the raster (s2-l1c, s2-l2a, s2-rgb, gf6-pms, ...)")
-    p.add_argument("--tile", type=int, help="tile size in pixels (default: the model's)")
-    p.add_argument("--overlap", type=int, help="tile overlap in pixels (default: the model's)")
-    p.add_argument("--batch", type=int, default=4, help="tiles per onnxruntime call (default 4)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--threshold", type=float, help="binary threshold (default: the model's)")
-    p.add_argument("--tta", type=int, choices=[1, 2, 4, 8],
-                   help="test-time augmentation: network passes per tile, flipped/rotated and averaged "
-                        "(1 = off; default: the model's). Slower, usually a little more accurate")
-    p.add_argument("--scales", help="multi-scale inference: the scales each tile is seen at, averaged, among 1, 0.5, "
-                                    "0.25 (e.g. 1,0.5: also at half resolution; default: the model's)")
-    p.add_argument("--min-area", type=float, dest="min_area", help="minimum region area in hectares "
-                                                                    "(default: the model's)")
-    p.add_argument("--input-scale", type=float, dest="input_scale",
-                   help="physical value = raw x this (default: the raster's declared scale, else the model's)")
+# The options evaluate takes (segment takes every command-line option).
+EVALUATE_OPTIONS = ("bands", "preset", "tile_size", "overlap", "batch", "device", "threshold", "tta", "scales",
+                    "min_area_ha", "input_scale")
+MODEL_HELP = "ONNX file or the name of a shipped/user model (e.g. tailings)"
 
 
 def cmd_segment(a) -> int:
-    from .engine import segment
+    from .execute import execute
+    from .planning import plan
     from .preview import write_preview
-    opts = _opts(a)
+    p = plan(a.input, a.model, from_arguments(a), a.out)
     bar = Bar(not a.quiet and (sys.stderr.isatty() or a.progress))
-    res = segment(a.input, a.model, a.out, opts, progress=bar)
+    res = execute(p, progress=bar)
     print("model: %s (%s)" % (res.model.name, res.model.path))
     print("device: %s (%s)" % (res.device, res.provider_reason))
     for n in res.notes:
@@ -101,14 +59,15 @@ def cmd_segment(a) -> int:
         cnt = "" if s["count"] is None else "%d regions, " % s["count"]
         print("found %s: %s%.2f ha" % (s["name"], cnt, s["area_ha"]))
     if a.preview:
-        write_preview(a.input, res, a.preview, opts)
+        write_preview(p, res, a.preview)
         print("preview: %s" % a.preview)
     print("time: %.1f s for %d tiles" % (res.seconds, res.tiles))
     return 0
 
 
 def cmd_models(a) -> int:
-    from .registry import list_models, user_dir
+    from .model import list_models
+    from .registry import user_dir
     entries = list_models()
     if not entries:
         print("no models found (shipped: models/, user: %s)" % user_dir())
@@ -133,9 +92,8 @@ def cmd_models(a) -> int:
 
 def cmd_evaluate(a) -> int:
     from .evaluate import evaluate
-    opts = _opts(a)
     bar = Bar(not a.quiet and (sys.stderr.isatty() or a.progress))
-    res = evaluate(a.model, a.images, a.masks, opts, progress=bar)
+    res = evaluate(a.model, a.images, a.masks, from_arguments(a), progress=bar)
     print("model %s on %d images" % (res["model"], res["images"]))
     print("%-20s %9s %9s %9s %9s %9s %12s" % ("class", "precision", "recall", "f1", "iou", "pa", "pixels"))
     for name, v in res["per_class"].items():
@@ -147,14 +105,6 @@ def cmd_evaluate(a) -> int:
     return 0
 
 
-def _bound_gdal_cache() -> None:
-    """GDAL's block cache defaults to 5 % of RAM; the engine streams and needs little. Keep the
-    command line's memory bounded unless the user set GDAL_CACHEMAX."""
-    if "GDAL_CACHEMAX" not in os.environ:
-        from osgeo import gdal
-        gdal.SetCacheMax(64 * 1024 * 1024)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m inference", description="Tailings Mapper segmentation engine")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -162,15 +112,8 @@ def main(argv=None) -> int:
     s = sub.add_parser("segment", help="segment a raster (or a Sentinel-2 folder of band files)")
     s.add_argument("input")
     s.add_argument("--out", required=True, help="output folder")
-    _engine_args(s)
-    s.add_argument("--simplify", type=float, default=0.0, help="polygon simplification tolerance in metres")
-    s.add_argument("--extent", help="xmin,ymin,xmax,ymax in the raster's CRS")
-    s.add_argument("--aoi", help="vector file whose polygons limit the run (any CRS): pixels outside them get "
-                   "no class")
-    s.add_argument("--prefix", help="output file name stem (default: the input's)")
-    s.add_argument("--no-confidence", action="store_true", dest="no_confidence")
-    s.add_argument("--no-polygons", action="store_true", dest="no_polygons")
-    s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    s.add_argument("--model", required=True, help=MODEL_HELP)
+    add_arguments(s)
     s.add_argument("--preview", help="also write a PNG preview (image with the classes over it)")
     s.add_argument("--progress", action="store_true", help="progress bar even when not on a terminal")
     s.add_argument("--quiet", action="store_true")
@@ -180,12 +123,13 @@ def main(argv=None) -> int:
     e = sub.add_parser("evaluate", help="score a model on images with masks of the same file name")
     e.add_argument("images")
     e.add_argument("masks")
-    _engine_args(e)
+    e.add_argument("--model", required=True, help=MODEL_HELP)
+    add_arguments(e, EVALUATE_OPTIONS)
     e.add_argument("--progress", action="store_true")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_evaluate)
     a = ap.parse_args(argv)
-    _bound_gdal_cache()
+    bound_block_cache()
     try:
         return a.func(a)
     except Cancelled:
@@ -194,6 +138,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\nerror: interrupted; partial outputs removed", file=sys.stderr)
         return 130
+    except OptionError as err:
+        if a.debug:
+            raise
+        where = "%s: " % option(err.option).flag_name if err.option else ""
+        print("error: %s%s" % (where, err), file=sys.stderr)
+        return 2
     except TailingsError as err:
         if a.debug:
             raise
@@ -203,7 +153,7 @@ def main(argv=None) -> int:
         if a.debug:
             raise
         print("error: internal error (%s: %s); rerun with --debug for the traceback"
-              % (type(err).__name__, str(err).splitlines()[0] if str(err) else ""), file=sys.stderr)
+              % (type(err).__name__, first_line(err)), file=sys.stderr)
         return 3
 
 

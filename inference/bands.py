@@ -167,13 +167,6 @@ def parse_description(text: str, sensor_hint: Optional[str] = None) -> Optional[
     return None
 
 
-def family_of(preset_key: Optional[str]) -> Optional[str]:
-    if not preset_key:
-        return None
-    first = PRESETS[preset_key].bands[0]
-    return first.split(":")[0] if ":" in first else None
-
-
 def identify_bands(descriptions: Sequence[str], preset_key: Optional[str] = None) -> List[Optional[Band]]:
     """Band identities of a raster, from a preset (given) or from band descriptions.
 

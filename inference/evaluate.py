@@ -1,19 +1,21 @@
-"""Scoring a model through the engine: confusion matrix over image/mask pairs."""
+"""Scoring a model through the engine: its class rasters against masks, image by image."""
 from __future__ import annotations
 
 import glob
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
-import numpy as np
 from osgeo import gdal
 
-from .engine import NODATA_CLASS, SegmentOptions, segment
 from .errors import InputError
-from .registry import resolve_model
-from .runtime import make_session
+from .execute import execute
+from .metrics import confusion, metrics
+from .model import open_model
+from .options import SegmentOptions
+from .planning import plan
 
 _EXT = (".tif", ".tiff", ".vrt", ".jp2", ".img")
 
@@ -44,61 +46,19 @@ def pairs(images_dir: str, masks_dir: str) -> List[Tuple[str, str]]:
     return out
 
 
-def confusion(pred: np.ndarray, truth: np.ndarray, n: int, valid: Optional[np.ndarray] = None) -> np.ndarray:
-    sel = pred != NODATA_CLASS
-    sel &= truth < n
-    if valid is not None:
-        sel &= valid
-    return np.bincount(truth[sel].astype(np.int64) * n + pred[sel].astype(np.int64),
-                       minlength=n * n).reshape(n, n)
-
-
-def metrics(cm: np.ndarray, names: Dict[int, str], binary: bool) -> Dict[str, object]:
-    """Per-class precision, recall, F1, IoU, pixel accuracy; overall as in the README."""
-    cm = cm.astype(np.float64)
-    tp = np.diag(cm)
-    fp = cm.sum(axis=0) - tp
-    fn = cm.sum(axis=1) - tp
-
-    def div(a, b):
-        return float(a / b) if b > 0 else 0.0
-
-    per = {}
-    for i in range(cm.shape[0]):
-        p, r = div(tp[i], tp[i] + fp[i]), div(tp[i], tp[i] + fn[i])
-        per[names.get(i, str(i))] = {"precision": p, "recall": r, "f1": div(2 * p * r, p + r),
-                                     "iou": div(tp[i], tp[i] + fp[i] + fn[i]), "pa": r,
-                                     "pixels": int(cm[i].sum())}
-    mpa = float(np.mean([v["pa"] for v in per.values()]))
-    if binary:
-        pos = per[names.get(1, "1")]
-        head = {k: pos[k] for k in ("precision", "recall", "f1", "iou")}
-    else:
-        head = {k: float(np.mean([v[k] for v in per.values()])) for k in ("precision", "recall", "f1", "iou")}
-    head["mpa"] = mpa
-    head["pixel_accuracy"] = div(tp.sum(), cm.sum())
-    head["per_class"] = per
-    return head
-
-
-def evaluate(model: str, images_dir: str, masks_dir: str, opts: Optional[SegmentOptions] = None,
+def evaluate(model, images_dir: str, masks_dir: str, opts: Optional[SegmentOptions] = None,
              progress=None, cancel=None, on_image=None) -> Dict[str, object]:
-    """Run the engine on every image with a mask and score the class rasters."""
-    opts = opts or SegmentOptions()
-    opts.polygons = False
-    opts.confidence = False
-    opts.overwrite = True
+    """Run the engine on every image with a mask (one model, one network session) and score
+    the class rasters: :func:`~inference.metrics.metrics` of the summed confusion matrix."""
+    opts = replace(opts or SegmentOptions(), polygons=False, confidence=False, overwrite=True)
     pp = pairs(images_dir, masks_dir)
-    session = make_session(resolve_model(model), opts.device, opts.threads)  # one for all images
+    model = open_model(model)
+    info = model.info
     tmp = tempfile.mkdtemp(prefix="tm-eval-")
     cm = None
-    info = None
     try:
         for k, (im, mk) in enumerate(pp):
-            opts.prefix = "img%05d" % k
-            res = segment(im, model, tmp, opts, cancel=cancel, _session=session)
-            info = res.model
-            n = info.n_classes
+            res = execute(plan(im, model, replace(opts, prefix="img%05d" % k), tmp), cancel=cancel)
             pds = gdal.Open(res.class_raster)
             mds = gdal.Open(mk)
             if (pds.RasterXSize, pds.RasterYSize) != (mds.RasterXSize, mds.RasterYSize):
@@ -107,7 +67,7 @@ def evaluate(model: str, images_dir: str, masks_dir: str, opts: Optional[Segment
             pred = pds.GetRasterBand(1).ReadAsArray()
             truth = mds.GetRasterBand(1).ReadAsArray()
             pds = mds = None
-            c = confusion(pred, truth, n)
+            c = confusion(pred, truth, info.n_classes)
             cm = c if cm is None else cm + c
             if on_image:
                 on_image(im, c)

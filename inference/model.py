@@ -1,407 +1,93 @@
-"""Self-describing ONNX segmentation models.
+"""A model file, opened: its validated metadata, and its onnxruntime sessions.
 
-Our schema lives in one ONNX ``metadata_props`` entry, key ``tailings_mapper``, a JSON
-object (see README, "Model metadata").  Models that only carry the Deepness plugin's
-keys (``model_type``, ``class_names``, ``resolution``, ``tiles_size``/``tile_size``,
-``tiles_overlap``, ``standardization_mean``/``_std``, ``seg_thresh``,
-``seg_small_segment``) are read too, with Deepness's conventions: RGB input, raw
-values / 255, then standardised, outputs already probabilities.
-
-:func:`deepness_props` derives those Deepness keys from our schema, so the models we
-export also run in Deepness.
+Opening a model reads its metadata and the shapes of its network's input and output
+(``onnx_header``): cheap, so a panel can check every edit against it.  The network itself is
+loaded into onnxruntime once per device and thread count, the first time a run asks for it,
+and the session is kept with the model for the next run (``Model.session``).
 """
 from __future__ import annotations
 
-import ast
-import json
-import math
 import os
-import re
-from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+import threading
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple, Union
 
-from . import bands as bandlib
-from .errors import ModelError
-from .tiling import check_passes, check_scales
-
-META_KEY = "tailings_mapper"
-SCHEMA_VERSION = 1
-DEEPNESS_KEYS = ("model_type", "class_names", "resolution", "tiles_size", "tile_size", "tiles_overlap",
-                 "standardization_mean", "standardization_std", "seg_thresh", "seg_small_segment")
-DEFAULT_COLOURS = ["#000000", "#e6550d", "#3182bd", "#31a354", "#756bb1", "#fdd0a2", "#636363",
-                   "#e7ba52", "#9c9ede", "#d6616b", "#17becf", "#bcbd22"]
+from . import onnx_header
+from .errors import TailingsError
+from .metadata import ModelInfo, info_from_header
+from .registry import model_files, model_name, resolve_model
+from .runtime import Session, create_session
 
 
-BACKGROUND_NAMES = ("background", "other", "none", "no data")
+class Model:
+    """One model file: ``path``, ``info`` (its metadata), and sessions created on demand."""
 
-
-def is_background(name: str) -> bool:
-    """A class that gets no polygons and is drawn transparent (by its name)."""
-    return name.strip().lower() in BACKGROUND_NAMES
-
-
-@dataclass
-class ClassInfo:
-    id: int
-    name: str
-    color: str  # "#rrggbb"
-
-
-@dataclass
-class ModelInfo:
-    """Everything the engine needs to know about a model; parsed and validated."""
-    name: str
-    bands: List[str]                 # model input channels, in order, by band name
-    gsd_m: float                     # ground sample distance the model was trained at
-    tile_size: int
-    tile_overlap: int                # pixels
-    classes: List[ClassInfo]
-    task: str = "binary"             # "binary" or "multiclass"
-    units: str = "reflectance"       # "reflectance": raster scale/offset apply; "raw": values as they are
-    scale: List[float] = field(default_factory=list)   # raster value * scale + offset ...
-    offset: List[float] = field(default_factory=list)
-    mean: List[float] = field(default_factory=list)    # ... then (x - mean) / std
-    std: List[float] = field(default_factory=list)
-    activation: str = "none"         # applied by the engine to the output: none|sigmoid|softmax
-    threshold: float = 0.5
-    min_area_ha: float = 0.0
-    tta: int = 1                     # test-time augmentation passes by default: 1 (off), 2, 4 or 8
-    tta_scales: List[float] = field(default_factory=lambda: [1.0])  # scales each tile is seen at
-    description: str = ""
-    version: str = ""
-    license: str = ""
-    extra: Dict[str, Any] = field(default_factory=dict)  # training data, metrics...: carried, not used
-    source_format: str = "tailings_mapper"  # or "deepness"
-    path: Optional[str] = None
-    input_name: Optional[str] = None
-    fixed_input_size: Optional[int] = None
-    output_channels: Optional[int] = None
+    def __init__(self, path: str, info: ModelInfo, mtime: float):
+        self.path = path
+        self.info = info
+        self.mtime = mtime
+        self._sessions: Dict[Tuple[str, Optional[int]], Session] = {}
+        self._lock = threading.Lock()
 
     @property
-    def n_classes(self) -> int:
-        return len(self.classes)
+    def name(self) -> str:
+        return self.info.name
 
-    def class_names(self) -> Dict[int, str]:
-        return {c.id: c.name for c in self.classes}
+    def session(self, device: str = "auto", threads: Optional[int] = None) -> Session:
+        """The onnxruntime session for ``device`` and ``threads``, created the first time it is
+        asked for (in the calling thread) and reused after; safe to call from several threads."""
+        key = ((device or "auto").lower(), int(threads) if threads else None)
+        with self._lock:
+            sess = self._sessions.get(key)
+            if sess is None:
+                sess = create_session(self.path, key[0], key[1])
+                self._sessions[key] = sess
+            return sess
 
-    def positive_class(self) -> int:
-        return self.classes[-1].id
-
-    def summary(self) -> str:
-        return ("%s: %s model, inputs %s, %g m GSD, tile %d/%d, classes %s"
-                % (self.name, self.task, ", ".join(self.bands), self.gsd_m, self.tile_size,
-                   self.tile_overlap, ", ".join("%d=%s" % (c.id, c.name) for c in self.classes)))
-
-    def to_json(self) -> str:
-        """Our metadata document (what :func:`write_metadata` stores)."""
-        d = {
-            "schema_version": SCHEMA_VERSION, "name": self.name, "task": self.task,
-            "bands": self.bands, "units": self.units, "scale": self.scale, "offset": self.offset,
-            "mean": self.mean, "std": self.std, "gsd_m": self.gsd_m, "tile_size": self.tile_size,
-            "tile_overlap": self.tile_overlap, "classes": [asdict(c) for c in self.classes],
-            "activation": self.activation, "threshold": self.threshold, "min_area_ha": self.min_area_ha,
-            "tta": self.tta, "tta_scales": self.tta_scales,
-            "description": self.description, "version": self.version, "license": self.license,
-        }
-        d.update({k: v for k, v in self.extra.items() if k not in d})
-        return json.dumps(d, indent=1)
-
-
-def _f_list(value, n, what, default):
-    if value is None or value == []:
-        return [default] * n
-    if isinstance(value, (int, float)):
-        return [float(value)] * n
-    if not isinstance(value, list) or not all(isinstance(v, (int, float)) for v in value):
-        raise ModelError("metadata %r must be a number or a list of numbers, got %r" % (what, value))
-    if len(value) == 1:
-        return [float(value[0])] * n
-    if len(value) != n:
-        raise ModelError("metadata %r has %d values but the model reads %d bands" % (what, len(value), n))
-    return [float(v) for v in value]
-
-
-_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
-
-
-def _parse_classes(raw) -> List[ClassInfo]:
-    if isinstance(raw, dict):  # {"0": "background", ...}
-        raw = [{"id": int(k), "name": v} for k, v in raw.items()]
-    if not isinstance(raw, list) or not raw:
-        raise ModelError("metadata 'classes' must be a non-empty list of {id, name, color}")
-    out = []
-    for i, c in enumerate(raw):
-        if isinstance(c, str):
-            c = {"id": i, "name": c}
-        if not isinstance(c, dict) or "name" not in c:
-            raise ModelError("metadata class entry %r has no name" % (c,))
-        cid = int(c.get("id", i))
-        colour = c.get("color") or DEFAULT_COLOURS[cid % len(DEFAULT_COLOURS)]
-        if not _COLOUR.match(colour):
-            raise ModelError("class %r has colour %r; colours are #rrggbb" % (c["name"], colour))
-        out.append(ClassInfo(cid, str(c["name"]), colour.lower()))
-    ids = [c.id for c in out]
-    if sorted(ids) != list(range(len(ids))):
-        raise ModelError("class ids must be 0..%d without gaps or repeats, got %s" % (len(ids) - 1, ids))
-    return sorted(out, key=lambda c: c.id)
-
-
-def parse_metadata(props: Dict[str, str], name: str = "model") -> ModelInfo:
-    """Build a :class:`ModelInfo` from ONNX metadata_props (our key, else Deepness keys)."""
-    if META_KEY in props:
+    def is_current(self) -> bool:
+        """False when the file changed (or went) since it was opened."""
         try:
-            d = json.loads(props[META_KEY])
-        except ValueError as e:
-            raise ModelError("metadata %r is not valid JSON: %s" % (META_KEY, e)) from None
-        if not isinstance(d, dict):
-            raise ModelError("metadata %r must be a JSON object" % META_KEY)
-        return _from_ours(d, name)
-    if any(k in props for k in DEEPNESS_KEYS):
-        return _from_deepness(props, name)
-    raise ModelError("the model carries no Tailings Mapper metadata (key %r) and no Deepness metadata "
-                     "(class_names, resolution...); it cannot be run without knowing its bands, "
-                     "scaling and classes" % META_KEY)
+            return os.path.getmtime(self.path) == self.mtime
+        except OSError:
+            return False
+
+    def __repr__(self) -> str:
+        return "Model(%r)" % self.path
 
 
-def _from_ours(d: Dict[str, Any], name: str) -> ModelInfo:
-    missing = [k for k in ("bands", "gsd_m", "classes", "tile_size") if k not in d]
-    if missing:
-        raise ModelError("model metadata lacks %s" % ", ".join(repr(m) for m in missing))
-    if int(d.get("schema_version", 1)) > SCHEMA_VERSION:
-        raise ModelError("model metadata schema %s is newer than this Tailings Mapper reads (%d); update the plugin"
-                         % (d["schema_version"], SCHEMA_VERSION))
-    bands = d["bands"]
-    if not isinstance(bands, list) or not bands or not all(isinstance(b, str) for b in bands):
-        raise ModelError("metadata 'bands' must be a non-empty list of band names")
-    for b in bands:
-        try:
-            bandlib.band(b)
-        except Exception as e:
-            raise ModelError("metadata 'bands': %s" % e) from None
-    n = len(bands)
-    known = {"schema_version", "name", "task", "bands", "units", "scale", "offset", "mean", "std", "gsd_m",
-             "tile_size", "tile_overlap", "classes", "activation", "threshold", "min_area_ha", "tta", "tta_scales",
-             "description", "version", "license"}
-    info = ModelInfo(
-        name=str(d.get("name") or name), bands=list(bands), gsd_m=_num(d, "gsd_m"),
-        tile_size=int(_num(d, "tile_size")), tile_overlap=int(_num(d, "tile_overlap", 0)),
-        classes=_parse_classes(d["classes"]), task=str(d.get("task", "")),
-        units=str(d.get("units", "reflectance")),
-        scale=_f_list(d.get("scale"), n, "scale", 1.0), offset=_f_list(d.get("offset"), n, "offset", 0.0),
-        mean=_f_list(d.get("mean"), n, "mean", 0.0), std=_f_list(d.get("std"), n, "std", 1.0),
-        activation=str(d.get("activation", "none")), threshold=_num(d, "threshold", 0.5),
-        min_area_ha=_num(d, "min_area_ha", 0.0), tta=_whole(_num(d, "tta", 1)),
-        tta_scales=_scales(d.get("tta_scales", [1.0])), description=str(d.get("description", "")),
-        version=str(d.get("version", "")), license=str(d.get("license", "")),
-        extra={k: v for k, v in d.items() if k not in known},
-    )
-    if not info.task:
-        info.task = "binary" if info.n_classes == 2 else "multiclass"
-    return info
-
-
-def _scales(v) -> List[float]:
-    """Metadata ``tta_scales``: a number or a list of numbers."""
-    v = v if isinstance(v, list) else [v]
-    if not v or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
-        raise ModelError("metadata 'tta_scales' must be a list of numbers such as [1, 0.5], got %r" % (v,))
-    return [float(x) for x in v]
-
-
-def _whole(v: float):
-    """An integral number as int (validate() then rejects anything else by value)."""
-    return int(v) if float(v).is_integer() else v
-
-
-def _num(d, key, default=None):
-    v = d.get(key, default)
-    if v is None:
-        raise ModelError("model metadata lacks %r" % key)
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        raise ModelError("metadata %r must be a number, got %r" % (key, v)) from None
-    if not math.isfinite(v):
-        raise ModelError("metadata %r must be finite, got %r" % (key, v))
-    return v
-
-
-def _deepness_value(txt: str):
-    try:
-        return json.loads(txt)
-    except ValueError:
-        try:
-            return ast.literal_eval(txt)
-        except (ValueError, SyntaxError):
-            raise ModelError("Deepness metadata value %r is neither JSON nor a Python literal" % txt) from None
-
-
-def _from_deepness(props: Dict[str, str], name: str) -> ModelInfo:
-    v = {k: _deepness_value(props[k]) for k in DEEPNESS_KEYS if k in props}
-    mtype = str(v.get("model_type", "Segmentor")).capitalize()
-    if mtype != "Segmentor":
-        raise ModelError("this is a Deepness %r model; Tailings Mapper runs segmentation models (Segmentor) only"
-                         % mtype)
-    if "class_names" not in v:
-        raise ModelError("Deepness metadata lacks 'class_names'")
-    if "resolution" not in v:
-        raise ModelError("Deepness metadata lacks 'resolution' (cm per pixel)")
-    classes = _parse_classes(v["class_names"])
-    mean = v.get("standardization_mean", 0.0)
-    std = v.get("standardization_std", 1.0)
-    n = len(mean) if isinstance(mean, list) else 3
-    tile = int(v.get("tiles_size", v.get("tile_size", 512)))
-    overlap_pct = float(v.get("tiles_overlap", 15))
-    return ModelInfo(
-        name=name, bands=["red", "green", "blue", "nir"][:n] if n <= 4 else ["red", "green", "blue"],
-        gsd_m=float(v["resolution"]) / 100.0, tile_size=tile,
-        tile_overlap=int(round(tile * overlap_pct / 100.0)), classes=classes,
-        task="binary" if len(classes) == 2 else "multiclass", units="raw",
-        scale=[1 / 255.0] * n, offset=[0.0] * n,
-        mean=_f_list(mean, n, "standardization_mean", 0.0), std=_f_list(std, n, "standardization_std", 1.0),
-        activation="none", threshold=float(v.get("seg_thresh", 0.5)),
-        min_area_ha=0.0, source_format="deepness",
-        extra={"deepness_small_segment": v.get("seg_small_segment")},
-    )
-
-
-def deepness_props(info: ModelInfo) -> Dict[str, str]:
-    """Deepness metadata equivalent to ``info``, for models we export.
-
-    Deepness feeds ``raw / 255`` then standardises with (mean', std'); we feed
-    ``raw * scale + offset`` then standardise with (mean, std).  They agree when
-    mean' = (mean - offset) / (255 * scale) and std' = std / (255 * scale).
-    """
-    mean = [(m - o) / (255.0 * s) for m, o, s in zip(info.mean, info.offset, info.scale)]
-    std = [sd / (255.0 * s) for sd, s in zip(info.std, info.scale)]
-    return {
-        "model_type": json.dumps("Segmentor"),
-        "class_names": json.dumps({str(c.id): c.name for c in info.classes}),
-        "resolution": json.dumps(info.gsd_m * 100.0),
-        "tiles_size": json.dumps(info.tile_size),
-        "tile_size": json.dumps(info.tile_size),
-        "tiles_overlap": json.dumps(int(round(100.0 * info.tile_overlap / info.tile_size))),
-        "standardization_mean": json.dumps(mean),
-        "standardization_std": json.dumps(std),
-        "seg_thresh": json.dumps(info.threshold),
-        "seg_small_segment": json.dumps(0),
-    }
-
-
-def validate(info: ModelInfo) -> None:
-    """Raise :class:`ModelError` naming what is wrong or contradictory."""
-    if info.gsd_m <= 0:
-        raise ModelError("metadata gsd_m must be > 0, got %g" % info.gsd_m)
-    if info.tile_size < 16:
-        raise ModelError("metadata tile_size must be at least 16, got %d" % info.tile_size)
-    if not 0 <= info.tile_overlap < info.tile_size // 2 + 1:
-        raise ModelError("tile_overlap %d must be between 0 and half the tile size %d"
-                         % (info.tile_overlap, info.tile_size))
-    if any(s <= 0 for s in info.std):
-        raise ModelError("metadata std must be > 0 for every band, got %s" % info.std)
-    if any(s == 0 for s in info.scale):
-        raise ModelError("metadata scale must not be 0, got %s" % info.scale)
-    if info.task not in ("binary", "multiclass"):
-        raise ModelError("metadata task must be 'binary' or 'multiclass', got %r" % info.task)
-    if info.task == "binary" and info.n_classes != 2:
-        raise ModelError("a binary model has 2 classes; metadata lists %d" % info.n_classes)
-    if info.units not in ("reflectance", "raw"):
-        raise ModelError("metadata units must be 'reflectance' or 'raw', got %r" % info.units)
-    if info.activation not in ("none", "sigmoid", "softmax"):
-        raise ModelError("metadata activation must be none, sigmoid or softmax, got %r" % info.activation)
-    if not 0.0 < info.threshold < 1.0:
-        raise ModelError("metadata threshold must be between 0 and 1, got %g" % info.threshold)
-    if info.min_area_ha < 0:
-        raise ModelError("metadata min_area_ha must be >= 0")
-    try:
-        check_scales(info.tta_scales, info.tile_size)
-    except ValueError as e:
-        raise ModelError("metadata tta_scales: %s" % e) from None
-    try:
-        check_passes(info.tta)
-    except ValueError as e:
-        raise ModelError("metadata tta: %s" % e) from None
-    if info.fixed_input_size and info.fixed_input_size != info.tile_size:
-        raise ModelError("the network takes %d x %d tiles but the metadata says tile_size %d"
-                         % (info.fixed_input_size, info.fixed_input_size, info.tile_size))
-    if info.output_channels is not None:
-        ok = info.output_channels == info.n_classes or (info.output_channels == 1 and info.n_classes == 2)
-        if not ok:
-            raise ModelError("the network outputs %d channels but the metadata lists %d classes (%s)"
-                             % (info.output_channels, info.n_classes,
-                                ", ".join(c.name for c in info.classes)))
-
-
-def _dim(d) -> Optional[int]:
-    return d if isinstance(d, int) and d > 0 else None
-
-
-def load_model(path: str, providers: Optional[List[str]] = None):
-    """Open an ONNX model, read and validate its metadata.
-
-    Returns ``(info, session)``; the session is an onnxruntime InferenceSession created
-    with ``providers`` (CPU when None).
-    """
-    from .runtime import ort_module
-    ort = ort_module()
-    if not os.path.isfile(path):
-        raise ModelError("model file not found: %s" % path)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    try:
-        sess = ort.InferenceSession(path, sess_options=so, providers=providers or ["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf/...
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError("%s is not a valid ONNX model: %s" % (os.path.basename(path), msg[:300])) from None
-    info = info_from_session(sess, path)
-    return info, sess
-
-
-def info_from_session(sess, path: str) -> ModelInfo:
-    meta = sess.get_modelmeta()
-    props = dict(meta.custom_metadata_map)
-    stem = os.path.splitext(os.path.basename(path))[0]
-    info = parse_metadata(props, stem)
-    inputs, outputs = sess.get_inputs(), sess.get_outputs()
-    if len(inputs) != 1:
-        raise ModelError("the network has %d inputs; a segmentation model has one (N, C, H, W)" % len(inputs))
-    shape = inputs[0].shape
-    if len(shape) != 4:
-        raise ModelError("the network input has shape %s; expected (N, C, H, W)" % (shape,))
-    c = _dim(shape[1])
-    if c is not None and c != len(info.bands):
-        raise ModelError("the network reads %d channels but the metadata lists %d bands (%s)"
-                         % (c, len(info.bands), ", ".join(info.bands)))
-    h, w = _dim(shape[2]), _dim(shape[3])
-    if h and w and h != w:
-        raise ModelError("the network takes %d x %d tiles; only square tiles are supported" % (h, w))
-    info.fixed_input_size = h
-    if info.source_format == "deepness" and h:
-        info.tile_size = h
-        info.tile_overlap = min(info.tile_overlap, h // 2)
-    oshape = outputs[0].shape
-    if len(oshape) != 4:
-        raise ModelError("the network output has shape %s; expected (N, classes, H, W)" % (oshape,))
-    info.output_channels = _dim(oshape[1])
-    info.input_name = inputs[0].name
-    info.path = path
-    validate(info)
-    return info
+def open_model(model: Union[str, Model]) -> Model:
+    """A model by file path or by the name of a shipped or user model (a :class:`Model` is
+    returned as it is); :class:`~inference.errors.ModelError` when it cannot be used."""
+    if isinstance(model, Model):
+        return model
+    path = resolve_model(model)
+    mtime = os.path.getmtime(path) if os.path.exists(path) else 0.0
+    return Model(path, info_from_header(onnx_header.read(path), path), mtime)
 
 
 def read_info(path: str) -> ModelInfo:
-    """Metadata of a model file, validated (loads it on the CPU)."""
-    return load_model(path)[0]
+    """Metadata of a model file, validated."""
+    return open_model(path).info
 
 
-def write_metadata(onnx_model, info: ModelInfo, deepness: bool = True) -> None:
-    """Store ``info`` (and the Deepness equivalent) in an ``onnx.ModelProto`` in place."""
-    props = {META_KEY: info.to_json()}
-    if deepness:
-        props.update(deepness_props(info))
-    keep = [p for p in onnx_model.metadata_props if p.key not in props]
-    del onnx_model.metadata_props[:]
-    for p in keep:
-        onnx_model.metadata_props.add(key=p.key, value=p.value)
-    for k, v in props.items():
-        onnx_model.metadata_props.add(key=k, value=v)
+@dataclass
+class ModelEntry:
+    name: str
+    path: str
+    shipped: bool
+    info: Optional[ModelInfo] = None   # when it opens
+    error: Optional[str] = None        # why it does not
+
+
+def list_models(load: bool = True) -> List[ModelEntry]:
+    """Shipped and user models; with ``load``, each one's metadata or the reason it fails."""
+    entries = []
+    for path, shipped in model_files():
+        e = ModelEntry(model_name(path), path, shipped)
+        if load:
+            try:
+                e.info = read_info(path)
+            except TailingsError as err:
+                e.error = str(err)
+        entries.append(e)
+    return entries

@@ -8,12 +8,13 @@ import glob
 import math
 import os
 import re
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, replace
 from typing import List, Optional, Tuple
 
 from osgeo import gdal, osr
 
-from .errors import InputError
+from .errors import InputError, first_line
 
 gdal.UseExceptions()
 osr.UseExceptions()
@@ -24,9 +25,9 @@ _F = 1 / 298.257223563
 _E2 = _F * (2 - _F)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RasterInfo:
-    path: str                 # what GDAL opens (a file, or a VRT we built)
+    path: str                 # what GDAL opens (a file, or the XML text of a VRT we built)
     label: str                # the user's input as given
     width: int
     height: int
@@ -40,7 +41,7 @@ class RasterInfo:
     offsets: List[Optional[float]]
     geographic: bool
     gsd_m: Tuple[float, float]      # (x, y) pixel size in metres at the raster centre
-    band_files: Optional[List[str]] = None  # for Sentinel-2 folders: the file of each band
+    band_files: Optional[Tuple[str, ...]] = None  # for Sentinel-2 folders: the file of each band
 
     @property
     def srs(self) -> osr.SpatialReference:
@@ -50,18 +51,14 @@ class RasterInfo:
         return s
 
 
-def open_dataset(path: str) -> gdal.Dataset:
+def open_dataset(path: str, label: Optional[str] = None) -> gdal.Dataset:
     try:
         ds = gdal.Open(path, gdal.GA_ReadOnly)
     except RuntimeError as e:
-        raise InputError("cannot open %s as a raster: %s" % (path, _gdal_msg(e))) from None
+        raise InputError("cannot open %s as a raster: %s" % (label or path, first_line(e))) from None
     if ds is None:
-        raise InputError("cannot open %s as a raster" % path)
+        raise InputError("cannot open %s as a raster" % (label or path))
     return ds
-
-
-def _gdal_msg(e) -> str:
-    return str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
 
 
 _S2_FILE = re.compile(r"(?:^|[_\-])(B(?:0[1-9]|1[0-2]|8A))(?:[_\-.]|_\d+m)", re.I)
@@ -90,10 +87,10 @@ def _res_rank(path: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def build_sentinel2_vrt(folder: str, vrt_path: str, res_m: float = 10.0) -> Tuple[str, List[str]]:
-    """A VRT stacking the folder's band files on a ``res_m`` grid (bilinear), band
-    descriptions set to S2 band names.  Returns ``(vrt_path, band names)``."""
-    bands = sentinel2_folder_bands(folder)
+def sentinel2_vrt(folder: str, res_m: float = 10.0) -> Tuple[str, List[str]]:
+    """A VRT (its XML text, which GDAL opens as it is) stacking the folder's band files on a
+    ``res_m`` grid (bilinear), band descriptions set to S2 band names.  Returns ``(xml, files)``."""
+    bands = sentinel2_folder_bands(os.path.abspath(folder))
     if not bands:
         raise InputError("folder %s holds no Sentinel-2 band files (*_B02.jp2, *_B04.tif...)" % folder)
     files = [f for _, f in bands]
@@ -110,20 +107,48 @@ def build_sentinel2_vrt(folder: str, vrt_path: str, res_m: float = 10.0) -> Tupl
         bounds = [x0, y0 - py * h, x0 + px * w, y0]
     else:
         bounds = None
+    mem = "/vsimem/tm-s2-%d-%d.vrt" % (os.getpid(), threading.get_ident())
     try:
-        vrt = gdal.BuildVRT(vrt_path, files, separate=True, xRes=res_m, yRes=res_m,
+        vrt = gdal.BuildVRT(mem, files, separate=True, xRes=res_m, yRes=res_m,
                             resampleAlg="bilinear", outputBounds=bounds)
     except RuntimeError as e:
-        raise InputError("cannot stack the band files of %s: %s" % (folder, _gdal_msg(e))) from None
+        raise InputError("cannot stack the band files of %s: %s" % (folder, first_line(e))) from None
     if vrt is None:
         raise InputError("cannot stack the band files of %s" % folder)
-    names = []
-    for i, (code, _) in enumerate(bands, start=1):
-        vrt.GetRasterBand(i).SetDescription("S2:" + code)
-        names.append("S2:" + code)
-    vrt.FlushCache()
-    vrt = None
-    return vrt_path, files
+    try:
+        for i, (code, _) in enumerate(bands, start=1):
+            vrt.GetRasterBand(i).SetDescription("S2:" + code)
+        vrt.FlushCache()
+        vrt = None
+        return _read_vsimem(mem), files
+    finally:
+        gdal.Unlink(mem)
+
+
+def _read_vsimem(path: str) -> str:
+    f = gdal.VSIFOpenL(path, "rb")
+    try:
+        gdal.VSIFSeekL(f, 0, 2)
+        n = gdal.VSIFTellL(f)
+        gdal.VSIFSeekL(f, 0, 0)
+        return gdal.VSIFReadL(1, n, f).decode("utf-8")
+    finally:
+        gdal.VSIFCloseL(f)
+
+
+def open_input(input_path: str) -> RasterInfo:
+    """The input as the engine reads it: a raster file, or a Sentinel-2 product folder stacked
+    on 10 m (``RasterInfo.path`` is then the VRT's XML text; ``band_files`` its files)."""
+    if os.path.isdir(input_path):
+        xml, files = sentinel2_vrt(input_path)
+        return inspect(xml, label=input_path, band_files=files)
+    if not os.path.exists(input_path):
+        raise InputError("input not found: %s" % input_path)
+    return inspect(input_path)
+
+
+def is_vrt_xml(path: str) -> bool:
+    return path.lstrip().startswith("<VRTDataset")
 
 
 def _declared_scale(ds, b) -> Tuple[Optional[float], Optional[float]]:
@@ -150,9 +175,7 @@ def _declared_scale(ds, b) -> Tuple[Optional[float], Optional[float]]:
 
 def inspect(path: str, label: Optional[str] = None, band_files=None) -> RasterInfo:
     """Open and check a raster; raise :class:`InputError` for what the engine cannot use."""
-    if not os.path.exists(path):
-        raise InputError("input not found: %s" % path)
-    ds = open_dataset(path)
+    ds = open_dataset(path, label)
     try:
         if ds.RasterCount == 0:
             raise InputError("%s has no raster bands" % (label or path))
@@ -178,14 +201,14 @@ def inspect(path: str, label: Optional[str] = None, band_files=None) -> RasterIn
         info = RasterInfo(path=path, label=label or path, width=ds.RasterXSize, height=ds.RasterYSize,
                           count=ds.RasterCount, geotransform=tuple(gt), wkt=wkt, descriptions=descriptions,
                           nodata=nodata, dtypes=dtypes, scales=scales, offsets=offsets,
-                          geographic=bool(srs.IsGeographic()), gsd_m=(0.0, 0.0), band_files=band_files)
-        info.gsd_m = pixel_size_m(info)
-        return info
+                          geographic=bool(srs.IsGeographic()), gsd_m=(0.0, 0.0),
+                          band_files=tuple(band_files) if band_files else None)
+        return replace(info, gsd_m=pixel_size_m(info))
     finally:
         ds = None
 
 
-def _metres_per_degree(lat_deg: float) -> Tuple[float, float]:
+def metres_per_degree(lat_deg: float) -> Tuple[float, float]:
     """(east-west, north-south) metres per degree on the WGS84 ellipsoid at ``lat``."""
     phi = math.radians(lat_deg)
     s = math.sin(phi)
@@ -203,7 +226,7 @@ def pixel_size_m(info: RasterInfo, row: Optional[float] = None) -> Tuple[float, 
     if srs.IsGeographic():
         r = info.height / 2.0 if row is None else row
         lat = gt[3] + gt[5] * r
-        mx, my = _metres_per_degree(lat)
+        mx, my = metres_per_degree(lat)
         return abs(gt[1]) * mx, abs(gt[5]) * my
     unit = srs.GetLinearUnits() or 1.0
     return abs(gt[1]) * unit, abs(gt[5]) * unit

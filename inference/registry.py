@@ -1,13 +1,12 @@
-"""Where models live: shipped ones in the plugin's models/ folder, user ones in a folder of
+"""Where model files live: shipped ones in the plugin's models/ folder, user ones in a folder of
 the user's (``TAILINGS_MAPPER_MODELS``, else ~/.local/share/tailings_mapper/models)."""
 from __future__ import annotations
 
 import glob
 import os
-from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Tuple
 
-from .errors import ModelError, TailingsError
+from .errors import ModelError
 
 SHIPPED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
 
@@ -20,16 +19,8 @@ def user_dir() -> str:
     return os.path.join(base, "tailings_mapper", "models")
 
 
-@dataclass
-class ModelEntry:
-    name: str
-    path: str
-    shipped: bool
-    info: Optional[object] = None   # ModelInfo when it loads
-    error: Optional[str] = None     # why it does not
-
-
-def _files() -> List[tuple]:
+def model_files() -> List[Tuple[str, bool]]:
+    """``[(path, shipped)]`` of every model file, shipped ones first."""
     out = []
     for folder, shipped in ((SHIPPED_DIR, True), (user_dir(), False)):
         for f in sorted(glob.glob(os.path.join(folder, "*.onnx"))):
@@ -37,19 +28,8 @@ def _files() -> List[tuple]:
     return out
 
 
-def list_models(load: bool = True) -> List[ModelEntry]:
-    """Shipped and user models; with ``load``, each one's metadata or the reason it fails."""
-    from .model import read_info
-    entries = []
-    for path, shipped in _files():
-        e = ModelEntry(os.path.splitext(os.path.basename(path))[0], path, shipped)
-        if load:
-            try:
-                e.info = read_info(path)
-            except TailingsError as err:
-                e.error = str(err)
-        entries.append(e)
-    return entries
+def model_name(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
 
 
 def resolve_model(name_or_path: str) -> str:
@@ -60,9 +40,9 @@ def resolve_model(name_or_path: str) -> str:
         return name_or_path
     if name_or_path.lower().endswith(".onnx") or os.sep in name_or_path:
         raise ModelError("model file not found: %s" % name_or_path)
-    files = _files()
+    files = model_files()
     for path, _ in files:
-        if os.path.splitext(os.path.basename(path))[0].lower() == name_or_path.lower():
+        if model_name(path).lower() == name_or_path.lower():
             return path
-    known = ", ".join(os.path.splitext(os.path.basename(p))[0] for p, _ in files) or "none installed"
+    known = ", ".join(model_name(p) for p, _ in files) or "none installed"
     raise ModelError("no model named %r (known models: %s)" % (name_or_path, known))

@@ -1,4 +1,4 @@
-"""onnxruntime sessions: which execution provider, and why.
+"""onnxruntime: which execution provider, and why; creating a session.
 
 onnxruntime is imported lazily so that a QGIS without it can still load the plugin
 and explain what is missing.
@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Any, List, Optional
 
-from .errors import ModelError, ProviderError
+from .errors import ModelError, ProviderError, first_line
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+DEVICES = ("auto", "cuda", "cpu")   # what a user chooses ("gpu" is read as "cuda")
 
 
 def ort_module():
@@ -24,7 +25,7 @@ def ort_module():
     return onnxruntime
 
 
-@dataclass
+@dataclass(frozen=True)
 class ProviderChoice:
     providers: List[str]
     device: str            # "cuda" or "cpu"
@@ -34,7 +35,7 @@ class ProviderChoice:
 def choose_providers(device: str = "auto") -> ProviderChoice:
     """``auto``: CUDA when onnxruntime offers it, else CPU; ``cuda``: CUDA or an error; ``cpu``."""
     device = (device or "auto").lower()
-    if device not in ("auto", "cpu", "cuda", "gpu"):
+    if device not in DEVICES + ("gpu",):
         raise ProviderError("device must be auto, cpu or cuda, got %r" % device)
     ort = ort_module()
     available = ort.get_available_providers()
@@ -49,13 +50,30 @@ def choose_providers(device: str = "auto") -> ProviderChoice:
     return ProviderChoice([CPU], "cpu", why)
 
 
-def make_session(path: str, device: str = "auto", threads: Optional[int] = None):
-    """``(info, session, provider_used, reason)`` for a model file.
+@dataclass(frozen=True)
+class Session:
+    """An onnxruntime session and the device it really runs on."""
+    ort: Any               # onnxruntime.InferenceSession
+    device: str            # "cuda" or "cpu": the provider actually used
+    reason: str            # why that device
+
+    @property
+    def input_name(self) -> str:
+        return self.ort.get_inputs()[0].name
+
+    @property
+    def fixed_batch(self) -> Optional[int]:
+        """The network's batch size when its batch dimension is fixed, else None."""
+        dim = self.ort.get_inputs()[0].shape[0]
+        return dim if isinstance(dim, int) and dim > 0 else None
+
+
+def create_session(path: str, device: str = "auto", threads: Optional[int] = None) -> Session:
+    """Load the network of ``path`` on ``device``.
 
     The provider actually used is read back from the session: onnxruntime silently
     falls back to CPU when CUDA libraries are missing, and we report that.
     """
-    from .model import info_from_session
     ort = ort_module()
     choice = choose_providers(device)
     so = ort.SessionOptions()
@@ -67,14 +85,12 @@ def make_session(path: str, device: str = "auto", threads: Optional[int] = None)
         raise ModelError("model file not found: %s" % path)
     try:
         sess = ort.InferenceSession(path, sess_options=so, providers=choice.providers)
-    except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError("%s is not a valid ONNX model: %s" % (os.path.basename(path), msg[:300])) from None
-    info = info_from_session(sess, path)
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf/...
+        raise ModelError("%s is not a valid ONNX model: %s" % (os.path.basename(path), first_line(e))) from None
     used = sess.get_providers()[0]
     reason = choice.reason
     if choice.device == "cuda" and used != CUDA:
         reason = "CUDA provider failed to start (CUDA/cuDNN libraries missing?); fell back to CPU"
         if device in ("cuda", "gpu"):
             raise ProviderError("GPU requested but " + reason)
-    return info, sess, ("cuda" if used == CUDA else "cpu"), reason
+    return Session(sess, "cuda" if used == CUDA else "cpu", reason)

@@ -1,7 +1,7 @@
 """Tile layout and blending weights."""
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -82,14 +82,15 @@ def check_passes(passes) -> int:
 TTA_SCALES = (1.0, 0.5, 0.25)
 
 
-def check_scales(scales, tile: int) -> Tuple[float, ...]:
-    """The scales as a tuple of distinct values from TTA_SCALES that divide ``tile`` evenly."""
+def check_scales(scales, tile: Optional[int] = None) -> Tuple[float, ...]:
+    """The scales as a tuple of distinct values from TTA_SCALES (that divide ``tile`` evenly,
+    when it is given), else ValueError."""
     out = []
     for s in scales:
         s = float(s)
         if s not in TTA_SCALES:
             raise ValueError("scales must be among %s, got %g" % (", ".join("%g" % v for v in TTA_SCALES), s))
-        if (tile * s) != int(tile * s):
+        if tile is not None and (tile * s) != int(tile * s):
             raise ValueError("scale %g needs a tile size divisible by %d, got %d" % (s, round(1 / s), tile))
         if s not in out:
             out.append(s)

@@ -18,7 +18,6 @@ from osgeo import gdal, ogr, osr
 
 from . import raster as rasterlib
 from .errors import Cancelled, OutputError
-from .model import is_background
 
 ogr.UseExceptions()
 
@@ -135,23 +134,19 @@ def foreground(arr: np.ndarray, bg_ids) -> np.ndarray:
     return fg.astype(np.uint8)
 
 
-def background_ids(model) -> set:
-    return {c.id for c in model.classes if is_background(c.name)}
-
-
 def postprocess(p, classes_path: str, conf_path: str, gpkg_path: Optional[str], run_time: str,
                 cancel, mask_path: Optional[str] = None) -> Dict[int, Dict[str, object]]:
     """Sieve ``classes_path`` in place, write polygons to ``gpkg_path`` (if given), return
     per-class statistics ``{class_id: {name, count, area_ha}}``.  With ``mask_path`` the
     classes were already sieved while streaming (:class:`StreamSieve`) and ``mask_path`` is
     their foreground mask."""
-    model = p.model
+    model = p.info
     thr = sieve_threshold_px(p)
     ds = gdal.Open(classes_path, gdal.GA_Update)
     band = ds.GetRasterBand(1)
     if thr > 1 and mask_path is None:
         sieve_in_bands(band, thr, cancel)
-    bg = background_ids(model)
+    bg = model.background_ids()
     if gpkg_path is None:
         counts = np.zeros(256, np.int64)
         for y in range(0, ds.RasterYSize, ROWS_PER_READ):
@@ -185,8 +180,7 @@ def postprocess(p, classes_path: str, conf_path: str, gpkg_path: Optional[str], 
             out = drv.CreateDataSource(gpkg_path)
         except RuntimeError as e:
             raise OutputError("cannot create %s: %s" % (gpkg_path, e)) from None
-        name = os.path.splitext(os.path.basename(p.outputs["polygons"]))[0]
-        layer = out.CreateLayer(name, srs, ogr.wkbPolygon, options=["GEOMETRY_NAME=geom", "FID=fid"])
+        layer = out.CreateLayer(p.layer_name, srs, ogr.wkbPolygon, options=["GEOMETRY_NAME=geom", "FID=fid"])
         fields = [("class_id", ogr.OFTInteger), ("class_name", ogr.OFTString), ("area_m2", ogr.OFTReal),
                   ("area_ha", ogr.OFTReal), ("perimeter_m", ogr.OFTReal), ("mean_confidence", ogr.OFTReal),
                   ("source", ogr.OFTString), ("model", ogr.OFTString), ("run_time", ogr.OFTString)]
@@ -233,7 +227,7 @@ def _simplify(geom, tol_m, srs):
     tol = tol_m
     if srs.IsGeographic():
         lat = geom.Centroid().GetY()
-        mx, my = rasterlib._metres_per_degree(lat)
+        mx, my = rasterlib.metres_per_degree(lat)
         tol = tol_m / max(mx, my)
     else:
         tol = tol_m / (srs.GetLinearUnits() or 1.0)
@@ -243,7 +237,7 @@ def _simplify(geom, tol_m, srs):
     if not g.IsValid():
         try:
             g = g.MakeValid()
-        except Exception:
+        except RuntimeError:  # GEOS could not repair it: keep the unsimplified polygon
             return geom
         if g is None or g.IsEmpty() or not g.IsValid():
             return geom
@@ -308,10 +302,10 @@ def mean_confidence_by_fid(out, layer_name, like_ds, conf_path, cancel) -> tuple
 
 
 def _measure(p, layer, out, cls_ds, conf_path, srs, run_time, cancel):
-    names = p.model.class_names()
+    names = p.info.class_names()
     sums, counts = mean_confidence_by_fid(out, layer.GetName(), cls_ds, conf_path, cancel)
     stats: Dict[int, Dict[str, object]] = {c.id: {"name": c.name, "count": 0, "area_ha": 0.0}
-                                           for c in p.model.classes if c.id not in background_ids(p.model)}
+                                           for c in p.info.classes if not c.is_background}
     source = os.path.abspath(p.input)
     defn = layer.GetLayerDefn()
     i_cid, i_name, i_m2, i_ha, i_perim, i_conf, i_src, i_model, i_time = (
@@ -338,7 +332,7 @@ def _measure(p, layer, out, cls_ds, conf_path, srs, run_time, cancel):
         if fid < len(counts) and counts[fid]:
             feat.SetField(i_conf, round(float(sums[fid] / counts[fid]) / 100.0, 4))
         feat.SetFieldString(i_src, source)
-        feat.SetFieldString(i_model, p.model.name)
+        feat.SetFieldString(i_model, p.info.name)
         feat.SetFieldString(i_time, run_time)
         layer.SetFeature(feat)
         s = stats.setdefault(cid, {"name": names.get(cid, str(cid)), "count": 0, "area_ha": 0.0})

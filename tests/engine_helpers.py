@@ -1,6 +1,7 @@
 """Tiny ONNX models and rasters for the engine tests (built in the tests, no files shipped)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import List, Optional, Sequence
 
@@ -9,7 +10,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from osgeo import gdal, osr
 
-from inference.model import ClassInfo, ModelInfo, write_metadata
+from inference.metadata import ClassInfo, ModelInfo, write_metadata
 
 gdal.UseExceptions()
 
@@ -53,8 +54,7 @@ def conv_model(path: str, bands: Sequence[str] = ("S2:B04", "S2:B03", "S2:B02"),
                          std=list(std or [1.0] * c),
                          activation="none" if activation_in_graph else ("sigmoid" if n_out == 1 else "softmax"),
                          threshold=threshold, min_area_ha=min_area_ha)
-        for k, v in (info_overrides or {}).items():
-            setattr(info, k, v)
+        info = dataclasses.replace(info, **(info_overrides or {}))
         write_metadata(model, info)
         if deepness_only:
             keep = [p for p in model.metadata_props if p.key != "tailings_mapper"]

@@ -11,7 +11,7 @@ from engine_helpers import (conv_model, get_props, make_raster, our_meta, pixel_
                             reference_prob, rounding_safe, set_props)
 from inference import ModelError, ProviderError, SegmentOptions, read_info, segment
 from inference import runtime
-from inference.model import ClassInfo, ModelInfo, deepness_props, parse_metadata, write_metadata
+from inference.metadata import ClassInfo, ModelInfo, deepness_props, parse_metadata, write_metadata
 
 RGB = ["B4", "B3", "B2"]
 

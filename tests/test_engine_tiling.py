@@ -154,7 +154,7 @@ def test_block_cache_sized_by_width_not_height_and_restored(tmp_path):
     the raster's width, never its height) and gives the user's cap back after the run."""
     from osgeo import gdal
     from inference import plan
-    from inference.engine import block_cache_need
+    from inference.writing import block_cache_need
     m = conv_model(str(tmp_path / "m.onnx"), tile=64, overlap=16)
     need = {}
     for w, h in ((64, 300), (64, 3000), (640, 300)):

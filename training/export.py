@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Dict, List, Optional
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from .train import build_model
+from inference.metadata import ClassInfo, ModelInfo, write_metadata
+from inference.model import read_info
 
-HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .train import build_model
 
 
 class WithActivation(nn.Module):
@@ -40,17 +40,9 @@ def load_run(run_dir: str, which: str = "best"):
     return model, ck
 
 
-def _inference_module():
-    if HERE not in sys.path:
-        sys.path.insert(0, HERE)
-    from inference import model as imodel
-    return imodel
-
-
 def model_info(ck: Dict, threshold: Optional[float] = None, extra: Optional[Dict] = None,
                name: Optional[str] = None, description: str = "", version: str = "1.0", tta: int = 1,
                scales: Optional[List[float]] = None):
-    imodel = _inference_module()
     cfg = ck["cfg"]
     th = threshold
     if th is None:   # the validation optimum of this checkpoint's epoch (best.pt keeps it, last.pt its history)
@@ -58,7 +50,7 @@ def model_info(ck: Dict, threshold: Optional[float] = None, extra: Optional[Dict
     if th is None:
         raise ValueError("this run has no validation sites to choose a threshold on: give one (--threshold)")
     n = len(cfg["bands"])
-    classes = [imodel.ClassInfo(int(c["id"]), c["name"], c["color"]) for c in cfg["classes"]]
+    classes = [ClassInfo(int(c["id"]), c["name"], c["color"]) for c in cfg["classes"]]
     val = ck.get("val", {})
     ex = {
         "architecture": cfg["arch"], "loss": cfg["loss"], "config": cfg.get("config"),
@@ -69,7 +61,7 @@ def model_info(ck: Dict, threshold: Optional[float] = None, extra: Optional[Dict
         "epoch": ck.get("epoch"),
     }
     ex.update(extra or {})
-    return imodel.ModelInfo(
+    return ModelInfo(
         name=name or cfg.get("name", "tailings"), bands=list(cfg["bands"]), gsd_m=float(cfg["gsd_m"]),
         tile_size=int(cfg["tile_size"]), tile_overlap=int(cfg["tile_overlap"]), classes=classes,
         task="binary" if len(classes) == 2 else "multiclass", units="reflectance",
@@ -140,15 +132,14 @@ def export(run_dir: str, out: str, threshold: Optional[float] = None, extra: Opt
     proto = onnx.load(out)
     if fp16_weights:
         store_weights_fp16(proto)
-    imodel = _inference_module()
-    imodel.write_metadata(proto, info)
+    write_metadata(proto, info)
     proto.producer_name = "tailings-mapper-training"
     onnx.checker.check_model(proto)
     onnx.save(proto, out)
     result = {"path": out, "size_mb": os.path.getsize(out) / 1e6, "threshold": info.threshold, "tta": info.tta, "scales": info.tta_scales}
     if check:
         result["max_abs_diff"] = compare_with_torch(wrapped, out, c)
-        imodel.read_info(out)  # the engine's own validation of the metadata
+        read_info(out)  # the engine's own validation of the metadata
     return result
 
 

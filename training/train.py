@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from inference import tiling
+from inference.metrics import binary_scores
 
 from . import data as D
 from . import losses, nets
@@ -79,18 +80,8 @@ def confusion_at(probs: List[np.ndarray], masks: List[np.ndarray], thresholds=TH
             pr, gt = (p >= th)[v], (m == 1)[v]
             tp += int(np.sum(pr & gt)); fp += int(np.sum(pr & ~gt))
             fn += int(np.sum(~pr & gt)); tn += int(np.sum(~pr & ~gt))
-        out[th] = scores(tp, fp, fn, tn)
+        out[th] = binary_scores(tp, fp, fn, tn)
     return out
-
-
-def scores(tp, fp, fn, tn) -> Dict[str, float]:
-    prec = tp / (tp + fp) if tp + fp else 0.0
-    rec = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-    iou = tp / (tp + fp + fn) if tp + fp + fn else 0.0
-    rec_bg = tn / (tn + fp) if tn + fp else 0.0
-    return {"precision": prec, "recall": rec, "f1": f1, "iou": iou, "mpa": (rec + rec_bg) / 2,
-            "pixel_accuracy": (tp + tn) / max(1, tp + fp + fn + tn)}
 
 
 @torch.no_grad()

@@ -1,0 +1,157 @@
+"""Running a plan: ``execute(plan, progress, cancel)`` -> :class:`SegmentResult`.
+
+The steps, in order: load the network (the model's session for the plan's device), open
+the working grid, stream it (read / infer / blend / classify, ``stream``) into the class and
+confidence rasters, bring them back onto the source grid when inference ran at another GSD,
+remove small regions and polygonise (``vectorize``), and rename the staged outputs to their
+final names.  A cancelled or failed run removes what it wrote.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import gc
+import os
+import shutil
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+from . import stream
+from .errors import Cancelled, InputError, OutputError
+from .metadata import ModelInfo
+from .planning import Plan, make_output_folder, plan
+from .vectorize import StreamSieve, foreground, postprocess, sieve_threshold_px
+from .writing import (NODATA_CLASS, NODATA_CONF, GeoTiffWriter, StagedOutputs, block_cache_at_least,
+                      block_cache_need, to_source_grid)
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    class_raster: str
+    confidence_raster: Optional[str]
+    polygons: Optional[str]
+    layer_name: Optional[str]              # the polygon layer inside its GeoPackage
+    device: str                            # "cpu" or "cuda": what onnxruntime ran on
+    provider_reason: str
+    seconds: float
+    stats: Dict[int, Dict[str, object]]    # class id -> {name, count (None without polygons), area_ha}
+    notes: Tuple[str, ...]
+    model: ModelInfo
+    valid_pixels: int = 0
+    tiles: int = 0
+    warnings: Tuple[str, ...] = ()
+
+
+def execute(p: Plan, progress: Optional[stream.ProgressFn] = None,
+            cancel: Optional[stream.CancelFn] = None) -> SegmentResult:
+    """Run ``p`` (a plan with an output folder); raise :class:`~inference.errors.TailingsError`."""
+    if not p.outputs:
+        raise OutputError("the plan has no output folder: plan it with out_dir to run it")
+    progress = progress or (lambda f, m: None)
+    cancel = cancel or (lambda: False)
+    t0 = time.time()
+    progress(0.0, "loading model")
+    session = p.session()
+    make_output_folder(p.out_dir)
+    staged = StagedOutputs(p.outputs)
+    workdir = tempfile.mkdtemp(prefix="tm-run-")
+    try:
+        with block_cache_at_least(block_cache_need(p)):
+            stats, streamed = _run(p, session, staged, workdir, progress, cancel)
+        staged.commit()
+    except BaseException as e:
+        # The failed run's frames (kept alive by the traceback) still hold GDAL datasets open;
+        # closed later, they would write a .aux.xml or a GeoPackage journal back into the output
+        # folder after the removal below.  Release them first.
+        traceback.clear_frames(e.__traceback__)
+        gc.collect()
+        staged.discard()
+        raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    progress(1.0, "done")
+    return SegmentResult(class_raster=p.outputs["classes"], confidence_raster=p.outputs.get("confidence"),
+                         polygons=p.outputs.get("polygons"), layer_name=p.layer_name, device=session.device,
+                         provider_reason=session.reason, seconds=time.time() - t0, stats=stats, notes=p.notes,
+                         model=p.info, valid_pixels=streamed.valid_pixels, tiles=streamed.tiles,
+                         warnings=p.warnings)
+
+
+def segment(input_path: str, model, out_dir: str, opts=None, progress=None, cancel=None) -> SegmentResult:
+    """``execute(plan(input_path, model, opts, out_dir), progress, cancel)``."""
+    return execute(plan(input_path, model, opts, out_dir), progress, cancel)
+
+
+def run_metadata(p: Plan, session, run_time: str) -> Dict[str, str]:
+    """What the result rasters record about the run (``TM_*`` and the class names)."""
+    info = p.info
+    meta = {"TM_MODEL": info.name, "TM_SOURCE": p.input, "TM_DEVICE": session.device,
+            "TM_PROVIDER_REASON": session.reason, "TM_RUN_TIME": run_time, "TM_BANDS": p.mapping.as_text(info.bands),
+            "TM_TTA": str(p.tta), "TM_SCALES": ",".join("%g" % s for s in p.scales), "TM_THRESHOLD": "%g" % p.threshold}
+    meta.update({"CLASS_%d" % k: v for k, v in info.class_names().items()})
+    return meta
+
+
+def _run(p: Plan, session, staged: StagedOutputs, workdir: str, progress, cancel):
+    info = p.info
+    grid = stream.open_grid(p, workdir)
+    names = info.class_names()
+    colours = {c.id: c.color for c in info.classes}
+    run_time = _dt.datetime.now().replace(microsecond=0).isoformat()
+    meta = run_metadata(p, session, run_time)
+    classes_out = staged.get("classes")
+    conf_out = staged.get("confidence") or os.path.join(workdir, "conf.tif")
+    if p.resample:  # results on the working grid first: uncompressed scratch files
+        cls_path, conf_path = os.path.join(workdir, "classes_work.tif"), os.path.join(workdir, "conf_work.tif")
+    else:
+        cls_path, conf_path = classes_out, conf_out
+    W, H, gt, wkt = grid.width, grid.height, grid.gt, grid.wkt
+    cls_w = GeoTiffWriter(cls_path, W, H, gt, wkt, NODATA_CLASS, colours, names, meta, compress=not p.resample)
+    conf_w = GeoTiffWriter(conf_path, W, H, gt, wkt, NODATA_CONF,
+                           meta=dict(meta, TM_CONTENT="probability of the assigned class, percent"),
+                           compress=not p.resample and staged.get("confidence") is not None)
+    # Without resampling, the output grid is the working grid: sieve while streaming, on the
+    # writer thread, and write the polygon mask on the way (see vectorize.StreamSieve).
+    sieve = mask_w = None
+    if not p.resample and staged.get("polygons"):
+        bg = info.background_ids()
+        mask_w = GeoTiffWriter(os.path.join(workdir, "fg.tif"), W, H, gt, wkt, None, compress=False)
+
+        def emit(rows, y):
+            cls_w.write(rows, y)
+            mask_w.write(foreground(rows, bg), y)
+        sieve = StreamSieve(emit, W, H, sieve_threshold_px(p), NODATA_CLASS)
+
+    def write(cls, conf, y):
+        if sieve is not None:
+            sieve.push(cls, y)
+        else:
+            cls_w.write(cls, y)
+        conf_w.write(conf, y)
+
+    K = info.output_channels or (1 if info.n_classes == 2 else info.n_classes)
+    network = stream.TileNetwork(p, session, K, cancel)
+    streamed = stream.run(p, grid, network, session.fixed_batch or p.batch, write, progress, cancel,
+                          stream.io_threads(session.device), finish=sieve.close if sieve is not None else None)
+    grid.ds = None
+    cls_w.close()
+    conf_w.close()
+    if streamed.valid_pixels == 0:
+        if p.aoi:
+            raise InputError("%s holds no valid pixels inside the area of interest" % p.input)
+        raise InputError("%s holds no valid pixels in the bands the model reads (all nodata)" % p.input)
+    if cancel():
+        raise Cancelled("cancelled")
+    if p.resample:
+        progress(0.87, "resampling results onto the source grid")
+        w0, h0 = grid.view_size
+        to_source_grid(cls_path, classes_out, grid.view_gt, w0, h0, wkt, colours, names, meta)
+        to_source_grid(conf_path, conf_out, grid.view_gt, w0, h0, wkt, None, None, meta)
+    progress(0.9, "removing regions under the minimum area and polygonising")
+    if mask_w is not None:
+        mask_w.close()
+    stats = postprocess(p, classes_out, conf_out, staged.get("polygons"), run_time, cancel,
+                        mask_path=mask_w.path if mask_w is not None else None)
+    return stats, streamed

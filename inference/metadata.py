@@ -1,0 +1,408 @@
+"""Self-describing ONNX segmentation models: the metadata schema, read and written.
+
+Our schema lives in one ONNX ``metadata_props`` entry, key ``tailings_mapper``, a JSON
+object (see README, "Model metadata").  Models that only carry the Deepness plugin's
+keys (``model_type``, ``class_names``, ``resolution``, ``tiles_size``/``tile_size``,
+``tiles_overlap``, ``standardization_mean``/``_std``, ``seg_thresh``,
+``seg_small_segment``) are read too, with Deepness's conventions: RGB input, raw
+values / 255, then standardised, outputs already probabilities.
+
+:func:`deepness_props` derives those Deepness keys from our schema, so the models we
+export also run in Deepness.  :func:`info_from_header` checks the metadata against the
+network's inputs and outputs (read from the file by ``onnx_header``); nothing here needs
+onnxruntime.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, List, Optional, Tuple
+
+from . import bands as bandlib
+from .errors import ModelError
+from .tiling import check_passes, check_scales
+
+META_KEY = "tailings_mapper"
+SCHEMA_VERSION = 1
+DEEPNESS_KEYS = ("model_type", "class_names", "resolution", "tiles_size", "tile_size", "tiles_overlap",
+                 "standardization_mean", "standardization_std", "seg_thresh", "seg_small_segment")
+DEFAULT_COLOURS = ["#000000", "#e6550d", "#3182bd", "#31a354", "#756bb1", "#fdd0a2", "#636363",
+                   "#e7ba52", "#9c9ede", "#d6616b", "#17becf", "#bcbd22"]
+
+
+# Files written before the explicit ``background`` flag: a class with one of these names is the
+# background (no polygons, drawn transparent).
+BACKGROUND_NAMES = ("background", "other", "none", "no data")
+
+
+def rgb(colour: str) -> Tuple[int, int, int]:
+    """``(r, g, b)`` of a ``#rrggbb`` colour."""
+    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    id: int
+    name: str
+    color: str  # "#rrggbb"
+    background: Optional[bool] = None   # no polygons, drawn transparent; None: by its name (older files)
+
+    @property
+    def is_background(self) -> bool:
+        if self.background is not None:
+            return bool(self.background)
+        return self.name.strip().lower() in BACKGROUND_NAMES
+
+    @property
+    def rgb(self) -> Tuple[int, int, int]:
+        return rgb(self.color)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"id": self.id, "name": self.name, "color": self.color, "background": self.is_background}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Everything the engine needs to know about a model; parsed and validated."""
+    name: str
+    bands: List[str]                 # model input channels, in order, by band name
+    gsd_m: float                     # ground sample distance the model was trained at
+    tile_size: int
+    tile_overlap: int                # pixels
+    classes: List[ClassInfo]
+    task: str = "binary"             # "binary" or "multiclass"
+    units: str = "reflectance"       # "reflectance": raster scale/offset apply; "raw": values as they are
+    scale: List[float] = field(default_factory=list)   # raster value * scale + offset ...
+    offset: List[float] = field(default_factory=list)
+    mean: List[float] = field(default_factory=list)    # ... then (x - mean) / std
+    std: List[float] = field(default_factory=list)
+    activation: str = "none"         # applied by the engine to the output: none|sigmoid|softmax
+    threshold: float = 0.5
+    min_area_ha: float = 0.0
+    tta: int = 1                     # test-time augmentation passes by default: 1 (off), 2, 4 or 8
+    tta_scales: List[float] = field(default_factory=lambda: [1.0])  # scales each tile is seen at
+    description: str = ""
+    version: str = ""
+    license: str = ""
+    extra: Dict[str, Any] = field(default_factory=dict)  # training data, metrics...: carried, not used
+    source_format: str = "tailings_mapper"  # or "deepness"
+    path: Optional[str] = None
+    input_name: Optional[str] = None
+    fixed_input_size: Optional[int] = None
+    output_channels: Optional[int] = None
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def class_names(self) -> Dict[int, str]:
+        return {c.id: c.name for c in self.classes}
+
+    def positive_class(self) -> int:
+        return self.classes[-1].id
+
+    def background_ids(self) -> set:
+        """Classes that get no polygons and are drawn transparent."""
+        return {c.id for c in self.classes if c.is_background}
+
+    def summary(self) -> str:
+        return ("%s: %s model, inputs %s, %g m GSD, tile %d/%d, classes %s"
+                % (self.name, self.task, ", ".join(self.bands), self.gsd_m, self.tile_size,
+                   self.tile_overlap, ", ".join("%d=%s" % (c.id, c.name) for c in self.classes)))
+
+    def to_json(self) -> str:
+        """Our metadata document (what :func:`write_metadata` stores)."""
+        d = {
+            "schema_version": SCHEMA_VERSION, "name": self.name, "task": self.task,
+            "bands": self.bands, "units": self.units, "scale": self.scale, "offset": self.offset,
+            "mean": self.mean, "std": self.std, "gsd_m": self.gsd_m, "tile_size": self.tile_size,
+            "tile_overlap": self.tile_overlap, "classes": [c.to_dict() for c in self.classes],
+            "activation": self.activation, "threshold": self.threshold, "min_area_ha": self.min_area_ha,
+            "tta": self.tta, "tta_scales": self.tta_scales,
+            "description": self.description, "version": self.version, "license": self.license,
+        }
+        d.update({k: v for k, v in self.extra.items() if k not in d})
+        return json.dumps(d, indent=1)
+
+
+def _f_list(value, n, what, default):
+    if value is None or value == []:
+        return [default] * n
+    if isinstance(value, (int, float)):
+        return [float(value)] * n
+    if not isinstance(value, list) or not all(isinstance(v, (int, float)) for v in value):
+        raise ModelError("metadata %r must be a number or a list of numbers, got %r" % (what, value))
+    if len(value) == 1:
+        return [float(value[0])] * n
+    if len(value) != n:
+        raise ModelError("metadata %r has %d values but the model reads %d bands" % (what, len(value), n))
+    return [float(v) for v in value]
+
+
+_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+def _parse_classes(raw) -> List[ClassInfo]:
+    if isinstance(raw, dict):  # {"0": "background", ...}
+        raw = [{"id": int(k), "name": v} for k, v in raw.items()]
+    if not isinstance(raw, list) or not raw:
+        raise ModelError("metadata 'classes' must be a non-empty list of {id, name, color}")
+    out = []
+    for i, c in enumerate(raw):
+        if isinstance(c, str):
+            c = {"id": i, "name": c}
+        if not isinstance(c, dict) or "name" not in c:
+            raise ModelError("metadata class entry %r has no name" % (c,))
+        cid = int(c.get("id", i))
+        colour = c.get("color") or DEFAULT_COLOURS[cid % len(DEFAULT_COLOURS)]
+        if not _COLOUR.match(colour):
+            raise ModelError("class %r has colour %r; colours are #rrggbb" % (c["name"], colour))
+        bg = c.get("background")
+        if bg is not None and not isinstance(bg, bool):
+            raise ModelError("class %r: 'background' must be true or false, got %r" % (c["name"], bg))
+        out.append(ClassInfo(cid, str(c["name"]), colour.lower(), bg))
+    ids = [c.id for c in out]
+    if sorted(ids) != list(range(len(ids))):
+        raise ModelError("class ids must be 0..%d without gaps or repeats, got %s" % (len(ids) - 1, ids))
+    return sorted(out, key=lambda c: c.id)
+
+
+def parse_metadata(props: Dict[str, str], name: str = "model") -> ModelInfo:
+    """Build a :class:`ModelInfo` from ONNX metadata_props (our key, else Deepness keys)."""
+    if META_KEY in props:
+        try:
+            d = json.loads(props[META_KEY])
+        except ValueError as e:
+            raise ModelError("metadata %r is not valid JSON: %s" % (META_KEY, e)) from None
+        if not isinstance(d, dict):
+            raise ModelError("metadata %r must be a JSON object" % META_KEY)
+        return _from_ours(d, name)
+    if any(k in props for k in DEEPNESS_KEYS):
+        return _from_deepness(props, name)
+    raise ModelError("the model carries no Tailings Mapper metadata (key %r) and no Deepness metadata "
+                     "(class_names, resolution...); it cannot be run without knowing its bands, "
+                     "scaling and classes" % META_KEY)
+
+
+def _from_ours(d: Dict[str, Any], name: str) -> ModelInfo:
+    missing = [k for k in ("bands", "gsd_m", "classes", "tile_size") if k not in d]
+    if missing:
+        raise ModelError("model metadata lacks %s" % ", ".join(repr(m) for m in missing))
+    if int(d.get("schema_version", 1)) > SCHEMA_VERSION:
+        raise ModelError("model metadata schema %s is newer than this Tailings Mapper reads (%d); update the plugin"
+                         % (d["schema_version"], SCHEMA_VERSION))
+    bands = d["bands"]
+    if not isinstance(bands, list) or not bands or not all(isinstance(b, str) for b in bands):
+        raise ModelError("metadata 'bands' must be a non-empty list of band names")
+    for b in bands:
+        try:
+            bandlib.band(b)
+        except Exception as e:
+            raise ModelError("metadata 'bands': %s" % e) from None
+    n = len(bands)
+    known = {"schema_version", "name", "task", "bands", "units", "scale", "offset", "mean", "std", "gsd_m",
+             "tile_size", "tile_overlap", "classes", "activation", "threshold", "min_area_ha", "tta", "tta_scales",
+             "description", "version", "license"}
+    info = ModelInfo(
+        name=str(d.get("name") or name), bands=list(bands), gsd_m=_num(d, "gsd_m"),
+        tile_size=int(_num(d, "tile_size")), tile_overlap=int(_num(d, "tile_overlap", 0)),
+        classes=_parse_classes(d["classes"]), task=str(d.get("task", "")),
+        units=str(d.get("units", "reflectance")),
+        scale=_f_list(d.get("scale"), n, "scale", 1.0), offset=_f_list(d.get("offset"), n, "offset", 0.0),
+        mean=_f_list(d.get("mean"), n, "mean", 0.0), std=_f_list(d.get("std"), n, "std", 1.0),
+        activation=str(d.get("activation", "none")), threshold=_num(d, "threshold", 0.5),
+        min_area_ha=_num(d, "min_area_ha", 0.0), tta=_whole(_num(d, "tta", 1)),
+        tta_scales=_scales(d.get("tta_scales", [1.0])), description=str(d.get("description", "")),
+        version=str(d.get("version", "")), license=str(d.get("license", "")),
+        extra={k: v for k, v in d.items() if k not in known},
+    )
+    if not info.task:
+        info = replace(info, task="binary" if info.n_classes == 2 else "multiclass")
+    return info
+
+
+def _scales(v) -> List[float]:
+    """Metadata ``tta_scales``: a number or a list of numbers."""
+    v = v if isinstance(v, list) else [v]
+    if not v or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        raise ModelError("metadata 'tta_scales' must be a list of numbers such as [1, 0.5], got %r" % (v,))
+    return [float(x) for x in v]
+
+
+def _whole(v: float):
+    """An integral number as int (validate() then rejects anything else by value)."""
+    return int(v) if float(v).is_integer() else v
+
+
+def _num(d, key, default=None):
+    v = d.get(key, default)
+    if v is None:
+        raise ModelError("model metadata lacks %r" % key)
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        raise ModelError("metadata %r must be a number, got %r" % (key, v)) from None
+    if not math.isfinite(v):
+        raise ModelError("metadata %r must be finite, got %r" % (key, v))
+    return v
+
+
+def _deepness_value(txt: str):
+    try:
+        return json.loads(txt)
+    except ValueError:
+        try:
+            return ast.literal_eval(txt)
+        except (ValueError, SyntaxError):
+            raise ModelError("Deepness metadata value %r is neither JSON nor a Python literal" % txt) from None
+
+
+def _from_deepness(props: Dict[str, str], name: str) -> ModelInfo:
+    v = {k: _deepness_value(props[k]) for k in DEEPNESS_KEYS if k in props}
+    mtype = str(v.get("model_type", "Segmentor")).capitalize()
+    if mtype != "Segmentor":
+        raise ModelError("this is a Deepness %r model; Tailings Mapper runs segmentation models (Segmentor) only"
+                         % mtype)
+    if "class_names" not in v:
+        raise ModelError("Deepness metadata lacks 'class_names'")
+    if "resolution" not in v:
+        raise ModelError("Deepness metadata lacks 'resolution' (cm per pixel)")
+    classes = _parse_classes(v["class_names"])
+    mean = v.get("standardization_mean", 0.0)
+    std = v.get("standardization_std", 1.0)
+    n = len(mean) if isinstance(mean, list) else 3
+    tile = int(v.get("tiles_size", v.get("tile_size", 512)))
+    overlap_pct = float(v.get("tiles_overlap", 15))
+    return ModelInfo(
+        name=name, bands=["red", "green", "blue", "nir"][:n] if n <= 4 else ["red", "green", "blue"],
+        gsd_m=float(v["resolution"]) / 100.0, tile_size=tile,
+        tile_overlap=int(round(tile * overlap_pct / 100.0)), classes=classes,
+        task="binary" if len(classes) == 2 else "multiclass", units="raw",
+        scale=[1 / 255.0] * n, offset=[0.0] * n,
+        mean=_f_list(mean, n, "standardization_mean", 0.0), std=_f_list(std, n, "standardization_std", 1.0),
+        activation="none", threshold=float(v.get("seg_thresh", 0.5)),
+        min_area_ha=0.0, source_format="deepness",
+        extra={"deepness_small_segment": v.get("seg_small_segment")},
+    )
+
+
+def deepness_props(info: ModelInfo) -> Dict[str, str]:
+    """Deepness metadata equivalent to ``info``, for models we export.
+
+    Deepness feeds ``raw / 255`` then standardises with (mean', std'); we feed
+    ``raw * scale + offset`` then standardise with (mean, std).  They agree when
+    mean' = (mean - offset) / (255 * scale) and std' = std / (255 * scale).
+    """
+    mean = [(m - o) / (255.0 * s) for m, o, s in zip(info.mean, info.offset, info.scale)]
+    std = [sd / (255.0 * s) for sd, s in zip(info.std, info.scale)]
+    return {
+        "model_type": json.dumps("Segmentor"),
+        "class_names": json.dumps({str(c.id): c.name for c in info.classes}),
+        "resolution": json.dumps(info.gsd_m * 100.0),
+        "tiles_size": json.dumps(info.tile_size),
+        "tile_size": json.dumps(info.tile_size),
+        "tiles_overlap": json.dumps(int(round(100.0 * info.tile_overlap / info.tile_size))),
+        "standardization_mean": json.dumps(mean),
+        "standardization_std": json.dumps(std),
+        "seg_thresh": json.dumps(info.threshold),
+        "seg_small_segment": json.dumps(0),
+    }
+
+
+def validate(info: ModelInfo) -> None:
+    """Raise :class:`ModelError` naming what is wrong or contradictory."""
+    if info.gsd_m <= 0:
+        raise ModelError("metadata gsd_m must be > 0, got %g" % info.gsd_m)
+    if info.tile_size < 16:
+        raise ModelError("metadata tile_size must be at least 16, got %d" % info.tile_size)
+    if not 0 <= info.tile_overlap < info.tile_size // 2 + 1:
+        raise ModelError("tile_overlap %d must be between 0 and half the tile size %d"
+                         % (info.tile_overlap, info.tile_size))
+    if any(s <= 0 for s in info.std):
+        raise ModelError("metadata std must be > 0 for every band, got %s" % info.std)
+    if any(s == 0 for s in info.scale):
+        raise ModelError("metadata scale must not be 0, got %s" % info.scale)
+    if info.task not in ("binary", "multiclass"):
+        raise ModelError("metadata task must be 'binary' or 'multiclass', got %r" % info.task)
+    if info.task == "binary" and info.n_classes != 2:
+        raise ModelError("a binary model has 2 classes; metadata lists %d" % info.n_classes)
+    if info.units not in ("reflectance", "raw"):
+        raise ModelError("metadata units must be 'reflectance' or 'raw', got %r" % info.units)
+    if info.activation not in ("none", "sigmoid", "softmax"):
+        raise ModelError("metadata activation must be none, sigmoid or softmax, got %r" % info.activation)
+    if not 0.0 < info.threshold < 1.0:
+        raise ModelError("metadata threshold must be between 0 and 1, got %g" % info.threshold)
+    if info.min_area_ha < 0:
+        raise ModelError("metadata min_area_ha must be >= 0")
+    try:
+        check_scales(info.tta_scales, info.tile_size)
+    except ValueError as e:
+        raise ModelError("metadata tta_scales: %s" % e) from None
+    try:
+        check_passes(info.tta)
+    except ValueError as e:
+        raise ModelError("metadata tta: %s" % e) from None
+    if info.fixed_input_size and info.fixed_input_size != info.tile_size:
+        raise ModelError("the network takes %d x %d tiles but the metadata says tile_size %d"
+                         % (info.fixed_input_size, info.fixed_input_size, info.tile_size))
+    if info.output_channels is not None:
+        ok = info.output_channels == info.n_classes or (info.output_channels == 1 and info.n_classes == 2)
+        if not ok:
+            raise ModelError("the network outputs %d channels but the metadata lists %d classes (%s)"
+                             % (info.output_channels, info.n_classes,
+                                ", ".join(c.name for c in info.classes)))
+
+
+def _dim(d) -> Optional[int]:
+    return d if isinstance(d, int) and d > 0 else None
+
+
+def info_from_header(header, path: str) -> ModelInfo:
+    """The validated metadata of a model file, checked against its network's input and output
+    (``header``: an ``onnx_header.OnnxHeader``); :class:`ModelError` names what is wrong."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    info = parse_metadata(header.metadata, stem)
+    inputs, outputs = header.inputs, header.outputs
+    if len(inputs) != 1:
+        raise ModelError("the network has %d inputs; a segmentation model has one (N, C, H, W)" % len(inputs))
+    shape = inputs[0].shape
+    if shape is None or len(shape) != 4:
+        raise ModelError("the network input has shape %s; expected (N, C, H, W)" % (_shape_text(shape),))
+    c = _dim(shape[1])
+    if c is not None and c != len(info.bands):
+        raise ModelError("the network reads %d channels but the metadata lists %d bands (%s)"
+                         % (c, len(info.bands), ", ".join(info.bands)))
+    h, w = _dim(shape[2]), _dim(shape[3])
+    if h and w and h != w:
+        raise ModelError("the network takes %d x %d tiles; only square tiles are supported" % (h, w))
+    changes: Dict[str, Any] = {"fixed_input_size": h}
+    if info.source_format == "deepness" and h:
+        changes.update(tile_size=h, tile_overlap=min(info.tile_overlap, h // 2))
+    oshape = outputs[0].shape
+    if oshape is None or len(oshape) != 4:
+        raise ModelError("the network output has shape %s; expected (N, classes, H, W)" % (_shape_text(oshape),))
+    changes.update(output_channels=_dim(oshape[1]), input_name=inputs[0].name, path=path)
+    info = replace(info, **changes)
+    validate(info)
+    return info
+
+
+def _shape_text(shape) -> str:
+    return "unknown" if shape is None else "[%s]" % ", ".join("?" if d is None else str(d) for d in shape)
+
+
+def write_metadata(onnx_model, info: ModelInfo, deepness: bool = True) -> None:
+    """Store ``info`` (and the Deepness equivalent) in an ``onnx.ModelProto`` in place."""
+    props = {META_KEY: info.to_json()}
+    if deepness:
+        props.update(deepness_props(info))
+    keep = [p for p in onnx_model.metadata_props if p.key not in props]
+    del onnx_model.metadata_props[:]
+    for p in keep:
+        onnx_model.metadata_props.add(key=p.key, value=p.value)
+    for k, v in props.items():
+        onnx_model.metadata_props.add(key=k, value=v)

@@ -1,0 +1,247 @@
+"""Planning a run: everything that can be resolved and checked before a pixel is read.
+
+``plan(input, model, options, out_dir)`` opens the model (metadata only; its network is
+loaded when the plan runs), opens the raster (CRS and north-up georeferencing required;
+a Sentinel-2 folder is stacked into a VRT), maps bands by name, chooses the input scaling,
+checks the options against the model, decides the window and the working GSD, names the
+outputs and checks the folder.  The :class:`Plan` it returns is immutable and holds all of
+it; ``execute.execute(plan)`` runs it, as often as wanted.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from types import MappingProxyType
+from dataclasses import dataclass, replace
+from typing import Dict, Mapping, Optional, Tuple, Union
+
+import numpy as np
+
+from . import aoi as aoilib
+from . import bands as bandlib
+from . import options as optlib
+from . import raster as rasterlib
+from .errors import InputError, OptionError, OutputError
+from .metadata import ModelInfo
+from .model import Model, open_model
+from .runtime import Session, choose_providers
+from .tiling import check_scales
+
+GSD_TOLERANCE = 0.10  # resample when the raster's GSD differs from the model's by more than 10 %
+OUTPUT_KINDS = ("classes", "confidence", "polygons")
+
+
+@dataclass(frozen=True)
+class Plan:
+    input: str                             # the user's input as given (a file or a Sentinel-2 folder)
+    options: "optlib.SegmentOptions"       # as given, checked
+    model: Model                           # the model file (metadata; its sessions)
+    raster: rasterlib.RasterInfo           # what GDAL opens (raster.path) and what it holds
+    mapping: bandlib.BandMapping
+    transform: Tuple[Tuple[float, float], ...]   # per model input: normalised = raw * a + b
+    window: Tuple[int, int, int, int]      # col, row, width, height on the source raster
+    src_gsd_m: float
+    work_gsd_m: float
+    resample: bool
+    tile_size: int
+    overlap: int
+    threshold: float
+    min_area_ha: float
+    tta: int                               # network passes per tile and scale (tiling.tta_views)
+    scales: Tuple[float, ...]              # scales each tile is also seen at (tiling.rescale)
+    out_dir: Optional[str]
+    outputs: Mapping[str, str]             # kind (classes, confidence, polygons) -> final path
+    notes: Tuple[str, ...] = ()            # what was decided, for the user to read
+    warnings: Tuple[str, ...] = ()         # what makes the result less trustworthy
+    aoi: Optional[Tuple[str, ...]] = None  # area-of-interest polygons (WKT, raster CRS)
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.model.info
+
+    @property
+    def batch(self) -> int:
+        return int(self.options.batch)
+
+    @property
+    def simplify_m(self) -> float:
+        return float(self.options.simplify_m or 0.0)
+
+    @property
+    def layer_name(self) -> Optional[str]:
+        """The polygon layer's name inside its GeoPackage."""
+        p = self.outputs.get("polygons")
+        return os.path.splitext(os.path.basename(p))[0] if p else None
+
+    def session(self) -> Session:
+        """The model's onnxruntime session for this plan's device and threads (created the first
+        time any plan of this model asks for it)."""
+        return self.model.session(self.options.device, self.options.threads)
+
+    def with_outputs(self, out_dir: str, prefix: Optional[str] = None, overwrite: Optional[bool] = None) -> "Plan":
+        """The same plan writing into ``out_dir`` (named ``prefix``): outputs checked again."""
+        opts = replace(self.options, prefix=self.options.prefix if prefix is None else prefix,
+                       overwrite=self.options.overwrite if overwrite is None else overwrite)
+        outputs = output_paths(self.input, out_dir, opts)
+        check_outputs(out_dir, outputs, opts.overwrite)
+        return replace(self, options=opts, out_dir=out_dir, outputs=MappingProxyType(outputs))
+
+
+def plan(input_path: str, model: Union[str, Model], opts: Optional["optlib.SegmentOptions"] = None,
+         out_dir: Optional[str] = None) -> Plan:
+    """Resolve and check a run; raise :class:`~inference.errors.TailingsError` naming what is wrong.
+
+    ``model`` is a :class:`~inference.model.Model`, a path, or the name of a shipped or user
+    model.  With ``out_dir`` the outputs are named and checked too (existing files, writable
+    folder; nothing is created before the run); without, the plan can be checked and shown but
+    not run.
+    """
+    opts = optlib.check(opts or optlib.SegmentOptions())
+    model = open_model(model)
+    info = model.info
+    choose_providers(opts.device)  # onnxruntime importable, and the device usable (no session yet)
+    r = rasterlib.open_input(input_path)
+    notes = []
+    explicit = opts.bands
+    if isinstance(explicit, str):
+        explicit = bandlib.parse_mapping_text(explicit, info.bands) if explicit.strip() else None
+    mapping = bandlib.map_bands(info.bands, r.descriptions, opts.preset, explicit)
+    notes.extend(mapping.notes)
+    transform = _transform(info, r, mapping, opts, notes)
+    tile, overlap, scales = _tiling(info, opts)
+    aoi = None
+    if opts.aoi is not None:
+        wkts = aoilib.read_vector(opts.aoi, r.srs) if isinstance(opts.aoi, str) else opts.aoi
+        aoi, env = aoilib.check(wkts)
+        if opts.extent is not None:  # both: the extent's part of the area
+            e = opts.extent
+            env = (max(e[0], env[0]), max(e[1], env[1]), min(e[2], env[2]), min(e[3], env[3]))
+            if not (env[2] > env[0] and env[3] > env[1]):
+                raise InputError("the area of interest lies outside the extent")
+        window = _window(r, env, "the area of interest")
+    else:
+        window = _window(r, opts.extent)
+    src_gsd = float(np.sqrt(r.gsd_m[0] * r.gsd_m[1]))
+    resample = abs(src_gsd - info.gsd_m) / info.gsd_m > GSD_TOLERANCE
+    if resample:
+        notes.append("raster GSD %.2f m resampled to the model's %.2f m for inference, results back on the "
+                     "source grid" % (src_gsd, info.gsd_m))
+    outputs: Dict[str, str] = {}
+    if out_dir:
+        outputs = output_paths(input_path, out_dir, opts)
+        check_outputs(out_dir, outputs, opts.overwrite)
+    return Plan(input=input_path, options=opts, model=model, raster=r, mapping=mapping,
+                transform=tuple(transform), window=window, src_gsd_m=src_gsd,
+                work_gsd_m=info.gsd_m if resample else src_gsd, resample=resample, tile_size=tile,
+                overlap=overlap, threshold=info.threshold if opts.threshold is None else float(opts.threshold),
+                min_area_ha=info.min_area_ha if opts.min_area_ha is None else float(opts.min_area_ha),
+                tta=info.tta if opts.tta is None else opts.tta, scales=scales, out_dir=out_dir,
+                outputs=MappingProxyType(outputs), notes=tuple(notes), aoi=tuple(aoi) if aoi else None)
+
+
+def _tiling(info: ModelInfo, opts) -> Tuple[int, int, Tuple[float, ...]]:
+    """Tile size, overlap and scales, checked against the model."""
+    tile = int(opts.tile_size or info.tile_size)
+    if info.fixed_input_size and tile != info.fixed_input_size:
+        raise OptionError("this model takes %d x %d tiles only; tile size %d cannot be used"
+                          % (info.fixed_input_size, info.fixed_input_size, tile), "tile_size")
+    optlib.option("tile_size").check(tile)
+    overlap = int(info.tile_overlap if opts.overlap is None else opts.overlap)
+    if not 0 <= overlap <= tile // 2:
+        raise OptionError("overlap must be between 0 and half the tile size (%d), got %d" % (tile // 2, overlap),
+                          "overlap")
+    try:
+        scales = check_scales(info.tta_scales if opts.scales is None else opts.scales, tile)
+    except ValueError as e:
+        raise OptionError(str(e), "scales") from None
+    if info.fixed_input_size and scales != (1.0,):
+        raise OptionError("this model takes %d x %d tiles only, so it cannot also run at scales %s"
+                          % (tile, tile, ", ".join("%g" % s for s in scales if s != 1.0)), "scales")
+    return tile, overlap, scales
+
+
+def _transform(model: ModelInfo, r: rasterlib.RasterInfo, mapping: bandlib.BandMapping, opts, notes):
+    """Per model input, (a, b) of normalised = raw * a + b, and a note saying why."""
+    out = []
+    reasons = set()
+    for i, src in enumerate(mapping.source_bands):
+        j = src - 1
+        if opts.input_scale is not None:
+            s, o = opts.input_scale, opts.input_offset
+            reasons.add("input scale given: value x %g + %g" % (s, o))
+        elif model.units == "raw":
+            s, o = model.scale[i], model.offset[i]
+            reasons.add("raw values x %g as the model expects" % s)
+        elif r.scales[j] is not None:
+            s, o = r.scales[j], r.offsets[j] or 0.0
+            reasons.add("raster declares scale %g, offset %g" % (s, o))
+        elif r.dtypes[j].startswith("Float"):
+            s, o = 1.0, 0.0
+            reasons.add("floating-point raster read as reflectance")
+        else:
+            s, o = model.scale[i], model.offset[i]
+            reasons.add("integer raster read as DN x %g + %g (the model's default)" % (s, o))
+        std, mean = model.std[i], model.mean[i]
+        out.append((s / std, (o - mean) / std))
+    notes.append("input scaling: " + "; ".join(sorted(reasons)))
+    return out
+
+
+def _window(r: rasterlib.RasterInfo, extent, what: str = "the extent") -> Tuple[int, int, int, int]:
+    if extent is None:
+        return 0, 0, r.width, r.height
+    xmin, ymin, xmax, ymax = extent
+    gt = r.geotransform
+    cols = sorted([(xmin - gt[0]) / gt[1], (xmax - gt[0]) / gt[1]])
+    rows = sorted([(ymax - gt[3]) / gt[5], (ymin - gt[3]) / gt[5]])
+    # pixels the extent touches; a millionth of a pixel is rounding (e.g. a reprojected vertex)
+    eps = 1e-6
+    c0, c1 = max(0, int(np.floor(cols[0] + eps))), min(r.width, int(np.ceil(cols[1] - eps)))
+    r0, r1 = max(0, int(np.floor(rows[0] + eps))), min(r.height, int(np.ceil(rows[1] - eps)))
+    if c1 <= c0 or r1 <= r0:
+        raise InputError("%s does not overlap the raster" % what)
+    return c0, r0, c1 - c0, r1 - r0
+
+
+def output_paths(input_path: str, out_dir: str, opts) -> Dict[str, str]:
+    stem = opts.prefix or os.path.splitext(os.path.basename(os.path.normpath(input_path)))[0]
+    out = {"classes": os.path.join(out_dir, stem + "_classes.tif")}
+    if opts.confidence:
+        out["confidence"] = os.path.join(out_dir, stem + "_confidence.tif")
+    if opts.polygons:
+        out["polygons"] = os.path.join(out_dir, stem + "_polygons.gpkg")
+    return out
+
+
+def check_outputs(out_dir: str, outputs: Mapping[str, str], overwrite: bool) -> None:
+    """The folder is writable (or can be created: ``execute`` creates it); no output exists
+    unless ``overwrite``."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise OutputError("output path %s exists and is not a folder" % out_dir)
+    if os.path.isdir(out_dir):
+        try:
+            probe = os.path.join(out_dir, ".tm-write-test-%s" % uuid.uuid4().hex[:8])
+            with open(probe, "w") as fh:
+                fh.write("x")
+            os.remove(probe)
+        except OSError as e:
+            raise OutputError("cannot write to output folder %s: %s" % (out_dir, e.strerror or e)) from None
+    else:
+        parent = os.path.dirname(os.path.abspath(out_dir))
+        while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            raise OutputError("cannot write to output folder %s: %s is a file, not a folder" % (out_dir, parent))
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise OutputError("cannot write to output folder %s: %s is not writable" % (out_dir, parent))
+    existing = [p for p in outputs.values() if os.path.exists(p)]
+    if existing and not overwrite:
+        raise OutputError("output exists: %s (choose another folder or prefix, or allow overwriting)"
+                          % ", ".join(os.path.basename(p) for p in existing))
+
+
+def make_output_folder(out_dir: str) -> None:
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise OutputError("cannot write to output folder %s: %s" % (out_dir, e.strerror or e)) from None
