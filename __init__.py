@@ -7,7 +7,7 @@ user (onnxruntime) live in a folder of its own that is put on ``sys.path`` here.
 
 
 def classFactory(iface):  # noqa: N802 (QGIS API)
-    from . import deps
+    from .qgis_glue import deps
     deps.add_to_path()
     from .plugin import TailingsMapperPlugin
     return TailingsMapperPlugin(iface)

@@ -4,28 +4,19 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from qgis.core import Qgis, QgsApplication, QgsRasterLayer, QgsSettings
+from qgis.core import Qgis, QgsApplication, QgsRasterLayer
 from qgis.PyQt.QtCore import Qt, QUrl
-from qgis.PyQt.QtGui import QDesktopServices, QIcon
+from qgis.PyQt.QtGui import QDesktopServices
 from qgis.PyQt.QtWidgets import QAction, QPushButton
 
-from . import deps
+from .qgis_glue import deps
+from .qgis_glue.icons import PLUGIN_DIR, icon
+from .qgis_glue.log import log
+from .qgis_glue.settings import Settings
 
-PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
 MENU = "&Tailings Mapper"
 RUN_TEXT = "Segment tailings"
 HELP_URL = "https://github.com/tailings-mapper/tailings_mapper#readme"
-
-
-def icon(name: str = "icon.svg") -> QIcon:
-    try:
-        from . import resources_rc  # noqa: F401  registers :/plugins/tailings_mapper
-        ic = QIcon(":/plugins/tailings_mapper/icons/%s" % name)
-        if not ic.isNull():
-            return ic
-    except Exception:
-        pass
-    return QIcon(os.path.join(PLUGIN_DIR, "icons", name))
 
 
 class TailingsMapperPlugin:
@@ -60,7 +51,7 @@ class TailingsMapperPlugin:
         self.panel_action.toggled.connect(self.show_panel)
         self.deps_action = QAction("Python packages (onnxruntime)…", mw)
         self.deps_action.setObjectName("TailingsMapperDeps")
-        self.deps_action.triggered.connect(lambda: self.show_dependencies(force=True))
+        self.deps_action.triggered.connect(self.show_dependencies)
         self.help_action = QAction(QgsApplication.getThemeIcon("/mActionHelpContents.svg"), "Help", mw)
         self.help_action.setObjectName("TailingsMapperHelp")
         self.help_action.triggered.connect(self.show_help)
@@ -76,7 +67,7 @@ class TailingsMapperPlugin:
         self.missing = deps.check()
         if self.missing:
             self._announce_missing()
-        if QgsSettings().value("tailings_mapper/panel_visible", False, type=bool):
+        if Settings().get("panel_visible"):
             self.panel_action.setChecked(True)
 
     def unload(self):
@@ -87,7 +78,7 @@ class TailingsMapperPlugin:
                 pass
         self.tasks = []
         if self.dock is not None:
-            QgsSettings().setValue("tailings_mapper/panel_visible", self.dock.isVisible())
+            Settings().set("panel_visible", self.dock.isVisible())
             self.dock.cleanup()
             self.iface.removeDockWidget(self.dock)
             self.dock.setParent(None)
@@ -99,10 +90,7 @@ class TailingsMapperPlugin:
         self.actions = []
         if self.toolbar is not None:
             self.toolbar.clear()
-            try:
-                self.iface.mainWindow().removeToolBar(self.toolbar)
-            except Exception:
-                pass
+            self.iface.mainWindow().removeToolBar(self.toolbar)
             self.toolbar.setParent(None)
             self.toolbar.deleteLater()
             self.toolbar = None
@@ -146,15 +134,14 @@ class TailingsMapperPlugin:
         try:
             widget = bar.createMessage("Tailings Mapper", text)
             button = QPushButton("Install…", widget)
-            button.clicked.connect(lambda: self.show_dependencies(force=True))
+            button.clicked.connect(self.show_dependencies)
             widget.layout().addWidget(button)
             self._missing_item = bar.pushWidget(widget, Qgis.Warning, 0)
-        except Exception:
+        except (AttributeError, TypeError):  # a message bar without widgets (a stub): text only
             bar.pushMessage("Tailings Mapper", text, Qgis.Warning, 0)
-        from .qgis_task import log
         log("missing Python packages: %s" % deps.missing_text(self.missing), Qgis.Warning)
 
-    def show_dependencies(self, force: bool = False):
+    def show_dependencies(self, *_):
         from .ui.deps_dialog import DependencyDialog
         missing = deps.check()
         dlg = DependencyDialog(missing, self.iface.mainWindow())
@@ -177,13 +164,14 @@ class TailingsMapperPlugin:
         QDesktopServices.openUrl(url)
 
     # ------------------------------------------------------------------ runs
-    def start_run(self, request):
-        from . import qgis_task
+    def start_run(self, layer_plan):
+        """Run a ``qgis_glue.layer_plan.LayerPlan`` as a background task (shown in the panel)."""
+        from .qgis_glue import task as tasklib
         try:
             view = self.iface.layerTreeView()
-        except Exception:
+        except AttributeError:  # an iface without a layer tree view (tests, qgis_process)
             view = None
-        task = qgis_task.start(request, self.iface.messageBar(), layer_tree_view=view)
+        task = tasklib.start(layer_plan, self.iface.messageBar(), layer_tree_view=view)
         self.tasks.append(task)
         task.done.connect(lambda ok, outcome, t=task: self._forget(t))
         if self.dock is not None:
@@ -196,7 +184,8 @@ class TailingsMapperPlugin:
 
     def segment_current(self, *_):
         """The toolbar action: the current raster layer, the panel's settings (or the defaults)."""
-        from .ui import config
+        from .inference import TailingsError
+        from .qgis_glue.layer_plan import plan_for_layer
         bar = self.iface.messageBar()
         layer = self.iface.activeLayer()
         if not isinstance(layer, QgsRasterLayer):
@@ -208,18 +197,13 @@ class TailingsMapperPlugin:
             bar.pushMessage("Tailings Mapper", "onnxruntime is not installed; install it from the menu "
                             "Raster > Tailings Mapper > Python packages.", Qgis.Warning, 8)
             return None
+        d = self.dock
         try:
-            mapping = self.dock.mapping_for(layer) if self.dock is not None else None
-            model = self.dock.current_model() if self.dock is not None else None
-            extent_layer = self.dock.extent_layer_combo.currentLayer() if self.dock is not None else None
-            req = config.build_request(layer, config.Settings(), canvas=self.iface.mapCanvas(), mapping=mapping,
-                                       extent_layer=extent_layer, model=model)
-            problem = config.check_out_dir(req.out_dir)
-            if problem:
-                raise ValueError(problem)
-            from .ui.dock import plan_request
-            plan_request(req)
-        except Exception as e:
+            run = plan_for_layer(layer, Settings(), canvas=self.iface.mapCanvas(),
+                                 mapping=d.mapping_for(layer) if d is not None else None,
+                                 extent_layer=d.extent_layer_combo.currentLayer() if d is not None else None,
+                                 model=d.current_model() if d is not None else None)
+        except (ValueError, TailingsError) as e:
             bar.pushMessage("Tailings Mapper", "Cannot run on %s: %s" % (layer.name(), e), Qgis.Critical, 10)
             return None
-        return self.start_run(req)
+        return self.start_run(run)

@@ -2,6 +2,7 @@
 evaluation, change detection...) go here next to "Segment tailings / mining components"."""
 from qgis.core import QgsProcessingProvider
 
+from ..qgis_glue.icons import icon
 from .segment_algorithm import SegmentAlgorithm
 
 
@@ -16,7 +17,6 @@ class TailingsProvider(QgsProcessingProvider):
         return "Tailings Mapper: segmentation of mining tailings and other mining components"
 
     def icon(self):
-        from ..plugin import icon
         return icon()
 
     def loadAlgorithms(self):  # noqa: N802

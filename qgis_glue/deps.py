@@ -54,6 +54,23 @@ class Missing:
         return "%s (%s): %s" % (self.requirement.module, self.requirement.why, self.error)
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message.  (The engine has the same helper, but this module
+    must not import the engine: it runs first, to say whether numpy and GDAL are there at all.)"""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _warn(message: str) -> None:
+    """To the QGIS log when QGIS is there, else stderr (this module also runs in plain Python)."""
+    try:
+        from .log import log
+        from qgis.core import Qgis
+        log(message, Qgis.Warning)
+    except ImportError:
+        print("Tailings Mapper: %s" % message, file=sys.stderr)
+
+
 def deps_dir() -> str:
     """The folder the plugin owns for packages it installs, for this Python version."""
     base = os.environ.get(ENV_DIR)
@@ -88,8 +105,7 @@ def check(requirements: Sequence[Requirement] = REQUIREMENTS) -> List[Missing]:
         try:
             importlib.import_module(req.module)
         except Exception as e:  # ImportError, but also DLL load failures (OSError)
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            out.append(Missing(req, msg))
+            out.append(Missing(req, first_line(e)))
     return out
 
 
@@ -188,13 +204,21 @@ def _marker_ok(marker: str) -> bool:
         return True
 
 
+def _dists_in(target: str) -> List[tuple]:
+    """``[(normalised distribution name, its .dist-info folder)]`` installed in ``target``."""
+    out = []
+    for info in glob.glob(os.path.join(target, "*.dist-info")):
+        dist = os.path.basename(info)[:-len(".dist-info")].rsplit("-", 1)[0]
+        out.append((_norm(dist), info))
+    return out
+
+
 def requires_of(target: str, names: Iterable[str]) -> List[str]:
     """Requirement strings (``name>=x``) declared by distributions ``names`` installed in ``target``."""
     wanted = {_norm(n) for n in names}
     out = []
-    for info in glob.glob(os.path.join(target, "*.dist-info")):
-        dist = os.path.basename(info)[:-len(".dist-info")].rsplit("-", 1)[0]
-        if _norm(dist) not in wanted:
+    for dist, info in _dists_in(target):
+        if dist not in wanted:
             continue
         meta = os.path.join(info, "METADATA")
         if not os.path.isfile(meta):
@@ -217,17 +241,13 @@ def _installed_outside(name: str, target: str) -> bool:
     try:
         for _ in importlib.metadata.distributions(name=name, path=paths):
             return True
-    except Exception:
-        pass
+    except Exception as e:  # a broken distribution elsewhere on sys.path: install ours
+        _warn("could not look for %s outside %s: %s" % (name, target, first_line(e)))
     return False
 
 
 def _installed_in(name: str, target: str) -> bool:
-    for info in glob.glob(os.path.join(target, "*.dist-info")):
-        dist = os.path.basename(info)[:-len(".dist-info")].rsplit("-", 1)[0]
-        if _norm(dist) == _norm(name):
-            return True
-    return False
+    return any(dist == _norm(name) for dist, _ in _dists_in(target))
 
 
 def pip_command(python: str, packages: Sequence[str], target: str) -> List[str]:
@@ -238,9 +258,8 @@ def pip_command(python: str, packages: Sequence[str], target: str) -> List[str]:
 def remove_conflicting(target: str, gpu: bool, log: Callable[[str], None] = print) -> None:
     """onnxruntime and onnxruntime-gpu install the same module: keep only the chosen one."""
     other = "onnxruntime" if gpu else "onnxruntime-gpu"
-    for info in glob.glob(os.path.join(target, "*.dist-info")):
-        dist = os.path.basename(info)[:-len(".dist-info")].rsplit("-", 1)[0]
-        if _norm(dist) == _norm(other):
+    for dist, info in _dists_in(target):
+        if dist == _norm(other):
             log("removing %s from %s" % (os.path.basename(info), target))
             shutil.rmtree(info, ignore_errors=True)
             shutil.rmtree(os.path.join(target, "onnxruntime"), ignore_errors=True)

@@ -1,8 +1,8 @@
 """Engine results as styled QGIS layers, and their summary text.
 
 Used by the background task (dock panel / toolbar action) and by the Processing
-algorithm's post-processors.  Qt/QGIS only; the engine's result objects are read
-duck-typed (``res.model.classes``, ``res.stats``...).
+algorithm's post-processors.  Classes are the engine's ``ClassInfo`` (id, name, colour,
+background: no polygons, drawn transparent).
 """
 from __future__ import annotations
 
@@ -13,31 +13,18 @@ from qgis.core import (QgsCategorizedSymbolRenderer, QgsFillSymbol, QgsLayerTree
                        QgsProject, QgsRasterLayer, QgsRendererCategory, QgsVectorLayer)
 from qgis.PyQt.QtGui import QColor
 
-from .inference.model import is_background  # the engine's rule: no polygons, drawn transparent
-
-
-def _classes(classes) -> List[tuple]:
-    """``[(id, name, '#rrggbb'), ...]`` from ClassInfo objects, dicts or tuples."""
-    out = []
-    for c in classes:
-        if isinstance(c, dict):
-            out.append((int(c["id"]), str(c["name"]), str(c.get("color") or "#ff0000")))
-        elif isinstance(c, (tuple, list)):
-            out.append((int(c[0]), str(c[1]), str(c[2])))
-        else:
-            out.append((int(c.id), str(c.name), str(c.color)))
-    return out
+from .log import log
 
 
 def style_class_raster(layer: QgsRasterLayer, classes) -> None:
     """Paletted renderer with the model's colours and class names (the legend);
     background classes are transparent so the imagery shows through."""
     items = []
-    for cid, name, colour in _classes(classes):
-        col = QColor(colour)
-        if is_background(name):
+    for c in classes:
+        col = QColor(c.color)
+        if c.is_background:
             col.setAlpha(0)
-        items.append(QgsPalettedRasterRenderer.Class(cid, col, name))
+        items.append(QgsPalettedRasterRenderer.Class(c.id, col, c.name))
     renderer = QgsPalettedRasterRenderer(layer.dataProvider(), 1, items)
     layer.setRenderer(renderer)
     layer.setOpacity(0.8)
@@ -47,16 +34,16 @@ def style_class_raster(layer: QgsRasterLayer, classes) -> None:
 def style_polygons(layer: QgsVectorLayer, classes, field: str = "class_id") -> None:
     """Categorized symbology on ``class_id`` with the class names as labels."""
     cats = []
-    for cid, name, colour in _classes(classes):
-        if is_background(name):
+    for c in classes:
+        if c.is_background:
             continue
-        fill = QColor(colour)
+        fill = QColor(c.color)
         fill.setAlpha(90)
         sym = QgsFillSymbol.createSimple({
             "color": "%d,%d,%d,%d" % (fill.red(), fill.green(), fill.blue(), fill.alpha()),
-            "outline_color": QColor(colour).name(), "outline_width": "0.6", "outline_width_unit": "MM",
+            "outline_color": QColor(c.color).name(), "outline_width": "0.6", "outline_width_unit": "MM",
         })
-        cats.append(QgsRendererCategory(cid, sym, name))
+        cats.append(QgsRendererCategory(c.id, sym, c.name))
     renderer = QgsCategorizedSymbolRenderer(field, cats)
     layer.setRenderer(renderer)
     # readable field aliases in the attribute table and forms
@@ -91,13 +78,13 @@ def make_layers(res, source_name: str) -> List:
     style_class_raster(cls, classes)
     layers.append(cls)
     if res.polygons:
-        poly = QgsVectorLayer(polygon_uri(res.polygons, getattr(res, "layer_name", None)),
+        poly = QgsVectorLayer(polygon_uri(res.polygons, res.layer_name),
                               "%s polygons" % source_name, "ogr")
         if not poly.isValid():
             raise RuntimeError("QGIS cannot open the polygon layer %s" % res.polygons)
         style_polygons(poly, classes)
         layers.insert(0, poly)
-    if getattr(res, "confidence_raster", None):
+    if res.confidence_raster:
         conf = QgsRasterLayer(res.confidence_raster, "%s confidence (%%)" % source_name, "gdal")
         if conf.isValid():
             layers.append(conf)
@@ -134,8 +121,8 @@ def expand_in_view(view, group) -> None:
         nodes = [group] + [n for n in group.children() if n.isExpanded()]
         for node in nodes:
             view.setExpanded(to_index(node), True)
-    except Exception:  # a cosmetic step: never fail a run for it
-        pass
+    except Exception as e:  # a cosmetic step: never fail a run for it
+        log("could not expand the result group in the layer tree: %s" % e)
 
 
 def summary(res, device_label: Optional[str] = None) -> str:
@@ -151,8 +138,8 @@ def summary(res, device_label: Optional[str] = None) -> str:
         else:
             parts.append("%d %s polygon%s, %.1f ha" % (count, name, "" if count == 1 else "s", area))
     found = "; ".join(parts) if parts else "nothing found"
-    dev = device_label or ("GPU (CUDA)" if getattr(res, "device", "cpu") == "cuda" else "CPU")
-    return "%s — %.1f s on %s" % (found, float(getattr(res, "seconds", 0.0)), dev)
+    dev = device_label or ("GPU (CUDA)" if res.device == "cuda" else "CPU")
+    return "%s — %.1f s on %s" % (found, float(res.seconds), dev)
 
 
 def stats_total(stats: Dict[int, Dict[str, object]]) -> int:

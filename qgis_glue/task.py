@@ -1,38 +1,33 @@
-"""The background task: one engine run in QGIS's task manager.
+"""The background task: one engine run (a plan's execution) in QGIS's task manager.
 
 ``run`` executes in a worker thread and only calls the engine; ``finished`` runs in
 the main thread and adds the styled layers (or reports the error / cancellation).
 """
 from __future__ import annotations
 
-import os
 import traceback
 from typing import Callable, List, Optional
 
-from qgis.core import Qgis, QgsApplication, QgsMessageLog, QgsProject, QgsTask
+from qgis.core import Qgis, QgsApplication, QgsProject, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
+from ..inference import Cancelled, TailingsError, execute
 from . import results
-
-LOG_TAG = "Tailings Mapper"
-
-
-def log(message: str, level=Qgis.Info) -> None:
-    QgsMessageLog.logMessage(message, LOG_TAG, level)
+from .layer_plan import LayerPlan
+from .log import log
 
 
 class SegmentTask(QgsTask):
-    """Segments ``request.input_path`` with the engine; cancellable."""
+    """Executes ``run.plan`` with the engine; cancellable."""
 
     statusChanged = pyqtSignal(str)     # engine progress message (emitted from the worker thread)
     done = pyqtSignal(bool, str)        # (layers added, one-line outcome), main thread
 
-    def __init__(self, request, message_bar=None, project: Optional[QgsProject] = None,
-                 add_layers: bool = True, layer_tree_view=None):
-        super().__init__("Segment tailings: %s" % request.source_name, QgsTask.CanCancel)
-        self.request = request
+    def __init__(self, run: LayerPlan, message_bar=None, add_layers: bool = True, layer_tree_view=None):
+        super().__init__("Segment tailings: %s" % run.source_name, QgsTask.CanCancel)
+        self.run_plan = run
+        self.source_name = run.source_name
         self.message_bar = message_bar
-        self.project = project
         self.add_layers = add_layers
         self.layer_tree_view = layer_tree_view
         self.result = None
@@ -54,15 +49,7 @@ class SegmentTask(QgsTask):
 
     def run(self) -> bool:
         try:
-            from .inference import Cancelled, TailingsError, segment
-        except Exception as e:  # the engine cannot even be imported
-            self.error = "the Tailings Mapper engine cannot be loaded: %s" % e
-            self.details = traceback.format_exc()
-            return False
-        r = self.request
-        try:
-            self.result = segment(r.input_path, r.model, r.out_dir, r.opts, progress=self._progress,
-                                  cancel=self.isCanceled)
+            self.result = execute(self.run_plan.plan, progress=self._progress, cancel=self.isCanceled)
             return True
         except Cancelled:
             self.cancelled = True
@@ -78,7 +65,7 @@ class SegmentTask(QgsTask):
 
     # -- main thread ----------------------------------------------------------------------
     def finished(self, ok: bool) -> None:  # noqa: D401 (QgsTask API)
-        name = self.request.source_name
+        name = self.source_name
         if ok and self.result is not None:
             try:
                 self._add_results()
@@ -92,10 +79,10 @@ class SegmentTask(QgsTask):
             msg = "%s: %s" % (name, self.outcome)
             log(msg + "\noutputs: %s" % ", ".join(
                 p for p in (res.class_raster, res.confidence_raster, res.polygons) if p), Qgis.Success)
-            for note in list(getattr(res, "notes", []) or []):
+            for note in res.notes:
                 log("%s: %s" % (name, note), Qgis.Info)
-            if getattr(res, "device", "cpu") != "cuda" and r_device(self.request) in ("auto", "cuda"):
-                log("%s: %s" % (name, getattr(res, "provider_reason", "")), Qgis.Info)
+            if res.device != "cuda" and self.run_plan.plan.options.device in ("auto", "cuda"):
+                log("%s: %s" % (name, res.provider_reason), Qgis.Info)
             self._push("Tailings Mapper", msg, Qgis.Success, 0)
         elif self.cancelled or self.isCanceled():
             self.outcome = "cancelled; nothing was added"
@@ -111,10 +98,10 @@ class SegmentTask(QgsTask):
 
     def _add_results(self) -> None:
         res = self.result
-        self.layers = results.make_layers(res, self.request.source_name)
+        self.layers = results.make_layers(res, self.source_name)
         if self.add_layers:
-            self.group = results.add_to_project(self.layers, results.group_name(self.request.source_name),
-                                                self.project or QgsProject.instance())
+            self.group = results.add_to_project(self.layers, results.group_name(self.source_name),
+                                                QgsProject.instance())
             results.expand_in_view(self.layer_tree_view, self.group)
 
     def _push(self, title: str, text: str, level, duration: int) -> None:
@@ -122,20 +109,15 @@ class SegmentTask(QgsTask):
             return
         try:
             self.message_bar.pushMessage(title, text, level, duration)
-        except Exception:
-            log(text, level)
+        except RuntimeError as e:  # the message bar is gone (QGIS closing): the log keeps it
+            log("%s (message bar unavailable: %s)" % (text, e), level)
 
 
-def r_device(request) -> str:
-    return getattr(request.opts, "device", "auto") or "auto"
-
-
-def start(request, message_bar=None, on_done: Optional[Callable[[bool, str], None]] = None,
+def start(run: LayerPlan, message_bar=None, on_done: Optional[Callable[[bool, str], None]] = None,
           layer_tree_view=None) -> SegmentTask:
     """Queue a task in QGIS's task manager and return it (keep a reference!)."""
-    task = SegmentTask(request, message_bar, layer_tree_view=layer_tree_view)
+    task = SegmentTask(run, message_bar, layer_tree_view=layer_tree_view)
     if on_done is not None:
         task.done.connect(on_done)
-    os.makedirs(request.out_dir, exist_ok=True)
     QgsApplication.taskManager().addTask(task)
     return task

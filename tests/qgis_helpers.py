@@ -14,7 +14,7 @@ def tiny_model(path: str, bands: Sequence[str] = ("S2:B04", "S2:B03", "S2:B02"),
     """A 1x1 convolution + sigmoid: tailings where the first input band's reflectance > 0.5."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    from tailings_mapper.inference.model import ClassInfo, ModelInfo, write_metadata
+    from tailings_mapper.inference.metadata import ClassInfo, ModelInfo, write_metadata
     c = len(bands)
     w = np.zeros((1, c, 1, 1), np.float32)
     w[0, 0, 0, 0] = 20.0

@@ -19,7 +19,7 @@ MODEL = "tiny_s2rgb"
 @pytest.fixture
 def env(tm, tmp_path, monkeypatch, qgis_iface, qgis_new_project):
     """Clean settings, a user models folder holding the tiny model, an output folder."""
-    from tailings_mapper.ui.config import Settings
+    from tailings_mapper.qgis_glue.settings import Settings
     models = tmp_path / "models"
     models.mkdir()
     tiny_model(str(models / (MODEL + ".onnx")))
@@ -256,12 +256,12 @@ def test_cancel_adds_nothing(plugin, env):
 
 
 def test_error_reaches_message_bar_and_log(plugin, env, tm):
-    """A failure during the run (here: the input disappears) is reported, not raised."""
-    from tailings_mapper.ui import config
+    """A failure during the run (here: the input disappears after the plan) is reported, not raised."""
+    from tailings_mapper.qgis_glue.layer_plan import plan_for_layer
     lyr = _raster(env, "vanishing")
-    req = config.build_request(lyr, config.Settings())
-    req.input_path = str(env / "missing.tif")
-    task = plugin.start_run(req)
+    run = plan_for_layer(lyr)
+    os.remove(run.plan.input)
+    task = plugin.start_run(run)
     ok, outcome = wait_task(task)
     assert not ok and outcome
     crit = plugin.iface.messageBar().get_messages(Qgis.Critical)
@@ -272,29 +272,30 @@ def test_settings_persist(plugin, env, tm):
     plugin.show_panel(True)
     d = plugin.dock
     d.set_layer(_raster(env, "persist"))
-    d.batch_spin.setValue(7)
-    d.device_combo.setCurrentIndex(d.device_combo.findData("cpu"))
-    d.simplify_spin.setValue(5.0)
-    assert d.tta_combo.currentData() == 0                       # the model's default
-    assert d.request().opts.tta is None
-    d.tta_combo.setCurrentIndex(d.tta_combo.findData(8))
-    assert d.request().opts.tta == 8
-    assert d.scales_combo.currentData() == "" and d.request().opts.scales is None
-    d.scales_combo.setCurrentIndex(d.scales_combo.findData("1,0.5"))
-    assert d.request().opts.scales == (1.0, 0.5)
+    w = d.options.widget
+    w("batch").setValue(7)
+    w("device").setCurrentIndex(w("device").findData("cpu"))
+    w("simplify_m").setValue(5.0)
+    assert w("tta").currentData() == ""                         # the model's default
+    assert d.make_plan().plan.options.tta is None
+    w("tta").setCurrentIndex(w("tta").findData("8"))
+    assert d.make_plan().plan.options.tta == 8
+    assert w("scales").currentData() == "" and d.make_plan().plan.options.scales is None
+    w("scales").setCurrentIndex(w("scales").findData("1,0.5"))
+    assert d.make_plan().plan.options.scales == (1.0, 0.5)
     d.extent_combo.setCurrentIndex(d.extent_combo.findData("canvas"))
     plugin.unload()
     p2 = tm.classFactory(plugin.iface)
     p2.initGui()
     try:
         p2.show_panel(True)
-        d2 = p2.dock
-        assert d2.batch_spin.value() == 7
-        assert d2.device_combo.currentData() == "cpu"
-        assert d2.simplify_spin.value() == 5.0
-        assert d2.extent_combo.currentData() == "canvas"
-        assert d2.tta_combo.currentData() == 8
-        assert d2.scales_combo.currentData() == "1,0.5"
+        w2 = p2.dock.options.widget
+        assert w2("batch").value() == 7
+        assert w2("device").currentData() == "cpu"
+        assert w2("simplify_m").value() == 5.0
+        assert p2.dock.extent_combo.currentData() == "canvas"
+        assert w2("tta").currentData() == "8"
+        assert w2("scales").currentData() == "1,0.5"
     finally:
         p2.unload()
         plugin.initGui()
@@ -303,7 +304,7 @@ def test_settings_persist(plugin, env, tm):
 def test_plugin_loads_without_onnxruntime(tm, qgis_iface, env, monkeypatch):
     """With onnxruntime missing the plugin loads, says what is missing and refuses to run."""
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
-    from tailings_mapper import deps
+    from tailings_mapper.qgis_glue import deps
     missing = deps.check()
     assert [m.requirement.module for m in missing] == ["onnxruntime"]
     p = tm.classFactory(qgis_iface)
@@ -377,8 +378,8 @@ def test_extent_from_selected_features(plugin, env):
     assert not d.validate() and "no features are selected" in d.problem
     aoi.selectAll()
     assert d.validate(), d.problem
-    req = d.request()
-    assert req.opts.extent == pytest.approx((500300, 7698500, 501300, 7699700))
+    opts = d.make_plan().plan.options
+    assert opts.extent == pytest.approx((500300, 7698500, 501300, 7699700))
     ok, outcome = wait_task(d.run())
     assert ok, outcome
     poly = QgsProject.instance().mapLayersByName("scene polygons")[0]
@@ -403,7 +404,7 @@ def test_extent_from_map_view(plugin, env):
     d.set_layer(lyr)
     d.extent_combo.setCurrentIndex(d.extent_combo.findData("canvas"))
     assert d.validate(), d.problem
-    xmin, ymin, xmax, ymax = d.request().opts.extent
+    xmin, ymin, xmax, ymax = d.make_plan().plan.options.extent
     assert xmin >= 500000 and xmax <= 503000 and ymin >= 7697000 and ymax <= 7700000
     ok, outcome = wait_task(d.run())
     assert ok, outcome
@@ -420,7 +421,7 @@ def test_gpu_without_cuda_refused_before_run(plugin, env):
     plugin.show_panel(True)
     d = plugin.dock
     d.set_layer(lyr)
-    d.device_combo.setCurrentIndex(d.device_combo.findData("cuda"))
+    d.options.widget("device").setCurrentIndex(d.options.widget("device").findData("cuda"))
     assert not d.validate()
     assert "GPU requested" in d.problem and "onnxruntime-gpu" in d.problem
     plugin.iface.setActiveLayer(lyr)
@@ -435,7 +436,7 @@ def test_load_onnx_adds_user_model(plugin, env):
     assert d.current_model() == other
     assert "S2:B08" in d.model_label.text()
     # remembered for the next session
-    from tailings_mapper.ui.config import Settings
+    from tailings_mapper.qgis_glue.settings import Settings
     assert other in Settings().get("user_models")
     lyr = _raster(env, "rgb_only")
     d.set_layer(lyr)

@@ -49,7 +49,7 @@ def fake_python(tmp_path):
 
 
 def test_check_reports_missing(tm, monkeypatch):
-    from tailings_mapper import deps
+    from tailings_mapper.qgis_glue import deps
     assert deps.check() == []
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     missing = deps.check()
@@ -58,7 +58,7 @@ def test_check_reports_missing(tm, monkeypatch):
 
 
 def test_deps_dir_is_plugin_owned(tm, monkeypatch, tmp_path):
-    from tailings_mapper import deps
+    from tailings_mapper.qgis_glue import deps
     monkeypatch.delenv(deps.ENV_DIR, raising=False)
     d = deps.deps_dir()
     assert "tailings_mapper" in d and d.endswith("py%d%d" % sys.version_info[:2])
@@ -67,7 +67,7 @@ def test_deps_dir_is_plugin_owned(tm, monkeypatch, tmp_path):
 
 
 def test_find_python_prefers_this_installation(tm):
-    from tailings_mapper import deps
+    from tailings_mapper.qgis_glue import deps
     exe = deps.find_python()
     ident = deps._python_identity(exe)
     assert ident[0] == "%d.%d" % sys.version_info[:2]
@@ -75,7 +75,7 @@ def test_find_python_prefers_this_installation(tm):
 
 
 def test_install_resolves_only_what_qgis_lacks(tm, fake_python, tmp_path):
-    from tailings_mapper import deps
+    from tailings_mapper.qgis_glue import deps
     target = str(tmp_path / "deps")
     lines = []
     ok = deps.install(["onnxruntime"], target, python=fake_python, log=lines.append)
@@ -91,7 +91,7 @@ def test_install_resolves_only_what_qgis_lacks(tm, fake_python, tmp_path):
 
 
 def test_install_gpu_replaces_cpu_build(tm, fake_python, tmp_path):
-    from tailings_mapper import deps
+    from tailings_mapper.qgis_glue import deps
     target = str(tmp_path / "deps")
     assert deps.install(["onnxruntime"], target, python=fake_python, log=lambda s: None)
     assert deps.install(deps.packages_for(gpu=True), target, python=fake_python, log=lambda s: None)
@@ -101,14 +101,14 @@ def test_install_gpu_replaces_cpu_build(tm, fake_python, tmp_path):
 
 
 def test_install_failure_is_reported(tm, fake_python, tmp_path):
-    from tailings_mapper import deps
+    from tailings_mapper.qgis_glue import deps
     lines = []
     assert not deps.install(["fail"], str(tmp_path / "d"), python=fake_python, log=lines.append)
     assert any("pip exited with status 1" in line for line in lines)
 
 
 def test_dialog_installs_with_log(tm, qgis_app, monkeypatch, tmp_path):
-    from tailings_mapper import deps
+    from tailings_mapper.qgis_glue import deps
     from tailings_mapper.ui import deps_dialog
     from qgis_helpers import wait_for
     monkeypatch.setenv(deps.ENV_DIR, str(tmp_path / "deps"))
@@ -135,7 +135,7 @@ def test_dialog_installs_with_log(tm, qgis_app, monkeypatch, tmp_path):
 
 
 def test_dialog_offers_gpu_with_nvidia_driver(tm, qgis_app, monkeypatch):
-    from tailings_mapper import deps
+    from tailings_mapper.qgis_glue import deps
     from tailings_mapper.ui import deps_dialog
     monkeypatch.setattr(deps, "nvidia_driver_present", lambda: True)
     dlg = deps_dialog.DependencyDialog([])

@@ -20,9 +20,10 @@ def test_zip_layout(tmp_path):
     assert os.path.basename(z) == "tailings_mapper-%s.zip" % meta["version"]
     names = zipfile.ZipFile(z).namelist()
     assert all(n.startswith("tailings_mapper/") for n in names)
-    for must in ("metadata.txt", "__init__.py", "plugin.py", "deps.py", "qgis_task.py", "results.py",
+    for must in ("metadata.txt", "__init__.py", "plugin.py", "qgis_glue/deps.py", "qgis_glue/task.py",
+                 "qgis_glue/results.py", "qgis_glue/layer_plan.py",
                  "resources_rc.py", "resources.qrc", "icons/icon.png", "icons/icon.svg", "ui/dock.py",
-                 "processing_provider/segment_algorithm.py", "inference/__init__.py", "inference/engine.py"):
+                 "processing_provider/segment_algorithm.py", "inference/__init__.py", "inference/execute.py"):
         assert "tailings_mapper/" + must in names, must
     for n in names:
         parts = n.split("/")
@@ -66,4 +67,4 @@ def test_zip_installs_into_fresh_profile_and_runs(tm, tmp_path):
     res = json.loads(r.stdout[r.stdout.index("{"):])["results"]
     assert res["POLYGON_COUNT"] == 1
     # the code that ran is the unzipped copy, not the checkout
-    assert os.path.isfile(plugins / "tailings_mapper" / "inference" / "engine.py")
+    assert os.path.isfile(plugins / "tailings_mapper" / "inference" / "execute.py")

@@ -76,7 +76,7 @@ def test_processing_test_time_augmentation(provider, data):
     assert _run_meta(out["OUTPUT_CLASSES"])["TM_TTA"] == "4"
     assert _run_meta(out["OUTPUT_CLASSES"])["TM_SCALES"] == "1"
     ms = processing.run(ALG, {
-        "INPUT": raster, "MODEL_FILE": model, "DEVICE": "cpu", "SCALES": "1 + 0.5",
+        "INPUT": raster, "MODEL_FILE": model, "DEVICE": "cpu", "SCALES": "1,0.5",
         "OUTPUT_CLASSES": str(tmp / "c_ms.tif"), "OUTPUT_CONFIDENCE": None, "OUTPUT_POLYGONS": None})
     assert _run_meta(ms["OUTPUT_CLASSES"])["TM_SCALES"] == "1,0.5"
     # a per-pixel model: the same classes as one pass

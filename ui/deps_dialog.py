@@ -5,7 +5,7 @@ from qgis.PyQt.QtCore import QThread, pyqtSignal
 from qgis.PyQt.QtWidgets import (QButtonGroup, QDialog, QDialogButtonBox, QLabel, QPlainTextEdit, QProgressBar,
                                  QPushButton, QRadioButton, QVBoxLayout)
 
-from .. import deps
+from ..qgis_glue import deps
 
 
 class _Installer(QThread):

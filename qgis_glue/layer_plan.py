@@ -1,0 +1,125 @@
+"""The plan of a run on a QGIS raster layer, from the user's settings.
+
+The panel's checks, its "Segment tailings" button and the toolbar action all come here: one
+function turns a layer, the stored settings and the panel's band mapping and extent into an
+engine plan (``inference.plan``), which the task then executes.  Models are opened once and
+kept (:data:`MODELS`), so that checking each edit reads no file again and a run reuses the
+network session of the previous one.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import threading
+from dataclasses import dataclass, replace
+from typing import Dict, Optional, Union
+
+from qgis.core import QgsProject, QgsRasterLayer
+from qgis.PyQt.QtCore import QStandardPaths
+
+from ..inference import Model, Plan, TailingsError, list_models, open_model, plan, resolve_model
+from .layers import canvas_extent_in, layer_path, selection_area_in
+from .settings import EXTENT_CANVAS, EXTENT_SELECTION, Settings
+
+DEFAULT_MODEL = "tailings"
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """A plan and the layer it was made for (the task names its results after the layer)."""
+    plan: Plan
+    layer_id: str
+    source_name: str
+
+
+class ModelCache:
+    """Opened models by file, reopened when the file changes; thread-safe."""
+
+    def __init__(self):
+        self._models: Dict[str, Model] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name_or_path: str) -> Model:
+        path = os.path.abspath(resolve_model(name_or_path))
+        with self._lock:
+            m = self._models.get(path)
+            if m is not None and m.is_current():
+                return m
+        m = open_model(path)
+        with self._lock:
+            self._models[path] = m
+        return m
+
+    def info_or_error(self, name_or_path: Optional[str]):
+        """The model's metadata, or why it cannot be used (a one-line string)."""
+        if not name_or_path:
+            return "no model chosen"
+        try:
+            return self.get(name_or_path).info
+        except TailingsError as e:
+            return str(e)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+
+MODELS = ModelCache()
+
+
+def choose_model(settings: Settings) -> str:
+    """The stored model, else the shipped default (``tailings``), else the first one found."""
+    m = settings.get("model")
+    if m:
+        return m
+    entries = list_models(load=False)
+    names = [e.name for e in entries]
+    if DEFAULT_MODEL in names:
+        return DEFAULT_MODEL
+    shipped = [e.name for e in entries if e.shipped]
+    return (shipped or names or [DEFAULT_MODEL])[0]
+
+
+def default_out_dir(input_path: str) -> str:
+    """A ``tailings_mapper`` folder next to the input when writable, else in Documents."""
+    folder = os.path.dirname(os.path.abspath(input_path)) if input_path else ""
+    if folder and os.access(folder, os.W_OK):
+        return os.path.join(folder, "tailings_mapper")
+    docs = QStandardPaths.writableLocation(QStandardPaths.DocumentsLocation) or os.path.expanduser("~")
+    return os.path.join(docs, "Tailings Mapper")
+
+
+def run_prefix(input_path: str, when: Optional[datetime.datetime] = None) -> str:
+    stem = os.path.splitext(os.path.basename(os.path.normpath(input_path)))[0] or "raster"
+    when = when or datetime.datetime.now()
+    return "%s_%s" % (stem, when.strftime("%Y%m%d-%H%M%S"))
+
+
+def plan_for_layer(layer: QgsRasterLayer, settings: Optional[Settings] = None, canvas=None,
+                   mapping: Optional[Dict[str, int]] = None, extent_layer=None,
+                   model: Union[str, Model, None] = None, out_dir: Optional[str] = None) -> LayerPlan:
+    """The plan for ``layer`` with the stored settings (and the panel's band mapping when given).
+
+    Raises ValueError for a choice the panel must fix (no layer, no selection...) and
+    :class:`~inference.TailingsError` for what the engine refuses.
+    """
+    settings = settings or Settings()
+    path = layer_path(layer)
+    mode = settings.get("extent_mode")
+    extent = aoi = None
+    if mode == EXTENT_CANVAS:
+        if canvas is None:
+            raise ValueError("no map view to take the extent from")
+        extent = canvas_extent_in(layer, canvas)
+    elif mode == EXTENT_SELECTION:
+        if extent_layer is None:
+            extent_layer = QgsProject.instance().mapLayer(settings.get("extent_layer"))
+        extent, aoi = selection_area_in(layer, extent_layer)
+    opts = replace(settings.options(), bands=dict(mapping) if mapping else None, extent=extent, aoi=aoi,
+                   polygons=True, overwrite=False, prefix=run_prefix(path),
+                   # leave a core to QGIS so that the map and the UI stay responsive
+                   threads=max(1, (os.cpu_count() or 2) - 1))
+    if isinstance(model, str) or model is None:
+        model = MODELS.get(model or choose_model(settings))
+    out = out_dir or settings.get("out_dir") or default_out_dir(path)
+    return LayerPlan(plan(path, model, opts, out), layer.id(), layer.name())

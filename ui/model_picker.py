@@ -1,0 +1,136 @@
+"""The panel's model picker: shipped and user models, the ONNX files the user loaded, "Load ONNX…",
+and a description of the chosen model (inputs, GSD, tiles, defaults, classes)."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from qgis.PyQt.QtCore import QObject, Qt, pyqtSignal
+from qgis.PyQt.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLabel, QPushButton
+
+from ..inference import ModelInfo, list_models
+from ..inference.metadata import rgb
+from ..qgis_glue.layer_plan import MODELS, choose_model
+from ..qgis_glue.settings import Settings
+
+LOAD_ONNX = "__load_onnx__"
+
+
+class ModelPicker(QObject):
+    """``combo``, ``refresh_button`` (in ``row``) and ``label``; ``changed`` when another model is chosen,
+    ``problem(text)`` when a model cannot be used."""
+
+    changed = pyqtSignal()
+    problem = pyqtSignal(str)
+
+    def __init__(self, settings: Settings, parent=None):
+        super().__init__(parent)
+        self.settings = settings
+        self._loading = False
+        self.row = QHBoxLayout()
+        self.combo = QComboBox()
+        self.combo.currentIndexChanged.connect(self._chosen)
+        self.row.addWidget(self.combo, 1)
+        self.refresh_button = QPushButton("↻")
+        self.refresh_button.setToolTip("Look for models again (shipped and user models folder)")
+        self.refresh_button.setMaximumWidth(30)
+        self.refresh_button.clicked.connect(lambda: self.populate(refresh=True))
+        self.row.addWidget(self.refresh_button)
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.label.setTextFormat(Qt.RichText)
+
+    def populate(self, refresh: bool = False) -> None:
+        """Shipped and user models, the ONNX files the user loaded, then "Load ONNX…"."""
+        if refresh:
+            MODELS.clear()
+        self._loading = True
+        try:
+            self.combo.clear()
+            seen = set()
+            for e in list_models(load=False):
+                self._add(e.name, e.path, "%s%s" % (e.name, " (shipped)" if e.shipped else " (user)"))
+                seen.add(os.path.abspath(e.path))
+            for path in self.settings.get("user_models"):
+                if os.path.abspath(path) not in seen and os.path.isfile(path):
+                    self._add(path, path, os.path.basename(path))
+                    seen.add(os.path.abspath(path))
+            self.combo.addItem("Load ONNX…", LOAD_ONNX)
+            idx = self.combo.findData(self.settings.get("model") or choose_model(self.settings))
+            if idx < 0 and self.combo.count() > 1:
+                idx = 0
+            self.combo.setCurrentIndex(max(0, idx))
+        finally:
+            self._loading = False
+        self._chosen()
+
+    def _add(self, data: str, path: str, label: str) -> None:
+        self.combo.addItem(label, data)
+        self.combo.setItemData(self.combo.count() - 1, path, Qt.ToolTipRole)
+
+    def current(self) -> Optional[str]:
+        data = self.combo.currentData()
+        return None if data in (None, LOAD_ONNX) else data
+
+    def info(self):
+        """The chosen model's metadata, or why it cannot be used."""
+        return MODELS.info_or_error(self.current())
+
+    def add_user_model(self, path: str) -> bool:
+        """Add an ONNX file to the list (validated); False with the problem signalled."""
+        info = MODELS.info_or_error(path)
+        if isinstance(info, str):
+            self.problem.emit("cannot use %s: %s" % (os.path.basename(path), info))
+            return False
+        models = [p for p in self.settings.get("user_models") if p != path] + [path]
+        self.settings.set("user_models", models)
+        self.settings.set("model", path)
+        self.populate()
+        return True
+
+    def _chosen(self, *_):
+        if self._loading:
+            return
+        data = self.combo.currentData()
+        if data == LOAD_ONNX:
+            path, _ = QFileDialog.getOpenFileName(self.combo, "Load an ONNX segmentation model", "",
+                                                  "ONNX models (*.onnx)")
+            if path and self.add_user_model(path):
+                return
+            self._loading = True
+            idx = self.combo.findData(self.settings.get("model"))
+            self.combo.setCurrentIndex(idx if idx >= 0 else 0)
+            self._loading = False
+            data = self.combo.currentData()
+            if data == LOAD_ONNX:
+                return
+        if data:
+            self.settings.set("model", data)
+        self.show_info()
+        self.changed.emit()
+
+    def show_info(self) -> None:
+        info = self.info()
+        self.label.setText(describe(info) if isinstance(info, ModelInfo)
+                           else "<span style='color:#c00'>%s</span>" % html(info))
+
+
+def describe(info: ModelInfo) -> str:
+    """HTML: what the model reads, its defaults and its classes (as coloured chips)."""
+    classes = " ".join("<span style='background:%s;color:%s'>&nbsp;%s&nbsp;</span>"
+                       % (c.color, _contrast(c.color), html(c.name)) for c in info.classes)
+    return ("inputs: %s<br>GSD %g m, tiles %d px (overlap %d), threshold %g, test-time augmentation %s, scales %s"
+            "<br>classes: %s%s"
+            % (", ".join(info.bands), info.gsd_m, info.tile_size, info.tile_overlap, info.threshold,
+               "off" if info.tta == 1 else "%d passes" % info.tta,
+               ", ".join("%g" % v for v in info.tta_scales), classes,
+               ("<br><i>%s</i>" % html(info.description)) if info.description else ""))
+
+
+def html(text: str) -> str:
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _contrast(colour: str) -> str:
+    r, g, b = rgb(colour)
+    return "black" if (0.299 * r + 0.587 * g + 0.114 * b) > 140 else "white"

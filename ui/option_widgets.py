@@ -1,0 +1,101 @@
+"""The panel's widgets for the engine's options, generated from ``inference.options.OPTIONS``.
+
+Each option the panel shows (``"panel"`` in its fronts) gets a widget by its kind: a spin box for
+numbers ("model default" below the smallest value when the model decides), a combo box for
+choices and scales, a check box for on/off.  Values go in and out in the option's text form, the
+same text QgsSettings stores and the engine parses.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, Optional, Sequence
+
+from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QSpinBox
+
+from ..inference.options import Option, for_front
+
+
+def _unset_value(o: Option) -> float:
+    """The spin box value that stands for "not set" (shown as the option's unset label)."""
+    if o.kind == "int":
+        return math.floor((o.minimum - 1) / o.step) * o.step
+    return o.minimum if o.exclusive else o.minimum - o.step
+
+
+def make_widget(o: Option):
+    if o.kind == "bool":
+        w = QCheckBox(o.label)
+    elif o.kind in ("choice", "scales"):
+        w = QComboBox()
+        if o.model_default or o.default is None:
+            w.addItem(o.unset_label, "")
+        labels = list(o.choice_labels) + [None] * len(o.choices)
+        for c, label in zip(o.choices, labels):
+            text = o.format(c)
+            w.addItem(label or text, text)
+    elif o.kind in ("int", "float"):
+        w = QSpinBox() if o.kind == "int" else QDoubleSpinBox()
+        if o.kind == "float":
+            w.setDecimals(o.decimals)
+        low = _unset_value(o) if o.model_default else o.minimum
+        w.setRange(int(low) if o.kind == "int" else low, int(o.panel_max) if o.kind == "int" else o.panel_max)
+        w.setSingleStep(int(o.step) if o.kind == "int" else o.step)
+        if o.model_default:
+            w.setSpecialValueText(o.unset_label)
+        elif o.zero_label:
+            w.setSpecialValueText(o.zero_label)
+    else:
+        raise ValueError("the panel has no widget for options of kind %r (%s)" % (o.kind, o.name))
+    w.setToolTip(o.describe())
+    w.setObjectName("TailingsMapperOption_" + o.name)
+    return w
+
+
+class OptionWidgets:
+    """The widgets of ``options`` (default: the panel's advanced options), added to ``form``."""
+
+    def __init__(self, form: QFormLayout, options: Optional[Sequence[Option]] = None):
+        self.options = {o.name: o for o in (options if options is not None else for_front("panel", advanced=True))}
+        self.widgets: Dict[str, object] = {}
+        for name, o in self.options.items():
+            w = make_widget(o)
+            form.addRow("" if o.kind == "bool" else o.label, w)
+            self.widgets[name] = w
+
+    def widget(self, name: str):
+        return self.widgets[name]
+
+    def text(self, name: str) -> str:
+        o, w = self.options[name], self.widgets[name]
+        if o.kind == "bool":
+            return o.format(w.isChecked())
+        if isinstance(w, QComboBox):
+            return w.currentData() or ""
+        if o.model_default and w.value() == w.minimum():
+            return ""
+        return o.format(w.value())
+
+    def set_text(self, name: str, text: str) -> None:
+        """Show ``text`` (a stored value); "" shows the option's default."""
+        o, w = self.options[name], self.widgets[name]
+        value = o.parse(text) if text else None
+        if value is None and not o.model_default:
+            value = o.default
+        if o.kind == "bool":
+            w.setChecked(bool(value))
+        elif isinstance(w, QComboBox):
+            w.setCurrentIndex(max(0, w.findData(o.format(value))))
+        else:
+            w.setValue(w.minimum() if value is None else value)
+
+    def texts(self) -> Dict[str, str]:
+        return {name: self.text(name) for name in self.options}
+
+    def on_change(self, callback: Callable) -> None:
+        for w in self.widgets.values():
+            if isinstance(w, QCheckBox):
+                w.toggled.connect(callback)
+            elif isinstance(w, QComboBox):
+                w.currentIndexChanged.connect(callback)
+            else:
+                w.valueChanged.connect(callback)
