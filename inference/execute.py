@@ -90,6 +90,8 @@ def run_metadata(p: Plan, session, run_time: str) -> Dict[str, str]:
     meta = {"TM_MODEL": info.name, "TM_SOURCE": p.input, "TM_DEVICE": session.device,
             "TM_PROVIDER_REASON": session.reason, "TM_RUN_TIME": run_time, "TM_BANDS": p.mapping.as_text(info.bands),
             "TM_TTA": str(p.tta), "TM_SCALES": ",".join("%g" % s for s in p.scales), "TM_THRESHOLD": "%g" % p.threshold}
+    if p.options.date:
+        meta["TM_DATE"] = p.options.date
     meta.update({"CLASS_%d" % k: v for k, v in info.class_names().items()})
     return meta
 

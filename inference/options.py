@@ -203,6 +203,20 @@ def _text(v) -> str:
     return str(v)
 
 
+def check_date(text: str) -> str:
+    """A date as YYYY-MM-DD, YYYY-MM or YYYY (a real one), else ValueError."""
+    import datetime
+    t = str(text).strip()
+    for fmt, n in (("%Y-%m-%d", 10), ("%Y-%m", 7), ("%Y", 4)):
+        if len(t) == n:
+            try:
+                datetime.datetime.strptime(t, fmt)
+                return t
+            except ValueError:
+                break
+    raise ValueError("acquisition date must be YYYY-MM-DD, YYYY-MM or YYYY, got %r" % t)
+
+
 # The scales a user picks among (TTA_SCALES from the finest down).
 SCALE_CHOICES = tuple(TTA_SCALES[:n] for n in range(1, len(TTA_SCALES) + 1))
 
@@ -249,6 +263,9 @@ OPTIONS: Tuple[Option, ...] = (
            flag=False, fronts=("cli",)),
     Option("overwrite", "bool", "Overwrite", "replace existing outputs", default=False, flag=True, fronts=("cli",)),
     Option("prefix", "text", "Output name", "output file name stem (default: the input's)", fronts=("cli",)),
+    Option("date", "text", "Acquisition date",
+           "the scene's acquisition date, YYYY-MM-DD (or YYYY-MM, YYYY), recorded in the outputs (TM_DATE) "
+           "for change maps between years", fronts=("cli", "processing"), advanced=False, checker=check_date),
     Option("input_scale", "float", "Input scale",
            "physical value = raw x this (default: the raster's declared scale, else the model's)", fronts=("cli",)),
     Option("input_offset", "float", "Input offset", "physical value = raw x scale + this (with --input-scale)",

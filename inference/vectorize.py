@@ -190,8 +190,11 @@ def postprocess(p, classes_path: str, conf_path: str, gpkg_path: Optional[str], 
         gdal.Polygonize(band, mb, layer, 0, [])
         out.CommitTransaction()
         stats = _measure(p, layer, out, ds, conf_path, srs, run_time, cancel)
-        layer.SetMetadata({"TM_MODEL": model.name, "TM_SOURCE": p.input, "TM_RUN_TIME": run_time,
-                           "TM_MIN_AREA_HA": str(p.min_area_ha), "TM_THRESHOLD": str(p.threshold)})
+        meta = {"TM_MODEL": model.name, "TM_SOURCE": p.input, "TM_RUN_TIME": run_time,
+                "TM_MIN_AREA_HA": str(p.min_area_ha), "TM_THRESHOLD": str(p.threshold)}
+        if p.options.date:
+            meta["TM_DATE"] = p.options.date
+        layer.SetMetadata(meta)
         layer = None
         out = None
         mask_ds = None

@@ -40,3 +40,19 @@ def tm():
     import tailings_mapper
     yield tailings_mapper
     shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def ort_sessions(monkeypatch):
+    """Paths of the onnxruntime sessions created while the test runs (every network the engine
+    loads goes through ``onnxruntime.InferenceSession``)."""
+    import onnxruntime
+    made = []
+    real = onnxruntime.InferenceSession
+
+    class Counting(real):
+        def __init__(self, path, *a, **kw):
+            made.append(path)
+            super().__init__(path, *a, **kw)
+    monkeypatch.setattr(onnxruntime, "InferenceSession", Counting)
+    return made

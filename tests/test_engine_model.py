@@ -292,3 +292,18 @@ def test_cuda_advertised_but_not_starting_falls_back(tmp_path, monkeypatch):
         assert md["TM_DEVICE"] == "cpu" and "fell back to CPU" in md["TM_PROVIDER_REASON"]
         with pytest.raises(ProviderError, match="fell back"):
             _tiny_run(tmp_path, "cuda")
+
+
+def test_background_is_an_explicit_flag_older_files_by_name():
+    base = {"bands": ["S2:B04", "S2:B03", "S2:B02"], "gsd_m": 10, "tile_size": 64}
+    old = parse_metadata({"tailings_mapper": json.dumps(dict(base, classes=[
+        {"id": 0, "name": "background"}, {"id": 1, "name": "tailings"}]))})
+    assert old.background_ids() == {0}
+    new = parse_metadata({"tailings_mapper": json.dumps(dict(base, classes=[
+        {"id": 0, "name": "soil", "background": True}, {"id": 1, "name": "background", "background": False}]))})
+    assert new.background_ids() == {0}                      # the flag, not the name
+    assert [c["background"] for c in json.loads(new.to_json())["classes"]] == [True, False]
+    assert parse_metadata({"tailings_mapper": new.to_json()}).background_ids() == {0}
+    with pytest.raises(ModelError, match="'background' must be true or false"):
+        parse_metadata({"tailings_mapper": json.dumps(dict(base, classes=[
+            {"id": 0, "name": "a", "background": "yes"}, {"id": 1, "name": "b"}]))})

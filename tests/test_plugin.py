@@ -2,6 +2,7 @@
 background task, results in the project, cancel, refusals before the run."""
 import os
 import sys
+import time
 
 import pytest
 
@@ -446,3 +447,59 @@ def test_load_onnx_adds_user_model(plugin, env):
 def test_menu_has_panel_and_help(plugin):
     texts = [a.text() for a in plugin.actions]
     assert "Tailings Mapper panel" in texts and "Help" in texts and "Segment tailings" in texts
+
+
+def test_one_click_loads_the_network_once(plugin, env, ort_sessions):
+    """Checking every edit plans but loads no network; the click runs the plan it checked on one
+    onnxruntime session, and the next run with the same model and device reuses it."""
+    from tailings_mapper.qgis_glue.layer_plan import MODELS
+    made = ort_sessions
+    MODELS.clear()
+    lyr = _raster(env, "once")
+    plugin.show_panel(True)
+    d = plugin.dock
+    d.set_layer(lyr)
+    for t in (0.4, 0.6, 0.5):
+        d.options.widget("threshold").setValue(t)
+        assert d.validate(), d.problem
+    assert made == []
+    ok, outcome = wait_task(d.run())
+    assert ok, outcome
+    assert len(made) == 1
+    time.sleep(1.1)   # output names go down to the second
+    plugin.iface.setActiveLayer(lyr)
+    ok, outcome = wait_task(plugin.segment_current())
+    assert ok, outcome
+    assert len(made) == 1
+
+
+def test_advanced_widgets_are_generated_from_the_option_table(plugin, env):
+    from tailings_mapper.inference import OPTIONS
+    from tailings_mapper.qgis_glue.settings import Settings
+    plugin.show_panel(True)
+    d = plugin.dock
+    panel = [o for o in OPTIONS if "panel" in o.fronts and o.advanced]
+    assert set(d.options.widgets) == {o.name for o in panel}
+    texts = {"tile_size": "128", "overlap": "24", "batch": "3", "device": "cpu", "threshold": "0.45", "tta": "2",
+             "scales": "1,0.5", "min_area_ha": "2.5", "simplify_m": "10", "confidence": "false"}
+    assert set(texts) == {o.name for o in panel}
+    for name, text in texts.items():
+        d.options.set_text(name, text)
+        assert d.options.text(name) == text, name
+        assert Settings().option_text(name) == text, name     # stored as typed, in the text form
+        d.options.set_text(name, "")
+        o = next(o for o in panel if o.name == name)
+        assert d.options.text(name) == ("" if o.model_default else o.format(o.default)), name
+
+
+def test_settings_of_older_versions_read_as_the_model_default(plugin, env):
+    """0 and -1 meant "model default" before the option table; they are not valid values."""
+    from tailings_mapper.qgis_glue.settings import Settings
+    s = Settings()
+    s.set("tile_size", 0)
+    s.set("overlap", -1)
+    s.set("threshold", 0.0)
+    s.set("tta", 0)
+    s.set("batch", 6)
+    opts = s.options()
+    assert (opts.tile_size, opts.overlap, opts.threshold, opts.tta, opts.batch) == (None, None, None, None, 6)

@@ -38,7 +38,7 @@ def data(tmp_path):
     return tmp_path, model, raster
 
 
-def test_processing_run(provider, data):
+def test_processing_run(provider, data, ort_sessions):
     import processing
     tmp, model, raster = data
     out = processing.run(ALG, {
@@ -53,6 +53,7 @@ def test_processing_run(provider, data):
     assert "mean_confidence" in [f.name() for f in poly.fields()]
     assert out["POLYGON_COUNT"] == 2 and abs(out["AREA_HA"] - 89.0) < 0.01
     assert out["DEVICE"] == "cpu"
+    assert ort_sessions == [model]          # one network load for the run
     cls = QgsRasterLayer(out["OUTPUT_CLASSES"], "c")
     assert cls.isValid() and cls.bandCount() == 1
     del poly, cls
@@ -202,7 +203,7 @@ def test_qgis_process(tm, data):
                 "PYTHONPATH": os.pathsep.join(site + [env.get("PYTHONPATH", "")]).strip(os.pathsep)})
     env.pop("QGIS_OPTIONS_PATH", None)
     cmd = [_qgis_process(), "--json", "run", ALG, "--", "INPUT=%s" % raster, "MODEL=tiny_s2rgb",
-           "PRESET=auto", "DEVICE=cpu", "OUTPUT_CLASSES=%s" % (tmp / "qp_classes.tif"),
+           "PRESET=auto", "DEVICE=cpu", "SCALES=1,0.5", "TTA=2", "OUTPUT_CLASSES=%s" % (tmp / "qp_classes.tif"),
            "OUTPUT_CONFIDENCE=%s" % (tmp / "qp_conf.tif"), "OUTPUT_POLYGONS=%s" % (tmp / "qp_polys.gpkg")]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -210,6 +211,8 @@ def test_qgis_process(tm, data):
     res = js["results"]
     assert res["POLYGON_COUNT"] == 2
     assert os.path.isfile(res["OUTPUT_CLASSES"]) and os.path.isfile(tmp / "qp_polys.gpkg")
+    meta = _run_meta(res["OUTPUT_CLASSES"])          # the command line's text forms, taken as they are
+    assert meta["TM_SCALES"] == "1,0.5" and meta["TM_TTA"] == "2"
     lyr = QgsVectorLayer(str(tmp / "qp_polys.gpkg"), "p", "ogr")
     assert lyr.featureCount() == 2
     del lyr
@@ -240,3 +243,42 @@ def test_in_model_builder_model(provider, data):
     lyr = QgsVectorLayer(str(tmp / "model_polys.gpkg"), "p", "ogr")
     assert lyr.featureCount() == 2
     del lyr
+
+
+def test_parameters_are_generated_from_the_option_table(provider):
+    """Every option the table gives Processing is a parameter of the algorithm, with the engine's
+    own choices; the rest of the algorithm's parameters are the input, the model and the outputs."""
+    from qgis.core import QgsProcessingParameterEnum, QgsProcessingParameterNumber
+    from tailings_mapper.inference import OPTIONS
+    from tailings_mapper.inference.runtime import DEVICES
+    from tailings_mapper.inference.tiling import TTA_PASSES
+    alg = provider.algorithm("segment")
+    names = {p.name() for p in alg.parameterDefinitions()}
+    table = {o.name.upper() for o in OPTIONS if "processing" in o.fronts}
+    assert table <= names
+    assert names - table == {"INPUT", "MODEL", "MODEL_FILE", "OUTPUT_CLASSES", "OUTPUT_CONFIDENCE", "OUTPUT_POLYGONS"}
+    tta = alg.parameterDefinition("TTA")
+    assert isinstance(tta, QgsProcessingParameterEnum) and tta.options() == ["model default"] + [str(p) for p in TTA_PASSES]
+    assert alg.parameterDefinition("DEVICE").options() == list(DEVICES)
+    tile = alg.parameterDefinition("TILE_SIZE")
+    assert isinstance(tile, QgsProcessingParameterNumber) and tile.minimum() == 16 and tile.flags() & tile.FlagOptional
+    assert "test-time augmentation" in alg.shortHelpString().lower() and "SCALES" in alg.shortHelpString()
+
+
+def test_bad_option_is_the_engines_message_naming_the_parameter(provider, data):
+    import processing
+    from qgis.core import QgsProcessingException
+    from tailings_mapper.inference import OptionError, SegmentOptions, plan
+    tmp, model, raster = data
+    with pytest.raises(OptionError) as engine:
+        plan(raster, model, SegmentOptions(tile_size=20))   # at least 16 (Processing checks that too), not a multiple of 8
+    with pytest.raises(QgsProcessingException) as e:
+        processing.run(ALG, {"INPUT": raster, "MODEL_FILE": model, "TILE_SIZE": 20,
+                             "OUTPUT_CLASSES": str(tmp / "bad.tif")})
+    assert str(e.value) == "TILE_SIZE: %s" % engine.value
+    with pytest.raises(QgsProcessingException, match="DATE: acquisition date must be"):
+        processing.run(ALG, {"INPUT": raster, "MODEL_FILE": model, "DATE": "last summer",
+                             "OUTPUT_CLASSES": str(tmp / "bad.tif")})
+    out = processing.run(ALG, {"INPUT": raster, "MODEL_FILE": model, "DATE": "2021-07", "DEVICE": "cpu",
+                               "OUTPUT_CLASSES": str(tmp / "dated.tif")})
+    assert _run_meta(out["OUTPUT_CLASSES"])["TM_DATE"] == "2021-07"
