@@ -29,6 +29,7 @@ class TailingsMapperPlugin:
         self.tasks = []
         self.missing = []
         self.run_action: Optional[QAction] = None
+        self._missing_item = None
         self.panel_action: Optional[QAction] = None
 
     # ------------------------------------------------------------------ load / unload
@@ -128,9 +129,19 @@ class TailingsMapperPlugin:
 
     # ------------------------------------------------------------------ dependencies, help
     def _announce_missing(self):
+        """One message with an Install… button in the message bar (once; removed when fixed)."""
         bar = self.iface.messageBar()
-        text = "needs Python packages that are missing: %s" % ", ".join(
-            m.requirement.module for m in self.missing)
+        if self._missing_item is not None:
+            try:
+                if self._missing_item in bar.items():
+                    return          # still shown
+            except (AttributeError, RuntimeError):  # no items() (a stub), or the item was deleted
+                pass
+            self._missing_item = None
+        if any(m.requirement.module == "onnxruntime" for m in self.missing):
+            text = deps.MISSING_MESSAGE
+        else:
+            text = "needs Python packages that are missing: %s" % ", ".join(m.requirement.module for m in self.missing)
         try:
             widget = bar.createMessage("Tailings Mapper", text)
             button = QPushButton("Install…", widget)
@@ -143,19 +154,18 @@ class TailingsMapperPlugin:
 
     def show_dependencies(self, *_):
         from .ui.deps_dialog import DependencyDialog
-        missing = deps.check()
-        dlg = DependencyDialog(missing, self.iface.mainWindow())
+        dlg = DependencyDialog(deps.check(), self.iface.mainWindow())
         dlg.exec_()
         self.missing = deps.check()
-        item = getattr(self, "_missing_item", None)
-        if not self.missing and item is not None:
+        if not self.missing and self._missing_item is not None:
             try:
-                self.iface.messageBar().popWidget(item)
-            except (RuntimeError, TypeError):
+                self.iface.messageBar().popWidget(self._missing_item)
+            except (RuntimeError, TypeError):  # already closed by the user
                 pass
             self._missing_item = None
         if self.dock is not None:
             self.dock.populate_models(refresh=True)
+            self.dock.schedule_validation()
         return dlg
 
     def show_help(self):
@@ -193,9 +203,9 @@ class TailingsMapperPlugin:
         if not isinstance(layer, QgsRasterLayer):
             bar.pushMessage("Tailings Mapper", "Select a raster layer to segment first.", Qgis.Warning, 6)
             return None
-        if any(m.requirement.module == "onnxruntime" for m in deps.check()):
-            bar.pushMessage("Tailings Mapper", "onnxruntime is not installed; install it from the menu "
-                            "Raster > Tailings Mapper > Python packages.", Qgis.Warning, 8)
+        if deps.onnxruntime_missing():
+            self.missing = deps.check()
+            self._announce_missing()
             return None
         d = self.dock
         try:

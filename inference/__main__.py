@@ -44,12 +44,16 @@ def cmd_segment(a) -> int:
     from .planning import plan
     from .preview import write_preview
     p = plan(a.input, a.model, from_arguments(a), a.out)
+    for w in p.warnings:   # before the run, where they cannot be missed
+        print("warning: %s" % w, file=sys.stderr)
     bar = Bar(not a.quiet and (sys.stderr.isatty() or a.progress))
     res = execute(p, progress=bar)
     print("model: %s (%s)" % (res.model.name, res.model.path))
     print("device: %s (%s)" % (res.device, res.provider_reason))
     for n in res.notes:
         print("note: %s" % n)
+    for w in res.warnings:
+        print("warning: %s" % w)
     print("classes: %s" % res.class_raster)
     if res.confidence_raster:
         print("confidence: %s" % res.confidence_raster)

@@ -9,7 +9,7 @@ accepted and reported.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 from .errors import BandMappingError
@@ -203,6 +203,7 @@ class BandMapping:
     """For each model input (in model order), the 1-based raster band that feeds it."""
     source_bands: List[int]
     notes: List[str]
+    warnings: List[str] = field(default_factory=list)   # the order is a guess, and so on
 
     def as_text(self, model_bands: Sequence[str]) -> str:
         return ", ".join("%s<-band %d" % (m, s) for m, s in zip(model_bands, self.source_bands))
@@ -263,15 +264,13 @@ def map_bands(model_bands: Sequence[str], raster_descriptions: Sequence[str],
     explicit = {by_upper[str(k).strip().upper()]: int(v) for k, v in (explicit or {}).items()}
     ids = identify_bands(raster_descriptions, preset_key)
     guessed = None
-    if not preset_key and not any(ids):
-        # Nothing in the descriptions: fall back on the usual layout for the band count.
+    if not preset_key and not any(ids) and any(m not in explicit for m in model_bands):
+        # Nothing names the bands: fall back on the usual layout for the band count.
         guessed = detect_preset(raster_descriptions, by_count=True)
         if guessed:
             ids = identify_bands(raster_descriptions, guessed)
     result: List[int] = []
     notes: List[str] = []
-    if guessed:
-        notes.append("raster bands carry no names; assumed preset %r (%s)" % (guessed, PRESETS[guessed].describe()))
     for name in model_bands:
         want = band(name)
         if name in explicit:
@@ -297,4 +296,12 @@ def map_bands(model_bands: Sequence[str], raster_descriptions: Sequence[str],
             "the model needs band %s (%s, %g nm) and none of the raster's %d bands is one (%s); "
             "choose a sensor preset or give an explicit band mapping"
             % (want.name, want.common, want.wavelength_nm, n, known))
-    return BandMapping(result, notes)
+    warnings = []
+    if guessed:
+        warnings.append(
+            "the band order is a guess: the raster's bands carry no names, so they are read as the usual "
+            "%d-band layout, preset %r (%s): %s. If the bands are in another order (a stack of B02, B03, "
+            "B04 is blue first), choose the sensor preset or give the band mapping"
+            % (n, guessed, PRESETS[guessed].describe(),
+               ", ".join("%s <- band %d" % (m, s) for m, s in zip(model_bands, result))))
+    return BandMapping(result, notes, warnings)

@@ -18,7 +18,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-from . import stream
+from . import stream, styles
 from .errors import Cancelled, InputError, OutputError
 from .metadata import ModelInfo
 from .planning import Plan, make_output_folder, plan
@@ -55,7 +55,7 @@ def execute(p: Plan, progress: Optional[stream.ProgressFn] = None,
     progress(0.0, "loading model")
     session = p.session()
     make_output_folder(p.out_dir)
-    staged = StagedOutputs(p.outputs)
+    staged = StagedOutputs(p.outputs, p.options.overwrite, p.options.unique_names)
     workdir = tempfile.mkdtemp(prefix="tm-run-")
     try:
         with block_cache_at_least(block_cache_need(p)):
@@ -72,8 +72,9 @@ def execute(p: Plan, progress: Optional[stream.ProgressFn] = None,
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     progress(1.0, "done")
-    return SegmentResult(class_raster=p.outputs["classes"], confidence_raster=p.outputs.get("confidence"),
-                         polygons=p.outputs.get("polygons"), layer_name=p.layer_name, device=session.device,
+    out = staged.final
+    return SegmentResult(class_raster=out["classes"], confidence_raster=out.get("confidence"),
+                         polygons=out.get("polygons"), layer_name=staged.layer_name, device=session.device,
                          provider_reason=session.reason, seconds=time.time() - t0, stats=stats, notes=p.notes,
                          model=p.info, valid_pixels=streamed.valid_pixels, tiles=streamed.tiles,
                          warnings=p.warnings)
@@ -154,6 +155,14 @@ def _run(p: Plan, session, staged: StagedOutputs, workdir: str, progress, cancel
     progress(0.9, "removing regions under the minimum area and polygonising")
     if mask_w is not None:
         mask_w.close()
-    stats = postprocess(p, classes_out, conf_out, staged.get("polygons"), run_time, cancel,
+    stats = postprocess(p, classes_out, conf_out, staged.get("polygons"), staged.layer_name, run_time, cancel,
                         mask_path=mask_w.path if mask_w is not None else None)
+    _write(staged.get("classes_style"), styles.classes_qml(info.classes))
+    _write(staged.get("confidence_style"), styles.confidence_qml())
     return stats, streamed
+
+
+def _write(path: Optional[str], text: str) -> None:
+    if path:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)

@@ -263,6 +263,8 @@ OPTIONS: Tuple[Option, ...] = (
            flag=False, fronts=("cli",)),
     Option("overwrite", "bool", "Overwrite", "replace existing outputs", default=False, flag=True, fronts=("cli",)),
     Option("prefix", "text", "Output name", "output file name stem (default: the input's)", fronts=("cli",)),
+    Option("unique_names", "bool", "New names", "when the output names are taken, add -2, -3... (never "
+           "reuse a name) instead of refusing", default=False, flag=True, fronts=()),
     Option("date", "text", "Acquisition date",
            "the scene's acquisition date, YYYY-MM-DD (or YYYY-MM, YYYY), recorded in the outputs (TM_DATE) "
            "for change maps between years", fronts=("cli", "processing"), advanced=False, checker=check_date),

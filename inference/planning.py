@@ -50,7 +50,8 @@ class Plan:
     tta: int                               # network passes per tile and scale (tiling.tta_views)
     scales: Tuple[float, ...]              # scales each tile is also seen at (tiling.rescale)
     out_dir: Optional[str]
-    outputs: Mapping[str, str]             # kind (classes, confidence, polygons) -> final path
+    outputs: Mapping[str, str]             # kind (classes, confidence, polygons) -> final path (with
+    #   options.unique_names, a run whose names were taken meanwhile writes <stem>-2...: see its result)
     notes: Tuple[str, ...] = ()            # what was decided, for the user to read
     warnings: Tuple[str, ...] = ()         # what makes the result less trustworthy
     aoi: Optional[Tuple[str, ...]] = None  # area-of-interest polygons (WKT, raster CRS)
@@ -67,12 +68,6 @@ class Plan:
     def simplify_m(self) -> float:
         return float(self.options.simplify_m or 0.0)
 
-    @property
-    def layer_name(self) -> Optional[str]:
-        """The polygon layer's name inside its GeoPackage."""
-        p = self.outputs.get("polygons")
-        return os.path.splitext(os.path.basename(p))[0] if p else None
-
     def session(self) -> Session:
         """The model's onnxruntime session for this plan's device and threads (created the first
         time any plan of this model asks for it)."""
@@ -82,8 +77,7 @@ class Plan:
         """The same plan writing into ``out_dir`` (named ``prefix``): outputs checked again."""
         opts = replace(self.options, prefix=self.options.prefix if prefix is None else prefix,
                        overwrite=self.options.overwrite if overwrite is None else overwrite)
-        outputs = output_paths(self.input, out_dir, opts)
-        check_outputs(out_dir, outputs, opts.overwrite)
+        outputs = choose_outputs(self.input, out_dir, opts)
         return replace(self, options=opts, out_dir=out_dir, outputs=MappingProxyType(outputs))
 
 
@@ -107,6 +101,7 @@ def plan(input_path: str, model: Union[str, Model], opts: Optional["optlib.Segme
         explicit = bandlib.parse_mapping_text(explicit, info.bands) if explicit.strip() else None
     mapping = bandlib.map_bands(info.bands, r.descriptions, opts.preset, explicit)
     notes.extend(mapping.notes)
+    warnings = list(mapping.warnings)
     transform = _transform(info, r, mapping, opts, notes)
     tile, overlap, scales = _tiling(info, opts)
     aoi = None
@@ -126,17 +121,15 @@ def plan(input_path: str, model: Union[str, Model], opts: Optional["optlib.Segme
     if resample:
         notes.append("raster GSD %.2f m resampled to the model's %.2f m for inference, results back on the "
                      "source grid" % (src_gsd, info.gsd_m))
-    outputs: Dict[str, str] = {}
-    if out_dir:
-        outputs = output_paths(input_path, out_dir, opts)
-        check_outputs(out_dir, outputs, opts.overwrite)
+    outputs = choose_outputs(input_path, out_dir, opts) if out_dir else {}
     return Plan(input=input_path, options=opts, model=model, raster=r, mapping=mapping,
                 transform=tuple(transform), window=window, src_gsd_m=src_gsd,
                 work_gsd_m=info.gsd_m if resample else src_gsd, resample=resample, tile_size=tile,
                 overlap=overlap, threshold=info.threshold if opts.threshold is None else float(opts.threshold),
                 min_area_ha=info.min_area_ha if opts.min_area_ha is None else float(opts.min_area_ha),
                 tta=info.tta if opts.tta is None else opts.tta, scales=scales, out_dir=out_dir,
-                outputs=MappingProxyType(outputs), notes=tuple(notes), aoi=tuple(aoi) if aoi else None)
+                outputs=MappingProxyType(outputs), notes=tuple(notes), warnings=tuple(warnings),
+                aoi=tuple(aoi) if aoi else None)
 
 
 def _tiling(info: ModelInfo, opts) -> Tuple[int, int, Tuple[float, ...]]:
@@ -203,14 +196,58 @@ def _window(r: rasterlib.RasterInfo, extent, what: str = "the extent") -> Tuple[
     return c0, r0, c1 - c0, r1 - r0
 
 
-def output_paths(input_path: str, out_dir: str, opts) -> Dict[str, str]:
-    stem = opts.prefix or os.path.splitext(os.path.basename(os.path.normpath(input_path)))[0]
-    out = {"classes": os.path.join(out_dir, stem + "_classes.tif")}
+def output_names(out_dir: str, stem: str, opts) -> Dict[str, str]:
+    """The files of a run named ``stem``; the ``*_style`` ones are the rasters' QGIS styles."""
+    out = {"classes": os.path.join(out_dir, stem + "_classes.tif"),
+           "classes_style": os.path.join(out_dir, stem + "_classes.qml")}
     if opts.confidence:
         out["confidence"] = os.path.join(out_dir, stem + "_confidence.tif")
+        out["confidence_style"] = os.path.join(out_dir, stem + "_confidence.qml")
     if opts.polygons:
         out["polygons"] = os.path.join(out_dir, stem + "_polygons.gpkg")
     return out
+
+
+def output_paths(input_path: str, out_dir: str, opts) -> Dict[str, str]:
+    stem = opts.prefix or os.path.splitext(os.path.basename(os.path.normpath(input_path)))[0]
+    return output_names(out_dir, stem, opts)
+
+
+def output_kinds_renamed(outputs: Mapping[str, str], stem: str) -> Dict[str, str]:
+    """The same outputs named ``stem``."""
+    return {k: os.path.join(os.path.dirname(v), stem + "_" + os.path.basename(v).rsplit("_", 1)[1])
+            for k, v in outputs.items()}
+
+
+def lock_path(out_dir: str, stem: str) -> str:
+    """The file a run holds while it writes the outputs named ``stem`` (``writing.reserve``)."""
+    return os.path.join(out_dir, ".%s.tm-lock" % stem)
+
+
+def names_taken(outputs: Mapping[str, str]) -> bool:
+    first = next(iter(outputs.values()))
+    stem = os.path.basename(first)[:-len("_classes.tif")]
+    return any(os.path.exists(p) for p in outputs.values()) or os.path.exists(lock_path(os.path.dirname(first), stem))
+
+
+def stems(stem: str):
+    """``stem``, then ``stem-2``, ``stem-3``...: the names a run takes when ``unique_names``."""
+    yield stem
+    n = 2
+    while True:
+        yield "%s-%d" % (stem, n)
+        n += 1
+
+
+def choose_outputs(input_path: str, out_dir: str, opts) -> Dict[str, str]:
+    """The output names, checked: the first free ones with ``unique_names``, else the given ones
+    (an error when they exist, unless ``overwrite``)."""
+    outputs = output_paths(input_path, out_dir, opts)
+    if opts.unique_names and not opts.overwrite:
+        stem = os.path.basename(outputs["classes"])[:-len("_classes.tif")]
+        outputs = next(o for o in (output_names(out_dir, s, opts) for s in stems(stem)) if not names_taken(o))
+    check_outputs(out_dir, outputs, opts.overwrite)
+    return outputs
 
 
 def check_outputs(out_dir: str, outputs: Mapping[str, str], overwrite: bool) -> None:

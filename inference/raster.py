@@ -14,6 +14,7 @@ from typing import List, Optional, Tuple
 
 from osgeo import gdal, osr
 
+from .band_names import band_names
 from .errors import InputError, first_line
 
 gdal.UseExceptions()
@@ -34,7 +35,7 @@ class RasterInfo:
     count: int
     geotransform: Tuple[float, ...]
     wkt: str
-    descriptions: List[str]
+    descriptions: List[str]         # what names each band (band_names: description, metadata, VRT source, file name)
     nodata: List[Optional[float]]
     dtypes: List[str]
     scales: List[Optional[float]]   # declared DN->physical scale per band (None = not declared)
@@ -42,6 +43,7 @@ class RasterInfo:
     geographic: bool
     gsd_m: Tuple[float, float]      # (x, y) pixel size in metres at the raster centre
     band_files: Optional[Tuple[str, ...]] = None  # for Sentinel-2 folders: the file of each band
+    name_sources: Tuple[str, ...] = ()   # where each band's name was read ("" when nowhere)
 
     @property
     def srs(self) -> osr.SpatialReference:
@@ -189,10 +191,10 @@ def inspect(path: str, label: Optional[str] = None, band_files=None) -> RasterIn
         srs = osr.SpatialReference()
         srs.ImportFromWkt(wkt)
         srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-        descriptions, nodata, dtypes, scales, offsets = [], [], [], [], []
+        descriptions, name_sources = band_names(ds, path)
+        nodata, dtypes, scales, offsets = [], [], [], []
         for i in range(1, ds.RasterCount + 1):
             b = ds.GetRasterBand(i)
-            descriptions.append(b.GetDescription() or "")
             nodata.append(b.GetNoDataValue())
             dtypes.append(gdal.GetDataTypeName(b.DataType))
             s, o = _declared_scale(ds, b)
@@ -202,7 +204,8 @@ def inspect(path: str, label: Optional[str] = None, band_files=None) -> RasterIn
                           count=ds.RasterCount, geotransform=tuple(gt), wkt=wkt, descriptions=descriptions,
                           nodata=nodata, dtypes=dtypes, scales=scales, offsets=offsets,
                           geographic=bool(srs.IsGeographic()), gsd_m=(0.0, 0.0),
-                          band_files=tuple(band_files) if band_files else None)
+                          band_files=tuple(band_files) if band_files else None,
+                          name_sources=tuple(name_sources))
         return replace(info, gsd_m=pixel_size_m(info))
     finally:
         ds = None

@@ -18,6 +18,7 @@ from osgeo import gdal, ogr, osr
 
 from . import raster as rasterlib
 from .errors import Cancelled, OutputError
+from .styles import polygons_qml, write_gpkg_style
 
 ogr.UseExceptions()
 
@@ -134,9 +135,10 @@ def foreground(arr: np.ndarray, bg_ids) -> np.ndarray:
     return fg.astype(np.uint8)
 
 
-def postprocess(p, classes_path: str, conf_path: str, gpkg_path: Optional[str], run_time: str,
-                cancel, mask_path: Optional[str] = None) -> Dict[int, Dict[str, object]]:
-    """Sieve ``classes_path`` in place, write polygons to ``gpkg_path`` (if given), return
+def postprocess(p, classes_path: str, conf_path: str, gpkg_path: Optional[str], layer_name: Optional[str],
+                run_time: str, cancel, mask_path: Optional[str] = None) -> Dict[int, Dict[str, object]]:
+    """Sieve ``classes_path`` in place, write polygons to ``gpkg_path`` (if given; its layer named
+    ``layer_name``), return
     per-class statistics ``{class_id: {name, count, area_ha}}``.  With ``mask_path`` the
     classes were already sieved while streaming (:class:`StreamSieve`) and ``mask_path`` is
     their foreground mask."""
@@ -180,7 +182,7 @@ def postprocess(p, classes_path: str, conf_path: str, gpkg_path: Optional[str], 
             out = drv.CreateDataSource(gpkg_path)
         except RuntimeError as e:
             raise OutputError("cannot create %s: %s" % (gpkg_path, e)) from None
-        layer = out.CreateLayer(p.layer_name, srs, ogr.wkbPolygon, options=["GEOMETRY_NAME=geom", "FID=fid"])
+        layer = out.CreateLayer(layer_name, srs, ogr.wkbPolygon, options=["GEOMETRY_NAME=geom", "FID=fid"])
         fields = [("class_id", ogr.OFTInteger), ("class_name", ogr.OFTString), ("area_m2", ogr.OFTReal),
                   ("area_ha", ogr.OFTReal), ("perimeter_m", ogr.OFTReal), ("mean_confidence", ogr.OFTReal),
                   ("source", ogr.OFTString), ("model", ogr.OFTString), ("run_time", ogr.OFTString)]
@@ -196,6 +198,7 @@ def postprocess(p, classes_path: str, conf_path: str, gpkg_path: Optional[str], 
             meta["TM_DATE"] = p.options.date
         layer.SetMetadata(meta)
         layer = None
+        write_gpkg_style(out, layer_name, polygons_qml(model.classes))
         out = None
         mask_ds = None
         ds = None
@@ -330,10 +333,10 @@ def _measure(p, layer, out, cls_ds, conf_path, srs, run_time, cancel):
         cid = feat.GetFieldAsInteger(i_cid)
         feat.SetFieldString(i_name, names.get(cid, str(cid)))
         feat.SetField(i_m2, round(area, 2))
-        feat.SetField(i_ha, round(area / 1e4, 6))
+        feat.SetField(i_ha, round(area / 1e4, 2))
         feat.SetField(i_perim, round(perim, 2))
         if fid < len(counts) and counts[fid]:
-            feat.SetField(i_conf, round(float(sums[fid] / counts[fid]) / 100.0, 4))
+            feat.SetField(i_conf, round(float(sums[fid] / counts[fid]), 1))   # percent, like the raster
         feat.SetFieldString(i_src, source)
         feat.SetFieldString(i_model, p.info.name)
         feat.SetFieldString(i_time, run_time)

@@ -101,30 +101,79 @@ def remove(path: str) -> None:
 
 
 class StagedOutputs:
-    """The outputs of a run under hidden temporary names in their folder: renamed to their final
-    names when all are complete (:meth:`commit`), removed otherwise (:meth:`discard`), so that a
-    cancelled or failed run leaves nothing that looks finished."""
+    """The outputs of a run: their final names reserved for the run, the files written under hidden
+    temporary names beside them, renamed to the final names when all are complete (:meth:`commit`)
+    or removed (:meth:`discard`), so that a cancelled or failed run leaves nothing that looks
+    finished and two runs never write the same files.
 
-    def __init__(self, outputs: Mapping[str, str]):
+    A run holds ``.<stem>.tm-lock`` (created exclusively) in the folder while it writes the outputs
+    named ``<stem>``.  With ``unique``, names taken (by files, or by another run's lock) are skipped
+    for ``<stem>-2``, ``<stem>-3``...; without, a taken name is an error unless ``overwrite``."""
+
+    def __init__(self, outputs: Mapping[str, str], overwrite: bool = False, unique: bool = False):
+        from .planning import lock_path, names_taken, output_kinds_renamed, stems
+        first = outputs["classes"]
+        out_dir, stem = os.path.dirname(first), os.path.basename(first)[:-len("_classes.tif")]
+        self.overwrite = overwrite
+        for candidate in stems(stem):
+            final = output_kinds_renamed(outputs, candidate)
+            if unique and not overwrite and names_taken(final):
+                continue
+            lock = lock_path(out_dir, candidate)
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if unique and not overwrite:
+                    continue
+                raise OutputError("another run is writing %s in %s right now" % (candidate, out_dir)) from None
+            except OSError as e:
+                raise OutputError("cannot write to output folder %s: %s" % (out_dir, e.strerror or e)) from None
+            os.close(fd)
+            self.lock = lock
+            break
+        if not overwrite:
+            taken = [p for p in final.values() if os.path.exists(p)]
+            if taken:
+                self._unlock()
+                raise OutputError("output exists: %s (choose another folder or prefix, or allow overwriting)"
+                                  % ", ".join(os.path.basename(p) for p in taken))
         tag = ".tm-%s-" % uuid.uuid4().hex[:8]
-        self.final: Dict[str, str] = dict(outputs)
-        self.tmp: Dict[str, str] = {k: os.path.join(os.path.dirname(v), tag + os.path.basename(v))
-                                    for k, v in outputs.items()}
+        self.final: Dict[str, str] = final
+        self.tmp: Dict[str, str] = {k: os.path.join(out_dir, tag + os.path.basename(v)) for k, v in final.items()}
+
+    @property
+    def layer_name(self) -> Optional[str]:
+        """The polygon layer's name inside its GeoPackage: the file's name."""
+        p = self.final.get("polygons")
+        return os.path.splitext(os.path.basename(p))[0] if p else None
 
     def get(self, kind: str) -> Optional[str]:
         return self.tmp.get(kind)
 
     def commit(self) -> None:
-        for kind, final in self.final.items():
-            tmp = self.tmp[kind]
-            remove(final)
-            os.replace(tmp, final)
-            if os.path.exists(tmp + ".aux.xml"):
-                os.replace(tmp + ".aux.xml", final + ".aux.xml")
+        try:
+            for kind, final in self.final.items():
+                tmp = self.tmp[kind]
+                if self.overwrite:
+                    remove(final)
+                elif os.path.exists(final):   # written meanwhile by something that takes no lock
+                    raise OutputError("output exists: %s (written by another program during the run)" % final)
+                os.replace(tmp, final)
+                if os.path.exists(tmp + ".aux.xml"):
+                    os.replace(tmp + ".aux.xml", final + ".aux.xml")
+        finally:
+            self._unlock()
 
     def discard(self) -> None:
         for path in self.tmp.values():
             remove(path)
+        self._unlock()
+
+    def _unlock(self) -> None:
+        try:
+            os.remove(self.lock)
+        except OSError:
+            pass
 
 
 def block_cache_need(p) -> int:

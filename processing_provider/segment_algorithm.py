@@ -36,27 +36,39 @@ def _model_names():
     return names
 
 
-class _StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
-    """Applies the model's palette / categorized symbology when Processing loads an output."""
+class _RunGroup:
+    """The layer-tree group of one run's outputs, named when the first of them is loaded."""
+
+    def __init__(self, source_name):
+        self.source_name, self.name = source_name, None
+
+    def get(self, project):
+        if self.name is None:
+            self.name = results.group_name(self.source_name, project=project)
+        return self.name
+
+
+class _ResultPostProcessor(QgsProcessingLayerPostProcessorInterface):
+    """An output loaded by Processing becomes a result layer as the panel adds them: named, styled
+    (its saved style, else the engine's), marked, in the run's group, shown or hidden by kind."""
     _keep = []   # Processing does not own Python post-processors: keep them alive here
 
-    def __init__(self, kind, classes):
+    def __init__(self, kind, classes, group: _RunGroup):
         super().__init__()
-        self.kind = kind
-        self.classes = list(classes)
+        self.kind, self.classes, self.group = kind, list(classes), group
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802
         try:
-            if self.kind == "classes":
-                results.style_class_raster(layer, self.classes)
-            elif self.kind == "polygons":
-                results.style_polygons(layer, self.classes)
-        except Exception as e:  # styling must never fail the run
+            if not results._has_style(layer, self.kind):
+                results.apply_style(layer, results.engine_style(self.kind, self.classes))
+            results.mark_result(layer, self.kind)
+            results.move_into_group(layer, self.group.get(context.project()), context.project())
+        except Exception as e:  # presentation must never fail the run
             feedback.reportError("could not style %s: %s" % (layer.name(), e))
 
     @classmethod
-    def create(cls, kind, classes):
-        pp = cls(kind, classes)
+    def create(cls, kind, classes, group):
+        pp = cls(kind, classes, group)
         cls._keep.append(pp)
         del cls._keep[:-50]
         return pp
@@ -121,15 +133,14 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             createByDefault=True))
         self.addOutput(QgsProcessingOutputString("SUMMARY", "Summary"))
         self.addOutput(QgsProcessingOutputString("DEVICE", "Device used"))
+        self.addOutput(QgsProcessingOutputString("WARNINGS", "Warnings (why the result may not be trusted)"))
         self.addOutput(QgsProcessingOutputNumber("POLYGON_COUNT", "Number of polygons"))
         self.addOutput(QgsProcessingOutputNumber("AREA_HA", "Total area (ha) of the non-background classes"))
 
     def canExecute(self):  # noqa: N802
-        missing = [m for m in deps.check() if m.requirement.module == "onnxruntime"]
-        if missing:
-            return False, ("the Python package onnxruntime is missing (%s); install it from the menu "
-                           "Raster > Tailings Mapper > Python packages, or: %s"
-                           % (missing[0].error, deps.manual_command()))
+        if deps.onnxruntime_missing():
+            return False, ("%s Use Raster > Tailings Mapper > Python packages…, or in a terminal: %s"
+                           % (deps.MISSING_MESSAGE, deps.manual_command()))
         return True, ""
 
     # -------------------------------------------------------------------------------
@@ -205,6 +216,9 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
                     feedback.setProgressText(message)
 
             feedback.pushInfo("Segmenting %s with %s" % (plan.input, plan.model.path))
+            feedback.pushInfo("band mapping: %s" % plan.mapping.as_text(plan.info.bands))
+            for w in plan.warnings:
+                feedback.pushWarning("Warning: %s" % w)
             res = eng.execute(plan, progress=progress, cancel=feedback.isCanceled)
         except eng.Cancelled:
             raise QgsProcessingException("cancelled")
@@ -221,39 +235,51 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         out = {}
         dest_classes, dest_conf, dest_poly = (dests[k] for k in (self.OUTPUT_CLASSES, self.OUTPUT_CONFIDENCE,
                                                                  self.OUTPUT_POLYGONS))
-        _move_raster(res.class_raster, dest_classes)
+        group = _RunGroup(layer.name())
+        classes = res.model.classes
+        _move_raster(res.class_raster, dest_classes, results.engine_style("classes", classes))
         out[self.OUTPUT_CLASSES] = dest_classes
-        self._style_on_load(context, dest_classes, "classes", res, "%s classes" % layer.name())
+        self._load_as_result(context, dest_classes, "classes", res, layer.name(), group)
         if dest_conf and res.confidence_raster:
-            _move_raster(res.confidence_raster, dest_conf)
+            _move_raster(res.confidence_raster, dest_conf, results.engine_style("confidence", classes))
             out[self.OUTPUT_CONFIDENCE] = dest_conf
+            self._load_as_result(context, dest_conf, "confidence", res, layer.name(), group)
         if dest_poly and res.polygons:
-            _convert_vector(res.polygons, res.layer_name, dest_poly)
+            _convert_vector(res.polygons, res.layer_name, dest_poly, results.engine_style("polygons", classes))
             out[self.OUTPUT_POLYGONS] = dest_poly
-            self._style_on_load(context, dest_poly, "polygons", res, "%s polygons" % layer.name())
+            self._load_as_result(context, dest_poly, "polygons", res, layer.name(), group)
         summary = results.summary(res)
         feedback.pushInfo(summary)
         out["SUMMARY"] = summary
+        out["WARNINGS"] = "\n".join(res.warnings)
         out["DEVICE"] = res.device
         out["POLYGON_COUNT"] = results.stats_total(res.stats)
         out["AREA_HA"] = float(sum(float(s.get("area_ha") or 0.0) for s in res.stats.values()))
         return out
 
-    def _style_on_load(self, context, dest, kind, res, name):
+    def _load_as_result(self, context, dest, kind, res, source_name, group):
         if context.willLoadLayerOnCompletion(dest):
             details = context.layerToLoadOnCompletionDetails(dest)
-            details.name = name
-            details.setPostProcessor(_StylePostProcessor.create(kind, res.model.classes))
+            details.name = results.layer_name(source_name, kind)
+            details.setPostProcessor(_ResultPostProcessor.create(kind, res.model.classes, group))
 
 
-def _move_raster(src: str, dest: str) -> None:
-    """Move a GeoTIFF (and its .aux.xml) to ``dest``, converting when ``dest`` is another format."""
+def _write_qml(dest: str, qml: str) -> None:
+    """The style beside ``dest``, where QGIS looks for a file's default style."""
+    with open(os.path.splitext(dest)[0] + ".qml", "w", encoding="utf-8") as fh:
+        fh.write(qml)
+
+
+def _move_raster(src: str, dest: str, qml: str) -> None:
+    """Move a GeoTIFF (and its .aux.xml) to ``dest``, converting when ``dest`` is another format;
+    its style beside it."""
     from osgeo import gdal
     ext = os.path.splitext(dest)[1].lower().lstrip(".")
     os.makedirs(os.path.dirname(os.path.abspath(dest)) or ".", exist_ok=True)
     for p in (dest, dest + ".aux.xml"):
         if os.path.exists(p):
             os.remove(p)
+    _write_qml(dest, qml)
     if ext in ("tif", "tiff"):
         shutil.move(src, dest)
         if os.path.exists(src + ".aux.xml"):
@@ -267,9 +293,11 @@ def _move_raster(src: str, dest: str) -> None:
     gdal.GetDriverByName("GTiff").Delete(src)
 
 
-def _convert_vector(src: str, layer_name, dest: str) -> None:
-    """Copy the engine's GeoPackage layer to ``dest`` (any OGR format), layer named after the file."""
+def _convert_vector(src: str, layer_name, dest: str, qml: str) -> None:
+    """Copy the engine's GeoPackage layer to ``dest`` (any OGR format), layer named after the file,
+    with its style (a GeoPackage's ``layer_styles``, else a ``.qml`` beside)."""
     from osgeo import gdal
+    from ..inference.styles import write_gpkg_style
     os.makedirs(os.path.dirname(os.path.abspath(dest)) or ".", exist_ok=True)
     if os.path.exists(dest):
         os.remove(dest)
@@ -277,4 +305,8 @@ def _convert_vector(src: str, layer_name, dest: str) -> None:
     ds = gdal.VectorTranslate(dest, src, layers=[layer_name] if layer_name else None, layerName=stem)
     if ds is None:
         raise QgsProcessingException("could not write %s" % dest)
+    if dest.lower().endswith(".gpkg"):
+        write_gpkg_style(ds, stem, qml)
+    else:
+        _write_qml(dest, qml)
     ds = None

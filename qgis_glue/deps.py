@@ -296,14 +296,15 @@ def install(packages: Sequence[str], target: Optional[str] = None, python: Optio
         except OSError as e:
             log("ERROR: cannot start pip: %s" % e)
             return False
-        for line in proc.stdout:
-            log(line.rstrip())
-            if cancel():
-                proc.kill()
-                proc.wait()
-                log("cancelled")
-                return False
-        rc = proc.wait()
+        with proc:   # closes pip's output pipe, whatever happens
+            for line in proc.stdout:
+                log(line.rstrip())
+                if cancel():
+                    proc.kill()
+                    proc.wait()
+                    log("cancelled")
+                    return False
+            rc = proc.wait()
         if rc != 0:
             log("ERROR: pip exited with status %d" % rc)
             return False
@@ -344,7 +345,41 @@ def pip_available(python: Optional[str] = None) -> Optional[str]:
     return "pip is not available for %s%s" % (python, hint)
 
 
+# What the two builds cost, measured with pip on Linux x86_64, Python 3.11, 2026-12: the onnxruntime
+# 1.32.0 wheel is 28 MB (installed with flatbuffers and protobuf: 81 MB); onnxruntime-gpu 1.31.1 is
+# 256 MB, and needs NVIDIA's CUDA and cuDNN libraries, which pip does not bring.
+SIZE_CPU = "a download of about 30 MB, about 80 MB on disk"
+SIZE_GPU = "a download of about 260 MB; needs the CUDA 12 and cuDNN 9 libraries"
+
+MISSING_MESSAGE = ("Tailings Mapper needs the Python package onnxruntime, which this QGIS does not have. "
+                   "Install it into the plugin's own folder (no administrator rights needed).")
+
+
+def onnxruntime_missing() -> bool:
+    return any(m.requirement.module == "onnxruntime" for m in check())
+
+
 def manual_command(gpu: bool = False) -> str:
-    """A command the user can paste into a terminal instead."""
-    pkgs = " ".join(packages_for(gpu))
-    return 'python3 -m pip install --target "%s" %s' % (deps_dir(), pkgs)
+    """A command the user can paste into a terminal instead of the dialog: it runs this module,
+    which installs exactly as the dialog does (QGIS's Python, the plugin's folder, no numpy 2)."""
+    try:
+        python = find_python()
+    except RuntimeError:
+        python = "python3"
+    cmd = '"%s" "%s" --target "%s"' % (python, os.path.abspath(__file__), deps_dir())
+    return cmd + (" --gpu" if gpu else "")
+
+
+def main(argv=None) -> int:
+    """``python deps.py [--gpu] [--target DIR]``: install onnxruntime as the plugin's dialog does."""
+    import argparse
+    ap = argparse.ArgumentParser(description="Install the Python packages Tailings Mapper needs into its folder")
+    ap.add_argument("--gpu", action="store_true", help="onnxruntime-gpu (NVIDIA) instead of onnxruntime")
+    ap.add_argument("--target", default=None, help="the folder (default: the plugin's, %s)" % deps_dir())
+    ap.add_argument("--python", default=sys.executable, help="the Python whose pip installs (default: this one)")
+    a = ap.parse_args(argv)
+    return 0 if install(packages_for(a.gpu), a.target, python=a.python) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

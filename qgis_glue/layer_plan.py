@@ -116,7 +116,7 @@ def plan_for_layer(layer: QgsRasterLayer, settings: Optional[Settings] = None, c
             extent_layer = QgsProject.instance().mapLayer(settings.get("extent_layer"))
         extent, aoi = selection_area_in(layer, extent_layer)
     opts = replace(settings.options(), bands=dict(mapping) if mapping else None, extent=extent, aoi=aoi,
-                   polygons=True, overwrite=False, prefix=run_prefix(path),
+                   polygons=True, overwrite=False, unique_names=True, prefix=run_prefix(path),
                    # leave a core to QGIS so that the map and the UI stay responsive
                    threads=max(1, (os.cpu_count() or 2) - 1))
     if isinstance(model, str) or model is None:

@@ -23,18 +23,26 @@ def layer_path(layer: QgsMapLayer) -> str:
 
 
 def band_descriptions(layer: QgsRasterLayer) -> List[str]:
-    """Band descriptions as GDAL reports them (QGIS's bandName adds 'Band n: ')."""
+    """The names of the layer's bands as the engine reads them (descriptions, band metadata, a
+    VRT's source files, the file name: ``inference.band_names``; "" where nothing names a band)."""
+    return band_names_and_sources(layer)[0]
+
+
+def band_names_and_sources(layer: QgsRasterLayer):
+    """``(names, sources)``: each band's name and where it was read ("" when nowhere)."""
     from osgeo import gdal
+    from ..inference.band_names import band_names
     try:
-        ds = gdal.Open(layer_path(layer))
+        path = layer_path(layer)
+        ds = gdal.Open(path)
         if ds is None:
             raise RuntimeError("GDAL cannot open it")
     except (RuntimeError, ValueError) as e:
         log("band names of %s cannot be read: %s" % (layer.name(), e), Qgis.Warning)
-        return [""] * layer.bandCount()
-    out = [ds.GetRasterBand(i + 1).GetDescription() or "" for i in range(ds.RasterCount)]
+        return [""] * layer.bandCount(), [""] * layer.bandCount()
+    names, sources = band_names(ds, path)
     ds = None
-    return out
+    return names, sources
 
 
 def canvas_extent_in(layer: QgsRasterLayer, canvas) -> Tuple[float, float, float, float]:

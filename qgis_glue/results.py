@@ -1,114 +1,133 @@
-"""Engine results as styled QGIS layers, and their summary text.
+"""Engine results as QGIS layers in the project, and their summary text.
 
-Used by the background task (dock panel / toolbar action) and by the Processing
-algorithm's post-processors.  Classes are the engine's ``ClassInfo`` (id, name, colour,
-background: no polygons, drawn transparent).
+The styles are the engine's (``inference.styles``: saved with the outputs, a ``.qml`` beside each
+GeoTIFF and the GeoPackage's ``layer_styles``), so a layer opened from the files later looks the
+same as one added after a run.  Used by the background task (panel, toolbar action) and by the
+Processing algorithm's post-processor: the same names, the same group, the same visibility.
+
+Layers of a run: ``<source> polygons`` (shown: outlines with a light fill), ``<source> classes``
+(hidden: its background is transparent when shown), ``<source> confidence (%)`` (hidden); in a
+group ``<source> – tailings <date time>``.  Result layers carry the custom property
+``tailings_mapper/result`` (its kind), so the panel never takes them for its input.
 """
 from __future__ import annotations
 
 import datetime
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
-from qgis.core import (QgsCategorizedSymbolRenderer, QgsFillSymbol, QgsLayerTreeGroup, QgsPalettedRasterRenderer,
-                       QgsProject, QgsRasterLayer, QgsRendererCategory, QgsVectorLayer)
-from qgis.PyQt.QtGui import QColor
+from qgis.core import QgsLayerTreeGroup, QgsMapLayer, QgsProject, QgsRasterLayer, QgsReadWriteContext, QgsVectorLayer
+from qgis.PyQt.QtXml import QDomDocument
 
+from ..inference import styles
 from .log import log
 
-
-def style_class_raster(layer: QgsRasterLayer, classes) -> None:
-    """Paletted renderer with the model's colours and class names (the legend);
-    background classes are transparent so the imagery shows through."""
-    items = []
-    for c in classes:
-        col = QColor(c.color)
-        if c.is_background:
-            col.setAlpha(0)
-        items.append(QgsPalettedRasterRenderer.Class(c.id, col, c.name))
-    renderer = QgsPalettedRasterRenderer(layer.dataProvider(), 1, items)
-    layer.setRenderer(renderer)
-    layer.setOpacity(0.8)
-    layer.triggerRepaint()
+RESULT_PROPERTY = "tailings_mapper/result"
+KINDS = ("polygons", "classes", "confidence")        # top to bottom in the group
+VISIBLE = {"polygons": True, "classes": False, "confidence": False}
 
 
-def style_polygons(layer: QgsVectorLayer, classes, field: str = "class_id") -> None:
-    """Categorized symbology on ``class_id`` with the class names as labels."""
-    cats = []
-    for c in classes:
-        if c.is_background:
-            continue
-        fill = QColor(c.color)
-        fill.setAlpha(90)
-        sym = QgsFillSymbol.createSimple({
-            "color": "%d,%d,%d,%d" % (fill.red(), fill.green(), fill.blue(), fill.alpha()),
-            "outline_color": QColor(c.color).name(), "outline_width": "0.6", "outline_width_unit": "MM",
-        })
-        cats.append(QgsRendererCategory(c.id, sym, c.name))
-    renderer = QgsCategorizedSymbolRenderer(field, cats)
-    layer.setRenderer(renderer)
-    # readable field aliases in the attribute table and forms
-    aliases = {"class_id": "Class id", "class_name": "Class", "area_m2": "Area (m²)", "area_ha": "Area (ha)",
-               "perimeter_m": "Perimeter (m)", "mean_confidence": "Mean confidence (%)", "source": "Source image",
-               "model": "Model", "run_time": "Run time"}
-    fields = layer.fields()
-    for name, alias in aliases.items():
-        idx = fields.indexOf(name)
-        if idx >= 0:
-            layer.setFieldAlias(idx, alias)
-    layer.triggerRepaint()
+def layer_name(source_name: str, kind: str) -> str:
+    return "%s %s" % (source_name, "confidence (%)" if kind == "confidence" else kind)
 
 
-def group_name(source_name: str, when: Optional[datetime.datetime] = None) -> str:
+def group_name(source_name: str, when: Optional[datetime.datetime] = None,
+               project: Optional[QgsProject] = None) -> str:
+    """``<source> – tailings <date time>``, with `` (2)``... when a group of that name exists."""
     when = when or datetime.datetime.now()
-    return "%s – tailings %s" % (source_name, when.strftime("%Y-%m-%d %H:%M"))
+    base = "%s – tailings %s" % (source_name, when.strftime("%Y-%m-%d %H:%M:%S"))
+    root = (project or QgsProject.instance()).layerTreeRoot()
+    name, n = base, 2
+    while root.findGroup(name) is not None:
+        name, n = "%s (%d)" % (base, n), n + 1
+    return name
 
 
-def polygon_uri(path: str, layer_name: Optional[str]) -> str:
-    return "%s|layername=%s" % (path, layer_name) if layer_name else path
+def is_result(layer) -> bool:
+    return layer is not None and bool(layer.customProperty(RESULT_PROPERTY))
+
+
+def mark_result(layer, kind: str) -> None:
+    layer.setCustomProperty(RESULT_PROPERTY, kind)
+
+
+def apply_style(layer: QgsMapLayer, qml: str) -> None:
+    """The engine's QML style on ``layer`` (when its files did not bring it)."""
+    doc = QDomDocument()
+    doc.setContent(qml)
+    layer.importNamedStyle(doc)
+    layer.triggerRepaint()
+
+
+def engine_style(kind: str, classes) -> str:
+    return {"polygons": lambda: styles.polygons_qml(classes), "classes": lambda: styles.classes_qml(classes),
+            "confidence": styles.confidence_qml}[kind]()
+
+
+def _has_style(layer, kind: str) -> bool:
+    if kind == "polygons":
+        return layer.renderer() is not None and layer.renderer().type() == "categorizedSymbol"
+    return layer.renderer() is not None and layer.renderer().type() == ("paletted" if kind == "classes"
+                                                                        else "singlebandgray")
+
+
+def open_layer(path: str, kind: str, source_name: str, classes, gpkg_layer: Optional[str] = None):
+    """A result file as a named, styled, marked layer; RuntimeError when QGIS cannot open it."""
+    name = layer_name(source_name, kind)
+    if kind == "polygons":
+        layer = QgsVectorLayer("%s|layername=%s" % (path, gpkg_layer) if gpkg_layer else path, name, "ogr")
+    else:
+        layer = QgsRasterLayer(path, name, "gdal")
+    if not layer.isValid():
+        raise RuntimeError("QGIS cannot open the %s output %s" % (kind, path))
+    if not _has_style(layer, kind):   # the saved style is missing (a format without one): the engine's
+        apply_style(layer, engine_style(kind, classes))
+    mark_result(layer, kind)
+    return layer
 
 
 def make_layers(res, source_name: str) -> List:
-    """The (styled, valid) QGIS layers of an engine result: class raster, polygons,
-    confidence raster (hidden by default).  Raises RuntimeError if one does not load."""
-    classes = res.model.classes
-    layers = []
-    cls = QgsRasterLayer(res.class_raster, "%s classes" % source_name, "gdal")
-    if not cls.isValid():
-        raise RuntimeError("QGIS cannot open the class raster %s" % res.class_raster)
-    style_class_raster(cls, classes)
-    layers.append(cls)
-    if res.polygons:
-        poly = QgsVectorLayer(polygon_uri(res.polygons, res.layer_name),
-                              "%s polygons" % source_name, "ogr")
-        if not poly.isValid():
-            raise RuntimeError("QGIS cannot open the polygon layer %s" % res.polygons)
-        style_polygons(poly, classes)
-        layers.insert(0, poly)
-    if res.confidence_raster:
-        conf = QgsRasterLayer(res.confidence_raster, "%s confidence (%%)" % source_name, "gdal")
-        if conf.isValid():
-            layers.append(conf)
-    return layers
+    """The layers of an engine result, top first (see the module's description)."""
+    paths = {"polygons": res.polygons, "classes": res.class_raster, "confidence": res.confidence_raster}
+    return [open_layer(paths[k], k, source_name, res.model.classes, res.layer_name if k == "polygons" else None)
+            for k in KINDS if paths[k]]
 
 
-def add_to_project(layers: Sequence, group: str, project: Optional[QgsProject] = None,
-                   hidden: Iterable[str] = ()) -> QgsLayerTreeGroup:
+def add_to_project(layers: Sequence, group: str, project: Optional[QgsProject] = None) -> QgsLayerTreeGroup:
     """Add ``layers`` (top first) into a new group at the top of the layer tree."""
     project = project or QgsProject.instance()
     root = project.layerTreeRoot()
     # Filled before it is inserted, so that the layer tree view shows it expanded.
     grp = QgsLayerTreeGroup(group)
     grp.setExpanded(True)
-    hidden = set(hidden)
     for lyr in layers:
         project.addMapLayer(lyr, False)
         node = grp.addLayer(lyr)
-        conf = lyr.id() in hidden or lyr.name().endswith("confidence (%)")
-        node.setExpanded(not conf)
-        if conf:
-            node.setItemVisibilityChecked(False)
+        kind = lyr.customProperty(RESULT_PROPERTY) or "polygons"
+        node.setItemVisibilityChecked(VISIBLE.get(kind, True))
+        node.setExpanded(kind == "polygons")
     root.insertChildNode(0, grp)
     return grp
+
+
+def move_into_group(layer, group: str, project: Optional[QgsProject] = None) -> None:
+    """Put a layer that Processing added to the project into the run's group (created at the top
+    when needed), in the kinds' order, shown or hidden by kind."""
+    project = project or QgsProject.instance()
+    root = project.layerTreeRoot()
+    node = root.findLayer(layer.id())
+    grp = root.findGroup(group)
+    if grp is None:
+        grp = root.insertGroup(0, group)
+        grp.setExpanded(True)
+    kind = layer.customProperty(RESULT_PROPERTY) or "polygons"
+    order = [KINDS.index(c.layer().customProperty(RESULT_PROPERTY) or "polygons")
+             for c in grp.children() if hasattr(c, "layer") and c.layer() is not None]
+    pos = sum(1 for o in order if o < KINDS.index(kind))
+    new = grp.insertLayer(pos, layer)
+    new.setItemVisibilityChecked(VISIBLE.get(kind, True))
+    new.setExpanded(kind == "polygons")
+    if node is not None and node.parent() is not None:
+        node.parent().removeChildNode(node)
 
 
 def expand_in_view(view, group) -> None:

@@ -81,9 +81,14 @@ class SegmentTask(QgsTask):
                 p for p in (res.class_raster, res.confidence_raster, res.polygons) if p), Qgis.Success)
             for note in res.notes:
                 log("%s: %s" % (name, note), Qgis.Info)
+            for w in res.warnings:
+                log("%s: %s" % (name, w), Qgis.Warning)
             if res.device != "cuda" and self.run_plan.plan.options.device in ("auto", "cuda"):
                 log("%s: %s" % (name, res.provider_reason), Qgis.Info)
-            self._push("Tailings Mapper", msg, Qgis.Success, 0)
+            if res.warnings:   # a result that should not be trusted as it is: said where it is seen
+                self._push("Tailings Mapper", "%s — check: %s" % (msg, " ".join(res.warnings)), Qgis.Warning, 0)
+            else:
+                self._push("Tailings Mapper", msg, Qgis.Success, 0)
         elif self.cancelled or self.isCanceled():
             self.outcome = "cancelled; nothing was added"
             log("%s: run cancelled, partial outputs removed" % name, Qgis.Info)

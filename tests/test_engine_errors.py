@@ -295,9 +295,11 @@ def test_cancel_at_every_check_leaves_nothing(d, model, resample, monkeypatch):
             _check_clean(out)          # also once the exception is gone
             n_checks = n
             continue
-        assert sorted(f for f in all_files(str(out)) if not f.endswith(".aux.xml")) == [
+        assert sorted(f for f in all_files(str(out)) if not f.endswith((".aux.xml", ".qml"))) == [
             os.path.basename(res.class_raster), os.path.basename(res.confidence_raster),
             os.path.basename(res.polygons)]
+        assert sorted(f for f in all_files(str(out)) if f.endswith(".qml")) == [
+            os.path.basename(res.class_raster)[:-4] + ".qml", os.path.basename(res.confidence_raster)[:-4] + ".qml"]
         assert not [f for f in all_files(str(out)) if f.startswith(".")]
         break
     else:

@@ -228,7 +228,7 @@ def test_geographic_areas(tmp_path, lat):
     for cid, area, geom, fields in feats:
         ref = equal_area_m2(geom, srs)
         assert area == pytest.approx(ref, rel=0.005), (area, ref)
-        assert fields["area_ha"] == pytest.approx(area / 1e4, rel=1e-6)
+        assert fields["area_ha"] == pytest.approx(area / 1e4, abs=0.005)   # hectares to 2 decimals
     # The rectangle against the exact ellipsoidal formula.
     lon0, lat0 = origin[0] + 20 * dx, lat - 10 * d
     rect = min(feats, key=lambda f: abs(f[2].GetEnvelope()[3] - lat0))
@@ -344,7 +344,7 @@ def test_min_area_removes_regions_from_raster_and_polygons(tmp_path):
     assert res.stats[1]["count"] == 5
     for _, _, geom, fields in feats:
         assert geom.IsValid()
-        assert 0.5 <= fields["mean_confidence"] <= 1.0
+        assert 50 <= fields["mean_confidence"] <= 100     # percent, like the confidence raster
         assert fields["model"] == "m" and fields["source"] == os.path.abspath(r)
 
 

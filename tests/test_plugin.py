@@ -178,11 +178,17 @@ def test_run_adds_styled_layers(plugin, env):
     poly = QgsProject.instance().mapLayersByName("scene polygons")[0]
     cls = QgsProject.instance().mapLayersByName("scene classes")[0]
     assert isinstance(poly, QgsVectorLayer) and isinstance(cls, QgsRasterLayer)
-    # class raster: paletted with the class names as legend
+    # class raster: paletted with the class names as legend, no empty background row
     r = cls.renderer()
     assert isinstance(r, QgsPalettedRasterRenderer)
-    assert [c.label for c in r.classes()] == ["background", "tailings"]
-    assert r.classes()[1].color.name() == "#e6550d"
+    assert [c.label for c in r.classes()] == ["tailings"]
+    assert r.classes()[0].color.name() == "#e6550d"
+    # the imagery stays readable: polygons shown as outlines with a light fill, rasters hidden
+    shown = {n.name(): n.isVisible() for n in group.children()}
+    assert shown == {"scene polygons": True, "scene classes": False, "scene confidence (%)": False}
+    cats = poly.renderer().categories()   # (keep the list: its symbols live in it)
+    fill = cats[0].symbol().color()
+    assert fill.alpha() <= 60 and fill.name() == "#e6550d"
     # polygons: categorized by class with the names, attributes from the engine
     vr = poly.renderer()
     assert isinstance(vr, QgsCategorizedSymbolRenderer) and vr.classAttribute() == "class_id"
@@ -308,23 +314,35 @@ def test_plugin_loads_without_onnxruntime(tm, qgis_iface, env, monkeypatch):
     from tailings_mapper.qgis_glue import deps
     missing = deps.check()
     assert [m.requirement.module for m in missing] == ["onnxruntime"]
+    from qgis.PyQt.QtWidgets import QPushButton
+    bar = qgis_iface.messageBar()
+    bar.clearWidgets()
+
+    def shown():   # the message bar's items about onnxruntime, each with its Install button
+        return [w for w in bar.items() if "onnxruntime" in w.text()
+                and any(b.text() == "Install…" for b in w.findChildren(QPushButton))]
     p = tm.classFactory(qgis_iface)
     p.initGui()
     try:
         assert p.missing
+        assert len(shown()) == 1
+        # the panel, with no layer loaded, says the same and offers the same button
+        p.show_panel(True)
+        assert not p.dock.validate()
+        assert p.dock.problem == deps.MISSING_MESSAGE and not p.dock.deps_button.isHidden()
         lyr = _raster(env, "noort")
         qgis_iface.setActiveLayer(lyr)
         assert p.segment_current() is None
-        warn = qgis_iface.messageBar().get_messages(Qgis.Warning)
-        assert any("onnxruntime" in m for m in warn)
-        p.show_panel(True)
+        assert len(shown()) == 1            # the same one message, not a second
+        bar.popWidget(shown()[0])           # closed by the user: the next attempt shows it again
+        assert p.segment_current() is None and len(shown()) == 1
         p.dock.set_layer(lyr)
         assert not p.dock.validate()
-        assert "onnxruntime" in p.dock.problem
+        assert p.dock.problem == deps.MISSING_MESSAGE
         assert not p.dock.deps_button.isHidden()
         alg = p.provider.algorithm("segment")
         ok, why = alg.canExecute()
-        assert not ok and "onnxruntime" in why
+        assert not ok and deps.MISSING_MESSAGE in why and "deps.py" in why and "--target" in why
     finally:
         p.unload()
 
@@ -503,3 +521,20 @@ def test_settings_of_older_versions_read_as_the_model_default(plugin, env):
     s.set("batch", 6)
     opts = s.options()
     assert (opts.tile_size, opts.overlap, opts.threshold, opts.tta, opts.batch) == (None, None, None, None, 6)
+
+
+def test_panel_results_keep_their_style_when_opened_again(plugin, env):
+    lyr = _raster(env, "again")
+    plugin.iface.setActiveLayer(lyr)
+    task = plugin.segment_current()
+    ok, outcome = wait_task(task)
+    assert ok, outcome
+    res = task.result
+    QgsProject.instance().removeAllMapLayers()        # a colleague opens the files in a new project
+    poly = QgsVectorLayer(res.polygons, "p", "ogr")
+    cls = QgsRasterLayer(res.class_raster, "c")
+    assert isinstance(poly.renderer(), QgsCategorizedSymbolRenderer)
+    assert [c.label() for c in poly.renderer().categories()] == ["tailings"]
+    assert isinstance(cls.renderer(), QgsPalettedRasterRenderer)
+    assert [c.label for c in cls.renderer().classes()] == ["tailings"]
+    del poly, cls

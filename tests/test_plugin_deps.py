@@ -143,3 +143,28 @@ def test_dialog_offers_gpu_with_nvidia_driver(tm, qgis_app, monkeypatch):
     dlg.gpu.setChecked(True)
     assert dlg.packages() == ["onnxruntime-gpu"]
     dlg.close()
+
+
+def test_manual_command_installs_as_the_dialog_does(tm, fake_python, tmp_path, monkeypatch):
+    """The terminal command the dialog shows runs the same installer: the same pip calls (no numpy,
+    nothing QGIS has), into the folder it names; with no ResourceWarning left behind."""
+    import shlex
+    import subprocess
+    import warnings
+    from tailings_mapper.qgis_glue import deps
+    monkeypatch.setenv(deps.ENV_DIR, str(tmp_path / "deps"))
+    cmd = deps.manual_command()
+    argv = shlex.split(cmd)
+    assert argv[1].endswith(os.path.join("qgis_glue", "deps.py")) and argv[-1] == deps.deps_dir()
+    r = subprocess.run([sys.executable, argv[1], "--target", argv[-1], "--python", fake_python],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    calls = open(os.path.join(deps.deps_dir(), "calls.txt")).read().split("\n")
+    assert calls[0] == "onnxruntime" and "numpy" not in " ".join(calls)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert deps.install(["onnxruntime"], str(tmp_path / "again"), python=fake_python, log=lambda s: None)
+        import gc
+        gc.collect()
+    assert not [w for w in seen if issubclass(w.category, ResourceWarning)], [str(w.message) for w in seen]
+    sys.path.remove(str(tmp_path / "again"))

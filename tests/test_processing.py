@@ -163,15 +163,44 @@ def test_processing_load_results_styled(provider, data, qgis_new_project):
     from qgis.core import QgsCategorizedSymbolRenderer, QgsPalettedRasterRenderer
     tmp, model, raster = data
     processing.runAndLoadResults(ALG, {
-        "INPUT": raster, "MODEL_FILE": model, "OUTPUT_CLASSES": "TEMPORARY_OUTPUT",
-        "OUTPUT_CONFIDENCE": None, "OUTPUT_POLYGONS": "TEMPORARY_OUTPUT"})
+        "INPUT": QgsRasterLayer(raster, "scene"), "MODEL_FILE": model, "OUTPUT_CLASSES": "TEMPORARY_OUTPUT",
+        "OUTPUT_CONFIDENCE": "TEMPORARY_OUTPUT", "OUTPUT_POLYGONS": "TEMPORARY_OUTPUT"})
     layers = {lyr.name(): lyr for lyr in QgsProject.instance().mapLayers().values()}
-    cls = [lyr for n, lyr in layers.items() if n.endswith("classes")]
-    poly = [lyr for n, lyr in layers.items() if n.endswith("polygons")]
-    assert cls and poly, list(layers)
-    assert isinstance(cls[0].renderer(), QgsPalettedRasterRenderer)
-    assert isinstance(poly[0].renderer(), QgsCategorizedSymbolRenderer)
+    assert set(layers) == {"scene polygons", "scene classes", "scene confidence (%)"}, list(layers)
+    assert isinstance(layers["scene classes"].renderer(), QgsPalettedRasterRenderer)
+    assert isinstance(layers["scene polygons"].renderer(), QgsCategorizedSymbolRenderer)
+    # as the panel adds them: one group, polygons on top and shown, the rasters hidden
+    root = QgsProject.instance().layerTreeRoot()
+    group = root.children()[0]
+    assert group.name().startswith("scene – tailings ")
+    assert [(n.name(), n.isVisible()) for n in group.children()] == [
+        ("scene polygons", True), ("scene classes", False), ("scene confidence (%)", False)]
     QgsProject.instance().removeAllMapLayers()
+    root.removeAllChildren()
+
+
+def test_styles_travel_with_the_outputs(provider, data, qgis_new_project):
+    """Opened later, in a fresh project, the outputs look as they did after the run: the GeoTIFFs'
+    .qml beside them, the polygons' style in the GeoPackage (and beside a GeoJSON)."""
+    import processing
+    from qgis.core import QgsCategorizedSymbolRenderer, QgsPalettedRasterRenderer, QgsSingleBandGrayRenderer
+    tmp, model, raster = data
+    processing.run(ALG, {"INPUT": raster, "MODEL_FILE": model, "OUTPUT_CLASSES": str(tmp / "c.tif"),
+                         "OUTPUT_CONFIDENCE": str(tmp / "conf.tif"), "OUTPUT_POLYGONS": str(tmp / "p.gpkg")})
+    processing.run(ALG, {"INPUT": raster, "MODEL_FILE": model, "OUTPUT_CLASSES": str(tmp / "c2.tif"),
+                         "OUTPUT_CONFIDENCE": None, "OUTPUT_POLYGONS": str(tmp / "p2.geojson")})
+    for path in (str(tmp / "p.gpkg"), str(tmp / "p2.geojson")):
+        poly = QgsVectorLayer(path, "p", "ogr")
+        assert isinstance(poly.renderer(), QgsCategorizedSymbolRenderer), path
+        assert [c.label() for c in poly.renderer().categories()] == ["tailings"]
+        assert poly.attributeAlias(poly.fields().indexOf("mean_confidence")) == "Mean confidence (%)"
+        del poly
+    cls = QgsRasterLayer(str(tmp / "c.tif"), "c")
+    assert isinstance(cls.renderer(), QgsPalettedRasterRenderer)
+    assert [c.label for c in cls.renderer().classes()] == ["tailings"]
+    conf = QgsRasterLayer(str(tmp / "conf.tif"), "conf")
+    assert isinstance(conf.renderer(), QgsSingleBandGrayRenderer)
+    del cls, conf
 
 
 def _qgis_process():

@@ -46,8 +46,8 @@ class DependencyDialog(QDialog):
         info = QLabel(text)
         info.setWordWrap(True)
         lay.addWidget(info)
-        self.cpu = QRadioButton("CPU: onnxruntime (about 20 MB, works everywhere)")
-        self.gpu = QRadioButton("NVIDIA GPU: onnxruntime-gpu (needs CUDA 12 and cuDNN 9 libraries)")
+        self.cpu = QRadioButton("CPU: onnxruntime (%s; works everywhere)" % deps.SIZE_CPU)
+        self.gpu = QRadioButton("NVIDIA GPU: onnxruntime-gpu (%s)" % deps.SIZE_GPU)
         grp = QButtonGroup(self)
         grp.addButton(self.cpu)
         grp.addButton(self.gpu)
@@ -58,10 +58,12 @@ class DependencyDialog(QDialog):
         self.cpu.setChecked(True)
         lay.addWidget(self.cpu)
         lay.addWidget(self.gpu)
-        manual = QLabel("Or install by hand in a terminal: <code>%s</code>" % deps.manual_command(False))
-        manual.setWordWrap(True)
-        manual.setTextInteractionFlags(manual.textInteractionFlags() | 1)  # selectable
-        lay.addWidget(manual)
+        self.manual = QLabel()
+        self.manual.setWordWrap(True)
+        self.manual.setTextInteractionFlags(self.manual.textInteractionFlags() | 1)  # selectable
+        lay.addWidget(self.manual)
+        self.cpu.toggled.connect(self._show_manual)
+        self._show_manual()
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
@@ -84,6 +86,11 @@ class DependencyDialog(QDialog):
 
     def packages(self):
         return deps.packages_for(self.gpu.isChecked())
+
+    def _show_manual(self, *_):
+        """The terminal command that installs exactly what the Install button would."""
+        self.manual.setText("Or install by hand in a terminal (the same installation): <code>%s</code>"
+                            % deps.manual_command(self.gpu.isChecked()))
 
     def start(self):
         problem = deps.pip_available()

@@ -17,8 +17,9 @@ from qgis.PyQt.QtWidgets import (QComboBox, QDockWidget, QFormLayout, QHBoxLayou
                                  QPushButton, QScrollArea, QVBoxLayout, QWidget)
 
 from ..inference import TailingsError, bands as bandlib
+from ..qgis_glue import deps
 from ..qgis_glue.layer_plan import LayerPlan, default_out_dir, plan_for_layer
-from ..qgis_glue.layers import band_descriptions, layer_path
+from ..qgis_glue.layers import band_descriptions, band_names_and_sources, layer_path
 from ..qgis_glue.settings import EXTENT_CANVAS, EXTENT_LAYER, EXTENT_SELECTION, Settings
 from .band_mapping import BandMappingBox
 from .model_picker import ModelPicker, html
@@ -128,7 +129,8 @@ class TailingsDock(QDockWidget):
         self.problem_label.setTextFormat(Qt.RichText)
         self.problem_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         lay.addWidget(self.problem_label)
-        self.deps_button = QPushButton("Install dependencies…")
+        self.deps_button = QPushButton("Install…")
+        self.deps_button.setToolTip("Install onnxruntime into the plugin's own folder")
         self.deps_button.setVisible(False)
         self.deps_button.clicked.connect(self._install_deps)
         lay.addWidget(self.deps_button)
@@ -244,13 +246,20 @@ class TailingsDock(QDockWidget):
         if lyr is None:
             self.preset_label.setText("")
             return
-        desc = band_descriptions(lyr)
+        desc, sources = band_names_and_sources(lyr)
         det = self.detected_preset()
         names = ", ".join("%d=%s" % (i + 1, d or "?") for i, d in enumerate(desc))
-        if det:
-            text = "detected: %s — bands %s" % (bandlib.PRESETS[det].label, names)
+        where = sorted({s for s in sources if s})
+        if not where:
+            text = "%d band%s (%s): no band names anywhere" % (len(desc), "" if len(desc) == 1 else "s", names)
+            if det:
+                text += "; the usual layout for %d bands would be %s — check it" % (len(desc),
+                                                                                   bandlib.PRESETS[det].label)
+        elif det:
+            text = "detected: %s — bands %s (from the %s)" % (bandlib.PRESETS[det].label, names, ", ".join(where))
         else:
-            text = "%d band%s (%s); no preset detected" % (len(desc), "" if len(desc) == 1 else "s", names)
+            text = "%d band%s (%s, from the %s); no preset detected" % (
+                len(desc), "" if len(desc) == 1 else "s", names, ", ".join(where))
         self.preset_label.setText(text)
 
     def _preset_changed(self, *_):
@@ -318,6 +327,9 @@ class TailingsDock(QDockWidget):
         """Plan the choices; show the problem, or what the plan decided (mapping, GSD, notes)."""
         self._timer.stop()
         self.plan = None
+        if deps.onnxruntime_missing():   # whatever else is chosen: the one thing to fix first
+            self._show_problem(deps.MISSING_MESSAGE)
+            return False
         try:
             self.plan = self.make_plan()
         except (ValueError, TailingsError) as e:
@@ -329,7 +341,8 @@ class TailingsDock(QDockWidget):
         txt += "; working at %.1f m GSD" % p.work_gsd_m
         if p.notes:
             txt += "<br>" + "<br>".join(html(n) for n in p.notes)
-        self.problem_label.setText("<span style='color:#2a7a2a'>%s</span>" % txt)
+        warn = "".join("<p style='color:#b35900'><b>Check:</b> %s</p>" % html(w) for w in p.warnings)
+        self.problem_label.setText(warn + "<span style='color:#2a7a2a'>%s</span>" % txt)
         self.deps_button.setVisible(False)
         self.run_button.setEnabled(True)
         return True
@@ -338,7 +351,7 @@ class TailingsDock(QDockWidget):
         self.problem = text
         self.problem_label.setText("<span style='color:#c00'><b>Cannot run:</b> %s</span>" % html(text))
         self.run_button.setEnabled(False)
-        self.deps_button.setVisible("onnxruntime" in text)
+        self.deps_button.setVisible(text == deps.MISSING_MESSAGE or deps.onnxruntime_missing())
 
     # ------------------------------------------------------------------ running
     def run(self):

@@ -1,0 +1,105 @@
+"""QGIS styles (QML) for the outputs, written by the engine itself (plain XML, no QGIS needed).
+
+Saved with the outputs so that whoever opens them later sees what the analyst saw: a ``.qml``
+beside each GeoTIFF (QGIS loads ``<name>.qml`` as the default style of ``<name>.tif``) and the
+polygons' style in the GeoPackage's ``layer_styles`` table (QGIS's own convention, the default
+style of the layer).  The defaults let the imagery show through: polygons as outlines with a
+light fill, the class raster with a transparent background, the confidence as a grey ramp.
+"""
+from __future__ import annotations
+
+import datetime
+from typing import Iterable, Sequence
+from xml.sax.saxutils import quoteattr
+
+from .metadata import ClassInfo
+
+QGIS_VERSION = "3.22.0-Białowieża"   # the oldest QGIS the plugin supports; later versions read it
+FILL_ALPHA = 40                      # of 255: a light tint, the imagery stays readable
+OUTLINE_MM = 0.6
+FIELD_ALIASES = (("class_id", "Class id"), ("class_name", "Class"), ("area_m2", "Area (m²)"),
+                 ("area_ha", "Area (ha)"), ("perimeter_m", "Perimeter (m)"),
+                 ("mean_confidence", "Mean confidence (%)"), ("source", "Source image"), ("model", "Model"),
+                 ("run_time", "Run time"))
+
+
+def _head(categories: str) -> str:
+    return ("<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+            "<qgis version=%s styleCategories=%s>\n" % (quoteattr(QGIS_VERSION), quoteattr(categories)))
+
+
+def _fill_layer(rgb, alpha: int) -> str:
+    props = (("color", "%d,%d,%d,%d" % (rgb + (alpha,))), ("outline_color", "%d,%d,%d,255" % rgb),
+             ("outline_style", "solid"), ("outline_width", "%g" % OUTLINE_MM), ("outline_width_unit", "MM"),
+             ("style", "solid"), ("joinstyle", "bevel"))
+    opts = "".join('      <Option type="QString" name=%s value=%s/>\n' % (quoteattr(k), quoteattr(v)) for k, v in props)
+    legacy = "".join('     <prop k=%s v=%s/>\n' % (quoteattr(k), quoteattr(v)) for k, v in props)
+    return ('    <layer class="SimpleFill" enabled="1" locked="0" pass="0">\n'
+            '     <Option type="Map">\n%s     </Option>\n%s    </layer>\n' % (opts, legacy))
+
+
+def polygons_qml(classes: Sequence[ClassInfo], field: str = "class_id") -> str:
+    """Categorized by ``field``, one outlined, lightly filled symbol per class (background has
+    no polygons), with readable field aliases."""
+    shown = [c for c in classes if not c.is_background]
+    cats = "".join('   <category render="true" symbol="%d" value="%d" label=%s/>\n' % (k, c.id, quoteattr(c.name))
+                   for k, c in enumerate(shown))
+    syms = "".join('   <symbol type="fill" name="%d" alpha="1" clip_to_extent="1" force_rhr="0">\n%s   </symbol>\n'
+                   % (k, _fill_layer(c.rgb, FILL_ALPHA)) for k, c in enumerate(shown))
+    aliases = "".join(' <alias field=%s index="%d" name=%s/>\n' % (quoteattr(f), i + 1, quoteattr(a))
+                      for i, (f, a) in enumerate(FIELD_ALIASES))
+    return (_head("Symbology|Fields")
+            + ' <renderer-v2 type="categorizedSymbol" attr=%s forceraster="0" enableorderby="0" symbollevels="0">\n'
+            % quoteattr(field)
+            + "  <categories>\n%s  </categories>\n  <symbols>\n%s  </symbols>\n </renderer-v2>\n" % (cats, syms)
+            + " <blendMode>0</blendMode>\n <featureBlendMode>0</featureBlendMode>\n"
+            + " <aliases>\n%s </aliases>\n <layerGeometryType>2</layerGeometryType>\n</qgis>\n" % aliases)
+
+
+def _raster(renderer: str) -> str:
+    return (_head("Symbology") + " <pipe>\n%s  <brightnesscontrast brightness=\"0\" contrast=\"0\" gamma=\"1\"/>\n"
+            "  <huesaturation saturation=\"0\" grayscaleMode=\"0\" colorizeOn=\"0\" colorizeRed=\"255\" "
+            "colorizeGreen=\"128\" colorizeBlue=\"128\" colorizeStrength=\"100\" invertColors=\"0\"/>\n"
+            "  <rasterresampler maxOversampling=\"2\"/>\n </pipe>\n <blendMode>0</blendMode>\n</qgis>\n" % renderer)
+
+
+def classes_qml(classes: Iterable[ClassInfo], opacity: float = 0.7) -> str:
+    """Paletted: each class in its colour and name (the legend); background not drawn (and not
+    listed: values without an entry are transparent), nodata transparent."""
+    entries = "".join('    <paletteEntry value="%d" color=%s alpha="255" label=%s/>\n'
+                      % (c.id, quoteattr(c.color), quoteattr(c.name)) for c in classes if not c.is_background)
+    return _raster('  <rasterrenderer type="paletted" band="1" opacity="%g" alphaBand="-1" nodataColor="">\n'
+                   '   <colorPalette>\n%s   </colorPalette>\n  </rasterrenderer>\n' % (opacity, entries))
+
+
+def confidence_qml() -> str:
+    """A grey ramp over 0-100 % (black: certain background, white: certain class)."""
+    return _raster('  <rasterrenderer type="singlebandgray" grayBand="1" opacity="1" alphaBand="-1" '
+                   'gradient="BlackToWhite" nodataColor="">\n'
+                   '   <contrastEnhancement><minValue>0</minValue><maxValue>100</maxValue>'
+                   '<algorithm>StretchToMinimumMaximum</algorithm></contrastEnhancement>\n'
+                   '  </rasterrenderer>\n')
+
+
+def write_gpkg_style(gpkg, layer_name: str, qml: str, name: str = "Tailings Mapper") -> None:
+    """Store ``qml`` as the default style of ``layer_name`` in an open OGR GeoPackage data
+    source ``gpkg`` (the ``layer_styles`` table QGIS reads and writes)."""
+    from osgeo import ogr
+    styles = gpkg.GetLayerByName("layer_styles")
+    if styles is None:
+        styles = gpkg.CreateLayer("layer_styles", None, ogr.wkbNone)
+        for fname, ftype in (("f_table_catalog", ogr.OFTString), ("f_table_schema", ogr.OFTString),
+                             ("f_table_name", ogr.OFTString), ("f_geometry_column", ogr.OFTString),
+                             ("styleName", ogr.OFTString), ("styleQML", ogr.OFTString),
+                             ("styleSLD", ogr.OFTString), ("useAsDefault", ogr.OFTInteger),
+                             ("description", ogr.OFTString), ("owner", ogr.OFTString), ("ui", ogr.OFTString),
+                             ("update_time", ogr.OFTDateTime)):
+            styles.CreateField(ogr.FieldDefn(fname, ftype))
+    f = ogr.Feature(styles.GetLayerDefn())
+    for k, v in (("f_table_catalog", ""), ("f_table_schema", ""), ("f_table_name", layer_name),
+                 ("f_geometry_column", "geom"), ("styleName", name), ("styleQML", qml), ("styleSLD", ""),
+                 ("description", "written by Tailings Mapper"), ("owner", "")):
+        f.SetField(k, v)
+    f.SetField("useAsDefault", 1)
+    f.SetField("update_time", datetime.datetime.now().strftime("%Y/%m/%d %H:%M:%S"))
+    styles.CreateFeature(f)

@@ -1,0 +1,108 @@
+"""Engine: every run gets its own outputs; names are never reused or shared between runs."""
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from engine_helpers import blobs, make_raster, pixel_model, read
+from inference import OutputError, SegmentOptions, execute, open_model, plan
+
+RGB = ["B4", "B3", "B2"]
+
+
+@pytest.fixture
+def scene(tmp_path):
+    model = open_model(pixel_model(str(tmp_path / "m.onnx"), [10, 0, 0], -2.0))
+    raster = make_raster(str(tmp_path / "r.tif"), blobs(200, 240, seed=4), descriptions=RGB)
+    return tmp_path, model, raster
+
+
+def _files(folder):
+    return sorted(f for f in os.listdir(folder))
+
+
+def test_two_runs_of_the_same_names_at_once_write_two_complete_sets(scene):
+    tmp, model, raster = scene
+    out = str(tmp / "out")
+    opts = SegmentOptions(device="cpu", prefix="same_second", unique_names=True, batch=1)
+    plans = [plan(raster, model, opts, out), plan(raster, model, opts, out)]
+    assert plans[0].outputs == plans[1].outputs           # planned in the same second: the same names
+    results, errors = [None, None], []
+
+    def run(k):
+        try:
+            results[k] = execute(plans[k])
+        except Exception as e:  # reported below
+            errors.append(e)
+    threads = [threading.Thread(target=run, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    a, b = results
+    assert {a.class_raster, b.class_raster} == {os.path.join(out, "same_second_classes.tif"),
+                                               os.path.join(out, "same_second-2_classes.tif")}
+    assert a.polygons != b.polygons and a.confidence_raster != b.confidence_raster
+    np.testing.assert_array_equal(read(a.class_raster), read(b.class_raster))
+    assert [f for f in _files(out) if not f.endswith(".aux.xml")] == sorted(
+        s + f for s in ("same_second", "same_second-2")
+        for f in ("_classes.tif", "_classes.qml", "_confidence.tif", "_confidence.qml", "_polygons.gpkg"))
+    from osgeo import ogr
+    for r in (a, b):   # each GeoPackage's layer is named after its own file
+        ds = ogr.Open(r.polygons)
+        assert ds.GetLayer(0).GetName() == os.path.splitext(os.path.basename(r.polygons))[0] == r.layer_name
+        ds = None
+
+
+def test_a_name_taken_after_planning(scene):
+    tmp, model, raster = scene
+    out = str(tmp / "out")
+    unique = plan(raster, model, SegmentOptions(device="cpu", prefix="x", unique_names=True), out)
+    given = plan(raster, model, SegmentOptions(device="cpu", prefix="x"), out)
+    execute(given)
+    # the same plan again: a new set of names with unique_names, else a refusal (nothing overwritten)
+    assert execute(unique).class_raster.endswith("x-2_classes.tif")
+    before = os.path.getmtime(os.path.join(out, "x_classes.tif"))
+    with pytest.raises(OutputError, match="output exists: x_classes.tif"):
+        execute(given)
+    assert os.path.getmtime(os.path.join(out, "x_classes.tif")) == before
+    assert not [f for f in os.listdir(out) if f.startswith(".")]   # no temporary file, no lock left
+    # a plan made now skips the taken names at once
+    assert plan(raster, model, SegmentOptions(prefix="x", unique_names=True), out).outputs["classes"].endswith(
+        "x-3_classes.tif")
+
+
+def test_a_run_holding_the_names_is_not_joined(scene):
+    tmp, model, raster = scene
+    out = tmp / "out"
+    out.mkdir()
+    (out / ".busy.tm-lock").write_text("")     # another run is writing busy_* right now
+    with pytest.raises(OutputError, match="another run is writing busy"):
+        execute(plan(raster, model, SegmentOptions(device="cpu", prefix="busy"), str(out)))
+    res = execute(plan(raster, model, SegmentOptions(device="cpu", prefix="busy", unique_names=True), str(out)))
+    assert os.path.basename(res.class_raster) == "busy-2_classes.tif"
+
+
+def test_styles_are_written_with_the_outputs(scene):
+    """A .qml beside each GeoTIFF and the polygons' default style in the GeoPackage, from the
+    model's classes, by the engine alone (what QGIS loads when the files are opened: test_plugin)."""
+    import xml.etree.ElementTree as ET
+    from osgeo import ogr
+    tmp, model, raster = scene
+    res = execute(plan(raster, model, SegmentOptions(device="cpu"), str(tmp / "out")))
+    qml = ET.parse(res.class_raster[:-4] + ".qml").getroot()
+    entries = qml.findall("./pipe/rasterrenderer[@type='paletted']/colorPalette/paletteEntry")
+    assert [(e.get("value"), e.get("label"), e.get("color")) for e in entries] == [
+        ("1", "tailings", model.info.classes[1].color)]          # no entry for the background
+    assert ET.parse(res.confidence_raster[:-4] + ".qml").getroot().find("./pipe/rasterrenderer").get(
+        "type") == "singlebandgray"
+    ds = ogr.Open(res.polygons)
+    styles = ds.GetLayerByName("layer_styles")
+    rows = [(f.GetField("f_table_name"), f.GetField("useAsDefault"), f.GetField("styleQML")) for f in styles]
+    assert len(rows) == 1 and rows[0][:2] == (res.layer_name, 1)
+    renderer = ET.fromstring(rows[0][2].split("\n", 1)[1]).find("renderer-v2")
+    assert renderer.get("type") == "categorizedSymbol" and renderer.get("attr") == "class_id"
+    assert [c.get("label") for c in renderer.find("categories")] == ["tailings"]
+    ds = None
