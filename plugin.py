@@ -42,12 +42,13 @@ class TailingsMapperPlugin:
     def initGui(self):  # noqa: N802
         self.initProcessing()
         mw = self.iface.mainWindow()
-        self.run_action = QAction(icon(), RUN_TEXT, mw)
+        self.run_action = QAction(icon("run.svg"), RUN_TEXT, mw)
         self.run_action.setObjectName("TailingsMapperSegment")
-        self.run_action.setToolTip("Segment tailings on the current raster layer with the panel's settings")
+        self.run_action.setToolTip("Segment tailings: run on the current raster layer now, with the panel's settings")
         self.run_action.triggered.connect(self.segment_current)
-        self.panel_action = QAction(icon(), "Tailings Mapper panel", mw)
+        self.panel_action = QAction(icon("panel.svg"), "Tailings Mapper panel", mw)
         self.panel_action.setObjectName("TailingsMapperPanel")
+        self.panel_action.setToolTip("Show or hide the Tailings Mapper panel (layer, bands, model, options)")
         self.panel_action.setCheckable(True)
         self.panel_action.toggled.connect(self.show_panel)
         self.deps_action = QAction("Python packages (onnxruntime)…", mw)
@@ -169,9 +170,11 @@ class TailingsMapperPlugin:
         return dlg
 
     def show_help(self):
-        readme = os.path.join(PLUGIN_DIR, "README.md")
-        url = QUrl.fromLocalFile(readme) if os.path.isfile(readme) else QUrl(HELP_URL)
+        """The user's help page (shipped with the plugin), in the browser."""
+        page = os.path.join(PLUGIN_DIR, "help", "index.html")
+        url = QUrl.fromLocalFile(page) if os.path.isfile(page) else QUrl(HELP_URL)
         QDesktopServices.openUrl(url)
+        return url
 
     # ------------------------------------------------------------------ runs
     def start_run(self, layer_plan):

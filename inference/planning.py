@@ -25,7 +25,7 @@ from .errors import InputError, OptionError, OutputError
 from .metadata import ModelInfo
 from .model import Model, open_model
 from .runtime import Session, choose_providers
-from .tiling import check_scales
+from .tiling import check_scales, positions
 
 GSD_TOLERANCE = 0.10  # resample when the raster's GSD differs from the model's by more than 10 %
 OUTPUT_KINDS = ("classes", "confidence", "polygons")
@@ -67,6 +67,23 @@ class Plan:
     @property
     def simplify_m(self) -> float:
         return float(self.options.simplify_m or 0.0)
+
+    @property
+    def work_size(self) -> Tuple[int, int]:
+        """Width and height of the grid the network sees (the window, at the working GSD)."""
+        f = self.src_gsd_m / self.work_gsd_m
+        return max(1, int(np.ceil(self.window[2] * f - 1e-6))), max(1, int(np.ceil(self.window[3] * f - 1e-6)))
+
+    @property
+    def tile_count(self) -> int:
+        """Tiles the run covers (tiles without a valid pixel are skipped when it runs)."""
+        w, h = self.work_size
+        return len(positions(w, self.tile_size, self.overlap)) * len(positions(h, self.tile_size, self.overlap))
+
+    @property
+    def passes(self) -> float:
+        """Network passes per tile, counted in full-resolution tiles (a half-resolution one is a quarter)."""
+        return int(round(self.tta * sum(s * s for s in self.scales) * 100)) / 100.0
 
     def session(self) -> Session:
         """The model's onnxruntime session for this plan's device and threads (created the first

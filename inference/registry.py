@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from .errors import ModelError
 
@@ -46,3 +46,33 @@ def resolve_model(name_or_path: str) -> str:
             return path
     known = ", ".join(model_name(p) for p, _ in files) or "none installed"
     raise ModelError("no model named %r (known models: %s)" % (name_or_path, known))
+
+
+def card_path(model_path: str) -> Optional[str]:
+    """The model card (``<model>.md`` beside the ONNX file), when there is one."""
+    p = os.path.splitext(model_path)[0] + ".md"
+    return p if os.path.isfile(p) else None
+
+
+def card_summary(text: str) -> Optional[str]:
+    """The card's summary in plain words (its ``**In short:** ...`` paragraph, else its
+    ``**Status...**`` one), else the first point of its "Known limits" section: a one-glance
+    warning before a run."""
+    paras = [p.strip() for p in text.split("\n\n")]
+    for lead in ("**In short", "**Status"):
+        for p in paras:
+            if p.startswith(lead):
+                return " ".join(p.replace("**", "").split())
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip().lower().startswith("## known limits"):
+            point = []
+            for nxt in lines[i + 1:]:
+                if nxt.startswith("- ") and point:
+                    break
+                if nxt.startswith("#"):
+                    break
+                if nxt.strip():
+                    point.append(nxt.strip().lstrip("- "))
+            return " ".join(point) or None
+    return None

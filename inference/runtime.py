@@ -43,11 +43,11 @@ def choose_providers(device: str = "auto") -> ProviderChoice:
         return ProviderChoice([CPU], "cpu", "CPU requested")
     if CUDA in available:
         return ProviderChoice([CUDA, CPU], "cuda", "onnxruntime offers CUDA")
-    why = ("onnxruntime %s has no CUDA provider (available: %s); install onnxruntime-gpu for NVIDIA GPUs"
-           % (ort.__version__, ", ".join(available)))
     if device in ("cuda", "gpu"):
-        raise ProviderError("GPU requested but " + why)
-    return ProviderChoice([CPU], "cpu", why)
+        raise ProviderError("GPU requested but onnxruntime %s has no CUDA provider (available: %s); install "
+                            "onnxruntime-gpu for NVIDIA GPUs" % (ort.__version__, ", ".join(available)))
+    # Said once where it can be acted on (the dependency dialog), not in every output.
+    return ProviderChoice([CPU], "cpu", "no CUDA provider in onnxruntime %s" % ort.__version__)
 
 
 @dataclass(frozen=True)

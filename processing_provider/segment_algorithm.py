@@ -15,7 +15,7 @@ import traceback
 from dataclasses import replace
 
 from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
-                       QgsProcessingLayerPostProcessorInterface, QgsProcessingOutputNumber,
+                       QgsProcessingFeedback, QgsProcessingLayerPostProcessorInterface, QgsProcessingOutputNumber,
                        QgsProcessingOutputString, QgsProcessingParameterEnum, QgsProcessingParameterFile,
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterVectorDestination, QgsProcessingUtils, QgsRasterFileWriter)
@@ -175,7 +175,7 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         return wkts
 
     def _plan(self, parameters, context, feedback, work):
-        """The engine's plan of this run, into ``work``."""
+        """The engine's plan of this run, into ``work`` (None: only checked)."""
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if layer is None:
             raise QgsProcessingException("the input raster cannot be opened")
@@ -190,6 +190,20 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
                        aoi=self._aoi(parameters, context, layer, feedback), confidence=bool(dest_conf),
                        polygons=bool(dest_poly), overwrite=True, prefix="result")
         return layer, eng.plan(input_path, self._model(parameters, context), opts, work)
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        """The engine's checks, before the run: a bad value is reported once, as QGIS reports any
+        parameter error (in the dialog, in batch mode, by qgis_process), and nothing runs."""
+        ok, msg = super().checkParameterValues(parameters, context)
+        if not ok or not self.canExecute()[0]:   # (processAlgorithm says what is missing)
+            return ok, msg
+        try:
+            self._plan(parameters, context, QgsProcessingFeedback(), None)   # checked, nothing written
+        except eng.TailingsError as e:
+            return False, str(optparams.processing_error(e))
+        except QgsProcessingException as e:
+            return False, str(e)
+        return True, ""
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         ok, why = self.canExecute()

@@ -80,13 +80,18 @@ def choose_model(settings: Settings) -> str:
     return (shipped or names or [DEFAULT_MODEL])[0]
 
 
-def default_out_dir(input_path: str) -> str:
-    """A ``tailings_mapper`` folder next to the input when writable, else in Documents."""
-    folder = os.path.dirname(os.path.abspath(input_path)) if input_path else ""
-    if folder and os.access(folder, os.W_OK):
-        return os.path.join(folder, "tailings_mapper")
+OUT_FOLDER = "Tailings Mapper"
+
+
+def default_out_dir(project: Optional[QgsProject] = None) -> str:
+    """A ``Tailings Mapper`` folder beside the saved project (.qgz), else in the user's Documents:
+    never inside the data's own folder (often a read-only share, or one the user keeps clean)."""
+    project = project or QgsProject.instance()
+    home = project.homePath() if project.fileName() else ""
+    if home and os.access(home, os.W_OK):
+        return os.path.join(home, OUT_FOLDER)
     docs = QStandardPaths.writableLocation(QStandardPaths.DocumentsLocation) or os.path.expanduser("~")
-    return os.path.join(docs, "Tailings Mapper")
+    return os.path.join(docs, OUT_FOLDER)
 
 
 def run_prefix(input_path: str, when: Optional[datetime.datetime] = None) -> str:
@@ -121,5 +126,5 @@ def plan_for_layer(layer: QgsRasterLayer, settings: Optional[Settings] = None, c
                    threads=max(1, (os.cpu_count() or 2) - 1))
     if isinstance(model, str) or model is None:
         model = MODELS.get(model or choose_model(settings))
-    out = out_dir or settings.get("out_dir") or default_out_dir(path)
+    out = out_dir or settings.get("out_dir") or default_out_dir()
     return LayerPlan(plan(path, model, opts, out), layer.id(), layer.name())

@@ -48,6 +48,14 @@ class Settings:
         v = self.s.value(PREFIX + key, default)
         return default if v is None else str(v)
 
+    def get_float(self, key: str) -> Optional[float]:
+        """A number the plugin measured and kept (e.g. seconds per tile on this machine), or None."""
+        v = self.s.value(PREFIX + key, None)
+        try:
+            return float(v) if v not in (None, "") else None
+        except (TypeError, ValueError):
+            return None
+
     def set(self, key: str, value) -> None:
         self.s.setValue(PREFIX + key, value)
 
@@ -70,5 +78,6 @@ class Settings:
         return from_texts({n: self.option_text(n) for n in names}, base)
 
     def reset(self) -> None:
+        """The user's choices back to their defaults (measurements are kept)."""
         for k in list(PANEL_DEFAULTS) + [o.name for o in OPTIONS]:
             self.s.remove(PREFIX + k)

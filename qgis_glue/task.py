@@ -83,8 +83,8 @@ class SegmentTask(QgsTask):
                 log("%s: %s" % (name, note), Qgis.Info)
             for w in res.warnings:
                 log("%s: %s" % (name, w), Qgis.Warning)
-            if res.device != "cuda" and self.run_plan.plan.options.device in ("auto", "cuda"):
-                log("%s: %s" % (name, res.provider_reason), Qgis.Info)
+            if "fell back" in res.provider_reason:   # CUDA offered but not working: worth knowing
+                log("%s: %s" % (name, res.provider_reason), Qgis.Warning)
             if res.warnings:   # a result that should not be trusted as it is: said where it is seen
                 self._push("Tailings Mapper", "%s — check: %s" % (msg, " ".join(res.warnings)), Qgis.Warning, 0)
             else:

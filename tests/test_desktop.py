@@ -128,6 +128,35 @@ def shoot():
         pix = iface.mainWindow().grab()
         report["screenshot"] = bool(pix.save(SHOT))
         log("screenshot %s %dx%d" % (SHOT, pix.width(), pix.height()))
+        # the canvas alone, with the result and without it: is the imagery readable through it?
+        report["canvas_png"] = SHOT[:-4] + "_map.png"
+        canvas.grab().toImage().save(report["canvas_png"])
+        node = QgsProject.instance().layerTreeRoot().findLayer(poly.id())
+        node.setItemVisibilityChecked(False)
+        canvas.refreshAllLayers()
+        canvas.waitWhileRendering()
+        QgsApplication.processEvents()
+        report["canvas_bare_png"] = SHOT[:-4] + "_map_bare.png"
+        canvas.grab().toImage().save(report["canvas_bare_png"])
+        node.setItemVisibilityChecked(True)
+        # the panel, then the polygons' attribute table
+        dock = [d for d in iface.mainWindow().findChildren(QDockWidget) if d.objectName() == "TailingsMapperDock"][0]
+        report["panel_png"] = SHOT[:-4] + "_panel.png"
+        dock.grab().save(report["panel_png"])
+        table = iface.showAttributeTable(poly)
+        QTimer.singleShot(1500, lambda: shoot_table(table))
+    except Exception:
+        log(traceback.format_exc())
+        finish(6)
+
+
+def shoot_table(table):
+    try:
+        table.resize(1100, 300)
+        QgsApplication.processEvents()
+        report["table_png"] = SHOT[:-4] + "_attributes.png"
+        report["table_saved"] = bool(table.grab().save(report["table_png"]))
+        table.close()
         finish(0)
     except Exception:
         log(traceback.format_exc())
@@ -226,6 +255,16 @@ def test_desktop_qgis_segment_and_screenshot(tm, tmp_path):
     assert rep["group"].startswith("Sentinel-2 scene – tailings")
     assert "area_ha" in rep["fields"]
     assert os.path.getsize(png) > 10000
+    for k in ("panel_png", "table_png", "canvas_png"):
+        assert os.path.getsize(rep[k]) > 2000, k
+    # the imagery shows through: inside the first pond (rows/cols 40-120 of 300) the map with the
+    # result differs from the bare image by a light tint only (class raster hidden, light fill)
+    from qgis.PyQt.QtGui import QImage
+    a, b = QImage(rep["canvas_png"]), QImage(rep["canvas_bare_png"])
+    x, y = int(a.width() / 2 - a.height() / 2 + a.height() * 0.27), int(a.height() * 0.27)
+    ca, cb = a.pixelColor(x, y), b.pixelColor(x, y)
+    assert max(abs(ca.red() - cb.red()), abs(ca.green() - cb.green()), abs(ca.blue() - cb.blue())) < 60, (
+        ca.getRgb(), cb.getRgb())
     keep = os.environ.get("TM_KEEP_SCREENSHOT")
     if keep:
         shutil.copy(png, keep)

@@ -538,3 +538,88 @@ def test_panel_results_keep_their_style_when_opened_again(plugin, env):
     assert isinstance(cls.renderer(), QgsPalettedRasterRenderer)
     assert [c.label for c in cls.renderer().classes()] == ["tailings"]
     del poly, cls
+
+
+def test_double_click_gives_two_complete_distinct_runs(plugin, env):
+    lyr = _raster(env, "twice")
+    plugin.show_panel(True)
+    d = plugin.dock
+    d.set_layer(lyr)
+    tasks = [d.run(), d.run()]                    # a double click: two runs, the same second
+    assert all(t is not None for t in tasks)
+    assert "2 running" in d.run_button.text()     # the panel says runs are going
+    done = [wait_task(t) for t in tasks]
+    assert all(ok for ok, _ in done), done
+    a, b = (t.result for t in tasks)
+    assert len({a.class_raster, b.class_raster}) == 2 and len({a.polygons, b.polygons}) == 2
+    assert len({a.confidence_raster, b.confidence_raster}) == 2
+    for r in (a, b):
+        assert os.path.isfile(r.class_raster) and os.path.isfile(r.polygons) and os.path.isfile(r.confidence_raster)
+    from qgis.core import QgsLayerTreeGroup
+    groups = [g for g in QgsProject.instance().layerTreeRoot().children() if isinstance(g, QgsLayerTreeGroup)]
+    assert len(groups) == 2 and len({g.name() for g in groups}) == 2, [g.name() for g in groups]
+    assert d.run_button.text() == "Segment tailings"
+    # each group's layers point at its own files
+    sources = [tuple(sorted(n.layer().source().split("|")[0] for n in g.children())) for g in groups]
+    assert sources[0] != sources[1]
+
+
+def test_panel_never_takes_its_results_as_input_or_area(plugin, env):
+    lyr = _raster(env, "input")
+    plugin.show_panel(True)
+    d = plugin.dock
+    d.set_layer(lyr)
+    assert d.extent_layer_combo.currentLayer() is None
+    ok, outcome = wait_task(d.run())
+    assert ok, outcome
+    result_raster = QgsProject.instance().mapLayersByName("input classes")[0]
+    plugin.iface.currentLayerChanged.emit(result_raster)       # the user clicks a result layer
+    assert d.layer() is lyr and d.validate(), d.problem
+    assert d.extent_layer_combo.currentLayer() is None         # the result polygons were not picked
+    # zoom to results and the output folder, after the run
+    assert d.zoom_button.isEnabled() and d.folder_button.isEnabled()
+    assert "size: 300 x 300 px (9.0 km²), 36 tiles x 1 passes; about" in d.problem_label.text()
+
+
+def test_cancel_leaves_the_progress_bar_at_zero(plugin, env):
+    lyr = _raster(env, "stop", size=1500, squares=((100, 100, 200),))
+    plugin.show_panel(True)
+    d = plugin.dock
+    d.set_layer(lyr)
+    task = d.run()
+    seen = []
+    task.progressChanged.connect(lambda v: seen.append(v))
+    assert wait_for(lambda: seen and seen[-1] > 0, 60)
+    d.cancel()
+    ok, _ = wait_task(task)
+    assert not ok and d.progress.value() == 0
+
+
+def test_help_model_card_icons_and_default_folder(plugin, env, tmp_path):
+    from tailings_mapper.qgis_glue.layer_plan import default_out_dir
+    url = plugin.show_help()
+    assert url.isLocalFile() and url.toLocalFile().endswith(os.path.join("help", "index.html"))
+    assert os.path.isfile(url.toLocalFile())
+    page = open(url.toLocalFile(), encoding="utf-8").read()
+    for words in ("Read this before you rely on a map", "IoU 0.53", "Where the results go", "report a problem"):
+        assert words in page
+    # the panel shows the model's limits before a run, and its card
+    plugin.show_panel(True)
+    d = plugin.dock
+    d.model_combo.setCurrentIndex(d.model_combo.findData("tailings"))
+    assert "Before you rely on it" in d.model_label.text() and "6 %" in d.model_label.text()
+    dlg = d.models.show_card()
+    assert dlg is not None and "Known limits" in dlg.findChild(
+        __import__("qgis.PyQt.QtWidgets", fromlist=["QTextBrowser"]).QTextBrowser).toPlainText()
+    dlg.close()
+    # two toolbar actions, two icons, two tooltips
+    acts = plugin.toolbar.actions()
+    assert len(acts) == 2 and acts[0].toolTip() != acts[1].toolTip()
+    img = [a.icon().pixmap(32, 32).toImage() for a in acts]
+    assert img[0] != img[1]
+    # default output folder: beside the saved project, else Documents; never the data's folder
+    assert os.path.basename(default_out_dir()) == "Tailings Mapper"
+    QgsProject.instance().setFileName(str(tmp_path / "proj" / "p.qgz"))
+    (tmp_path / "proj").mkdir()
+    assert default_out_dir() == str(tmp_path / "proj" / "Tailings Mapper")
+    QgsProject.instance().setFileName("")

@@ -21,7 +21,8 @@ def test_zip_layout(tmp_path):
     names = zipfile.ZipFile(z).namelist()
     assert all(n.startswith("tailings_mapper/") for n in names)
     for must in ("metadata.txt", "__init__.py", "plugin.py", "qgis_glue/deps.py", "qgis_glue/task.py",
-                 "qgis_glue/results.py", "qgis_glue/layer_plan.py",
+                 "qgis_glue/results.py", "qgis_glue/layer_plan.py", "help/index.html", "docs/screenshot.png",
+                 "icons/run.svg", "icons/panel.svg", "models/tailings.md",
                  "resources_rc.py", "resources.qrc", "icons/icon.png", "icons/icon.svg", "ui/dock.py",
                  "processing_provider/segment_algorithm.py", "inference/__init__.py", "inference/execute.py"):
         assert "tailings_mapper/" + must in names, must

@@ -8,6 +8,7 @@ of that moment to the plugin, which runs it as a task.
 """
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 from qgis.core import Qgis, QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
@@ -17,9 +18,9 @@ from qgis.PyQt.QtWidgets import (QComboBox, QDockWidget, QFormLayout, QHBoxLayou
                                  QPushButton, QScrollArea, QVBoxLayout, QWidget)
 
 from ..inference import TailingsError, bands as bandlib
-from ..qgis_glue import deps
+from ..qgis_glue import deps, results
 from ..qgis_glue.layer_plan import LayerPlan, default_out_dir, plan_for_layer
-from ..qgis_glue.layers import band_descriptions, band_names_and_sources, layer_path
+from ..qgis_glue.layers import band_descriptions, band_names_and_sources
 from ..qgis_glue.settings import EXTENT_CANVAS, EXTENT_LAYER, EXTENT_SELECTION, Settings
 from .band_mapping import BandMappingBox
 from .model_picker import ModelPicker, html
@@ -97,6 +98,7 @@ class TailingsDock(QDockWidget):
         ext_row.addWidget(self.extent_combo)
         self.extent_layer_combo = QgsMapLayerComboBox()
         self.extent_layer_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.extent_layer_combo.setAllowEmptyLayer(True)   # never a layer by itself (a result, say)
         self.extent_layer_combo.layerChanged.connect(self._extent_changed)
         ext_row.addWidget(self.extent_layer_combo, 1)
         form2.addRow("Extent", ext_row)
@@ -152,7 +154,17 @@ class TailingsDock(QDockWidget):
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
         lay.addWidget(self.status_label)
+        after = QHBoxLayout()
+        self.zoom_button = QPushButton("Zoom to results")
+        self.zoom_button.clicked.connect(self.zoom_to_results)
+        self.folder_button = QPushButton("Open output folder")
+        self.folder_button.clicked.connect(self.open_output_folder)
+        for b in (self.zoom_button, self.folder_button):
+            b.setEnabled(False)
+            after.addWidget(b)
+        lay.addLayout(after)
         lay.addStretch(1)
+        self._last = None    # the last task that added results
 
         for fl in body.findChildren(QFormLayout):
             fl.setRowWrapPolicy(QFormLayout.WrapLongRows)
@@ -221,21 +233,19 @@ class TailingsDock(QDockWidget):
         self.layer_combo.setLayer(layer)
 
     def _current_layer_changed(self, layer):
-        if isinstance(layer, QgsRasterLayer) and layer.isValid():
+        """Follow the raster the user works on, but never the panel's own results."""
+        if isinstance(layer, QgsRasterLayer) and layer.isValid() and not results.is_result(layer):
             self.layer_combo.setLayer(layer)
 
     def _layer_changed(self, *_):
-        lyr = self.layer()
         self._update_preset_label()
-        hint = ""
-        if lyr is not None and not self.out_dir.filePath():
-            try:
-                hint = "default: %s" % default_out_dir(layer_path(lyr))
-            except ValueError:   # not a GDAL layer: the check says so
-                hint = ""
-        self.out_dir_hint.setText(hint)
+        self._show_out_dir_hint()
         self._rebuild_mapping()
         self.schedule_validation()
+
+    def _show_out_dir_hint(self):
+        self.out_dir_hint.setText("" if self.out_dir.filePath() else
+                                  "by default: %s (each run adds new files)" % default_out_dir())
 
     def detected_preset(self) -> Optional[str]:
         lyr = self.layer()
@@ -297,10 +307,7 @@ class TailingsDock(QDockWidget):
         if self._loading:
             return
         self.settings.set("out_dir", path or "")
-        if path:
-            self.out_dir_hint.setText("")
-        else:
-            self._layer_changed()
+        self._show_out_dir_hint()
         self.schedule_validation()
 
     # ------------------------------------------------------------------ checking
@@ -341,11 +348,24 @@ class TailingsDock(QDockWidget):
         txt += "; working at %.1f m GSD" % p.work_gsd_m
         if p.notes:
             txt += "<br>" + "<br>".join(html(n) for n in p.notes)
+        txt += "<br>" + html(self.size_text(p))
         warn = "".join("<p style='color:#b35900'><b>Check:</b> %s</p>" % html(w) for w in p.warnings)
         self.problem_label.setText(warn + "<span style='color:#2a7a2a'>%s</span>" % txt)
         self.deps_button.setVisible(False)
         self.run_button.setEnabled(True)
         return True
+
+    def size_text(self, p) -> str:
+        """How big the run is, and how long it should take on this machine (from the last run)."""
+        w, h = p.window[2], p.window[3]
+        km2 = w * h * p.src_gsd_m ** 2 / 1e6
+        text = "size: %d x %d px (%.1f km²), %d tiles x %g passes" % (w, h, km2, p.tile_count, p.passes)
+        rate = self.settings.get_float("seconds_per_tile_pass/%s" % p.options.device)
+        if rate:
+            secs = rate * p.tile_count * p.passes
+            text += "; about %s (measured on this computer)" % (
+                "%.0f s" % secs if secs < 120 else "%.0f min" % (secs / 60.0))
+        return text
 
     def _show_problem(self, text: str):
         self.problem = text
@@ -372,6 +392,7 @@ class TailingsDock(QDockWidget):
     def track(self, task):
         """Show a task's progress in the panel."""
         self._tasks.append(task)
+        self._show_running()
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
         self.status_label.setText("%s: queued" % task.source_name)
@@ -383,10 +404,44 @@ class TailingsDock(QDockWidget):
         if task in self._tasks:
             self._tasks.remove(task)
         self.status_label.setText("%s: %s" % (task.source_name, outcome))
-        if ok:
-            self.progress.setValue(100)
+        self.progress.setValue(100 if ok else 0)
+        if ok and task.result is not None:
+            p, res = task.run_plan.plan, task.result
+            if res.tiles:
+                self.settings.set("seconds_per_tile_pass/%s" % p.options.device, res.seconds / (res.tiles * p.passes))
+            self._last = task
+        self.zoom_button.setEnabled(self._last is not None)
+        self.folder_button.setEnabled(self._last is not None)
+        self._show_running()
         self.cancel_button.setEnabled(bool(self._tasks))
         self.schedule_validation()
+
+    def _show_running(self):
+        """The run button says how many runs are going (each click starts one more)."""
+        n = len(self._tasks)
+        self.run_button.setText("Segment tailings" + (" (%d running)" % n if n else ""))
+
+    def zoom_to_results(self):
+        layers = [lyr for lyr in (self._last.layers if self._last else []) if lyr is not None]
+        if not layers or self.iface is None:
+            return
+        canvas = self.iface.mapCanvas()
+        from qgis.core import QgsCoordinateTransform
+        extent = layers[0].extent()
+        dest = canvas.mapSettings().destinationCrs()
+        if dest.isValid() and layers[0].crs() != dest:
+            extent = QgsCoordinateTransform(layers[0].crs(), dest, QgsProject.instance()).transformBoundingBox(extent)
+        canvas.setExtent(extent)
+        canvas.refresh()
+
+    def open_output_folder(self):
+        from qgis.PyQt.QtCore import QUrl
+        from qgis.PyQt.QtGui import QDesktopServices
+        if self._last is not None and self._last.result is not None:
+            folder = os.path.dirname(self._last.result.class_raster)
+            QDesktopServices.openUrl(QUrl.fromLocalFile(folder))
+            return folder
+        return None
 
     def cancel(self):
         for t in list(self._tasks):

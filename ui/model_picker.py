@@ -6,10 +6,12 @@ import os
 from typing import Optional
 
 from qgis.PyQt.QtCore import QObject, Qt, pyqtSignal
-from qgis.PyQt.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QLabel, QPushButton
+from qgis.PyQt.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QHBoxLayout, QLabel,
+                                 QPushButton, QTextBrowser, QVBoxLayout)
 
 from ..inference import ModelInfo, list_models
 from ..inference.metadata import rgb
+from ..inference.registry import card_path, card_summary
 from ..qgis_glue.layer_plan import MODELS, choose_model
 from ..qgis_glue.settings import Settings
 
@@ -36,6 +38,10 @@ class ModelPicker(QObject):
         self.refresh_button.setMaximumWidth(30)
         self.refresh_button.clicked.connect(lambda: self.populate(refresh=True))
         self.row.addWidget(self.refresh_button)
+        self.card_button = QPushButton("Model card…")
+        self.card_button.setToolTip("What the model was trained on, its scores and its known limits")
+        self.card_button.clicked.connect(self.show_card)
+        self.row.addWidget(self.card_button)
         self.label = QLabel()
         self.label.setWordWrap(True)
         self.label.setTextFormat(Qt.RichText)
@@ -109,10 +115,48 @@ class ModelPicker(QObject):
         self.show_info()
         self.changed.emit()
 
+    def card(self) -> Optional[str]:
+        """The chosen model's card (markdown text), when it has one."""
+        info = self.info()
+        path = card_path(info.path) if isinstance(info, ModelInfo) and info.path else None
+        if not path:
+            return None
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+
     def show_info(self) -> None:
         info = self.info()
-        self.label.setText(describe(info) if isinstance(info, ModelInfo)
-                           else "<span style='color:#c00'>%s</span>" % html(info))
+        card = self.card()
+        self.card_button.setEnabled(card is not None)
+        if not isinstance(info, ModelInfo):
+            self.label.setText("<span style='color:#c00'>%s</span>" % html(info))
+            return
+        limits = card_summary(card) if card else None
+        self.label.setText(describe(info) + ("<br><span style='color:#b35900'><b>Before you rely on it:</b> %s</span>"
+                                             % html(limits) if limits else ""))
+
+    def show_card(self) -> Optional[QDialog]:
+        card = self.card()
+        if card is None:
+            return None
+        dlg = QDialog(self.combo.window())
+        dlg.setWindowTitle("Model card: %s" % self.info().name)
+        dlg.resize(760, 640)
+        lay = QVBoxLayout(dlg)
+        view = QTextBrowser()
+        view.setOpenExternalLinks(True)
+        if hasattr(view, "setMarkdown"):   # Qt 5.14+
+            view.setMarkdown(card)
+        else:
+            view.setPlainText(card)
+        lay.addWidget(view)
+        buttons = QDialogButtonBox(QDialogButtonBox.Close)
+        buttons.rejected.connect(dlg.reject)
+        lay.addWidget(buttons)
+        dlg.setModal(False)
+        dlg.show()
+        self._card_dialog = dlg
+        return dlg
 
 
 def describe(info: ModelInfo) -> str:
