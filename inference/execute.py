@@ -15,11 +15,12 @@ import shutil
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Dict, Optional, Tuple
 
 from . import stream, styles
 from .errors import Cancelled, InputError, OutputError
+from .masks import MASK_CLASSES
 from .metadata import ModelInfo
 from .planning import Plan, make_output_folder, plan
 from .vectorize import StreamSieve, foreground, postprocess, sieve_threshold_px
@@ -42,6 +43,9 @@ class SegmentResult:
     valid_pixels: int = 0
     tiles: int = 0
     warnings: Tuple[str, ...] = ()
+    masked_ha: Dict[str, float] = field(default_factory=dict)   # cloud, cloud shadow...: hectares
+    masked_fraction: float = 0.0           # of the pixels with data: masked before segmenting
+    flagged_fraction: float = 0.0          # of the segmented pixels: in a class that gets polygons
 
 
 def execute(p: Plan, progress: Optional[stream.ProgressFn] = None,
@@ -73,11 +77,32 @@ def execute(p: Plan, progress: Optional[stream.ProgressFn] = None,
         shutil.rmtree(workdir, ignore_errors=True)
     progress(1.0, "done")
     out = staged.final
+    masked_ha, masked_fraction, flagged_fraction, warnings = _findings(p, stats, streamed)
     return SegmentResult(class_raster=out["classes"], confidence_raster=out.get("confidence"),
                          polygons=out.get("polygons"), layer_name=staged.layer_name, device=session.device,
                          provider_reason=session.reason, seconds=time.time() - t0, stats=stats, notes=p.notes,
                          model=p.info, valid_pixels=streamed.valid_pixels, tiles=streamed.tiles,
-                         warnings=p.warnings)
+                         warnings=p.warnings + tuple(warnings), masked_ha=masked_ha,
+                         masked_fraction=masked_fraction, flagged_fraction=flagged_fraction)
+
+
+def _findings(p: Plan, stats, streamed) -> Tuple[Dict[str, float], float, float, list]:
+    """Masked area per kind, the masked and flagged fractions, and what they warn of."""
+    from .masks import summary
+    px_m2 = p.work_gsd_m ** 2
+    masked_px = sum(streamed.masked.values())
+    total = streamed.valid_pixels + masked_px
+    flagged_ha = sum(float(s["area_ha"]) for s in stats.values())
+    valid_ha = streamed.valid_pixels * px_m2 / 1e4
+    warnings = []
+    masked_fraction = masked_px / total if total else 0.0
+    if streamed.valid_pixels == 0:
+        warnings.append("the whole area is masked (cloud, shadow or defective): nothing could be segmented")
+    elif masked_fraction > 0.5:
+        warnings.append("%.0f %% of the area is masked (cloud, shadow or defective): the map covers the rest only"
+                        % (100 * masked_fraction))
+    return (summary(streamed.masked, px_m2), masked_fraction,
+            min(1.0, flagged_ha / valid_ha) if valid_ha else 0.0, warnings)
 
 
 def segment(input_path: str, model, out_dir: str, opts=None, progress=None, cancel=None) -> SegmentResult:
@@ -97,13 +122,34 @@ def run_metadata(p: Plan, session, run_time: str) -> Dict[str, str]:
     return meta
 
 
+def _mask_raster(p: Plan, workdir: str, progress, cancel) -> Optional[str]:
+    """The classification the plan's mask reads: the scene classification itself, or the classes
+    ukis-csmask's network gives the same window (a run of this engine, at 30 m)."""
+    if p.mask is None:
+        return None
+    if p.mask.kind == "scl":
+        return p.mask.path
+    from .masks import csmask_info
+    from .model import Model
+    net = Model(p.mask.path, csmask_info(p.mask), os.path.getmtime(p.mask.path))
+    g, (c0, r0, w0, h0) = p.raster.geotransform, p.window
+    extent = (g[0] + g[1] * c0, g[3] + g[5] * (r0 + h0), g[0] + g[1] * (c0 + w0), g[3] + g[5] * r0)
+    opts = replace(p.options, bands=dict(zip(net.info.bands, p.mask.bands)), preset=None, tile_size=None,
+                   overlap=None, threshold=None, tta=1, scales=(1.0,), min_area_ha=0.0, polygons=False,
+                   confidence=False, overwrite=True, unique_names=False, prefix="csmask", extent=extent, aoi=None,
+                   cloud_mask="off", date=None)
+    res = execute(plan(p.input, net, opts, workdir), lambda f, m: progress(0.1 * f, "cloud mask: " + m), cancel)
+    return res.class_raster
+
+
 def _run(p: Plan, session, staged: StagedOutputs, workdir: str, progress, cancel):
     info = p.info
-    grid = stream.open_grid(p, workdir)
-    names = info.class_names()
-    colours = {c.id: c.color for c in info.classes}
+    grid = stream.open_grid(p, workdir, _mask_raster(p, workdir, progress, cancel))
+    classes = list(info.classes) + (list(MASK_CLASSES) if p.mask is not None else [])
+    names = {c.id: c.name for c in classes}
+    colours = {c.id: c.color for c in classes}
     run_time = _dt.datetime.now().replace(microsecond=0).isoformat()
-    meta = run_metadata(p, session, run_time)
+    meta = dict(run_metadata(p, session, run_time), **{"CLASS_%d" % c.id: c.name for c in classes})
     classes_out = staged.get("classes")
     conf_out = staged.get("confidence") or os.path.join(workdir, "conf.tif")
     if p.resample:  # results on the working grid first: uncompressed scratch files
@@ -137,11 +183,12 @@ def _run(p: Plan, session, staged: StagedOutputs, workdir: str, progress, cancel
     K = info.output_channels or (1 if info.n_classes == 2 else info.n_classes)
     network = stream.TileNetwork(p, session, K, cancel)
     streamed = stream.run(p, grid, network, session.fixed_batch or p.batch, write, progress, cancel,
-                          stream.io_threads(session.device), finish=sieve.close if sieve is not None else None)
+                          stream.io_threads(session.device), finish=sieve.close if sieve is not None else None,
+                          span=(0.1 if p.mask is not None and p.mask.kind == "csmask" else 0.0, 0.85))
     grid.ds = None
     cls_w.close()
     conf_w.close()
-    if streamed.valid_pixels == 0:
+    if streamed.valid_pixels == 0 and not streamed.masked:
         if p.aoi:
             raise InputError("%s holds no valid pixels inside the area of interest" % p.input)
         raise InputError("%s holds no valid pixels in the bands the model reads (all nodata)" % p.input)
@@ -157,7 +204,7 @@ def _run(p: Plan, session, staged: StagedOutputs, workdir: str, progress, cancel
         mask_w.close()
     stats = postprocess(p, classes_out, conf_out, staged.get("polygons"), staged.layer_name, run_time, cancel,
                         mask_path=mask_w.path if mask_w is not None else None)
-    _write(staged.get("classes_style"), styles.classes_qml(info.classes))
+    _write(staged.get("classes_style"), styles.classes_qml(classes))
     _write(staged.get("confidence_style"), styles.confidence_qml())
     return stats, streamed
 

@@ -34,7 +34,8 @@ class Option:
     label: str                # panel and Processing label
     help: str
     default: Any = None       # the value when not given (None: the model's, or none)
-    model_default: bool = False   # None means "the model's value"
+    model_default: bool = False   # None means "decided by the run": the model's value (or as default_text says)
+    default_text: str = "the model's"   # how help texts name that default
     cli: Optional[str] = None     # command-line flag (default: --name-with-dashes)
     flag: Any = None          # bool options: the value a bare command-line flag sets
     choices: Tuple = ()       # allowed values
@@ -188,8 +189,8 @@ class Option:
         parts = [self.help]
         if self.kind == "choice" and self.choices:
             parts.append("one of %s" % ", ".join(_text(c) for c in self.choices))
-        if self.model_default:
-            parts.append("default: the model's")
+        if self.model_default and self.default_text:
+            parts.append("default: %s" % self.default_text)
         elif self.default not in (None, False) and self.kind != "bool":
             parts.append("default %s" % self.format(self.default))
         return "; ".join(p for p in parts if p)
@@ -233,6 +234,17 @@ OPTIONS: Tuple[Option, ...] = (
     Option("aoi", "aoi", "Area of interest",
            "polygons (a vector file, any CRS) that limit the run: pixels outside them get no class",
            fronts=("cli", "processing"), advanced=False),
+    Option("cloud_mask", "choice", "Cloud mask",
+           "mask clouds, cloud shadows and defective pixels before segmenting: auto uses the product's scene "
+           "classification (Sentinel-2 L2A SCL, or mask_raster), else ukis-csmask when installed and the raster has "
+           "blue, green, red and NIR, else none (with a note)", default="auto", choices=("auto", "scl", "csmask", "off"),
+           choice_labels=("automatic (SCL, else ukis-csmask)", "scene classification (SCL) only",
+                          "ukis-csmask network only", "off"), unset_label=""),
+    Option("mask_snow", "bool", "Mask snow too", "also mask snow and ice (scene classification class 11)",
+           default=False, flag=True, cli="--mask-snow"),
+    Option("mask_raster", "text", "Scene classification raster",
+           "a Sentinel-2 SCL raster (any grid and CRS) whose clouds and shadows mask a stacked export",
+           fronts=("cli", "processing"), advanced=False),
     Option("tile_size", "int", "Tile size (px)", "tile size in pixels", model_default=True, cli="--tile",
            minimum=16, multiple_of=8, unit="px", step=32, panel_max=4096),
     Option("overlap", "int", "Overlap (px)", "tile overlap in pixels, at most half the tile", model_default=True,
@@ -269,9 +281,17 @@ OPTIONS: Tuple[Option, ...] = (
            "the scene's acquisition date, YYYY-MM-DD (or YYYY-MM, YYYY), recorded in the outputs (TM_DATE) "
            "for change maps between years", fronts=("cli", "processing"), advanced=False, checker=check_date),
     Option("input_scale", "float", "Input scale",
-           "physical value = raw x this (default: the raster's declared scale, else the model's)", fronts=("cli",)),
-    Option("input_offset", "float", "Input offset", "physical value = raw x scale + this (with --input-scale)",
-           default=0.0, fronts=()),
+           "reflectance = raw x this + the input offset (default: the product's metadata, the raster's declared "
+           "scale, else the model's)", model_default=True, default_text="", unset_label="automatic", decimals=6,
+           step=0.0001, minimum=-1e9, panel_max=1e9, fronts=("cli", "processing", "panel")),
+    Option("input_offset", "float", "Input offset",
+           "reflectance = raw x scale + this; -0.1 for Sentinel-2 DN of processing baseline 04.00+ given without "
+           "their metadata (default: the product's, the raster's declared offset, else 0)", model_default=True,
+           default_text="", unset_label="automatic", decimals=4, step=0.01, minimum=-1e9, panel_max=1e9,
+           fronts=("cli", "processing", "panel")),
+    Option("calibration", "text", "Calibration table",
+           "a JSON file of GF-6 gains per sensor and year ({\"PMS\": {\"2023\": [g1, g2, g3, g4]}}) to use "
+           "instead of the shipped table", fronts=("cli", "processing")),
     Option("threads", "int", "Threads", "onnxruntime threads (default: every core)", minimum=1, fronts=()),
 )
 

@@ -20,6 +20,7 @@ import numpy as np
 from . import aoi as aoilib
 from . import bands as bandlib
 from . import options as optlib
+from . import masks, radiometry
 from . import raster as rasterlib
 from .errors import InputError, OptionError, OutputError
 from .metadata import ModelInfo
@@ -39,6 +40,7 @@ class Plan:
     raster: rasterlib.RasterInfo           # what GDAL opens (raster.path) and what it holds
     mapping: bandlib.BandMapping
     transform: Tuple[Tuple[float, float], ...]   # per model input: normalised = raw * a + b
+    scalings: Tuple["radiometry.BandScaling", ...]   # per model input: physical = raw * scale + offset, why
     window: Tuple[int, int, int, int]      # col, row, width, height on the source raster
     src_gsd_m: float
     work_gsd_m: float
@@ -55,6 +57,7 @@ class Plan:
     notes: Tuple[str, ...] = ()            # what was decided, for the user to read
     warnings: Tuple[str, ...] = ()         # what makes the result less trustworthy
     aoi: Optional[Tuple[str, ...]] = None  # area-of-interest polygons (WKT, raster CRS)
+    mask: Optional["masks.MaskSource"] = None   # clouds and shadows masked before segmenting
 
     @property
     def info(self) -> ModelInfo:
@@ -111,15 +114,28 @@ def plan(input_path: str, model: Union[str, Model], opts: Optional["optlib.Segme
     model = open_model(model)
     info = model.info
     choose_providers(opts.device)  # onnxruntime importable, and the device usable (no session yet)
-    r = rasterlib.open_input(input_path)
-    notes = []
+    r = rasterlib.open_input(input_path, opts.calibration)
+    notes, warnings = [], []
+    if r.product is not None:
+        notes.extend(r.product.notes)
+        warnings.extend(r.product.warnings)
     explicit = opts.bands
     if isinstance(explicit, str):
         explicit = bandlib.parse_mapping_text(explicit, info.bands) if explicit.strip() else None
     mapping = bandlib.map_bands(info.bands, r.descriptions, opts.preset, explicit)
     notes.extend(mapping.notes)
-    warnings = list(mapping.warnings)
-    transform = _transform(info, r, mapping, opts, notes)
+    warnings.extend(mapping.warnings)
+    identities = [b.name if b else "" for b in bandlib.identify_bands(r.descriptions, opts.preset)]
+    scalings, more_notes, more_warnings = radiometry.choose(info, r, mapping.source_bands, opts, identities)
+    notes.extend(more_notes)
+    warnings.extend(more_warnings)
+    transform = radiometry.normalisation(info, scalings)
+    mask, mask_notes = masks.choose(opts, r, input_path)
+    notes.extend(mask_notes)
+    if mask is not None:
+        notes.append("masked before segmenting: %s" % mask.describe)
+        if mask.kind == "scl":
+            _check_covers(mask.path, r)
     tile, overlap, scales = _tiling(info, opts)
     aoi = None
     if opts.aoi is not None:
@@ -139,14 +155,16 @@ def plan(input_path: str, model: Union[str, Model], opts: Optional["optlib.Segme
         notes.append("raster GSD %.2f m resampled to the model's %.2f m for inference, results back on the "
                      "source grid" % (src_gsd, info.gsd_m))
     outputs = choose_outputs(input_path, out_dir, opts) if out_dir else {}
+    if opts.date is None and r.product is not None and r.product.date:
+        opts = replace(opts, date=r.product.date)   # the product's own date, recorded with the outputs
     return Plan(input=input_path, options=opts, model=model, raster=r, mapping=mapping,
-                transform=tuple(transform), window=window, src_gsd_m=src_gsd,
+                transform=tuple(transform), scalings=tuple(scalings), window=window, src_gsd_m=src_gsd,
                 work_gsd_m=info.gsd_m if resample else src_gsd, resample=resample, tile_size=tile,
                 overlap=overlap, threshold=info.threshold if opts.threshold is None else float(opts.threshold),
                 min_area_ha=info.min_area_ha if opts.min_area_ha is None else float(opts.min_area_ha),
                 tta=info.tta if opts.tta is None else opts.tta, scales=scales, out_dir=out_dir,
                 outputs=MappingProxyType(outputs), notes=tuple(notes), warnings=tuple(warnings),
-                aoi=tuple(aoi) if aoi else None)
+                aoi=tuple(aoi) if aoi else None, mask=mask)
 
 
 def _tiling(info: ModelInfo, opts) -> Tuple[int, int, Tuple[float, ...]]:
@@ -170,31 +188,25 @@ def _tiling(info: ModelInfo, opts) -> Tuple[int, int, Tuple[float, ...]]:
     return tile, overlap, scales
 
 
-def _transform(model: ModelInfo, r: rasterlib.RasterInfo, mapping: bandlib.BandMapping, opts, notes):
-    """Per model input, (a, b) of normalised = raw * a + b, and a note saying why."""
-    out = []
-    reasons = set()
-    for i, src in enumerate(mapping.source_bands):
-        j = src - 1
-        if opts.input_scale is not None:
-            s, o = opts.input_scale, opts.input_offset
-            reasons.add("input scale given: value x %g + %g" % (s, o))
-        elif model.units == "raw":
-            s, o = model.scale[i], model.offset[i]
-            reasons.add("raw values x %g as the model expects" % s)
-        elif r.scales[j] is not None:
-            s, o = r.scales[j], r.offsets[j] or 0.0
-            reasons.add("raster declares scale %g, offset %g" % (s, o))
-        elif r.dtypes[j].startswith("Float"):
-            s, o = 1.0, 0.0
-            reasons.add("floating-point raster read as reflectance")
-        else:
-            s, o = model.scale[i], model.offset[i]
-            reasons.add("integer raster read as DN x %g + %g (the model's default)" % (s, o))
-        std, mean = model.std[i], model.mean[i]
-        out.append((s / std, (o - mean) / std))
-    notes.append("input scaling: " + "; ".join(sorted(reasons)))
-    return out
+def _check_covers(path: str, r: rasterlib.RasterInfo) -> None:
+    """A scene classification raster must cover the scene (any grid or CRS: it is warped)."""
+    from osgeo import osr
+    c = rasterlib.inspect(path) if not rasterlib.is_vrt_xml(path) and not path.startswith("/vsi") else None
+    if c is None:
+        return
+    ct = osr.CoordinateTransformation(c.srs, r.srs)
+    gt = c.geotransform
+    xs, ys = [], []
+    for px, py in ((0, 0), (c.width, 0), (0, c.height), (c.width, c.height)):
+        x, y, _ = ct.TransformPoint(gt[0] + gt[1] * px, gt[3] + gt[5] * py)
+        xs.append(x)
+        ys.append(y)
+    g = r.geotransform
+    rx = sorted([g[0], g[0] + g[1] * r.width])
+    ry = sorted([g[3], g[3] + g[5] * r.height])
+    if max(xs) <= rx[0] or min(xs) >= rx[1] or max(ys) <= ry[0] or min(ys) >= ry[1]:
+        raise InputError("the scene classification %s does not overlap %s: it cannot mask its clouds"
+                         % (os.path.basename(path), r.label))
 
 
 def _window(r: rasterlib.RasterInfo, extent, what: str = "the extent") -> Tuple[int, int, int, int]:

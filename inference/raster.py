@@ -4,11 +4,8 @@ Only GDAL's Python bindings are used: they ship with every QGIS, rasterio does n
 """
 from __future__ import annotations
 
-import glob
 import math
 import os
-import re
-import threading
 from dataclasses import dataclass, replace
 from typing import List, Optional, Tuple
 
@@ -44,6 +41,7 @@ class RasterInfo:
     gsd_m: Tuple[float, float]      # (x, y) pixel size in metres at the raster centre
     band_files: Optional[Tuple[str, ...]] = None  # for Sentinel-2 folders: the file of each band
     name_sources: Tuple[str, ...] = ()   # where each band's name was read ("" when nowhere)
+    product: Optional[object] = None     # products.Product: what the product metadata says
 
     @property
     def srs(self) -> osr.SpatialReference:
@@ -63,90 +61,29 @@ def open_dataset(path: str, label: Optional[str] = None) -> gdal.Dataset:
     return ds
 
 
-_S2_FILE = re.compile(r"(?:^|[_\-])(B(?:0[1-9]|1[0-2]|8A))(?:[_\-.]|_\d+m)", re.I)
-
-
-def sentinel2_folder_bands(folder: str) -> List[Tuple[str, str]]:
-    """``[(band code, file)]`` of a Sentinel-2 product folder (SAFE, or per-band files)."""
-    found = {}
-    for f in sorted(glob.glob(os.path.join(folder, "**", "*"), recursive=True)):
-        if not os.path.isfile(f) or not f.lower().endswith((".jp2", ".tif", ".tiff")):
-            continue
-        m = _S2_FILE.search(os.path.basename(f))
-        if not m:
-            continue
-        code = m.group(1).upper()
-        prev = found.get(code)
-        # Prefer the finest resolution when an L2A product has R10m/R20m/R60m copies.
-        if prev is None or _res_rank(f) < _res_rank(prev):
-            found[code] = f
-    order = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
-    return [(c, found[c]) for c in order if c in found]
-
-
-def _res_rank(path: str) -> int:
-    m = re.search(r"_(\d\d)m", os.path.basename(path))
-    return int(m.group(1)) if m else 0
-
-
-def sentinel2_vrt(folder: str, res_m: float = 10.0) -> Tuple[str, List[str]]:
-    """A VRT (its XML text, which GDAL opens as it is) stacking the folder's band files on a
-    ``res_m`` grid (bilinear), band descriptions set to S2 band names.  Returns ``(xml, files)``."""
-    bands = sentinel2_folder_bands(os.path.abspath(folder))
-    if not bands:
-        raise InputError("folder %s holds no Sentinel-2 band files (*_B02.jp2, *_B04.tif...)" % folder)
-    files = [f for _, f in bands]
-    # The grid of the finest band file (the 10 m bands of a product) is the output grid.
-    best = None
-    for f in files:
-        d = gdal.Open(f)
-        gt = d.GetGeoTransform()
-        if best is None or abs(gt[1]) < best[1]:
-            best = (gt[0], abs(gt[1]), gt[3], abs(gt[5]), d.RasterXSize, d.RasterYSize)
-        d = None
-    x0, px, y0, py, w, h = best
-    if abs(px - res_m) < 1e-6:
-        bounds = [x0, y0 - py * h, x0 + px * w, y0]
-    else:
-        bounds = None
-    mem = "/vsimem/tm-s2-%d-%d.vrt" % (os.getpid(), threading.get_ident())
-    try:
-        vrt = gdal.BuildVRT(mem, files, separate=True, xRes=res_m, yRes=res_m,
-                            resampleAlg="bilinear", outputBounds=bounds)
-    except RuntimeError as e:
-        raise InputError("cannot stack the band files of %s: %s" % (folder, first_line(e))) from None
-    if vrt is None:
-        raise InputError("cannot stack the band files of %s" % folder)
-    try:
-        for i, (code, _) in enumerate(bands, start=1):
-            vrt.GetRasterBand(i).SetDescription("S2:" + code)
-        vrt.FlushCache()
-        vrt = None
-        return _read_vsimem(mem), files
-    finally:
-        gdal.Unlink(mem)
-
-
-def _read_vsimem(path: str) -> str:
-    f = gdal.VSIFOpenL(path, "rb")
-    try:
-        gdal.VSIFSeekL(f, 0, 2)
-        n = gdal.VSIFTellL(f)
-        gdal.VSIFSeekL(f, 0, 0)
-        return gdal.VSIFReadL(1, n, f).decode("utf-8")
-    finally:
-        gdal.VSIFCloseL(f)
-
-
-def open_input(input_path: str) -> RasterInfo:
-    """The input as the engine reads it: a raster file, or a Sentinel-2 product folder stacked
-    on 10 m (``RasterInfo.path`` is then the VRT's XML text; ``band_files`` its files)."""
+def open_input(input_path: str, calibration: Optional[str] = None) -> RasterInfo:
+    """The input as the engine reads it, with what its product metadata says (``products``): a
+    Sentinel-2 SAFE folder or zip, or a folder of band files (stacked on 10 m: ``RasterInfo.path``
+    is then the VRT's XML text, ``band_files`` its files), a GF-6 delivery with its XML, or any
+    raster file."""
+    from .products import gf6, sentinel2
+    safe = sentinel2.find_safe(input_path)
+    if safe is not None:
+        xml, files, product = sentinel2.open_safe(safe[0], safe[1], input_path)
+        return replace(inspect(xml, label=input_path, band_files=files), product=product)
     if os.path.isdir(input_path):
-        xml, files = sentinel2_vrt(input_path)
-        return inspect(xml, label=input_path, band_files=files)
+        xml, files, product = sentinel2.open_band_folder(input_path)
+        return replace(inspect(xml, label=input_path, band_files=files), product=product)
     if not os.path.exists(input_path):
         raise InputError("input not found: %s" % input_path)
-    return inspect(input_path)
+    info = inspect(input_path)
+    product = gf6.read_product(input_path, info.count, calibration)
+    if product is None:
+        return info
+    info = replace(info, product=product)
+    if len(product.band_names) == info.count and not any(info.name_sources):
+        info = replace(info, descriptions=list(product.band_names), name_sources=("product metadata",) * info.count)
+    return info
 
 
 def is_vrt_xml(path: str) -> bool:

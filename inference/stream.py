@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from osgeo import gdal
@@ -38,11 +38,14 @@ class WorkGrid:
     floating: bool
     view_gt: Tuple[float, ...]   # the window on the source grid
     view_size: Tuple[int, int]
+    mask_ds: Optional[gdal.Dataset] = None   # the mask's classification on this grid (nearest)
+    mask_lut: Optional[np.ndarray] = None    # its values -> mask classes (masks.CLOUD...; 0: none)
 
 
-def open_grid(p, workdir: str) -> WorkGrid:
+def open_grid(p, workdir: str, mask_raster: Optional[str] = None) -> WorkGrid:
     """Virtual rasters in ``workdir``: the window and bands of the source (``view.vrt``), warped
-    to the model's GSD when the plan resamples (``work.vrt``)."""
+    to the model's GSD when the plan resamples (``work.vrt``); ``mask_raster`` (a scene
+    classification, ``p.mask``'s values) warped onto that grid (``mask.vrt``, nearest)."""
     src = p.raster.path
     if rasterlib.is_vrt_xml(src):  # a Sentinel-2 folder's stack, built by the plan
         path = os.path.join(workdir, "s2_stack.vrt")
@@ -79,8 +82,22 @@ def open_grid(p, workdir: str) -> WorkGrid:
         ds = gdal.Open(work)
     nb = ds.RasterCount
     floating = any(ds.GetRasterBand(i + 1).DataType in (gdal.GDT_Float32, gdal.GDT_Float64) for i in range(nb))
-    return WorkGrid(ds, ds.RasterXSize, ds.RasterYSize, ds.GetGeoTransform(), wkt,
+    grid = WorkGrid(ds, ds.RasterXSize, ds.RasterYSize, ds.GetGeoTransform(), wkt,
                     [ds.GetRasterBand(i + 1).GetNoDataValue() for i in range(nb)], floating, view_gt, (w0, h0))
+    if mask_raster is not None:
+        from .masks import lookup
+        g = grid.gt
+        bounds = [g[0], g[3] + g[5] * grid.height, g[0] + g[1] * grid.width, g[3]]
+        mpath, first = os.path.join(workdir, "mask.vrt"), os.path.join(workdir, "mask_band1.vrt")
+        try:
+            gdal.Translate(first, mask_raster, format="VRT", bandList=[1])
+            gdal.Warp(mpath, first, format="VRT", outputBounds=bounds, width=grid.width, height=grid.height,
+                      dstSRS=wkt, resampleAlg="near", dstNodata=0, warpOptions=["SOURCE_EXTRA=2"])
+            grid.mask_ds = gdal.Open(mpath)
+        except RuntimeError as e:
+            raise InputError("cannot read the scene classification %s: %s" % (mask_raster, first_line(e))) from None
+        grid.mask_lut = lookup(p.mask.table)
+    return grid
 
 
 class StripReader:
@@ -94,7 +111,8 @@ class StripReader:
         self.b = np.array([t[1] for t in p.transform], np.float32)[:, None, None]
         self.aoi = aoilib.Mask(p.aoi, grid.wkt) if p.aoi else None
 
-    def __call__(self, y: int) -> Tuple[np.ndarray, np.ndarray]:
+    def __call__(self, y: int) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+        """``(normalised strip, valid, mask classes or None)``."""
         g, th = self.grid, self.rows
         nb = g.ds.RasterCount
         try:
@@ -112,11 +130,16 @@ class StripReader:
             np.nan_to_num(strip, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         if self.aoi is not None:
             valid &= self.aoi.strip(g.gt, y, g.width, th)
+        codes = None
+        if g.mask_ds is not None:
+            codes = g.mask_lut[g.mask_ds.GetRasterBand(1).ReadAsArray(0, y, g.width, th).astype(np.uint8)]
+            codes[~valid] = 0           # no data stays no data
+            valid &= codes == 0         # masked pixels are not segmented
         strip *= self.a
         strip += self.b
         if not valid.all():
             strip *= valid  # invalid pixels feed the network zeros (the training mean)
-        return strip, valid
+        return strip, valid, codes
 
 
 def activate(out: np.ndarray, activation: str) -> np.ndarray:
@@ -257,10 +280,11 @@ def io_threads(device: str) -> bool:
 class StreamStats:
     valid_pixels: int = 0
     tiles: int = 0        # tiles inferred (tiles without a valid pixel are skipped)
+    masked: Dict[int, int] = field(default_factory=dict)   # mask class -> pixels (working grid)
 
 
 def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callable, progress: ProgressFn,
-        cancel: CancelFn, threaded: bool, finish: Optional[Callable] = None) -> StreamStats:
+        cancel: CancelFn, threaded: bool, finish: Optional[Callable] = None, span=(0.0, 0.85)) -> StreamStats:
     """Stream the grid: for each strip of tile rows, read, infer its tiles in batches, blend,
     classify the rows that are final and ``write(classes, confidence, y)`` them in order;
     ``finish()`` runs where the writes ran (the writer thread) once they are done."""
@@ -298,7 +322,7 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
         for yi, y in enumerate(ys):
             if cancel():
                 raise Cancelled("cancelled")
-            norm, valid = nxt.result()
+            norm, valid, codes = nxt.result()
             if yi + 1 < len(ys):
                 nxt = reader.submit(read, ys[yi + 1])
             for x in xs:
@@ -311,15 +335,23 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
                 pending.append(x)
                 if len(pending) == len(batch):
                     flush()
-                    progress(0.85 * done / total, "tile %d of %d" % (done, total))
+                    progress(span[0] + (span[1] - span[0]) * done / total, "tile %d of %d" % (done, total))
             flush()
-            progress(0.85 * done / total, "tile %d of %d" % (done, total))
+            progress(span[0] + (span[1] - span[0]) * done / total, "tile %d of %d" % (done, total))
             # Rows that no later tile row touches are final.
             last = yi == len(ys) - 1
             nrows = th if last else ys[yi + 1] - y
             acc, wsum = blend.rows(nrows)
             cls, conf = classify(acc, wsum, valid[:nrows], binary, p.threshold)
             stats.valid_pixels += int(valid[:nrows].sum())
+            if codes is not None:
+                c = codes[:nrows]
+                hit = c > 0
+                if hit.any():
+                    cls[hit] = c[hit]
+                    conf[hit] = NODATA_CONF
+                    for code, n in zip(*np.unique(c[hit], return_counts=True)):
+                        stats.masked[int(code)] = stats.masked.get(int(code), 0) + int(n)
             writes.append(writer.submit(write, cls, conf, y))
             while len(writes) > 2 or (writes and writes[0].done()):
                 writes.pop(0).result()  # bounded queue; re-raises a write error

@@ -18,6 +18,7 @@ from osgeo import gdal, ogr, osr
 
 from . import raster as rasterlib
 from .errors import Cancelled, OutputError
+from .masks import MASK_MIN
 from .styles import polygons_qml, write_gpkg_style
 
 ogr.UseExceptions()
@@ -35,16 +36,16 @@ def sieve_threshold_px(p) -> int:
 SIEVE_BAND_ROWS = 2048
 
 
-def sieve_array(arr: np.ndarray, thr: int, nodata) -> None:
-    """GDAL's SieveFilter (4-connected, ``nodata`` pixels left alone) on a C-contiguous 2-D
-    uint8 array, in place: GDAL works on the array's own memory."""
+def sieve_array(arr: np.ndarray, thr: int, nodata=None) -> None:
+    """GDAL's SieveFilter (4-connected) on a C-contiguous 2-D uint8 array, in place: GDAL works on
+    the array's own memory.  Nodata (255) and masked pixels (cloud...: ``masks.MASK_MIN`` and above)
+    are left alone and nothing merges into them."""
     from osgeo import gdal_array
     mem = gdal_array.OpenArray(arr)
+    keep = gdal_array.OpenArray(np.ascontiguousarray(arr < MASK_MIN).view(np.uint8))
     mb = mem.GetRasterBand(1)
-    if nodata is not None:
-        mb.SetNoDataValue(nodata)
-    gdal.SieveFilter(mb, mb.GetMaskBand(), mb, thr, 4)
-    mb = mem = None
+    gdal.SieveFilter(mb, keep.GetRasterBand(1), mb, thr, 4)
+    mb = mem = keep = None
 
 
 def sieve_in_bands(band, thr: int, cancel=lambda: False, rows: int = SIEVE_BAND_ROWS) -> None:
@@ -62,8 +63,9 @@ def sieve_in_bands(band, thr: int, cancel=lambda: False, rows: int = SIEVE_BAND_
     W, H = band.XSize, band.YSize
     nodata = band.GetNoDataValue()
     if H <= rows + 2 * thr:
-        band.GetDataset()  # keep a reference
-        gdal.SieveFilter(band, band.GetMaskBand(), band, thr, 4)
+        arr = np.ascontiguousarray(band.ReadAsArray())
+        sieve_array(arr, thr, nodata)
+        band.WriteArray(arr)
         band.FlushCache()
         return
     carry = None  # the original (unsieved) rows above the current band: its top margin
@@ -128,8 +130,8 @@ class StreamSieve:
 
 
 def foreground(arr: np.ndarray, bg_ids) -> np.ndarray:
-    """1 where a pixel has a class that gets polygons (not nodata, not background)."""
-    fg = arr != 255
+    """1 where a pixel has a class that gets polygons (not nodata, not masked, not background)."""
+    fg = arr < MASK_MIN
     for b in bg_ids:
         fg &= arr != b
     return fg.astype(np.uint8)

@@ -63,10 +63,11 @@ class GeoTiffWriter:
             b.SetRasterColorTable(ct)
             b.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
         if names:
-            cats = [""] * (max(names) + 1)
-            for cid, n in names.items():
-                cats[cid] = n
-            b.SetCategoryNames(cats)
+            # GDAL's category names: the model's classes 0..K-1 (a list with gaps reads back as None in
+            # GDAL's Python bindings); mask classes (250...) are named in the metadata (CLASS_<value>)
+            cats = [names[k] for k in range(len(names)) if k in names]
+            if cats:
+                b.SetCategoryNames(cats)
         if meta:
             self.ds.SetMetadata({k: str(v) for k, v in meta.items()})
         self.band = b

@@ -25,7 +25,7 @@ def parameter_name(o: Option) -> str:
 def make_parameter(o: Option) -> QgsProcessingParameterDefinition:
     name = parameter_name(o)
     optional = o.model_default or o.default is None
-    label = o.label + (" (empty = model default)" if o.model_default else "")
+    label = o.label + (" (empty = %s)" % o.unset_label if o.model_default else "")
     if o.kind in ("int", "float"):
         p = QgsProcessingParameterNumber(
             name, label, QgsProcessingParameterNumber.Integer if o.kind == "int" else QgsProcessingParameterNumber.Double,
@@ -45,7 +45,7 @@ def make_parameter(o: Option) -> QgsProcessingParameterDefinition:
         p = QgsProcessingParameterFeatureSource(name, o.label + " (polygons; pixels outside get no class)",
                                                 [QgsProcessing.TypeVectorPolygon], optional=True)
     else:  # scales, bands, text: the command line's text form
-        hint = {"scales": " (e.g. 1,0.5; empty = model default)",
+        hint = {"scales": " (e.g. 1,0.5; empty = model default)", "text": "",
                 "bands": " (e.g. 3,2,1 or S2:B04=3,S2:B03=2,S2:B02=1)"}.get(o.kind, "")
         p = QgsProcessingParameterString(name, o.label + hint, defaultValue=None, optional=True)
     p.setHelp(o.describe())

@@ -43,6 +43,17 @@ REQUIREMENTS = [
     Requirement("osgeo.gdal", "GDAL", "raster and vector input/output (QGIS brings it)", True),
     Requirement("onnxruntime", "onnxruntime", "runs the ONNX segmentation models"),
 ]
+# Not needed to run; installed on request, alone (the engine uses its ONNX networks, not its code,
+# so its own requirements are not fetched).
+CSMASK = Requirement("ukis_csmask", "ukis-csmask", "cloud and cloud-shadow masks for Sentinel-2 L1C scenes "
+                     "(DLR's networks, Apache-2.0; a download of about 145 MB)")
+
+
+def optional_missing() -> List[Requirement]:
+    """Optional packages that are not installed (found without importing them)."""
+    import importlib.util
+    importlib.invalidate_caches()
+    return [r for r in (CSMASK,) if importlib.util.find_spec(r.module) is None]
 
 
 @dataclass
@@ -268,7 +279,8 @@ def remove_conflicting(target: str, gpu: bool, log: Callable[[str], None] = prin
 def install(packages: Sequence[str], target: Optional[str] = None, python: Optional[str] = None,
             log: Callable[[str], None] = print, cancel: Callable[[], bool] = lambda: False,
             max_rounds: int = 5) -> bool:
-    """Install ``packages`` and whatever they need that this Python lacks into ``target``.
+    """Install ``packages`` and whatever they need that this Python lacks into ``target``
+    (``max_rounds=1``: the packages alone).
 
     Output of pip goes line by line to ``log``.  Returns True on success; False when
     pip failed or ``cancel()`` became true (the log says why).

@@ -18,3 +18,7 @@ if [ "$need_apt" = 1 ]; then
 fi
 [ -x .venv/bin/python ] || /usr/bin/python3 -m venv --system-site-packages .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -r requirements-dev.txt
+# Optional at run time (the plugin's dependency dialog offers it): ukis-csmask's cloud/shadow networks
+# (ONNX, Apache-2.0, 145 MB); --no-deps: its own requirement on onnxruntime extras is not wanted.
+.venv/bin/python -c "import ukis_csmask" >/dev/null 2>&1 ||
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps ukis-csmask

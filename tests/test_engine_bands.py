@@ -4,7 +4,7 @@ import pytest
 from osgeo import gdal
 
 from engine_helpers import make_raster, pixel_model, read
-from inference import BandMappingError, SegmentOptions, bands, plan, segment
+from inference import BandMappingError, InputError, SegmentOptions, bands, plan, segment
 
 S2_RGB = ["S2:B04", "S2:B03", "S2:B02"]
 
@@ -173,14 +173,14 @@ def _bright_band(cls, nb=4):
     (["B4", "B3", "B2", "B8"], {}, ("S2:B02", "S2:B03", "S2:B04"), 3),
     (["B4", "B3", "B2", "B8"], {}, ("S2:B08", "S2:B03", "S2:B02"), 4),
     (["B4", "B3", "B2", "B8"], {"bands": {"S2:B04": 2}}, ("S2:B04", "S2:B03", "S2:B02"), 2),
-    (["", "", "", ""], {"preset": "gf6-pms"}, ("S2:B04", "S2:B03", "S2:B02"), 3),
+    (["", "", "", ""], {"preset": "gf6-pms", "input_scale": 1e-4}, ("S2:B04", "S2:B03", "S2:B02"), 3),
     (["", "", "", ""], {"preset": "s2-bgrn"}, ("S2:B03", "S2:B04", "S2:B02"), 2),
 ])
 def test_mapping_end_to_end(tmp_path, descriptions, opts, model_bands, expected_band):
-    # The model fires on its FIRST input only.
+    # The model fires on its FIRST input only.  (The stripes are not clouds: no cloud mask.)
     m = pixel_model(str(tmp_path / "m.onnx"), [10, 0, 0], -2.0, bands=model_bands)
     r = make_raster(str(tmp_path / "r.tif"), _stripes(), descriptions=descriptions)
-    res = segment(r, m, str(tmp_path / "out"), SegmentOptions(device="cpu", **opts))
+    res = segment(r, m, str(tmp_path / "out"), SegmentOptions(device="cpu", cloud_mask="off", **opts))
     assert _bright_band(read(res.class_raster)) == expected_band
     tm_bands = gdal.Open(res.class_raster).GetMetadataItem("TM_BANDS")
     assert tm_bands.startswith("%s<-band %d" % (model_bands[0], expected_band))
@@ -189,7 +189,11 @@ def test_mapping_end_to_end(tmp_path, descriptions, opts, model_bands, expected_
 def test_plan_reports_mapping_notes(tmp_path):
     m = pixel_model(str(tmp_path / "m.onnx"), [10, 0, 0], -2.0)
     r = make_raster(str(tmp_path / "r.tif"), _stripes(), descriptions=["", "", "", ""])
-    p = plan(r, m, SegmentOptions(preset="gf6-pms"))
+    # GF-6 DN are not reflectance: without the delivery's XML, the date or a scale, no plan
+    with pytest.raises(InputError, match="GF-6 PMS but has no delivery XML"):
+        plan(r, m, SegmentOptions(preset="gf6-pms"))
+    p = plan(r, m, SegmentOptions(preset="gf6-pms", date="2021-07-15"))
+    assert any("GF-6 PMS without its delivery XML" in w for w in p.warnings), p.warnings
     assert p.mapping.source_bands == [3, 2, 1]
     assert any("GF6-PMS:B3" in n for n in p.notes)
     with pytest.raises(BandMappingError, match="unknown sensor preset"):

@@ -168,3 +168,28 @@ def test_manual_command_installs_as_the_dialog_does(tm, fake_python, tmp_path, m
         gc.collect()
     assert not [w for w in seen if issubclass(w.category, ResourceWarning)], [str(w.message) for w in seen]
     sys.path.remove(str(tmp_path / "again"))
+
+
+def test_dialog_offers_the_optional_cloud_masks(tm, qgis_app, monkeypatch, tmp_path):
+    """ukis-csmask, when missing, can be installed from the same dialog: alone (the engine uses its
+    networks, not its code), and without reinstalling onnxruntime when that is there."""
+    from tailings_mapper.qgis_glue import deps
+    from tailings_mapper.ui import deps_dialog
+    from qgis_helpers import wait_for
+    monkeypatch.setenv(deps.ENV_DIR, str(tmp_path / "deps"))
+    monkeypatch.setattr(deps, "pip_available", lambda python=None: None)
+    monkeypatch.setattr(deps, "optional_missing", lambda: [deps.CSMASK])
+    calls = []
+
+    def fake_install(packages, target, log, cancel, max_rounds=5):
+        calls.append((list(packages), max_rounds))
+        return True
+    monkeypatch.setattr(deps, "install", fake_install)
+    dlg = deps_dialog.DependencyDialog([])
+    assert not dlg.csmask.isHidden() and "145 MB" in dlg.csmask.text()
+    dlg.csmask.setChecked(True)
+    dlg.start()
+    assert wait_for(lambda: dlg.worker is not None and dlg.worker.isFinished(), 20)
+    dlg.worker.wait()
+    assert calls == [(["ukis-csmask"], 1)]
+    dlg.close()

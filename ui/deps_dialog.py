@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from qgis.PyQt.QtCore import QThread, pyqtSignal
-from qgis.PyQt.QtWidgets import (QButtonGroup, QDialog, QDialogButtonBox, QLabel, QPlainTextEdit, QProgressBar,
-                                 QPushButton, QRadioButton, QVBoxLayout)
+from qgis.PyQt.QtWidgets import (QButtonGroup, QCheckBox, QDialog, QDialogButtonBox, QLabel, QPlainTextEdit,
+                                 QProgressBar, QPushButton, QRadioButton, QVBoxLayout)
 
 from ..qgis_glue import deps
 
@@ -12,14 +12,18 @@ class _Installer(QThread):
     line = pyqtSignal(str)
     result = pyqtSignal(bool)
 
-    def __init__(self, packages, target, parent=None):
+    def __init__(self, packages, target, parent=None, alone=()):
         super().__init__(parent)
         self.packages = packages
+        self.alone = list(alone)      # installed without their requirements
         self.target = target
         self._cancel = False
 
     def run(self):
-        ok = deps.install(self.packages, self.target, log=self.line.emit, cancel=lambda: self._cancel)
+        ok = not self.packages or deps.install(self.packages, self.target, log=self.line.emit,
+                                               cancel=lambda: self._cancel)
+        if ok and self.alone:
+            ok = deps.install(self.alone, self.target, log=self.line.emit, cancel=lambda: self._cancel, max_rounds=1)
         self.result.emit(ok)
 
     def stop(self):
@@ -58,6 +62,9 @@ class DependencyDialog(QDialog):
         self.cpu.setChecked(True)
         lay.addWidget(self.cpu)
         lay.addWidget(self.gpu)
+        self.csmask = QCheckBox("Also: %s – %s" % (deps.CSMASK.pip_name, deps.CSMASK.why))
+        self.csmask.setVisible(deps.CSMASK in deps.optional_missing())
+        lay.addWidget(self.csmask)
         self.manual = QLabel()
         self.manual.setWordWrap(True)
         self.manual.setTextInteractionFlags(self.manual.textInteractionFlags() | 1)  # selectable
@@ -85,7 +92,12 @@ class DependencyDialog(QDialog):
         self.worker = None
 
     def packages(self):
-        return deps.packages_for(self.gpu.isChecked())
+        """What the Install button installs with its requirements (onnxruntime, when missing or asked)."""
+        needed = any(m.requirement.module == "onnxruntime" for m in self.missing) or not self.csmask.isChecked()
+        return deps.packages_for(self.gpu.isChecked()) if needed else []
+
+    def alone(self):
+        return [deps.CSMASK.pip_name] if not self.csmask.isHidden() and self.csmask.isChecked() else []
 
     def _show_manual(self, *_):
         """The terminal command that installs exactly what the Install button would."""
@@ -101,8 +113,8 @@ class DependencyDialog(QDialog):
         self.cpu.setEnabled(False)
         self.gpu.setEnabled(False)
         self.progress.setRange(0, 0)  # busy
-        self.status.setText("Installing %s…" % ", ".join(self.packages()))
-        self.worker = _Installer(self.packages(), deps.deps_dir(), self)
+        self.status.setText("Installing %s…" % ", ".join(self.packages() + self.alone()))
+        self.worker = _Installer(self.packages(), deps.deps_dir(), self, alone=self.alone())
         self.worker.line.connect(self.log.appendPlainText)
         self.worker.result.connect(self._finished)
         self.worker.start()
