@@ -115,7 +115,8 @@ def child_engine(args, raster: str, model: str, out: str) -> dict:
     bound_block_cache()  # as the command line does
     t = time.perf_counter()
     p = plan(raster, model, SegmentOptions(batch=args.batch, device=args.device, threads=args.threads,
-                                           overwrite=True, tta=args.tta, scales=_scales(args)), out)
+                                           overwrite=True, tta=args.tta, scales=_scales(args),
+                                           cloud_mask=args.cloud_mask, ood_check=not args.no_ood_check), out)
     res = execute(p)
     return {"seconds": time.perf_counter() - t, "tiles": res.tiles, "device": res.device,
             "regions": sum((s["count"] or 0) for s in res.stats.values()), "hwm_mb": _peak_rss_mb()}
@@ -187,6 +188,11 @@ def main() -> None:
                          "figure compares the engine with the bare session making the same passes)")
     ap.add_argument("--scales", default="1", help="multi-scale inference, e.g. 1,0.5 (default 1; the bare session "
                                                   "runs the same smaller tiles)")
+    ap.add_argument("--cloud-mask", default="off", choices=["off", "auto"],
+                    help="the engine's cloud mask (default off: the bare loop runs no cloud network; auto runs "
+                         "ukis-csmask's when installed, as a user's run does)")
+    ap.add_argument("--no-ood-check", action="store_true",
+                    help="skip the check against the training data (on by default, as in a user's run)")
     ap.add_argument("--repeat", type=int, default=1, help="alternate engine/bare runs N times, keep the fastest")
     ap.add_argument("--keep", help="folder to keep the generated raster and outputs in")
     args = ap.parse_args()
@@ -230,7 +236,8 @@ def main() -> None:
                       "mpx_per_s": round(mpx / eng["seconds"], 3), "size": args.size, "height": height, "tiles": eng["tiles"],
                       "engine_s": round(eng["seconds"], 2), "bare_s": round(bare["seconds"], 2),
                       "bare_peak_rss_mb": round(bare["peak_rss_mb"], 1), "device": eng["device"],
-                      "tta": args.tta, "scales": args.scales}))
+                      "tta": args.tta, "scales": args.scales, "cloud_mask": args.cloud_mask,
+                      "ood_check": not args.no_ood_check}))
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ def cmd_segment(a) -> int:
     from .execute import execute
     from .planning import plan
     from .preview import write_preview
+    from .report import findings
     p = plan(a.input, a.model, from_arguments(a), a.out)
     for w in p.warnings:   # before the run, where they cannot be missed
         print("warning: %s" % w, file=sys.stderr)
@@ -62,6 +63,11 @@ def cmd_segment(a) -> int:
     for cid, s in sorted(res.stats.items()):
         cnt = "" if s["count"] is None else "%d regions, " % s["count"]
         print("found %s: %s%.2f ha" % (s["name"], cnt, s["area_ha"]))
+    for line in findings(res):
+        print(line)
+    if res.tiles_layer:
+        print("tiles: %s (layer %s: each tile's score; unreliable ones marked)" % (res.polygons, res.tiles_layer))
+    print("report: %s" % res.report)
     if a.preview:
         write_preview(p, res, a.preview)
         print("preview: %s" % a.preview)

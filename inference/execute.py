@@ -18,12 +18,13 @@ import traceback
 from dataclasses import dataclass, field, replace
 from typing import Dict, Optional, Tuple
 
-from . import stream, styles
+from . import report, stream, styles
 from .errors import Cancelled, InputError, OutputError
 from .masks import MASK_CLASSES
+from .ood import TileLog, boxes_wkt, warning as ood_warning
 from .metadata import ModelInfo
 from .planning import Plan, make_output_folder, plan
-from .vectorize import StreamSieve, foreground, postprocess, sieve_threshold_px
+from .vectorize import StreamSieve, foreground, postprocess, sieve_threshold_px, write_tiles_layer
 from .writing import (NODATA_CLASS, NODATA_CONF, GeoTiffWriter, StagedOutputs, block_cache_at_least,
                       block_cache_need, to_source_grid)
 
@@ -46,6 +47,9 @@ class SegmentResult:
     masked_ha: Dict[str, float] = field(default_factory=dict)   # cloud, cloud shadow...: hectares
     masked_fraction: float = 0.0           # of the pixels with data: masked before segmenting
     flagged_fraction: float = 0.0          # of the segmented pixels: in a class that gets polygons
+    reliability: Dict[str, object] = field(default_factory=dict)   # ood.TileLog.summary(), when checked
+    tiles_layer: Optional[str] = None      # the GeoPackage layer of scored tiles (beside the polygons)
+    report: Optional[str] = None           # <stem>_report.json (``inference.report``)
 
 
 def execute(p: Plan, progress: Optional[stream.ProgressFn] = None,
@@ -63,7 +67,9 @@ def execute(p: Plan, progress: Optional[stream.ProgressFn] = None,
     workdir = tempfile.mkdtemp(prefix="tm-run-")
     try:
         with block_cache_at_least(block_cache_need(p)):
-            stats, streamed = _run(p, session, staged, workdir, progress, cancel)
+            stats, streamed, run_time = _run(p, session, staged, workdir, progress, cancel)
+        res = _result(p, session, staged, stats, streamed, t0)
+        report.write(staged.get("report"), report.build(p, res, staged.final, run_time))
         staged.commit()
     except BaseException as e:
         # The failed run's frames (kept alive by the traceback) still hold GDAL datasets open;
@@ -76,14 +82,27 @@ def execute(p: Plan, progress: Optional[stream.ProgressFn] = None,
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     progress(1.0, "done")
+    return res
+
+
+def _result(p: Plan, session, staged: StagedOutputs, stats, streamed, t0: float) -> SegmentResult:
+    """What the run found, under the outputs' final names."""
     out = staged.final
     masked_ha, masked_fraction, flagged_fraction, warnings = _findings(p, stats, streamed)
+    reliability = streamed.tile_log.summary() if streamed.tile_log is not None else {}
+    if reliability:
+        w = ood_warning(reliability)
+        if w:
+            warnings.append(w)
+    tiles_layer = (staged.layer_name.replace("_polygons", "") + "_tiles"
+                   if streamed.tile_log is not None and out.get("polygons") else None)
     return SegmentResult(class_raster=out["classes"], confidence_raster=out.get("confidence"),
                          polygons=out.get("polygons"), layer_name=staged.layer_name, device=session.device,
                          provider_reason=session.reason, seconds=time.time() - t0, stats=stats, notes=p.notes,
                          model=p.info, valid_pixels=streamed.valid_pixels, tiles=streamed.tiles,
                          warnings=p.warnings + tuple(warnings), masked_ha=masked_ha,
-                         masked_fraction=masked_fraction, flagged_fraction=flagged_fraction)
+                         masked_fraction=masked_fraction, flagged_fraction=flagged_fraction,
+                         reliability=reliability, tiles_layer=tiles_layer, report=out.get("report"))
 
 
 def _findings(p: Plan, stats, streamed) -> Tuple[Dict[str, float], float, float, list]:
@@ -182,9 +201,13 @@ def _run(p: Plan, session, staged: StagedOutputs, workdir: str, progress, cancel
 
     K = info.output_channels or (1 if info.n_classes == 2 else info.n_classes)
     network = stream.TileNetwork(p, session, K, cancel)
+    tile_log = TileLog(p.ood) if p.ood is not None else None
     streamed = stream.run(p, grid, network, session.fixed_batch or p.batch, write, progress, cancel,
                           stream.io_threads(session.device), finish=sieve.close if sieve is not None else None,
-                          span=(0.1 if p.mask is not None and p.mask.kind == "csmask" else 0.0, 0.85))
+                          span=(0.1 if p.mask is not None and p.mask.kind == "csmask" else 0.0, 0.85),
+                          tile_log=tile_log)
+    streamed.tile_log = tile_log
+    streamed.grid_gt = grid.gt
     grid.ds = None
     cls_w.close()
     conf_w.close()
@@ -204,9 +227,12 @@ def _run(p: Plan, session, staged: StagedOutputs, workdir: str, progress, cancel
         mask_w.close()
     stats = postprocess(p, classes_out, conf_out, staged.get("polygons"), staged.layer_name, run_time, cancel,
                         mask_path=mask_w.path if mask_w is not None else None)
+    if tile_log is not None and staged.get("polygons"):
+        write_tiles_layer(staged.get("polygons"), staged.layer_name.replace("_polygons", "") + "_tiles",
+                          boxes_wkt(tile_log.boxes, grid.gt), grid.wkt, tile_log)
     _write(staged.get("classes_style"), styles.classes_qml(classes))
     _write(staged.get("confidence_style"), styles.confidence_qml())
-    return stats, streamed
+    return stats, streamed, run_time
 
 
 def _write(path: Optional[str], text: str) -> None:

@@ -26,21 +26,22 @@ class Model:
         self.path = path
         self.info = info
         self.mtime = mtime
-        self._sessions: Dict[Tuple[str, Optional[int]], Session] = {}
+        self._sessions: Dict[tuple, Session] = {}
         self._lock = threading.Lock()
 
     @property
     def name(self) -> str:
         return self.info.name
 
-    def session(self, device: str = "auto", threads: Optional[int] = None) -> Session:
-        """The onnxruntime session for ``device`` and ``threads``, created the first time it is
-        asked for (in the calling thread) and reused after; safe to call from several threads."""
-        key = ((device or "auto").lower(), int(threads) if threads else None)
+    def session(self, device: str = "auto", threads: Optional[int] = None, extra_outputs: tuple = ()) -> Session:
+        """The onnxruntime session for ``device`` and ``threads`` (returning ``extra_outputs`` too),
+        created the first time it is asked for (in the calling thread) and reused after; safe to
+        call from several threads."""
+        key = ((device or "auto").lower(), int(threads) if threads else None, tuple(extra_outputs))
         with self._lock:
             sess = self._sessions.get(key)
             if sess is None:
-                sess = create_session(self.path, key[0], key[1])
+                sess = create_session(self.path, key[0], key[1], key[2])
                 self._sessions[key] = sess
             return sess
 

@@ -55,11 +55,12 @@ def _varint(buf, pos: int) -> Tuple[int, int]:
             raise _Truncated()
 
 
-def _fields(buf, start: int, end: int) -> Iterator[Tuple[int, int, object]]:
-    """``(field number, wire type, value)`` of a message in ``buf[start:end]``; a
-    length-delimited value is given as its ``(start, end)`` span, not copied."""
+def _spans(buf, start: int, end: int) -> Iterator[Tuple[int, int, object, int, int]]:
+    """``(field number, wire type, value, field start, field end)`` of a message in
+    ``buf[start:end]``; a length-delimited value is given as its ``(start, end)`` span, not copied."""
     pos = start
     while pos < end:
+        first = pos
         key, pos = _varint(buf, pos)
         num, wire = key >> 3, key & 7
         if wire == 0:
@@ -75,6 +76,11 @@ def _fields(buf, start: int, end: int) -> Iterator[Tuple[int, int, object]]:
             raise _Truncated()
         if pos > end:
             raise _Truncated()
+        yield num, wire, value, first, pos
+
+
+def _fields(buf, start: int, end: int) -> Iterator[Tuple[int, int, object]]:
+    for num, wire, value, _, _ in _spans(buf, start, end):
         yield num, wire, value
 
 
@@ -167,3 +173,43 @@ def read(path: str) -> OnnxHeader:
     if not header.outputs or header.ir_version <= 0:
         raise ModelError("%s is not a valid ONNX model (no graph outputs or IR version)" % name)
     return header
+
+
+def _key(field: int, wire: int) -> bytes:
+    return _encode_varint((field << 3) | wire)
+
+
+def _encode_varint(v: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _delimited(field: int, payload: bytes) -> bytes:
+    return _key(field, 2) + _encode_varint(len(payload)) + payload
+
+
+def with_outputs(buf: bytes, names) -> bytes:
+    """The serialised model with the graph tensors ``names`` added as float outputs (of unknown
+    shape), so that a session returns them too: the encoder's features for the out-of-distribution
+    check, without changing the file (which other programs read with its one output)."""
+    extra = b"".join(_delimited(12, _delimited(1, n.encode("utf-8")) +
+                                _delimited(2, _delimited(1, _key(1, 0) + _encode_varint(1))))
+                     for n in names)
+    out = bytearray()
+    done = False
+    for num, wire, value, first, end in _spans(buf, 0, len(buf)):
+        if num == 7 and wire == 2 and not done:
+            out += _delimited(7, bytes(buf[value[0]:value[1]]) + extra)
+            done = True
+        else:
+            out += bytes(buf[first:end])
+    if not done:
+        raise ValueError("no graph")
+    return bytes(out)

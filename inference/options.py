@@ -245,6 +245,9 @@ OPTIONS: Tuple[Option, ...] = (
     Option("mask_raster", "text", "Scene classification raster",
            "a Sentinel-2 SCL raster (any grid and CRS) whose clouds and shadows mask a stacked export",
            fronts=("cli", "processing"), advanced=False),
+    Option("ood_check", "bool", "Check the scene against the training data",
+           "score each tile against the model's training tiles (when its metadata has their statistics) and mark "
+           "the tiles unlike them", default=True, cli="--no-ood-check", flag=False),
     Option("tile_size", "int", "Tile size (px)", "tile size in pixels", model_default=True, cli="--tile",
            minimum=16, multiple_of=8, unit="px", step=32, panel_max=4096),
     Option("overlap", "int", "Overlap (px)", "tile overlap in pixels, at most half the tile", model_default=True,
@@ -343,7 +346,7 @@ def add_arguments(parser, names: Optional[Sequence[str]] = None) -> None:
             continue
         if o.kind == "bool":
             parser.add_argument(o.flag_name, dest=o.name, action="store_const", const=o.flag, default=None,
-                                help=o.help)
+                                help=o.help if o.flag else "do not %s (on by default)" % o.help)
         else:
             parser.add_argument(o.flag_name, dest=o.name, default=None, metavar=o.name.upper(),
                                 help=o.describe())

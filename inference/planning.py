@@ -25,6 +25,7 @@ from . import raster as rasterlib
 from .errors import InputError, OptionError, OutputError
 from .metadata import ModelInfo
 from .model import Model, open_model
+from .ood import OodStats
 from .runtime import Session, choose_providers
 from .tiling import check_scales, positions
 
@@ -58,6 +59,7 @@ class Plan:
     warnings: Tuple[str, ...] = ()         # what makes the result less trustworthy
     aoi: Optional[Tuple[str, ...]] = None  # area-of-interest polygons (WKT, raster CRS)
     mask: Optional["masks.MaskSource"] = None   # clouds and shadows masked before segmenting
+    ood: Optional["OodStats"] = None      # the training tiles' statistics, when the run checks against them
 
     @property
     def info(self) -> ModelInfo:
@@ -90,8 +92,10 @@ class Plan:
 
     def session(self) -> Session:
         """The model's onnxruntime session for this plan's device and threads (created the first
-        time any plan of this model asks for it)."""
-        return self.model.session(self.options.device, self.options.threads)
+        time any plan of this model asks for it; with the encoder's features when the run checks
+        the scene against the training data)."""
+        extra = (self.ood.feature,) if self.ood is not None else ()
+        return self.model.session(self.options.device, self.options.threads, extra)
 
     def with_outputs(self, out_dir: str, prefix: Optional[str] = None, overwrite: Optional[bool] = None) -> "Plan":
         """The same plan writing into ``out_dir`` (named ``prefix``): outputs checked again."""
@@ -130,6 +134,10 @@ def plan(input_path: str, model: Union[str, Model], opts: Optional["optlib.Segme
     notes.extend(more_notes)
     warnings.extend(more_warnings)
     transform = radiometry.normalisation(info, scalings)
+    ood = OodStats.from_metadata(info.extra.get("ood")) if opts.ood_check else None
+    if ood is None and opts.ood_check:
+        notes.append("the model carries no statistics of its training data: this run cannot say whether the "
+                     "scene is like them")
     mask, mask_notes = masks.choose(opts, r, input_path)
     notes.extend(mask_notes)
     if mask is not None:
@@ -164,7 +172,7 @@ def plan(input_path: str, model: Union[str, Model], opts: Optional["optlib.Segme
                 min_area_ha=info.min_area_ha if opts.min_area_ha is None else float(opts.min_area_ha),
                 tta=info.tta if opts.tta is None else opts.tta, scales=scales, out_dir=out_dir,
                 outputs=MappingProxyType(outputs), notes=tuple(notes), warnings=tuple(warnings),
-                aoi=tuple(aoi) if aoi else None, mask=mask)
+                aoi=tuple(aoi) if aoi else None, mask=mask, ood=ood)
 
 
 def _tiling(info: ModelInfo, opts) -> Tuple[int, int, Tuple[float, ...]]:
@@ -226,9 +234,11 @@ def _window(r: rasterlib.RasterInfo, extent, what: str = "the extent") -> Tuple[
 
 
 def output_names(out_dir: str, stem: str, opts) -> Dict[str, str]:
-    """The files of a run named ``stem``; the ``*_style`` ones are the rasters' QGIS styles."""
+    """The files of a run named ``stem``; the ``*_style`` ones are the rasters' QGIS styles, the
+    report is ``inference.report``'s."""
     out = {"classes": os.path.join(out_dir, stem + "_classes.tif"),
-           "classes_style": os.path.join(out_dir, stem + "_classes.qml")}
+           "classes_style": os.path.join(out_dir, stem + "_classes.qml"),
+           "report": os.path.join(out_dir, stem + "_report.json")}
     if opts.confidence:
         out["confidence"] = os.path.join(out_dir, stem + "_confidence.tif")
         out["confidence_style"] = os.path.join(out_dir, stem + "_confidence.qml")

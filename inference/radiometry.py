@@ -19,7 +19,7 @@ from . import bands as bandlib
 from .errors import InputError
 
 SHIFT_DN = 1000          # what Sentinel-2 baseline 04.00+ adds to DN
-SAMPLE = 512             # pixels across the decimated read that finds the darkest pixels
+SAMPLE_GRID, SAMPLE_WINDOW = 6, 64   # the darkest pixels are sought in 6 x 6 windows of 64 px
 
 
 @dataclass(frozen=True)
@@ -118,18 +118,32 @@ def _centre_lat_lon(r) -> Tuple[float, float]:
     return lat, lon
 
 
+def _sample(band) -> np.ndarray:
+    """Pixels of a band from a grid of small windows spread over it (its overview when it has one):
+    a few blocks read, whatever the raster's size (a decimated read of the whole band reads every
+    block of a file without overviews: seconds for a Sentinel-2 tile, on every plan)."""
+    if band.GetOverviewCount():
+        ov = band.GetOverview(band.GetOverviewCount() - 1)
+        if ov is not None and ov.XSize * ov.YSize <= 4096 * 4096:
+            return ov.ReadAsArray().ravel()
+    W, H = band.XSize, band.YSize
+    w, h = min(SAMPLE_WINDOW, W), min(SAMPLE_WINDOW, H)
+    xs = np.linspace(0, W - w, SAMPLE_GRID).astype(int) if W > w else [0]
+    ys = np.linspace(0, H - h, SAMPLE_GRID).astype(int) if H > h else [0]
+    return np.concatenate([band.ReadAsArray(int(x), int(y), w, h).ravel() for y in sorted(set(ys))
+                           for x in sorted(set(xs))])
+
+
 def looks_shifted(r, bands: Sequence[int]) -> Optional[str]:
-    """A warning when every band's darkest pixels are above DN 1000 (a decimated read of the
+    """A warning when every band's darkest pixels are above DN 1000 (in windows spread over the
     raster): how Sentinel-2 products of baseline 04.00 and later store DN (+1000)."""
     from .raster import open_dataset
     ds = open_dataset(r.path, r.label)
-    f = min(1.0, SAMPLE / max(ds.RasterXSize, ds.RasterYSize))
-    w, h = max(1, int(ds.RasterXSize * f)), max(1, int(ds.RasterYSize * f))
     mins = []
     for b in bands:
         band = ds.GetRasterBand(b)
         try:
-            a = band.ReadAsArray(buf_xsize=w, buf_ysize=h).astype(np.float64)
+            a = _sample(band).astype(np.float64)
         except RuntimeError:   # an unreadable file: the run says so
             return None
         nd = band.GetNoDataValue()

@@ -56,6 +56,7 @@ class Session:
     ort: Any               # onnxruntime.InferenceSession
     device: str            # "cuda" or "cpu": the provider actually used
     reason: str            # why that device
+    extra_outputs: tuple = ()   # graph tensors it also returns, after the model's own output
 
     @property
     def input_name(self) -> str:
@@ -68,8 +69,10 @@ class Session:
         return dim if isinstance(dim, int) and dim > 0 else None
 
 
-def create_session(path: str, device: str = "auto", threads: Optional[int] = None) -> Session:
-    """Load the network of ``path`` on ``device``.
+def create_session(path: str, device: str = "auto", threads: Optional[int] = None,
+                   extra_outputs: tuple = ()) -> Session:
+    """Load the network of ``path`` on ``device`` (also returning the graph tensors
+    ``extra_outputs``: the file is read and edited in memory, ``onnx_header.with_outputs``).
 
     The provider actually used is read back from the session: onnxruntime silently
     falls back to CPU when CUDA libraries are missing, and we report that.
@@ -83,8 +86,13 @@ def create_session(path: str, device: str = "auto", threads: Optional[int] = Non
         so.intra_op_num_threads = int(threads)
     if not os.path.isfile(path):
         raise ModelError("model file not found: %s" % path)
+    source = path
+    if extra_outputs:
+        from .onnx_header import with_outputs
+        with open(path, "rb") as fh:
+            source = with_outputs(fh.read(), extra_outputs)
     try:
-        sess = ort.InferenceSession(path, sess_options=so, providers=choice.providers)
+        sess = ort.InferenceSession(source, sess_options=so, providers=choice.providers)
     except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf/...
         raise ModelError("%s is not a valid ONNX model: %s" % (os.path.basename(path), first_line(e))) from None
     used = sess.get_providers()[0]
@@ -93,4 +101,4 @@ def create_session(path: str, device: str = "auto", threads: Optional[int] = Non
         reason = "CUDA provider failed to start (CUDA/cuDNN libraries missing?); fell back to CPU"
         if device in ("cuda", "gpu"):
             raise ProviderError("GPU requested but " + reason)
-    return Session(sess, "cuda" if used == CUDA else "cpu", reason)
+    return Session(sess, "cuda" if used == CUDA else "cpu", reason, tuple(extra_outputs))

@@ -161,16 +161,20 @@ class TileNetwork:
         self.fixed_batch = session.fixed_batch is not None
         self.views = tta_views(p.tta)
         self.activation = p.info.activation
+        self.with_features = bool(session.extra_outputs)
+        self.features: Optional[np.ndarray] = None   # (n, C): the encoder's tile means, first pass
 
     def __call__(self, batch: np.ndarray, n: int) -> np.ndarray:
         feed = batch if self.fixed_batch else batch[:n]
         out = None
+        self.features = None
         for s in self.p.scales:
             fs = feed if s == 1.0 else np.ascontiguousarray(rescale(feed, s))
             for fwd, inv in self.views:
                 if out is not None and self.cancel():  # cancel between passes too
                     raise Cancelled("cancelled")
-                o = inv(activate(self._run(np.ascontiguousarray(fwd(fs)), n), self.activation))
+                o = inv(activate(self._run(np.ascontiguousarray(fwd(fs)), n, features=s == 1.0 and out is None),
+                                 self.activation))
                 if s != 1.0:
                     o = rescale(o, s, up=True)
                 if out is None:  # an array of our own (sess.run and rescale return new ones)
@@ -182,10 +186,14 @@ class TileNetwork:
             out *= 1.0 / passes
         return out
 
-    def _run(self, x: np.ndarray, n: int) -> np.ndarray:
+    def _run(self, x: np.ndarray, n: int, features: bool = False) -> np.ndarray:
         ts = x.shape[-1]
         try:
-            o = self.sess.run(None, {self.input_name: x})[0][:n]
+            outs = self.sess.run(None, {self.input_name: x})
+            o = outs[0][:n]
+            if features and self.with_features:
+                from .ood import tile_means
+                self.features = tile_means(np.asarray(outs[1][:n], np.float32))
         except Exception as e:  # onnxruntime's own exception types
             raise TailingsError("the network failed on tiles of %d x %d px: %s" % (ts, ts, first_line(e))) from None
         if o.shape[1] != self.K or o.shape[2] != ts or o.shape[3] != ts:
@@ -281,13 +289,18 @@ class StreamStats:
     valid_pixels: int = 0
     tiles: int = 0        # tiles inferred (tiles without a valid pixel are skipped)
     masked: Dict[int, int] = field(default_factory=dict)   # mask class -> pixels (working grid)
+    tile_log: Optional[object] = None     # ood.TileLog of the run, when it checks the scene
+    grid_gt: Optional[Tuple[float, ...]] = None
 
 
 def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callable, progress: ProgressFn,
-        cancel: CancelFn, threaded: bool, finish: Optional[Callable] = None, span=(0.0, 0.85)) -> StreamStats:
+        cancel: CancelFn, threaded: bool, finish: Optional[Callable] = None, span=(0.0, 0.85),
+        tile_log=None) -> StreamStats:
     """Stream the grid: for each strip of tile rows, read, infer its tiles in batches, blend,
     classify the rows that are final and ``write(classes, confidence, y)`` them in order;
-    ``finish()`` runs where the writes ran (the writer thread) once they are done."""
+    ``finish()`` runs where the writes ran (the writer thread) once they are done; ``tile_log``
+    (an ``ood.TileLog``) gets each inferred tile's place and scores."""
+    from .ood import out_of_range
     T, O = p.tile_size, p.overlap
     W, H = grid.width, grid.height
     xs, ys = positions(W, T, O), positions(H, T, O)
@@ -296,6 +309,7 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
     read = StripReader(p, grid)
     batch = np.zeros((batch_size, grid.ds.RasterCount, T, T), np.float32)
     pending: List[int] = []   # x of the tiles in the batch
+    checks: List[Tuple[float, int]] = []   # their share of out-of-range pixels and valid pixels
     stats = StreamStats()
     total, done = len(xs) * len(ys), 0
     binary = p.info.task == "binary"
@@ -308,8 +322,12 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
         probs = network(batch, len(pending))
         for k, x in enumerate(pending):
             blend.add(probs[k], x)
+        if tile_log is not None and network.features is not None:
+            tile_log.add([(x, y, tw, th) for x in pending], network.features,   # (y: the strip's)
+                         [c[0] for c in checks], [c[1] for c in checks])
         stats.tiles += len(pending)
         pending.clear()
+        checks.clear()
 
     if threaded:
         reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tm-read")
@@ -333,6 +351,9 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
                 batch[k] = 0.0
                 batch[k, :, :th, :tw] = norm[:, :, x:x + tw]
                 pending.append(x)
+                if tile_log is not None:
+                    v = valid[:, x:x + tw]
+                    checks.append((out_of_range(tile_log.stats, norm[:, :, x:x + tw], v, read.a, read.b), int(v.sum())))
                 if len(pending) == len(batch):
                     flush()
                     progress(span[0] + (span[1] - span[0]) * done / total, "tile %d of %d" % (done, total))

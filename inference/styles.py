@@ -103,3 +103,22 @@ def write_gpkg_style(gpkg, layer_name: str, qml: str, name: str = "Tailings Mapp
     f.SetField("useAsDefault", 1)
     f.SetField("update_time", datetime.datetime.now().strftime("%Y/%m/%d %H:%M:%S"))
     styles.CreateFeature(f)
+
+
+def tiles_qml(threshold: float) -> str:
+    """Unreliable tiles (``unreliable = 1``) hatched in red; the others not drawn."""
+    layer = ('    <layer class="SimpleFill" enabled="1" locked="0" pass="0">\n     <Option type="Map">\n'
+             '      <Option type="QString" name="color" value="215,25,28,255"/>\n'
+             '      <Option type="QString" name="style" value="b_diagonal"/>\n'
+             '      <Option type="QString" name="outline_color" value="215,25,28,255"/>\n'
+             '      <Option type="QString" name="outline_width" value="0.5"/>\n'
+             '      <Option type="QString" name="outline_width_unit" value="MM"/>\n'
+             '     </Option>\n     <prop k="color" v="215,25,28,255"/>\n     <prop k="style" v="b_diagonal"/>\n'
+             '     <prop k="outline_color" v="215,25,28,255"/>\n     <prop k="outline_width" v="0.5"/>\n'
+             '    </layer>\n')
+    return (_head("Symbology")
+            + ' <renderer-v2 type="RuleRenderer" forceraster="0" enableorderby="0" symbollevels="0">\n'
+            + '  <rules key="root">\n   <rule key="unreliable" symbol="0" filter="&quot;unreliable&quot; = 1" '
+            + 'label=%s/>\n  </rules>\n' % quoteattr("unlike the training data (score above %g)" % threshold)
+            + '  <symbols>\n   <symbol type="fill" name="0" alpha="1" clip_to_extent="1" force_rhr="0">\n%s'
+            % layer + '   </symbol>\n  </symbols>\n </renderer-v2>\n <layerGeometryType>2</layerGeometryType>\n</qgis>\n')

@@ -348,3 +348,27 @@ def _measure(p, layer, out, cls_ds, conf_path, srs, run_time, cancel):
         s["area_ha"] += area / 1e4
     out.CommitTransaction()
     return stats
+
+
+def write_tiles_layer(gpkg_path: str, layer_name: str, wkts, wkt_srs: str, log) -> None:
+    """The run's tiles, each with its out-of-distribution score, its share of pixels outside the
+    training brightness range and whether it is unreliable, as a layer beside the polygons."""
+    from .styles import tiles_qml, write_gpkg_style
+    ds = ogr.Open(gpkg_path, 1)
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(wkt_srs)
+    layer = ds.CreateLayer(layer_name, srs, ogr.wkbPolygon, options=["GEOMETRY_NAME=geom", "FID=fid"])
+    for name, kind in (("ood_score", ogr.OFTReal), ("out_of_range_pct", ogr.OFTReal), ("unreliable", ogr.OFTInteger)):
+        layer.CreateField(ogr.FieldDefn(name, kind))
+    ds.StartTransaction()
+    for wkt, score, out, bad in zip(wkts, log.scores, log.out, log.unreliable()):
+        f = ogr.Feature(layer.GetLayerDefn())
+        f.SetGeometry(ogr.CreateGeometryFromWkt(wkt))
+        f.SetField("ood_score", round(score, 3))
+        f.SetField("out_of_range_pct", round(100.0 * out, 1))
+        f.SetField("unreliable", int(bad))
+        layer.CreateFeature(f)
+    ds.CommitTransaction()
+    layer = None
+    write_gpkg_style(ds, layer_name, tiles_qml(log.stats.threshold))
+    ds = None

@@ -17,10 +17,12 @@ from dataclasses import replace
 from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
                        QgsProcessingFeedback, QgsProcessingLayerPostProcessorInterface, QgsProcessingOutputNumber,
                        QgsProcessingOutputString, QgsProcessingParameterEnum, QgsProcessingParameterFile,
+                       QgsProcessingParameterFileDestination,
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterVectorDestination, QgsProcessingUtils, QgsRasterFileWriter)
 
 from .. import inference as eng
+from ..inference import report as eng_report
 from ..inference.options import from_texts
 from ..qgis_glue import deps, results
 from ..qgis_glue.icons import icon
@@ -53,22 +55,24 @@ class _ResultPostProcessor(QgsProcessingLayerPostProcessorInterface):
     (its saved style, else the engine's), marked, in the run's group, shown or hidden by kind."""
     _keep = []   # Processing does not own Python post-processors: keep them alive here
 
-    def __init__(self, kind, classes, group: _RunGroup):
+    def __init__(self, kind, classes, group: _RunGroup, shown: bool = False):
         super().__init__()
-        self.kind, self.classes, self.group = kind, list(classes), group
+        self.kind, self.classes, self.group, self.shown = kind, list(classes), group, shown
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802
         try:
             if not results._has_style(layer, self.kind):
                 results.apply_style(layer, results.engine_style(self.kind, self.classes))
             results.mark_result(layer, self.kind)
+            if self.shown:
+                layer.setCustomProperty(results.SHOWN_PROPERTY, True)
             results.move_into_group(layer, self.group.get(context.project()), context.project())
         except Exception as e:  # presentation must never fail the run
             feedback.reportError("could not style %s: %s" % (layer.name(), e))
 
     @classmethod
-    def create(cls, kind, classes, group):
-        pp = cls(kind, classes, group)
+    def create(cls, kind, classes, group, shown=False):
+        pp = cls(kind, classes, group, shown)
         cls._keep.append(pp)
         del cls._keep[:-50]
         return pp
@@ -81,6 +85,8 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
     OUTPUT_CLASSES = "OUTPUT_CLASSES"
     OUTPUT_CONFIDENCE = "OUTPUT_CONFIDENCE"
     OUTPUT_POLYGONS = "OUTPUT_POLYGONS"
+    OUTPUT_TILES = "OUTPUT_TILES"
+    OUTPUT_REPORT = "OUTPUT_REPORT"
 
     def createInstance(self):  # noqa: N802
         return SegmentAlgorithm()
@@ -131,11 +137,21 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterVectorDestination(
             self.OUTPUT_POLYGONS, "Polygons", QgsProcessing.TypeVectorPolygon, optional=True,
             createByDefault=True))
+        self.addParameter(QgsProcessingParameterVectorDestination(
+            self.OUTPUT_TILES, "Tiles scored against the training data (unreliable ones marked)",
+            QgsProcessing.TypeVectorPolygon, optional=True, createByDefault=False))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT_REPORT, "Run report (JSON)", fileFilter="JSON files (*.json)", optional=True,
+            createByDefault=True))
         self.addOutput(QgsProcessingOutputString("SUMMARY", "Summary"))
         self.addOutput(QgsProcessingOutputString("DEVICE", "Device used"))
         self.addOutput(QgsProcessingOutputString("WARNINGS", "Warnings (why the result may not be trusted)"))
         self.addOutput(QgsProcessingOutputNumber("POLYGON_COUNT", "Number of polygons"))
         self.addOutput(QgsProcessingOutputNumber("AREA_HA", "Total area (ha) of the non-background classes"))
+        self.addOutput(QgsProcessingOutputNumber("MASKED_FRACTION", "Share of the area masked (cloud, shadow...)"))
+        self.addOutput(QgsProcessingOutputNumber("FLAGGED_FRACTION", "Share of the segmented area flagged"))
+        self.addOutput(QgsProcessingOutputNumber(
+            "OOD_SCORE", "Unlike the training data: score (up to 1 is like it; none without the model's statistics)"))
 
     def canExecute(self):  # noqa: N802
         if deps.onnxruntime_missing():
@@ -185,10 +201,11 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(str(e))
         dest_conf = self.parameterAsOutputLayer(parameters, self.OUTPUT_CONFIDENCE, context)
         dest_poly = self.parameterAsOutputLayer(parameters, self.OUTPUT_POLYGONS, context)
+        dest_tiles = self.parameterAsOutputLayer(parameters, self.OUTPUT_TILES, context)
         opts = replace(from_texts(optparams.option_texts(self, parameters, context)),
                        extent=self._extent(parameters, context, layer),
                        aoi=self._aoi(parameters, context, layer, feedback), confidence=bool(dest_conf),
-                       polygons=bool(dest_poly), overwrite=True, prefix="result")
+                       polygons=bool(dest_poly or dest_tiles), overwrite=True, prefix="result")
         return layer, eng.plan(input_path, self._model(parameters, context), opts, work)
 
     def checkParameterValues(self, parameters, context):  # noqa: N802
@@ -210,7 +227,8 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         if not ok:
             raise QgsProcessingException(why)
         dests = {k: self.parameterAsOutputLayer(parameters, k, context)
-                 for k in (self.OUTPUT_CLASSES, self.OUTPUT_CONFIDENCE, self.OUTPUT_POLYGONS)}
+                 for k in (self.OUTPUT_CLASSES, self.OUTPUT_CONFIDENCE, self.OUTPUT_POLYGONS, self.OUTPUT_TILES)}
+        dests[self.OUTPUT_REPORT] = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
         for d in dests.values():
             if d and ":" in d.split(os.sep)[0] and not os.path.splitdrive(d)[0]:
                 raise QgsProcessingException("outputs must be files; %s is not supported" % d)
@@ -262,6 +280,25 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             _convert_vector(res.polygons, res.layer_name, dest_poly, results.engine_style("polygons", classes))
             out[self.OUTPUT_POLYGONS] = dest_poly
             self._load_as_result(context, dest_poly, "polygons", res, layer.name(), group)
+        dest_tiles = dests[self.OUTPUT_TILES]
+        if dest_tiles and res.tiles_layer:
+            threshold = float(res.reliability.get("tile_threshold") or 1.5)
+            _convert_vector(res.polygons, res.tiles_layer, dest_tiles, results.engine_style("tiles", classes, threshold))
+            out[self.OUTPUT_TILES] = dest_tiles
+            self._load_as_result(context, dest_tiles, "tiles", res, layer.name(), group)
+        elif dest_tiles:
+            feedback.pushInfo("no tiles layer: the model carries no statistics of its training data to score tiles "
+                              "against, or the check was turned off")
+        if dests[self.OUTPUT_REPORT]:
+            kinds = {"classes": self.OUTPUT_CLASSES, "confidence": self.OUTPUT_CONFIDENCE,
+                     "polygons": self.OUTPUT_POLYGONS, "tiles": self.OUTPUT_TILES}
+            moved = {k: out[v] for k, v in kinds.items() if v in out}
+            eng_report.write(dests[self.OUTPUT_REPORT], eng_report.relocated(eng_report.read(res.report), moved))
+            out[self.OUTPUT_REPORT] = dests[self.OUTPUT_REPORT]
+        for line in eng_report.findings(res):
+            feedback.pushInfo(line)
+        for w in res.warnings[len(plan.warnings):]:   # (the plan's were given before the run)
+            feedback.pushWarning("Warning: %s" % w)
         summary = results.summary(res)
         feedback.pushInfo(summary)
         out["SUMMARY"] = summary
@@ -269,13 +306,17 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         out["DEVICE"] = res.device
         out["POLYGON_COUNT"] = results.stats_total(res.stats)
         out["AREA_HA"] = float(sum(float(s.get("area_ha") or 0.0) for s in res.stats.values()))
+        out["MASKED_FRACTION"] = float(res.masked_fraction)
+        out["FLAGGED_FRACTION"] = float(res.flagged_fraction)
+        out["OOD_SCORE"] = res.reliability.get("ood_score") if res.reliability else None
         return out
 
     def _load_as_result(self, context, dest, kind, res, source_name, group):
         if context.willLoadLayerOnCompletion(dest):
             details = context.layerToLoadOnCompletionDetails(dest)
             details.name = results.layer_name(source_name, kind)
-            details.setPostProcessor(_ResultPostProcessor.create(kind, res.model.classes, group))
+            shown = kind == "tiles" and bool((res.reliability or {}).get("unreliable_tiles"))
+            details.setPostProcessor(_ResultPostProcessor.create(kind, res.model.classes, group, shown))
 
 
 def _write_qml(dest: str, qml: str) -> None:

@@ -19,15 +19,17 @@ from qgis.core import QgsLayerTreeGroup, QgsMapLayer, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtXml import QDomDocument
 
 from ..inference import styles
+from ..inference.report import findings
 from .log import log
 
 RESULT_PROPERTY = "tailings_mapper/result"
-KINDS = ("polygons", "classes", "confidence")        # top to bottom in the group
-VISIBLE = {"polygons": True, "classes": False, "confidence": False}
+KINDS = ("tiles", "polygons", "classes", "confidence")        # top to bottom in the group
+VISIBLE = {"polygons": True, "classes": False, "confidence": False, "tiles": False}
+SHOWN_PROPERTY = "tailings_mapper/shown"   # a layer shown whatever its kind (the tiles of a doubtful run)
 
 
 def layer_name(source_name: str, kind: str) -> str:
-    return "%s %s" % (source_name, "confidence (%)" if kind == "confidence" else kind)
+    return "%s %s" % (source_name, {"confidence": "confidence (%)", "tiles": "unreliable tiles"}.get(kind, kind))
 
 
 def group_name(source_name: str, when: Optional[datetime.datetime] = None,
@@ -58,14 +60,15 @@ def apply_style(layer: QgsMapLayer, qml: str) -> None:
     layer.triggerRepaint()
 
 
-def engine_style(kind: str, classes) -> str:
+def engine_style(kind: str, classes, threshold: float = 1.5) -> str:
     return {"polygons": lambda: styles.polygons_qml(classes), "classes": lambda: styles.classes_qml(classes),
-            "confidence": styles.confidence_qml}[kind]()
+            "confidence": styles.confidence_qml, "tiles": lambda: styles.tiles_qml(threshold)}[kind]()
 
 
 def _has_style(layer, kind: str) -> bool:
-    if kind == "polygons":
-        return layer.renderer() is not None and layer.renderer().type() == "categorizedSymbol"
+    if kind in ("polygons", "tiles"):
+        want = "categorizedSymbol" if kind == "polygons" else "RuleRenderer"
+        return layer.renderer() is not None and layer.renderer().type() == want
     return layer.renderer() is not None and layer.renderer().type() == ("paletted" if kind == "classes"
                                                                         else "singlebandgray")
 
@@ -73,7 +76,7 @@ def _has_style(layer, kind: str) -> bool:
 def open_layer(path: str, kind: str, source_name: str, classes, gpkg_layer: Optional[str] = None):
     """A result file as a named, styled, marked layer; RuntimeError when QGIS cannot open it."""
     name = layer_name(source_name, kind)
-    if kind == "polygons":
+    if kind in ("polygons", "tiles"):
         layer = QgsVectorLayer("%s|layername=%s" % (path, gpkg_layer) if gpkg_layer else path, name, "ogr")
     else:
         layer = QgsRasterLayer(path, name, "gdal")
@@ -86,10 +89,20 @@ def open_layer(path: str, kind: str, source_name: str, classes, gpkg_layer: Opti
 
 
 def make_layers(res, source_name: str) -> List:
-    """The layers of an engine result, top first (see the module's description)."""
-    paths = {"polygons": res.polygons, "classes": res.class_raster, "confidence": res.confidence_raster}
-    return [open_layer(paths[k], k, source_name, res.model.classes, res.layer_name if k == "polygons" else None)
-            for k in KINDS if paths[k]]
+    """The layers of an engine result, top first (see the module's description); the tiles layer
+    is shown when some tiles are unlike the training data."""
+    paths = {"polygons": res.polygons, "classes": res.class_raster, "confidence": res.confidence_raster,
+             "tiles": res.polygons if res.tiles_layer else None}
+    gpkg_layers = {"polygons": res.layer_name, "tiles": res.tiles_layer}
+    layers = [open_layer(paths[k], k, source_name, res.model.classes, gpkg_layers.get(k)) for k in KINDS if paths[k]]
+    for lyr in layers:
+        if lyr.customProperty(RESULT_PROPERTY) == "tiles" and (res.reliability or {}).get("unreliable_tiles"):
+            lyr.setCustomProperty(SHOWN_PROPERTY, True)
+    return layers
+
+
+def _visible(layer, kind: str) -> bool:
+    return bool(layer.customProperty(SHOWN_PROPERTY)) or VISIBLE.get(kind, True)
 
 
 def add_to_project(layers: Sequence, group: str, project: Optional[QgsProject] = None) -> QgsLayerTreeGroup:
@@ -103,7 +116,7 @@ def add_to_project(layers: Sequence, group: str, project: Optional[QgsProject] =
         project.addMapLayer(lyr, False)
         node = grp.addLayer(lyr)
         kind = lyr.customProperty(RESULT_PROPERTY) or "polygons"
-        node.setItemVisibilityChecked(VISIBLE.get(kind, True))
+        node.setItemVisibilityChecked(_visible(lyr, kind))
         node.setExpanded(kind == "polygons")
     root.insertChildNode(0, grp)
     return grp
@@ -124,7 +137,7 @@ def move_into_group(layer, group: str, project: Optional[QgsProject] = None) -> 
              for c in grp.children() if hasattr(c, "layer") and c.layer() is not None]
     pos = sum(1 for o in order if o < KINDS.index(kind))
     new = grp.insertLayer(pos, layer)
-    new.setItemVisibilityChecked(VISIBLE.get(kind, True))
+    new.setItemVisibilityChecked(_visible(layer, kind))
     new.setExpanded(kind == "polygons")
     if node is not None and node.parent() is not None:
         node.parent().removeChildNode(node)
@@ -159,6 +172,17 @@ def summary(res, device_label: Optional[str] = None) -> str:
     found = "; ".join(parts) if parts else "nothing found"
     dev = device_label or ("GPU (CUDA)" if res.device == "cuda" else "CPU")
     return "%s — %.1f s on %s" % (found, float(res.seconds), dev)
+
+
+def findings_html(res) -> str:
+    """A run's warnings (first: what not to trust), what it masked and how like the training data
+    the scene is, and a link to its report; rich text for the panel."""
+    from html import escape
+    from qgis.PyQt.QtCore import QUrl
+    warn = "".join("<p style='color:#b35900'><b>Check:</b> %s</p>" % escape(w) for w in res.warnings)
+    lines = "<br>".join(escape(line) for line in findings(res))
+    link = ("<br><a href='%s'>run report</a>" % QUrl.fromLocalFile(res.report).toString()) if res.report else ""
+    return warn + "<span style='color:#555'>%s%s</span>" % (lines, link)
 
 
 def stats_total(stats: Dict[int, Dict[str, object]]) -> int:

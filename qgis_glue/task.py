@@ -12,6 +12,7 @@ from qgis.core import Qgis, QgsApplication, QgsProject, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
 from ..inference import Cancelled, TailingsError, execute
+from ..inference.report import findings
 from . import results
 from .layer_plan import LayerPlan
 from .log import log
@@ -81,6 +82,9 @@ class SegmentTask(QgsTask):
                 p for p in (res.class_raster, res.confidence_raster, res.polygons) if p), Qgis.Success)
             for note in res.notes:
                 log("%s: %s" % (name, note), Qgis.Info)
+            for line in findings(res):
+                log("%s: %s" % (name, line), Qgis.Info)
+            log("%s: report %s" % (name, res.report), Qgis.Info)
             for w in res.warnings:
                 log("%s: %s" % (name, w), Qgis.Warning)
             if "fell back" in res.provider_reason:   # CUDA offered but not working: worth knowing

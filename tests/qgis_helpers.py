@@ -1,6 +1,7 @@
 """Small rasters, tiny ONNX models and waiting helpers for the plugin (QGIS) tests."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Optional, Sequence
@@ -10,8 +11,10 @@ import numpy as np
 
 def tiny_model(path: str, bands: Sequence[str] = ("S2:B04", "S2:B03", "S2:B02"), tile: int = 64,
                overlap: int = 8, gsd: float = 10.0, classes=("background", "tailings"),
-               min_area_ha: float = 0.0) -> str:
-    """A 1x1 convolution + sigmoid: tailings where the first input band's reflectance > 0.5."""
+               min_area_ha: float = 0.0, unlike_everything: bool = False) -> str:
+    """A 1x1 convolution + sigmoid: tailings where the first input band's reflectance > 0.5.
+    ``unlike_everything``: with statistics of "training data" (of its ``logits`` tensor) that no
+    raster of these tests is like: every tile is unreliable, every scene unlike them."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
     from tailings_mapper.inference.metadata import ClassInfo, ModelInfo, write_metadata
@@ -34,6 +37,11 @@ def tiny_model(path: str, bands: Sequence[str] = ("S2:B04", "S2:B03", "S2:B02"),
                      task="binary", units="reflectance", scale=[0.0001] * c, offset=[0.0] * c,
                      mean=[0.0] * c, std=[1.0] * c, activation="none", threshold=0.5, min_area_ha=min_area_ha,
                      description="test model: red reflectance > 0.5")
+    if unlike_everything:
+        info = dataclasses.replace(info, extra={"ood": {
+            "feature": "logits", "mean": [100.0], "std": [1.0], "components": [[1.0]], "variances": [1.0],
+            "maha_q95": 1.0, "res_q95": 0.0, "reflectance_low": [0.0] * c, "reflectance_high": [1.0] * c,
+            "out_of_range_q95": 0.01, "tiles": 10}})
     write_metadata(model, info)
     onnx.save(model, path)
     return path

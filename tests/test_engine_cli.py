@@ -40,7 +40,7 @@ def test_segment_writes_three_outputs(d, model):
     files = all_files(str(out))
     assert [f for f in files if not f.endswith(".aux.xml")] == [
         "scene_classes.qml", "scene_classes.tif", "scene_confidence.qml", "scene_confidence.tif",
-        "scene_polygons.gpkg"]   # the rasters' QGIS styles beside them
+        "scene_polygons.gpkg", "scene_report.json"]   # the rasters' QGIS styles beside them, the run's report
     assert not [f for f in files if f.startswith(".")]
     assert "classes: %s" % (out / "scene_classes.tif") in proc.stdout
     assert "device: cpu" in proc.stdout and "found tailings:" in proc.stdout
@@ -57,7 +57,8 @@ def test_segment_options_prefix_no_polygons_no_confidence(d, model):
     proc = run_cli(["segment", r, "--model", model, "--out", str(out), "--prefix", "run1", "--no-polygons",
                     "--no-confidence", "--quiet"])
     assert proc.returncode == 0, proc.stderr
-    assert [f for f in all_files(str(out)) if not f.endswith(".aux.xml")] == ["run1_classes.qml", "run1_classes.tif"]
+    assert [f for f in all_files(str(out)) if not f.endswith(".aux.xml")] == ["run1_classes.qml", "run1_classes.tif",
+                                                                                 "run1_report.json"]
 
 
 def test_segment_model_by_name_from_user_folder(d, model):

@@ -297,7 +297,7 @@ def test_cancel_at_every_check_leaves_nothing(d, model, resample, monkeypatch):
             continue
         assert sorted(f for f in all_files(str(out)) if not f.endswith((".aux.xml", ".qml"))) == [
             os.path.basename(res.class_raster), os.path.basename(res.confidence_raster),
-            os.path.basename(res.polygons)]
+            os.path.basename(res.polygons), os.path.basename(res.report)]
         assert sorted(f for f in all_files(str(out)) if f.endswith(".qml")) == [
             os.path.basename(res.class_raster)[:-4] + ".qml", os.path.basename(res.confidence_raster)[:-4] + ".qml"]
         assert not [f for f in all_files(str(out)) if f.startswith(".")]

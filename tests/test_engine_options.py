@@ -50,7 +50,7 @@ def test_plan_is_immutable_and_holds_what_it_resolved(scene):
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.options.tta = 4
     assert p.tta == 2 and p.mapping.source_bands == [1, 2, 3] and p.info.name == "m"
-    assert set(p.outputs) == {"classes", "classes_style", "confidence", "confidence_style", "polygons"}
+    assert set(p.outputs) == {"classes", "classes_style", "confidence", "confidence_style", "polygons", "report"}
     assert not os.path.exists(str(tmp / "out"))
 
 

@@ -48,7 +48,8 @@ def test_two_runs_of_the_same_names_at_once_write_two_complete_sets(scene):
     np.testing.assert_array_equal(read(a.class_raster), read(b.class_raster))
     assert [f for f in _files(out) if not f.endswith(".aux.xml")] == sorted(
         s + f for s in ("same_second", "same_second-2")
-        for f in ("_classes.tif", "_classes.qml", "_confidence.tif", "_confidence.qml", "_polygons.gpkg"))
+        for f in ("_classes.tif", "_classes.qml", "_confidence.tif", "_confidence.qml", "_polygons.gpkg",
+                                    "_report.json"))
     from osgeo import ogr
     for r in (a, b):   # each GeoPackage's layer is named after its own file
         ds = ogr.Open(r.polygons)

@@ -1,6 +1,7 @@
 """Engine: real products as delivered. Sentinel-2 SAFE folders and zips (L1C, L2A; processing
 baselines before and after 04.00, whose DN carry an offset), the L2A scene classification masking
 clouds, DN that look shifted, and the errors a broken product gives."""
+import json
 import os
 import shutil
 import zipfile
@@ -42,8 +43,13 @@ def test_safe_of_baseline_04_applies_its_offsets(tmp_path, model, reference, lev
     assert all(abs(s.offset + 0.1) < 1e-9 and abs(s.scale - 1e-4) < 1e-12 for s in p.scalings), p.scalings
     assert any("(DN -1000) / 10000" in s.why for s in p.scalings)
     assert p.options.date == "2023-08-23"            # the product's date, recorded with the outputs
-    cls = read(execute(p).class_raster)
+    res = execute(p)
+    cls = read(res.class_raster)
     assert (cls != reference).mean() < 0.005
+    rep = json.load(open(res.report))      # the report says what was read and applied, and why
+    assert (rep["input"]["level"], rep["input"]["baseline"], rep["input"]["date"]) == (level, "04.00", "2023-08-23")
+    assert rep["input"]["sensor"].startswith("Sentinel-2")
+    assert all(r["offset"] == pytest.approx(-0.1) and "(DN -1000) / 10000" in r["why"] for r in rep["radiometry"])
     # read as a plain band folder, the same DN are 0.1 too bright: the map is far off, and warned of
     (tmp_path / "flat").mkdir()
     for d, _, files in os.walk(safe):
@@ -128,6 +134,9 @@ def test_l2a_scene_classification_masks_a_cloud(tmp_path, model, reference):
     assert res.masked_ha["cloud"] == pytest.approx(160 * 160 * 100 / 1e4, rel=0.01)
     assert res.masked_ha["cloud shadow"] == pytest.approx(20 * 512 * 100 / 1e4, rel=0.02)
     assert 0.1 < res.masked_fraction < 0.2
+    rep = json.load(open(res.report))
+    assert rep["masked_fraction"] == pytest.approx(res.masked_fraction, abs=1e-5)
+    assert rep["masked_ha"]["cloud"] == pytest.approx(res.masked_ha["cloud"], abs=0.01)
     # polygons leave the masked pixels out; the legend names them
     from osgeo import ogr
     ds = ogr.Open(res.polygons)

@@ -45,6 +45,17 @@ def plugin(tm, qgis_iface, env):
     p.unload()
 
 
+def _panel_run(plugin, lyr):
+    """Run the panel on ``lyr`` and wait for the task: the finished task."""
+    plugin.show_panel(True)
+    plugin.dock.set_layer(lyr)
+    task = plugin.dock.run()
+    assert task is not None
+    ok, outcome = wait_task(task)
+    assert ok, outcome
+    return task
+
+
 def _raster(env, name="scene", **kw):
     path = s2_raster(str(env / (name + ".tif")), **kw)
     lyr = QgsRasterLayer(path, name)
@@ -163,12 +174,7 @@ def test_bad_mapping_refused_before_run(plugin, env):
 def test_run_adds_styled_layers(plugin, env):
     lyr = _raster(env, "scene", squares=((40, 40, 80), (200, 180, 50)))
     plugin.iface.setActiveLayer(lyr)
-    plugin.show_panel(True)
-    plugin.dock.set_layer(lyr)
-    task = plugin.dock.run()
-    assert task is not None
-    ok, outcome = wait_task(task)
-    assert ok, outcome
+    _panel_run(plugin, lyr)
     assert plugin.dock.progress.value() == 100
     root = QgsProject.instance().layerTreeRoot()
     group = root.children()[0]
@@ -211,6 +217,29 @@ def test_run_adds_styled_layers(plugin, env):
     # summary in the message bar
     msgs = plugin.iface.messageBar().get_messages(Qgis.Success)
     assert msgs and "2 tailings polygons, 89.0 ha" in msgs[-1] and "on CPU" in msgs[-1]
+
+
+def test_a_doubtful_run_shows_its_warnings_and_its_unreliable_tiles(plugin, env):
+    """A model whose training data no scene here is like: the panel says so, the message bar
+    says so, and the tiles layer is added, shown, every tile marked."""
+    from tailings_mapper.qgis_glue.settings import Settings
+    tiny_model(str(env / "models" / "doubtful.onnx"), unlike_everything=True)
+    Settings().set("model", "doubtful")
+    task = _panel_run(plugin, _raster(env, "odd"))
+    group = QgsProject.instance().layerTreeRoot().children()[0]
+    shown = {n.name(): n.isVisible() for n in group.children()}
+    assert list(shown) == ["odd unreliable tiles", "odd polygons", "odd classes", "odd confidence (%)"]
+    assert shown["odd unreliable tiles"] and shown["odd polygons"]
+    tiles = QgsProject.instance().mapLayersByName("odd unreliable tiles")[0]
+    assert tiles.renderer().type() == "RuleRenderer"
+    feats = list(tiles.getFeatures())
+    assert len(feats) == task.result.tiles and all(f["unreliable"] == 1 for f in feats)
+    text = plugin.dock.findings_label.text()
+    assert "Check:" in text and "unlike the images the model learnt from" in text
+    assert "unlike the training data: score" in text and "run report" in text
+    assert os.path.isfile(task.result.report)
+    msgs = plugin.iface.messageBar().get_messages(Qgis.Warning)
+    assert msgs and "unlike the images the model learnt from" in msgs[-1]
 
 
 def test_toolbar_action_uses_defaults_without_panel(plugin, env):
@@ -499,7 +528,9 @@ def test_advanced_widgets_are_generated_from_the_option_table(plugin, env):
     panel = [o for o in OPTIONS if "panel" in o.fronts and o.advanced]
     assert set(d.options.widgets) == {o.name for o in panel}
     texts = {"tile_size": "128", "overlap": "24", "batch": "3", "device": "cpu", "threshold": "0.45", "tta": "2",
-             "scales": "1,0.5", "min_area_ha": "2.5", "simplify_m": "10", "confidence": "false"}
+             "scales": "1,0.5", "min_area_ha": "2.5", "simplify_m": "10", "confidence": "false",
+             "cloud_mask": "off", "mask_snow": "true", "ood_check": "false", "input_scale": "0.0002",
+             "input_offset": "-0.1"}
     assert set(texts) == {o.name for o in panel}
     for name, text in texts.items():
         d.options.set_text(name, text)

@@ -60,6 +60,32 @@ def test_processing_run(provider, data, ort_sessions):
     assert _run_meta(out["OUTPUT_CLASSES"])["TM_TTA"] == "1"     # the model's default
 
 
+def test_processing_returns_the_report_and_the_tiles(provider, tmp_path):
+    import processing
+    model = tiny_model(str(tmp_path / "doubtful.onnx"), unlike_everything=True)
+    raster = s2_raster(str(tmp_path / "scene.tif"))
+    out = processing.run(ALG, {
+        "INPUT": raster, "MODEL_FILE": model, "DEVICE": "cpu",
+        "OUTPUT_CLASSES": str(tmp_path / "classes.tif"), "OUTPUT_POLYGONS": str(tmp_path / "polys.gpkg"),
+        "OUTPUT_TILES": str(tmp_path / "tiles.gpkg"), "OUTPUT_REPORT": str(tmp_path / "run.json"),
+    })
+    assert out["OUTPUT_REPORT"] == str(tmp_path / "run.json")
+    rep = json.load(open(out["OUTPUT_REPORT"]))
+    assert rep["ood"] is True and rep["ood_score"] > 1.5 and out["OOD_SCORE"] == rep["ood_score"]
+    assert rep["outputs"] == {"classes": str(tmp_path / "classes.tif"), "polygons": str(tmp_path / "polys.gpkg"),
+                              "tiles": str(tmp_path / "tiles.gpkg")}   # where Processing put them
+    assert "unlike the images the model learnt from" in out["WARNINGS"]
+    assert out["MASKED_FRACTION"] == 0.0 and 0 < out["FLAGGED_FRACTION"] < 1
+    tiles = QgsVectorLayer(out["OUTPUT_TILES"], "t", "ogr")
+    assert tiles.isValid() and tiles.featureCount() == rep["reliability"]["tiles_scored"]
+    assert tiles.renderer().type() == "RuleRenderer"     # its style travelled with it
+    del tiles
+    # not asked for: no report, no tiles
+    out2 = processing.run(ALG, {"INPUT": raster, "MODEL_FILE": model, "DEVICE": "cpu",
+                                "OUTPUT_CLASSES": str(tmp_path / "c2.tif"), "OUTPUT_REPORT": None})
+    assert "OUTPUT_REPORT" not in out2 and "OUTPUT_TILES" not in out2
+
+
 def _run_meta(path):
     from osgeo import gdal
     ds = gdal.Open(path)
@@ -290,7 +316,8 @@ def test_parameters_are_generated_from_the_option_table(provider):
     names = {p.name() for p in alg.parameterDefinitions()}
     table = {o.name.upper() for o in OPTIONS if "processing" in o.fronts}
     assert table <= names
-    assert names - table == {"INPUT", "MODEL", "MODEL_FILE", "OUTPUT_CLASSES", "OUTPUT_CONFIDENCE", "OUTPUT_POLYGONS"}
+    assert names - table == {"INPUT", "MODEL", "MODEL_FILE", "OUTPUT_CLASSES", "OUTPUT_CONFIDENCE", "OUTPUT_POLYGONS",
+                             "OUTPUT_TILES", "OUTPUT_REPORT"}
     tta = alg.parameterDefinition("TTA")
     assert isinstance(tta, QgsProcessingParameterEnum) and tta.options() == ["model default"] + [str(p) for p in TTA_PASSES]
     assert alg.parameterDefinition("DEVICE").options() == list(DEVICES)

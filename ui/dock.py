@@ -154,6 +154,11 @@ class TailingsDock(QDockWidget):
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
         lay.addWidget(self.status_label)
+        self.findings_label = QLabel()   # the last run's warnings and findings (masked, like the training data)
+        self.findings_label.setWordWrap(True)
+        self.findings_label.setTextInteractionFlags(Qt.TextBrowserInteraction)
+        self.findings_label.setOpenExternalLinks(True)
+        lay.addWidget(self.findings_label)
         after = QHBoxLayout()
         self.zoom_button = QPushButton("Zoom to results")
         self.zoom_button.clicked.connect(self.zoom_to_results)
@@ -410,6 +415,7 @@ class TailingsDock(QDockWidget):
             if res.tiles:
                 self.settings.set("seconds_per_tile_pass/%s" % p.options.device, res.seconds / (res.tiles * p.passes))
             self._last = task
+        self.findings_label.setText(results.findings_html(task.result) if ok and task.result is not None else "")
         self.zoom_button.setEnabled(self._last is not None)
         self.folder_button.setEnabled(self._last is not None)
         self._show_running()

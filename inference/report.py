@@ -1,0 +1,94 @@
+"""The run report: ``<stem>_report.json`` beside a run's outputs, what the run read, applied,
+masked, found and warned of, for a person to read and a batch to collect.
+
+    {"input": {"path", "opened", "sensor", "level", "baseline", "date", "bands"},
+     "model": {"name", "path", "version"},
+     "radiometry": [{"model_band", "raster_band", "scale", "offset", "why"}],
+     "masked_fraction", "masked_ha", "flagged_fraction", "ood_score", "ood", "reliability",
+     "found": {class name: {"regions", "area_ha"}}, "outputs": {kind: path},
+     "warnings": [...], "notes": [...], "device", "provider_reason", "seconds", "run_time"}
+
+Fractions are of the pixels with data (masked) and of the segmented pixels (flagged); ``ood``
+is true when the scene as a whole is unlike the model's training data (``inference.ood``), and
+``ood_score`` is null when the model carries no statistics to compare with or the check was off.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List, Mapping, Optional
+
+REPORT_VERSION = 1
+
+
+def build(p, res, outputs: Mapping[str, str], run_time: str) -> Dict[str, object]:
+    """The report of a run of plan ``p`` with result ``res`` (a ``SegmentResult``)."""
+    product = p.raster.product
+    info = p.info
+    rel = dict(res.reliability or {})
+    opened = p.raster.path if not p.raster.path.lstrip().startswith("<") else None   # a VRT in memory: no file
+    return {
+        "report_version": REPORT_VERSION,
+        "input": {"path": os.path.abspath(p.input), "opened": opened,
+                  "sensor": (product.sensor or None) if product else None,
+                  "level": (product.level or None) if product else None,
+                  "baseline": product.baseline if product else None,
+                  "date": p.options.date or (product.date if product else None),
+                  "bands": p.mapping.as_text(info.bands)},
+        "model": {"name": info.name, "path": p.model.path, "version": info.version},
+        "radiometry": [s.to_dict(b) for s, b in zip(p.scalings, info.bands)],
+        "masked_fraction": round(res.masked_fraction, 5),
+        "masked_ha": {k: round(v, 2) for k, v in res.masked_ha.items()},
+        "flagged_fraction": round(res.flagged_fraction, 5),
+        "ood_score": rel.get("ood_score"),
+        "ood": bool(rel.get("ood", False)),
+        "reliability": rel,
+        "found": {str(s["name"]): {"regions": s["count"], "area_ha": round(float(s["area_ha"]), 2)}
+                  for _, s in sorted(res.stats.items())},
+        "outputs": {k: v for k, v in outputs.items() if k != "report"},
+        "warnings": list(res.warnings),
+        "notes": list(res.notes),
+        "device": res.device,
+        "provider_reason": res.provider_reason,
+        "seconds": round(res.seconds, 2),
+        "run_time": run_time,
+    }
+
+
+def findings(res) -> List[str]:
+    """What a run found besides its classes, in lines for a person (CLI, panel, Processing log):
+    the masked area, the share flagged, how like the training data the scene is."""
+    lines = []
+    if res.masked_ha:
+        lines.append("masked before segmenting: %s (%.1f %% of the area with data)" % (
+            ", ".join("%s %.2f ha" % kv for kv in sorted(res.masked_ha.items())), _pct(res.masked_fraction)))
+    lines.append("flagged: %s of the segmented area" % _pct(res.flagged_fraction))
+    rel = res.reliability or {}
+    if rel.get("ood_score") is not None:
+        lines.append("%s the training data: score %.2f (up to 1: like its training tiles), %d of %d tiles "
+                     "unreliable, %s of the pixels outside the training brightness range" % (
+                         "unlike" if rel["ood"] else "like", rel["ood_score"], rel["unreliable_tiles"],
+                         rel["tiles_scored"], _pct(rel["out_of_range_fraction"])))
+    return lines
+
+
+def _pct(fraction: float) -> str:
+    pct = 100.0 * fraction
+    return "%.1f %%" % pct if pct == 0 or pct >= 0.1 else "under 0.1 %"
+
+
+def relocated(report: Dict[str, object], outputs: Mapping[str, str]) -> Dict[str, object]:
+    """The report of outputs that were moved (Processing's destinations): ``outputs`` by kind."""
+    return dict(report, outputs=dict(outputs))
+
+
+def write(path: Optional[str], report: Dict[str, object]) -> None:
+    if path:
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(report, fh, indent=1, ensure_ascii=False)
+            fh.write("\n")
+
+
+def read(path: str) -> Dict[str, object]:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)

@@ -1,0 +1,120 @@
+"""Statistics of a model's training data, stored in its metadata, for the engine's check of how
+unlike them a scene is (``inference.ood``); and that check measured on other imagery.
+
+    python -m training ood-stats models/tailings.onnx --feature TENSOR [--data DIR] --out MODEL.onnx
+    python -m training ood-score MODEL.onnx RASTER [RASTER ...]
+
+The tiles are read exactly as the engine reads a scene (its plan, its strip reader: band mapping,
+radiometry, normalisation) and run through the network with the encoder tensor as an extra
+output; each tile gives the mean of its features and a sample of its pixels' reflectance.
+Only the training sites of the model's own split are used, so the validation sites stay a test.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import replace
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from inference import SegmentOptions, open_model, plan
+from inference import ood, stream
+from inference.tiling import positions
+
+PIXELS_PER_TILE = 4000
+
+
+def tile_samples(model, raster: str, feature: str, rng: np.random.Generator, tmp: str):
+    """``(feature means (n, C), reflectance samples [(bands, k)], boxes)`` of a raster's tiles."""
+    p = plan(raster, model, SegmentOptions(device="cpu", threads=None, cloud_mask="off", ood_check=False))
+    session = model.session("cpu", None, (feature,))
+    grid = stream.open_grid(p, tmp)
+    read = stream.StripReader(p, grid)
+    T, O = p.tile_size, p.overlap
+    xs, ys = positions(grid.width, T, O), positions(grid.height, T, O)
+    th, tw = min(T, grid.height), min(T, grid.width)
+    vectors, pixels, boxes = [], [], []
+    for y in ys:
+        norm, valid, _ = read(y)
+        for x in xs:
+            v = valid[:, x:x + tw]
+            if v.mean() < ood.MIN_VALID_SHARE:   # mostly no data: not a tile to learn what the data look like
+                continue
+            tile = np.zeros((1, norm.shape[0], T, T), np.float32)
+            tile[0, :, :th, :tw] = norm[:, :, x:x + tw]
+            outs = session.ort.run(None, {session.input_name: tile})
+            vectors.append(ood.tile_means(np.asarray(outs[1], np.float32))[0])
+            phys = (norm[:, :, x:x + tw][:, v] - read.b.reshape(-1, 1)) / read.a.reshape(-1, 1)
+            take = rng.choice(phys.shape[1], size=min(PIXELS_PER_TILE, phys.shape[1]), replace=False)
+            pixels.append(phys[:, take])
+            boxes.append((x, y, tw, th))
+    grid.ds = None
+    return np.asarray(vectors, np.float32), pixels, boxes
+
+
+def _images(data_dir: str, sites: Optional[Sequence[str]]) -> List[str]:
+    from .data import read_sites
+    site_of = read_sites(data_dir)
+    folder = os.path.join(data_dir, "images")
+    names = sorted(f for f in os.listdir(folder) if f.endswith(".tif"))
+    return [os.path.join(folder, f) for f in names if sites is None or site_of.get(f[:-4], f[:-4]) in sites]
+
+
+def compute(model_path: str, feature: str, data_dir: str, sites: Optional[Sequence[str]] = None, seed: int = 0):
+    """The ``ood`` metadata from the tiles of ``sites`` (default: the model's training sites)."""
+    model = open_model(model_path)
+    if sites is None:
+        sites = (model.info.extra.get("split") or {}).get("train_sites")
+    from .data import read_sites
+    site_of = read_sites(data_dir)
+    rng = np.random.default_rng(seed)
+    tmp = tempfile.mkdtemp(prefix="tm-ood-")
+    vecs, pix, groups = [], [], []
+    try:
+        for path in _images(data_dir, sites):
+            v, p, _ = tile_samples(model, path, feature, rng, tmp)
+            vecs.append(v)
+            pix.extend(p)
+            stem = os.path.splitext(os.path.basename(path))[0]
+            groups += [site_of.get(stem, stem)] * len(v)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    stats = ood.fit(np.concatenate(vecs), pix, feature, groups)
+    stats["sites"] = list(sites) if sites is not None else "all"
+    return stats
+
+
+def write(model_path: str, stats: Dict, out: str) -> None:
+    """A copy of the model with ``stats`` in its metadata (weights and graph unchanged)."""
+    import onnx
+    from inference.metadata import write_metadata
+    info = open_model(model_path).info
+    proto = onnx.load(model_path)
+    write_metadata(proto, replace(info, extra=dict(info.extra, ood=stats)))
+    onnx.save(proto, out)
+
+
+def score(model_path: str, rasters: Sequence[str], seed: int = 0) -> Dict[str, Dict]:
+    """Per raster: tile scores (median, share above the threshold) and out-of-range share."""
+    model = open_model(model_path)
+    st = ood.OodStats.from_metadata(model.info.extra.get("ood"))
+    if st is None:
+        raise ValueError("%s carries no ood statistics" % model_path)
+    rng = np.random.default_rng(seed)
+    tmp = tempfile.mkdtemp(prefix="tm-ood-")
+    out = {}
+    try:
+        for r in rasters:
+            v, pix, _ = tile_samples(model, r, st.feature, rng, tmp)
+            if not len(v):
+                continue
+            s = st.scores(v)
+            oor = [float(((q < st.low[:, None]) | (q > st.high[:, None])).any(axis=0).mean()) for q in pix]
+            out[r] = {"tiles": int(len(s)), "median_score": float(np.median(s)),
+                      "share_above_threshold": float((s > st.threshold).mean()), "scores": [round(float(x), 3) for x in s],
+                      "out_of_range": float(np.mean(oor))}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
