@@ -54,6 +54,17 @@ class TailingsMapperPlugin:
         self.deps_action = QAction("Python packages (onnxruntime)…", mw)
         self.deps_action.setObjectName("TailingsMapperDeps")
         self.deps_action.triggered.connect(self.show_dependencies)
+        self.fit_action = QAction("Train a model from polygons…", mw)
+        self.fit_action.setObjectName("TailingsMapperFit")
+        self.fit_action.triggered.connect(self.show_fit_dialog)
+        self.improve_action = QAction("Improve the model from my edits", mw)
+        self.improve_action.setObjectName("TailingsMapperImprove")
+        self.improve_action.setToolTip("Train a new model from the current result polygon layer as you corrected it "
+                                       "(deleted, reshaped, added polygons); the layer and the model stay as they are")
+        self.improve_action.triggered.connect(self.improve_from_edits)
+        self.models_action = QAction("My models…", mw)
+        self.models_action.setObjectName("TailingsMapperModels")
+        self.models_action.triggered.connect(self.show_models)
         self.help_action = QAction(QgsApplication.getThemeIcon("/mActionHelpContents.svg"), "Help", mw)
         self.help_action.setObjectName("TailingsMapperHelp")
         self.help_action.triggered.connect(self.show_help)
@@ -62,7 +73,8 @@ class TailingsMapperPlugin:
         self.toolbar.setObjectName("TailingsMapperToolbar")
         self.toolbar.addAction(self.run_action)
         self.toolbar.addAction(self.panel_action)
-        for a in (self.panel_action, self.run_action, self.deps_action, self.help_action):
+        for a in (self.panel_action, self.run_action, self.improve_action, self.fit_action, self.models_action,
+                  self.deps_action, self.help_action):
             self.iface.addPluginToRasterMenu(MENU, a)
             self.actions.append(a)
 
@@ -189,6 +201,44 @@ class TailingsMapperPlugin:
         task.done.connect(lambda ok, outcome, t=task: self._forget(t))
         if self.dock is not None:
             self.dock.track(task)
+        return task
+
+    # ------------------------------------------------------------------ training
+    def _model_added(self, *_):
+        if self.dock is not None:
+            self.dock.populate_models(refresh=True)
+
+    def show_fit_dialog(self, *_):
+        from .ui.fit_dialog import FitDialog
+        self._fit_dialog = FitDialog(self.iface, self.iface.mainWindow(), on_model=self._model_added)
+        self._fit_dialog.show()
+        return self._fit_dialog
+
+    def show_models(self, *_):
+        from .ui.models_dialog import ModelsDialog
+        self._models_dialog = ModelsDialog(self.iface.mainWindow(), on_change=self._model_added)
+        self._models_dialog.show()
+        return self._models_dialog
+
+    def improve_from_edits(self, *_, layer=None, epochs: int = 10):
+        """Train a new model from a corrected result polygon layer (the current layer by default)."""
+        from .qgis_glue import edits, fit_task
+        bar = self.iface.messageBar()
+        layer = layer or self.iface.activeLayer()
+        if deps.torch_missing():
+            bar.pushMessage("Tailings Mapper", "Improving a model needs PyTorch: install it with Raster > Tailings "
+                            "Mapper > Python packages…", Qgis.Warning, 10)
+            return None
+        try:
+            req = edits.improvement(layer, epochs=epochs)
+        except ValueError as e:
+            bar.pushMessage("Tailings Mapper", "Cannot improve the model: %s" % e, Qgis.Warning, 10)
+            return None
+        bar.pushMessage("Tailings Mapper", "Learning from your edits in %s: a new model %s (the task manager shows "
+                        "its progress)" % (layer.name(), req.name), Qgis.Info, 8)
+        task = fit_task.start(req, bar, self._model_added)
+        self.tasks.append(task)
+        task.done.connect(lambda ok, outcome, t=task: self._forget(t))
         return task
 
     def _forget(self, task):

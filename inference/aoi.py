@@ -96,9 +96,9 @@ class Mask:
             self._lyr.CreateFeature(f)
         self._wkt_srs = wkt_srs
 
-    def strip(self, gt: Sequence[float], y: int, width: int, rows: int) -> np.ndarray:
-        """(rows, width) bool: True inside a polygon, for rows y.. of the grid ``gt``."""
-        sgt = (gt[0] + y * gt[2], gt[1], gt[2], gt[3] + y * gt[5], gt[4], gt[5])
+    def strip(self, gt: Sequence[float], y: int, width: int, rows: int, x: int = 0) -> np.ndarray:
+        """(rows, width) bool: True inside a polygon, for rows y.. (columns x..) of the grid ``gt``."""
+        sgt = (gt[0] + x * gt[1] + y * gt[2], gt[1], gt[2], gt[3] + x * gt[4] + y * gt[5], gt[4], gt[5])
         mem = gdal.GetDriverByName("MEM").Create("", width, rows, 1, gdal.GDT_Byte)
         mem.SetGeoTransform(sgt)
         if self._wkt_srs:

@@ -141,6 +141,15 @@ def run_metadata(p: Plan, session, run_time: str) -> Dict[str, str]:
     return meta
 
 
+LABEL_LAYOUT = ("multilabel: band 1 the most probable label class present (0 none), then one band per label "
+                "class (1 present, 0 absent), in id order")
+
+
+def label_bands(info: ModelInfo):
+    """A multilabel model's label bands, ``[(name, colour)]`` (None for other models)."""
+    return [(c.name, c.color) for c in info.label_classes()] if info.task == "multilabel" else None
+
+
 def _mask_raster(p: Plan, workdir: str, progress, cancel) -> Optional[str]:
     """The classification the plan's mask reads: the scene classification itself, or the classes
     ukis-csmask's network gives the same window (a run of this engine, at 30 m)."""
@@ -176,14 +185,20 @@ def _run(p: Plan, session, staged: StagedOutputs, workdir: str, progress, cancel
     else:
         cls_path, conf_path = classes_out, conf_out
     W, H, gt, wkt = grid.width, grid.height, grid.gt, grid.wkt
-    cls_w = GeoTiffWriter(cls_path, W, H, gt, wkt, NODATA_CLASS, colours, names, meta, compress=not p.resample)
+    labels = label_bands(info)
+    if labels:
+        meta["TM_LAYOUT"] = LABEL_LAYOUT
+    cls_w = GeoTiffWriter(cls_path, W, H, gt, wkt, NODATA_CLASS, colours, names, meta, compress=not p.resample,
+                          labels=labels)
     conf_w = GeoTiffWriter(conf_path, W, H, gt, wkt, NODATA_CONF,
                            meta=dict(meta, TM_CONTENT="probability of the assigned class, percent"),
-                           compress=not p.resample and staged.get("confidence") is not None)
+                           compress=not p.resample and staged.get("confidence") is not None,
+                           labels=[(n, None) for n, _ in labels] if labels else None)
     # Without resampling, the output grid is the working grid: sieve while streaming, on the
-    # writer thread, and write the polygon mask on the way (see vectorize.StreamSieve).
+    # writer thread, and write the polygon mask on the way (see vectorize.StreamSieve).  (A
+    # multilabel result is sieved label by label afterwards.)
     sieve = mask_w = None
-    if not p.resample and staged.get("polygons"):
+    if not p.resample and staged.get("polygons") and not labels:
         bg = info.background_ids()
         mask_w = GeoTiffWriter(os.path.join(workdir, "fg.tif"), W, H, gt, wkt, None, compress=False)
 
@@ -199,7 +214,7 @@ def _run(p: Plan, session, staged: StagedOutputs, workdir: str, progress, cancel
             cls_w.write(cls, y)
         conf_w.write(conf, y)
 
-    K = info.output_channels or (1 if info.n_classes == 2 else info.n_classes)
+    K = info.channels
     network = stream.TileNetwork(p, session, K, cancel)
     tile_log = TileLog(p.ood) if p.ood is not None else None
     streamed = stream.run(p, grid, network, session.fixed_batch or p.batch, write, progress, cancel,
@@ -220,8 +235,9 @@ def _run(p: Plan, session, staged: StagedOutputs, workdir: str, progress, cancel
     if p.resample:
         progress(0.87, "resampling results onto the source grid")
         w0, h0 = grid.view_size
-        to_source_grid(cls_path, classes_out, grid.view_gt, w0, h0, wkt, colours, names, meta)
-        to_source_grid(conf_path, conf_out, grid.view_gt, w0, h0, wkt, None, None, meta)
+        to_source_grid(cls_path, classes_out, grid.view_gt, w0, h0, wkt, colours, names, meta, labels)
+        to_source_grid(conf_path, conf_out, grid.view_gt, w0, h0, wkt, None, None, meta,
+                       [(n, None) for n, _ in labels] if labels else None)
     progress(0.9, "removing regions under the minimum area and polygonising")
     if mask_w is not None:
         mask_w.close()

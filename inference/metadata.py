@@ -74,7 +74,8 @@ class ModelInfo:
     tile_size: int
     tile_overlap: int                # pixels
     classes: List[ClassInfo]
-    task: str = "binary"             # "binary" or "multiclass"
+    task: str = "binary"             # "binary", "multiclass" (one class a pixel) or "multilabel" (a sigmoid
+    #   per non-background class, in id order: labels may overlap)
     units: str = "reflectance"       # "reflectance": raster scale/offset apply; "raw": values as they are
     scale: List[float] = field(default_factory=list)   # raster value * scale + offset ...
     offset: List[float] = field(default_factory=list)
@@ -85,6 +86,7 @@ class ModelInfo:
     min_area_ha: float = 0.0
     tta: int = 1                     # test-time augmentation passes by default: 1 (off), 2, 4 or 8
     tta_scales: List[float] = field(default_factory=lambda: [1.0])  # scales each tile is seen at
+    thresholds: List[float] = field(default_factory=list)   # multilabel: per label class (else threshold)
     description: str = ""
     version: str = ""
     license: str = ""
@@ -105,6 +107,22 @@ class ModelInfo:
     def positive_class(self) -> int:
         return self.classes[-1].id
 
+    def label_classes(self) -> List[ClassInfo]:
+        """The classes that get polygons, in id order (a multilabel model's output channels)."""
+        return [c for c in self.classes if not c.is_background]
+
+    def label_thresholds(self) -> List[float]:
+        """Per label class, its decision threshold (multilabel)."""
+        n = len(self.label_classes())
+        return list(self.thresholds) if len(self.thresholds) == n else [self.threshold] * n
+
+    @property
+    def channels(self) -> int:
+        """Output channels the network is expected to have."""
+        if self.task == "multilabel":
+            return len(self.label_classes())
+        return self.output_channels or (1 if self.n_classes == 2 else self.n_classes)
+
     def background_ids(self) -> set:
         """Classes that get no polygons and are drawn transparent."""
         return {c.id for c in self.classes if c.is_background}
@@ -123,6 +141,7 @@ class ModelInfo:
             "tile_overlap": self.tile_overlap, "classes": [c.to_dict() for c in self.classes],
             "activation": self.activation, "threshold": self.threshold, "min_area_ha": self.min_area_ha,
             "tta": self.tta, "tta_scales": self.tta_scales,
+            **({"thresholds": self.thresholds} if self.thresholds else {}),
             "description": self.description, "version": self.version, "license": self.license,
         }
         d.update({k: v for k, v in self.extra.items() if k not in d})
@@ -206,7 +225,7 @@ def _from_ours(d: Dict[str, Any], name: str) -> ModelInfo:
     n = len(bands)
     known = {"schema_version", "name", "task", "bands", "units", "scale", "offset", "mean", "std", "gsd_m",
              "tile_size", "tile_overlap", "classes", "activation", "threshold", "min_area_ha", "tta", "tta_scales",
-             "description", "version", "license"}
+             "thresholds", "description", "version", "license"}
     info = ModelInfo(
         name=str(d.get("name") or name), bands=list(bands), gsd_m=_num(d, "gsd_m"),
         tile_size=int(_num(d, "tile_size")), tile_overlap=int(_num(d, "tile_overlap", 0)),
@@ -216,13 +235,22 @@ def _from_ours(d: Dict[str, Any], name: str) -> ModelInfo:
         mean=_f_list(d.get("mean"), n, "mean", 0.0), std=_f_list(d.get("std"), n, "std", 1.0),
         activation=str(d.get("activation", "none")), threshold=_num(d, "threshold", 0.5),
         min_area_ha=_num(d, "min_area_ha", 0.0), tta=_whole(_num(d, "tta", 1)),
-        tta_scales=_scales(d.get("tta_scales", [1.0])), description=str(d.get("description", "")),
+        tta_scales=_scales(d.get("tta_scales", [1.0])), thresholds=_thresholds(d.get("thresholds")),
+        description=str(d.get("description", "")),
         version=str(d.get("version", "")), license=str(d.get("license", "")),
         extra={k: v for k, v in d.items() if k not in known},
     )
     if not info.task:
         info = replace(info, task="binary" if info.n_classes == 2 else "multiclass")
     return info
+
+
+def _thresholds(v) -> List[float]:
+    if v is None:
+        return []
+    if not isinstance(v, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        raise ModelError("metadata 'thresholds' must be a list of numbers (one per label class), got %r" % (v,))
+    return [float(x) for x in v]
 
 
 def _scales(v) -> List[float]:
@@ -326,8 +354,19 @@ def validate(info: ModelInfo) -> None:
         raise ModelError("metadata std must be > 0 for every band, got %s" % info.std)
     if any(s == 0 for s in info.scale):
         raise ModelError("metadata scale must not be 0, got %s" % info.scale)
-    if info.task not in ("binary", "multiclass"):
-        raise ModelError("metadata task must be 'binary' or 'multiclass', got %r" % info.task)
+    if info.task not in ("binary", "multiclass", "multilabel"):
+        raise ModelError("metadata task must be 'binary', 'multiclass' or 'multilabel', got %r" % info.task)
+    if info.task == "multilabel":
+        labels = info.label_classes()
+        if not labels:
+            raise ModelError("a multilabel model needs classes that are not background")
+        if info.thresholds and len(info.thresholds) != len(labels):
+            raise ModelError("metadata 'thresholds' has %d values for %d label classes"
+                             % (len(info.thresholds), len(labels)))
+        if any(not 0.0 < t < 1.0 for t in info.thresholds):
+            raise ModelError("metadata thresholds must be between 0 and 1, got %s" % info.thresholds)
+        if info.activation == "softmax":
+            raise ModelError("a multilabel model's outputs are independent: activation sigmoid or none, not softmax")
     if info.task == "binary" and info.n_classes != 2:
         raise ModelError("a binary model has 2 classes; metadata lists %d" % info.n_classes)
     if info.units not in ("reflectance", "raw"):
@@ -349,7 +388,12 @@ def validate(info: ModelInfo) -> None:
     if info.fixed_input_size and info.fixed_input_size != info.tile_size:
         raise ModelError("the network takes %d x %d tiles but the metadata says tile_size %d"
                          % (info.fixed_input_size, info.fixed_input_size, info.tile_size))
-    if info.output_channels is not None:
+    if info.output_channels is not None and info.task == "multilabel":
+        if info.output_channels != len(info.label_classes()):
+            raise ModelError("the network outputs %d channels but a multilabel model has one per label class: %d (%s)"
+                             % (info.output_channels, len(info.label_classes()),
+                                ", ".join(c.name for c in info.label_classes())))
+    elif info.output_channels is not None:
         ok = info.output_channels == info.n_classes or (info.output_channels == 1 and info.n_classes == 2)
         if not ok:
             raise ModelError("the network outputs %d channels but the metadata lists %d classes (%s)"
@@ -398,7 +442,7 @@ def _shape_text(shape) -> str:
 def write_metadata(onnx_model, info: ModelInfo, deepness: bool = True) -> None:
     """Store ``info`` (and the Deepness equivalent) in an ``onnx.ModelProto`` in place."""
     props = {META_KEY: info.to_json()}
-    if deepness:
+    if deepness and info.task != "multilabel":   # (Deepness runs one class a pixel)
         props.update(deepness_props(info))
     keep = [p for p in onnx_model.metadata_props if p.key not in props]
     del onnx_model.metadata_props[:]

@@ -213,3 +213,19 @@ def with_outputs(buf: bytes, names) -> bytes:
     if not done:
         raise ValueError("no graph")
     return bytes(out)
+
+
+def with_metadata(buf: bytes, props: Dict[str, str]) -> bytes:
+    """The serialised model with the ``metadata_props`` entries ``props`` (replacing entries of
+    the same keys; the rest of the file byte for byte): how a model is renamed or given its card
+    without the ``onnx`` package."""
+    out = bytearray()
+    for num, wire, value, first, end in _spans(buf, 0, len(buf)):
+        if num == 14 and wire == 2:
+            key = next((_text(buf, kv) for kn, kw, kv in _fields(buf, *value) if kn == 1 and kw == 2), "")
+            if key in props:
+                continue
+        out += bytes(buf[first:end])
+    for k, v in props.items():
+        out += _delimited(14, _delimited(1, k.encode("utf-8")) + _delimited(2, v.encode("utf-8")))
+    return bytes(out)

@@ -113,15 +113,19 @@ class StripReader:
 
     def __call__(self, y: int) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
         """``(normalised strip, valid, mask classes or None)``."""
-        g, th = self.grid, self.rows
+        return self.window(0, y, self.grid.width, self.rows)
+
+    def window(self, x: int, y: int, w: int, th: int) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+        """The same for any window of the grid (training reads chips with it)."""
+        g = self.grid
         nb = g.ds.RasterCount
         try:
             with gdal_threads_here():  # decode blocks in parallel
-                strip = g.ds.ReadAsArray(0, y, g.width, th, buf_type=gdal.GDT_Float32)
+                strip = g.ds.ReadAsArray(x, y, w, th, buf_type=gdal.GDT_Float32)
         except RuntimeError as e:  # a truncated or corrupt file: GDAL fails on the first bad block
             raise InputError("cannot read %s: %s" % (self.p.input, first_line(e))) from None
-        strip = strip.reshape(nb, th, g.width)
-        valid = np.ones((th, g.width), bool)
+        strip = strip.reshape(nb, th, w)
+        valid = np.ones((th, w), bool)
         for i in range(nb):
             if g.nodata[i] is not None:
                 valid &= strip[i] != g.nodata[i]
@@ -129,10 +133,10 @@ class StripReader:
             valid &= np.isfinite(strip).all(axis=0)
             np.nan_to_num(strip, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         if self.aoi is not None:
-            valid &= self.aoi.strip(g.gt, y, g.width, th)
+            valid &= self.aoi.strip(g.gt, y, w, th, x)
         codes = None
         if g.mask_ds is not None:
-            codes = g.mask_lut[g.mask_ds.GetRasterBand(1).ReadAsArray(0, y, g.width, th).astype(np.uint8)]
+            codes = g.mask_lut[g.mask_ds.GetRasterBand(1).ReadAsArray(x, y, w, th).astype(np.uint8)]
             codes[~valid] = 0           # no data stays no data
             valid &= codes == 0         # masked pixels are not segmented
         strip *= self.a
@@ -232,11 +236,15 @@ class Blender:
         self.wsum[keep:] = 0.0
 
 
-def classify(acc, wsum, valid, binary, threshold):
-    """Classes and confidence (probability of the assigned class, percent) of blended rows.
+def classify(acc, wsum, valid, binary, threshold, labels=None):
+    """Classes and confidence (probability of the assigned class, percent) of blended rows;
+    with ``labels`` (a multilabel model: each label class's id and threshold) see
+    :func:`classify_labels`.
 
     Written for speed on the largest case, one output channel: a few passes in place, no
     float64 and no temporaries beyond the probability array."""
+    if labels is not None:
+        return classify_labels(acc, wsum, valid, *labels)
     invalid = ~valid
     with np.errstate(invalid="ignore", divide="ignore"):
         if acc.shape[0] == 1:
@@ -258,6 +266,29 @@ def classify(acc, wsum, valid, binary, threshold):
     conf = conf.astype(np.uint8)
     cls[invalid] = NODATA_CLASS
     conf[invalid] = NODATA_CONF
+    return cls, conf
+
+
+def classify_labels(acc, wsum, valid, ids, thresholds):
+    """A multilabel model's rows: ``(1 + K, rows, W)`` classes -- band 1 the id of the most probable
+    label present (0: none), then per label 1 (present) or 0 -- and confidence in percent -- band 1
+    the probability of band 1's label (1 - the highest when none is present), then each label's."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prob = acc / np.maximum(wsum, 1e-12)[None]
+    present = prob >= np.asarray(thresholds, np.float32).reshape(-1, 1, 1)
+    any_label = present.any(axis=0)
+    top = np.where(present, prob, -1.0).argmax(axis=0)
+    ids = np.asarray(ids, np.uint8)
+    cls = np.empty((1 + len(ids),) + prob.shape[1:], np.uint8)
+    cls[0] = np.where(any_label, ids[top], 0)
+    cls[1:] = present
+    best = np.take_along_axis(prob, top[None], axis=0)[0]
+    conf = np.empty(cls.shape, np.float32)
+    conf[0] = np.where(any_label, best, 1.0 - prob.max(axis=0))
+    conf[1:] = prob
+    conf = np.clip(np.rint(conf * 100.0), 0, 100).astype(np.uint8)
+    cls[:, ~valid] = NODATA_CLASS
+    conf[:, ~valid] = NODATA_CONF
     return cls, conf
 
 
@@ -313,6 +344,11 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
     stats = StreamStats()
     total, done = len(xs) * len(ys), 0
     binary = p.info.task == "binary"
+    labels = None
+    if p.info.task == "multilabel":
+        labels = ([c.id for c in p.info.label_classes()], p.info.label_thresholds())
+        if p.options.threshold is not None:   # the run's threshold, for every label
+            labels = (labels[0], [p.threshold] * len(labels[0]))
 
     def flush():
         if not pending:
@@ -363,14 +399,14 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
             last = yi == len(ys) - 1
             nrows = th if last else ys[yi + 1] - y
             acc, wsum = blend.rows(nrows)
-            cls, conf = classify(acc, wsum, valid[:nrows], binary, p.threshold)
+            cls, conf = classify(acc, wsum, valid[:nrows], binary, p.threshold, labels)
             stats.valid_pixels += int(valid[:nrows].sum())
             if codes is not None:
                 c = codes[:nrows]
                 hit = c > 0
                 if hit.any():
-                    cls[hit] = c[hit]
-                    conf[hit] = NODATA_CONF
+                    cls[..., hit] = c[hit]
+                    conf[..., hit] = NODATA_CONF
                     for code, n in zip(*np.unique(c[hit], return_counts=True)):
                         stats.masked[int(code)] = stats.masked.get(int(code), 0) + int(n)
             writes.append(writer.submit(write, cls, conf, y))

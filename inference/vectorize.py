@@ -145,6 +145,8 @@ def postprocess(p, classes_path: str, conf_path: str, gpkg_path: Optional[str], 
     classes were already sieved while streaming (:class:`StreamSieve`) and ``mask_path`` is
     their foreground mask."""
     model = p.info
+    if model.task == "multilabel":
+        return _postprocess_labels(p, classes_path, conf_path, gpkg_path, layer_name, run_time, cancel)
     thr = sieve_threshold_px(p)
     ds = gdal.Open(classes_path, gdal.GA_Update)
     band = ds.GetRasterBand(1)
@@ -176,37 +178,139 @@ def postprocess(p, classes_path: str, conf_path: str, gpkg_path: Optional[str], 
             mb = mask_ds.GetRasterBand(1)
         if cancel():
             raise Cancelled("cancelled")
-        srs = osr.SpatialReference()
-        srs.ImportFromWkt(ds.GetProjection())
-        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-        drv = ogr.GetDriverByName("GPKG")
-        try:
-            out = drv.CreateDataSource(gpkg_path)
-        except RuntimeError as e:
-            raise OutputError("cannot create %s: %s" % (gpkg_path, e)) from None
-        layer = out.CreateLayer(layer_name, srs, ogr.wkbPolygon, options=["GEOMETRY_NAME=geom", "FID=fid"])
-        fields = [("class_id", ogr.OFTInteger), ("class_name", ogr.OFTString), ("area_m2", ogr.OFTReal),
-                  ("area_ha", ogr.OFTReal), ("perimeter_m", ogr.OFTReal), ("mean_confidence", ogr.OFTReal),
-                  ("source", ogr.OFTString), ("model", ogr.OFTString), ("run_time", ogr.OFTString)]
-        for fname, ftype in fields:
-            layer.CreateField(ogr.FieldDefn(fname, ftype))
+        out, layer, srs = _polygon_layer(ds, gpkg_path, layer_name)
         out.StartTransaction()
         gdal.Polygonize(band, mb, layer, 0, [])
         out.CommitTransaction()
         stats = _measure(p, layer, out, ds, conf_path, srs, run_time, cancel)
-        meta = {"TM_MODEL": model.name, "TM_SOURCE": p.input, "TM_RUN_TIME": run_time,
-                "TM_MIN_AREA_HA": str(p.min_area_ha), "TM_THRESHOLD": str(p.threshold)}
-        if p.options.date:
-            meta["TM_DATE"] = p.options.date
-        layer.SetMetadata(meta)
-        layer = None
-        write_gpkg_style(out, layer_name, polygons_qml(model.classes))
-        out = None
-        mask_ds = None
-        ds = None
+        _finish_layer(p, out, layer, layer_name, run_time)
+        layer = out = mask_ds = ds = None
         return stats
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+POLYGON_FIELDS = [("class_id", ogr.OFTInteger), ("class_name", ogr.OFTString), ("area_m2", ogr.OFTReal),
+                  ("area_ha", ogr.OFTReal), ("perimeter_m", ogr.OFTReal), ("mean_confidence", ogr.OFTReal),
+                  ("source", ogr.OFTString), ("model", ogr.OFTString), ("run_time", ogr.OFTString)]
+
+
+def _polygon_layer(ds, gpkg_path: str, layer_name: str):
+    """A new GeoPackage with the (empty) polygon layer, in the class raster's CRS."""
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(ds.GetProjection())
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    try:
+        out = ogr.GetDriverByName("GPKG").CreateDataSource(gpkg_path)
+    except RuntimeError as e:
+        raise OutputError("cannot create %s: %s" % (gpkg_path, e)) from None
+    layer = out.CreateLayer(layer_name, srs, ogr.wkbPolygon, options=["GEOMETRY_NAME=geom", "FID=fid"])
+    for fname, ftype in POLYGON_FIELDS:
+        layer.CreateField(ogr.FieldDefn(fname, ftype))
+    return out, layer, srs
+
+
+def run_area_wkt(p) -> str:
+    """The ground a run covered, in the raster's CRS: its area of interest, else its window."""
+    if p.aoi:
+        u = ogr.Geometry(ogr.wkbMultiPolygon)
+        for w in p.aoi:
+            g = ogr.CreateGeometryFromWkt(w)
+            for part in (g if g.GetGeometryType() == ogr.wkbMultiPolygon else [g]):
+                u.AddGeometry(part)
+        return u.UnionCascaded().ExportToWkt()
+    gt = p.raster.geotransform
+    c0, r0, w, h = p.window
+    x0, y0 = gt[0] + gt[1] * c0, gt[3] + gt[5] * r0
+    x1, y1 = gt[0] + gt[1] * (c0 + w), gt[3] + gt[5] * (r0 + h)
+    return "POLYGON((%r %r,%r %r,%r %r,%r %r,%r %r))" % (x0, y0, x1, y0, x1, y1, x0, y1, x0, y0)
+
+
+def _finish_layer(p, out, layer, layer_name: str, run_time: str) -> None:
+    """The layer's metadata (what made it, and the ground its run covered: ``TM_AREA``, so that
+    corrections made in it can teach the model where there is nothing) and its style."""
+    meta = {"TM_MODEL": p.info.name, "TM_MODEL_PATH": p.model.path, "TM_SOURCE": p.input, "TM_RUN_TIME": run_time,
+            "TM_MIN_AREA_HA": str(p.min_area_ha), "TM_THRESHOLD": str(p.threshold), "TM_AREA": run_area_wkt(p)}
+    if p.options.date:
+        meta["TM_DATE"] = p.options.date
+    layer.SetMetadata(meta)
+    write_gpkg_style(out, layer_name, polygons_qml(p.info.classes))
+
+
+def _postprocess_labels(p, classes_path, conf_path, gpkg_path, layer_name, run_time, cancel):
+    """A multilabel result (``execute.LABEL_LAYOUT``): each label band sieved on its own, band 1
+    (the most probable label present) made again from them, polygons per label (they overlap
+    where the labels do), each measured against its own confidence band."""
+    labels = p.info.label_classes()
+    thr = sieve_threshold_px(p)
+    ds = gdal.Open(classes_path, gdal.GA_Update)
+    if thr > 1:
+        for k in range(len(labels)):
+            sieve_in_bands(ds.GetRasterBand(k + 2), thr, cancel)
+        _top_labels(ds, conf_path, [c.id for c in labels], cancel)
+    if gpkg_path is None:
+        px = rasterlib.pixel_size_m(p.raster)
+        stats = {}
+        for k, c in enumerate(labels):
+            band, n = ds.GetRasterBand(k + 2), 0
+            for y in range(0, ds.RasterYSize, ROWS_PER_READ):
+                n += int((band.ReadAsArray(0, y, ds.RasterXSize, min(ROWS_PER_READ, ds.RasterYSize - y)) == 1).sum())
+            stats[c.id] = {"name": c.name, "count": None, "area_ha": n * px[0] * px[1] / 1e4}
+        ds = None
+        return stats
+    tmpdir = tempfile.mkdtemp(prefix="tm-poly-")
+    try:
+        out, layer, srs = _polygon_layer(ds, gpkg_path, layer_name)
+        table = layer_name.replace('"', '""')
+        conf_bands, last = {}, 0
+        for k, c in enumerate(labels):
+            if cancel():
+                raise Cancelled("cancelled")
+            band = ds.GetRasterBand(k + 2)
+            mpath = os.path.join(tmpdir, "fg%d.tif" % k)
+            mds = gdal.GetDriverByName("GTiff").Create(mpath, ds.RasterXSize, ds.RasterYSize, 1, gdal.GDT_Byte,
+                                                       options=["TILED=YES"])
+            mb = mds.GetRasterBand(1)
+            for y in range(0, ds.RasterYSize, ROWS_PER_READ):
+                arr = band.ReadAsArray(0, y, ds.RasterXSize, min(ROWS_PER_READ, ds.RasterYSize - y))
+                mb.WriteArray(foreground(arr, {0}), 0, y)
+            out.StartTransaction()
+            gdal.Polygonize(band, mb, layer, 0, [])
+            out.CommitTransaction()
+            out.ExecuteSQL('UPDATE "%s" SET class_id = %d WHERE fid > %d' % (table, c.id, last))
+            sql = out.ExecuteSQL('SELECT MAX(fid) FROM "%s"' % table)
+            f = sql.GetNextFeature()
+            last = int(f.GetField(0) or last) if f is not None else last
+            out.ReleaseResultSet(sql)
+            conf_bands[c.id] = k + 2
+            mb = mds = None
+        stats = _measure(p, layer, out, ds, conf_path, srs, run_time, cancel, conf_bands)
+        _finish_layer(p, out, layer, layer_name, run_time)
+        layer = out = ds = None
+        return stats
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _top_labels(ds, conf_path: str, ids, cancel) -> None:
+    """Band 1 of a multilabel class raster from its (sieved) label bands: the present label with
+    the highest probability; masked and nodata pixels as they were."""
+    conf = gdal.Open(conf_path)
+    ids = np.asarray(ids, np.uint8)
+    b1 = ds.GetRasterBand(1)
+    W, H, K = ds.RasterXSize, ds.RasterYSize, len(ids)
+    for y in range(0, H, ROWS_PER_READ):
+        if cancel():
+            raise Cancelled("cancelled")
+        n = min(ROWS_PER_READ, H - y)
+        present = np.stack([ds.GetRasterBand(k + 2).ReadAsArray(0, y, W, n) == 1 for k in range(K)])
+        prob = np.stack([conf.GetRasterBand(k + 2).ReadAsArray(0, y, W, n) for k in range(K)]).astype(np.int16)
+        top = np.where(present, prob, -1).argmax(axis=0)
+        old = b1.ReadAsArray(0, y, W, n)
+        new = np.where(present.any(axis=0), ids[top], 0).astype(np.uint8)
+        b1.WriteArray(np.where(old >= MASK_MIN, old, new), 0, y)
+    b1.FlushCache()
+    conf = None
 
 
 def _laea_for(geom, src_srs):
@@ -256,7 +360,8 @@ def _simplify(geom, tol_m, srs):
     return g
 
 
-def mean_confidence_by_fid(out, layer_name, like_ds, conf_path, cancel) -> tuple:
+def mean_confidence_by_fid(out, layer_name, like_ds, conf_path, cancel, band: int = 1,
+                           where: Optional[str] = None) -> tuple:
     """Mean confidence of every polygon, in one pass over the confidence raster: for each
     band of ``ROWS_PER_READ`` rows, the polygons that reach it (the layer's spatial index finds them)
     are burnt (value = fid) into an in-memory Int32 band, and the confidence is summed per
@@ -265,7 +370,7 @@ def mean_confidence_by_fid(out, layer_name, like_ds, conf_path, cancel) -> tuple
     w, h = like_ds.RasterXSize, like_ds.RasterYSize
     gt = like_ds.GetGeoTransform()
     conf_ds = gdal.Open(conf_path)
-    cb = conf_ds.GetRasterBand(1)
+    cb = conf_ds.GetRasterBand(band)
     mem_drv = gdal.GetDriverByName("MEM")
     table = layer_name.replace('"', '""')
     sums = np.zeros(1, np.float64)
@@ -286,7 +391,8 @@ def mean_confidence_by_fid(out, layer_name, like_ds, conf_path, cancel) -> tuple
         ys = (top, top + n * gt[5])
         box = ogr.CreateGeometryFromWkt("POLYGON((%r %r,%r %r,%r %r,%r %r,%r %r))" % (
             xs[0], ys[0], xs[1], ys[0], xs[1], ys[1], xs[0], ys[1], xs[0], ys[0]))
-        sql = out.ExecuteSQL('SELECT fid + 0 AS rid, geom FROM "%s"' % table, spatialFilter=box)
+        sql = out.ExecuteSQL('SELECT fid + 0 AS rid, geom FROM "%s"%s' % (table, " WHERE " + where if where else ""),
+                             spatialFilter=box)
         try:
             gdal.RasterizeLayer(mem, [1], sql, options=["ATTRIBUTE=rid"])
         finally:
@@ -309,9 +415,19 @@ def mean_confidence_by_fid(out, layer_name, like_ds, conf_path, cancel) -> tuple
     return sums, counts
 
 
-def _measure(p, layer, out, cls_ds, conf_path, srs, run_time, cancel):
+def _measure(p, layer, out, cls_ds, conf_path, srs, run_time, cancel, conf_bands=None):
+    """Each polygon's name, area, perimeter, mean confidence (``conf_bands``: per class id, the
+    confidence band of a multilabel result; else band 1 for all) and provenance; per-class stats."""
     names = p.info.class_names()
-    sums, counts = mean_confidence_by_fid(out, layer.GetName(), cls_ds, conf_path, cancel)
+    if conf_bands is None:
+        sums, counts = mean_confidence_by_fid(out, layer.GetName(), cls_ds, conf_path, cancel)
+    else:
+        sums, counts = np.zeros(1), np.zeros(1, np.int64)
+        for cid, b in conf_bands.items():
+            s_, c_ = mean_confidence_by_fid(out, layer.GetName(), cls_ds, conf_path, cancel, b, "class_id = %d" % cid)
+            m = max(len(sums), len(s_))
+            sums = np.pad(sums, (0, m - len(sums))) + np.pad(s_, (0, m - len(s_)))
+            counts = np.pad(counts, (0, m - len(counts))) + np.pad(c_, (0, m - len(c_)))
     stats: Dict[int, Dict[str, object]] = {c.id: {"name": c.name, "count": 0, "area_ha": 0.0}
                                            for c in p.info.classes if not c.is_background}
     source = os.path.abspath(p.input)

@@ -37,17 +37,21 @@ def gdal_threads_here():
 
 
 class GeoTiffWriter:
-    """A one-band uint8 GeoTIFF written strip by strip (``compress=False``: a scratch file of the
-    run, written as fast as possible)."""
+    """A uint8 GeoTIFF written strip by strip (``compress=False``: a scratch file of the run,
+    written as fast as possible).  ``labels`` (a multilabel model's ``[(name, colour)]``): one more
+    band per label class, 0/1, after band 1, each named and coloured."""
 
     def __init__(self, path, width, height, gt, wkt, nodata, colours=None, names=None, meta=None,
-                 compress=True):
+                 compress=True, labels=None, bands=None):
         drv = gdal.GetDriverByName("GTiff")
         self.path = path
         options = ["TILED=YES", "BIGTIFF=IF_SAFER", "BLOCKXSIZE=256", "BLOCKYSIZE=256"]
         if compress:
             options += ["COMPRESS=DEFLATE", "ZLEVEL=1", "NUM_THREADS=%s" % gdal_threads()]
-        self.ds = drv.Create(path, width, height, 1, gdal.GDT_Byte, options=options)
+        n = bands or 1 + len(labels or ())
+        if n > 1:
+            options += ["INTERLEAVE=BAND"]
+        self.ds = drv.Create(path, width, height, n, gdal.GDT_Byte, options=options)
         if self.ds is None:
             raise OutputError("cannot create %s" % path)
         self.ds.SetGeoTransform(gt)
@@ -55,7 +59,7 @@ class GeoTiffWriter:
         b = self.ds.GetRasterBand(1)
         if nodata is not None:
             b.SetNoDataValue(nodata)
-        if colours:
+        if colours and n == 1:   # (TIFF holds no colour table in a file of several bands: the .qml styles it)
             ct = gdal.ColorTable()
             for cid, hexcol in colours.items():
                 ct.SetColorEntry(cid, rgb(hexcol) + (255,))
@@ -70,10 +74,24 @@ class GeoTiffWriter:
                 b.SetCategoryNames(cats)
         if meta:
             self.ds.SetMetadata({k: str(v) for k, v in meta.items()})
+        if labels:
+            b.SetDescription("most probable label class present")
+        for i, (name, colour) in enumerate(labels or ()):
+            lb = self.ds.GetRasterBand(i + 2)
+            lb.SetDescription(name)
+            if colour:
+                lb.SetCategoryNames(["", name])
+        for i in range(1, n):
+            if nodata is not None:
+                self.ds.GetRasterBand(i + 1).SetNoDataValue(nodata)
         self.band = b
 
     def write(self, arr, yoff, xoff=0):
-        self.band.WriteArray(arr, xoff, yoff)
+        if arr.ndim == 3:   # band 1, then the label bands
+            for i in range(arr.shape[0]):
+                self.ds.GetRasterBand(i + 1).WriteArray(arr[i], xoff, yoff)
+        else:
+            self.band.WriteArray(arr, xoff, yoff)
 
     def close(self):
         if self.ds is not None:
@@ -82,9 +100,10 @@ class GeoTiffWriter:
             self.ds = None
 
 
-def to_source_grid(src, dst, gt, w, h, wkt, colours, names, meta) -> None:
+def to_source_grid(src, dst, gt, w, h, wkt, colours, names, meta, labels=None) -> None:
     """Resample a working-grid result onto the source grid (the window), nearest, streamed by GDAL."""
-    out = GeoTiffWriter(dst, w, h, gt, wkt, NODATA_CLASS, colours, names, meta)
+    n = gdal.Open(src).RasterCount
+    out = GeoTiffWriter(dst, w, h, gt, wkt, NODATA_CLASS, colours, names, meta, labels=labels, bands=n)
     out.close()
     ds = gdal.Open(dst, gdal.GA_Update)
     gdal.Warp(ds, src, resampleAlg="near", srcNodata=NODATA_CLASS, dstNodata=NODATA_CLASS, multithread=False)

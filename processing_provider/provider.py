@@ -1,8 +1,9 @@
-"""The Tailings Mapper Processing provider: later algorithms (training data export,
-evaluation, change detection...) go here next to "Segment tailings / mining components"."""
+"""The Tailings Mapper Processing provider: "Segment tailings / mining components" and "Train a
+model from polygons"; later algorithms (change maps, batch...) go here too."""
 from qgis.core import QgsProcessingProvider
 
 from ..qgis_glue.icons import icon
+from .fit_algorithm import FitAlgorithm
 from .segment_algorithm import SegmentAlgorithm
 
 
@@ -21,3 +22,4 @@ class TailingsProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self):  # noqa: N802
         self.addAlgorithm(SegmentAlgorithm())
+        self.addAlgorithm(FitAlgorithm())

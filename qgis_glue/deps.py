@@ -36,6 +36,7 @@ class Requirement:
     pip_name: str        # what pip installs
     why: str             # shown to the user
     brought_by_qgis: bool = False
+    index_url: Optional[str] = None   # where pip finds it, when not PyPI (its requirements come from PyPI)
 
 
 REQUIREMENTS = [
@@ -47,13 +48,22 @@ REQUIREMENTS = [
 # so its own requirements are not fetched).
 CSMASK = Requirement("ukis_csmask", "ukis-csmask", "cloud and cloud-shadow masks for Sentinel-2 L1C scenes "
                      "(DLR's networks, Apache-2.0; a download of about 145 MB)")
+# Training from polygons and improving a model from corrections run PyTorch (its CPU build: the
+# CUDA one is gigabytes).
+TORCH = Requirement("torch", "torch", "training models from your polygons and corrections (PyTorch, CPU build; a "
+                    "download of about 200 MB)", index_url="https://download.pytorch.org/whl/cpu")
+OPTIONAL = (CSMASK, TORCH)
 
 
 def optional_missing() -> List[Requirement]:
     """Optional packages that are not installed (found without importing them)."""
     import importlib.util
     importlib.invalidate_caches()
-    return [r for r in (CSMASK,) if importlib.util.find_spec(r.module) is None]
+    return [r for r in OPTIONAL if importlib.util.find_spec(r.module) is None]
+
+
+def torch_missing() -> bool:
+    return TORCH in optional_missing()
 
 
 @dataclass
@@ -261,9 +271,10 @@ def _installed_in(name: str, target: str) -> bool:
     return any(dist == _norm(name) for dist, _ in _dists_in(target))
 
 
-def pip_command(python: str, packages: Sequence[str], target: str) -> List[str]:
-    return [python, "-m", "pip", "install", "--target", target, "--no-deps", "--upgrade",
-            "--disable-pip-version-check", "--no-warn-script-location", "--no-input"] + list(packages)
+def pip_command(python: str, packages: Sequence[str], target: str, index_url: Optional[str] = None) -> List[str]:
+    return ([python, "-m", "pip", "install", "--target", target, "--no-deps", "--upgrade",
+             "--disable-pip-version-check", "--no-warn-script-location", "--no-input"]
+            + (["--index-url", index_url] if index_url else []) + list(packages))
 
 
 def remove_conflicting(target: str, gpu: bool, log: Callable[[str], None] = print) -> None:
@@ -278,9 +289,10 @@ def remove_conflicting(target: str, gpu: bool, log: Callable[[str], None] = prin
 
 def install(packages: Sequence[str], target: Optional[str] = None, python: Optional[str] = None,
             log: Callable[[str], None] = print, cancel: Callable[[], bool] = lambda: False,
-            max_rounds: int = 5) -> bool:
+            max_rounds: int = 5, index_url: Optional[str] = None) -> bool:
     """Install ``packages`` and whatever they need that this Python lacks into ``target``
-    (``max_rounds=1``: the packages alone).
+    (``max_rounds=1``: the packages alone; ``index_url``: where the packages themselves are,
+    their requirements coming from PyPI).
 
     Output of pip goes line by line to ``log``.  Returns True on success; False when
     pip failed or ``cancel()`` became true (the log says why).
@@ -300,7 +312,7 @@ def install(packages: Sequence[str], target: Optional[str] = None, python: Optio
     for rnd in range(max_rounds):
         if not todo:
             break
-        cmd = pip_command(python, todo, target)
+        cmd = pip_command(python, todo, target, index_url if rnd == 0 else None)
         log("$ " + " ".join(cmd))
         try:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -3,8 +3,9 @@
 
 The zip holds one folder, ``tailings_mapper/``, as QGIS's "Install from ZIP" and the
 official plugin repository expect, with the engine, the UI, the icons, the compiled
-resources and the shipped models (models/*.onnx).  Development files stay out:
-tests, training, scripts, virtual environments, benchmarks, CI, caches, build output.
+resources, the shipped models (models/*.onnx) and the training package (training from polygons
+in QGIS; imported only when used, with PyTorch installed).  Development files stay out: tests,
+scripts, virtual environments, benchmarks, CI, caches, build output.
 
     python3 scripts/package_plugin.py [--out-dir dist] [--no-models]
 """
@@ -21,7 +22,7 @@ import zipfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = "tailings_mapper"
 
-EXCLUDE_DIRS = {"tests", "training", "scripts", "bench", "benchmarks", ".ci", ".github", ".git", ".venv", "venv",
+EXCLUDE_DIRS = {"tests", "scripts", "bench", "benchmarks", ".ci", ".github", ".git", ".venv", "venv",
                 "env", "dist", "build", "runs", "out", "__pycache__", ".pytest_cache", ".mypy_cache",
                 ".ruff_cache", ".qgis-settings", ".idea", ".vscode", ".whl", ".gl", "node_modules", "shared"}
 EXCLUDE_FILES = ["*.pyc", "*.pyo", "*~", ".DS_Store", ".gitignore", ".gitattributes", "pytest.ini", "setup.cfg",

@@ -193,3 +193,39 @@ def test_dialog_offers_the_optional_cloud_masks(tm, qgis_app, monkeypatch, tmp_p
     dlg.worker.wait()
     assert calls == [(["ukis-csmask"], 1)]
     dlg.close()
+
+
+def test_dialog_offers_torch_for_training_from_its_cpu_index(tm, qgis_app, monkeypatch, tmp_path):
+    """PyTorch (training from polygons in QGIS), when missing: its CPU build, from PyTorch's own
+    index for torch itself, its requirements from PyPI."""
+    from tailings_mapper.qgis_glue import deps
+    from tailings_mapper.ui import deps_dialog
+    from qgis_helpers import wait_for
+    monkeypatch.setenv(deps.ENV_DIR, str(tmp_path / "deps"))
+    monkeypatch.setattr(deps, "pip_available", lambda python=None: None)
+    monkeypatch.setattr(deps, "optional_missing", lambda: [deps.TORCH])
+    calls = []
+
+    def fake_install(packages, target, log, cancel, max_rounds=5, index_url=None):
+        calls.append((list(packages), index_url))
+        return True
+    monkeypatch.setattr(deps, "install", fake_install)
+    dlg = deps_dialog.DependencyDialog([])
+    assert not dlg.torch.isHidden() and dlg.csmask.isHidden() and "CPU build" in dlg.torch.text()
+    dlg.torch.setChecked(True)
+    dlg.start()
+    assert wait_for(lambda: dlg.worker is not None and dlg.worker.isFinished(), 20)
+    dlg.worker.wait()
+    assert calls == [(["torch"], "https://download.pytorch.org/whl/cpu")]
+    dlg.close()
+
+
+def test_index_url_only_for_the_packages_themselves(tm, fake_python, tmp_path):
+    from tailings_mapper.qgis_glue import deps
+    log = []
+    ok = deps.install(["tm-fake-a"], str(tmp_path / "t"), python=fake_python, log=log.append,
+                      index_url="https://example.invalid/whl/cpu")
+    assert ok
+    cmds = [l for l in log if l.startswith("$ ")]
+    assert "--index-url https://example.invalid/whl/cpu tm-fake-a" in cmds[0]
+    assert len(cmds) == 2 and "--index-url" not in cmds[1] and "tm-fake-c" in cmds[1]

@@ -1,4 +1,5 @@
-"""python -m training {train,export,split,rasterize,compare} ...  (see docs/training.md)"""
+"""python -m training {train,export,split,rasterize,evaluate,ood-stats,ood-score,fit,corrections-check,compare} ...
+(see docs/training.md)"""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +8,11 @@ import os
 import sys
 
 from inference.options import add_arguments, from_arguments
+
+
+def open_model_info(path):
+    from inference import open_model
+    return open_model(path).info
 
 # The engine's options `evaluate` takes (the model's values when not given).
 EVALUATE_OPTIONS = ("threshold", "tta", "scales", "min_area_ha")
@@ -72,7 +78,13 @@ def main(argv=None):
     q.add_argument("--json", help="write the result here")
     c = sub.add_parser("compare", help="markdown table from evaluate --json results")
     c.add_argument("results", nargs="+")
+    from . import fit_cli
+    fit_cli.add_parsers(sub)
     a = ap.parse_args(argv)
+    if a.cmd == "fit":
+        return fit_cli.run_fit(a)
+    if a.cmd == "corrections-check":
+        return fit_cli.run_corrections_check(a)
 
     from . import configs, data
     if a.cmd == "train":
@@ -127,7 +139,10 @@ def main(argv=None):
         d = a.data or data.default_data_dir()
         sites = [v.strip() for v in a.sites.split(",")] if a.sites else None
         stats = ood_stats.compute(a.model, a.feature, d, sites)
-        ood_stats.write(a.model, stats, a.out)
+        replay = None
+        if open_model_info(a.model).extra.get("architecture") == "effunet":
+            replay = ood_stats.compute_replay(a.model, d, sites)
+        ood_stats.write(a.model, stats, a.out, replay)
         print(json.dumps({k: stats[k] for k in ("tiles", "maha_q95", "res_q95", "out_of_range_q95", "sites")}))
     elif a.cmd == "ood-score":
         from . import ood_stats
@@ -155,4 +170,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main() or 0)

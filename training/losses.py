@@ -1,4 +1,4 @@
-"""Losses for binary (1 logit channel) and multiclass (K channels) segmentation.
+"""Losses for binary (1 logit channel), multiclass (K channels) and multilabel segmentation.
 
 Pixels labelled 255 are ignored.  ``build("focal+dice")`` sums the named terms (weights
 ``"focal:1+dice:0.5"``).
@@ -75,6 +75,25 @@ class DiceLoss(nn.Module):
         inter = (p * t).sum((0, 2, 3))
         d = (2 * inter + self.smooth) / (p.sum((0, 2, 3)) + t.sum((0, 2, 3)) + self.smooth)
         return 1 - d[1:].mean()
+
+
+class MultiLabelLoss(nn.Module):
+    """A multilabel model's loss: binary cross-entropy per label channel plus half a soft Dice per
+    channel; ``target`` (N, K, H, W) holds 1 (label present), 0 (absent) or IGNORE."""
+
+    def __init__(self, smooth: float = 1.0):
+        super().__init__()
+        self.smooth = smooth
+
+    def forward(self, logits, target):
+        v = (target != IGNORE).float()
+        t = (target == 1).float()
+        bce = F.binary_cross_entropy_with_logits(logits, t, reduction="none")
+        loss = (bce * v).sum() / v.sum().clamp(min=1)
+        p, t = torch.sigmoid(logits) * v, t * v
+        inter = (p * t).sum((0, 2, 3))
+        d = (2 * inter + self.smooth) / (p.sum((0, 2, 3)) + t.sum((0, 2, 3)) + self.smooth)
+        return loss + 0.5 * (1 - d.mean())
 
 
 class Combo(nn.Module):

@@ -306,7 +306,11 @@ class EffUNet(nn.Module):
         self.head = nn.Conv2d(dec[4], n_out, 1)
 
     def forward(self, x):
-        f2, f4, f8, f16, f32 = self.encoder(x)
+        return self.decode(self.encoder(x))
+
+    def decode(self, feats):
+        """The logits from the encoder's features (strides 2..32)."""
+        f2, f4, f8, f16, f32 = feats
         y = self.center(f32)
         y = self.d16(y, f16)
         y = self.d8(y, f8)

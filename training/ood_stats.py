@@ -21,7 +21,7 @@ import numpy as np
 
 from inference import SegmentOptions, open_model, plan
 from inference import ood, stream
-from inference.tiling import positions
+from inference.tiling import positions, rescale
 
 PIXELS_PER_TILE = 4000
 
@@ -86,13 +86,59 @@ def compute(model_path: str, feature: str, data_dir: str, sites: Optional[Sequen
     return stats
 
 
-def write(model_path: str, stats: Dict, out: str) -> None:
-    """A copy of the model with ``stats`` in its metadata (weights and graph unchanged)."""
+def compute_replay(model_path: str, data_dir: str, sites: Optional[Sequence[str]] = None, seed: int = 0) -> Dict:
+    """The ``replay`` metadata (``veto``): the training tiles' stride-32 locations, read as the engine
+    reads them (at each of the model's default scales), and how much tailings each holds (an
+    EffUNet model of ours)."""
+    from osgeo import gdal
+    from . import veto
+    from .from_onnx import load_network
+    net, _, info = load_network(model_path)
+    model = open_model(model_path)
+    if sites is None:
+        sites = (info.extra.get("split") or {}).get("train_sites")
+    tmp = tempfile.mkdtemp(prefix="tm-replay-")
+    vecs, shares = [], []
+    try:
+        for path in _images(data_dir, sites):
+            p = plan(path, model, SegmentOptions(device="cpu", threads=None, cloud_mask="off", ood_check=False))
+            grid = stream.open_grid(p, tmp)
+            img, valid, _ = stream.StripReader(p, grid).window(0, 0, grid.width, grid.height)
+            grid.ds = None
+            mask = gdal.Open(path.replace(os.sep + "images" + os.sep, os.sep + "masks" + os.sep)).ReadAsArray()
+            mask = np.where(valid, mask, 255).astype(np.uint8)
+            for s in info.tta_scales:   # the scales the engine shows the network the tile at
+                im = img if s == 1.0 else rescale(img, s)
+                mk = mask if s == 1.0 else _mask_at(mask, s)
+                v = veto.locations(net, im)
+                hw = ((im.shape[1] + 31) // 32, (im.shape[2] + 31) // 32)
+                pos, known = veto.location_shares(mk, hw)
+                keep = known >= 0.5
+                vecs.append(v[keep])
+                shares.append(pos[keep])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    stats = veto.replay_stats(np.concatenate(vecs), np.concatenate(shares), seed)
+    stats["sites"] = list(sites) if sites is not None else "all"
+    return stats
+
+
+def _mask_at(mask: np.ndarray, scale: float) -> np.ndarray:
+    """A label mask at a coarser scale (nearest: every 2nd, 4th... pixel)."""
+    k = int(round(1.0 / scale))
+    return np.ascontiguousarray(mask[::k, ::k])
+
+
+def write(model_path: str, stats: Dict, out: str, replay: Optional[Dict] = None) -> None:
+    """A copy of the model with ``stats`` (and ``replay``) in its metadata (weights and graph unchanged)."""
     import onnx
     from inference.metadata import write_metadata
     info = open_model(model_path).info
     proto = onnx.load(model_path)
-    write_metadata(proto, replace(info, extra=dict(info.extra, ood=stats)))
+    extra = dict(info.extra, ood=stats)
+    if replay is not None:
+        extra["replay"] = replay
+    write_metadata(proto, replace(info, extra=extra))
     onnx.save(proto, out)
 
 

@@ -12,10 +12,11 @@ class _Installer(QThread):
     line = pyqtSignal(str)
     result = pyqtSignal(bool)
 
-    def __init__(self, packages, target, parent=None, alone=()):
+    def __init__(self, packages, target, parent=None, alone=(), torch=False):
         super().__init__(parent)
         self.packages = packages
         self.alone = list(alone)      # installed without their requirements
+        self.torch = torch
         self.target = target
         self._cancel = False
 
@@ -24,6 +25,9 @@ class _Installer(QThread):
                                                cancel=lambda: self._cancel)
         if ok and self.alone:
             ok = deps.install(self.alone, self.target, log=self.line.emit, cancel=lambda: self._cancel, max_rounds=1)
+        if ok and self.torch:
+            ok = deps.install([deps.TORCH.pip_name], self.target, log=self.line.emit, cancel=lambda: self._cancel,
+                              index_url=deps.TORCH.index_url)
         self.result.emit(ok)
 
     def stop(self):
@@ -65,6 +69,9 @@ class DependencyDialog(QDialog):
         self.csmask = QCheckBox("Also: %s – %s" % (deps.CSMASK.pip_name, deps.CSMASK.why))
         self.csmask.setVisible(deps.CSMASK in deps.optional_missing())
         lay.addWidget(self.csmask)
+        self.torch = QCheckBox("Also: %s – %s" % (deps.TORCH.pip_name, deps.TORCH.why))
+        self.torch.setVisible(deps.TORCH in deps.optional_missing())
+        lay.addWidget(self.torch)
         self.manual = QLabel()
         self.manual.setWordWrap(True)
         self.manual.setTextInteractionFlags(self.manual.textInteractionFlags() | 1)  # selectable
@@ -93,8 +100,12 @@ class DependencyDialog(QDialog):
 
     def packages(self):
         """What the Install button installs with its requirements (onnxruntime, when missing or asked)."""
-        needed = any(m.requirement.module == "onnxruntime" for m in self.missing) or not self.csmask.isChecked()
+        needed = (any(m.requirement.module == "onnxruntime" for m in self.missing)
+                  or not (self.csmask.isChecked() or self.with_torch()))
         return deps.packages_for(self.gpu.isChecked()) if needed else []
+
+    def with_torch(self) -> bool:
+        return not self.torch.isHidden() and self.torch.isChecked()
 
     def alone(self):
         return [deps.CSMASK.pip_name] if not self.csmask.isHidden() and self.csmask.isChecked() else []
@@ -113,8 +124,9 @@ class DependencyDialog(QDialog):
         self.cpu.setEnabled(False)
         self.gpu.setEnabled(False)
         self.progress.setRange(0, 0)  # busy
-        self.status.setText("Installing %s…" % ", ".join(self.packages() + self.alone()))
-        self.worker = _Installer(self.packages(), deps.deps_dir(), self, alone=self.alone())
+        self.status.setText("Installing %s…" % ", ".join(self.packages() + self.alone() +
+                                                          (["torch"] if self.with_torch() else [])))
+        self.worker = _Installer(self.packages(), deps.deps_dir(), self, alone=self.alone(), torch=self.with_torch())
         self.worker.line.connect(self.log.appendPlainText)
         self.worker.result.connect(self._finished)
         self.worker.start()

@@ -168,6 +168,17 @@ class TailingsDock(QDockWidget):
             b.setEnabled(False)
             after.addWidget(b)
         lay.addLayout(after)
+        self.improve_button = QPushButton("Improve the model from my edits")
+        self.improve_button.setToolTip("After correcting a result's polygons (delete false ones, reshape, add missed "
+                                       "ones): train a new model from them. The layer and the model stay as they are.")
+        self.improve_button.clicked.connect(self.improve)
+        self.fit_button = QPushButton("Train a model from polygons…")
+        self.fit_button.setToolTip("Your own classes, region or sensor: train a model from polygons you drew")
+        self.fit_button.clicked.connect(lambda: self.plugin.show_fit_dialog() if self.plugin is not None else None)
+        learn = QHBoxLayout()
+        learn.addWidget(self.improve_button)
+        learn.addWidget(self.fit_button)
+        lay.addLayout(learn)
         lay.addStretch(1)
         self._last = None    # the last task that added results
 
@@ -326,7 +337,7 @@ class TailingsDock(QDockWidget):
             raise ValueError("choose a raster layer")
         model = self.current_model()
         if not model:
-            raise ValueError("choose a model")
+            raise ValueError(self.models.placeholder_problem() or "choose a model")
         missing = self.mapping_box.unset()
         if missing:
             raise ValueError("no raster band chosen for model input%s %s"
@@ -439,6 +450,17 @@ class TailingsDock(QDockWidget):
             extent = QgsCoordinateTransform(layers[0].crs(), dest, QgsProject.instance()).transformBoundingBox(extent)
         canvas.setExtent(extent)
         canvas.refresh()
+
+    def improve(self):
+        """The current layer (a corrected result), else the last run's polygons: a new model from them."""
+        layer = self.iface.activeLayer() if self.iface is not None else None
+        if not (layer is not None and layer.customProperty(results.RESULT_PROPERTY) == "polygons"):
+            last = [lyr for lyr in (self._last.layers if self._last else [])
+                    if lyr is not None and lyr.customProperty(results.RESULT_PROPERTY) == "polygons"]
+            layer = last[0] if last else layer
+        if self.plugin is not None:
+            return self.plugin.improve_from_edits(layer=layer)
+        return None
 
     def open_output_folder(self):
         from qgis.PyQt.QtCore import QUrl

@@ -11,11 +11,17 @@ from qgis.PyQt.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDial
 
 from ..inference import ModelInfo, list_models
 from ..inference.metadata import rgb
+from ..inference.class_schemas import MINING10, definition, schema_of
+from ..inference.model_files import embedded_card
 from ..inference.registry import card_path, card_summary
 from ..qgis_glue.layer_plan import MODELS, choose_model
 from ..qgis_glue.settings import Settings
 
 LOAD_ONNX = "__load_onnx__"
+NO_MINING10 = "__mining10__"   # the ten-class schema, listed even before a model of it exists
+NO_MINING10_TEXT = ("No ten-class model of mining components is installed yet, and none could be trained from "
+                    "public data. Train one from your own polygons (Raster > Tailings Mapper > Train a model from "
+                    "polygons…, classes: mining components) or load an ONNX file (Load ONNX…).")
 
 
 class ModelPicker(QObject):
@@ -61,6 +67,9 @@ class ModelPicker(QObject):
                 if os.path.abspath(path) not in seen and os.path.isfile(path):
                     self._add(path, path, os.path.basename(path))
                     seen.add(os.path.abspath(path))
+            if not self._has_mining10():
+                self.combo.addItem("mining components (ten classes): no model yet", NO_MINING10)
+                self.combo.setItemData(self.combo.count() - 1, schema_tooltip(MINING10), Qt.ToolTipRole)
             self.combo.addItem("Load ONNX…", LOAD_ONNX)
             idx = self.combo.findData(self.settings.get("model") or choose_model(self.settings))
             if idx < 0 and self.combo.count() > 1:
@@ -74,13 +83,24 @@ class ModelPicker(QObject):
         self.combo.addItem(label, data)
         self.combo.setItemData(self.combo.count() - 1, path, Qt.ToolTipRole)
 
+    def _has_mining10(self) -> bool:
+        for i in range(self.combo.count()):
+            info = MODELS.info_or_error(self.combo.itemData(i))
+            if isinstance(info, ModelInfo) and schema_of(info.classes) == "mining10":
+                return True
+        return False
+
     def current(self) -> Optional[str]:
         data = self.combo.currentData()
-        return None if data in (None, LOAD_ONNX) else data
+        return None if data in (None, LOAD_ONNX, NO_MINING10) else data
+
+    def placeholder_problem(self) -> Optional[str]:
+        """What to do when the ten-class entry without a model is chosen (else None)."""
+        return NO_MINING10_TEXT if self.combo.currentData() == NO_MINING10 else None
 
     def info(self):
         """The chosen model's metadata, or why it cannot be used."""
-        return MODELS.info_or_error(self.current())
+        return self.placeholder_problem() or MODELS.info_or_error(self.current())
 
     def add_user_model(self, path: str) -> bool:
         """Add an ONNX file to the list (validated); False with the problem signalled."""
@@ -116,11 +136,13 @@ class ModelPicker(QObject):
         self.changed.emit()
 
     def card(self) -> Optional[str]:
-        """The chosen model's card (markdown text), when it has one."""
+        """The chosen model's card (markdown text), when it has one: beside it, else inside it."""
         info = self.info()
-        path = card_path(info.path) if isinstance(info, ModelInfo) and info.path else None
-        if not path:
+        if not isinstance(info, ModelInfo) or not info.path:
             return None
+        path = card_path(info.path)
+        if not path:
+            return embedded_card(info.path)
         with open(path, encoding="utf-8") as fh:
             return fh.read()
 
@@ -159,10 +181,16 @@ class ModelPicker(QObject):
         return dlg
 
 
+def schema_tooltip(schema) -> str:
+    return "<br>".join("<b>%s</b>: %s" % (html(c.name), html(c.definition)) for c in schema if c.id)
+
+
 def describe(info: ModelInfo) -> str:
-    """HTML: what the model reads, its defaults and its classes (as coloured chips)."""
-    classes = " ".join("<span style='background:%s;color:%s'>&nbsp;%s&nbsp;</span>"
-                       % (c.color, _contrast(c.color), html(c.name)) for c in info.classes)
+    """HTML: what the model reads, its defaults and its classes (as coloured chips; a schema class's
+    definition shows when the pointer rests on it)."""
+    classes = " ".join("<span style='background:%s;color:%s' title='%s'>&nbsp;%s&nbsp;</span>"
+                       % (c.color, _contrast(c.color), html(definition(c.name)).replace("'", "&#39;"), html(c.name))
+                       for c in info.classes)
     return ("inputs: %s<br>GSD %g m, tiles %d px (overlap %d), threshold %g, test-time augmentation %s, scales %s"
             "<br>classes: %s%s"
             % (", ".join(info.bands), info.gsd_m, info.tile_size, info.tile_overlap, info.threshold,

@@ -1,0 +1,71 @@
+"""Improve the model from my edits: a result polygon layer the analyst corrected (false polygons
+deleted, others reshaped, missed ones added) becomes a training request.
+
+The layer's GeoPackage says what made it (``TM_MODEL_PATH``, ``TM_SOURCE``) and the ground its run
+covered (``TM_AREA``, in the raster's CRS): inside it, the polygons as they are now are the
+tailings and everything else is background.  The polygons are read as QGIS shows them, unsaved
+edits included, into a file of the task's own; the layer and the model are not changed: the
+result is a new model in the user's list.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import tempfile
+from typing import Optional
+
+from osgeo import ogr, osr
+from qgis.core import QgsVectorLayer
+
+from ..inference import open_model
+from .fit_task import FitRequest, write_layer
+from .results import RESULT_PROPERTY
+
+
+def run_of(layer) -> dict:
+    """What a result polygon layer says about its run: ``{model, source, area}`` (ValueError when
+    it is not one)."""
+    if not isinstance(layer, QgsVectorLayer) or not layer.isValid():
+        raise ValueError("choose the polygon layer of a Tailings Mapper run")
+    parts = layer.source().split("|")
+    path = parts[0]
+    name = next((p.split("=", 1)[1] for p in parts[1:] if p.startswith("layername=")), None)
+    ds = ogr.Open(path) if path.lower().endswith(".gpkg") else None
+    lyr = (ds.GetLayerByName(name) if name else ds.GetLayer(0)) if ds is not None else None
+    md = lyr.GetMetadata() if lyr is not None else {}
+    srs = lyr.GetSpatialRef().ExportToWkt() if lyr is not None and lyr.GetSpatialRef() else None
+    lyr = ds = None
+    if not md.get("TM_AREA") or not md.get("TM_SOURCE"):
+        if layer.customProperty(RESULT_PROPERTY) == "polygons":
+            raise ValueError("%s was written by an older Tailings Mapper that did not record the ground its run "
+                             "covered: run the model again and correct that result" % layer.name())
+        raise ValueError("%s is not the polygon layer of a Tailings Mapper run (its GeoPackage does not say which "
+                         "raster, model and ground it covers)" % layer.name())
+    return {"model": md.get("TM_MODEL_PATH") or md.get("TM_MODEL"), "model_name": md.get("TM_MODEL"),
+            "source": md["TM_SOURCE"], "area": md["TM_AREA"], "srs": srs}
+
+
+def improvement(layer, epochs: int = 10, device: str = "auto", name: Optional[str] = None) -> FitRequest:
+    """The training request that improves the layer's model from its polygons as they are now."""
+    run = run_of(layer)
+    if not os.path.exists(run["source"]):
+        raise ValueError("the raster of this run is not there any more: %s" % run["source"])
+    model = run["model"]
+    try:
+        info = open_model(model).info
+    except Exception as e:  # the model file moved or broke
+        raise ValueError("the model of this run (%s) cannot be opened: %s" % (model, e)) from None
+    work = tempfile.mkdtemp(prefix="tm-edits-")
+    labels = write_layer(layer, os.path.join(work, "labels.gpkg"))
+    area = os.path.join(work, "area.gpkg")
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(run["srs"] or "")
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(area)
+    lyr = ds.CreateLayer("area", srs, ogr.wkbMultiPolygon)
+    f = ogr.Feature(lyr.GetLayerDefn())
+    f.SetGeometry(ogr.CreateGeometryFromWkt(run["area"]))
+    lyr.CreateFeature(f)
+    f = lyr = ds = None
+    stem = "%s-improved-%s" % (info.name, datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    return FitRequest(rasters=[run["source"]], labels=labels, field_name=None if info.task == "binary" else "class_name",
+                      aoi=area, init=model, epochs=epochs, device=device, name=name or stem, workdir=work)

@@ -1,0 +1,65 @@
+"""The model card of a model trained from polygons (``<model>.md`` beside it): what it learnt from,
+how it scored on the part held back, and what that does not tell."""
+from __future__ import annotations
+
+import os
+
+from inference.class_schemas import definition
+from inference.metadata import ModelInfo
+
+
+def text(info: ModelInfo) -> str:
+    fit = info.extra.get("fit", {})
+    val = info.extra.get("validation_fit", {}) or {}
+    src = info.extra.get("trained_from", {})
+    base = src.get("name") if src.get("model") != "scratch" else None
+    rasters = ", ".join(os.path.basename(r) for r in fit.get("rasters", []))
+    per = val.get("per_class") or {}
+    score = val.get("iou", val.get("miou"))
+    short = ("%s, on %s, from the user's polygons (%s). Scored on a part of those scenes held back: %s. "
+             "It has seen only these scenes%s; check its results by eye before relying on them."
+             % ("Fine-tuned from %s" % base if base else "Trained from scratch", rasters or "the given rasters",
+                fit.get("date", ""), ("IoU %.2f" % score) if score is not None else "no labelled class there to score",
+                " and what %s learnt" % base if base else ""))
+    lines = ["# Model card: `%s`" % info.name, "", "**In short:** " + " ".join(short.split()), ""]
+    lines += ["## Classes", ""]
+    for c in info.classes:
+        d = definition(c.name)
+        lines.append("- %d `%s` (%s)%s" % (c.id, c.name, c.color, ": " + d if d else ""))
+    lines += ["", "## Training", "",
+              "- task: %s; inputs %s at %g m; tiles %d px" % (info.task, ", ".join(info.bands), info.gsd_m,
+                                                              info.tile_size),
+              "- from: %s" % (base or "scratch (ImageNet encoder when installed)"),
+              "- rasters: %s" % (", ".join(fit.get("rasters", [])) or "-"),
+              "- labels: %s%s%s" % (fit.get("labels", "-"), ", field %s" % fit["field"] if fit.get("field") else "",
+                                   "; area %s" % fit["area"] if fit.get("area") else "; without an area: background "
+                                   "near the labels only"),
+              "- labelled pixels: %s" % ", ".join("%s %d" % kv for kv in sorted((fit.get("label_pixels") or {}).items())),
+              "- epochs: %s of %s run%s, best epoch %s; %s s on %s (torch %s)" % (
+                  fit.get("epochs_run"), fit.get("epochs"), " (cancelled)" if fit.get("cancelled") else "",
+                  fit.get("best_epoch"), fit.get("seconds"), fit.get("device"), fit.get("torch")),
+              "- kept from the model it started from: %s" % (
+                  "its normalisation statistics, its encoder (not trained), an L2 pull (%g) towards its weights"
+                  % fit.get("anchor_l2sp", 0) if base and not fit.get("encoder_trained") else
+                  "its normalisation statistics, an L2 pull (%g) towards its weights" % fit.get("anchor_l2sp", 0)
+                  if base else "nothing (scratch)"),
+              "", "## Validation (a spatially separate part of the labelled scenes)", ""]
+    if per:
+        lines += ["| class | IoU |", "|---|---|"]
+        lines += ["| %s | %s |" % (k, "-" if v is None else "%.3f" % v) for k, v in per.items()]
+        if val.get("threshold") is not None:
+            lines += ["", "Threshold chosen there: %g." % val["threshold"]]
+    else:
+        lines.append("No part could be held back (one block of labelled ground): no score.")
+    lines += ["", "## Known limits", "",
+              "- Scored on blocks of the same scenes it was trained on: a new scene, season or sensor can score "
+              "much lower.",
+              "- The labels are the user's own: what they left out, the model learnt to leave out too.", ""]
+    return "\n".join(lines)
+
+
+def write(model_path: str, info: ModelInfo) -> str:
+    path = os.path.splitext(model_path)[0] + ".md"
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text(info))
+    return path

@@ -1,0 +1,168 @@
+"""The "Train a model from polygons" dialog: rasters, a label layer and its class field, the classes
+(tailings, the ten mining components, or your own), an area, the model to start from; trains in
+the task manager (``qgis_glue.fit_task``) with progress and Cancel."""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Optional
+
+from qgis.core import QgsFieldProxyModel, QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
+from qgis.gui import QgsFieldComboBox, QgsMapLayerComboBox
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit,
+                                 QListWidget, QListWidgetItem, QProgressBar, QPushButton, QSpinBox, QVBoxLayout)
+
+from ..inference import list_models
+from ..inference.class_schemas import MINING10, SCHEMA_LABELS, TAILINGS
+from ..qgis_glue import deps
+from ..qgis_glue import fit_task
+from ..qgis_glue.layers import layer_path
+from .model_picker import schema_tooltip
+
+FROM_MODEL = "__model__"
+
+
+class FitDialog(QDialog):
+    def __init__(self, iface=None, parent=None, on_model=None):
+        super().__init__(parent)
+        self.iface, self.on_model = iface, on_model
+        self.task = None
+        self.setWindowTitle("Tailings Mapper – train a model from polygons")
+        self.setMinimumWidth(560)
+        lay = QVBoxLayout(self)
+        intro = QLabel("Draw polygons of what the model should find (a field says which class each is) over one "
+                       "or more rasters. Inside the area, everything you did not draw is taught as background; "
+                       "without an area, only the ground near your polygons is.")
+        intro.setWordWrap(True)
+        lay.addWidget(intro)
+        form = QFormLayout()
+        self.rasters = QListWidget()
+        self.rasters.setMaximumHeight(110)
+        for lyr in QgsProject.instance().mapLayers().values():
+            if isinstance(lyr, QgsRasterLayer) and not lyr.customProperty("tailings_mapper/result"):
+                it = QListWidgetItem(lyr.name())
+                it.setData(Qt.UserRole, lyr.id())
+                it.setFlags(it.flags() | Qt.ItemIsUserCheckable)
+                it.setCheckState(Qt.Unchecked)
+                self.rasters.addItem(it)
+        if self.rasters.count():
+            self.rasters.item(0).setCheckState(Qt.Checked)
+        form.addRow("Rasters (scenes, years)", self.rasters)
+        self.labels = QgsMapLayerComboBox()
+        self.labels.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        form.addRow("Label polygons", self.labels)
+        self.field = QgsFieldComboBox()
+        self.field.setAllowEmptyFieldName(True)
+        self.field.setFilters(QgsFieldProxyModel.String | QgsFieldProxyModel.Int | QgsFieldProxyModel.LongLong)
+        self.labels.layerChanged.connect(self.field.setLayer)
+        self.field.setLayer(self.labels.currentLayer())
+        self.field.setToolTip("Each polygon's class: a class name or id. Empty: every polygon is tailings (binary)")
+        form.addRow("Class field", self.field)
+        self.classes = QComboBox()
+        self.classes.setEditable(True)
+        self.classes.addItem("those of the model it starts from", FROM_MODEL)
+        self.classes.addItem(SCHEMA_LABELS["tailings"], "tailings")
+        self.classes.addItem(SCHEMA_LABELS["mining10"], "mining10")
+        self.classes.setItemData(1, schema_tooltip(TAILINGS), Qt.ToolTipRole)
+        self.classes.setItemData(2, schema_tooltip(MINING10), Qt.ToolTipRole)
+        self.classes.setToolTip("A schema, or your own class names separated by commas (pit,dump,pond)<br><br>"
+                                + schema_tooltip(MINING10))
+        form.addRow("Classes", self.classes)
+        self.multilabel = QCheckBox("classes may overlap (a sigmoid per class)")
+        form.addRow("", self.multilabel)
+        self.area = QgsMapLayerComboBox()
+        self.area.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.area.setAllowEmptyLayer(True)
+        self.area.setLayer(None)
+        form.addRow("Area (optional)", self.area)
+        self.init = QComboBox()
+        for e in list_models(load=False):
+            self.init.addItem("%s%s" % (e.name, " (shipped)" if e.shipped else ""), e.path)
+        self.init.addItem("scratch (ImageNet encoder)", "scratch")
+        form.addRow("Start from", self.init)
+        self.epochs = QSpinBox()
+        self.epochs.setRange(1, 500)
+        self.epochs.setValue(10)
+        form.addRow("Epochs", self.epochs)
+        self.device = QComboBox()
+        for label, v in (("Auto", "auto"), ("CPU", "cpu"), ("GPU (CUDA)", "cuda")):
+            self.device.addItem(label, v)
+        form.addRow("Device", self.device)
+        self.name = QLineEdit()
+        self.name.setPlaceholderText("default: <model>-<date-time>")
+        form.addRow("New model's name", self.name)
+        lay.addLayout(form)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        lay.addWidget(self.progress)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        lay.addWidget(self.status)
+        buttons = QDialogButtonBox()
+        self.train_button = QPushButton("Train")
+        self.cancel_button = QPushButton("Cancel training")
+        self.cancel_button.setEnabled(False)
+        buttons.addButton(self.train_button, QDialogButtonBox.AcceptRole)
+        buttons.addButton(self.cancel_button, QDialogButtonBox.ActionRole)
+        close = buttons.addButton(QDialogButtonBox.Close)
+        self.train_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        close.clicked.connect(self.reject)
+        lay.addWidget(buttons)
+        if deps.torch_missing():
+            self._problem("Training needs PyTorch: install it with Raster > Tailings Mapper > Python packages… "
+                          "(its CPU build, about 200 MB).")
+            self.train_button.setEnabled(False)
+
+    def _problem(self, text: str) -> None:
+        self.status.setText("<span style='color:#c00'>%s</span>" % text)
+
+    def request(self) -> fit_task.FitRequest:
+        """What the dialog asks for, the layers written to files (ValueError: what is missing)."""
+        ids = [self.rasters.item(i).data(Qt.UserRole) for i in range(self.rasters.count())
+               if self.rasters.item(i).checkState() == Qt.Checked]
+        if not ids:
+            raise ValueError("tick at least one raster")
+        rasters = [layer_path(QgsProject.instance().mapLayer(i)) for i in ids]
+        labels = self.labels.currentLayer()
+        if labels is None:
+            raise ValueError("choose the label polygons")
+        work = tempfile.mkdtemp(prefix="tm-fit-")
+        area = self.area.currentLayer()
+        text = self.classes.currentText().strip()
+        idx = self.classes.findText(text)
+        spec = self.classes.itemData(idx) if idx >= 0 else text     # a listed choice, or names typed in
+        return fit_task.FitRequest(
+            rasters=rasters, labels=fit_task.write_layer(labels, os.path.join(work, "labels.gpkg")),
+            field_name=self.field.currentField() or None, classes=None if spec == FROM_MODEL else spec,
+            aoi=fit_task.write_layer(area, os.path.join(work, "area.gpkg")) if area is not None else None,
+            init=self.init.currentData(), epochs=self.epochs.value(), device=self.device.currentData(),
+            name=self.name.text().strip() or None, multilabel=self.multilabel.isChecked(), workdir=work)
+
+    def start(self) -> Optional[fit_task.FitTask]:
+        try:
+            req = self.request()
+        except (ValueError, RuntimeError) as e:
+            self._problem(str(e))
+            return None
+        bar = self.iface.messageBar() if self.iface is not None else None
+        self.task = fit_task.start(req, bar, self.on_model)
+        self.task.progressChanged.connect(lambda v: self.progress.setValue(int(v)))
+        self.task.progressText.connect(self.status.setText)
+        self.task.done.connect(self._done)
+        self.train_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.status.setText("starting…")
+        return self.task
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def _done(self, ok: bool, outcome: str) -> None:
+        self.cancel_button.setEnabled(False)
+        self.train_button.setEnabled(True)
+        self.progress.setValue(100 if ok else self.progress.value())
+        colour = "#2a7a2a" if ok else "#c00"
+        self.status.setText("<span style='color:%s'>%s</span>" % (colour, outcome))
