@@ -62,6 +62,11 @@ class TailingsMapperPlugin:
         self.improve_action.setToolTip("Train a new model from the current result polygon layer as you corrected it "
                                        "(deleted, reshaped, added polygons); the layer and the model stay as they are")
         self.improve_action.triggered.connect(self.improve_from_edits)
+        self.change_action = QAction("Change map…", mw)
+        self.change_action.setObjectName("TailingsMapperChange")
+        self.change_action.setToolTip("Compare results of different years: a transition map, change polygons, tables "
+                                      "and a report")
+        self.change_action.triggered.connect(self.show_change_dialog)
         self.models_action = QAction("My models…", mw)
         self.models_action.setObjectName("TailingsMapperModels")
         self.models_action.triggered.connect(self.show_models)
@@ -73,8 +78,8 @@ class TailingsMapperPlugin:
         self.toolbar.setObjectName("TailingsMapperToolbar")
         self.toolbar.addAction(self.run_action)
         self.toolbar.addAction(self.panel_action)
-        for a in (self.panel_action, self.run_action, self.improve_action, self.fit_action, self.models_action,
-                  self.deps_action, self.help_action):
+        for a in (self.panel_action, self.run_action, self.change_action, self.improve_action, self.fit_action,
+                  self.models_action, self.deps_action, self.help_action):
             self.iface.addPluginToRasterMenu(MENU, a)
             self.actions.append(a)
 
@@ -213,6 +218,15 @@ class TailingsMapperPlugin:
         self._fit_dialog = FitDialog(self.iface, self.iface.mainWindow(), on_model=self._model_added)
         self._fit_dialog.show()
         return self._fit_dialog
+
+    def show_change_dialog(self, *_):
+        import datetime
+        from .qgis_glue.layer_plan import default_out_dir
+        from .ui.change_dialog import ChangeDialog
+        folder = os.path.join(default_out_dir(), "change-%s" % datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+        self._change_dialog = ChangeDialog(self.iface, self.iface.mainWindow(), out_dir=folder)
+        self._change_dialog.show()
+        return self._change_dialog
 
     def show_models(self, *_):
         from .ui.models_dialog import ModelsDialog

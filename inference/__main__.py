@@ -1,4 +1,4 @@
-"""Command line: ``python -m inference segment|models|evaluate ...`` (``--help`` on each)."""
+"""Command line: ``python -m inference segment|models|evaluate|change ...`` (``--help`` on each)."""
 from __future__ import annotations
 
 import argparse
@@ -115,6 +115,34 @@ def cmd_evaluate(a) -> int:
     return 0
 
 
+def cmd_change(a) -> int:
+    from .change import CHANGE_OPTIONS, options_from_texts, plan_change, run_change
+    try:
+        opts = options_from_texts({o.name: getattr(a, o.name, None) for o in CHANGE_OPTIONS})
+    except OptionError as err:
+        flag = next((o.flag_name for o in CHANGE_OPTIONS if o.name == err.option), None)
+        print("error: %s%s" % ("%s: " % flag if flag else "", err), file=sys.stderr)
+        return 2
+    p = plan_change(a.results, opts, a.out)
+    print("comparing %s on one grid: %s" % (", ".join("%s (%s)" % (y, i.label) for y, i in zip(p.years, p.inputs)),
+                                            p.grid.describe()))
+    bar = Bar(not a.quiet and (sys.stderr.isatty() or a.progress))
+    res = run_change(p, progress=bar)
+    s = res.summary
+    print("compared: %.2f ha (common ground %.2f ha, no data %.2f ha)" % (
+        s["compared_area_ha"], s["common_area_ha"], s["nodata_area_ha"]))
+    for y in s["series"]["years"]:
+        print("%s: %s" % (y, ", ".join("%s %.2f ha" % kv for kv in s["series"]["area_ha"][y].items())))
+    for t in s["transitions"]:
+        if t["from"] != t["to"] and t["area_ha"] > 0:
+            print("%s -> %s: %.2f ha" % (t["from"], t["to"], t["area_ha"]))
+    for w in res.warnings:
+        print("warning: %s" % w)
+    for k in ("transitions", "polygons", "report", "summary"):
+        print("%s: %s" % (k, res.outputs[k]))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m inference", description="Tailings Mapper segmentation engine")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -138,6 +166,15 @@ def main(argv=None) -> int:
     e.add_argument("--progress", action="store_true")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_evaluate)
+    from .change import CHANGE_OPTIONS
+    c = sub.add_parser("change", help="change map between two or more results of the same ground (class rasters or "
+                                      "polygon layers as edited)")
+    c.add_argument("results", nargs="+", help="class rasters or polygon layers (gpkg, or gpkg|layername=L)")
+    c.add_argument("--out", required=True, help="output folder")
+    add_arguments(c, table=CHANGE_OPTIONS)
+    c.add_argument("--progress", action="store_true")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=cmd_change)
     a = ap.parse_args(argv)
     bound_block_cache()
     try:

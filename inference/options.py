@@ -338,10 +338,11 @@ def to_texts(opts, names: Optional[Sequence[str]] = None) -> Dict[str, str]:
 
 
 # -- the command line ---------------------------------------------------------------------------
-def add_arguments(parser, names: Optional[Sequence[str]] = None) -> None:
-    """argparse arguments for the command-line options (or ``names``); values stay text until
-    :func:`from_arguments`, so that the engine, not argparse, judges them."""
-    for o in OPTIONS:
+def add_arguments(parser, names: Optional[Sequence[str]] = None, table: Sequence[Option] = None) -> None:
+    """argparse arguments for the command-line options (or ``names``) of ``table`` (default: a
+    run's :data:`OPTIONS`); values stay text until :func:`from_arguments`, so that the engine, not
+    argparse, judges them."""
+    for o in (OPTIONS if table is None else table):
         if (names is None and "cli" not in o.fronts) or (names is not None and o.name not in names):
             continue
         if o.kind == "bool":

@@ -1,8 +1,9 @@
-"""The Tailings Mapper Processing provider: "Segment tailings / mining components" and "Train a
-model from polygons"; later algorithms (change maps, batch...) go here too."""
+"""The Tailings Mapper Processing provider: "Segment tailings / mining components", "Train a model
+from polygons", "Change map between years"; later algorithms (batch...) go here too."""
 from qgis.core import QgsProcessingProvider
 
 from ..qgis_glue.icons import icon
+from .change_algorithm import ChangeAlgorithm
 from .fit_algorithm import FitAlgorithm
 from .segment_algorithm import SegmentAlgorithm
 
@@ -23,3 +24,4 @@ class TailingsProvider(QgsProcessingProvider):
     def loadAlgorithms(self):  # noqa: N802
         self.addAlgorithm(SegmentAlgorithm())
         self.addAlgorithm(FitAlgorithm())
+        self.addAlgorithm(ChangeAlgorithm())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import traceback
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
@@ -16,7 +15,7 @@ from qgis.core import (Qgis, QgsApplication, QgsCoordinateTransformContext, QgsP
                        QgsVectorFileWriter, QgsVectorLayer)
 from qgis.PyQt.QtCore import pyqtSignal
 
-from .log import log
+from .log import log, push, unexpected
 from .training_bridge import fit_module
 
 
@@ -91,8 +90,7 @@ class FitTask(QgsTask):
             self.error = str(e)
             return False
         except Exception as e:  # a bug: the traceback goes to the log
-            self.error = "unexpected error: %s: %s" % (type(e).__name__, e)
-            self.details = traceback.format_exc()
+            self.error, self.details = unexpected(e)
             return False
 
     def finished(self, ok: bool) -> None:  # noqa: D401 (QgsTask API)
@@ -120,11 +118,7 @@ class FitTask(QgsTask):
         self.done.emit(self.ok, self.outcome)
 
     def _push(self, text: str, level) -> None:
-        if self.message_bar is not None:
-            try:
-                self.message_bar.pushMessage("Tailings Mapper", text, level, 0 if level == Qgis.Critical else 10)
-            except RuntimeError:
-                pass
+        push(self.message_bar, text, level)
 
 
 def start(request: FitRequest, message_bar=None, on_model=None) -> FitTask:

@@ -8,3 +8,19 @@ LOG_TAG = "Tailings Mapper"
 
 def log(message: str, level=Qgis.Info) -> None:
     QgsMessageLog.logMessage(message, LOG_TAG, level)
+
+
+def push(message_bar, text: str, level) -> None:
+    """To the message bar (if any; errors stay until closed), and the log when it is gone."""
+    if message_bar is None:
+        return
+    try:
+        message_bar.pushMessage("Tailings Mapper", text, level, 0 if level == Qgis.Critical else 10)
+    except RuntimeError as e:  # the message bar is gone (QGIS closing)
+        log("%s (message bar unavailable: %s)" % (text, e), level)
+
+
+def unexpected(e: BaseException):
+    """``(message, traceback)`` of an error that is a bug: one line for the user, the rest for the log."""
+    import traceback
+    return "unexpected error: %s: %s" % (type(e).__name__, e), traceback.format_exc()

@@ -15,7 +15,7 @@ from ..inference import Cancelled, TailingsError, execute
 from ..inference.report import findings
 from . import results
 from .layer_plan import LayerPlan
-from .log import log
+from .log import log, unexpected
 
 
 class SegmentTask(QgsTask):
@@ -60,8 +60,7 @@ class SegmentTask(QgsTask):
             self.details = traceback.format_exc()
             return False
         except Exception as e:  # a bug: keep the traceback for the log
-            self.error = "unexpected error: %s: %s" % (type(e).__name__, e)
-            self.details = traceback.format_exc()
+            self.error, self.details = unexpected(e)
             return False
 
     # -- main thread ----------------------------------------------------------------------

@@ -171,7 +171,7 @@ def test_fit_dialog_says_what_is_missing(plugin, env, monkeypatch):
     assert dlg.start() is None and "tick at least one raster" in dlg.status.text()
     monkeypatch.setattr(deps, "torch_missing", lambda: True)
     dlg2 = FitDialog(plugin.iface)
-    assert not dlg2.train_button.isEnabled() and "needs PyTorch" in dlg2.status.text()
+    assert not dlg2.run_button.isEnabled() and "needs PyTorch" in dlg2.status.text()
 
 
 def test_my_models_rename_export_delete(plugin, env):

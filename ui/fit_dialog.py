@@ -10,44 +10,32 @@ from typing import Optional
 from qgis.core import QgsFieldProxyModel, QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
 from qgis.gui import QgsFieldComboBox, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit,
-                                 QListWidget, QListWidgetItem, QProgressBar, QPushButton, QSpinBox, QVBoxLayout)
+from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QLineEdit, QSpinBox
 
 from ..inference import list_models
 from ..inference.class_schemas import MINING10, SCHEMA_LABELS, TAILINGS
 from ..qgis_glue import deps
 from ..qgis_glue import fit_task
 from ..qgis_glue.layers import layer_path
+from .layer_list import LayerList
 from .model_picker import schema_tooltip
+from .task_dialog import TaskDialog
 
 FROM_MODEL = "__model__"
 
 
-class FitDialog(QDialog):
+class FitDialog(TaskDialog):
     def __init__(self, iface=None, parent=None, on_model=None):
-        super().__init__(parent)
+        super().__init__("train a model from polygons", "Draw polygons of what the model should find (a field says "
+                         "which class each is) over one or more rasters. Inside the area, everything you did not draw "
+                         "is taught as background; without an area, only the ground near your polygons is.",
+                         "Train", "Cancel training", parent=parent)
         self.iface, self.on_model = iface, on_model
-        self.task = None
-        self.setWindowTitle("Tailings Mapper – train a model from polygons")
-        self.setMinimumWidth(560)
-        lay = QVBoxLayout(self)
-        intro = QLabel("Draw polygons of what the model should find (a field says which class each is) over one "
-                       "or more rasters. Inside the area, everything you did not draw is taught as background; "
-                       "without an area, only the ground near your polygons is.")
-        intro.setWordWrap(True)
-        lay.addWidget(intro)
-        form = QFormLayout()
-        self.rasters = QListWidget()
+        form = self.form
+        self.rasters = LayerList([lyr for lyr in QgsProject.instance().mapLayers().values()
+                                  if isinstance(lyr, QgsRasterLayer) and not lyr.customProperty("tailings_mapper/result")],
+                                 check_first=True)
         self.rasters.setMaximumHeight(110)
-        for lyr in QgsProject.instance().mapLayers().values():
-            if isinstance(lyr, QgsRasterLayer) and not lyr.customProperty("tailings_mapper/result"):
-                it = QListWidgetItem(lyr.name())
-                it.setData(Qt.UserRole, lyr.id())
-                it.setFlags(it.flags() | Qt.ItemIsUserCheckable)
-                it.setCheckState(Qt.Unchecked)
-                self.rasters.addItem(it)
-        if self.rasters.count():
-            self.rasters.item(0).setCheckState(Qt.Checked)
         form.addRow("Rasters (scenes, years)", self.rasters)
         self.labels = QgsMapLayerComboBox()
         self.labels.setFilters(QgsMapLayerProxyModel.PolygonLayer)
@@ -92,39 +80,17 @@ class FitDialog(QDialog):
         self.name = QLineEdit()
         self.name.setPlaceholderText("default: <model>-<date-time>")
         form.addRow("New model's name", self.name)
-        lay.addLayout(form)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 100)
-        lay.addWidget(self.progress)
-        self.status = QLabel()
-        self.status.setWordWrap(True)
-        lay.addWidget(self.status)
-        buttons = QDialogButtonBox()
-        self.train_button = QPushButton("Train")
-        self.cancel_button = QPushButton("Cancel training")
-        self.cancel_button.setEnabled(False)
-        buttons.addButton(self.train_button, QDialogButtonBox.AcceptRole)
-        buttons.addButton(self.cancel_button, QDialogButtonBox.ActionRole)
-        close = buttons.addButton(QDialogButtonBox.Close)
-        self.train_button.clicked.connect(self.start)
-        self.cancel_button.clicked.connect(self.cancel)
-        close.clicked.connect(self.reject)
-        lay.addWidget(buttons)
         if deps.torch_missing():
-            self._problem("Training needs PyTorch: install it with Raster > Tailings Mapper > Python packages… "
+            self.problem("Training needs PyTorch: install it with Raster > Tailings Mapper > Python packages… "
                           "(its CPU build, about 200 MB).")
-            self.train_button.setEnabled(False)
-
-    def _problem(self, text: str) -> None:
-        self.status.setText("<span style='color:#c00'>%s</span>" % text)
+            self.run_button.setEnabled(False)
 
     def request(self) -> fit_task.FitRequest:
         """What the dialog asks for, the layers written to files (ValueError: what is missing)."""
-        ids = [self.rasters.item(i).data(Qt.UserRole) for i in range(self.rasters.count())
-               if self.rasters.item(i).checkState() == Qt.Checked]
-        if not ids:
+        chosen = self.rasters.chosen()
+        if not chosen:
             raise ValueError("tick at least one raster")
-        rasters = [layer_path(QgsProject.instance().mapLayer(i)) for i in ids]
+        rasters = [layer_path(lyr) for lyr in chosen]
         labels = self.labels.currentLayer()
         if labels is None:
             raise ValueError("choose the label polygons")
@@ -144,25 +110,8 @@ class FitDialog(QDialog):
         try:
             req = self.request()
         except (ValueError, RuntimeError) as e:
-            self._problem(str(e))
+            self.problem(str(e))
             return None
-        bar = self.iface.messageBar() if self.iface is not None else None
-        self.task = fit_task.start(req, bar, self.on_model)
-        self.task.progressChanged.connect(lambda v: self.progress.setValue(int(v)))
-        self.task.progressText.connect(self.status.setText)
-        self.task.done.connect(self._done)
-        self.train_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.status.setText("starting…")
-        return self.task
-
-    def cancel(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-
-    def _done(self, ok: bool, outcome: str) -> None:
-        self.cancel_button.setEnabled(False)
-        self.train_button.setEnabled(True)
-        self.progress.setValue(100 if ok else self.progress.value())
-        colour = "#2a7a2a" if ok else "#c00"
-        self.status.setText("<span style='color:%s'>%s</span>" % (colour, outcome))
+        task = fit_task.start(req, self.iface.messageBar() if self.iface is not None else None, self.on_model)
+        task.progressText.connect(self.status.setText)
+        return self.track(task)

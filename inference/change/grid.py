@@ -1,0 +1,249 @@
+"""One grid for all the years: the first raster's CRS, pixel size and alignment, over the ground
+every input covers; every input brought onto it (class rasters nearest, polygons burnt), and
+the true area of its pixels in any CRS.
+
+Areas: each pixel's corners on a lattice every ``AREA_STEP`` pixels are projected on a Lambert
+azimuthal equal-area projection centred on the grid, the cell areas interpolated in between:
+true areas on the ellipsoid for a UTM or a geographic grid (EPSG:4326) alike, never square
+degrees.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+from osgeo import gdal, ogr, osr
+
+from ..errors import InputError
+from .inputs import ResultInput, _srs, polygon_items
+
+NODATA = 255
+AREA_STEP = 64
+
+
+@dataclass(frozen=True)
+class Grid:
+    gt: Tuple[float, ...]
+    wkt: str
+    width: int
+    height: int
+    reference: str                # the input whose grid it is
+
+    def describe(self) -> str:
+        srs = _srs(self.wkt)
+        name = srs.GetName() or "?"
+        code = srs.GetAuthorityCode(None)
+        unit = "degrees" if srs.IsGeographic() else (srs.GetLinearUnitsName() or "units")
+        return "%s%s, pixels of %g x %g %s, %d x %d, from %s" % (
+            name, " (EPSG:%s)" % code if code else "", abs(self.gt[1]), abs(self.gt[5]), unit, self.width,
+            self.height, os.path.basename(self.reference))
+
+
+def _transform(wkt_geom: str, src_wkt: str, dst_wkt: str) -> ogr.Geometry:
+    g = ogr.CreateGeometryFromWkt(wkt_geom)
+    src, dst = _srs(src_wkt), _srs(dst_wkt)
+    if not src.IsSame(dst):
+        g.Transform(osr.CoordinateTransformation(src, dst))
+    return g
+
+
+def common_grid(inputs: Sequence[ResultInput]) -> Tuple[Grid, ogr.Geometry]:
+    """The grid and the ground all inputs cover (in the grid's CRS)."""
+    ref = next(((i.path if i.kind == "raster" else i.raster) for i in inputs
+                if i.kind == "raster" or i.raster), None)
+    if ref is None:
+        raise InputError("none of the results is a class raster, nor has one beside it: the change map needs one "
+                         "for its grid")
+    ds = gdal.Open(ref)
+    gt, wkt = ds.GetGeoTransform(), ds.GetProjection()
+    ds = None
+    if gt[2] or gt[4]:
+        raise InputError("%s is rotated: give north-up rasters" % ref)
+    common = None
+    for inp in inputs:
+        g = _transform(inp.footprint, inp.wkt, wkt)
+        common = g if common is None else common.Intersection(g)
+    if common is None or common.IsEmpty() or common.GetArea() <= 0:
+        raise InputError("the results do not overlap: they are of different areas (%s)"
+                         % ", ".join(i.label for i in inputs))
+    xmin, xmax, ymin, ymax = common.GetEnvelope()
+    c0 = int(math.floor((xmin - gt[0]) / gt[1] + 1e-6))
+    c1 = int(math.ceil((xmax - gt[0]) / gt[1] - 1e-6))
+    r0 = int(math.floor((ymax - gt[3]) / gt[5] + 1e-6))
+    r1 = int(math.ceil((ymin - gt[3]) / gt[5] - 1e-6))
+    if c1 <= c0 or r1 <= r0:
+        raise InputError("the results overlap by less than a pixel")
+    g2 = (gt[0] + c0 * gt[1], gt[1], 0.0, gt[3] + r0 * gt[5], 0.0, gt[5])
+    return Grid(g2, wkt, c1 - c0, r1 - r0, ref), common
+
+
+def _bounds(grid: Grid):
+    gt = grid.gt
+    return [gt[0], gt[3] + gt[5] * grid.height, gt[0] + gt[1] * grid.width, gt[3]]
+
+
+def warp_onto(src: str, grid: Grid, path: str) -> str:
+    """A class raster's band 1 on the grid (a VRT: nearest, no data 255)."""
+    first = path + ".band1.vrt"
+    gdal.Translate(first, src, format="VRT", bandList=[1])
+    gdal.Warp(path, first, format="VRT", dstSRS=grid.wkt, outputBounds=_bounds(grid), width=grid.width,
+              height=grid.height, resampleAlg="near", srcNodata=NODATA, dstNodata=NODATA)
+    return path
+
+
+def _mem_layer(srs_wkt: str, items, field: str = "v"):
+    drv = ogr.GetDriverByName("Memory") or ogr.GetDriverByName("MEM")
+    ds = drv.CreateDataSource("m")
+    lyr = ds.CreateLayer("l", _srs(srs_wkt), ogr.wkbMultiPolygon)
+    lyr.CreateField(ogr.FieldDefn(field, ogr.OFTInteger))
+    for g, v in items:
+        f = ogr.Feature(lyr.GetLayerDefn())
+        f.SetGeometry(g)
+        f.SetField(field, int(v))
+        lyr.CreateFeature(f)
+    return ds, lyr
+
+
+def _new(path: str, grid: Grid, dtype=gdal.GDT_Byte, fill: int = NODATA):
+    ds = gdal.GetDriverByName("GTiff").Create(path, grid.width, grid.height, 1, dtype,
+                                              options=["TILED=YES", "COMPRESS=DEFLATE"])
+    ds.SetGeoTransform(grid.gt)
+    ds.SetProjection(grid.wkt)
+    ds.GetRasterBand(1).Fill(fill)
+    return ds
+
+
+def burn_polygons(inp: ResultInput, grid: Grid, path: str) -> str:
+    """A polygon input on the grid: inside its ground, each polygon's class, else background (0);
+    outside it, no data."""
+    ds = _new(path, grid)
+    area = _transform(inp.footprint, inp.wkt, grid.wkt)
+    m, lyr = _mem_layer(grid.wkt, [(area, 0)])
+    gdal.RasterizeLayer(ds, [1], lyr, burn_values=[0])
+    items = sorted(polygon_items(inp, grid.wkt), key=lambda gc: gc[1])
+    if items:
+        m2, lyr2 = _mem_layer(grid.wkt, items)
+        gdal.RasterizeLayer(ds, [1], lyr2, options=["ATTRIBUTE=v"])
+    ds.FlushCache()
+    ds = None
+    return path
+
+
+def burn_common(common: ogr.Geometry, grid: Grid, path: str) -> str:
+    """1 inside the ground all inputs cover, 0 outside."""
+    ds = _new(path, grid, fill=0)
+    m, lyr = _mem_layer(grid.wkt, [(common, 1)])
+    gdal.RasterizeLayer(ds, [1], lyr, burn_values=[1])
+    ds.FlushCache()
+    ds = None
+    return path
+
+
+def burn_facilities(path_in: str, field: str, grid: Grid, path: str) -> Tuple[str, List[str]]:
+    """Each facility's index (1..F, 0 outside all; where facilities overlap, the later one) on the
+    grid, and the facilities' ids in index order."""
+    parts = path_in.split("|")
+    name = next((p.split("=", 1)[1] for p in parts[1:] if p.startswith("layername=")), None)
+    try:
+        ds = ogr.Open(parts[0])
+    except RuntimeError as e:
+        raise InputError("cannot open the facilities %s: %s" % (path_in, e)) from None
+    lyr = ds.GetLayerByName(name) if name else ds.GetLayer(0)
+    if lyr is None:
+        raise InputError("the facilities %s have no layer %s" % (parts[0], name))
+    if lyr.GetSpatialRef() is None:
+        raise InputError("the facilities %s have no coordinate reference system" % path_in)
+    defn = lyr.GetLayerDefn()
+    names = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
+    if field not in names:
+        raise InputError("the facilities %s have no field %r (their fields: %s)" % (path_in, field, ", ".join(names)))
+    src = lyr.GetSpatialRef().ExportToWkt()
+    ids, items = [], []
+    for f in lyr:
+        g = f.GetGeometryRef()
+        if g is None or g.IsEmpty():
+            continue
+        fid = str(f.GetField(field))
+        if fid in ids:
+            raise InputError("the facility id %r appears twice in %s" % (fid, path_in))
+        ids.append(fid)
+        items.append((_transform(g.ExportToWkt(), src, grid.wkt), len(ids)))
+    lyr = ds = None
+    if not ids:
+        raise InputError("the facilities layer %s holds no polygon" % path_in)
+    out = _new(path, grid, gdal.GDT_UInt16, fill=0)
+    m, ml = _mem_layer(grid.wkt, items)
+    gdal.RasterizeLayer(out, [1], ml, options=["ATTRIBUTE=v"])
+    out.FlushCache()
+    out = None
+    return path, ids
+
+
+def _laea(grid: Grid):
+    cx = grid.gt[0] + grid.gt[1] * grid.width / 2.0
+    cy = grid.gt[3] + grid.gt[5] * grid.height / 2.0
+    src = _srs(grid.wkt)
+    wgs = osr.SpatialReference()
+    wgs.ImportFromEPSG(4326)
+    wgs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    lon, lat, _ = osr.CoordinateTransformation(src, wgs).TransformPoint(cx, cy)
+    laea = osr.SpatialReference()
+    laea.SetWellKnownGeogCS("WGS84")
+    laea.SetLAEA(lat, lon, 0.0, 0.0)
+    laea.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return osr.CoordinateTransformation(src, laea)
+
+
+class PixelAreas:
+    """The true area (m2) of the grid's pixels, for any rows."""
+
+    def __init__(self, grid: Grid):
+        self.grid = grid
+        ct = _laea(grid)
+        gt = grid.gt
+        cols = np.unique(np.r_[np.arange(0, grid.width, AREA_STEP), grid.width - 1])
+        rows = np.unique(np.r_[np.arange(0, grid.height, AREA_STEP), grid.height - 1])
+        self.cols, self.rows = cols, rows
+        lattice = np.zeros((len(rows), len(cols)))
+        for i, r in enumerate(rows):
+            for j, c in enumerate(cols):
+                pts = [(gt[0] + gt[1] * (c + dx), gt[3] + gt[5] * (r + dy)) for dx, dy in ((0, 0), (1, 0), (1, 1), (0, 1))]
+                xy = [ct.TransformPoint(x, y)[:2] for x, y in pts]
+                lattice[i, j] = 0.5 * abs(sum(xy[k][0] * xy[(k + 1) % 4][1] - xy[(k + 1) % 4][0] * xy[k][1]
+                                              for k in range(4)))
+        self.lattice = lattice
+
+    def rows_of(self, y0: int, n: int) -> np.ndarray:
+        """(n, width) areas of rows y0..y0+n."""
+        ys = np.arange(y0, y0 + n)
+        by_row = np.stack([np.interp(ys, self.rows, self.lattice[:, j]) for j in range(len(self.cols))], axis=1)
+        xs = np.arange(self.grid.width)
+        return np.stack([np.interp(xs, self.cols, by_row[i]) for i in range(n)])
+
+    def total_m2(self, mask_rows) -> float:
+        return float(sum((self.rows_of(y, m.shape[0]) * m).sum() for y, m in mask_rows))
+
+
+def true_area_m2(geom: ogr.Geometry, wkt: str) -> float:
+    """The area of a polygon (in ``wkt``) on an equal-area projection centred on it."""
+    src = _srs(wkt)
+    c = geom.Centroid().Clone()
+    wgs = osr.SpatialReference()
+    wgs.ImportFromEPSG(4326)
+    wgs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    c.Transform(osr.CoordinateTransformation(src, wgs))
+    laea = osr.SpatialReference()
+    laea.SetWellKnownGeogCS("WGS84")
+    laea.SetLAEA(c.GetY(), c.GetX(), 0.0, 0.0)
+    laea.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    g = geom.Clone()
+    g.Transform(osr.CoordinateTransformation(src, laea))
+    return g.GetArea()
+
+
+def sibling_mask(inp: ResultInput, grid: Grid, path: str) -> Optional[str]:
+    """A polygon input's class raster on the grid, for its no-data and masked pixels (None without)."""
+    return warp_onto(inp.raster, grid, path) if inp.raster else None
