@@ -67,6 +67,10 @@ class TailingsMapperPlugin:
         self.change_action.setToolTip("Compare results of different years: a transition map, change polygons, tables "
                                       "and a report")
         self.change_action.triggered.connect(self.show_change_dialog)
+        self.batch_action = QAction("Batch over facilities…", mw)
+        self.batch_action.setObjectName("TailingsMapperBatch")
+        self.batch_action.setToolTip("Every facility of a layer, every year of a folder of scenes: a time series")
+        self.batch_action.triggered.connect(self.show_batch_dialog)
         self.models_action = QAction("My models…", mw)
         self.models_action.setObjectName("TailingsMapperModels")
         self.models_action.triggered.connect(self.show_models)
@@ -78,8 +82,8 @@ class TailingsMapperPlugin:
         self.toolbar.setObjectName("TailingsMapperToolbar")
         self.toolbar.addAction(self.run_action)
         self.toolbar.addAction(self.panel_action)
-        for a in (self.panel_action, self.run_action, self.change_action, self.improve_action, self.fit_action,
-                  self.models_action, self.deps_action, self.help_action):
+        for a in (self.panel_action, self.run_action, self.change_action, self.batch_action, self.improve_action,
+                  self.fit_action, self.models_action, self.deps_action, self.help_action):
             self.iface.addPluginToRasterMenu(MENU, a)
             self.actions.append(a)
 
@@ -227,6 +231,11 @@ class TailingsMapperPlugin:
         self._change_dialog = ChangeDialog(self.iface, self.iface.mainWindow(), out_dir=folder)
         self._change_dialog.show()
         return self._change_dialog
+
+    def show_batch_dialog(self, *_):
+        """Processing's own dialog of the batch algorithm (progress, cancel, the log)."""
+        import processing
+        return processing.execAlgorithmDialog("tailings_mapper:batch", {})
 
     def show_models(self, *_):
         from .ui.models_dialog import ModelsDialog

@@ -1,4 +1,4 @@
-"""Command line: ``python -m inference segment|models|evaluate|change ...`` (``--help`` on each)."""
+"""Command line: ``python -m inference segment|models|evaluate|change|batch ...`` (``--help`` on each)."""
 from __future__ import annotations
 
 import argparse
@@ -143,6 +143,34 @@ def cmd_change(a) -> int:
     return 0
 
 
+def cmd_batch(a) -> int:
+    from .batch import BATCH_OPTIONS, JOB_OPTIONS, plan_batch, run_batch
+    from .options import from_texts
+    btexts = {o.name: getattr(a, o.name, None) for o in BATCH_OPTIONS}
+    b = {o.name: (o.parse(btexts[o.name]) if btexts[o.name] is not None else o.default) for o in BATCH_OPTIONS}
+    opts = from_texts({k: getattr(a, k) for k in JOB_OPTIONS if getattr(a, k, None) is not None})
+    p = plan_batch(a.jobs, a.model, a.out, opts, workers=b["workers"], scheduler=b["scheduler"], resume=b["resume"],
+                   buffer_m=b["buffer_m"], facilities=a.facilities, facility_field=a.facility_field, scenes=a.scenes,
+                   changes=b["changes"])
+    for n in p.notes:
+        print("note: %s" % n)
+    t0 = time.time()
+
+    def progress(done, failed, running, total, eta, message):
+        if not a.quiet:
+            print("[%d/%d] done %d, failed %d, running %d, eta %.0f s: %s"
+                  % (done + failed, total, done, failed, running, eta, message), flush=True)
+    res = run_batch(p, progress, on_dashboard=lambda link: print("Dask dashboard: %s" % link, flush=True))
+    s = res.summary
+    print("jobs: %d (%d run now, %d done before); done %d, failed %d; %.1f s"
+          % (s["jobs"], res.ran, s["jobs"] - res.ran, s["done"], s["failed"], time.time() - t0))
+    for f in s["failures"]:
+        print("failed: %s %s (%s): %s" % (f["facility"], f["year"], f["raster"], f["error"]))
+    for k, v in res.outputs.items():
+        print("%s: %s" % (k, v))
+    return 0 if s["failed"] == 0 else 1
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m inference", description="Tailings Mapper segmentation engine")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -175,6 +203,18 @@ def main(argv=None) -> int:
     c.add_argument("--progress", action="store_true")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_change)
+    from .batch import BATCH_OPTIONS, JOB_OPTIONS
+    bp = sub.add_parser("batch", help="segment many facilities over many years (jobs on Dask)")
+    bp.add_argument("jobs", nargs="?", help="a CSV or OGR layer of jobs: facility, year or date, raster[, aoi]")
+    bp.add_argument("--out", required=True, help="output folder (DIR/<facility>/<year>/)")
+    bp.add_argument("--model", default="tailings", help=MODEL_HELP)
+    bp.add_argument("--facilities", help="instead of a jobs table: facilities (polygons, or points with --buffer-m)")
+    bp.add_argument("--facility-field", help="the facilities' id field")
+    bp.add_argument("--scenes", help="... and a folder of scenes, matched by footprint and date")
+    add_arguments(bp, table=BATCH_OPTIONS)
+    add_arguments(bp, JOB_OPTIONS)
+    bp.add_argument("--quiet", action="store_true")
+    bp.set_defaults(func=cmd_batch)
     a = ap.parse_args(argv)
     bound_block_cache()
     try:

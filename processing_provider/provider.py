@@ -1,8 +1,9 @@
 """The Tailings Mapper Processing provider: "Segment tailings / mining components", "Train a model
-from polygons", "Change map between years"; later algorithms (batch...) go here too."""
+from polygons", "Change map between years", "Batch over facilities"."""
 from qgis.core import QgsProcessingProvider
 
 from ..qgis_glue.icons import icon
+from .batch_algorithm import BatchAlgorithm
 from .change_algorithm import ChangeAlgorithm
 from .fit_algorithm import FitAlgorithm
 from .segment_algorithm import SegmentAlgorithm
@@ -25,3 +26,4 @@ class TailingsProvider(QgsProcessingProvider):
         self.addAlgorithm(SegmentAlgorithm())
         self.addAlgorithm(FitAlgorithm())
         self.addAlgorithm(ChangeAlgorithm())
+        self.addAlgorithm(BatchAlgorithm())

@@ -37,6 +37,7 @@ class Requirement:
     why: str             # shown to the user
     brought_by_qgis: bool = False
     index_url: Optional[str] = None   # where pip finds it, when not PyPI (its requirements come from PyPI)
+    alone: bool = False                # installed without its requirements (only its files are used)
 
 
 REQUIREMENTS = [
@@ -47,12 +48,14 @@ REQUIREMENTS = [
 # Not needed to run; installed on request, alone (the engine uses its ONNX networks, not its code,
 # so its own requirements are not fetched).
 CSMASK = Requirement("ukis_csmask", "ukis-csmask", "cloud and cloud-shadow masks for Sentinel-2 L1C scenes "
-                     "(DLR's networks, Apache-2.0; a download of about 145 MB)")
+                     "(DLR's networks, Apache-2.0; a download of about 145 MB)", alone=True)
 # Training from polygons and improving a model from corrections run PyTorch (its CPU build: the
 # CUDA one is gigabytes).
 TORCH = Requirement("torch", "torch", "training models from your polygons and corrections (PyTorch, CPU build; a "
                     "download of about 200 MB)", index_url="https://download.pytorch.org/whl/cpu")
-OPTIONAL = (CSMASK, TORCH)
+DASK = Requirement("distributed", "distributed", "batch runs over many facilities on several worker processes (Dask; "
+                   "about 15 MB)")
+OPTIONAL = (CSMASK, TORCH, DASK)
 
 
 def optional_missing() -> List[Requirement]:

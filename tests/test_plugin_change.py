@@ -90,3 +90,47 @@ def test_dialog_says_what_is_missing(tm, qgis_iface, qgis_new_project, pair):
     dlg = ChangeDialog(qgis_iface, out_dir=str(tmp / "out"))
     dlg.results.item(0).setCheckState(Qt.Checked)
     assert dlg.start() is None and "two or more" in dlg.status.text()
+
+
+def test_processing_batch_over_a_facilities_layer(tm, qgis_processing, tmp_path):
+    """A facilities layer loaded in QGIS and a folder of dated scenes, in QGIS's process."""
+    import processing
+    from osgeo import ogr, osr
+    from engine_helpers import make_raster
+    from test_engine_batch import model
+    from tailings_mapper.processing_provider.provider import TailingsProvider
+    reg = QgsApplication.processingRegistry()
+    mine = reg.providerById("tailings_mapper") is None
+    if mine:
+        reg.addProvider(TailingsProvider())
+    try:
+        scenes = tmp_path / "scenes"
+        scenes.mkdir()
+        for k, day in enumerate(("20200701", "20210702", "20220703")):
+            img = np.full((3, 120, 120), 1000, np.uint16)
+            img[0, 20:40 + 10 * k, 20:40 + 10 * k] = 8000
+            make_raster(str(scenes / ("S2_%s.tif" % day)), img, descriptions=("B4", "B3", "B2"))
+        srs = osr.SpatialReference()
+        srs.ImportFromEPSG(32723)
+        ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(tmp_path / "fac.gpkg"))
+        lyr = ds.CreateLayer("fac", srs, ogr.wkbPolygon)
+        lyr.CreateField(ogr.FieldDefn("code", ogr.OFTString))
+        f = ogr.Feature(lyr.GetLayerDefn())
+        f.SetField("code", "BR-1")
+        f.SetGeometry(ogr.CreateGeometryFromWkt("POLYGON((500100 7699900,500700 7699900,500700 7699300,500100 7699300,"
+                                                "500100 7699900))"))
+        lyr.CreateFeature(f)
+        ds = None
+        layer = QgsVectorLayer(str(tmp_path / "fac.gpkg"), "facilities", "ogr")
+        QgsProject.instance().addMapLayer(layer)
+        out = processing.run("tailings_mapper:batch", {
+            "FACILITIES": layer, "FACILITY_FIELD": "code", "SCENES": str(scenes),
+            "MODEL": model(tmp_path / "m.onnx"), "OUTPUT": str(tmp_path / "out")})
+        assert out["DONE"] == 3 and out["FAILED"] == 0
+        s = json.load(open(out["SUMMARY"]))
+        assert [s["area_ha"]["BR-1"][y]["tailings"] for y in ("2020", "2021", "2022")] == pytest.approx([4.0, 9.0, 16.0])
+        assert len(s["changes"]["BR-1"]) == 2
+    finally:
+        QgsProject.instance().removeAllMapLayers()
+        if mine:
+            reg.removeProvider(reg.providerById("tailings_mapper"))

@@ -12,22 +12,23 @@ class _Installer(QThread):
     line = pyqtSignal(str)
     result = pyqtSignal(bool)
 
-    def __init__(self, packages, target, parent=None, alone=(), torch=False):
+    def __init__(self, packages, target, parent=None, optional=()):
         super().__init__(parent)
         self.packages = packages
-        self.alone = list(alone)      # installed without their requirements
-        self.torch = torch
+        self.optional = list(optional)   # deps.Requirement: each installed as it says (alone, its index)
         self.target = target
         self._cancel = False
 
     def run(self):
         ok = not self.packages or deps.install(self.packages, self.target, log=self.line.emit,
                                                cancel=lambda: self._cancel)
-        if ok and self.alone:
-            ok = deps.install(self.alone, self.target, log=self.line.emit, cancel=lambda: self._cancel, max_rounds=1)
-        if ok and self.torch:
-            ok = deps.install([deps.TORCH.pip_name], self.target, log=self.line.emit, cancel=lambda: self._cancel,
-                              index_url=deps.TORCH.index_url)
+        for req in self.optional:
+            if not ok:
+                break
+            kw = {"max_rounds": 1} if req.alone else {}
+            if req.index_url:
+                kw["index_url"] = req.index_url
+            ok = deps.install([req.pip_name], self.target, log=self.line.emit, cancel=lambda: self._cancel, **kw)
         self.result.emit(ok)
 
     def stop(self):
@@ -66,12 +67,15 @@ class DependencyDialog(QDialog):
         self.cpu.setChecked(True)
         lay.addWidget(self.cpu)
         lay.addWidget(self.gpu)
-        self.csmask = QCheckBox("Also: %s – %s" % (deps.CSMASK.pip_name, deps.CSMASK.why))
-        self.csmask.setVisible(deps.CSMASK in deps.optional_missing())
-        lay.addWidget(self.csmask)
-        self.torch = QCheckBox("Also: %s – %s" % (deps.TORCH.pip_name, deps.TORCH.why))
-        self.torch.setVisible(deps.TORCH in deps.optional_missing())
-        lay.addWidget(self.torch)
+        missing = deps.optional_missing()
+        self.extras = {}
+        for req in deps.OPTIONAL:   # the optional extras that are not installed
+            box = QCheckBox("Also: %s – %s" % (req.pip_name, req.why))
+            box.setVisible(req in missing)
+            lay.addWidget(box)
+            self.extras[req.pip_name] = (req, box)
+        self.csmask = self.extras[deps.CSMASK.pip_name][1]
+        self.torch = self.extras[deps.TORCH.pip_name][1]
         self.manual = QLabel()
         self.manual.setWordWrap(True)
         self.manual.setTextInteractionFlags(self.manual.textInteractionFlags() | 1)  # selectable
@@ -100,15 +104,11 @@ class DependencyDialog(QDialog):
 
     def packages(self):
         """What the Install button installs with its requirements (onnxruntime, when missing or asked)."""
-        needed = (any(m.requirement.module == "onnxruntime" for m in self.missing)
-                  or not (self.csmask.isChecked() or self.with_torch()))
+        needed = any(m.requirement.module == "onnxruntime" for m in self.missing) or not self.chosen_extras()
         return deps.packages_for(self.gpu.isChecked()) if needed else []
 
-    def with_torch(self) -> bool:
-        return not self.torch.isHidden() and self.torch.isChecked()
-
-    def alone(self):
-        return [deps.CSMASK.pip_name] if not self.csmask.isHidden() and self.csmask.isChecked() else []
+    def chosen_extras(self):
+        return [req for req, box in self.extras.values() if not box.isHidden() and box.isChecked()]
 
     def _show_manual(self, *_):
         """The terminal command that installs exactly what the Install button would."""
@@ -124,9 +124,9 @@ class DependencyDialog(QDialog):
         self.cpu.setEnabled(False)
         self.gpu.setEnabled(False)
         self.progress.setRange(0, 0)  # busy
-        self.status.setText("Installing %s…" % ", ".join(self.packages() + self.alone() +
-                                                          (["torch"] if self.with_torch() else [])))
-        self.worker = _Installer(self.packages(), deps.deps_dir(), self, alone=self.alone(), torch=self.with_torch())
+        extras = self.chosen_extras()
+        self.status.setText("Installing %s…" % ", ".join(self.packages() + [r.pip_name for r in extras]))
+        self.worker = _Installer(self.packages(), deps.deps_dir(), self, optional=extras)
         self.worker.line.connect(self.log.appendPlainText)
         self.worker.result.connect(self._finished)
         self.worker.start()

@@ -17,6 +17,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal, ogr, osr
 
+from ..aoi import equal_area_at
 from ..errors import InputError
 from .inputs import ResultInput, _srs, polygon_items
 
@@ -186,14 +187,7 @@ def _laea(grid: Grid):
     cx = grid.gt[0] + grid.gt[1] * grid.width / 2.0
     cy = grid.gt[3] + grid.gt[5] * grid.height / 2.0
     src = _srs(grid.wkt)
-    wgs = osr.SpatialReference()
-    wgs.ImportFromEPSG(4326)
-    wgs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    lon, lat, _ = osr.CoordinateTransformation(src, wgs).TransformPoint(cx, cy)
-    laea = osr.SpatialReference()
-    laea.SetWellKnownGeogCS("WGS84")
-    laea.SetLAEA(lat, lon, 0.0, 0.0)
-    laea.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    laea = equal_area_at(ogr.Geometry(wkt="POINT (%r %r)" % (cx, cy)), src)
     return osr.CoordinateTransformation(src, laea)
 
 
@@ -230,15 +224,7 @@ class PixelAreas:
 def true_area_m2(geom: ogr.Geometry, wkt: str) -> float:
     """The area of a polygon (in ``wkt``) on an equal-area projection centred on it."""
     src = _srs(wkt)
-    c = geom.Centroid().Clone()
-    wgs = osr.SpatialReference()
-    wgs.ImportFromEPSG(4326)
-    wgs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    c.Transform(osr.CoordinateTransformation(src, wgs))
-    laea = osr.SpatialReference()
-    laea.SetWellKnownGeogCS("WGS84")
-    laea.SetLAEA(c.GetY(), c.GetX(), 0.0, 0.0)
-    laea.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    laea = equal_area_at(geom, src)
     g = geom.Clone()
     g.Transform(osr.CoordinateTransformation(src, laea))
     return g.GetArea()

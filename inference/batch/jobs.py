@@ -1,0 +1,244 @@
+"""The jobs of a batch: one facility in one year, one raster, an area.
+
+From a table (a CSV, or any OGR layer) with the columns ``facility``, ``year`` or ``date``,
+``raster`` (a file, a Sentinel-2 folder or SAFE; relative to the table's folder) and optionally
+``aoi`` (a vector file of the facility's polygon); an OGR layer's own geometry is the area when it
+has one (points grown by ``buffer_m``).  Or from a facilities layer and a folder of scenes, each
+facility matched with the scenes whose footprint covers it, one job a year.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from osgeo import gdal, ogr, osr
+
+from ..aoi import equal_area_at
+from ..errors import InputError
+
+ogr.UseExceptions()
+
+
+@dataclass(frozen=True)
+class Job:
+    facility: str
+    year: str
+    date: Optional[str]            # YYYY[-MM[-DD]] when known
+    raster: str
+    aoi: Optional[str] = None      # a vector file (its polygons), or
+    aoi_wkt: Optional[str] = None  # a polygon in ``aoi_srs``
+    aoi_srs: Optional[str] = None
+
+    @property
+    def key(self) -> str:
+        return "%s/%s" % (safe(self.facility), self.year)
+
+
+def safe(name: str) -> str:
+    """A facility's id as a folder name."""
+    s = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name).strip()).strip("._")
+    return s or "facility"
+
+
+def _year_of(row: Dict[str, str], where: str) -> Tuple[str, Optional[str]]:
+    date = (row.get("date") or "").strip() or None
+    year = (row.get("year") or "").strip() or (date[:4] if date else "")
+    if not (len(year) == 4 and year.isdigit()):
+        raise InputError("%s: a job needs its year (column year, or date YYYY-MM-DD), got %r" % (where, year or date))
+    if date and not date.startswith(year):
+        raise InputError("%s: the date %s is not of the year %s" % (where, date, year))
+    return year, date
+
+
+def _path(p: str, base: str) -> str:
+    p = p.strip()
+    if p.startswith("/vsi") or "://" in p:
+        return p           # (what GDAL reads: /vsis3/, /vsicurl/...)
+    return os.path.normpath(p if os.path.isabs(p) else os.path.join(base, p))
+
+
+def _buffer(g: ogr.Geometry, srs: osr.SpatialReference, metres: float) -> ogr.Geometry:
+    """``g`` grown by ``metres``, on an equal-area projection centred on it."""
+    laea = equal_area_at(g, srs)
+    h = g.Clone()
+    h.Transform(osr.CoordinateTransformation(srs, laea))
+    h = h.Buffer(metres, 16)
+    h.Transform(osr.CoordinateTransformation(laea, srs))
+    return h
+
+
+def read_jobs(path: str, buffer_m: float = 0.0) -> List[Job]:
+    """The jobs of a table (see the module's text); an error names the row and what is wrong."""
+    if not os.path.isfile(path):
+        raise InputError("no such jobs table: %s" % path)
+    base = os.path.dirname(os.path.abspath(path))
+    rows: List[Tuple[Dict[str, str], Optional[ogr.Geometry], Optional[osr.SpatialReference], str]] = []
+    if path.lower().endswith(".csv"):
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+            for i, row in enumerate(reader):
+                rows.append(({k.strip().lower(): (v or "") for k, v in row.items() if k}, None, None,
+                             "%s row %d" % (os.path.basename(path), i + 2)))
+    else:
+        try:
+            ds = ogr.Open(path)
+        except RuntimeError as e:
+            raise InputError("cannot open the jobs table %s: %s" % (path, e)) from None
+        lyr = ds.GetLayer(0)
+        defn = lyr.GetLayerDefn()
+        fields = [defn.GetFieldDefn(i).GetName().lower() for i in range(defn.GetFieldCount())]
+        srs = lyr.GetSpatialRef()
+        if srs is not None:
+            srs = srs.Clone()
+            srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        for i, f in enumerate(lyr):
+            row = {defn.GetFieldDefn(k).GetName().lower(): ("" if f.GetField(k) is None else str(f.GetField(k)))
+                   for k in range(defn.GetFieldCount())}
+            g = f.GetGeometryRef()
+            rows.append((row, g.Clone() if g is not None and not g.IsEmpty() else None, srs,
+                         "%s feature %d" % (os.path.basename(path), i + 1)))
+        ds = None
+    missing = [c for c in ("facility", "raster") if c not in fields]
+    if missing or not ({"year", "date"} & set(fields)):
+        raise InputError("the jobs table %s lacks the column%s %s (it needs facility, year or date, raster; aoi "
+                         "optional)" % (path, "s" if len(missing) > 1 else "",
+                                        ", ".join(missing + ([] if {"year", "date"} & set(fields) else ["year"]))))
+    jobs: List[Job] = []
+    seen = {}
+    for row, geom, srs, where in rows:
+        fac = row.get("facility", "").strip()
+        if not fac:
+            raise InputError("%s: no facility" % where)
+        year, date = _year_of(row, where)
+        raster = _path(row.get("raster", ""), base)
+        if not row.get("raster", "").strip():
+            raise InputError("%s: no raster" % where)
+        aoi = _path(row["aoi"], base) if row.get("aoi", "").strip() else None
+        aoi_wkt = aoi_srs = None
+        if aoi is None and geom is not None:
+            kind = ogr.GT_Flatten(geom.GetGeometryType())
+            if kind in (ogr.wkbPoint, ogr.wkbMultiPoint):
+                if buffer_m <= 0:
+                    raise InputError("%s: the jobs are points: give the area around them (--buffer-m)" % where)
+                geom = _buffer(geom, srs, buffer_m)
+            aoi_wkt, aoi_srs = geom.ExportToWkt(), srs.ExportToWkt() if srs is not None else None
+        job = Job(fac, year, date, raster, aoi, aoi_wkt, aoi_srs)
+        if job.key in seen:
+            raise InputError("%s: facility %s, year %s is a job twice (also %s)" % (where, fac, year, seen[job.key]))
+        seen[job.key] = where
+        jobs.append(job)
+    if not jobs:
+        raise InputError("the jobs table %s holds no job" % path)
+    return jobs
+
+
+def _scene_date(path: str) -> Optional[str]:
+    """A scene's acquisition date: what its product says, else a date in its name."""
+    try:
+        from ..raster import open_input
+        r = open_input(path)
+        if r.product is not None and r.product.date:
+            return r.product.date
+    except Exception:   # not a product the engine knows: its name may say
+        pass
+    m = re.search(r"(19|20)\d{2}[-_]?(0[1-9]|1[0-2])[-_]?(0[1-9]|[12]\d|3[01])", os.path.basename(path.rstrip("/")))
+    if m:
+        d = re.sub(r"[-_]", "", m.group(0))
+        return "%s-%s-%s" % (d[:4], d[4:6], d[6:8])
+    m = re.search(r"(?<!\d)(19|20)\d{2}(?!\d)", os.path.basename(path.rstrip("/")))
+    return m.group(0) if m else None
+
+
+def _footprint(path: str) -> Tuple[ogr.Geometry, str]:
+    from ..raster import open_input
+    r = open_input(path)
+    gt = r.geotransform
+    x0, y0, x1, y1 = gt[0], gt[3], gt[0] + gt[1] * r.width, gt[3] + gt[5] * r.height
+    g = ogr.CreateGeometryFromWkt("POLYGON((%r %r,%r %r,%r %r,%r %r,%r %r))" % (x0, y0, x1, y0, x1, y1, x0, y1, x0, y0))
+    return g, r.wkt
+
+
+def scene_jobs(facilities: str, field: str, scenes_dir: str, buffer_m: float = 0.0) -> Tuple[List[Job], List[str]]:
+    """Jobs from a facilities layer and a folder of scenes (a raster file, Sentinel-2 folder or SAFE
+    each): every facility with each year's scene that covers it (of several, the one that covers
+    it whole, then the latest).  Returns the jobs and notes on what was left out."""
+    if not os.path.isdir(scenes_dir):
+        raise InputError("no such folder of scenes: %s" % scenes_dir)
+    names = sorted(n for n in os.listdir(scenes_dir) if not n.startswith("."))
+    scenes = []
+    for n in names:
+        p = os.path.join(scenes_dir, n)
+        if os.path.isfile(p) and not n.lower().endswith((".tif", ".tiff", ".jp2", ".vrt", ".img", ".zip")):
+            continue
+        date = _scene_date(p)
+        if date is None:
+            continue
+        try:
+            fp, wkt = _footprint(p)
+        except Exception:   # not a raster
+            continue
+        scenes.append((p, date, fp, wkt))
+    if not scenes:
+        raise InputError("no dated scene in %s (dates come from the products, or a YYYYMMDD in their names)"
+                         % scenes_dir)
+    ds = ogr.Open(facilities.split("|")[0])
+    lyr = ds.GetLayer(0)
+    srs = lyr.GetSpatialRef().Clone()
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    defn = lyr.GetLayerDefn()
+    if defn.GetFieldIndex(field) < 0:
+        raise InputError("the facilities %s have no field %r" % (facilities, field))
+    jobs, notes = [], []
+    for f in lyr:
+        g = f.GetGeometryRef()
+        if g is None or g.IsEmpty():
+            continue
+        g = g.Clone()
+        if ogr.GT_Flatten(g.GetGeometryType()) in (ogr.wkbPoint, ogr.wkbMultiPoint):
+            if buffer_m <= 0:
+                raise InputError("the facilities are points: give the area around them (--buffer-m)")
+            g = _buffer(g, srs, buffer_m)
+        fac = str(f.GetField(field))
+        by_year: Dict[str, list] = {}
+        for p, date, fp, wkt in scenes:
+            dst = osr.SpatialReference()
+            dst.ImportFromWkt(wkt)
+            dst.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+            h = g.Clone()
+            h.Transform(osr.CoordinateTransformation(srs, dst))
+            if fp.Intersects(h):
+                by_year.setdefault(date[:4], []).append((fp.Contains(h), date, p))
+        for year, cands in sorted(by_year.items()):
+            cands.sort(reverse=True)
+            _, date, p = cands[0]
+            if len(cands) > 1:
+                notes.append("%s %s: %d scenes cover it, %s taken" % (fac, year, len(cands), os.path.basename(p)))
+            jobs.append(Job(fac, year, date, p, None, g.ExportToWkt(), srs.ExportToWkt()))
+        if not by_year:
+            notes.append("%s: no scene covers it" % fac)
+    ds = None
+    if not jobs:
+        raise InputError("no scene in %s covers any facility of %s" % (scenes_dir, facilities))
+    return jobs, notes
+
+
+def aoi_wkts(job: Job, raster_wkt: str) -> Optional[List[str]]:
+    """A job's area in the raster's CRS (None: the whole raster)."""
+    if job.aoi:
+        return None
+    if not job.aoi_wkt:
+        return None
+    g = ogr.CreateGeometryFromWkt(job.aoi_wkt)
+    if job.aoi_srs:
+        src, dst = osr.SpatialReference(), osr.SpatialReference()
+        src.ImportFromWkt(job.aoi_srs)
+        dst.ImportFromWkt(raster_wkt)
+        for s in (src, dst):
+            s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        if not src.IsSame(dst):
+            g.Transform(osr.CoordinateTransformation(src, dst))
+    return [g.ExportToWkt()]
