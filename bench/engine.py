@@ -62,7 +62,8 @@ def bench_model(path: str, bands=("S2:B04", "S2:B03", "S2:B02"), width: int = 32
     """A stand-in CNN (depth 3x3 convolutions, ``width`` channels, ReLU, sigmoid head)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    from inference.metadata import ClassInfo, ModelInfo, write_metadata
+    from inference.metadata import ClassInfo, ModelInfo
+    from inference.model_formats import write_metadata
     rng = np.random.default_rng(1)
     c = len(bands)
     inits, nodes, prev, cin = [], [], "input", c

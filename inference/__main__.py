@@ -88,8 +88,12 @@ def cmd_models(a) -> int:
             continue
         i = e.info
         print("%s [%s] %s" % (e.name, where, e.path))
-        print("  inputs: %s; %g m GSD; tile %d, overlap %d; %s" % (", ".join(i.bands), i.gsd_m, i.tile_size,
-                                                                   i.tile_overlap, i.task))
+        print("  inputs: %s; %s; tile %d, overlap %d; %s"
+              % (", ".join(i.bands), "%g m GSD" % i.gsd_m if i.gsd_m else "the raster's own GSD", i.tile_size,
+                 i.tile_overlap, i.task))
+        if a.write_mlm:
+            from .model_files import write_item
+            print("  STAC MLM item: %s" % write_item(e.path))
         print("  classes: %s" % ", ".join("%d=%s" % (c.id, c.name) for c in i.classes))
         print("  defaults: threshold %g, minimum area %g ha, test-time augmentation %s, scales %s"
               % (i.threshold, i.min_area_ha, "off" if i.tta == 1 else "%d passes" % i.tta,
@@ -185,6 +189,8 @@ def main(argv=None) -> int:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_segment)
     m = sub.add_parser("models", help="list shipped and user models")
+    m.add_argument("--write-mlm", action="store_true",
+                   help="(re)write each model's STAC MLM item beside it (<model>.stac.json)")
     m.set_defaults(func=cmd_models)
     e = sub.add_parser("evaluate", help="score a model on images with masks of the same file name")
     e.add_argument("images")

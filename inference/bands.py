@@ -64,11 +64,26 @@ _COMMON_ALIASES = {
 }
 
 
+def positional(i: int) -> str:
+    """The name of a model input read from raster band ``i`` (1-based) whatever it holds: models
+    that do not name their bands (Deepness's without metadata) read the raster's first bands."""
+    return "band%d" % i
+
+
+def position(name: str) -> Optional[int]:
+    """The raster band a positional input name (``band3``) reads, else None."""
+    m = re.fullmatch(r"BAND(\d+)", name.strip().upper())
+    return int(m.group(1)) if m and int(m.group(1)) >= 1 else None
+
+
 def band(name: str) -> Band:
-    """The catalogue entry of a band name (case-insensitive); generic names are accepted."""
+    """The catalogue entry of a band name (case-insensitive); generic and positional (``band1``)
+    names are accepted."""
     key = name.strip().upper()
     if key in CATALOGUE:
         return CATALOGUE[key]
+    if position(key):
+        return Band(positional(position(key)), "band %d" % position(key), 0.0)
     m = re.fullmatch(r"S2:B0?(\d{1,2}|8A)", key)
     if m:
         code = m.group(1)
@@ -262,6 +277,13 @@ def map_bands(model_bands: Sequence[str], raster_descriptions: Sequence[str],
         raise BandMappingError("band mapping names %s, which the model does not read (it reads %s)"
                                % (", ".join(repr(k) for k in unknown), ", ".join(model_bands)))
     explicit = {by_upper[str(k).strip().upper()]: int(v) for k, v in (explicit or {}).items()}
+    implicit = [m for m in model_bands if m not in explicit and position(m)]
+    if implicit and max(position(m) for m in implicit) > n:
+        raise BandMappingError("the model names no bands, so it reads the raster's first %d bands in order, but the "
+                               "raster has only %d band%s; give a band mapping of %d raster bands"
+                               % (len(model_bands), n, "" if n == 1 else "s", len(model_bands)))
+    for m in implicit:   # a positional input reads its band unless the mapping says otherwise
+        explicit[m] = position(m)
     ids = identify_bands(raster_descriptions, preset_key)
     guessed = None
     if not preset_key and not any(ids) and any(m not in explicit for m in model_bands):

@@ -1,23 +1,15 @@
-"""Self-describing ONNX segmentation models: the metadata schema, read and written.
+"""Self-describing ONNX segmentation models: our metadata schema, parsed and validated.
 
 Our schema lives in one ONNX ``metadata_props`` entry, key ``tailings_mapper``, a JSON
-object (see README, "Model metadata").  Models that only carry the Deepness plugin's
-keys (``model_type``, ``class_names``, ``resolution``, ``tiles_size``/``tile_size``,
-``tiles_overlap``, ``standardization_mean``/``_std``, ``seg_thresh``,
-``seg_small_segment``) are read too, with Deepness's conventions: RGB input, raw
-values / 255, then standardised, outputs already probabilities.
-
-:func:`deepness_props` derives those Deepness keys from our schema, so the models we
-export also run in Deepness.  :func:`info_from_header` checks the metadata against the
-network's inputs and outputs (read from the file by ``onnx_header``); nothing here needs
+object (see README, "Model metadata"): :class:`ModelInfo` is what the engine knows of a
+model whatever its file said it in (ours, Deepness's keys: ``deepness``; a STAC MLM item:
+``mlm``; ``model_formats`` chooses and checks against the network).  Nothing here needs
 onnxruntime.
 """
 from __future__ import annotations
 
-import ast
 import json
 import math
-import os
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Tuple
@@ -28,8 +20,6 @@ from .tiling import check_passes, check_scales
 
 META_KEY = "tailings_mapper"
 SCHEMA_VERSION = 1
-DEEPNESS_KEYS = ("model_type", "class_names", "resolution", "tiles_size", "tile_size", "tiles_overlap",
-                 "standardization_mean", "standardization_std", "seg_thresh", "seg_small_segment")
 DEFAULT_COLOURS = ["#000000", "#e6550d", "#3182bd", "#31a354", "#756bb1", "#fdd0a2", "#636363",
                    "#e7ba52", "#9c9ede", "#d6616b", "#17becf", "#bcbd22"]
 
@@ -70,7 +60,7 @@ class ModelInfo:
     """Everything the engine needs to know about a model; parsed and validated."""
     name: str
     bands: List[str]                 # model input channels, in order, by band name
-    gsd_m: float                     # ground sample distance the model was trained at
+    gsd_m: float                     # ground sample distance the model was trained at (0: not stated, the raster's)
     tile_size: int
     tile_overlap: int                # pixels
     classes: List[ClassInfo]
@@ -91,7 +81,8 @@ class ModelInfo:
     version: str = ""
     license: str = ""
     extra: Dict[str, Any] = field(default_factory=dict)  # training data, metrics...: carried, not used
-    source_format: str = "tailings_mapper"  # or "deepness"
+    source_format: str = "tailings_mapper"  # or "deepness", "mlm", "none" (no metadata)
+    notes: Tuple[str, ...] = ()      # what reading the file had to assume (said with every run; not stored)
     path: Optional[str] = None
     input_name: Optional[str] = None
     fixed_input_size: Optional[int] = None
@@ -190,21 +181,15 @@ def _parse_classes(raw) -> List[ClassInfo]:
     return sorted(out, key=lambda c: c.id)
 
 
-def parse_metadata(props: Dict[str, str], name: str = "model") -> ModelInfo:
-    """Build a :class:`ModelInfo` from ONNX metadata_props (our key, else Deepness keys)."""
-    if META_KEY in props:
-        try:
-            d = json.loads(props[META_KEY])
-        except ValueError as e:
-            raise ModelError("metadata %r is not valid JSON: %s" % (META_KEY, e)) from None
-        if not isinstance(d, dict):
-            raise ModelError("metadata %r must be a JSON object" % META_KEY)
-        return _from_ours(d, name)
-    if any(k in props for k in DEEPNESS_KEYS):
-        return _from_deepness(props, name)
-    raise ModelError("the model carries no Tailings Mapper metadata (key %r) and no Deepness metadata "
-                     "(class_names, resolution...); it cannot be run without knowing its bands, "
-                     "scaling and classes" % META_KEY)
+def parse_ours(text: str, name: str = "model") -> ModelInfo:
+    """A :class:`ModelInfo` from our metadata document (the ``tailings_mapper`` entry)."""
+    try:
+        d = json.loads(text)
+    except ValueError as e:
+        raise ModelError("metadata %r is not valid JSON: %s" % (META_KEY, e)) from None
+    if not isinstance(d, dict):
+        raise ModelError("metadata %r must be a JSON object" % META_KEY)
+    return _from_ours(d, name)
 
 
 def _from_ours(d: Dict[str, Any], name: str) -> ModelInfo:
@@ -279,71 +264,9 @@ def _num(d, key, default=None):
     return v
 
 
-def _deepness_value(txt: str):
-    try:
-        return json.loads(txt)
-    except ValueError:
-        try:
-            return ast.literal_eval(txt)
-        except (ValueError, SyntaxError):
-            raise ModelError("Deepness metadata value %r is neither JSON nor a Python literal" % txt) from None
-
-
-def _from_deepness(props: Dict[str, str], name: str) -> ModelInfo:
-    v = {k: _deepness_value(props[k]) for k in DEEPNESS_KEYS if k in props}
-    mtype = str(v.get("model_type", "Segmentor")).capitalize()
-    if mtype != "Segmentor":
-        raise ModelError("this is a Deepness %r model; Tailings Mapper runs segmentation models (Segmentor) only"
-                         % mtype)
-    if "class_names" not in v:
-        raise ModelError("Deepness metadata lacks 'class_names'")
-    if "resolution" not in v:
-        raise ModelError("Deepness metadata lacks 'resolution' (cm per pixel)")
-    classes = _parse_classes(v["class_names"])
-    mean = v.get("standardization_mean", 0.0)
-    std = v.get("standardization_std", 1.0)
-    n = len(mean) if isinstance(mean, list) else 3
-    tile = int(v.get("tiles_size", v.get("tile_size", 512)))
-    overlap_pct = float(v.get("tiles_overlap", 15))
-    return ModelInfo(
-        name=name, bands=["red", "green", "blue", "nir"][:n] if n <= 4 else ["red", "green", "blue"],
-        gsd_m=float(v["resolution"]) / 100.0, tile_size=tile,
-        tile_overlap=int(round(tile * overlap_pct / 100.0)), classes=classes,
-        task="binary" if len(classes) == 2 else "multiclass", units="raw",
-        scale=[1 / 255.0] * n, offset=[0.0] * n,
-        mean=_f_list(mean, n, "standardization_mean", 0.0), std=_f_list(std, n, "standardization_std", 1.0),
-        activation="none", threshold=float(v.get("seg_thresh", 0.5)),
-        min_area_ha=0.0, source_format="deepness",
-        extra={"deepness_small_segment": v.get("seg_small_segment")},
-    )
-
-
-def deepness_props(info: ModelInfo) -> Dict[str, str]:
-    """Deepness metadata equivalent to ``info``, for models we export.
-
-    Deepness feeds ``raw / 255`` then standardises with (mean', std'); we feed
-    ``raw * scale + offset`` then standardise with (mean, std).  They agree when
-    mean' = (mean - offset) / (255 * scale) and std' = std / (255 * scale).
-    """
-    mean = [(m - o) / (255.0 * s) for m, o, s in zip(info.mean, info.offset, info.scale)]
-    std = [sd / (255.0 * s) for sd, s in zip(info.std, info.scale)]
-    return {
-        "model_type": json.dumps("Segmentor"),
-        "class_names": json.dumps({str(c.id): c.name for c in info.classes}),
-        "resolution": json.dumps(info.gsd_m * 100.0),
-        "tiles_size": json.dumps(info.tile_size),
-        "tile_size": json.dumps(info.tile_size),
-        "tiles_overlap": json.dumps(int(round(100.0 * info.tile_overlap / info.tile_size))),
-        "standardization_mean": json.dumps(mean),
-        "standardization_std": json.dumps(std),
-        "seg_thresh": json.dumps(info.threshold),
-        "seg_small_segment": json.dumps(0),
-    }
-
-
 def validate(info: ModelInfo) -> None:
     """Raise :class:`ModelError` naming what is wrong or contradictory."""
-    if info.gsd_m <= 0:
+    if info.gsd_m < 0 or (info.gsd_m == 0 and info.source_format == "tailings_mapper"):
         raise ModelError("metadata gsd_m must be > 0, got %g" % info.gsd_m)
     if info.tile_size < 16:
         raise ModelError("metadata tile_size must be at least 16, got %d" % info.tile_size)
@@ -399,54 +322,3 @@ def validate(info: ModelInfo) -> None:
             raise ModelError("the network outputs %d channels but the metadata lists %d classes (%s)"
                              % (info.output_channels, info.n_classes,
                                 ", ".join(c.name for c in info.classes)))
-
-
-def _dim(d) -> Optional[int]:
-    return d if isinstance(d, int) and d > 0 else None
-
-
-def info_from_header(header, path: str) -> ModelInfo:
-    """The validated metadata of a model file, checked against its network's input and output
-    (``header``: an ``onnx_header.OnnxHeader``); :class:`ModelError` names what is wrong."""
-    stem = os.path.splitext(os.path.basename(path))[0]
-    info = parse_metadata(header.metadata, stem)
-    inputs, outputs = header.inputs, header.outputs
-    if len(inputs) != 1:
-        raise ModelError("the network has %d inputs; a segmentation model has one (N, C, H, W)" % len(inputs))
-    shape = inputs[0].shape
-    if shape is None or len(shape) != 4:
-        raise ModelError("the network input has shape %s; expected (N, C, H, W)" % (_shape_text(shape),))
-    c = _dim(shape[1])
-    if c is not None and c != len(info.bands):
-        raise ModelError("the network reads %d channels but the metadata lists %d bands (%s)"
-                         % (c, len(info.bands), ", ".join(info.bands)))
-    h, w = _dim(shape[2]), _dim(shape[3])
-    if h and w and h != w:
-        raise ModelError("the network takes %d x %d tiles; only square tiles are supported" % (h, w))
-    changes: Dict[str, Any] = {"fixed_input_size": h}
-    if info.source_format == "deepness" and h:
-        changes.update(tile_size=h, tile_overlap=min(info.tile_overlap, h // 2))
-    oshape = outputs[0].shape
-    if oshape is None or len(oshape) != 4:
-        raise ModelError("the network output has shape %s; expected (N, classes, H, W)" % (_shape_text(oshape),))
-    changes.update(output_channels=_dim(oshape[1]), input_name=inputs[0].name, path=path)
-    info = replace(info, **changes)
-    validate(info)
-    return info
-
-
-def _shape_text(shape) -> str:
-    return "unknown" if shape is None else "[%s]" % ", ".join("?" if d is None else str(d) for d in shape)
-
-
-def write_metadata(onnx_model, info: ModelInfo, deepness: bool = True) -> None:
-    """Store ``info`` (and the Deepness equivalent) in an ``onnx.ModelProto`` in place."""
-    props = {META_KEY: info.to_json()}
-    if deepness and info.task != "multilabel":   # (Deepness runs one class a pixel)
-        props.update(deepness_props(info))
-    keep = [p for p in onnx_model.metadata_props if p.key not in props]
-    del onnx_model.metadata_props[:]
-    for p in keep:
-        onnx_model.metadata_props.add(key=p.key, value=p.value)
-    for k, v in props.items():
-        onnx_model.metadata_props.add(key=k, value=v)

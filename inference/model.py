@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Union
 
-from . import onnx_header
 from .errors import TailingsError
-from .metadata import ModelInfo, info_from_header
+from .metadata import ModelInfo
+from .model_formats import read as read_model_file
 from .registry import model_files, model_name, resolve_model
 from .runtime import Session, create_session
 
@@ -57,13 +57,13 @@ class Model:
 
 
 def open_model(model: Union[str, Model]) -> Model:
-    """A model by file path or by the name of a shipped or user model (a :class:`Model` is
+    """A model by file path (an ONNX file, or a STAC MLM item with an ONNX asset) or by the name of a shipped or user model (a :class:`Model` is
     returned as it is); :class:`~inference.errors.ModelError` when it cannot be used."""
     if isinstance(model, Model):
         return model
-    path = resolve_model(model)
+    path, info = read_model_file(resolve_model(model))
     mtime = os.path.getmtime(path) if os.path.exists(path) else 0.0
-    return Model(path, info_from_header(onnx_header.read(path), path), mtime)
+    return Model(path, info, mtime)
 
 
 def read_info(path: str) -> ModelInfo:

@@ -1,7 +1,8 @@
 """The user's models, managed: what each is (classes, bands, date, validation score), renamed,
 exported as one file to share, deleted.  Shipped models are never changed.
 
-A model in the user's folder is ``<name>.onnx`` with its card ``<name>.md`` beside it.  Renaming
+A model in the user's folder is ``<name>.onnx`` with its card ``<name>.md`` and its STAC MLM item
+``<name>.stac.json`` beside it (:func:`write_item`).  Renaming
 rewrites the name inside the file too (its metadata, without touching the network); exporting
 writes one ONNX file with the card inside (metadata key ``model_card``), which any Tailings
 Mapper reads back as the model's card.
@@ -15,7 +16,7 @@ import shutil
 from dataclasses import dataclass
 from typing import List, Optional
 
-from . import onnx_header
+from . import mlm, onnx_header
 from .errors import ModelError
 from .metadata import META_KEY
 from .registry import card_path, model_files, user_dir
@@ -57,6 +58,12 @@ def describe(path: str, shipped: bool) -> UserModel:
 
 def list_all() -> List[UserModel]:
     return [describe(p, shipped) for p, shipped in model_files()]
+
+
+def write_item(path: str) -> str:
+    """Write (or rewrite) the STAC MLM item of a model file beside it; its path."""
+    from .model import open_model
+    return mlm.write_item(open_model(path).info, path, onnx_header.read(path))
 
 
 def _user_file(path: str) -> str:
@@ -105,7 +112,10 @@ def rename(path: str, new_name: str) -> str:
             with open(os.path.splitext(dest)[0] + ".md", "w", encoding="utf-8") as fh:
                 fh.write(text.replace("`%s`" % old, "`%s`" % new_name, 1))
             os.remove(card)
+        if os.path.exists(mlm.item_path(path)):
+            os.remove(mlm.item_path(path))
         os.remove(path)
+    write_item(dest)
     return dest
 
 
@@ -120,6 +130,8 @@ def export(path: str, dest: str) -> str:
         if text:
             props[CARD_KEY] = text
     _with_props(path, dest, change)
+    if dest.lower().endswith(".onnx"):
+        write_item(dest)
     return dest
 
 
@@ -130,6 +142,8 @@ def delete(path: str) -> None:
     os.remove(path)
     if card:
         os.remove(card)
+    if os.path.exists(mlm.item_path(path)):
+        os.remove(mlm.item_path(path))
 
 
 def import_model(path: str) -> str:
@@ -147,6 +161,7 @@ def import_model(path: str) -> str:
     if text:
         with open(os.path.splitext(dest)[0] + ".md", "w", encoding="utf-8") as fh:
             fh.write(text)
+    write_item(dest)
     return dest
 
 

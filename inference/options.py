@@ -248,6 +248,10 @@ OPTIONS: Tuple[Option, ...] = (
     Option("ood_check", "bool", "Check the scene against the training data",
            "score each tile against the model's training tiles (when its metadata has their statistics) and mark "
            "the tiles unlike them", default=True, cli="--no-ood-check", flag=False),
+    Option("gsd", "float", "Processing resolution (m)",
+           "ground sample distance the network sees, in metres per pixel (default: the model's; a model that "
+           "states none runs at the raster's own)", model_default=True, minimum=0.0, exclusive=True, unit="m",
+           step=0.5, decimals=2, panel_max=10000),
     Option("tile_size", "int", "Tile size (px)", "tile size in pixels", model_default=True, cli="--tile",
            minimum=16, multiple_of=8, unit="px", step=32, panel_max=4096),
     Option("overlap", "int", "Overlap (px)", "tile overlap in pixels, at most half the tile", model_default=True,

@@ -119,7 +119,7 @@ def plan(input_path: str, model: Union[str, Model], opts: Optional["optlib.Segme
     info = model.info
     choose_providers(opts.device)  # onnxruntime importable, and the device usable (no session yet)
     r = rasterlib.open_input(input_path, opts.calibration)
-    notes, warnings = [], []
+    notes, warnings = list(info.notes), []
     if r.product is not None:
         notes.extend(r.product.notes)
         warnings.extend(r.product.warnings)
@@ -158,16 +158,17 @@ def plan(input_path: str, model: Union[str, Model], opts: Optional["optlib.Segme
     else:
         window = _window(r, opts.extent)
     src_gsd = float(np.sqrt(r.gsd_m[0] * r.gsd_m[1]))
-    resample = abs(src_gsd - info.gsd_m) / info.gsd_m > GSD_TOLERANCE
+    want_gsd = float(opts.gsd) if opts.gsd is not None else (info.gsd_m or src_gsd)
+    resample = abs(src_gsd - want_gsd) / want_gsd > GSD_TOLERANCE
     if resample:
-        notes.append("raster GSD %.2f m resampled to the model's %.2f m for inference, results back on the "
-                     "source grid" % (src_gsd, info.gsd_m))
+        notes.append("raster GSD %.2f m resampled to %s %.2f m for inference, results back on the source grid"
+                     % (src_gsd, "the chosen" if opts.gsd is not None else "the model's", want_gsd))
     outputs = choose_outputs(input_path, out_dir, opts) if out_dir else {}
     if opts.date is None and r.product is not None and r.product.date:
         opts = replace(opts, date=r.product.date)   # the product's own date, recorded with the outputs
     return Plan(input=input_path, options=opts, model=model, raster=r, mapping=mapping,
                 transform=tuple(transform), scalings=tuple(scalings), window=window, src_gsd_m=src_gsd,
-                work_gsd_m=info.gsd_m if resample else src_gsd, resample=resample, tile_size=tile,
+                work_gsd_m=want_gsd if resample else src_gsd, resample=resample, tile_size=tile,
                 overlap=overlap, threshold=info.threshold if opts.threshold is None else float(opts.threshold),
                 min_area_ha=info.min_area_ha if opts.min_area_ha is None else float(opts.min_area_ha),
                 tta=info.tta if opts.tta is None else opts.tta, scales=scales, out_dir=out_dir,
@@ -182,7 +183,12 @@ def _tiling(info: ModelInfo, opts) -> Tuple[int, int, Tuple[float, ...]]:
         raise OptionError("this model takes %d x %d tiles only; tile size %d cannot be used"
                           % (info.fixed_input_size, info.fixed_input_size, tile), "tile_size")
     optlib.option("tile_size").check(tile)
-    overlap = int(info.tile_overlap if opts.overlap is None else opts.overlap)
+    if opts.overlap is not None:
+        overlap = int(opts.overlap)
+    elif "overlap_pct" in info.extra and tile != info.tile_size:   # Deepness states it as a share of the tile
+        overlap = int(round(tile * float(info.extra["overlap_pct"]) / 100.0))
+    else:
+        overlap = int(info.tile_overlap)
     if not 0 <= overlap <= tile // 2:
         raise OptionError("overlap must be between 0 and half the tile size (%d), got %d" % (tile // 2, overlap),
                           "overlap")

@@ -38,7 +38,7 @@ def resolve_model(name_or_path: str) -> str:
         raise ModelError("no model given")
     if os.path.isfile(name_or_path):
         return name_or_path
-    if name_or_path.lower().endswith(".onnx") or os.sep in name_or_path:
+    if name_or_path.lower().endswith((".onnx", ".json")) or os.sep in name_or_path:
         raise ModelError("model file not found: %s" % name_or_path)
     files = model_files()
     for path, _ in files:

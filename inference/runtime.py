@@ -63,6 +63,11 @@ class Session:
         return self.ort.get_inputs()[0].name
 
     @property
+    def n_outputs(self) -> int:
+        """The model's own outputs (heads), before ``extra_outputs``."""
+        return len(self.ort.get_outputs()) - len(self.extra_outputs)
+
+    @property
     def fixed_batch(self) -> Optional[int]:
         """The network's batch size when its batch dimension is fixed, else None."""
         dim = self.ort.get_inputs()[0].shape[0]

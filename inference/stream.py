@@ -59,7 +59,7 @@ def open_grid(p, workdir: str, mask_raster: Optional[str] = None) -> WorkGrid:
     view_gt, wkt = view_ds.GetGeoTransform(), view_ds.GetProjection()
     work = view
     if p.resample:
-        gsd = p.info.gsd_m
+        gsd = p.work_gsd_m
         gt = view_gt
         if p.raster.geographic:
             mx, my = rasterlib.metres_per_degree(gt[3] + gt[5] * h0 / 2.0)
@@ -155,6 +155,13 @@ def activate(out: np.ndarray, activation: str) -> np.ndarray:
     return out
 
 
+def join_heads(heads, n: int) -> np.ndarray:
+    """The network's outputs as one (n, K, T, T) array: an (N, T, T) output is one channel, and
+    the channels of several outputs (heads) follow each other in output order."""
+    arrays = [h[:n, None] if h.ndim == 3 else h[:n] for h in heads]
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=1)
+
+
 class TileNetwork:
     """The network on a batch of tiles: one pass, or the views of test-time augmentation at each
     scale, each mapped back and averaged; probabilities (n, K, T, T)."""
@@ -166,6 +173,7 @@ class TileNetwork:
         self.views = tta_views(p.tta)
         self.activation = p.info.activation
         self.with_features = bool(session.extra_outputs)
+        self.heads = session.n_outputs
         self.features: Optional[np.ndarray] = None   # (n, C): the encoder's tile means, first pass
 
     def __call__(self, batch: np.ndarray, n: int) -> np.ndarray:
@@ -194,10 +202,10 @@ class TileNetwork:
         ts = x.shape[-1]
         try:
             outs = self.sess.run(None, {self.input_name: x})
-            o = outs[0][:n]
+            o = join_heads(outs[:self.heads], n)
             if features and self.with_features:
                 from .ood import tile_means
-                self.features = tile_means(np.asarray(outs[1][:n], np.float32))
+                self.features = tile_means(np.asarray(outs[self.heads][:n], np.float32))
         except Exception as e:  # onnxruntime's own exception types
             raise TailingsError("the network failed on tiles of %d x %d px: %s" % (ts, ts, first_line(e))) from None
         if o.shape[1] != self.K or o.shape[2] != ts or o.shape[3] != ts:

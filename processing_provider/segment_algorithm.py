@@ -128,7 +128,8 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             self.MODEL, "Model", options=names, allowMultiple=False, defaultValue=default,
             optional=True, usesStaticStrings=True))
         self.addParameter(QgsProcessingParameterFile(
-            self.MODEL_FILE, "ONNX model file (overrides Model)", extension="onnx", optional=True))
+            self.MODEL_FILE, "Model file: ONNX, or a STAC MLM item (.json) with an ONNX asset (overrides Model)",
+            optional=True))
         for p in optparams.parameters():
             self.addParameter(p)
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_CLASSES, "Classes"))

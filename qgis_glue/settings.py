@@ -19,7 +19,7 @@ PREFIX = "tailings_mapper/"
 EXTENT_LAYER, EXTENT_CANVAS, EXTENT_SELECTION = "layer", "canvas", "selection"
 PANEL_DEFAULTS = {
     "model": "",              # name of a shipped/user model or a path; "" = the default model
-    "user_models": [],        # ONNX files loaded with "Load ONNX…"
+    "user_models": [],        # ONNX files loaded with "Load model…"
     "out_dir": "",            # "" = a folder next to the input raster
     "extent_mode": EXTENT_LAYER,
     "extent_layer": "",       # polygon layer id for EXTENT_SELECTION

@@ -10,7 +10,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from osgeo import gdal, osr
 
-from inference.metadata import ClassInfo, ModelInfo, write_metadata
+from inference.metadata import ClassInfo, ModelInfo
+from inference.model_formats import write_metadata
 
 gdal.UseExceptions()
 

@@ -65,8 +65,8 @@ def _bad_model(d, kind):
         set_props(p, {"tailings_mapper": json.dumps(meta)})
     elif kind == "contradictory":
         conv_model(p, kernel=1, n_out=3, classes=["background", "tailings"])
-    elif kind == "no_meta":
-        conv_model(p, kernel=1, meta=False)
+    elif kind == "no_meta":   # runs on the raster's first bands, as Deepness does: here it needs 6
+        conv_model(p, kernel=1, meta=False, bands=("S2:B02", "S2:B03", "S2:B04", "S2:B08", "S2:B11", "S2:B12"))
     return p
 
 
@@ -88,7 +88,8 @@ CASES = {
     "no_crs": (lambda d, m, g: (make_raster(str(d / "nocrs.tif"), blobs(30, 30), descriptions=RGB, srs=False),
                                 m, {}, []), InputError, ["no coordinate reference system"]),
     "model_not_onnx": (lambda d, m, g: (g, _bad_model(d, "bytes"), {}, []), ModelError, ["not a valid ONNX"]),
-    "model_no_metadata": (lambda d, m, g: (g, _bad_model(d, "no_meta"), {}, []), ModelError, ["no Tailings Mapper"]),
+    "model_no_metadata": (lambda d, m, g: (g, _bad_model(d, "no_meta"), {}, []), BandMappingError,
+                          ["first 6 bands", "only 3 bands"]),
     "model_missing_bands": (lambda d, m, g: (g, _bad_model(d, "no_bands"), {}, []), ModelError, ["'bands'"]),
     "model_contradictory": (lambda d, m, g: (g, _bad_model(d, "contradictory"), {}, []), ModelError,
                             ["3 channels", "2 classes"]),

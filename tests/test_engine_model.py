@@ -11,7 +11,10 @@ from engine_helpers import (conv_model, get_props, make_raster, our_meta, pixel_
                             reference_prob, rounding_safe, set_props)
 from inference import ModelError, ProviderError, SegmentOptions, read_info, segment
 from inference import runtime
-from inference.metadata import ClassInfo, ModelInfo, deepness_props, parse_metadata, write_metadata
+from inference import deepness
+from inference.metadata import ClassInfo, ModelInfo, parse_ours
+from inference.model_formats import write_metadata
+from inference.onnx_header import ValueInfo
 
 RGB = ["B4", "B3", "B2"]
 
@@ -107,7 +110,8 @@ def test_deepness_props_give_our_normalisation():
                      classes=[ClassInfo(0, "background", "#000000"), ClassInfo(1, "tailings", "#ff0000")],
                      scale=[0.0001, 0.0002, 0.00005], offset=[0.01, -0.02, 0.0], mean=[0.1, 0.2, 0.3],
                      std=[0.05, 0.1, 0.2], threshold=0.4)
-    deep = parse_metadata(deepness_props(info), "m")
+    deep = deepness.read(deepness.props(info), [ValueInfo("input", (None, 3, None, None))],
+                         [ValueInfo("output", (None, 1, None, None))], "m")
     assert deep.source_format == "deepness"
     assert deep.tile_size == 256 and deep.gsd_m == pytest.approx(10.0)
     # Deepness stores the overlap as a whole percentage: 32 px of 256 = 12.5 % comes back within 1 %.
@@ -159,7 +163,6 @@ BAD_MODELS = {
                      ["not a valid ONNX model"]),
     "text_file": (lambda p: open(p, "w").write("this is a README, not a network\n" * 20),
                   ["not a valid ONNX model"]),
-    "no_metadata": (lambda p: conv_model(p, meta=False), ["no Tailings Mapper metadata", "Deepness"]),
     "no_bands": (lambda p: _ours_without(p, "bands"), ["lacks", "'bands'"]),
     "no_classes": (lambda p: _ours_without(p, "classes"), ["lacks", "'classes'"]),
     "bad_json": (lambda p: set_props(conv_model(p), {"tailings_mapper": "{bands: [S2:B04"}),
@@ -182,9 +185,6 @@ BAD_MODELS = {
     "deepness_detector": (lambda p: set_props(conv_model(p, meta=False), {
         "model_type": '"Detector"', "class_names": '{"0": "truck"}', "resolution": "10"}),
         ["Detector", "Segmentor"]),
-    "deepness_no_resolution": (lambda p: set_props(conv_model(p, meta=False), {
-        "model_type": '"Segmentor"', "class_names": '{"0": "background", "1": "tailings"}'}),
-        ["resolution"]),
     "deepness_std_zero": (lambda p: _deepness_model(p, [1, 1, 1], 0.0, {"standardization_std": "[0.2, 0, 0.2]"}),
                           ["std", "> 0"]),
 }
@@ -296,14 +296,14 @@ def test_cuda_advertised_but_not_starting_falls_back(tmp_path, monkeypatch):
 
 def test_background_is_an_explicit_flag_older_files_by_name():
     base = {"bands": ["S2:B04", "S2:B03", "S2:B02"], "gsd_m": 10, "tile_size": 64}
-    old = parse_metadata({"tailings_mapper": json.dumps(dict(base, classes=[
-        {"id": 0, "name": "background"}, {"id": 1, "name": "tailings"}]))})
+    old = parse_ours(json.dumps(dict(base, classes=[
+        {"id": 0, "name": "background"}, {"id": 1, "name": "tailings"}])))
     assert old.background_ids() == {0}
-    new = parse_metadata({"tailings_mapper": json.dumps(dict(base, classes=[
-        {"id": 0, "name": "soil", "background": True}, {"id": 1, "name": "background", "background": False}]))})
+    new = parse_ours(json.dumps(dict(base, classes=[
+        {"id": 0, "name": "soil", "background": True}, {"id": 1, "name": "background", "background": False}])))
     assert new.background_ids() == {0}                      # the flag, not the name
     assert [c["background"] for c in json.loads(new.to_json())["classes"]] == [True, False]
-    assert parse_metadata({"tailings_mapper": new.to_json()}).background_ids() == {0}
+    assert parse_ours(new.to_json()).background_ids() == {0}
     with pytest.raises(ModelError, match="'background' must be true or false"):
-        parse_metadata({"tailings_mapper": json.dumps(dict(base, classes=[
-            {"id": 0, "name": "a", "background": "yes"}, {"id": 1, "name": "b"}]))})
+        parse_ours(json.dumps(dict(base, classes=[
+            {"id": 0, "name": "a", "background": "yes"}, {"id": 1, "name": "b"}])))

@@ -20,7 +20,8 @@ from osgeo import ogr
 from engine_helpers import blobs, make_raster, run_cli
 from inference import SegmentOptions, execute, open_model, plan
 from inference import ood
-from inference.metadata import ClassInfo, ModelInfo, write_metadata
+from inference.metadata import ClassInfo, ModelInfo
+from inference.model_formats import write_metadata
 
 RGB = ("B4", "B3", "B2")
 FEATURE = "hidden"

@@ -491,6 +491,33 @@ def test_load_onnx_adds_user_model(plugin, env):
     assert not d.validate() and "S2:B08" in d.problem   # the raster has no NIR band
 
 
+def test_the_panel_loads_an_mlm_item_and_a_deepness_model(plugin, env):
+    """Models from elsewhere through "Load model…": an MLM item with its ONNX asset, a Deepness model."""
+    from osgeo import gdal
+    from test_plugin_interchange import SQUARES, _deepness, _mlm_item
+    lyr = _raster(env, "elsewhere", squares=SQUARES)
+    plugin.show_panel(True)
+    d = plugin.dock
+    d.set_layer(lyr)
+    for model in (_mlm_item(env), _deepness(str(env / "deep.onnx"))):
+        assert d.add_user_model(model), d.problem
+        assert d.current_model() == model
+        assert "tailings" in d.model_label.text()
+        assert d.validate(), d.problem
+        ok, outcome = wait_task(d.run())
+        assert ok, outcome
+        cls = [lyr for lyr in QgsProject.instance().mapLayers().values()
+               if isinstance(lyr, QgsRasterLayer) and lyr.source().endswith("_classes.tif")]
+        assert cls
+        ds = gdal.Open(cls[-1].source())
+        assert int((ds.ReadAsArray() == 1).sum()) == 80 * 80 + 50 * 50
+        ds = None
+        for layer in list(QgsProject.instance().mapLayers().values()):
+            if layer.id() != lyr.id():
+                QgsProject.instance().removeMapLayer(layer.id())
+        time.sleep(1.1)   # output names go down to the second
+
+
 def test_menu_has_panel_and_help(plugin):
     texts = [a.text() for a in plugin.actions]
     assert "Tailings Mapper panel" in texts and "Help" in texts and "Segment tailings" in texts
@@ -530,7 +557,7 @@ def test_advanced_widgets_are_generated_from_the_option_table(plugin, env):
     texts = {"tile_size": "128", "overlap": "24", "batch": "3", "device": "cpu", "threshold": "0.45", "tta": "2",
              "scales": "1,0.5", "min_area_ha": "2.5", "simplify_m": "10", "confidence": "false",
              "cloud_mask": "off", "mask_snow": "true", "ood_check": "false", "input_scale": "0.0002",
-             "input_offset": "-0.1"}
+             "input_offset": "-0.1", "gsd": "20"}
     assert set(texts) == {o.name for o in panel}
     for name, text in texts.items():
         d.options.set_text(name, text)

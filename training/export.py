@@ -9,7 +9,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from inference.metadata import ClassInfo, ModelInfo, write_metadata
+from inference.metadata import ClassInfo, ModelInfo
+from inference.model_formats import write_metadata
 from inference.model import read_info
 
 from .train import build_model
@@ -136,6 +137,8 @@ def export(run_dir: str, out: str, threshold: Optional[float] = None, extra: Opt
     proto.producer_name = "tailings-mapper-training"
     onnx.checker.check_model(proto)
     onnx.save(proto, out)
+    from inference.model_files import write_item
+    write_item(out)
     result = {"path": out, "size_mb": os.path.getsize(out) / 1e6, "threshold": info.threshold, "tta": info.tta, "scales": info.tta_scales}
     if check:
         result["max_abs_diff"] = compare_with_torch(wrapped, out, c)

@@ -420,7 +420,7 @@ class _Probabilities(nn.Module):
 def export_network(net, info: ModelInfo, out: str) -> None:
     """The network as ONNX (probabilities inside the graph) with ``info`` as its metadata."""
     import onnx
-    from inference.metadata import write_metadata
+    from inference.model_formats import write_metadata
     wrapped = net.cpu().eval() if isinstance(net, Vetoed) else _Probabilities(net.cpu().eval(),
                                                                               info.task == "multilabel").eval()
     x = torch.randn(1, len(info.bands), 128, 128)
@@ -438,6 +438,8 @@ def export_network(net, info: ModelInfo, out: str) -> None:
     onnx.save(proto, tmp)
     open_model(tmp)   # the engine's own check of what was written
     os.replace(tmp, out)
+    from inference.model_files import write_item
+    write_item(out)
 
 
 def _feature_renamed(extra: Dict, proto) -> Dict:

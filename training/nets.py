@@ -16,7 +16,6 @@ batch and H/W; H and W must be multiples of 32).
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import List, Optional
 

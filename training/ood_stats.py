@@ -132,7 +132,7 @@ def _mask_at(mask: np.ndarray, scale: float) -> np.ndarray:
 def write(model_path: str, stats: Dict, out: str, replay: Optional[Dict] = None) -> None:
     """A copy of the model with ``stats`` (and ``replay``) in its metadata (weights and graph unchanged)."""
     import onnx
-    from inference.metadata import write_metadata
+    from inference.model_formats import write_metadata
     info = open_model(model_path).info
     proto = onnx.load(model_path)
     extra = dict(info.extra, ood=stats)

@@ -8,7 +8,6 @@ import platform
 import random
 import sys
 import time
-from dataclasses import asdict
 from typing import Dict, List, Optional
 
 import numpy as np

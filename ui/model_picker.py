@@ -1,4 +1,4 @@
-"""The panel's model picker: shipped and user models, the ONNX files the user loaded, "Load ONNX…",
+"""The panel's model picker: shipped and user models, the ONNX files the user loaded, "Load model…",
 and a description of the chosen model (inputs, GSD, tiles, defaults, classes)."""
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ LOAD_ONNX = "__load_onnx__"
 NO_MINING10 = "__mining10__"   # the ten-class schema, listed even before a model of it exists
 NO_MINING10_TEXT = ("No ten-class model of mining components is installed yet, and none could be trained from "
                     "public data. Train one from your own polygons (Raster > Tailings Mapper > Train a model from "
-                    "polygons…, classes: mining components) or load an ONNX file (Load ONNX…).")
+                    "polygons…, classes: mining components) or load an ONNX file (Load model…).")
 
 
 class ModelPicker(QObject):
@@ -53,7 +53,7 @@ class ModelPicker(QObject):
         self.label.setTextFormat(Qt.RichText)
 
     def populate(self, refresh: bool = False) -> None:
-        """Shipped and user models, the ONNX files the user loaded, then "Load ONNX…"."""
+        """Shipped and user models, the ONNX files the user loaded, then "Load model…"."""
         if refresh:
             MODELS.clear()
         self._loading = True
@@ -70,7 +70,7 @@ class ModelPicker(QObject):
             if not self._has_mining10():
                 self.combo.addItem("mining components (ten classes): no model yet", NO_MINING10)
                 self.combo.setItemData(self.combo.count() - 1, schema_tooltip(MINING10), Qt.ToolTipRole)
-            self.combo.addItem("Load ONNX…", LOAD_ONNX)
+            self.combo.addItem("Load model…", LOAD_ONNX)
             idx = self.combo.findData(self.settings.get("model") or choose_model(self.settings))
             if idx < 0 and self.combo.count() > 1:
                 idx = 0
@@ -119,8 +119,9 @@ class ModelPicker(QObject):
             return
         data = self.combo.currentData()
         if data == LOAD_ONNX:
-            path, _ = QFileDialog.getOpenFileName(self.combo, "Load an ONNX segmentation model", "",
-                                                  "ONNX models (*.onnx)")
+            path, _ = QFileDialog.getOpenFileName(
+                self.combo, "Load a segmentation model", "",
+                "Models (*.onnx *.json);;ONNX models (*.onnx);;STAC MLM items (*.json)")
             if path and self.add_user_model(path):
                 return
             self._loading = True

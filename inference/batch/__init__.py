@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
-from typing import Callable, Dict, List, Optional, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Callable, Dict, List, Optional
 
 from ..errors import Cancelled, InputError, OutputError
 from ..options import Option, SegmentOptions

@@ -12,9 +12,9 @@ import csv
 import os
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
-from osgeo import gdal, ogr, osr
+from osgeo import ogr, osr
 
 from ..aoi import equal_area_at
 from ..errors import InputError

@@ -5,7 +5,7 @@ year is no data in all of them: never change.  Memory: one strip of every year."
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 from osgeo import gdal
