@@ -11,6 +11,17 @@ processes (so each one's peak memory is its own): (1) the engine end to end
 one preallocated array.  Prints the figures and, last, one JSON line with
 ``overhead_ratio`` (1 = no overhead), ``peak_rss_mb`` (the engine process) and
 ``mpx_per_s``.  Figures only: nothing here asserts a time.
+
+    .venv/bin/python -m bench.engine --io-bound                  # 10000 x 10000 x 3, trivial network
+    .venv/bin/python -m bench.engine --io-bound --size 5000      # memory against raster size
+    .venv/bin/python -m bench.engine --io-bound --size 5000 --height 20000   # ... and height
+
+``--io-bound``: the case where the engine's own work dominates.  A 3-band uint16 GeoTIFF
+(tiled, DEFLATE; generated once, kept in <tmp or --keep>/tm-bench-cache) and a network of two
+operators (1 x 1 convolution, sigmoid; tile 512, overlap 77 = 15 %) built here; the whole
+``python -m inference segment`` process runs as a child (wall time, its own peak RSS), with
+``TM_STAGE_TIMES`` set so that the engine reports where its time went per stage
+(``inference.writing.StageTimes``).
 """
 from __future__ import annotations
 
@@ -88,6 +99,141 @@ def bench_model(path: str, bands=("S2:B04", "S2:B03", "S2:B02"), width: int = 32
                                 threshold=0.5, min_area_ha=1.0))
     onnx.save(m, path)
     return path
+
+
+def generate_io(path: str, size: int, seed: int = 0, height: int = 0) -> None:
+    """A size (wide) x height (default: size) x 3 uint16 raster (B4, B3, B2 descriptions, nodata
+    0): smooth fields of 64 px cells plus pixel noise, tiled and DEFLATE compressed, in strips."""
+    height = height or size
+    drv = gdal.GetDriverByName("GTiff")
+    tmp = path + ".part"
+    ds = drv.Create(tmp, size, height, 3, gdal.GDT_UInt16,
+                    options=["TILED=YES", "COMPRESS=DEFLATE", "PREDICTOR=2", "BIGTIFF=IF_SAFER",
+                             "NUM_THREADS=ALL_CPUS"])
+    ds.SetGeoTransform((300000.0, 10.0, 0, 7800000.0, 0, -10.0))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32723)
+    ds.SetProjection(srs.ExportToWkt())
+    rng = np.random.default_rng(seed)
+    for i, d in enumerate(["B4", "B3", "B2"]):
+        ds.GetRasterBand(i + 1).SetDescription(d)
+        ds.GetRasterBand(i + 1).SetNoDataValue(0)
+    base = rng.normal(0, 1, (3, height // 64 + 2, size // 64 + 2)).astype(np.float32)
+    cols = (np.arange(size) // 64)[None, :]
+    for y in range(0, height, 512):
+        h = min(512, height - y)
+        rows = (np.arange(y, y + h) // 64)[:, None]
+        for b in range(3):
+            noise = rng.standard_normal((h, size), dtype=np.float32)
+            strip = 1200 + 600 * base[b][rows, cols] + 80 * noise
+            ds.GetRasterBand(b + 1).WriteArray(np.clip(strip, 1, 10000).astype(np.uint16), 0, y)
+    ds.FlushCache()
+    ds = None
+    os.replace(tmp, path)
+
+
+def io_model(path: str, tile: int = 512, overlap: int = 77) -> str:
+    """The I/O-bound case's network: a 1 x 1 convolution (the mean of the 3 bands, less 0.4)
+    and a sigmoid, with this engine's metadata (binary, threshold 0.5, minimum area 1 ha)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from inference.metadata import ClassInfo, ModelInfo
+    from inference.model_formats import write_metadata
+    bands = ["S2:B04", "S2:B03", "S2:B02"]
+    w = numpy_helper.from_array(np.full((1, 3, 1, 1), 1.0 / 3.0, np.float32), "w")
+    b = numpy_helper.from_array(np.array([-0.4], np.float32), "b")
+    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["logits"]),
+             helper.make_node("Sigmoid", ["logits"], ["output"])]
+    g = helper.make_graph(nodes, "io_bound", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                            ["N", 3, "H", "W"])],
+                          [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 1, "H", "W"])], [w, b])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    write_metadata(m, ModelInfo(name="io_bound", bands=bands, gsd_m=10.0, tile_size=tile, tile_overlap=overlap,
+                                classes=[ClassInfo(0, "background", "#000000"), ClassInfo(1, "tailings", "#e6550d")],
+                                scale=[1e-4] * 3, offset=[0.0] * 3, mean=[0.1] * 3, std=[0.05] * 3,
+                                threshold=0.5, min_area_ha=1.0))
+    onnx.save(m, path)
+    return path
+
+
+# The child's own peak: VmHWM read at its exit (exec resets it; os.wait4's ru_maxrss would
+# carry over the parent's peak), written to the file named by TM_BENCH_HWM.
+_SEGMENT_WRAPPER = """
+import os, runpy, sys
+def _hwm():
+    with open("/proc/self/status") as f:
+        kb = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+    with open(os.environ["TM_BENCH_HWM"], "w") as f:
+        f.write(str(kb))
+sys.argv = ["inference"] + sys.argv[1:]
+try:
+    runpy.run_module("inference", run_name="__main__", alter_sys=True)
+finally:
+    _hwm()
+"""
+
+
+def segment_process(raster: str, model: str, out: str, stage_file: str) -> dict:
+    """``python -m inference segment`` in a child process: wall time, peak RSS, stage times."""
+    import subprocess
+    import sys
+    hwm = stage_file + ".hwm"
+    env = dict(os.environ, TM_STAGE_TIMES=stage_file, TM_BENCH_HWM=hwm, PYTHONPATH=ROOT)
+    for f in (stage_file, hwm):
+        if os.path.exists(f):
+            os.remove(f)
+    cmd = [sys.executable, "-c", _SEGMENT_WRAPPER, "segment", raster, "--model", model, "--out", out,
+           "--overwrite", "--quiet", "--tta", "1", "--scales", "1"]
+    t = time.perf_counter()
+    r = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - t
+    if r.returncode != 0:
+        raise SystemExit("python -m inference segment failed (%d):\n%s%s" % (r.returncode, r.stdout, r.stderr))
+    stages = {}
+    if os.path.exists(stage_file):
+        with open(stage_file) as f:
+            stages = json.load(f)
+    regions = sum(int(line.split(":")[1].split()[0]) for line in r.stdout.splitlines()
+                  if line.startswith("found ") and "regions" in line)
+    with open(hwm) as f:
+        peak = int(f.read()) / 1024.0
+    return {"seconds": wall, "peak_rss_mb": peak, "stages": stages, "regions": regions}
+
+
+def main_io(args, work: str) -> None:
+    size = args.size or 10000
+    height = args.height or size
+    cache = os.path.join(args.keep or tempfile.gettempdir(), "tm-bench-cache")
+    os.makedirs(cache, exist_ok=True)
+    raster = os.path.join(cache, "io_%d.tif" % size if height == size else "io_%dx%d.tif" % (size, height))
+    t = time.perf_counter()
+    if not os.path.exists(raster):
+        generate_io(raster, size, height=height)
+        print("raster: generated in %.1f s" % (time.perf_counter() - t))
+    print("raster: %s, %d x %d x 3 uint16 (%.0f MB on disk)" % (raster, size, height, os.path.getsize(raster) / 1e6))
+    model = io_model(os.path.join(work, "io_bound.onnx"))
+    runs = [segment_process(raster, model, os.path.join(work, "out"), os.path.join(work, "stages.json"))
+            for _ in range(args.repeat)]
+    best = min(runs, key=lambda r: r["seconds"])
+    mpx = size * height / 1e6
+    if args.repeat > 1:
+        print("runs: %s s" % ", ".join("%.2f" % r["seconds"] for r in runs))
+    print("python -m inference segment: %.2f s (%.2f Mpx/s), peak RSS %.0f MB, %d regions"
+          % (best["seconds"], mpx / best["seconds"], max(r["peak_rss_mb"] for r in runs), best["regions"]))
+    st = dict(best["stages"])
+    if st:
+        print("where the time goes (s; the stages on the writer thread -- sieve, foreground mask, write --")
+        print("run beside the main thread's, so the stages add up to more than the wall time):")
+        walls = ["run (wall)", "stream (wall)", "regions (wall)"]
+        print("  " + ", ".join("%s %.2f" % (k, st[k]) for k in walls if k in st)
+              + ", outside the run (start-up, plan, exit) %.2f" % (best["seconds"] - st.get("run (wall)", 0.0)))
+        for k, v in sorted(((k, v) for k, v in st.items() if k not in walls), key=lambda kv: -kv[1]):
+            print("  %-22s %6.2f" % (k, v))
+    print(json.dumps({"mode": "io_bound", "size": size, "height": height, "wall_s": round(best["seconds"], 2),
+                      "mpx_per_s": round(mpx / best["seconds"], 2),
+                      "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs), 1), "regions": best["regions"],
+                      "stages": {k: round(v, 2) for k, v in st.items()}}))
 
 
 def _peak_rss_mb() -> float:
@@ -177,7 +323,10 @@ def run_child(fn, args, *extra) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--size", type=int, default=4096, help="raster side in pixels (10980 = a Sentinel-2 tile)")
+    ap.add_argument("--size", type=int, help="raster side in pixels (default 4096; 10980 = a Sentinel-2 tile; "
+                                             "--io-bound: default 10000)")
+    ap.add_argument("--io-bound", action="store_true",
+                    help="the I/O-bound case: a 3-band raster, a trivial network, the whole command line process")
     ap.add_argument("--height", type=int, help="raster height in pixels when it is not square (--size is the width)")
     ap.add_argument("--model", help="ONNX model (default: the shipped models/tailings.onnx; 'standin': a "
                                      "random-weight CNN built here)")
@@ -199,6 +348,9 @@ def main() -> None:
     args = ap.parse_args()
     work = args.keep or tempfile.mkdtemp(prefix="tm-bench-")
     os.makedirs(work, exist_ok=True)
+    if args.io_bound:
+        return main_io(args, work)
+    args.size = args.size or 4096
     height = args.height or args.size
     raster = os.path.join(work, "bench_%d.tif" % args.size if height == args.size
                           else "bench_%dx%d.tif" % (args.size, height))

@@ -25,7 +25,7 @@ from .ood import TileLog, boxes_wkt, warning as ood_warning
 from .metadata import ModelInfo
 from .planning import Plan, make_output_folder, plan
 from .vectorize import StreamSieve, foreground, postprocess, sieve_threshold_px, write_tiles_layer
-from .writing import (NODATA_CLASS, NODATA_CONF, GeoTiffWriter, StagedOutputs, block_cache_at_least,
+from .writing import (NODATA_CLASS, NODATA_CONF, STAGES, GeoTiffWriter, StagedOutputs, block_cache_at_least,
                       block_cache_need, to_source_grid)
 
 
@@ -61,7 +61,8 @@ def execute(p: Plan, progress: Optional[stream.ProgressFn] = None,
     cancel = cancel or (lambda: False)
     t0 = time.time()
     progress(0.0, "loading model")
-    session = p.session()
+    with STAGES("load network"):
+        session = p.session()
     make_output_folder(p.out_dir)
     staged = StagedOutputs(p.outputs, p.options.overwrite, p.options.unique_names)
     workdir = tempfile.mkdtemp(prefix="tm-run-")
@@ -81,6 +82,8 @@ def execute(p: Plan, progress: Optional[stream.ProgressFn] = None,
         raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        STAGES.add("run (wall)", time.time() - t0)
+        STAGES.dump()
     progress(1.0, "done")
     return res
 
@@ -204,7 +207,9 @@ def _run(p: Plan, session, staged: StagedOutputs, workdir: str, progress, cancel
 
         def emit(rows, y):
             cls_w.write(rows, y)
-            mask_w.write(foreground(rows, bg), y)
+            with STAGES("foreground mask"):
+                fg = foreground(rows, bg)
+            mask_w.write(fg, y)
         sieve = StreamSieve(emit, W, H, sieve_threshold_px(p), NODATA_CLASS)
 
     def write(cls, conf, y):
@@ -217,10 +222,11 @@ def _run(p: Plan, session, staged: StagedOutputs, workdir: str, progress, cancel
     K = info.channels
     network = stream.TileNetwork(p, session, K, cancel)
     tile_log = TileLog(p.ood) if p.ood is not None else None
-    streamed = stream.run(p, grid, network, session.fixed_batch or p.batch, write, progress, cancel,
-                          stream.io_threads(session.device), finish=sieve.close if sieve is not None else None,
-                          span=(0.1 if p.mask is not None and p.mask.kind == "csmask" else 0.0, 0.85),
-                          tile_log=tile_log)
+    with STAGES("stream (wall)"):
+        streamed = stream.run(p, grid, network, session.fixed_batch or p.batch, write, progress, cancel,
+                              stream.io_threads(session.device), finish=sieve.close if sieve is not None else None,
+                              span=(0.1 if p.mask is not None and p.mask.kind == "csmask" else 0.0, 0.85),
+                              tile_log=tile_log)
     streamed.tile_log = tile_log
     streamed.grid_gt = grid.gt
     grid.ds = None
@@ -241,8 +247,9 @@ def _run(p: Plan, session, staged: StagedOutputs, workdir: str, progress, cancel
     progress(0.9, "removing regions under the minimum area and polygonising")
     if mask_w is not None:
         mask_w.close()
-    stats = postprocess(p, classes_out, conf_out, staged.get("polygons"), staged.layer_name, run_time, cancel,
-                        mask_path=mask_w.path if mask_w is not None else None)
+    with STAGES("regions (wall)"):
+        stats = postprocess(p, classes_out, conf_out, staged.get("polygons"), staged.layer_name, run_time, cancel,
+                            mask_path=mask_w.path if mask_w is not None else None)
     if tile_log is not None and staged.get("polygons"):
         write_tiles_layer(staged.get("polygons"), staged.layer_name.replace("_polygons", "") + "_tiles",
                           boxes_wkt(tile_log.boxes, grid.gt), grid.wkt, tile_log)

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
-from osgeo import gdal
+from osgeo import gdal, gdal_array
 
 from . import aoi as aoilib
 from . import raster as rasterlib
 from .errors import Cancelled, InputError, TailingsError, first_line
 from .tiling import blend_weights, positions, rescale, tta_views
-from .writing import NODATA_CLASS, NODATA_CONF, gdal_threads_here
+from .writing import NODATA_CLASS, NODATA_CONF, STAGES, gdal_threads_here
 
 ProgressFn = Callable[[float, str], None]
 CancelFn = Callable[[], bool]
@@ -100,9 +100,24 @@ def open_grid(p, workdir: str, mask_raster: Optional[str] = None) -> WorkGrid:
     return grid
 
 
+# Raster types whose values float32 holds exactly: read in their own type (half the bytes GDAL
+# moves for 16-bit data) and converted while normalising, one numpy pass.
+EXACT_IN_FLOAT32 = (gdal.GDT_Byte, gdal.GDT_UInt16, gdal.GDT_Int16) + (
+    (gdal.GDT_Int8,) if hasattr(gdal, "GDT_Int8") else ())
+
+
 class StripReader:
-    """Reads one strip of tile rows and normalises it in place; ``valid`` marks pixels with data
-    (not nodata, finite, inside the area of interest)."""
+    """Reads one strip of tile rows and normalises it; ``valid`` marks pixels with data (not
+    nodata, finite, inside the area of interest).
+
+    Consecutive strips share the overlap's rows: those are copied from the previous strip,
+    only the new rows are read (every pixel's values depend on that pixel alone).  The strips
+    are written into two buffers in turn (no fresh pages to fault in for each strip): what a
+    call returns stays as it is until the call after next.
+
+    A raster of one integer type that float32 holds exactly (``exact``) can also be read as it
+    is (:meth:`raw`: half the bytes of float32 for 16-bit data), each tile normalised where the
+    network's batch takes it (:meth:`normalise`): the same numbers, no normalised strip."""
 
     def __init__(self, p, grid: WorkGrid):
         self.p, self.grid = p, grid
@@ -110,28 +125,89 @@ class StripReader:
         self.a = np.array([t[0] for t in p.transform], np.float32)[:, None, None]
         self.b = np.array([t[1] for t in p.transform], np.float32)[:, None, None]
         self.aoi = aoilib.Mask(p.aoi, grid.wkt) if p.aoi else None
+        types = {grid.ds.GetRasterBand(i + 1).DataType for i in range(grid.ds.RasterCount)}
+        self.exact = len(types) == 1 and types <= set(EXACT_IN_FLOAT32)   # (one type: read as it is)
+        self.raw_dtype = (np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(types.pop())) if self.exact
+                          else np.dtype(np.float32))
+        # nodata as the raw values' own type where it is a whole number (an integer comparison)
+        self._nodata = [int(v) if self.exact and v is not None and float(v).is_integer() else v
+                        for v in grid.nodata]
+        self._last = None   # (y, raw?, strip, valid, codes): the last strip read
+        self._buffers: List[Tuple[np.ndarray, np.ndarray]] = []
 
     def __call__(self, y: int) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
-        """``(normalised strip, valid, mask classes or None)``."""
-        return self.window(0, y, self.grid.width, self.rows)
+        """``(normalised strip, valid, mask classes or None)`` of rows ``y..y + rows``."""
+        return self._strip(y, False)
+
+    def raw(self, y: int) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+        """``(strip in the raster's own type, valid, mask classes or None)`` (``exact`` rasters)."""
+        return self._strip(y, True)
+
+    def normalise(self, raw: np.ndarray, valid: Optional[np.ndarray], out: np.ndarray) -> None:
+        """``out`` = the network's input for ``raw`` (a window of :meth:`raw`'s strip): the numbers
+        :meth:`__call__` gives; ``valid`` (None: all valid) zeroes the pixels without data."""
+        np.multiply(raw, self.a, out=out, dtype=np.float32)
+        out += self.b
+        if valid is not None and not valid.all():
+            out *= valid
+
+    def _strip(self, y: int, raw: bool):
+        with STAGES("read"):
+            last, self._last = self._last, None
+            th, w = self.rows, self.grid.width
+            k = (last[0] + th - y if last is not None and last[1] == raw and last[0] < y < last[0] + th
+                 else 0)   # rows shared with the last strip
+            dtype = self.raw_dtype if raw else np.dtype(np.float32)
+            if len(self._buffers) < 2 or self._buffers[0][0].dtype != dtype:
+                strip, valid = np.empty((self.grid.ds.RasterCount, th, w), dtype), np.empty((th, w), bool)
+                if len(self._buffers) == 2:
+                    self._buffers.pop(0)
+            else:
+                strip, valid = self._buffers.pop(0)   # the one before last
+            self._buffers.append((strip, valid))
+            codes = None
+            if k:
+                _, _, pstrip, pvalid, pcodes = last
+                strip[:, :k] = pstrip[:, th - k:]
+                valid[:k] = pvalid[th - k:]
+            new_codes = self._read(0, y + k, w, th - k, strip[:, k:], valid[k:], normalise=not raw)
+            if new_codes is not None:
+                codes = np.concatenate([pcodes[th - k:], new_codes]) if k else new_codes
+            self._last = (y, raw, strip, valid, codes)
+            return strip, valid, codes
 
     def window(self, x: int, y: int, w: int, th: int) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
-        """The same for any window of the grid (training reads chips with it)."""
+        """The same as :meth:`__call__` for any window of the grid (training reads chips with it)."""
+        strip = np.empty((self.grid.ds.RasterCount, th, w), np.float32)
+        valid = np.empty((th, w), bool)
+        codes = self._read(x, y, w, th, strip, valid, normalise=True)
+        return strip, valid, codes
+
+    def _read(self, x: int, y: int, w: int, th: int, strip: np.ndarray, valid: np.ndarray,
+              normalise: bool) -> Optional[np.ndarray]:
+        """Fill ``strip`` (normalised, else in the raster's own type) and ``valid`` for a window;
+        return its mask classes (or None)."""
         g = self.grid
         nb = g.ds.RasterCount
+        if normalise and not self.exact:
+            buf = strip    # float32 from GDAL, normalised in place
+        elif not normalise:
+            buf = strip    # the raster's own type
+        else:
+            buf = np.empty((nb, th, w), self.raw_dtype)
         try:
             with gdal_threads_here():  # decode blocks in parallel
-                strip = g.ds.ReadAsArray(x, y, w, th, buf_type=gdal.GDT_Float32)
+                raw = g.ds.ReadAsArray(x, y, w, th, buf_obj=buf)
         except RuntimeError as e:  # a truncated or corrupt file: GDAL fails on the first bad block
             raise InputError("cannot read %s: %s" % (self.p.input, first_line(e))) from None
-        strip = strip.reshape(nb, th, w)
-        valid = np.ones((th, w), bool)
+        raw = raw.reshape(nb, th, w)
+        valid[...] = True
         for i in range(nb):
-            if g.nodata[i] is not None:
-                valid &= strip[i] != g.nodata[i]
+            if self._nodata[i] is not None:
+                valid &= raw[i] != self._nodata[i]
         if g.floating:
-            valid &= np.isfinite(strip).all(axis=0)
-            np.nan_to_num(strip, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+            valid &= np.isfinite(raw).all(axis=0)
+            np.nan_to_num(raw, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         if self.aoi is not None:
             valid &= self.aoi.strip(g.gt, y, w, th, x)
         codes = None
@@ -139,11 +215,15 @@ class StripReader:
             codes = g.mask_lut[g.mask_ds.GetRasterBand(1).ReadAsArray(x, y, w, th).astype(np.uint8)]
             codes[~valid] = 0           # no data stays no data
             valid &= codes == 0         # masked pixels are not segmented
-        strip *= self.a
-        strip += self.b
-        if not valid.all():
-            strip *= valid  # invalid pixels feed the network zeros (the training mean)
-        return strip, valid, codes
+        if normalise:
+            if self.exact:   # raw * a in float32: the same numbers as converting first
+                np.multiply(raw, self.a, out=strip, dtype=np.float32)
+            else:
+                strip *= self.a
+            strip += self.b
+            if not valid.all():
+                strip *= valid  # invalid pixels feed the network zeros (the training mean)
+        return codes
 
 
 def activate(out: np.ndarray, activation: str) -> np.ndarray:
@@ -244,19 +324,21 @@ class Blender:
         self.wsum[keep:] = 0.0
 
 
-def classify(acc, wsum, valid, binary, threshold, labels=None):
+def classify(acc, wsum, valid, binary, threshold, labels=None, all_valid=None):
     """Classes and confidence (probability of the assigned class, percent) of blended rows;
     with ``labels`` (a multilabel model: each label class's id and threshold) see
-    :func:`classify_labels`.
+    :func:`classify_labels`.  ``all_valid``: whether ``valid`` is all True, when the caller knows.
 
     Written for speed on the largest case, one output channel: a few passes in place, no
     float64 and no temporaries beyond the probability array."""
     if labels is not None:
         return classify_labels(acc, wsum, valid, *labels)
-    invalid = ~valid
+    if all_valid is None:
+        all_valid = bool(valid.all())
     with np.errstate(invalid="ignore", divide="ignore"):
         if acc.shape[0] == 1:
-            conf = np.divide(acc[0], np.maximum(wsum, 1e-12))
+            conf = np.maximum(wsum, 1e-12)
+            np.divide(acc[0], conf, out=conf)
             cls = conf >= threshold
             np.subtract(1.0, conf, out=conf, where=~cls)   # background: 1 - p
         elif binary:
@@ -272,8 +354,10 @@ def classify(acc, wsum, valid, binary, threshold, labels=None):
     np.rint(conf, out=conf)
     np.clip(conf, 0, 100, out=conf)
     conf = conf.astype(np.uint8)
-    cls[invalid] = NODATA_CLASS
-    conf[invalid] = NODATA_CONF
+    if not all_valid:
+        invalid = ~valid
+        cls[invalid] = NODATA_CLASS
+        conf[invalid] = NODATA_CONF
     return cls, conf
 
 
@@ -315,12 +399,24 @@ class Inline:
         pass
 
 
-def io_threads(device: str) -> bool:
-    """Reading and writing overlap inference on I/O threads when the GPU infers: the CPU is free
-    meanwhile.  On the CPU, onnxruntime already uses every core and a thread taking one of them
-    slows each of its parallel operators (measured: no gain on 2 cores), so I/O runs inline
-    (``TM_IO_THREADS=1`` forces threads)."""
-    return os.environ.get("TM_IO_THREADS", "1" if device == "cuda" else "0") == "1"
+def io_threads(device: str) -> Tuple[bool, bool]:
+    """``(read, write)``: whether reading and writing overlap inference on threads of their own.
+    When the GPU infers, both (the CPU is free meanwhile).  On the CPU: the writer, which
+    sieves, compresses and writes the finished rows while the main thread reads and infers
+    the next strips (GDAL releases the GIL), when there is a second core.  (``TM_IO_THREADS``:
+    ``1`` both, ``0`` none, ``write`` the writer only.)"""
+    forced = os.environ.get("TM_IO_THREADS")
+    if forced is not None:
+        return forced == "1", forced in ("1", "write")
+    if device == "cuda":
+        return True, True
+    return False, (os.cpu_count() or 1) > 1
+
+
+# Strips handed to the writer and not yet written: enough for the writer's longest job (the sieve
+# of a band of rows, vectorize.SIEVE_BAND_ROWS) to overlap the strips read meanwhile; each holds
+# its classes and confidence (2 bytes a pixel).
+WRITE_QUEUE = 8
 
 
 @dataclass
@@ -333,12 +429,14 @@ class StreamStats:
 
 
 def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callable, progress: ProgressFn,
-        cancel: CancelFn, threaded: bool, finish: Optional[Callable] = None, span=(0.0, 0.85),
+        cancel: CancelFn, threaded, finish: Optional[Callable] = None, span=(0.0, 0.85),
         tile_log=None) -> StreamStats:
     """Stream the grid: for each strip of tile rows, read, infer its tiles in batches, blend,
     classify the rows that are final and ``write(classes, confidence, y)`` them in order;
     ``finish()`` runs where the writes ran (the writer thread) once they are done; ``tile_log``
-    (an ``ood.TileLog``) gets each inferred tile's place and scores."""
+    (an ``ood.TileLog``) gets each inferred tile's place and scores.  ``threaded``: whether
+    reading and writing run on threads of their own, ``(read, write)`` or one bool for both
+    (:func:`io_threads`)."""
     from .ood import out_of_range
     T, O = p.tile_size, p.overlap
     W, H = grid.width, grid.height
@@ -363,9 +461,11 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
             return
         if cancel():
             raise Cancelled("cancelled")
-        probs = network(batch, len(pending))
-        for k, x in enumerate(pending):
-            blend.add(probs[k], x)
+        with STAGES("network"):
+            probs = network(batch, len(pending))
+        with STAGES("blend"):
+            for k, x in enumerate(pending):
+                blend.add(probs[k], x)
         if tile_log is not None and network.features is not None:
             tile_log.add([(x, y, tw, th) for x in pending], network.features,   # (y: the strip's)
                          [c[0] for c in checks], [c[1] for c in checks])
@@ -373,31 +473,39 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
         pending.clear()
         checks.clear()
 
-    if threaded:
-        reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tm-read")
-        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tm-write")
-    else:
-        reader = writer = Inline()
+    threaded_read, threaded_write = (threaded, threaded) if isinstance(threaded, bool) else threaded
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tm-read") if threaded_read else Inline()
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tm-write") if threaded_write else Inline()
     writes = []
+    # Rasters of one 16-bit (or 8-bit) type: strips read as they are, each tile normalised as it
+    # goes into the batch (the same numbers as normalising the strip, without a float32 strip)
+    fetch = read.raw if read.exact else read
     try:
-        nxt = reader.submit(read, ys[0])
+        nxt = reader.submit(fetch, ys[0])
         for yi, y in enumerate(ys):
             if cancel():
                 raise Cancelled("cancelled")
             norm, valid, codes = nxt.result()
             if yi + 1 < len(ys):
-                nxt = reader.submit(read, ys[yi + 1])
+                nxt = reader.submit(fetch, ys[yi + 1])
+            all_valid = bool(valid.all())
             for x in xs:
                 done += 1
-                if not valid[:, x:x + tw].any():
+                if not all_valid and not valid[:, x:x + tw].any():
                     continue
                 k = len(pending)
-                batch[k] = 0.0
-                batch[k, :, :th, :tw] = norm[:, :, x:x + tw]
+                with STAGES("tiles"):
+                    # (a tile smaller than the batch's keeps the zeros it was allocated with beyond it)
+                    if fetch is read:
+                        batch[k, :, :th, :tw] = norm[:, :, x:x + tw]
+                    else:
+                        read.normalise(norm[:, :, x:x + tw], None if all_valid else valid[:, x:x + tw],
+                                       batch[k, :, :th, :tw])
                 pending.append(x)
                 if tile_log is not None:
                     v = valid[:, x:x + tw]
-                    checks.append((out_of_range(tile_log.stats, norm[:, :, x:x + tw], v, read.a, read.b), int(v.sum())))
+                    checks.append((out_of_range(tile_log.stats, batch[k, :, :th, :tw], v, read.a, read.b),
+                                   int(v.sum())))
                 if len(pending) == len(batch):
                     flush()
                     progress(span[0] + (span[1] - span[0]) * done / total, "tile %d of %d" % (done, total))
@@ -407,8 +515,9 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
             last = yi == len(ys) - 1
             nrows = th if last else ys[yi + 1] - y
             acc, wsum = blend.rows(nrows)
-            cls, conf = classify(acc, wsum, valid[:nrows], binary, p.threshold, labels)
-            stats.valid_pixels += int(valid[:nrows].sum())
+            with STAGES("classify"):
+                cls, conf = classify(acc, wsum, valid[:nrows], binary, p.threshold, labels, all_valid=all_valid)
+            stats.valid_pixels += nrows * W if all_valid else int(valid[:nrows].sum())
             if codes is not None:
                 c = codes[:nrows]
                 hit = c > 0
@@ -418,13 +527,16 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
                     for code, n in zip(*np.unique(c[hit], return_counts=True)):
                         stats.masked[int(code)] = stats.masked.get(int(code), 0) + int(n)
             writes.append(writer.submit(write, cls, conf, y))
-            while len(writes) > 2 or (writes and writes[0].done()):
-                writes.pop(0).result()  # bounded queue; re-raises a write error
-            blend.shift(nrows, last)
-        for w in writes:
-            w.result()
-        if finish is not None:
-            writer.submit(finish).result()
+            with STAGES("waiting for the writer"):
+                while len(writes) > WRITE_QUEUE or (writes and writes[0].done()):
+                    writes.pop(0).result()  # bounded queue; re-raises a write error
+            with STAGES("blend"):
+                blend.shift(nrows, last)
+        with STAGES("waiting for the writer"):
+            for w in writes:
+                w.result()
+            if finish is not None:
+                writer.submit(finish).result()
     finally:
         reader.shutdown(wait=True, cancel_futures=True)
         writer.shutdown(wait=True, cancel_futures=True)

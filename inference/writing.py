@@ -3,7 +3,10 @@ renamed when complete; GDAL's threads and block cache for a run; results back on
 """
 from __future__ import annotations
 
+import json
 import os
+import threading
+import time
 import uuid
 from contextlib import contextmanager
 from typing import Dict, Mapping, Optional
@@ -23,6 +26,41 @@ def gdal_threads() -> str:
     user set it, else every CPU).  The engine's reads and writes run between onnxruntime
     calls, when the cores onnxruntime uses are idle."""
     return os.environ.get("GDAL_NUM_THREADS") or "ALL_CPUS"
+
+
+class StageTimes:
+    """Seconds spent per stage (reading, network, blending, sieve...) by the runs of this process,
+    summed per stage over threads: a stage on the writer thread overlaps the main thread's.
+    Two clock reads per timed block; always on.  ``TM_STAGE_TIMES=<file>``: :meth:`dump` (at the
+    end of each run) writes the totals there as JSON (the benchmark reads them)."""
+
+    def __init__(self):
+        self.seconds: Dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def __call__(self, stage: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(stage, time.perf_counter() - t)
+
+    def add(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+    def dump(self) -> None:
+        path = os.environ.get("TM_STAGE_TIMES")
+        if path:
+            try:
+                with self._lock, open(path, "w", encoding="utf-8") as fh:
+                    json.dump(self.seconds, fh)
+            except OSError:   # (figures for a benchmark: never the run's failure)
+                pass
+
+
+STAGES = StageTimes()
 
 
 @contextmanager
@@ -87,17 +125,19 @@ class GeoTiffWriter:
         self.band = b
 
     def write(self, arr, yoff, xoff=0):
-        if arr.ndim == 3:   # band 1, then the label bands
-            for i in range(arr.shape[0]):
-                self.ds.GetRasterBand(i + 1).WriteArray(arr[i], xoff, yoff)
-        else:
-            self.band.WriteArray(arr, xoff, yoff)
+        with STAGES("write"):
+            if arr.ndim == 3:   # band 1, then the label bands
+                for i in range(arr.shape[0]):
+                    self.ds.GetRasterBand(i + 1).WriteArray(arr[i], xoff, yoff)
+            else:
+                self.band.WriteArray(arr, xoff, yoff)
 
     def close(self):
         if self.ds is not None:
-            self.ds.FlushCache()
-            self.band = None
-            self.ds = None
+            with STAGES("write"):
+                self.ds.FlushCache()
+                self.band = None
+                self.ds = None
 
 
 def to_source_grid(src, dst, gt, w, h, wkt, colours, names, meta, labels=None) -> None:
