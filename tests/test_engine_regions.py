@@ -41,7 +41,7 @@ def test_mean_confidence_is_the_mean_over_each_region(tmp_path, monkeypatch, row
     """mean_confidence of every polygon equals the confidence raster averaged over its pixels
     (also when it is summed in bands of rows that cut the polygons)."""
     if rows:
-        monkeypatch.setattr("inference.vectorize.ROWS_PER_READ", rows)
+        monkeypatch.setattr("inference.region_stats.ROWS_PER_READ", rows)
     from engine_helpers import blobs, conv_model, make_raster, read
     from inference import SegmentOptions, segment
     from osgeo import ogr
