@@ -274,6 +274,7 @@ def child_bare(args, model: str) -> dict:
     passes per tile as the engine makes (test-time augmentation)."""
     from inference import open_model
     from inference.tiling import positions
+    os.environ["TM_ORT_SPIN"] = "1"   # onnxruntime's own defaults (spin-waiting: its fastest loop)
     m = open_model(model)
     info, session = m.info, m.session(args.device, args.threads)
     tile, overlap = info.tile_size, info.tile_overlap

@@ -24,8 +24,9 @@ from .masks import MASK_CLASSES
 from .ood import TileLog, boxes_wkt, warning as ood_warning
 from .metadata import ModelInfo
 from .planning import Plan, make_output_folder, plan
+from .polygonize import BandPolygonizer
 from .vectorize import StreamSieve, foreground, postprocess, sieve_threshold_px, write_tiles_layer
-from .writing import (NODATA_CLASS, NODATA_CONF, STAGES, GeoTiffWriter, StagedOutputs, block_cache_at_least,
+from .writing import (NODATA_CLASS, NODATA_CONF, STAGES, GeoTiffWriter, codec, StagedOutputs, block_cache_at_least,
                       block_cache_need, to_source_grid)
 
 
@@ -191,25 +192,27 @@ def _run(p: Plan, session, staged: StagedOutputs, workdir: str, progress, cancel
     labels = label_bands(info)
     if labels:
         meta["TM_LAYOUT"] = LABEL_LAYOUT
-    cls_w = GeoTiffWriter(cls_path, W, H, gt, wkt, NODATA_CLASS, colours, names, meta, compress=not p.resample,
-                          labels=labels)
+    out_codec = codec(p.options.compression)
+    cls_w = GeoTiffWriter(cls_path, W, H, gt, wkt, NODATA_CLASS, colours, names, meta,
+                          compress=None if p.resample else out_codec, labels=labels)
     conf_w = GeoTiffWriter(conf_path, W, H, gt, wkt, NODATA_CONF,
                            meta=dict(meta, TM_CONTENT="probability of the assigned class, percent"),
-                           compress=not p.resample and staged.get("confidence") is not None,
+                           compress=None if p.resample or staged.get("confidence") is None else out_codec,
                            labels=[(n, None) for n, _ in labels] if labels else None)
     # Without resampling, the output grid is the working grid: sieve while streaming, on the
-    # writer thread, and write the polygon mask on the way (see vectorize.StreamSieve).  (A
-    # multilabel result is sieved label by label afterwards.)
-    sieve = mask_w = None
+    # writer thread, and polygonise the sieved bands on worker threads as they come (see
+    # vectorize.StreamSieve, polygonize.BandPolygonizer).  (A multilabel result is sieved label
+    # by label afterwards.)
+    sieve = polygons = None
     if not p.resample and staged.get("polygons") and not labels:
         bg = info.background_ids()
-        mask_w = GeoTiffWriter(os.path.join(workdir, "fg.tif"), W, H, gt, wkt, None, compress=False)
+        polygons = BandPolygonizer(W, H, tempfile.mkdtemp(prefix="poly-", dir=workdir))
 
         def emit(rows, y):
             cls_w.write(rows, y)
             with STAGES("foreground mask"):
                 fg = foreground(rows, bg)
-            mask_w.write(fg, y)
+            polygons.push(rows, fg, y)
         sieve = StreamSieve(emit, W, H, sieve_threshold_px(p), NODATA_CLASS)
 
     def write(cls, conf, y):
@@ -222,34 +225,36 @@ def _run(p: Plan, session, staged: StagedOutputs, workdir: str, progress, cancel
     K = info.channels
     network = stream.TileNetwork(p, session, K, cancel)
     tile_log = TileLog(p.ood) if p.ood is not None else None
-    with STAGES("stream (wall)"):
-        streamed = stream.run(p, grid, network, session.fixed_batch or p.batch, write, progress, cancel,
-                              stream.io_threads(session.device), finish=sieve.close if sieve is not None else None,
-                              span=(0.1 if p.mask is not None and p.mask.kind == "csmask" else 0.0, 0.85),
-                              tile_log=tile_log)
-    streamed.tile_log = tile_log
-    streamed.grid_gt = grid.gt
-    grid.ds = None
-    cls_w.close()
-    conf_w.close()
-    if streamed.valid_pixels == 0 and not streamed.masked:
-        if p.aoi:
-            raise InputError("%s holds no valid pixels inside the area of interest" % p.input)
-        raise InputError("%s holds no valid pixels in the bands the model reads (all nodata)" % p.input)
-    if cancel():
-        raise Cancelled("cancelled")
-    if p.resample:
-        progress(0.87, "resampling results onto the source grid")
-        w0, h0 = grid.view_size
-        to_source_grid(cls_path, classes_out, grid.view_gt, w0, h0, wkt, colours, names, meta, labels)
-        to_source_grid(conf_path, conf_out, grid.view_gt, w0, h0, wkt, None, None, meta,
-                       [(n, None) for n, _ in labels] if labels else None)
-    progress(0.9, "removing regions under the minimum area and polygonising")
-    if mask_w is not None:
-        mask_w.close()
-    with STAGES("regions (wall)"):
-        stats = postprocess(p, classes_out, conf_out, staged.get("polygons"), staged.layer_name, run_time, cancel,
-                            mask_path=mask_w.path if mask_w is not None else None)
+    try:
+        with STAGES("stream (wall)"):
+            streamed = stream.run(p, grid, network, session.fixed_batch or p.batch, write, progress, cancel,
+                                  stream.io_threads(session.device), finish=sieve.close if sieve is not None else None,
+                                  span=(0.1 if p.mask is not None and p.mask.kind == "csmask" else 0.0, 0.85),
+                                  tile_log=tile_log)
+        streamed.tile_log = tile_log
+        streamed.grid_gt = grid.gt
+        grid.ds = None
+        cls_w.close()
+        conf_w.close()
+        if streamed.valid_pixels == 0 and not streamed.masked:
+            if p.aoi:
+                raise InputError("%s holds no valid pixels inside the area of interest" % p.input)
+            raise InputError("%s holds no valid pixels in the bands the model reads (all nodata)" % p.input)
+        if cancel():
+            raise Cancelled("cancelled")
+        if p.resample:
+            progress(0.87, "resampling results onto the source grid")
+            w0, h0 = grid.view_size
+            to_source_grid(cls_path, classes_out, grid.view_gt, w0, h0, wkt, colours, names, meta, labels, out_codec)
+            to_source_grid(conf_path, conf_out, grid.view_gt, w0, h0, wkt, None, None, meta,
+                           [(n, None) for n, _ in labels] if labels else None, out_codec)
+        progress(0.9, "removing regions under the minimum area and polygonising")
+        with STAGES("regions (wall)"):
+            stats = postprocess(p, classes_out, conf_out, staged.get("polygons"), staged.layer_name, run_time,
+                                cancel, polygonizer=polygons)
+    finally:
+        if polygons is not None:
+            polygons.close()
     if tile_log is not None and staged.get("polygons"):
         write_tiles_layer(staged.get("polygons"), staged.layer_name.replace("_polygons", "") + "_tiles",
                           boxes_wkt(tile_log.boxes, grid.gt), grid.wkt, tile_log)

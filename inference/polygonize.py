@@ -1,81 +1,297 @@
-"""GDAL's Polygonize of a class raster, in two halves at once on a second core.
+"""GDAL's Polygonize of a class raster in bands of rows, on worker threads, as the rows arrive.
 
-The two halves' regions that the seam cuts are joined again, and every vertex gets the
-coordinates one Polygonize of the whole raster would give it.
+Polygonize is single-threaded and needs the whole raster.  Here each band of rows is polygonised
+on its own, in pixel coordinates, into a scratch GeoPackage, on a pool of worker threads (GDAL
+releases the GIL), while the caller computes or reads the next rows: during inference, the
+bands the streamed sieve finishes.  At the end the pieces of the regions that the seams between
+bands cut are joined again, and every vertex gets the coordinates one Polygonize of the whole
+raster gives it (``gt[0] + x * gt[1] + y * gt[2]``, ...): the same regions, the same vertices.
 """
 from __future__ import annotations
 
 import os
-from typing import Dict
+import struct
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, List, Optional
 
 import numpy as np
-from osgeo import gdal, ogr
+from osgeo import gdal, gdal_array, ogr
 
-from .errors import OutputError
+from .errors import Cancelled, OutputError
+from .writing import STAGES
+
+PIECE_ROWS = 1024   # rows polygonised at once (TM_POLYGONIZE_PIECE_ROWS); the last band is split too
 
 
-POLYGONIZE_SPLIT_ROWS = 4096   # rasters this tall or taller are polygonised in two halves at once
+class BandPolygonizer:
+    """``push(values, fg, y)`` the class raster's rows in order (``fg``: 1 where a pixel gets a
+    polygon; both arrays are kept until polygonised: do not change them), then
+    ``finish(out, layer, gt, cancel)`` writes the polygons into ``layer`` (field 0: the value)
+    of the data source ``out``.  Memory: the rows of the pieces queued or running (at most
+    ``workers + 1``), and the rings of the regions that touch a seam."""
+
+    def __init__(self, width: int, height: int, tmpdir: str, workers: Optional[int] = None,
+                 piece_rows: Optional[int] = None):
+        self.W, self.H, self.tmpdir = width, height, tmpdir
+        self.rows = max(1, int(os.environ.get("TM_POLYGONIZE_PIECE_ROWS", piece_rows or PIECE_ROWS)))
+        n = workers or min(2, os.cpu_count() or 1)
+        self.pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="tm-poly")
+        self.slots = threading.BoundedSemaphore(n + 1)
+        self.pieces: List[tuple] = []     # (first row, rows, future of the scratch file)
+        self.pending: List[tuple] = []    # rows pushed and not yet in a piece
+        self.n_pending = 0
+        self.next_y = 0
+
+    def push(self, values: np.ndarray, fg: np.ndarray, y: int) -> None:
+        if y != self.next_y:
+            raise ValueError("rows must be pushed in order")
+        self.next_y = y + len(values)
+        self.pending.append((values, fg))
+        self.n_pending += len(values)
+        self._submit(final=self.next_y >= self.H)
+
+    def _submit(self, final: bool) -> None:
+        while self.n_pending >= self.rows or (final and self.n_pending):
+            if len(self.pending) == 1:
+                v, m = self.pending[0]
+            else:
+                v, m = (np.concatenate([p[i] for p in self.pending]) for i in (0, 1))
+            take = len(v) if final and len(v) < 2 * self.rows else self.rows
+            # the band that ends the raster: two halves, so that both workers finish it
+            if final and self.rows < len(v) < 2 * self.rows:
+                take = (len(v) + 1) // 2
+            rest = (v[take:], m[take:])
+            self.pending = [rest] if len(rest[0]) else []
+            self.n_pending = len(rest[0])
+            y0 = self.next_y - self.n_pending - take
+            self.slots.acquire()
+            job = self.pool.submit(self._piece, np.ascontiguousarray(v[:take]), np.ascontiguousarray(m[:take]),
+                                   len(self.pieces))
+            job.add_done_callback(lambda _: self.slots.release())
+            self.pieces.append((y0, take, job))
+
+    def _piece(self, values: np.ndarray, fg: np.ndarray, k: int) -> str:
+        with STAGES("polygonise"):
+            path = os.path.join(self.tmpdir, "piece%d.gpkg" % k)
+            vds, mds = gdal_array.OpenArray(values), gdal_array.OpenArray(fg.view(np.uint8))
+            # (an array's dataset has the geotransform 0, 1, 0, 0, 0, 1: pixel coordinates)
+            scratch = ogr.GetDriverByName("GPKG").CreateDataSource(path)
+            lyr = scratch.CreateLayer("piece", None, ogr.wkbPolygon, options=["FID=fid", "SPATIAL_INDEX=NO"])
+            lyr.CreateField(ogr.FieldDefn("value", ogr.OFTInteger))
+            scratch.StartTransaction()
+            gdal.Polygonize(vds.GetRasterBand(1), mds.GetRasterBand(1), lyr, 0, [])
+            scratch.CommitTransaction()
+            lyr = scratch = vds = mds = None
+            return path
+
+    def close(self) -> None:
+        """Stop the workers (after :meth:`finish`, or to give up)."""
+        for _, _, job in self.pieces:
+            job.cancel()
+        self.pool.shutdown(wait=True)
+
+    def finish(self, out, layer, gt, cancel=lambda: False) -> None:
+        if self.next_y != self.H:
+            raise ValueError("rows %d.. were never pushed" % self.next_y)
+        try:
+            with STAGES("waiting for the polygons"):
+                paths = [job.result() for _, _, job in self.pieces]
+        finally:
+            self.close()
+        with STAGES("joining the seams"):
+            out.StartTransaction()
+            _join(self.pieces, paths, layer, gt, self.W, cancel)
+            out.CommitTransaction()
 
 
-def polygonize(band, mask_band, out, layer, band_path: str, mask_path: str, tmpdir: str) -> None:
-    """GDAL's Polygonize of ``band`` where ``mask_band`` is not 0 into ``layer`` (field 0: the
-    value), 4-connected; ``band_path``, ``mask_path``: their files (flushed).
+def _join(pieces, paths, layer, gt, W: int, cancel) -> None:
+    """Write the pieces' polygons into ``layer``; those that share a stretch of a seam and a
+    value are one region: their union (GEOS, in pixel coordinates; the vertices the seams
+    added removed) is written once."""
+    defn = layer.GetLayerDefn()
+    n = len(pieces)
+    held: Dict[tuple, tuple] = {}        # (piece, fid) -> (value, rings in raster pixel coordinates)
+    above = None                        # the last piece's polygon per column along its lower edge
 
-    Polygonize is single-threaded (seconds for 100 Mpx).  With a second core, a raster of at
-    least ``POLYGONIZE_SPLIT_ROWS`` rows (``TM_POLYGONIZE_SPLIT_ROWS``) is polygonised in two
-    halves at once: the upper into ``layer``, the lower on a thread of its own into a scratch
-    GeoPackage, in pixel coordinates.  The regions the seam cuts are joined (their pieces that
-    share a stretch of the seam and a value; GEOS's union in pixel coordinates, the vertices the
-    seam added removed) and every vertex of the lower half gets the coordinates GDAL's formula
-    gives it (``gt[0] + x * gt[1] + y * gt[2]``, ...): the same regions with the same vertices
-    as one Polygonize of the whole raster; the joined regions and the lower half's follow the
-    upper half's features."""
-    W, H = band.XSize, band.YSize
-    gt = band.GetDataset().GetGeoTransform()
-    split = int(os.environ.get("TM_POLYGONIZE_SPLIT_ROWS", POLYGONIZE_SPLIT_ROWS))
-    if (os.cpu_count() or 1) < 2 or H < max(2, split) or gt[2] != 0 or gt[4] != 0:
-        out.StartTransaction()
-        gdal.Polygonize(band, mask_band, layer, 0, [])
-        out.CommitTransaction()
-        return
-    from concurrent.futures import ThreadPoolExecutor
-    S = H // 2
-    lower_path = os.path.join(tmpdir, "lower.gpkg")
+    def write(value, rings):
+        f = ogr.Feature(defn)
+        f.SetField(0, value)
+        f.SetGeometryDirectly(ogr.CreateGeometryFromWkb(_polygon_wkb(rings, gt)))
+        layer.CreateFeature(f)
 
-    def lower():
-        cls_ds, m_ds = gdal.Open(band_path), gdal.Open(mask_path)
-        c = gdal.Translate("", cls_ds, format="VRT", srcWin=[0, S, W, H - S])
-        m = gdal.Translate("", m_ds, format="VRT", srcWin=[0, S, W, H - S])
-        c.SetGeoTransform((0.0, 1.0, 0.0, 0.0, 0.0, 1.0))   # pixel coordinates
-        scratch = ogr.GetDriverByName("GPKG").CreateDataSource(lower_path)
-        lyr = scratch.CreateLayer("lower", None, ogr.wkbPolygon, options=["FID=fid"])
-        lyr.CreateField(ogr.FieldDefn("value", ogr.OFTInteger))
-        scratch.StartTransaction()
-        gdal.Polygonize(c.GetRasterBand(1), m.GetRasterBand(1), lyr, 0, [])
-        scratch.CommitTransaction()
-        lyr = scratch = c = m = cls_ds = m_ds = None
+    parent: Dict[tuple, tuple] = {}
+    hole_sign = [None]                  # how Polygonize turns holes (for the joined regions')
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tm-poly") as pool:
-        job = pool.submit(lower)
-        c = gdal.Translate("", band.GetDataset(), format="VRT", srcWin=[0, 0, W, S])
-        m = gdal.Translate("", mask_band.GetDataset(), format="VRT", srcWin=[0, 0, W, S])
-        out.StartTransaction()
-        gdal.Polygonize(c.GetRasterBand(1), m.GetRasterBand(1), layer, 0, [])
-        out.CommitTransaction()
-        c = m = None
-        job.result()
-    scratch = ogr.Open(lower_path)
-    try:
-        out.StartTransaction()
-        _join_halves(layer, scratch.GetLayer(0), gt, W, S)
-        out.CommitTransaction()
-    finally:
+    def root(k):
+        while parent.setdefault(k, k) != k:
+            k = parent[k]
+        return k
+
+    for k, ((y0, h, _), path) in enumerate(zip(pieces, paths)):
+        if cancel():
+            raise Cancelled("cancelled")
+        top = np.full(W, -1, np.int64) if k > 0 else None
+        bottom = np.full(W, -1, np.int64) if k < n - 1 else None
+        scratch = ogr.Open(path)
+        for f in scratch.GetLayer(0):
+            rings = _pixel_rings(f.GetGeometryRef())
+            if rings is None:
+                raise OutputError("Polygonize returned a polygon off the pixel grid")
+            for r in rings:
+                r[:, 1] += y0
+            value, fid = f.GetField(0), f.GetFID()
+            if hole_sign[0] is None and len(rings) > 1:
+                hole_sign[0] = _shoelace(rings[1]) > 0
+            ylo, yhi = rings[0][:, 1].min(), rings[0][:, 1].max()
+            on = False
+            if top is not None and ylo == y0:
+                on |= _seam_columns(rings, y0, fid, top)
+            if bottom is not None and yhi == y0 + h:
+                on |= _seam_columns(rings, y0 + h, fid, bottom)
+            if on:
+                held[(k, fid)] = (value, rings, y0 if k > 0 else None, y0 + h if k < n - 1 else None)
+            else:
+                write(value, rings)
         scratch = None
+        if top is not None:
+            # pieces that share a stretch of the seam and a value are one region
+            both = np.flatnonzero((above >= 0) & (top >= 0))
+            for a, b in set(zip(above[both].tolist(), top[both].tolist())):
+                if held[(k - 1, a)][0] == held[(k, b)][0]:
+                    parent[root((k - 1, a))] = root((k, b))
+        above = bottom
+    groups: Dict[tuple, list] = {}
+    for key in held:
+        groups.setdefault(root(key), []).append(key)
+    for members in groups.values():
+        value = held[members[0]][0]
+        if len(members) == 1:
+            write(value, held[members[0]][1])
+            continue
+        parts = [held[m][1:] for m in members]
+        rings = _merge(parts)
+        write(value, _orient(rings, parts, hole_sign[0]) if rings else _union([q[0] for q in parts], hole_sign[0]))
 
 
-def _pixel_rings(g, gt=None):
-    """The rings of polygon ``g`` as (n, 2) float64 arrays, in pixel coordinates of ``gt`` (None:
-    they are already); None when ``g`` is not a polygon with its vertices on pixel corners."""
+def _merge(parts) -> Optional[List[np.ndarray]]:
+    """The rings of one region from its pieces ``(rings, top, bottom)`` (pixel coordinates; the
+    seam rows above and below the piece, None at the raster's edge): the pieces' edges on the
+    seams cancel where the pieces on both sides have them, what is left is chained into rings
+    again, and a ring that passes a vertex twice (a region touching itself at a corner) is split
+    there.  Shell first (positive), then holes (negative); vertices mid-edge are kept.  None
+    when the result is not one shell and its holes (the caller joins the pieces with GEOS)."""
+    chains, rings = [], []
+    seams: Dict[tuple, list] = {}     # (row, 0 above | 1 below) -> [(x0, x1, direction)]
+    for prings, top, bottom in parts:
+        for i, r in enumerate(prings):
+            q = (r if (_shoelace(r) > 0) == (i == 0) else r[::-1])[:-1]   # shells +, holes -
+            m = len(q)
+            nxt = np.roll(q, -1, axis=0)
+            on = (q[:, 1] == nxt[:, 1]) & (((q[:, 1] == top) if top is not None else False) |
+                                           ((q[:, 1] == bottom) if bottom is not None else False))
+            cut = np.flatnonzero(on)
+            if not len(cut):
+                rings.append(np.vstack([q, q[:1]]))
+                continue
+            for e in cut:
+                y = q[e, 1]
+                seams.setdefault((y, 0 if y == bottom else 1), []).append((q[e, 0], nxt[e, 0]))
+            for a, b in zip(cut, np.roll(cut, -1)):   # the chain after cut edge a, to cut edge b
+                idx = np.arange(a + 1, b + 1 if b > a else b + 1 + m) % m
+                if len(idx) < 2:
+                    return None
+                chains.append(q[idx])
+    for (y, side), edges in seams.items():
+        if side == 1 and (y, 0) in seams:
+            continue       # done with its other side
+        sides = [edges, seams.get((y, 1 - side), [])]
+        ends = np.unique(np.array([x for e in sides[0] + sides[1] for x in e], np.float64))
+        mids = (ends[:-1] + ends[1:]) / 2
+        for k, es in enumerate(sides):
+            if not es:
+                continue
+            cover = np.zeros(len(mids), bool)
+            for x0, x1 in es:
+                cover |= (mids > min(x0, x1)) & (mids < max(x0, x1))
+            other = np.zeros(len(mids), bool)
+            for x0, x1 in sides[1 - k]:
+                other |= (mids > min(x0, x1)) & (mids < max(x0, x1))
+            forward = es[0][1] > es[0][0]
+            for j in np.flatnonzero(cover & ~other):
+                seg = np.array([[ends[j], y], [ends[j + 1], y]])
+                chains.append(seg if forward else seg[::-1])
+    starts: Dict[tuple, list] = {}
+    for c, ch in enumerate(chains):
+        starts.setdefault(tuple(ch[0]), []).append(c)
+    used = np.zeros(len(chains), bool)
+    for c0 in range(len(chains)):
+        if used[c0]:
+            continue
+        walk, c, first = [], c0, tuple(chains[c0][0])
+        while True:
+            used[c] = True
+            walk.append(chains[c][:-1])
+            end = tuple(chains[c][-1])
+            if end == first:
+                break
+            nxt_c = [d for d in starts.get(end, ()) if not used[d]]
+            if not nxt_c:
+                return None
+            c = nxt_c[0]
+        rings.extend(_simple(np.vstack(walk)))
+    shells = [r for r in rings if _shoelace(r) > 0]
+    if len(shells) != 1:
+        return None
+    return shells + [r for r in rings if _shoelace(r) < 0]
+
+
+def _simple(q: np.ndarray) -> List[np.ndarray]:
+    """Closed rings from the vertex loop ``q`` (not closed), split where it passes a vertex twice."""
+    out, todo = [], [q]
+    while todo:
+        q = todo.pop()
+        key = q[:, 0] * 1e9 + q[:, 1]
+        _, first, counts = np.unique(key, return_index=True, return_counts=True)
+        if counts.max() < 2:
+            out.append(np.vstack([q, q[:1]]))
+            continue
+        i = first[np.flatnonzero(counts > 1)[0]]
+        j = i + 1 + int(np.flatnonzero(key[i + 1:] == key[i])[0])
+        todo += [q[i:j], np.vstack([q[j:], q[:i]])]
+    return out
+
+
+def _orient(rings, parts, hole_sign: Optional[bool]) -> list:
+    """``rings`` (shell, holes) turning the way Polygonize turns them (see :func:`_union`)."""
+    signs = [(i > 0, _shoelace(r) > 0) for prings, _, _ in parts for i, r in enumerate(prings)]
+    shell = next(pos for hole, pos in signs if not hole)
+    hole = next((pos for h, pos in signs if h), False if hole_sign is None else hole_sign)
+    return [_grid_ring(r, hole if i else shell) for i, r in enumerate(rings)]
+
+
+def _union(parts, hole_sign: Optional[bool]) -> list:
+    """The rings of the union of polygons (lists of rings, pixel coordinates), no vertex
+    mid-edge, turning the way Polygonize turns them: the shell as the first piece's (GDAL 3.6
+    turns shells either way), the holes as the pieces' holes, else as ``hole_sign``, else
+    as GDAL 3.6 turns them (negative in pixel coordinates)."""
+    pieces = ogr.Geometry(ogr.wkbMultiPolygon)
+    signs = []
+    for rings in parts:
+        pieces.AddGeometry(ogr.CreateGeometryFromWkb(_polygon_wkb(rings, (0.0, 1.0, 0.0, 0.0, 0.0, 1.0))))
+        signs += [(i > 0, _shoelace(r) > 0) for i, r in enumerate(rings)]
+    union = pieces.UnionCascaded()
+    rings = _pixel_rings(union) if union is not None else None
+    if rings is None:
+        raise OutputError("joining the pieces of a region gave %s" % (union.GetGeometryName() if union else None))
+    shell = next(pos for hole, pos in signs if not hole)
+    hole = next((pos for h, pos in signs if h), False if hole_sign is None else hole_sign)
+    return [_grid_ring(r, hole if i else shell) for i, r in enumerate(rings)]
+
+
+def _pixel_rings(g) -> Optional[List[np.ndarray]]:
+    """The rings of polygon ``g`` (pixel coordinates) as writable (n, 2) float64 arrays; None
+    when ``g`` is not a polygon with its vertices on pixel corners."""
     if g is None or g.GetGeometryType() != ogr.wkbPolygon:
         return None
     wkb = g.ExportToWkb(ogr.wkbNDR)
@@ -84,23 +300,19 @@ def _pixel_rings(g, gt=None):
         k = int.from_bytes(wkb[off:off + 4], "little")
         r = np.frombuffer(wkb, "<f8", count=2 * k, offset=off + 4).reshape(k, 2)
         off += 4 + 16 * k
-        if gt is not None:
-            r = np.column_stack([(r[:, 0] - gt[0]) / gt[1], (r[:, 1] - gt[3]) / gt[5]])
-            q = np.rint(r)
-            if np.abs(r - q).max() > 1e-6:
-                return None
-            r = q
-        rings.append(r)
+        q = np.rint(r)
+        if np.abs(r - q).max() > 1e-6:
+            return None
+        rings.append(q)
     return rings
 
 
-def _polygon_wkb(rings, gt, dy: float) -> bytes:
-    """WKB of a polygon from pixel rings (rows shifted by ``dy``), coordinates as GDAL's
-    Polygonize computes them from pixel corners."""
-    import struct
+def _polygon_wkb(rings, gt) -> bytes:
+    """WKB of a polygon from pixel rings, coordinates as GDAL's Polygonize computes them from
+    pixel corners."""
     parts = [b"\x01", struct.pack("<II", ogr.wkbPolygon, len(rings))]
     for r in rings:
-        x, y = r[:, 0], r[:, 1] + dy
+        x, y = r[:, 0], r[:, 1]
         xy = np.empty((len(r), 2), "<f8")
         xy[:, 0] = gt[0] + x * gt[1] + y * gt[2]
         xy[:, 1] = gt[3] + x * gt[4] + y * gt[5]
@@ -108,85 +320,17 @@ def _polygon_wkb(rings, gt, dy: float) -> bytes:
     return b"".join(parts)
 
 
-def _seam_columns(rings, y: float, fid: int, ids: np.ndarray) -> None:
-    """Mark ``ids[x] = fid`` for the columns of the edges of ``rings`` on row line ``y``."""
+def _seam_columns(rings, y: float, fid: int, ids: np.ndarray) -> bool:
+    """Mark ``ids[x] = fid`` for the columns of the edges of ``rings`` on row line ``y``;
+    whether there were any."""
+    found = False
     for r in rings:
         on = (r[:-1, 1] == y) & (r[1:, 1] == y)
         for x0, x1 in zip(r[:-1, 0][on], r[1:, 0][on]):
             a, b = int(min(x0, x1)), int(max(x0, x1))
             ids[a:b] = fid
-
-
-def _join_halves(upper, lower, gt, W: int, S: int) -> None:
-    """Join the pieces of the regions the seam (row line ``S``) cuts, and append the lower half
-    (``lower``: pixel coordinates, rows from ``S``) to ``upper`` (see :func:`polygonize`)."""
-    top_id, bot_id = np.full(W, -1, np.int64), np.full(W, -1, np.int64)
-    value, top_rings, bot_rings = {}, {}, {}
-    ys = (gt[3] + S * gt[5] - abs(gt[5]) / 2, gt[3] + S * gt[5] + abs(gt[5]) / 2)
-    upper.SetSpatialFilterRect(gt[0], min(ys), gt[0] + W * gt[1], max(ys))
-    for f in upper:
-        rings = _pixel_rings(f.GetGeometryRef(), gt)
-        if rings is None:
-            raise OutputError("Polygonize returned a polygon off the pixel grid")
-        top_rings[f.GetFID()] = rings
-        value[("t", f.GetFID())] = f.GetField(0)
-        _seam_columns(rings, S, f.GetFID(), top_id)
-    upper.SetSpatialFilter(None)
-    lower.SetSpatialFilterRect(0, -0.5, W, 0.5)
-    for f in lower:
-        rings = _pixel_rings(f.GetGeometryRef())
-        bot_rings[f.GetFID()] = rings
-        value[("b", f.GetFID())] = f.GetField(0)
-        _seam_columns(rings, 0, f.GetFID(), bot_id)
-    lower.SetSpatialFilter(None)
-    # pieces that share a stretch of the seam and a value are one region
-    parent: Dict[tuple, tuple] = {}
-
-    def root(k):
-        while parent.setdefault(k, k) != k:
-            k = parent[k]
-        return k
-    both = np.flatnonzero((top_id >= 0) & (bot_id >= 0))
-    for t, b in set(zip(top_id[both].tolist(), bot_id[both].tolist())):
-        if value[("t", t)] == value[("b", b)]:
-            parent[root(("t", t))] = root(("b", b))
-    groups: Dict[tuple, list] = {}
-    for k in list(parent):
-        groups.setdefault(root(k), []).append(k)
-    defn = upper.GetLayerDefn()
-    pixels = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
-    for members in groups.values():
-        pieces = ogr.Geometry(ogr.wkbMultiPolygon)
-        signs = []
-        for side, fid in members:
-            rings = top_rings[fid] if side == "t" else bot_rings[fid]
-            pieces.AddGeometry(ogr.CreateGeometryFromWkb(_polygon_wkb(rings, pixels, 0.0 if side == "t" else float(S))))
-            signs += [(i > 0, _shoelace(r) > 0) for i, r in enumerate(rings)]
-        union = pieces.UnionCascaded()
-        rings = _pixel_rings(union) if union is not None else None
-        if rings is None:
-            raise OutputError("joining the halves of a region gave %s" % (union.GetGeometryName() if union else None))
-        # rings turning the way Polygonize turns them (GDAL 3.6: shells and holes alike)
-        shell = next(pos for hole, pos in signs if not hole)
-        hole = next((pos for h, pos in signs if h), shell)
-        f = ogr.Feature(defn)
-        f.SetField(0, value[members[0]])
-        f.SetGeometryDirectly(ogr.CreateGeometryFromWkb(
-            _polygon_wkb([_grid_ring(r, hole if i else shell) for i, r in enumerate(rings)], gt, 0.0)))
-        upper.CreateFeature(f)
-        for side, fid in members:
-            if side == "t":
-                upper.DeleteFeature(fid)
-    joined = {k for members in groups.values() for k in members}
-    lower.ResetReading()
-    for f in lower:
-        if ("b", f.GetFID()) in joined:
-            continue
-        rings = bot_rings.get(f.GetFID()) or _pixel_rings(f.GetGeometryRef())
-        g = ogr.Feature(defn)
-        g.SetField(0, f.GetField(0))
-        g.SetGeometryDirectly(ogr.CreateGeometryFromWkb(_polygon_wkb(rings, gt, float(S))))
-        upper.CreateFeature(g)
+            found = True
+    return found
 
 
 def _shoelace(r: np.ndarray) -> float:
@@ -202,3 +346,20 @@ def _grid_ring(r: np.ndarray, positive: bool) -> np.ndarray:
     straight = ((prev[:, 0] == q[:, 0]) & (q[:, 0] == nxt[:, 0])) | ((prev[:, 1] == q[:, 1]) & (q[:, 1] == nxt[:, 1]))
     q = np.vstack([q[~straight], q[~straight][:1]])
     return q if (_shoelace(q) > 0) == positive else q[::-1]
+
+
+def polygonize_band(band, mask_of, out, layer, tmpdir: str, cancel=lambda: False, rows: int = 2048) -> None:
+    """Polygonise a raster ``band`` (read in bands of ``rows`` rows; ``mask_of(values)``: the
+    pixels that get polygons) into ``layer`` of ``out``, on the worker threads."""
+    W, H = band.XSize, band.YSize
+    gt = band.GetDataset().GetGeoTransform()
+    pz = BandPolygonizer(W, H, tmpdir)
+    try:
+        for y in range(0, H, rows):
+            if cancel():
+                raise Cancelled("cancelled")
+            values = band.ReadAsArray(0, y, W, min(rows, H - y))
+            pz.push(values, mask_of(values), y)
+        pz.finish(out, layer, gt, cancel)
+    finally:
+        pz.close()

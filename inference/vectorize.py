@@ -20,7 +20,7 @@ from . import raster as rasterlib
 from .errors import Cancelled, OutputError
 from .masks import MASK_MIN
 from .styles import polygons_qml, write_gpkg_style
-from .polygonize import polygonize
+from .polygonize import BandPolygonizer, polygonize_band
 from .region_stats import ROWS_PER_READ, mean_confidence_by_fid
 from .writing import STAGES
 
@@ -147,19 +147,18 @@ def foreground(arr: np.ndarray, bg_ids) -> np.ndarray:
 
 
 def postprocess(p, classes_path: str, conf_path: str, gpkg_path: Optional[str], layer_name: Optional[str],
-                run_time: str, cancel, mask_path: Optional[str] = None) -> Dict[int, Dict[str, object]]:
+                run_time: str, cancel, polygonizer: Optional[BandPolygonizer] = None) -> Dict[int, Dict[str, object]]:
     """Sieve ``classes_path`` in place, write polygons to ``gpkg_path`` (if given; its layer named
-    ``layer_name``), return
-    per-class statistics ``{class_id: {name, count, area_ha}}``.  With ``mask_path`` the
-    classes were already sieved while streaming (:class:`StreamSieve`) and ``mask_path`` is
-    their foreground mask."""
+    ``layer_name``), return per-class statistics ``{class_id: {name, count, area_ha}}``.  With
+    ``polygonizer`` the classes were sieved while streaming (:class:`StreamSieve`) and their
+    rows pushed to it, already polygonised."""
     model = p.info
     if model.task == "multilabel":
         return _postprocess_labels(p, classes_path, conf_path, gpkg_path, layer_name, run_time, cancel)
     thr = sieve_threshold_px(p)
     ds = gdal.Open(classes_path, gdal.GA_Update)
     band = ds.GetRasterBand(1)
-    if thr > 1 and mask_path is None:
+    if thr > 1 and polygonizer is None:
         sieve_in_bands(band, thr, cancel)
     bg = model.background_ids()
     if gpkg_path is None:
@@ -171,34 +170,22 @@ def postprocess(p, classes_path: str, conf_path: str, gpkg_path: Optional[str], 
         ds = None
         return {c.id: {"name": c.name, "count": None, "area_ha": float(counts[c.id]) * px[0] * px[1] / 1e4}
                 for c in model.classes if c.id not in bg}
-    tmpdir = tempfile.mkdtemp(prefix="tm-poly-")
-    try:
-        if mask_path is None:
-            mask_path = os.path.join(tmpdir, "fg.tif")
-            mask_ds = gdal.GetDriverByName("GTiff").Create(mask_path, ds.RasterXSize, ds.RasterYSize, 1,
-                                                           gdal.GDT_Byte, options=["TILED=YES", "COMPRESS=DEFLATE"])
-            mb = mask_ds.GetRasterBand(1)
-            for y in range(0, ds.RasterYSize, ROWS_PER_READ):
-                arr = band.ReadAsArray(0, y, ds.RasterXSize, min(ROWS_PER_READ, ds.RasterYSize - y))
-                mb.WriteArray(foreground(arr, bg), 0, y)
-            mb = mask_ds = None
-        # Both closed (complete on disk: polygonize may read them from another thread) and reopened.
-        band = ds = None
-        ds = gdal.Open(classes_path)
-        band = ds.GetRasterBand(1)
-        mask_ds = gdal.Open(mask_path)
-        mb = mask_ds.GetRasterBand(1)
-        if cancel():
-            raise Cancelled("cancelled")
-        out, layer, srs = _polygon_layer(ds, gpkg_path, layer_name)
-        with STAGES("polygonise"):
-            polygonize(band, mb, out, layer, classes_path, mask_path, tmpdir)
-        stats = _measure(p, layer, out, ds, conf_path, srs, run_time, cancel)
-        _finish_layer(p, out, layer, layer_name, run_time)
-        layer = out = mask_ds = ds = None
-        return stats
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+    band.FlushCache()
+    if cancel():
+        raise Cancelled("cancelled")
+    out, layer, srs = _polygon_layer(ds, gpkg_path, layer_name)
+    if polygonizer is not None:
+        polygonizer.finish(out, layer, ds.GetGeoTransform(), cancel)
+    else:
+        tmpdir = tempfile.mkdtemp(prefix="tm-poly-")
+        try:
+            polygonize_band(band, lambda v: foreground(v, bg), out, layer, tmpdir, cancel)
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    stats = _measure(p, layer, out, ds, conf_path, srs, run_time, cancel)
+    _finish_layer(p, out, layer, layer_name, run_time)
+    layer = out = band = ds = None
+    return stats
 
 
 POLYGON_FIELDS = [("class_id", ogr.OFTInteger), ("class_name", ogr.OFTString), ("area_m2", ogr.OFTReal),
@@ -278,24 +265,14 @@ def _postprocess_labels(p, classes_path, conf_path, gpkg_path, layer_name, run_t
         for k, c in enumerate(labels):
             if cancel():
                 raise Cancelled("cancelled")
-            band = ds.GetRasterBand(k + 2)
-            mpath = os.path.join(tmpdir, "fg%d.tif" % k)
-            mds = gdal.GetDriverByName("GTiff").Create(mpath, ds.RasterXSize, ds.RasterYSize, 1, gdal.GDT_Byte,
-                                                       options=["TILED=YES"])
-            mb = mds.GetRasterBand(1)
-            for y in range(0, ds.RasterYSize, ROWS_PER_READ):
-                arr = band.ReadAsArray(0, y, ds.RasterXSize, min(ROWS_PER_READ, ds.RasterYSize - y))
-                mb.WriteArray(foreground(arr, {0}), 0, y)
-            out.StartTransaction()
-            gdal.Polygonize(band, mb, layer, 0, [])
-            out.CommitTransaction()
+            polygonize_band(ds.GetRasterBand(k + 2), lambda v: foreground(v, {0}), out, layer,
+                            tempfile.mkdtemp(prefix="label%d-" % k, dir=tmpdir), cancel)
             out.ExecuteSQL('UPDATE "%s" SET class_id = %d WHERE fid > %d' % (table, c.id, last))
             sql = out.ExecuteSQL('SELECT MAX(fid) FROM "%s"' % table)
             f = sql.GetNextFeature()
             last = int(f.GetField(0) or last) if f is not None else last
             out.ReleaseResultSet(sql)
             conf_bands[c.id] = k + 2
-            mb = mds = None
         stats = _measure(p, layer, out, ds, conf_path, srs, run_time, cancel, conf_bands)
         _finish_layer(p, out, layer, layer_name, run_time)
         layer = out = ds = None

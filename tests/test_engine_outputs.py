@@ -107,3 +107,24 @@ def test_styles_are_written_with_the_outputs(scene):
     assert renderer.get("type") == "categorizedSymbol" and renderer.get("attr") == "class_id"
     assert [c.get("label") for c in renderer.find("categories")] == ["tailings"]
     ds = None
+
+
+def test_raster_compression_is_an_option_and_changes_no_value(scene):
+    from osgeo import gdal
+    tmp, model, raster = scene
+    has_zstd = "ZSTD" in gdal.GetDriverByName("GTiff").GetMetadataItem("DMD_CREATIONOPTIONLIST")
+    runs = {}
+    for choice in ("auto", "deflate", "zstd") if has_zstd else ("auto", "deflate"):
+        r = execute(plan(raster, model, SegmentOptions(device="cpu", compression=choice), str(tmp / choice)))
+        runs[choice] = r
+        for path in (r.class_raster, r.confidence_raster):
+            ds = gdal.Open(path)
+            want = "DEFLATE" if choice == "deflate" or not has_zstd else "ZSTD"
+            assert ds.GetMetadata("IMAGE_STRUCTURE").get("COMPRESSION") == want, (choice, path)
+            ds = None
+    for r in runs.values():
+        np.testing.assert_array_equal(read(r.class_raster), read(runs["deflate"].class_raster))
+        np.testing.assert_array_equal(read(r.confidence_raster), read(runs["deflate"].confidence_raster))
+    from inference.errors import OptionError
+    with pytest.raises(OptionError):
+        plan(raster, model, SegmentOptions(compression="lzw"), str(tmp / "x"))

@@ -558,7 +558,7 @@ def test_advanced_widgets_are_generated_from_the_option_table(plugin, env):
     texts = {"tile_size": "128", "overlap": "24", "batch": "3", "device": "cpu", "threshold": "0.45", "tta": "2",
              "scales": "1,0.5", "min_area_ha": "2.5", "simplify_m": "10", "confidence": "false",
              "cloud_mask": "off", "mask_snow": "true", "ood_check": "false", "input_scale": "0.0002",
-             "input_offset": "-0.1", "gsd": "20"}
+             "input_offset": "-0.1", "gsd": "20", "compression": "deflate"}
     assert set(texts) == {o.name for o in panel}
     for name, text in texts.items():
         d.options.set_text(name, text)
