@@ -24,9 +24,10 @@ from .masks import MASK_CLASSES
 from .ood import TileLog, boxes_wkt, warning as ood_warning
 from .metadata import ModelInfo
 from .planning import Plan, make_output_folder, plan
+from .geotiff import codec
 from .polygonize import BandPolygonizer
 from .vectorize import StreamSieve, foreground, postprocess, sieve_threshold_px, write_tiles_layer
-from .writing import (NODATA_CLASS, NODATA_CONF, STAGES, GeoTiffWriter, codec, StagedOutputs, block_cache_at_least,
+from .writing import (NODATA_CLASS, NODATA_CONF, STAGES, GeoTiffWriter, StagedOutputs, block_cache_at_least,
                       block_cache_need, to_source_grid)
 
 

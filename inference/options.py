@@ -23,7 +23,7 @@ from .bands import PRESETS, preset
 from .errors import OptionError
 from .runtime import DEVICES
 from .tiling import TTA_PASSES, TTA_SCALES, check_passes, check_scales
-from .writing import COMPRESSIONS
+from .geotiff import COMPRESSIONS
 
 FRONTS = ("cli", "processing", "panel")
 

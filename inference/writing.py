@@ -15,6 +15,7 @@ from osgeo import gdal
 
 from . import raster as rasterlib
 from .errors import OutputError, TailingsError
+from .geotiff import CODEC_OPTIONS
 from .metadata import rgb
 
 NODATA_CLASS = 255
@@ -74,24 +75,6 @@ def gdal_threads_here():
         gdal.SetThreadLocalConfigOption("GDAL_NUM_THREADS", before)
 
 
-COMPRESSIONS = ("auto", "zstd", "deflate")
-# Level 1 of either: on a run's noisy confidence raster, ZSTD 1 compresses 100 Mpx in 0.4 s of
-# CPU against 1.3 s for DEFLATE 1 (files 10 % larger), and higher levels cost 2-3x for a few %.
-_CODEC_OPTIONS = {"zstd": ["COMPRESS=ZSTD", "ZSTD_LEVEL=1"], "deflate": ["COMPRESS=DEFLATE", "ZLEVEL=1"]}
-
-
-def codec(choice: str = "auto") -> str:
-    """The GeoTIFF compression of the outputs: ``zstd`` or ``deflate`` as chosen; ``auto``: zstd
-    when this GDAL writes it (then it reads it: every QGIS build has it), else deflate."""
-    choice = (choice or "auto").lower()
-    if choice == "auto":
-        opts = gdal.GetDriverByName("GTiff").GetMetadataItem("DMD_CREATIONOPTIONLIST") or ""
-        return "zstd" if "ZSTD" in opts else "deflate"
-    if choice not in _CODEC_OPTIONS:
-        raise OutputError("compression must be one of %s, got %r" % (", ".join(COMPRESSIONS), choice))
-    return choice
-
-
 class GeoTiffWriter:
     """A uint8 GeoTIFF written strip by strip, compressed with ``compress`` (:func:`codec`'s name;
     None: a scratch file of the run, written as fast as possible).  ``labels`` (a multilabel model's ``[(name, colour)]``): one more
@@ -103,7 +86,7 @@ class GeoTiffWriter:
         self.path = path
         options = ["TILED=YES", "BIGTIFF=IF_SAFER", "BLOCKXSIZE=256", "BLOCKYSIZE=256"]
         if compress:
-            options += _CODEC_OPTIONS[compress] + ["NUM_THREADS=%s" % gdal_threads()]
+            options += CODEC_OPTIONS[compress] + ["NUM_THREADS=%s" % gdal_threads()]
         n = bands or 1 + len(labels or ())
         if n > 1:
             options += ["INTERLEAVE=BAND"]
