@@ -214,7 +214,9 @@ def _run(p: Plan, session, staged: StagedOutputs, workdir: str, progress, cancel
             with STAGES("foreground mask"):
                 fg = foreground(rows, bg)
             polygons.push(rows, fg, y)
-        sieve = StreamSieve(emit, W, H, sieve_threshold_px(p), NODATA_CLASS)
+        thr = sieve_threshold_px(p)
+        # the last band no longer than the last strip and its margin: less to sieve at the end
+        sieve = StreamSieve(emit, W, H, thr, NODATA_CLASS, tail=p.tile_size + thr)
 
     def write(cls, conf, y):
         if sieve is not None:

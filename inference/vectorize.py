@@ -95,11 +95,16 @@ class StreamSieve:
     of margin below, it is sieved and handed to ``emit(classes, y)`` (sieved classes) -- the
     same result as sieving the finished raster, with no second pass over the file.  The
     strips are joined once per band, and GDAL sieves that array in place.
+
+    The band that ends the raster can only be sieved once every row is in: with ``tail`` (rows)
+    the bands before it are shortened so that it has ``tail`` rows, not up to ``rows`` (what
+    the run waits for after its last strip).
     """
 
-    def __init__(self, emit, width: int, height: int, thr: int, nodata: int, rows: int = SIEVE_BAND_ROWS):
+    def __init__(self, emit, width: int, height: int, thr: int, nodata: int, rows: int = SIEVE_BAND_ROWS,
+                 tail: int = 0):
         self.emit, self.W, self.H, self.thr, self.nodata = emit, width, height, thr, nodata
-        self.rows = rows
+        self.rows, self.tail = rows, max(0, int(tail))
         self.chunks = []                            # original rows from self.s0 on
         self.n = 0                                  # how many
         self.s0 = 0                                 # first row not yet emitted
@@ -117,7 +122,8 @@ class StreamSieve:
 
     def _drain(self, final: bool) -> None:
         while self.n:
-            y1 = min(self.H, self.s0 + self.rows)
+            left = self.H - self.s0
+            y1 = self.s0 + (min(self.rows, left - self.tail) if left > self.tail else left)
             need = min(self.H, y1 + self.thr) - self.s0
             if self.n < need and not final:
                 return

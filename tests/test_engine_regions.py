@@ -72,8 +72,10 @@ def test_mean_confidence_is_the_mean_over_each_region(tmp_path, monkeypatch, row
     ds = None
 
 
-@pytest.mark.parametrize("seed,thr,rows,strip", [(0, 5, 100, 37), (1, 20, 64, 100), (2, 60, 100, 250), (3, 9, 17, 5)])
-def test_streaming_sieve_equals_global(seed, thr, rows, strip):
+@pytest.mark.parametrize("seed,thr,rows,strip,tail", [(0, 5, 100, 37, 0), (1, 20, 64, 100, 0), (2, 60, 100, 250, 0),
+                                                     (3, 9, 17, 5, 0), (4, 20, 100, 37, 70), (5, 9, 64, 100, 1),
+                                                     (6, 5, 100, 250, 600)])
+def test_streaming_sieve_equals_global(seed, thr, rows, strip, tail):
     """StreamSieve, fed strips of any height, emits exactly GDAL's global sieve."""
     from inference.vectorize import StreamSieve
     rng = np.random.default_rng(seed)
@@ -85,11 +87,13 @@ def test_streaming_sieve_equals_global(seed, thr, rows, strip):
         seen.append(y)
         got[y:y + len(rows_)] = rows_
 
-    s = StreamSieve(emit, a.shape[1], a.shape[0], thr, 255, rows=rows)
+    s = StreamSieve(emit, a.shape[1], a.shape[0], thr, 255, rows=rows, tail=tail)
     for y in range(0, a.shape[0], strip):
         s.push(a[y:y + strip], y)
     s.close()
     assert seen == sorted(seen) and seen[0] == 0
+    if 0 < tail < a.shape[0]:
+        assert a.shape[0] - seen[-1] == tail        # the last band is the tail
     np.testing.assert_array_equal(got, want)
 
 
