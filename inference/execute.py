@@ -207,7 +207,7 @@ def _run(p: Plan, session, staged: StagedOutputs, workdir: str, progress, cancel
     sieve = polygons = None
     if not p.resample and staged.get("polygons") and not labels:
         bg = info.background_ids()
-        polygons = BandPolygonizer(W, H, tempfile.mkdtemp(prefix="poly-", dir=workdir))
+        polygons = BandPolygonizer(W, H, gt, tempfile.mkdtemp(prefix="poly-", dir=workdir))
 
         def emit(rows, y):
             cls_w.write(rows, y)

@@ -27,18 +27,19 @@ PIECE_ROWS = 1024   # rows polygonised at once (TM_POLYGONIZE_PIECE_ROWS); the l
 class BandPolygonizer:
     """``push(values, fg, y)`` the class raster's rows in order (``fg``: 1 where a pixel gets a
     polygon; both arrays are kept until polygonised: do not change them), then
-    ``finish(out, layer, gt, cancel)`` writes the polygons into ``layer`` (field 0: the value)
-    of the data source ``out``.  Memory: the rows of the pieces queued or running (at most
-    ``workers + 1``), and the rings of the regions that touch a seam."""
+    ``finish(out, layer, cancel)`` writes the polygons into ``layer`` (field 0: the value) of the
+    data source ``out``, with the coordinates of the geotransform ``gt``.  Memory: the rows of
+    the pieces queued or running (at most ``workers + 1``), and the rings of the regions that
+    touch a seam; the other polygons wait in scratch GeoPackages in ``tmpdir``."""
 
-    def __init__(self, width: int, height: int, tmpdir: str, workers: Optional[int] = None,
+    def __init__(self, width: int, height: int, gt, tmpdir: str, workers: Optional[int] = None,
                  piece_rows: Optional[int] = None):
-        self.W, self.H, self.tmpdir = width, height, tmpdir
+        self.W, self.H, self.gt, self.tmpdir = width, height, tuple(gt), tmpdir
         self.rows = max(1, int(os.environ.get("TM_POLYGONIZE_PIECE_ROWS", piece_rows or PIECE_ROWS)))
         n = workers or min(2, os.cpu_count() or 1)
         self.pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="tm-poly")
         self.slots = threading.BoundedSemaphore(n + 1)
-        self.pieces: List[tuple] = []     # (first row, rows, future of the scratch file)
+        self.pieces: List[tuple] = []     # (first row, rows, future of the piece's Piece)
         self.pending: List[tuple] = []    # rows pushed and not yet in a piece
         self.n_pending = 0
         self.next_y = 0
@@ -67,23 +68,54 @@ class BandPolygonizer:
             y0 = self.next_y - self.n_pending - take
             self.slots.acquire()
             job = self.pool.submit(self._piece, np.ascontiguousarray(v[:take]), np.ascontiguousarray(m[:take]),
-                                   len(self.pieces))
+                                   len(self.pieces), y0)
             job.add_done_callback(lambda _: self.slots.release())
             self.pieces.append((y0, take, job))
 
-    def _piece(self, values: np.ndarray, fg: np.ndarray, k: int) -> str:
+    def _piece(self, values: np.ndarray, fg: np.ndarray, k: int, y0: int) -> "_Piece":
+        """Polygonise rows ``y0..`` (pixel coordinates, in memory), then sort the polygons: those
+        on the piece's seams are kept (rings, in raster pixel coordinates), the others written
+        with their coordinates to a scratch GeoPackage."""
         with STAGES("polygonise"):
-            path = os.path.join(self.tmpdir, "piece%d.gpkg" % k)
+            h = len(values)
             vds, mds = gdal_array.OpenArray(values), gdal_array.OpenArray(fg.view(np.uint8))
             # (an array's dataset has the geotransform 0, 1, 0, 0, 0, 1: pixel coordinates)
-            scratch = ogr.GetDriverByName("GPKG").CreateDataSource(path)
-            lyr = scratch.CreateLayer("piece", None, ogr.wkbPolygon, options=["FID=fid", "SPATIAL_INDEX=NO"])
+            mem = ogr.GetDriverByName("Memory").CreateDataSource("")
+            lyr = mem.CreateLayer("piece", None, ogr.wkbPolygon)
             lyr.CreateField(ogr.FieldDefn("value", ogr.OFTInteger))
-            scratch.StartTransaction()
             gdal.Polygonize(vds.GetRasterBand(1), mds.GetRasterBand(1), lyr, 0, [])
+            vds = mds = None
+            piece = _Piece(os.path.join(self.tmpdir, "piece%d.gpkg" % k), y0, h,
+                           self.W if y0 > 0 else 0, self.W if y0 + h < self.H else 0)
+            scratch = ogr.GetDriverByName("GPKG").CreateDataSource(piece.path)
+            out = scratch.CreateLayer("piece", None, ogr.wkbPolygon, options=["FID=fid", "SPATIAL_INDEX=NO"])
+            out.CreateField(ogr.FieldDefn("value", ogr.OFTInteger))
+            defn = out.GetLayerDefn()
+            scratch.StartTransaction()
+            for f in lyr:
+                rings = _pixel_rings(f.GetGeometryRef())
+                if rings is None:
+                    raise OutputError("Polygonize returned a polygon off the pixel grid")
+                for r in rings:
+                    r[:, 1] += y0
+                value, fid = f.GetField(0), f.GetFID()
+                if piece.hole_sign is None and len(rings) > 1:
+                    piece.hole_sign = _shoelace(rings[1]) > 0
+                on = False
+                if piece.top is not None and rings[0][:, 1].min() == y0:
+                    on |= _seam_columns(rings, y0, fid, piece.top)
+                if piece.bottom is not None and rings[0][:, 1].max() == y0 + h:
+                    on |= _seam_columns(rings, y0 + h, fid, piece.bottom)
+                if on:
+                    piece.held[fid] = (value, rings)
+                else:
+                    g = ogr.Feature(defn)
+                    g.SetField(0, value)
+                    g.SetGeometryDirectly(ogr.CreateGeometryFromWkb(_polygon_wkb(rings, self.gt)))
+                    out.CreateFeature(g)
             scratch.CommitTransaction()
-            lyr = scratch = vds = mds = None
-            return path
+            out = scratch = lyr = mem = None
+            return piece
 
     def close(self) -> None:
         """Stop the workers (after :meth:`finish`, or to give up)."""
@@ -91,28 +123,39 @@ class BandPolygonizer:
             job.cancel()
         self.pool.shutdown(wait=True)
 
-    def finish(self, out, layer, gt, cancel=lambda: False) -> None:
+    def finish(self, out, layer, cancel=lambda: False) -> None:
         if self.next_y != self.H:
             raise ValueError("rows %d.. were never pushed" % self.next_y)
         try:
             with STAGES("waiting for the polygons"):
-                paths = [job.result() for _, _, job in self.pieces]
+                pieces = [job.result() for _, _, job in self.pieces]
         finally:
             self.close()
         with STAGES("joining the seams"):
             out.StartTransaction()
-            _join(self.pieces, paths, layer, gt, self.W, cancel)
+            _join(pieces, layer, self.gt, cancel)
             out.CommitTransaction()
 
 
-def _join(pieces, paths, layer, gt, W: int, cancel) -> None:
+class _Piece:
+    """A polygonised piece: its scratch file (the polygons clear of its seams), the polygons on
+    its seams (fid -> (value, rings)), and which of them lies along each seam column."""
+
+    def __init__(self, path: str, y0: int, h: int, top_w: int, bottom_w: int):
+        self.path, self.y0, self.h = path, y0, h
+        self.held: Dict[int, tuple] = {}
+        self.top = np.full(top_w, -1, np.int64) if top_w else None           # None: the raster's edge
+        self.bottom = np.full(bottom_w, -1, np.int64) if bottom_w else None
+        self.hole_sign: Optional[bool] = None
+
+
+def _join(pieces, layer, gt, cancel) -> None:
     """Write the pieces' polygons into ``layer``; those that share a stretch of a seam and a
-    value are one region: their union (GEOS, in pixel coordinates; the vertices the seams
-    added removed) is written once."""
+    value are one region, written once (:func:`_merge`)."""
     defn = layer.GetLayerDefn()
-    n = len(pieces)
-    held: Dict[tuple, tuple] = {}        # (piece, fid) -> (value, rings in raster pixel coordinates)
-    above = None                        # the last piece's polygon per column along its lower edge
+    held: Dict[tuple, tuple] = {}        # (piece, fid) -> (value, rings, top seam row, bottom seam row)
+    parent: Dict[tuple, tuple] = {}
+    hole_sign = next((p.hole_sign for p in pieces if p.hole_sign is not None), None)
 
     def write(value, rings):
         f = ogr.Feature(defn)
@@ -120,47 +163,32 @@ def _join(pieces, paths, layer, gt, W: int, cancel) -> None:
         f.SetGeometryDirectly(ogr.CreateGeometryFromWkb(_polygon_wkb(rings, gt)))
         layer.CreateFeature(f)
 
-    parent: Dict[tuple, tuple] = {}
-    hole_sign = [None]                  # how Polygonize turns holes (for the joined regions')
-
     def root(k):
         while parent.setdefault(k, k) != k:
             k = parent[k]
         return k
 
-    for k, ((y0, h, _), path) in enumerate(zip(pieces, paths)):
+    for k, piece in enumerate(pieces):
         if cancel():
             raise Cancelled("cancelled")
-        top = np.full(W, -1, np.int64) if k > 0 else None
-        bottom = np.full(W, -1, np.int64) if k < n - 1 else None
-        scratch = ogr.Open(path)
+        scratch = ogr.Open(piece.path)
         for f in scratch.GetLayer(0):
-            rings = _pixel_rings(f.GetGeometryRef())
-            if rings is None:
-                raise OutputError("Polygonize returned a polygon off the pixel grid")
-            for r in rings:
-                r[:, 1] += y0
-            value, fid = f.GetField(0), f.GetFID()
-            if hole_sign[0] is None and len(rings) > 1:
-                hole_sign[0] = _shoelace(rings[1]) > 0
-            ylo, yhi = rings[0][:, 1].min(), rings[0][:, 1].max()
-            on = False
-            if top is not None and ylo == y0:
-                on |= _seam_columns(rings, y0, fid, top)
-            if bottom is not None and yhi == y0 + h:
-                on |= _seam_columns(rings, y0 + h, fid, bottom)
-            if on:
-                held[(k, fid)] = (value, rings, y0 if k > 0 else None, y0 + h if k < n - 1 else None)
-            else:
-                write(value, rings)
+            g = ogr.Feature(defn)
+            g.SetField(0, f.GetField(0))
+            g.SetGeometry(f.GetGeometryRef())
+            layer.CreateFeature(g)
         scratch = None
-        if top is not None:
+        top = piece.y0 if piece.top is not None else None
+        bottom = piece.y0 + piece.h if piece.bottom is not None else None
+        for fid, (value, rings) in piece.held.items():
+            held[(k, fid)] = (value, rings, top, bottom)
+        if k > 0:
             # pieces that share a stretch of the seam and a value are one region
-            both = np.flatnonzero((above >= 0) & (top >= 0))
-            for a, b in set(zip(above[both].tolist(), top[both].tolist())):
+            above, below = pieces[k - 1].bottom, piece.top
+            both = np.flatnonzero((above >= 0) & (below >= 0))
+            for a, b in set(zip(above[both].tolist(), below[both].tolist())):
                 if held[(k - 1, a)][0] == held[(k, b)][0]:
                     parent[root((k - 1, a))] = root((k, b))
-        above = bottom
     groups: Dict[tuple, list] = {}
     for key in held:
         groups.setdefault(root(key), []).append(key)
@@ -171,7 +199,7 @@ def _join(pieces, paths, layer, gt, W: int, cancel) -> None:
             continue
         parts = [held[m][1:] for m in members]
         rings = _merge(parts)
-        write(value, _orient(rings, parts, hole_sign[0]) if rings else _union([q[0] for q in parts], hole_sign[0]))
+        write(value, _orient(rings, parts, hole_sign) if rings else _union([q[0] for q in parts], hole_sign))
 
 
 def _merge(parts) -> Optional[List[np.ndarray]]:
@@ -352,14 +380,13 @@ def polygonize_band(band, mask_of, out, layer, tmpdir: str, cancel=lambda: False
     """Polygonise a raster ``band`` (read in bands of ``rows`` rows; ``mask_of(values)``: the
     pixels that get polygons) into ``layer`` of ``out``, on the worker threads."""
     W, H = band.XSize, band.YSize
-    gt = band.GetDataset().GetGeoTransform()
-    pz = BandPolygonizer(W, H, tmpdir)
+    pz = BandPolygonizer(W, H, band.GetDataset().GetGeoTransform(), tmpdir)
     try:
         for y in range(0, H, rows):
             if cancel():
                 raise Cancelled("cancelled")
             values = band.ReadAsArray(0, y, W, min(rows, H - y))
             pz.push(values, mask_of(values), y)
-        pz.finish(out, layer, gt, cancel)
+        pz.finish(out, layer, cancel)
     finally:
         pz.close()

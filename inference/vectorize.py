@@ -181,7 +181,7 @@ def postprocess(p, classes_path: str, conf_path: str, gpkg_path: Optional[str], 
         raise Cancelled("cancelled")
     out, layer, srs = _polygon_layer(ds, gpkg_path, layer_name)
     if polygonizer is not None:
-        polygonizer.finish(out, layer, ds.GetGeoTransform(), cancel)
+        polygonizer.finish(out, layer, cancel)
     else:
         tmpdir = tempfile.mkdtemp(prefix="tm-poly-")
         try:

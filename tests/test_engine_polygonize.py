@@ -61,12 +61,12 @@ def _whole(values, fg, gt):
 
 
 def _banded(values, fg, gt, tmp_path, piece_rows, workers, push_rows):
-    pz = BandPolygonizer(values.shape[1], values.shape[0], str(tmp_path), workers=workers, piece_rows=piece_rows)
+    pz = BandPolygonizer(values.shape[1], values.shape[0], gt, str(tmp_path), workers=workers, piece_rows=piece_rows)
     try:
         for y in range(0, values.shape[0], push_rows):
             pz.push(values[y:y + push_rows], fg[y:y + push_rows], y)
         ds, lyr = _layer(tmp_path / "out.gpkg")
-        pz.finish(ds, lyr, gt)
+        pz.finish(ds, lyr)
     finally:
         pz.close()
     return _features(lyr)
@@ -122,18 +122,18 @@ def test_coordinates_follow_gdals_formula_on_a_rotated_grid(tmp_path):
 
 def test_cancel_stops_the_join(tmp_path):
     values, fg = _blobs(np.random.default_rng(1), (60, 40))
-    pz = BandPolygonizer(40, 60, str(tmp_path), piece_rows=8)
+    pz = BandPolygonizer(40, 60, NORTH_UP, str(tmp_path), piece_rows=8)
     try:
         pz.push(values, fg, 0)
         ds, lyr = _layer(tmp_path / "out.gpkg")
         with pytest.raises(Cancelled):
-            pz.finish(ds, lyr, NORTH_UP, cancel=lambda: True)
+            pz.finish(ds, lyr, cancel=lambda: True)
     finally:
         pz.close()
 
 
 def test_rows_out_of_order_are_refused(tmp_path):
-    pz = BandPolygonizer(10, 10, str(tmp_path))
+    pz = BandPolygonizer(10, 10, NORTH_UP, str(tmp_path))
     try:
         with pytest.raises(ValueError):
             pz.push(np.zeros((2, 10), np.uint8), np.zeros((2, 10), np.uint8), 3)
