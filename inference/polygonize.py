@@ -36,7 +36,7 @@ class BandPolygonizer:
                  piece_rows: Optional[int] = None):
         self.W, self.H, self.gt, self.tmpdir = width, height, tuple(gt), tmpdir
         self.rows = max(1, int(os.environ.get("TM_POLYGONIZE_PIECE_ROWS", piece_rows or PIECE_ROWS)))
-        n = workers or min(2, os.cpu_count() or 1)
+        n = workers or min(4, os.cpu_count() or 1)   # (each holds a piece of rows: memory)
         self.pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="tm-poly")
         self.slots = threading.BoundedSemaphore(n + 1)
         self.pieces: List[tuple] = []     # (first row, rows, future of the piece's Piece)
