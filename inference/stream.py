@@ -399,18 +399,21 @@ class Inline:
         pass
 
 
-def io_threads(device: str) -> Tuple[bool, bool]:
-    """``(read, write)``: whether reading and writing overlap inference on threads of their own.
+def io_threads(device: str) -> Tuple[bool, bool, bool]:
+    """``(read, write, infer)``: whether reading and writing overlap inference on threads of their
+    own, and whether the network runs on one (the next batch filled meanwhile; ``TM_INFER_THREAD=0``:
+    not).
     When the GPU infers, both (the CPU is free meanwhile).  On the CPU: the writer, which
     sieves, compresses and writes the finished rows while the main thread reads and infers
     the next strips (GDAL releases the GIL), when there is a second core.  (``TM_IO_THREADS``:
     ``1`` both, ``0`` none, ``write`` the writer only.)"""
     forced = os.environ.get("TM_IO_THREADS")
+    infer = os.environ.get("TM_INFER_THREAD", "1") == "1"
     if forced is not None:
-        return forced == "1", forced in ("1", "write")
+        return forced == "1", forced in ("1", "write"), infer
     if device == "cuda":
-        return True, True
-    return False, (os.cpu_count() or 1) > 1
+        return True, True, infer
+    return False, (os.cpu_count() or 1) > 1, infer
 
 
 # Strips handed to the writer and not yet written: enough for the writer's longest job (the sieve
@@ -444,9 +447,14 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
     th, tw = min(T, H), min(T, W)
     blend = Blender(network.K, T, O, W, th, tw)
     read = StripReader(p, grid)
-    batch = np.zeros((batch_size, grid.ds.RasterCount, T, T), np.float32)
+    threaded_read, threaded_write, threaded_infer = _modes(threaded)
+    # Two batches in turn when the network runs on a thread of its own: the next is filled while
+    # the last is inferred (a tile smaller than a batch keeps the zeros it was allocated with).
+    batches = [np.zeros((batch_size, grid.ds.RasterCount, T, T), np.float32) for _ in range(1 + threaded_infer)]
+    batch, turn = batches[0], 0
     pending: List[int] = []   # x of the tiles in the batch
     checks: List[Tuple[float, int]] = []   # their share of out-of-range pixels and valid pixels
+    inflight: List[tuple] = []   # the batch being inferred: (job, its tiles' x, their checks)
     stats = StreamStats()
     total, done = len(xs) * len(ys), 0
     binary = p.info.task == "binary"
@@ -456,26 +464,41 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
         if p.options.threshold is not None:   # the run's threshold, for every label
             labels = (labels[0], [p.threshold] * len(labels[0]))
 
+    def infer(b, n):
+        with STAGES("network"):
+            return network(b, n), network.features
+
+    def settle():
+        """Blend the batch in flight (wait for it)."""
+        if not inflight:
+            return
+        job, xs_, checks_ = inflight.pop()
+        with STAGES("waiting for the network"):
+            probs, features = job.result()
+        with STAGES("blend"):
+            for k, x in enumerate(xs_):
+                blend.add(probs[k], x)
+        if tile_log is not None and features is not None:
+            tile_log.add([(x, y, tw, th) for x in xs_], features,   # (y: the strip's)
+                         [c[0] for c in checks_], [c[1] for c in checks_])
+        stats.tiles += len(xs_)
+
     def flush():
+        nonlocal batch, turn
         if not pending:
             return
         if cancel():
             raise Cancelled("cancelled")
-        with STAGES("network"):
-            probs = network(batch, len(pending))
-        with STAGES("blend"):
-            for k, x in enumerate(pending):
-                blend.add(probs[k], x)
-        if tile_log is not None and network.features is not None:
-            tile_log.add([(x, y, tw, th) for x in pending], network.features,   # (y: the strip's)
-                         [c[0] for c in checks], [c[1] for c in checks])
-        stats.tiles += len(pending)
+        settle()
+        inflight.append((net.submit(infer, batch, len(pending)), list(pending), list(checks)))
+        turn = (turn + 1) % len(batches)
+        batch = batches[turn]   # (free: the batch it held is settled)
         pending.clear()
         checks.clear()
 
-    threaded_read, threaded_write = (threaded, threaded) if isinstance(threaded, bool) else threaded
     reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tm-read") if threaded_read else Inline()
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tm-write") if threaded_write else Inline()
+    net = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tm-infer") if threaded_infer else Inline()
     writes = []
     # Rasters of one 16-bit (or 8-bit) type: strips read as they are, each tile normalised as it
     # goes into the batch (the same numbers as normalising the strip, without a float32 strip)
@@ -510,6 +533,7 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
                     flush()
                     progress(span[0] + (span[1] - span[0]) * done / total, "tile %d of %d" % (done, total))
             flush()
+            settle()
             progress(span[0] + (span[1] - span[0]) * done / total, "tile %d of %d" % (done, total))
             # Rows that no later tile row touches are final.
             last = yi == len(ys) - 1
@@ -538,6 +562,14 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
             if finish is not None:
                 writer.submit(finish).result()
     finally:
+        net.shutdown(wait=True, cancel_futures=True)
         reader.shutdown(wait=True, cancel_futures=True)
         writer.shutdown(wait=True, cancel_futures=True)
     return stats
+
+
+def _modes(threaded) -> Tuple[bool, bool, bool]:
+    """``(read, write, infer)`` threads from :func:`io_threads`' answer (or one bool for all)."""
+    if isinstance(threaded, bool):
+        return threaded, threaded, threaded
+    return tuple(threaded) + (False,) * (3 - len(threaded))

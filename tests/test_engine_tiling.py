@@ -173,3 +173,19 @@ def test_block_cache_sized_by_width_not_height_and_restored(tmp_path):
         assert gdal.GetCacheMax() == 1024 * 1024             # ... and restored after it
     finally:
         gdal.SetCacheMax(before)
+
+
+@pytest.mark.parametrize("threads", ["0", "1"])
+def test_network_on_its_own_thread_or_inline_gives_the_same_rasters(scene, monkeypatch, threads):
+    """The next batch is filled while the last is inferred (two batch buffers in turn): the
+    rasters are those of the inline loop, for batches of 1 and 3 tiles."""
+    for batch in (1, 3):
+        want_cls, want_conf, _ = _run(scene, "conv", 64, 16, batch)
+        monkeypatch.setenv("TM_INFER_THREAD", threads)
+        monkeypatch.setenv("TM_IO_THREADS", threads)   # reads on a thread too, or nothing threaded
+        out = scene["dir"] / ("infer_%s_%d" % (threads, batch))
+        res = segment(scene["raster"], scene["conv"], str(out),
+                      SegmentOptions(tile_size=64, overlap=16, batch=batch, device="cpu", polygons=False))
+        np.testing.assert_array_equal(read(res.class_raster), want_cls)
+        np.testing.assert_array_equal(read(res.confidence_raster), want_conf)
+        assert res.tiles == _run(scene, "conv", 64, 16, batch)[2].tiles
