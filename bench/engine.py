@@ -40,34 +40,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 gdal.UseExceptions()
 
 
-def generate(path: str, size: int, seed: int = 0, height: int = 0) -> None:
-    """A size (wide) x height (default: size) x 4 uint16 raster (B4, B3, B2, B8 descriptions),
-    smooth noise, written in strips."""
-    height = height or size
-    drv = gdal.GetDriverByName("GTiff")
-    ds = drv.Create(path, size, height, 4, gdal.GDT_UInt16,
-                    options=["TILED=YES", "COMPRESS=DEFLATE", "PREDICTOR=2", "BIGTIFF=YES"])
-    ds.SetGeoTransform((300000.0, 10.0, 0, 7800000.0, 0, -10.0))
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(32723)
-    ds.SetProjection(srs.ExportToWkt())
-    rng = np.random.default_rng(seed)
-    for i, d in enumerate(["B4", "B3", "B2", "B8"]):
-        ds.GetRasterBand(i + 1).SetDescription(d)
-        ds.GetRasterBand(i + 1).SetNoDataValue(0)
-    step = 512
-    base = rng.normal(0, 1, (4, height // 64 + 2, size // 64 + 2))
-    for y in range(0, height, step):
-        h = min(step, height - y)
-        rows = (np.arange(y, y + h) // 64)[:, None]
-        cols = (np.arange(size) // 64)[None, :]
-        for b in range(4):
-            strip = 1200 + 600 * base[b][rows, cols] + rng.normal(0, 80, (h, size))
-            ds.GetRasterBand(b + 1).WriteArray(np.clip(strip, 1, 10000).astype(np.uint16), 0, y)
-    ds.FlushCache()
-    ds = None
-
-
 def bench_model(path: str, bands=("S2:B04", "S2:B03", "S2:B02"), width: int = 32, depth: int = 6,
                 tile: int = 256, overlap: int = 32) -> str:
     """A stand-in CNN (depth 3x3 convolutions, ``width`` channels, ReLU, sigmoid head)."""
@@ -101,13 +73,14 @@ def bench_model(path: str, bands=("S2:B04", "S2:B03", "S2:B02"), width: int = 32
     return path
 
 
-def generate_io(path: str, size: int, seed: int = 0, height: int = 0) -> None:
-    """A size (wide) x height (default: size) x 3 uint16 raster (B4, B3, B2 descriptions, nodata
-    0): smooth fields of 64 px cells plus pixel noise, tiled and DEFLATE compressed, in strips."""
+def generate(path: str, size: int, seed: int = 0, height: int = 0, bands=("B4", "B3", "B2", "B8")) -> None:
+    """A size (wide) x height (default: size) uint16 raster, one band per name in ``bands`` (their
+    descriptions; nodata 0): smooth fields of 64 px cells plus pixel noise, tiled and DEFLATE
+    compressed, written in strips to ``path``.part, renamed when complete."""
     height = height or size
     drv = gdal.GetDriverByName("GTiff")
     tmp = path + ".part"
-    ds = drv.Create(tmp, size, height, 3, gdal.GDT_UInt16,
+    ds = drv.Create(tmp, size, height, len(bands), gdal.GDT_UInt16,
                     options=["TILED=YES", "COMPRESS=DEFLATE", "PREDICTOR=2", "BIGTIFF=IF_SAFER",
                              "NUM_THREADS=ALL_CPUS"])
     ds.SetGeoTransform((300000.0, 10.0, 0, 7800000.0, 0, -10.0))
@@ -115,15 +88,15 @@ def generate_io(path: str, size: int, seed: int = 0, height: int = 0) -> None:
     srs.ImportFromEPSG(32723)
     ds.SetProjection(srs.ExportToWkt())
     rng = np.random.default_rng(seed)
-    for i, d in enumerate(["B4", "B3", "B2"]):
+    for i, d in enumerate(bands):
         ds.GetRasterBand(i + 1).SetDescription(d)
         ds.GetRasterBand(i + 1).SetNoDataValue(0)
-    base = rng.normal(0, 1, (3, height // 64 + 2, size // 64 + 2)).astype(np.float32)
+    base = rng.normal(0, 1, (len(bands), height // 64 + 2, size // 64 + 2)).astype(np.float32)
     cols = (np.arange(size) // 64)[None, :]
     for y in range(0, height, 512):
         h = min(512, height - y)
         rows = (np.arange(y, y + h) // 64)[:, None]
-        for b in range(3):
+        for b in range(len(bands)):
             noise = rng.standard_normal((h, size), dtype=np.float32)
             strip = 1200 + 600 * base[b][rows, cols] + 80 * noise
             ds.GetRasterBand(b + 1).WriteArray(np.clip(strip, 1, 10000).astype(np.uint16), 0, y)
@@ -209,7 +182,7 @@ def main_io(args, work: str) -> None:
     raster = os.path.join(cache, "io_%d.tif" % size if height == size else "io_%dx%d.tif" % (size, height))
     t = time.perf_counter()
     if not os.path.exists(raster):
-        generate_io(raster, size, height=height)
+        generate(raster, size, height=height, bands=("B4", "B3", "B2"))
         print("raster: generated in %.1f s" % (time.perf_counter() - t))
     print("raster: %s, %d x %d x 3 uint16 (%.0f MB on disk)" % (raster, size, height, os.path.getsize(raster) / 1e6))
     model = io_model(os.path.join(work, "io_bound.onnx"))

@@ -198,8 +198,7 @@ def _join(pieces, layer, gt, cancel) -> None:
             write(value, held[members[0]][1])
             continue
         parts = [held[m][1:] for m in members]
-        rings = _merge(parts)
-        write(value, _orient(rings, parts, hole_sign) if rings else _union([q[0] for q in parts], hole_sign))
+        write(value, _orient(_merge(parts) or _union([q[0] for q in parts]), parts, hole_sign))
 
 
 def _merge(parts) -> Optional[List[np.ndarray]]:
@@ -210,7 +209,7 @@ def _merge(parts) -> Optional[List[np.ndarray]]:
     there.  Shell first (positive), then holes (negative); vertices mid-edge are kept.  None
     when the result is not one shell and its holes (the caller joins the pieces with GEOS)."""
     chains, rings = [], []
-    seams: Dict[tuple, list] = {}     # (row, 0 above | 1 below) -> [(x0, x1, direction)]
+    seams: Dict[tuple, list] = {}     # (row, 0 above | 1 below) -> [(x0, x1) in the edge's direction]
     for prings, top, bottom in parts:
         for i, r in enumerate(prings):
             q = (r if (_shoelace(r) > 0) == (i == 0) else r[::-1])[:-1]   # shells +, holes -
@@ -291,30 +290,27 @@ def _simple(q: np.ndarray) -> List[np.ndarray]:
 
 
 def _orient(rings, parts, hole_sign: Optional[bool]) -> list:
-    """``rings`` (shell, holes) turning the way Polygonize turns them (see :func:`_union`)."""
+    """A joined region's ``rings`` (shell, then holes) as Polygonize writes them: no vertex
+    mid-edge; the shell turning as the first piece's (GDAL 3.6 turns shells either way), the holes
+    as the pieces' holes, else as ``hole_sign`` (the raster's other holes), else as GDAL 3.6
+    turns them (negative in pixel coordinates)."""
     signs = [(i > 0, _shoelace(r) > 0) for prings, _, _ in parts for i, r in enumerate(prings)]
     shell = next(pos for hole, pos in signs if not hole)
     hole = next((pos for h, pos in signs if h), False if hole_sign is None else hole_sign)
     return [_grid_ring(r, hole if i else shell) for i, r in enumerate(rings)]
 
 
-def _union(parts, hole_sign: Optional[bool]) -> list:
-    """The rings of the union of polygons (lists of rings, pixel coordinates), no vertex
-    mid-edge, turning the way Polygonize turns them: the shell as the first piece's (GDAL 3.6
-    turns shells either way), the holes as the pieces' holes, else as ``hole_sign``, else
-    as GDAL 3.6 turns them (negative in pixel coordinates)."""
+def _union(parts) -> list:
+    """The rings of the union of polygons (lists of rings, pixel coordinates), by GEOS: where
+    :func:`_merge` cannot chain a region's edges."""
     pieces = ogr.Geometry(ogr.wkbMultiPolygon)
-    signs = []
     for rings in parts:
         pieces.AddGeometry(ogr.CreateGeometryFromWkb(_polygon_wkb(rings, (0.0, 1.0, 0.0, 0.0, 0.0, 1.0))))
-        signs += [(i > 0, _shoelace(r) > 0) for i, r in enumerate(rings)]
     union = pieces.UnionCascaded()
     rings = _pixel_rings(union) if union is not None else None
     if rings is None:
         raise OutputError("joining the pieces of a region gave %s" % (union.GetGeometryName() if union else None))
-    shell = next(pos for hole, pos in signs if not hole)
-    hole = next((pos for h, pos in signs if h), False if hole_sign is None else hole_sign)
-    return [_grid_ring(r, hole if i else shell) for i, r in enumerate(rings)]
+    return rings
 
 
 def _pixel_rings(g) -> Optional[List[np.ndarray]]:

@@ -144,8 +144,10 @@ class StripReader:
         return self._strip(y, True)
 
     def normalise(self, raw: np.ndarray, valid: Optional[np.ndarray], out: np.ndarray) -> None:
-        """``out`` = the network's input for ``raw`` (a window of :meth:`raw`'s strip): the numbers
-        :meth:`__call__` gives; ``valid`` (None: all valid) zeroes the pixels without data."""
+        """``out`` = the network's input for ``raw`` (a window of :meth:`raw`'s strip, or ``out``
+        itself read as float32): raw x a + b in float32 (the same numbers as converting first);
+        ``valid`` (None: all valid) zeroes the pixels without data (the network sees the training
+        mean there)."""
         np.multiply(raw, self.a, out=out, dtype=np.float32)
         out += self.b
         if valid is not None and not valid.all():
@@ -215,14 +217,8 @@ class StripReader:
             codes = g.mask_lut[g.mask_ds.GetRasterBand(1).ReadAsArray(x, y, w, th).astype(np.uint8)]
             codes[~valid] = 0           # no data stays no data
             valid &= codes == 0         # masked pixels are not segmented
-        if normalise:
-            if self.exact:   # raw * a in float32: the same numbers as converting first
-                np.multiply(raw, self.a, out=strip, dtype=np.float32)
-            else:
-                strip *= self.a
-            strip += self.b
-            if not valid.all():
-                strip *= valid  # invalid pixels feed the network zeros (the training mean)
+        if normalise:   # (in place when the strip was read as float32)
+            self.normalise(raw, valid, strip)
         return codes
 
 
@@ -400,13 +396,12 @@ class Inline:
 
 
 def io_threads(device: str) -> Tuple[bool, bool, bool]:
-    """``(read, write, infer)``: whether reading and writing overlap inference on threads of their
-    own, and whether the network runs on one (the next batch filled meanwhile; ``TM_INFER_THREAD=0``:
-    not).
-    When the GPU infers, both (the CPU is free meanwhile).  On the CPU: the writer, which
-    sieves, compresses and writes the finished rows while the main thread reads and infers
-    the next strips (GDAL releases the GIL), when there is a second core.  (``TM_IO_THREADS``:
-    ``1`` both, ``0`` none, ``write`` the writer only.)"""
+    """``(read, write, infer)``: whether reading, writing and the network run on threads of their
+    own.  Reading: when the GPU infers (the CPU is free meanwhile).  Writing: there too, and on
+    the CPU when there is a second core (the writer sieves, compresses and writes the finished
+    rows while the main thread reads and infers; GDAL releases the GIL).  The network: always
+    (the next batch is filled while the last is inferred).  ``TM_IO_THREADS``: ``1`` reading and
+    writing, ``0`` neither, ``write`` the writer only; ``TM_INFER_THREAD=0``: the network inline."""
     forced = os.environ.get("TM_IO_THREADS")
     infer = os.environ.get("TM_INFER_THREAD", "1") == "1"
     if forced is not None:
@@ -438,8 +433,8 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
     classify the rows that are final and ``write(classes, confidence, y)`` them in order;
     ``finish()`` runs where the writes ran (the writer thread) once they are done; ``tile_log``
     (an ``ood.TileLog``) gets each inferred tile's place and scores.  ``threaded``: whether
-    reading and writing run on threads of their own, ``(read, write)`` or one bool for both
-    (:func:`io_threads`)."""
+    reading, writing and the network run on threads of their own, ``(read, write, infer)``
+    (:func:`io_threads`) or one bool for all three."""
     from .ood import out_of_range
     T, O = p.tile_size, p.overlap
     W, H = grid.width, grid.height
@@ -572,4 +567,4 @@ def _modes(threaded) -> Tuple[bool, bool, bool]:
     """``(read, write, infer)`` threads from :func:`io_threads`' answer (or one bool for all)."""
     if isinstance(threaded, bool):
         return threaded, threaded, threaded
-    return tuple(threaded) + (False,) * (3 - len(threaded))
+    return tuple(threaded)

@@ -176,7 +176,6 @@ def postprocess(p, classes_path: str, conf_path: str, gpkg_path: Optional[str], 
         ds = None
         return {c.id: {"name": c.name, "count": None, "area_ha": float(counts[c.id]) * px[0] * px[1] / 1e4}
                 for c in model.classes if c.id not in bg}
-    band.FlushCache()
     if cancel():
         raise Cancelled("cancelled")
     out, layer, srs = _polygon_layer(ds, gpkg_path, layer_name)
