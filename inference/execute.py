@@ -8,6 +8,7 @@ final names.  A cancelled or failed run removes what it wrote.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import gc
 import os
@@ -258,6 +259,9 @@ def _run(p: Plan, session, staged: StagedOutputs, workdir: str, progress, cancel
     finally:
         if polygons is not None:
             polygons.close()
+        for w in (cls_w, conf_w):   # (a failed run's: closed before its files are removed)
+            with contextlib.suppress(RuntimeError):
+                w.close()
     if tile_log is not None and staged.get("polygons"):
         write_tiles_layer(staged.get("polygons"), staged.layer_name.replace("_polygons", "") + "_tiles",
                           boxes_wkt(tile_log.boxes, grid.gt), grid.wkt, tile_log)
