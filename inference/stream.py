@@ -467,34 +467,60 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
         """Blend the batch in flight (wait for it)."""
         if not inflight:
             return
-        job, xs_, checks_ = inflight.pop()
+        job, xs_, checks_, y_ = inflight.pop()
         with STAGES("waiting for the network"):
             probs, features = job.result()
         with STAGES("blend"):
             for k, x in enumerate(xs_):
                 blend.add(probs[k], x)
         if tile_log is not None and features is not None:
-            tile_log.add([(x, y, tw, th) for x in xs_], features,   # (y: the strip's)
+            tile_log.add([(x, y_, tw, th) for x in xs_], features,
                          [c[0] for c in checks_], [c[1] for c in checks_])
         stats.tiles += len(xs_)
 
-    def flush():
+    def flush(y):
         nonlocal batch, turn
         if not pending:
             return
         if cancel():
             raise Cancelled("cancelled")
         settle()
-        inflight.append((net.submit(infer, batch, len(pending)), list(pending), list(checks)))
+        inflight.append((net.submit(infer, batch, len(pending)), list(pending), list(checks), y))
         turn = (turn + 1) % len(batches)
         batch = batches[turn]   # (free: the batch it held is settled)
         pending.clear()
         checks.clear()
+        finish_strips()
+
+    def finish_strips():
+        """Classify, hand on and drop the rows of the strips none of whose tiles is in flight
+        (in order: a strip's last batch is inferred while the next strip is read and filled)."""
+        busy = inflight[0][3] if inflight else None
+        while unfinished and unfinished[0][0] != busy:
+            y, valid, codes, all_valid, nrows, last = unfinished.pop(0)
+            acc, wsum = blend.rows(nrows)
+            with STAGES("classify"):
+                cls, conf = classify(acc, wsum, valid, binary, p.threshold, labels, all_valid=all_valid)
+            stats.valid_pixels += nrows * W if all_valid else int(valid.sum())
+            if codes is not None:
+                hit = codes > 0
+                if hit.any():
+                    cls[..., hit] = codes[hit]
+                    conf[..., hit] = NODATA_CONF
+                    for code, n in zip(*np.unique(codes[hit], return_counts=True)):
+                        stats.masked[int(code)] = stats.masked.get(int(code), 0) + int(n)
+            writes.append(writer.submit(write, cls, conf, y))
+            with STAGES("waiting for the writer"):
+                while len(writes) > WRITE_QUEUE or (writes and writes[0].done()):
+                    writes.pop(0).result()  # bounded queue; re-raises a write error
+            with STAGES("blend"):
+                blend.shift(nrows, last)
 
     reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tm-read") if threaded_read else Inline()
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tm-write") if threaded_write else Inline()
     net = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tm-infer") if threaded_infer else Inline()
-    writes = []
+    writes: List = []
+    unfinished: List[tuple] = []   # strips all submitted: (y, valid, codes, all_valid, rows, last)
     # Rasters of one 16-bit (or 8-bit) type: strips read as they are, each tile normalised as it
     # goes into the batch (the same numbers as normalising the strip, without a float32 strip)
     fetch = read.raw if read.exact else read
@@ -504,8 +530,11 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
             if cancel():
                 raise Cancelled("cancelled")
             norm, valid, codes = nxt.result()
-            if yi + 1 < len(ys):
-                nxt = reader.submit(fetch, ys[yi + 1])
+            # The next strip: read on the reader's thread from now, or (read inline) once this
+            # strip's first batch is being inferred, not before the network has work.
+            ahead = yi + 1 < len(ys)
+            if ahead and threaded_read:
+                nxt, ahead = reader.submit(fetch, ys[yi + 1]), False
             all_valid = bool(valid.all())
             for x in xs:
                 done += 1
@@ -525,32 +554,23 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
                     checks.append((out_of_range(tile_log.stats, batch[k, :, :th, :tw], v, read.a, read.b),
                                    int(v.sum())))
                 if len(pending) == len(batch):
-                    flush()
+                    flush(y)
+                    if ahead:
+                        nxt, ahead = reader.submit(fetch, ys[yi + 1]), False
                     progress(span[0] + (span[1] - span[0]) * done / total, "tile %d of %d" % (done, total))
-            flush()
-            settle()
+            flush(y)
+            if ahead:
+                nxt = reader.submit(fetch, ys[yi + 1])
             progress(span[0] + (span[1] - span[0]) * done / total, "tile %d of %d" % (done, total))
-            # Rows that no later tile row touches are final.
+            # Rows that no later tile row touches are final; kept (copies: the reader reuses its
+            # strips) until the strip's last batch is blended.
             last = yi == len(ys) - 1
             nrows = th if last else ys[yi + 1] - y
-            acc, wsum = blend.rows(nrows)
-            with STAGES("classify"):
-                cls, conf = classify(acc, wsum, valid[:nrows], binary, p.threshold, labels, all_valid=all_valid)
-            stats.valid_pixels += nrows * W if all_valid else int(valid[:nrows].sum())
-            if codes is not None:
-                c = codes[:nrows]
-                hit = c > 0
-                if hit.any():
-                    cls[..., hit] = c[hit]
-                    conf[..., hit] = NODATA_CONF
-                    for code, n in zip(*np.unique(c[hit], return_counts=True)):
-                        stats.masked[int(code)] = stats.masked.get(int(code), 0) + int(n)
-            writes.append(writer.submit(write, cls, conf, y))
-            with STAGES("waiting for the writer"):
-                while len(writes) > WRITE_QUEUE or (writes and writes[0].done()):
-                    writes.pop(0).result()  # bounded queue; re-raises a write error
-            with STAGES("blend"):
-                blend.shift(nrows, last)
+            unfinished.append((y, valid[:nrows].copy(), None if codes is None else codes[:nrows].copy(),
+                               all_valid, nrows, last))
+            finish_strips()   # (a strip without tiles in flight: at once)
+        settle()
+        finish_strips()
         with STAGES("waiting for the writer"):
             for w in writes:
                 w.result()

@@ -119,6 +119,8 @@ def test_a_brighter_scene_is_called_unlike_and_its_tiles_marked(fitted):
     tiles = ds.GetLayerByName(res.tiles_layer)
     feats = list(tiles)
     assert len(feats) == res.tiles and all(f["unreliable"] == 1 and f["ood_score"] > 1.5 for f in feats)
+    # each tile where it was read: no two boxes in one place
+    assert len({f.GetGeometryRef().GetEnvelope() for f in feats}) == len(feats)
     # the tiles' polygons meet without overlapping and cover the scene
     area = sum(f.GetGeometryRef().GetArea() for f in feats)
     assert area == pytest.approx(96 * 96 * 100.0)

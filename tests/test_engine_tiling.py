@@ -189,3 +189,22 @@ def test_network_on_its_own_thread_or_inline_gives_the_same_rasters(scene, monke
         np.testing.assert_array_equal(read(res.class_raster), want_cls)
         np.testing.assert_array_equal(read(res.confidence_raster), want_conf)
         assert res.tiles == _run(scene, "conv", 64, 16, batch)[2].tiles
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 5])
+def test_strips_without_data_between_strips_with_data(tmp_path, batch):
+    """A strip's last batch is inferred while the next strip is read and filled: strips whose
+    tiles are all nodata (none to infer) in between, and batches of any size, give the numpy
+    result pixel for pixel (rounding-safe pixels)."""
+    img = blobs(150, 130, seed=5, n=7)
+    img[:, 30:95] = 0                  # rows that hold whole strips of tiles (tile 32, overlap 8)
+    img[:, 120:150, 60:130] = 0        # and part of the last strips
+    valid = (img != 0).all(axis=0)
+    raster = make_raster(str(tmp_path / "gaps.tif"), img, descriptions=RGB)
+    w1 = np.array([12.0, -3.0, 2.0], np.float32).reshape(1, 3, 1, 1)
+    m = conv_model(str(tmp_path / "pix.onnx"), weights=w1, kernel=1, bias=-2.2, tile=32, overlap=8)
+    res = segment(raster, m, str(tmp_path / "out"), SegmentOptions(batch=batch, device="cpu", polygons=False))
+    cls, conf = read(res.class_raster), read(res.confidence_raster)
+    prob = reference_prob(img, w1, -2.2, valid=valid)
+    assert_matches_reference(cls, conf, prob, valid, 0.999, positive=(0.05, 0.6))
+    np.testing.assert_array_equal(cls == 255, ~valid)
