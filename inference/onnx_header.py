@@ -202,17 +202,12 @@ def with_outputs(buf: bytes, names) -> bytes:
     extra = b"".join(_delimited(12, _delimited(1, n.encode("utf-8")) +
                                 _delimited(2, _delimited(1, _key(1, 0) + _encode_varint(1))))
                      for n in names)
-    out = bytearray()
-    done = False
+    view = memoryview(buf)
     for num, wire, value, first, end in _spans(buf, 0, len(buf)):
-        if num == 7 and wire == 2 and not done:
-            out += _delimited(7, bytes(buf[value[0]:value[1]]) + extra)
-            done = True
-        else:
-            out += bytes(buf[first:end])
-    if not done:
-        raise ValueError("no graph")
-    return bytes(out)
+        if num == 7 and wire == 2:   # the graph: its outputs appended, the rest copied once
+            head = _key(7, 2) + _encode_varint(value[1] - value[0] + len(extra))
+            return b"".join((view[:first], head, view[value[0]:value[1]], extra, view[end:]))
+    raise ValueError("no graph")
 
 
 def with_metadata(buf: bytes, props: Dict[str, str]) -> bytes:
