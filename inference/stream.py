@@ -391,7 +391,7 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
     batch, turn = batches[0], 0
     pending: List[int] = []   # x of the tiles in the batch
     checks: List[Tuple[float, int]] = []   # their share of out-of-range pixels and valid pixels
-    inflight: List[tuple] = []   # the batch being inferred: (job, its tiles' x, their checks)
+    inflight: List[tuple] = []   # the batch being inferred: (job, its tiles' x, their checks, strip y)
     stats = StreamStats()
     total, done = len(xs) * len(ys), 0
     binary = p.info.task == "binary"
@@ -439,7 +439,8 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
         (in order: a strip's last batch is inferred while the next strip is read and filled)."""
         busy = inflight[0][3] if inflight else None
         while unfinished and unfinished[0][0] != busy:
-            y, valid, codes, all_valid, nrows, last = unfinished.pop(0)
+            y, valid, codes, all_valid = unfinished.pop(0)
+            nrows = len(valid)
             acc, wsum = blend.rows(nrows)
             with STAGES("classify"):
                 cls, conf = classify(acc, wsum, valid, binary, p.threshold, labels, all_valid=all_valid)
@@ -456,13 +457,13 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
                 while len(writes) > WRITE_QUEUE or (writes and writes[0].done()):
                     writes.pop(0).result()  # bounded queue; re-raises a write error
             with STAGES("blend"):
-                blend.shift(nrows, last)
+                blend.shift(nrows, y == ys[-1])
 
     reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tm-read") if threaded_read else Inline()
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tm-write") if threaded_write else Inline()
     net = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tm-infer") if threaded_infer else Inline()
     writes: List = []
-    unfinished: List[tuple] = []   # strips all submitted: (y, valid, codes, all_valid, rows, last)
+    unfinished: List[tuple] = []   # strips all submitted: (y, their final rows' valid, codes, all_valid)
     # Rasters of one 16-bit (or 8-bit) type: strips read as they are, each tile normalised as it
     # goes into the batch (the same numbers as normalising the strip, without a float32 strip)
     fetch = read.raw if read.exact else read
@@ -506,10 +507,9 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
             progress(span[0] + (span[1] - span[0]) * done / total, "tile %d of %d" % (done, total))
             # Rows that no later tile row touches are final; kept (copies: the reader reuses its
             # strips) until the strip's last batch is blended.
-            last = yi == len(ys) - 1
-            nrows = th if last else ys[yi + 1] - y
+            nrows = th if yi == len(ys) - 1 else ys[yi + 1] - y
             unfinished.append((y, valid[:nrows].copy(), None if codes is None else codes[:nrows].copy(),
-                               all_valid, nrows, last))
+                               all_valid))
             finish_strips()   # (a strip without tiles in flight: at once)
         settle()
         finish_strips()
