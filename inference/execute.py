@@ -1,7 +1,7 @@
 """Running a plan: ``execute(plan, progress, cancel)`` -> :class:`SegmentResult`.
 
-The steps, in order: load the network (the model's session for the plan's device), open
-the working grid, stream it (read / infer / blend / classify, ``stream``) into the class and
+The steps, in order: load the network (the model's session for the plan's device; on a thread
+of its own while the working grid is opened and its first strip read), stream it (read / infer / blend / classify, ``stream``) into the class and
 confidence rasters, bring them back onto the source grid when inference ran at another GSD,
 remove small regions and polygonise (``vectorize``), and rename the staged outputs to their
 final names.  A cancelled or failed run removes what it wrote.
@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Dict, Optional, Tuple
 
@@ -64,15 +65,17 @@ def execute(p: Plan, progress: Optional[stream.ProgressFn] = None,
     cancel = cancel or (lambda: False)
     t0 = time.time()
     progress(0.0, "loading model")
-    with STAGES("load network"):
-        session = p.session()
+    # The network loads on a thread of its own while the run opens the raster and reads its first strip.
+    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tm-load")
+    loading = loader.submit(p.session)
+    loader.shutdown(wait=False)
     make_output_folder(p.out_dir)
     staged = StagedOutputs(p.outputs, p.options.overwrite, p.options.unique_names)
     workdir = tempfile.mkdtemp(prefix="tm-run-")
     try:
         with block_cache_at_least(block_cache_need(p)):
-            stats, streamed, run_time = _run(p, session, staged, workdir, progress, cancel)
-        res = _result(p, session, staged, stats, streamed, t0)
+            stats, streamed, run_time = _run(p, loading, staged, workdir, progress, cancel)
+        res = _result(p, loading.result(), staged, stats, streamed, t0)
         report.write(staged.get("report"), report.build(p, res, staged.final, run_time))
         staged.commit()
     except BaseException as e:
@@ -176,9 +179,14 @@ def _mask_raster(p: Plan, workdir: str, progress, cancel) -> Optional[str]:
     return res.class_raster
 
 
-def _run(p: Plan, session, staged: StagedOutputs, workdir: str, progress, cancel):
+def _run(p: Plan, loading: Future, staged: StagedOutputs, workdir: str, progress, cancel):
+    """Stream, write and polygonise the plan's outputs; ``loading``: the session, being created."""
     info = p.info
     grid = stream.open_grid(p, workdir, _mask_raster(p, workdir, progress, cancel))
+    read = stream.StripReader(p, grid)
+    read.first()
+    with STAGES("load network"):   # (what is left of it)
+        session = loading.result()
     classes = list(info.classes) + (list(MASK_CLASSES) if p.mask is not None else [])
     names = {c.id: c.name for c in classes}
     colours = {c.id: c.color for c in classes}
@@ -234,7 +242,7 @@ def _run(p: Plan, session, staged: StagedOutputs, workdir: str, progress, cancel
             streamed = stream.run(p, grid, network, session.fixed_batch or p.batch, write, progress, cancel,
                                   stream.io_threads(session.device), finish=sieve.close if sieve is not None else None,
                                   span=(0.1 if p.mask is not None and p.mask.kind == "csmask" else 0.0, 0.85),
-                                  tile_log=tile_log)
+                                  tile_log=tile_log, read=read)
         streamed.tile_log = tile_log
         streamed.grid_gt = grid.gt
         grid.ds = None

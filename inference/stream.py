@@ -145,6 +145,16 @@ class StripReader:
         """``(strip in the raster's own type, valid, mask classes or None)`` (``exact`` rasters)."""
         return self._strip(y, True)
 
+    def fetch(self, y: int) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+        """The strip as the stream reads it: rasters of one 16-bit (or 8-bit) type as they are
+        (:meth:`raw`; each tile normalised as it goes into the batch: the same numbers, without a
+        float32 strip), others normalised."""
+        return self._strip(y, self.exact)
+
+    def first(self) -> None:
+        """Read the first strip now (asked for again, it is not read twice)."""
+        self.fetch(0)
+
     def normalise(self, raw: np.ndarray, valid: Optional[np.ndarray], out: np.ndarray) -> None:
         """``out`` = the network's input for ``raw`` (a window of :meth:`raw`'s strip, or ``out``
         itself read as float32): raw x a + b in float32 (the same numbers as converting first);
@@ -157,6 +167,8 @@ class StripReader:
 
     def _strip(self, y: int, raw: bool):
         with STAGES("read"):
+            if self._last is not None and self._last[:2] == (y, raw):   # the strip just read, again
+                return self._last[2:]
             last, self._last = self._last, None
             th, w = self.rows, self.grid.width
             k = (last[0] + th - y if last is not None and last[1] == raw and last[0] < y < last[0] + th
@@ -370,11 +382,12 @@ class StreamStats:
 
 def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callable, progress: ProgressFn,
         cancel: CancelFn, threaded, finish: Optional[Callable] = None, span=(0.0, 0.85),
-        tile_log=None) -> StreamStats:
+        tile_log=None, read: Optional[StripReader] = None) -> StreamStats:
     """Stream the grid: for each strip of tile rows, read, infer its tiles in batches, blend,
     classify the rows that are final and ``write(classes, confidence, y)`` them in order;
     ``finish()`` runs where the writes ran (the writer thread) once they are done; ``tile_log``
-    (an ``ood.TileLog``) gets each inferred tile's place and scores.  ``threaded``: whether
+    (an ``ood.TileLog``) gets each inferred tile's place and scores; ``read``: the grid's
+    :class:`StripReader` when the caller has one (its first strip read already).  ``threaded``: whether
     reading, writing and the network run on threads of their own, ``(read, write, infer)``
     (:func:`io_threads`) or one bool for all three."""
     from .ood import out_of_range
@@ -383,7 +396,7 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
     xs, ys = positions(W, T, O), positions(H, T, O)
     th, tw = min(T, H), min(T, W)
     blend = Blender(network.K, T, O, W, th, tw)
-    read = StripReader(p, grid)
+    read = read or StripReader(p, grid)
     threaded_read, threaded_write, threaded_infer = _modes(threaded)
     # Two batches in turn when the network runs on a thread of its own: the next is filled while
     # the last is inferred (a tile smaller than a batch keeps the zeros it was allocated with).
@@ -464,11 +477,8 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
     net = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tm-infer") if threaded_infer else Inline()
     writes: List = []
     unfinished: List[tuple] = []   # strips all submitted: (y, their final rows' valid, codes, all_valid)
-    # Rasters of one 16-bit (or 8-bit) type: strips read as they are, each tile normalised as it
-    # goes into the batch (the same numbers as normalising the strip, without a float32 strip)
-    fetch = read.raw if read.exact else read
     try:
-        nxt = reader.submit(fetch, ys[0])
+        nxt = reader.submit(read.fetch, ys[0])
         for yi, y in enumerate(ys):
             if cancel():
                 raise Cancelled("cancelled")
@@ -477,7 +487,7 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
             # strip's first batch is being inferred, not before the network has work.
             ahead = yi + 1 < len(ys)
             if ahead and threaded_read:
-                nxt, ahead = reader.submit(fetch, ys[yi + 1]), False
+                nxt, ahead = reader.submit(read.fetch, ys[yi + 1]), False
             all_valid = bool(valid.all())
             for x in xs:
                 done += 1
@@ -486,7 +496,7 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
                 k = len(pending)
                 with STAGES("tiles"):
                     # (a tile smaller than the batch's keeps the zeros it was allocated with beyond it)
-                    if fetch is read:
+                    if not read.exact:
                         batch[k, :, :th, :tw] = norm[:, :, x:x + tw]
                     else:
                         read.normalise(norm[:, :, x:x + tw], None if all_valid else valid[:, x:x + tw],
@@ -499,11 +509,11 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
                 if len(pending) == len(batch):
                     flush(y)
                     if ahead:
-                        nxt, ahead = reader.submit(fetch, ys[yi + 1]), False
+                        nxt, ahead = reader.submit(read.fetch, ys[yi + 1]), False
                     progress(span[0] + (span[1] - span[0]) * done / total, "tile %d of %d" % (done, total))
             flush(y)
             if ahead:
-                nxt = reader.submit(fetch, ys[yi + 1])
+                nxt = reader.submit(read.fetch, ys[yi + 1])
             progress(span[0] + (span[1] - span[0]) * done / total, "tile %d of %d" % (done, total))
             # Rows that no later tile row touches are final; kept (copies: the reader reuses its
             # strips) until the strip's last batch is blended.

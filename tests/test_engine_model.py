@@ -307,3 +307,30 @@ def test_background_is_an_explicit_flag_older_files_by_name():
     with pytest.raises(ModelError, match="'background' must be true or false"):
         parse_ours(json.dumps(dict(base, classes=[
             {"id": 0, "name": "a", "background": "yes"}, {"id": 1, "name": "b"}])))
+
+
+def test_the_network_loads_beside_the_first_read_and_its_failure_fails_the_run(tmp_path, monkeypatch):
+    """A run creates its session on a thread of its own (while it opens the raster and reads the
+    first strip), once; a network that onnxruntime refuses fails the run with the message and
+    leaves nothing in the output folder."""
+    import threading
+    from inference import execute, model as modellib, open_model, plan
+    made = []
+    real = modellib.create_session
+
+    def recording(*a, **k):
+        made.append(threading.current_thread().name)
+        return real(*a, **k)
+    monkeypatch.setattr(modellib, "create_session", recording)
+    m = pixel_model(str(tmp_path / "m.onnx"), [10, 0, 0], -2.0)
+    r = make_raster(str(tmp_path / "r.tif"), np.full((3, 30, 40), 1000, np.uint16), descriptions=RGB)
+    opts = SegmentOptions(device="cpu", cloud_mask="off")
+    res = execute(plan(r, open_model(m), opts, str(tmp_path / "out")))
+    assert len(made) == 1 and made[0].startswith("tm-load") and res.tiles > 0
+    broken = onnx.load(m)   # metadata that reads, an operator onnxruntime does not know
+    broken.graph.node[0].op_type = "NoSuchOperator"
+    onnx.save(broken, str(tmp_path / "broken.onnx"))
+    p = plan(r, open_model(str(tmp_path / "broken.onnx")), opts, str(tmp_path / "out_broken"))
+    with pytest.raises(ModelError, match="not a valid ONNX model"):
+        execute(p)
+    assert not (tmp_path / "out_broken").exists() or not os.listdir(tmp_path / "out_broken")
