@@ -19,7 +19,8 @@ from . import bands as bandlib
 from .errors import InputError
 
 SHIFT_DN = 1000          # what Sentinel-2 baseline 04.00+ adds to DN
-SAMPLE_GRID, SAMPLE_WINDOW = 6, 64   # the darkest pixels are sought in 6 x 6 windows of 64 px
+SAMPLE_GRID, SAMPLE_WINDOW = 6, 64   # the darkest pixels are sought in 6 x 6 windows of 64 px,
+SAMPLE_BLOCKS = 4                    # or, in a tiled raster, in windows of 128 px in 4 x 4 blocks
 
 
 @dataclass(frozen=True)
@@ -119,19 +120,31 @@ def _centre_lat_lon(r) -> Tuple[float, float]:
 
 
 def _sample(band) -> np.ndarray:
-    """Pixels of a band from a grid of small windows spread over it (its overview when it has one):
-    a few blocks read, whatever the raster's size (a decimated read of the whole band reads every
-    block of a file without overviews: seconds for a Sentinel-2 tile, on every plan)."""
+    """Pixels of a band from places spread over it (its overview when it has one): a few blocks
+    read, whatever the raster's size (a decimated read of the whole band reads every block of a
+    file without overviews: seconds for a Sentinel-2 tile, on every plan).  A tiled raster gives
+    a window of up to ``SAMPLE_WINDOW`` x 2 px inside each of ``SAMPLE_BLOCKS`` x ``SAMPLE_BLOCKS``
+    blocks (GDAL decodes a block whole, whatever part of it is read); any other raster
+    ``SAMPLE_GRID`` x ``SAMPLE_GRID`` windows of ``SAMPLE_WINDOW`` px."""
     if band.GetOverviewCount():
         ov = band.GetOverview(band.GetOverviewCount() - 1)
         if ov is not None and ov.XSize * ov.YSize <= 4096 * 4096:
             return ov.ReadAsArray().ravel()
     W, H = band.XSize, band.YSize
-    w, h = min(SAMPLE_WINDOW, W), min(SAMPLE_WINDOW, H)
-    xs = np.linspace(0, W - w, SAMPLE_GRID).astype(int) if W > w else [0]
-    ys = np.linspace(0, H - h, SAMPLE_GRID).astype(int) if H > h else [0]
-    return np.concatenate([band.ReadAsArray(int(x), int(y), w, h).ravel() for y in sorted(set(ys))
-                           for x in sorted(set(xs))])
+    bw, bh = band.GetBlockSize()
+    if bw < W and bh < H:
+        windows = []
+        for r in sorted(set(int(v) for v in np.linspace(0, (H - 1) // bh, SAMPLE_BLOCKS))):
+            for c in sorted(set(int(v) for v in np.linspace(0, (W - 1) // bw, SAMPLE_BLOCKS))):
+                x, y = c * bw, r * bh
+                w, h = min(bw, W - x, 2 * SAMPLE_WINDOW), min(bh, H - y, 2 * SAMPLE_WINDOW)
+                windows.append((x + (min(bw, W - x) - w) // 2, y + (min(bh, H - y) - h) // 2, w, h))
+    else:
+        w, h = min(SAMPLE_WINDOW, W), min(SAMPLE_WINDOW, H)
+        xs = np.linspace(0, W - w, SAMPLE_GRID).astype(int) if W > w else [0]
+        ys = np.linspace(0, H - h, SAMPLE_GRID).astype(int) if H > h else [0]
+        windows = [(int(x), int(y), w, h) for y in sorted(set(ys)) for x in sorted(set(xs))]
+    return np.concatenate([band.ReadAsArray(*win).ravel() for win in windows])
 
 
 def looks_shifted(r, bands: Sequence[int]) -> Optional[str]:

@@ -2,7 +2,7 @@
 where the activation is applied, two-channel binary and multi-class models, geographic resampling."""
 import numpy as np
 import pytest
-from osgeo import gdal
+from osgeo import gdal, osr
 
 from engine_helpers import (blobs, conv_model, features, labels4, make_raster, pixel_model, read, reference_classes,
                             reference_prob, rounding_safe, set_bias)
@@ -182,3 +182,30 @@ def test_geographic_raster_resampled_back_to_its_grid(d):
     assert (cls != 255).all()
     assert (cls == mask).mean() > 0.97
     assert labels4(cls == 1)[0] == 2
+
+
+@pytest.mark.parametrize("layout", [["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256"], ["TILED=NO"]])
+def test_dn_shifted_by_1000_are_warned_of_in_tiled_and_striped_rasters(d, model, layout):
+    """The check samples places spread over the raster (a window in each of 4 x 4 blocks of a
+    tiled raster, a 6 x 6 grid of windows otherwise): DN all above 1000 are warned of; the same
+    scene with its dark pixels (water, shadow: here a field of them in every block row) is not."""
+    from inference import plan
+    rng = np.random.default_rng(5)
+    h, w = 1100, 1300
+    scene = rng.integers(300, 4000, (3, h, w)).astype(np.uint16)
+    scene[:, ::7, :] = rng.integers(1, 200, (3, len(range(0, h, 7)), w))   # dark rows, everywhere
+    name = "t" if "TILED=YES" in layout else "s"
+    for shift, warned in ((0, False), (1000, True)):
+        path = str(d / ("shift_%s_%d.tif" % (name, shift)))
+        ds = gdal.GetDriverByName("GTiff").Create(path, w, h, 3, gdal.GDT_UInt16, options=layout)
+        ds.SetGeoTransform((500000.0, 10.0, 0, 7700000.0, 0, -10.0))
+        srs = osr.SpatialReference()
+        srs.ImportFromEPSG(32723)
+        ds.SetProjection(srs.ExportToWkt())
+        for i in range(3):
+            ds.GetRasterBand(i + 1).SetDescription(RGB[i])
+            ds.GetRasterBand(i + 1).WriteArray(scene[i] + shift)
+        assert (ds.GetRasterBand(1).GetBlockSize()[0] < w) == (name == "t")
+        ds = None
+        p = plan(path, model, SegmentOptions(device="cpu"))
+        assert any("look shifted by +1000" in x for x in p.warnings) == warned, p.warnings
