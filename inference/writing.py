@@ -11,6 +11,7 @@ import uuid
 from contextlib import contextmanager
 from typing import Dict, Mapping, Optional
 
+import numpy as np
 from osgeo import gdal
 
 from . import raster as rasterlib
@@ -124,18 +125,46 @@ class GeoTiffWriter:
             if nodata is not None:
                 self.ds.GetRasterBand(i + 1).SetNoDataValue(nodata)
         self.band = b
+        self.height, self.block_rows = height, b.GetBlockSize()[1]
+        self._held, self._next = None, 0   # rows not yet given to GDAL, and the row after them
 
-    def write(self, arr, yoff, xoff=0):
+    def write(self, arr, yoff):
+        """Rows ``yoff..`` of the whole width: band 1 ``(rows, W)``, or ``(bands, rows, W)``.
+
+        Rows that follow the last ones written go to GDAL in whole rows of blocks, each row of
+        blocks compressed and written to the file as soon as it is complete (GDAL would keep
+        them in its cache until the file is closed, and compress all of them then); the part
+        of a row of blocks is held until the rows below it come."""
         with STAGES("write"):
-            if arr.ndim == 3:   # band 1, then the label bands
-                for i in range(arr.shape[0]):
-                    self.ds.GetRasterBand(i + 1).WriteArray(arr[i], xoff, yoff)
-            else:
-                self.band.WriteArray(arr, xoff, yoff)
+            if self._held is not None:
+                if yoff == self._next:
+                    yoff -= self._held.shape[-2]
+                    arr = np.concatenate([self._held, arr], axis=-2)
+                else:
+                    self._put(self._held, self._next - self._held.shape[-2])
+                self._held = None
+            end = yoff + arr.shape[-2]
+            cut = max(yoff, end if end >= self.height else end // self.block_rows * self.block_rows)
+            if cut > yoff:
+                self._put(arr[..., :cut - yoff, :], yoff)
+                self.ds.FlushCache()
+            if cut < end:
+                self._held = arr[..., cut - yoff:, :].copy()
+            self._next = end
+
+    def _put(self, arr, yoff):
+        if arr.ndim == 3:   # band 1, then the label bands
+            for i in range(arr.shape[0]):
+                self.ds.GetRasterBand(i + 1).WriteArray(arr[i], 0, yoff)
+        else:
+            self.band.WriteArray(arr, 0, yoff)
 
     def close(self):
         if self.ds is not None:
             with STAGES("write"):
+                if self._held is not None:
+                    self._put(self._held, self._next - self._held.shape[-2])
+                    self._held = None
                 self.ds.FlushCache()
                 self.band = None
                 self.ds = None
