@@ -22,6 +22,7 @@ from .errors import Cancelled, OutputError
 from .writing import STAGES
 
 PIECE_ROWS = 1024   # rows polygonised at once (TM_POLYGONIZE_PIECE_ROWS); the last band is split too
+MIN_SPLIT_ROWS = 64  # ... in two when each half has as many rows
 
 
 class BandPolygonizer:
@@ -37,6 +38,7 @@ class BandPolygonizer:
         self.W, self.H, self.gt, self.tmpdir = width, height, tuple(gt), tmpdir
         self.rows = max(1, int(os.environ.get("TM_POLYGONIZE_PIECE_ROWS", piece_rows or PIECE_ROWS)))
         n = workers or min(4, os.cpu_count() or 1)   # (each holds a piece of rows: memory)
+        self.workers = n
         self.pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="tm-poly")
         self.slots = threading.BoundedSemaphore(n + 1)
         self.pieces: List[tuple] = []     # (first row, rows, future of the piece's Piece)
@@ -53,15 +55,17 @@ class BandPolygonizer:
         self._submit(final=self.next_y >= self.H)
 
     def _submit(self, final: bool) -> None:
+        halved = False
         while self.n_pending >= self.rows or (final and self.n_pending):
             if len(self.pending) == 1:
                 v, m = self.pending[0]
             else:
                 v, m = (np.concatenate([p[i] for p in self.pending]) for i in (0, 1))
             take = len(v) if final and len(v) < 2 * self.rows else self.rows
-            # the band that ends the raster: two halves, so that both workers finish it
-            if final and self.rows < len(v) < 2 * self.rows:
-                take = (len(v) + 1) // 2
+            # the band that ends the raster (what the run waits for): two halves, so that two
+            # workers finish it, unless too few rows to be worth a seam
+            if final and not halved and 2 * MIN_SPLIT_ROWS <= len(v) < 2 * self.rows and self.workers > 1:
+                take, halved = (len(v) + 1) // 2, True
             rest = (v[take:], m[take:])
             self.pending = [rest] if len(rest[0]) else []
             self.n_pending = len(rest[0])

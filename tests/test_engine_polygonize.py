@@ -170,3 +170,23 @@ def test_geos_join_where_the_edge_join_gives_up_gives_the_same_polygons(tmp_path
     whole, whole_holes = _whole(values, fg, NORTH_UP)
     banded, banded_holes = _banded(values, fg, NORTH_UP, tmp_path, 13, 2, 40)
     assert banded == whole and banded_holes <= whole_holes
+
+
+@pytest.mark.parametrize("height,piece_rows,workers,want", [
+    (300, 1024, 2, [(0, 150), (150, 150)]),           # the last band, in two halves for two workers
+    (2500, 1024, 2, [(0, 1024), (1024, 1024), (2048, 226), (2274, 226)]),
+    (100, 1024, 2, [(0, 100)]),                       # too few rows for a seam
+    (300, 1024, 1, [(0, 300)])])                      # one worker: nothing to share
+def test_the_band_that_ends_the_raster_is_shared_by_two_workers(tmp_path, height, piece_rows, workers, want):
+    rng = np.random.default_rng(5)
+    values, fg = _blobs(rng, (height, 40))
+    pz = BandPolygonizer(40, height, NORTH_UP, str(tmp_path), workers=workers, piece_rows=piece_rows)
+    try:
+        for y in range(0, height, 250):
+            pz.push(values[y:y + 250], fg[y:y + 250], y)
+        assert [(y0, n) for y0, n, _ in pz.pieces] == want
+        ds, lyr = _layer(tmp_path / "out.gpkg")
+        pz.finish(ds, lyr)
+    finally:
+        pz.close()
+    assert _features(lyr) == _whole(values, fg, NORTH_UP)
