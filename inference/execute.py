@@ -28,7 +28,7 @@ from .metadata import ModelInfo
 from .planning import Plan, make_output_folder, plan
 from .geotiff import codec
 from .polygonize import BandPolygonizer
-from .vectorize import StreamSieve, foreground, postprocess, sieve_threshold_px, write_tiles_layer
+from .vectorize import StreamSieve, foreground, postprocess, sieve_threshold_px, two_classes, write_tiles_layer
 from .writing import (NODATA_CLASS, NODATA_CONF, STAGES, GeoTiffWriter, StagedOutputs, block_cache_at_least,
                       block_cache_need, to_source_grid)
 
@@ -225,7 +225,7 @@ def _run(p: Plan, loading: Future, staged: StagedOutputs, workdir: str, progress
             polygons.push(rows, fg, y)
         thr = sieve_threshold_px(p)
         # the last band no longer than the last strip and its margin: less to sieve at the end
-        sieve = StreamSieve(emit, W, H, thr, NODATA_CLASS, tail=p.tile_size + thr)
+        sieve = StreamSieve(emit, W, H, thr, NODATA_CLASS, tail=p.tile_size + thr, two_classes=two_classes(info))
 
     def write(cls, conf, y):
         if sieve is not None:

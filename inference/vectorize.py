@@ -28,6 +28,11 @@ ogr.UseExceptions()
 
 
 
+def two_classes(info) -> bool:
+    """Whether a model's class raster holds two classes (besides nodata and masks)."""
+    return info.task == "binary" or (info.task != "multilabel" and len(info.classes) <= 2)
+
+
 def sieve_threshold_px(p) -> int:
     """Pixels a region needs to reach ``p.min_area_ha`` everywhere on the raster."""
     if p.min_area_ha <= 0:
@@ -38,23 +43,57 @@ def sieve_threshold_px(p) -> int:
 SIEVE_BAND_ROWS = 2048
 
 
-def sieve_array(arr: np.ndarray, thr: int, nodata=None) -> None:
+def sieve_array(arr: np.ndarray, thr: int, nodata=None, two_classes: bool = False) -> None:
     """GDAL's SieveFilter (4-connected) on a C-contiguous 2-D uint8 array, in place: GDAL works on
     the array's own memory.  Nodata (255) and masked pixels (cloud...: ``masks.MASK_MIN`` and above)
-    are left alone and nothing merges into them."""
-    from osgeo import gdal_array
+    are left alone and nothing merges into them.
+
+    ``two_classes``: the array holds classes 0 and 1 only (besides nodata and masks); then only
+    the rows between rows of one class are sieved (:func:`busy_rows`), the same result as
+    sieving all of them."""
     with STAGES("sieve"):
-        mem = gdal_array.OpenArray(arr)
-        # The mask only when some pixel needs it (all ones is the same as none, read for nothing).
-        keep = gdal_array.OpenArray((arr < MASK_MIN).view(np.uint8)) if arr.max() >= MASK_MIN else None
-        mb = mem.GetRasterBand(1)
-        gdal.SieveFilter(mb, keep.GetRasterBand(1) if keep is not None else None, mb, thr, 4)
-        mb = mem = keep = None
+        if two_classes and arr.shape[1] >= thr:
+            for a, b in busy_rows(arr):
+                _sieve(arr[a:b], thr)
+        else:
+            _sieve(arr, thr)
 
 
-def sieve_in_bands(band, thr: int, cancel=lambda: False, rows: int = SIEVE_BAND_ROWS) -> None:
+def busy_rows(arr: np.ndarray, gap: int = 16):
+    """``[(first, end)]``: the runs of rows the sieve can change in a two-class array, each with
+    the row above and below it (runs fewer than ``gap`` rows apart joined).
+
+    A clear row -- every pixel one class, none masked -- is one region of at least ``width``
+    pixels, never removed; a region of another class cannot cross it.  So every region that
+    the sieve can remove lies between two clear rows, and is judged there on its true size;
+    the region a clear row belongs to, cut off at the window, keeps at least ``width`` pixels
+    there, so it is still kept, and a region merges into a neighbour of the other class
+    whichever neighbour that is (with two classes there is no other choice to get wrong).  With
+    more classes the neighbour chosen depends on the neighbours' sizes: not for them."""
+    clear = (arr == arr[:, :1]).all(axis=1) & (arr[:, 0] < MASK_MIN)
+    busy = np.flatnonzero(~clear)
+    if not len(busy):
+        return []
+    cut = np.flatnonzero(np.diff(busy) > gap)
+    starts, ends = np.r_[busy[0], busy[cut + 1]], np.r_[busy[cut], busy[-1]] + 1
+    return [(max(0, int(a) - 1), min(len(arr), int(b) + 1)) for a, b in zip(starts, ends)]
+
+
+def _sieve(arr: np.ndarray, thr: int) -> None:
+    """:func:`sieve_array` on all of ``arr``."""
+    from osgeo import gdal_array
+    mem = gdal_array.OpenArray(arr)
+    # The mask only when some pixel needs it (all ones is the same as none, read for nothing).
+    keep = gdal_array.OpenArray((arr < MASK_MIN).view(np.uint8)) if arr.max() >= MASK_MIN else None
+    mb = mem.GetRasterBand(1)
+    gdal.SieveFilter(mb, keep.GetRasterBand(1) if keep is not None else None, mb, thr, 4)
+    mb = mem = keep = None
+
+
+def sieve_in_bands(band, thr: int, cancel=lambda: False, rows: int = SIEVE_BAND_ROWS,
+                   two_classes: bool = False) -> None:
     """GDAL's SieveFilter, run on bands of ``rows`` rows with ``thr`` rows of margin above
-    and below, writing back each band's middle.
+    and below, writing back each band's middle (``two_classes``: see :func:`sieve_array`).
 
     GDAL's sieve keeps a record per region of the whole raster, so on a noisy 10980 x 10980
     result it alone takes hundreds of MB; in bands its memory is bounded by the band.  The
@@ -68,7 +107,7 @@ def sieve_in_bands(band, thr: int, cancel=lambda: False, rows: int = SIEVE_BAND_
     nodata = band.GetNoDataValue()
     if H <= rows + 2 * thr:
         arr = np.ascontiguousarray(band.ReadAsArray())
-        sieve_array(arr, thr, nodata)
+        sieve_array(arr, thr, nodata, two_classes)
         band.WriteArray(arr)
         band.FlushCache()
         return
@@ -82,7 +121,7 @@ def sieve_in_bands(band, thr: int, cancel=lambda: False, rows: int = SIEVE_BAND_
         arr = below if carry is None else np.concatenate([carry, below])
         carry = below[max(0, (y1 - y0) - thr):y1 - y0].copy()
         arr = np.ascontiguousarray(arr)
-        sieve_array(arr, thr, nodata)
+        sieve_array(arr, thr, nodata, two_classes)
         band.WriteArray(arr[y0 - a0:y1 - a0], 0, y0)
     band.FlushCache()
 
@@ -98,12 +137,13 @@ class StreamSieve:
 
     The band that ends the raster can only be sieved once every row is in: with ``tail`` (rows)
     the bands before it are shortened so that it has ``tail`` rows, not up to ``rows`` (what
-    the run waits for after its last strip).
+    the run waits for after its last strip).  ``two_classes``: see :func:`sieve_array`.
     """
 
     def __init__(self, emit, width: int, height: int, thr: int, nodata: int, rows: int = SIEVE_BAND_ROWS,
-                 tail: int = 0):
+                 tail: int = 0, two_classes: bool = False):
         self.emit, self.W, self.H, self.thr, self.nodata = emit, width, height, thr, nodata
+        self.two_classes = two_classes
         self.rows, self.tail = rows, max(0, int(tail))
         self.chunks = []                            # original rows from self.s0 on
         self.n = 0                                  # how many
@@ -134,7 +174,7 @@ class StreamSieve:
             rest = window[top + n:].copy()
             self.chunks, self.n = ([rest] if len(rest) else []), len(rest)
             if self.thr > 1:
-                sieve_array(window[:top + min(need, len(window) - top)], self.thr, self.nodata)
+                sieve_array(window[:top + min(need, len(window) - top)], self.thr, self.nodata, self.two_classes)
             self.emit(window[top:top + n], self.s0)
             self.s0 = y1
 
@@ -165,7 +205,7 @@ def postprocess(p, classes_path: str, conf_path: str, gpkg_path: Optional[str], 
     ds = gdal.Open(classes_path, gdal.GA_Update)
     band = ds.GetRasterBand(1)
     if thr > 1 and polygonizer is None:
-        sieve_in_bands(band, thr, cancel)
+        sieve_in_bands(band, thr, cancel, two_classes=two_classes(model))
     bg = model.background_ids()
     if gpkg_path is None:
         counts = np.zeros(256, np.int64)
@@ -250,7 +290,7 @@ def _postprocess_labels(p, classes_path, conf_path, gpkg_path, layer_name, run_t
     ds = gdal.Open(classes_path, gdal.GA_Update)
     if thr > 1:
         for k in range(len(labels)):
-            sieve_in_bands(ds.GetRasterBand(k + 2), thr, cancel)
+            sieve_in_bands(ds.GetRasterBand(k + 2), thr, cancel, two_classes=True)   # (0/1 per label)
         _top_labels(ds, conf_path, [c.id for c in labels], cancel)
     if gpkg_path is None:
         px = rasterlib.pixel_size_m(p.raster)

@@ -114,3 +114,67 @@ def test_streamed_and_post_hoc_sieve_give_the_same_classes(tmp_path):
     assert (ca == 1).sum() > 0
     assert (ca != read(raw.class_raster)).sum() > 20  # the sieve removed something
     np.testing.assert_array_equal(ca, cb)
+
+
+def _sparse(rng, shape):
+    """A two-class raster as a run makes them: mostly background, regions of 1 of every size
+    (some with holes, some touching each other at corners), specks, a row all of 1, nodata and
+    a cloud-masked patch (251) -- and rows of background between them."""
+    a = np.zeros(shape, np.uint8)
+    h, w = shape
+    for _ in range(25):
+        y, x = rng.integers(0, h - 40), rng.integers(0, w - 40)
+        dy, dx = rng.integers(1, 40, 2)
+        a[y:y + dy, x:x + dx] = 1
+        if dy > 6 and dx > 6:
+            a[y + 2:y + 2 + rng.integers(1, 4), x + 2:x + 2 + rng.integers(1, 4)] = 0   # a hole
+    for _ in range(40):
+        a[rng.integers(0, h), rng.integers(0, w)] = 1
+    a[300] = 1
+    a[400, 10:30] = 255
+    a[420:430, 50:70] = 251
+    a[430:432, 60:64] = 1
+    a[500:505, :] = 255
+    a[550:590] = 0                   # a comb between clear rows: notches open at the top and bottom,
+    a[560:570, 20:120] = 1           # its background small in the comb's rows, one region with
+    for x in range(25, 115, 10):     # the clear rows around it
+        a[560:563, x:x + 2] = 0
+        a[567:570, x + 4:x + 6] = 0
+    return a
+
+
+@pytest.mark.parametrize("seed,thr", [(0, 3), (1, 12), (2, 40), (3, 400)])
+def test_a_two_class_raster_is_sieved_between_its_clear_rows_only_with_the_same_result(seed, thr):
+    from inference.vectorize import busy_rows, sieve_array
+    rng = np.random.default_rng(seed)
+    a = _sparse(rng, (640, 200))
+    want, got = a.copy(), a.copy()
+    sieve_array(want, thr, 255)                     # every row
+    sieve_array(got, thr, 255, two_classes=True)    # the rows between clear rows
+    assert (want != a).any()                        # the sieve did something
+    np.testing.assert_array_equal(got, want)
+    if thr > a.shape[1]:
+        return                                      # (a clear row is no bigger than thr: all sieved)
+    sieved = sum(b - y for y, b in busy_rows(a))
+    assert sieved < 0.8 * len(a)                    # and skipped rows
+    assert all(((a[y] == a[y, 0]).all() and a[y, 0] < 250) for y in range(len(a))
+               if not any(y0 <= y < y1 for y0, y1 in busy_rows(a)))   # only clear ones
+
+
+@pytest.mark.parametrize("seed,thr,rows,strip,tail", [(0, 5, 100, 37, 0), (1, 20, 64, 100, 70), (2, 60, 200, 250, 0)])
+def test_streaming_sieve_of_two_classes_equals_global(seed, thr, rows, strip, tail):
+    from inference.vectorize import StreamSieve, sieve_array
+    rng = np.random.default_rng(seed)
+    a = _sparse(rng, (640, 200))
+    want = a.copy()
+    sieve_array(want, thr, 255)
+    got = np.full_like(a, 77)
+
+    def emit(rows_, y):
+        got[y:y + len(rows_)] = rows_
+
+    s = StreamSieve(emit, a.shape[1], a.shape[0], thr, 255, rows=rows, tail=tail, two_classes=True)
+    for y in range(0, a.shape[0], strip):
+        s.push(a[y:y + strip].copy(), y)
+    s.close()
+    np.testing.assert_array_equal(got, want)
