@@ -399,12 +399,14 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
     read = read or StripReader(p, grid)
     threaded_read, threaded_write, threaded_infer = _modes(threaded)
     # Two batches in turn when the network runs on a thread of its own: the next is filled while
-    # the last is inferred (a tile smaller than a batch keeps the zeros it was allocated with).
+    # the last is inferred, and queued before that one is blended, so that the network goes from
+    # one to the next without waiting (a tile smaller than a batch keeps the zeros it was
+    # allocated with).
     batches = [np.zeros((batch_size, grid.ds.RasterCount, T, T), np.float32) for _ in range(1 + threaded_infer)]
     batch, turn = batches[0], 0
     pending: List[int] = []   # x of the tiles in the batch
     checks: List[Tuple[float, int]] = []   # their share of out-of-range pixels and valid pixels
-    inflight: List[tuple] = []   # the batch being inferred: (job, its tiles' x, their checks, strip y)
+    inflight: List[tuple] = []   # the batches inferred or queued, oldest first: (job, its tiles' x, their checks, strip y)
     stats = StreamStats()
     total, done = len(xs) * len(ys), 0
     binary = p.info.task == "binary"
@@ -419,10 +421,10 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
             return network(b, n), network.features
 
     def settle():
-        """Blend the batch in flight (wait for it)."""
+        """Blend the oldest batch in flight (wait for it)."""
         if not inflight:
             return
-        job, xs_, checks_, y_ = inflight.pop()
+        job, xs_, checks_, y_ = inflight.pop(0)
         with STAGES("waiting for the network"):
             probs, features = job.result()
         with STAGES("blend"):
@@ -439,12 +441,13 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
             return
         if cancel():
             raise Cancelled("cancelled")
-        settle()
         inflight.append((net.submit(infer, batch, len(pending)), list(pending), list(checks), y))
         turn = (turn + 1) % len(batches)
-        batch = batches[turn]   # (free: the batch it held is settled)
+        batch = batches[turn]
         pending.clear()
         checks.clear()
+        while len(inflight) >= len(batches):   # the batch that held it: inferred and blended first
+            settle()
         finish_strips()
 
     def finish_strips():
@@ -521,7 +524,8 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
             unfinished.append((y, valid[:nrows].copy(), None if codes is None else codes[:nrows].copy(),
                                all_valid))
             finish_strips()   # (a strip without tiles in flight: at once)
-        settle()
+        while inflight:
+            settle()
         finish_strips()
         with STAGES("waiting for the writer"):
             for w in writes:
