@@ -114,20 +114,44 @@ def tile_means(features: np.ndarray) -> np.ndarray:
     return features.reshape(features.shape[0], features.shape[1], -1).mean(axis=2)
 
 
-def out_of_range(stats: OodStats, tile: np.ndarray, valid: np.ndarray, a, b, step: int = 2) -> float:
-    """Share of a tile's valid pixels with a band outside the training range: ``tile`` is the
-    normalised input (bands, h, w) and (a, b) its normalisation (normalised = value * a + b), so the
-    range is normalised instead of the tile; every ``step``-th pixel each way (a share: a sample
-    of a quarter of them gives it to a fraction of a percent)."""
+def out_of_range(stats: OodStats, tile: np.ndarray, valid: np.ndarray, a, b, step: int = 2,
+                 raw: bool = False) -> float:
+    """Share of a tile's valid pixels with a band outside the training range (``stats.low`` to
+    ``stats.high``, in the raster's values): ``tile`` is the normalised input (bands, h, w) and
+    (a, b) its normalisation (normalised = value * a + b), so the range is normalised instead of
+    the tile; ``raw``: ``tile`` holds the raster's own integers, compared with the range's
+    integer bounds (half the bytes of float32 to compare; a value on the range's end, within
+    float32 rounding, is inside).  Every ``step``-th pixel each way (a share: a
+    sample of a quarter of them gives it to a fraction of a percent)."""
     t, v = tile[:, ::step, ::step], valid[::step, ::step]
     n = int(v.sum())
     if n == 0:
         return 0.0
-    a, b = np.asarray(a, np.float32).reshape(-1), np.asarray(b, np.float32).reshape(-1)
-    lo, hi = stats.low * a + b, stats.high * a + b
-    lo, hi = np.minimum(lo, hi).reshape(-1, 1, 1), np.maximum(lo, hi).reshape(-1, 1, 1)
+    if raw:
+        lo, hi = _integer_bounds(stats, t.dtype)
+        if lo is None:
+            return 1.0
+    else:
+        a, b = np.asarray(a, np.float32).reshape(-1), np.asarray(b, np.float32).reshape(-1)
+        lo, hi = stats.low * a + b, stats.high * a + b
+        lo, hi = np.minimum(lo, hi).reshape(-1, 1, 1), np.maximum(lo, hi).reshape(-1, 1, 1)
     out = ((t < lo) | (t > hi)).any(axis=0)
     return float(np.count_nonzero(out & v) / n)
+
+
+def _integer_bounds(stats: OodStats, dtype):
+    """``(lo, hi)`` (bands, 1, 1) of ``dtype`` with ``value < lo or value > hi`` exactly where an
+    integer value lies outside the range; ``(None, None)`` when a band's range holds no value of
+    the type (every pixel out)."""
+    info = np.iinfo(dtype)
+    low, high = np.minimum(stats.low, stats.high), np.maximum(stats.low, stats.high)
+    # (float32 ranges: a value a few units in the last place from a whole number is that number)
+    lo = np.ceil(low.astype(np.float64) - 4 * np.spacing(low))
+    hi = np.floor(high.astype(np.float64) + 4 * np.spacing(high))
+    if (lo > info.max).any() or (hi < info.min).any() or (lo > hi).any():
+        return None, None
+    return (np.clip(lo, info.min, info.max).astype(dtype).reshape(-1, 1, 1),
+            np.clip(hi, info.min, info.max).astype(dtype).reshape(-1, 1, 1))
 
 
 MIN_VALID_SHARE = 0.5      # tiles mostly without data are scored but not judged (nor fitted: training)

@@ -126,6 +126,7 @@ class StripReader:
         self.rows = min(p.tile_size, grid.height)
         self.a = np.array([t[0] for t in p.transform], np.float32)[:, None, None]
         self.b = np.array([t[1] for t in p.transform], np.float32)[:, None, None]
+        self._offset = bool(self.b.any())   # (x + 0.0 is x: no pass for it)
         self.aoi = aoilib.Mask(p.aoi, grid.wkt) if p.aoi else None
         types = {grid.ds.GetRasterBand(i + 1).DataType for i in range(grid.ds.RasterCount)}
         self.exact = len(types) == 1 and types <= set(EXACT_IN_FLOAT32)   # (one type: read as it is)
@@ -161,7 +162,8 @@ class StripReader:
         ``valid`` (None: all valid) zeroes the pixels without data (the network sees the training
         mean there)."""
         np.multiply(raw, self.a, out=out, dtype=np.float32)
-        out += self.b
+        if self._offset:
+            out += self.b
         if valid is not None and not valid.all():
             out *= valid
 
@@ -507,7 +509,10 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
                 pending.append(x)
                 if tile_log is not None:
                     v = valid[:, x:x + tw]
-                    checks.append((out_of_range(tile_log.stats, batch[k, :, :th, :tw], v, read.a, read.b),
+                    # (an exact raster's tile as read: its own integers against the range)
+                    checks.append((out_of_range(tile_log.stats, norm[:, :, x:x + tw], v, read.a, read.b, raw=True)
+                                   if read.exact else
+                                   out_of_range(tile_log.stats, batch[k, :, :th, :tw], v, read.a, read.b),
                                    int(v.sum())))
                 if len(pending) == len(batch):
                     flush(y)

@@ -237,3 +237,34 @@ def _landsat_rgb(folder: str) -> str:
         vrt.GetRasterBand(i + 1).SetDescription(n)
     vrt = None
     return path
+
+
+def test_the_out_of_range_share_of_a_tile_as_read_equals_that_of_the_normalised_tile():
+    """An integer raster's tile is checked as read (its integers against the range's integer
+    bounds), the same share as its normalised tile against the normalised range -- values on the
+    range's ends (the training range is float32: 315.00003 for 315) inside in both."""
+    from dataclasses import replace as dc_replace
+    from inference.ood import OodStats, out_of_range
+    rng = np.random.default_rng(2)
+    base = OodStats(feature="f", mean=np.zeros(1, np.float32), std=np.ones(1, np.float32),
+                    components=np.eye(1, dtype=np.float32), variances=np.ones(1, np.float32), maha_q95=1.0,
+                    res_q95=1.0, low=np.float32([315.00003, 534.0, 700.0]),
+                    high=np.float32([3243.0002, 2204.0002, 1969.9999]), out_q95=0.01, tiles=3)
+    a = np.float32([0.0017591918, 0.0033863442, 0.0045399633]).reshape(3, 1, 1)
+    b = np.float32([-1.5559617, -3.0763463, -4.3872573]).reshape(3, 1, 1)
+    raw = rng.integers(0, 4000, (3, 96, 90)).astype(np.uint16)
+    raw[0, ::7, ::3] = 315                       # on the ends
+    raw[1, ::5, ::2] = 2204
+    raw[2, 1::4, ::2] = 1970
+    valid = rng.random((96, 90)) > 0.1
+    norm = raw * a + b
+    want = out_of_range(base, norm, valid, a, b)
+    assert 0.2 < want < 0.9
+    assert out_of_range(base, raw, valid, a, b, raw=True) == want
+    assert out_of_range(base, raw, valid, a, b, step=1, raw=True) == out_of_range(base, norm, valid, a, b, step=1)
+    nothing = dc_replace(base, low=np.float32([315.2, 534, 700]), high=np.float32([315.8, 2204, 1970]))
+    assert out_of_range(nothing, raw, valid, a, b, raw=True) == 1.0 == out_of_range(nothing, norm, valid, a, b)
+    signed = dc_replace(base, low=np.float32([-40000.0, -5, 0]), high=np.float32([-30000.0, 5, 70000]))
+    s = rng.integers(-10, 10, (3, 20, 20)).astype(np.int16)
+    # (band 1: a range reaching below the type's, clipped to it, every value above it)
+    assert out_of_range(signed, s, np.ones((20, 20), bool), a, b, raw=True) == 1.0
