@@ -204,11 +204,11 @@ def _run(p: Plan, loading: Future, staged: StagedOutputs, workdir: str, progress
         meta["TM_LAYOUT"] = LABEL_LAYOUT
     out_codec = codec(p.options.compression)
     cls_w = GeoTiffWriter(cls_path, W, H, gt, wkt, NODATA_CLASS, colours, names, meta,
-                          compress=None if p.resample else out_codec, labels=labels)
+                          compress=None if p.resample else out_codec, labels=labels, threads=grid.gdal_threads)
     conf_w = GeoTiffWriter(conf_path, W, H, gt, wkt, NODATA_CONF,
                            meta=dict(meta, TM_CONTENT="probability of the assigned class, percent"),
                            compress=None if p.resample or staged.get("confidence") is None else out_codec,
-                           labels=[(n, None) for n, _ in labels] if labels else None)
+                           labels=[(n, None) for n, _ in labels] if labels else None, threads=grid.gdal_threads)
     # Without resampling, the output grid is the working grid: sieve while streaming, on the
     # writer thread, and polygonise the sieved bands on worker threads as they come (see
     # vectorize.StreamSieve, polygonize.BandPolygonizer).  (A multilabel result is sieved label

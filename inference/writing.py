@@ -23,11 +23,10 @@ NODATA_CLASS = 255
 NODATA_CONF = 255
 
 
-def gdal_threads() -> str:
-    """Threads GDAL may use to decode and encode GeoTIFF blocks (``GDAL_NUM_THREADS`` when the
-    user set it, else every CPU).  The engine's reads and writes run between onnxruntime
-    calls, when the cores onnxruntime uses are idle."""
-    return os.environ.get("GDAL_NUM_THREADS") or "ALL_CPUS"
+def gdal_threads(default: str = "ALL_CPUS") -> str:
+    """Threads GDAL may use to decode and encode GeoTIFF blocks: ``GDAL_NUM_THREADS`` when the
+    user set it, else ``default`` (a run's: ``stream.gdal_threads_for``)."""
+    return os.environ.get("GDAL_NUM_THREADS") or default
 
 
 class StageTimes:
@@ -66,10 +65,10 @@ STAGES = StageTimes()
 
 
 @contextmanager
-def gdal_threads_here():
-    """GDAL_NUM_THREADS for GDAL calls made by this thread (only), restored after."""
+def gdal_threads_here(threads: str = "ALL_CPUS"):
+    """GDAL_NUM_THREADS (:func:`gdal_threads`) for GDAL calls made by this thread (only), restored after."""
     before = gdal.GetThreadLocalConfigOption("GDAL_NUM_THREADS", None)
-    gdal.SetThreadLocalConfigOption("GDAL_NUM_THREADS", gdal_threads())
+    gdal.SetThreadLocalConfigOption("GDAL_NUM_THREADS", gdal_threads(threads))
     try:
         yield
     finally:
@@ -78,16 +77,16 @@ def gdal_threads_here():
 
 class GeoTiffWriter:
     """A uint8 GeoTIFF written strip by strip, compressed with ``compress`` (:func:`codec`'s name;
-    None: a scratch file of the run, written as fast as possible).  ``labels`` (a multilabel model's ``[(name, colour)]``): one more
+    None: a scratch file of the run, written as fast as possible) on ``threads`` (:func:`gdal_threads`).  ``labels`` (a multilabel model's ``[(name, colour)]``): one more
     band per label class, 0/1, after band 1, each named and coloured."""
 
     def __init__(self, path, width, height, gt, wkt, nodata, colours=None, names=None, meta=None,
-                 compress: Optional[str] = "deflate", labels=None, bands=None):
+                 compress: Optional[str] = "deflate", labels=None, bands=None, threads: str = "ALL_CPUS"):
         drv = gdal.GetDriverByName("GTiff")
         self.path = path
         options = ["TILED=YES", "BIGTIFF=IF_SAFER", "BLOCKXSIZE=256", "BLOCKYSIZE=256"]
         if compress:
-            options += CODEC_OPTIONS[compress] + ["NUM_THREADS=%s" % gdal_threads()]
+            options += CODEC_OPTIONS[compress] + ["NUM_THREADS=%s" % gdal_threads(threads)]
         n = bands or 1 + len(labels or ())
         if n > 1:
             options += ["INTERLEAVE=BAND"]

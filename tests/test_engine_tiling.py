@@ -175,6 +175,24 @@ def test_block_cache_sized_by_width_not_height_and_restored(tmp_path):
         gdal.SetCacheMax(before)
 
 
+def test_gdal_decodes_on_one_thread_while_the_network_takes_every_core(scene, monkeypatch):
+    """On the CPU with a thread per core the network has every core: GDAL decodes and compresses
+    on one thread; with cores left over (fewer network threads, or a GPU) on all of them;
+    GDAL_NUM_THREADS, when set, wins."""
+    import os
+    from inference import plan
+    from inference.stream import gdal_threads_for
+    from inference.writing import gdal_threads
+    monkeypatch.delenv("GDAL_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    p = lambda **kw: plan(scene["raster"], scene["conv"], SegmentOptions(device="cpu", **kw))
+    assert gdal_threads_for(p()) == "1" == gdal_threads_for(p(threads=4))
+    assert gdal_threads_for(p(threads=2)) == "ALL_CPUS"
+    assert gdal_threads("1") == "1"
+    monkeypatch.setenv("GDAL_NUM_THREADS", "3")
+    assert gdal_threads("1") == "3"
+
+
 @pytest.mark.parametrize("threads", ["0", "1"])
 def test_network_on_its_own_thread_or_inline_gives_the_same_rasters(scene, monkeypatch, threads):
     """The next batch is filled while the last is inferred (two batch buffers in turn): the
