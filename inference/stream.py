@@ -524,10 +524,8 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
                 if tile_log is not None:
                     v = valid[:, x:x + tw]
                     # (an exact raster's tile as read: its own integers against the range)
-                    checks.append((out_of_range(tile_log.stats, norm[:, :, x:x + tw], v, read.a, read.b, raw=True)
-                                   if read.exact else
-                                   out_of_range(tile_log.stats, batch[k, :, :th, :tw], v, read.a, read.b),
-                                   int(v.sum())))
+                    t = norm[:, :, x:x + tw] if read.exact else batch[k, :, :th, :tw]
+                    checks.append((out_of_range(tile_log.stats, t, v, read.a, read.b, raw=read.exact), int(v.sum())))
                 if len(pending) == len(batch):
                     flush(y)
                     if ahead:

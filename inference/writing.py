@@ -124,8 +124,8 @@ class GeoTiffWriter:
             if nodata is not None:
                 self.ds.GetRasterBand(i + 1).SetNoDataValue(nodata)
         self.band = b
-        self.height, self.block_rows = height, b.GetBlockSize()[1]
-        self._held, self._next = None, 0   # rows not yet given to GDAL, and the row after them
+        self.block_rows = b.GetBlockSize()[1]
+        self._held = None   # (y, rows): rows not yet given to GDAL
 
     def write(self, arr, yoff):
         """Rows ``yoff..`` of the whole width: band 1 ``(rows, W)``, or ``(bands, rows, W)``.
@@ -136,20 +136,19 @@ class GeoTiffWriter:
         of a row of blocks is held until the rows below it come."""
         with STAGES("write"):
             if self._held is not None:
-                if yoff == self._next:
-                    yoff -= self._held.shape[-2]
-                    arr = np.concatenate([self._held, arr], axis=-2)
-                else:
-                    self._put(self._held, self._next - self._held.shape[-2])
+                hy, held = self._held
                 self._held = None
+                if yoff == hy + held.shape[-2]:
+                    yoff, arr = hy, np.concatenate([held, arr], axis=-2)
+                else:
+                    self._put(held, hy)
             end = yoff + arr.shape[-2]
-            cut = max(yoff, end if end >= self.height else end // self.block_rows * self.block_rows)
+            cut = max(yoff, end if end >= self.ds.RasterYSize else end // self.block_rows * self.block_rows)
             if cut > yoff:
                 self._put(arr[..., :cut - yoff, :], yoff)
                 self.ds.FlushCache()
             if cut < end:
-                self._held = arr[..., cut - yoff:, :].copy()
-            self._next = end
+                self._held = (cut, arr[..., cut - yoff:, :].copy())
 
     def _put(self, arr, yoff):
         if arr.ndim == 3:   # band 1, then the label bands
@@ -162,7 +161,7 @@ class GeoTiffWriter:
         if self.ds is not None:
             with STAGES("write"):
                 if self._held is not None:
-                    self._put(self._held, self._next - self._held.shape[-2])
+                    self._put(self._held[1], self._held[0])
                     self._held = None
                 self.ds.FlushCache()
                 self.band = None
