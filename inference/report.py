@@ -60,7 +60,7 @@ def findings(res) -> List[str]:
     the masked area, the share flagged, how like the training data the scene is."""
     lines = []
     if res.masked_ha:
-        lines.append("masked before segmenting: %s (%.1f %% of the area with data)" % (
+        lines.append("masked before segmenting: %s (%s of the area with data)" % (
             ", ".join("%s %.2f ha" % kv for kv in sorted(res.masked_ha.items())), _pct(res.masked_fraction)))
     lines.append("flagged: %s of the segmented area" % _pct(res.flagged_fraction))
     rel = res.reliability or {}
