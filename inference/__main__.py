@@ -43,35 +43,17 @@ def cmd_segment(a) -> int:
     from .execute import execute
     from .planning import plan
     from .preview import write_preview
-    from .report import findings
+    from .present import run_lines
     p = plan(a.input, a.model, from_arguments(a), a.out)
     for w in p.warnings:   # before the run, where they cannot be missed
         print("warning: %s" % w, file=sys.stderr)
     bar = Bar(not a.quiet and (sys.stderr.isatty() or a.progress))
     res = execute(p, progress=bar)
-    print("model: %s (%s)" % (res.model.name, res.model.path))
-    print("device: %s (%s)" % (res.device, res.provider_reason))
-    for n in res.notes:
-        print("note: %s" % n)
-    for w in res.warnings:
-        print("warning: %s" % w)
-    print("classes: %s" % res.class_raster)
-    if res.confidence_raster:
-        print("confidence: %s" % res.confidence_raster)
-    if res.polygons:
-        print("polygons: %s (layer %s)" % (res.polygons, res.layer_name))
-    for cid, s in sorted(res.stats.items()):
-        cnt = "" if s["count"] is None else "%d regions, " % s["count"]
-        print("found %s: %s%.2f ha" % (s["name"], cnt, s["area_ha"]))
-    for line in findings(res):
+    for line in run_lines(res):
         print(line)
-    if res.tiles_layer:
-        print("tiles: %s (layer %s: each tile's score; unreliable ones marked)" % (res.polygons, res.tiles_layer))
-    print("report: %s" % res.report)
     if a.preview:
         write_preview(p, res, a.preview)
         print("preview: %s" % a.preview)
-    print("time: %.1f s for %d tiles" % (res.seconds, res.tiles))
     return 0
 
 

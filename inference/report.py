@@ -6,7 +6,8 @@ masked, found and warned of, for a person to read and a batch to collect.
      "radiometry": [{"model_band", "raster_band", "scale", "offset", "why"}],
      "masked_fraction", "masked_ha", "flagged_fraction", "ood_score", "ood", "reliability",
      "found": {class name: {"regions", "area_ha"}}, "outputs": {kind: path},
-     "warnings": [...], "notes": [...], "device", "provider_reason", "seconds", "run_time"}
+     "warnings": [...], "notes": [...], "device", "provider_reason", "seconds", "run_time",
+     "summary": the run's one line (``inference.present.headline``)}
 
 Fractions are of the pixels with data (masked) and of the segmented pixels (flagged); ``ood``
 is true when the scene as a whole is unlike the model's training data (``inference.ood``), and
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, Mapping, Optional
+
+from .present import headline
 
 REPORT_VERSION = 1
 
@@ -52,29 +55,8 @@ def build(p, res, outputs: Mapping[str, str], run_time: str) -> Dict[str, object
         "provider_reason": res.provider_reason,
         "seconds": round(res.seconds, 2),
         "run_time": run_time,
+        "summary": headline(res),
     }
-
-
-def findings(res) -> List[str]:
-    """What a run found besides its classes, in lines for a person (CLI, panel, Processing log):
-    the masked area, the share flagged, how like the training data the scene is."""
-    lines = []
-    if res.masked_ha:
-        lines.append("masked before segmenting: %s (%s of the area with data)" % (
-            ", ".join("%s %.2f ha" % kv for kv in sorted(res.masked_ha.items())), _pct(res.masked_fraction)))
-    lines.append("flagged: %s of the segmented area" % _pct(res.flagged_fraction))
-    rel = res.reliability or {}
-    if rel.get("ood_score") is not None:
-        lines.append("%s the training data: score %.2f (up to 1: like its training tiles), %d of %d tiles "
-                     "unreliable, %s of the pixels outside the training brightness range" % (
-                         "unlike" if rel["ood"] else "like", rel["ood_score"], rel["unreliable_tiles"],
-                         rel["tiles_scored"], _pct(rel["out_of_range_fraction"])))
-    return lines
-
-
-def _pct(fraction: float) -> str:
-    pct = 100.0 * fraction
-    return "%.1f %%" % pct if pct == 0 or pct >= 0.1 else "under 0.1 %"
 
 
 def relocated(report: Dict[str, object], outputs: Mapping[str, str]) -> Dict[str, object]:

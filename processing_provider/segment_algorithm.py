@@ -22,6 +22,7 @@ from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingExcep
                        QgsProcessingParameterVectorDestination, QgsProcessingUtils, QgsRasterFileWriter)
 
 from .. import inference as eng
+from ..inference import present
 from ..inference import report as eng_report
 from ..inference.options import from_texts
 from ..qgis_glue import deps, results
@@ -253,18 +254,15 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             for w in plan.warnings:
                 feedback.pushWarning("Warning: %s" % w)
             res = eng.execute(plan, progress=progress, cancel=feedback.isCanceled)
-        except eng.Cancelled:
-            raise QgsProcessingException("cancelled")
+        except eng.Cancelled as e:
+            raise QgsProcessingException(present.failure(e))
         except eng.TailingsError as e:
             raise optparams.processing_error(e)
         except QgsProcessingException:
             raise
         except Exception as e:
             feedback.reportError(traceback.format_exc())
-            raise QgsProcessingException("unexpected error: %s: %s" % (type(e).__name__, e))
-        for note in res.notes:
-            feedback.pushInfo(note)
-        feedback.pushInfo("device: %s (%s)" % (res.device, res.provider_reason))
+            raise QgsProcessingException(present.failure(e))
         out = {}
         dest_classes, dest_conf, dest_poly = (dests[k] for k in (self.OUTPUT_CLASSES, self.OUTPUT_CONFIDENCE,
                                                                  self.OUTPUT_POLYGONS))
@@ -296,11 +294,12 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             moved = {k: out[v] for k, v in kinds.items() if v in out}
             eng_report.write(dests[self.OUTPUT_REPORT], eng_report.relocated(eng_report.read(res.report), moved))
             out[self.OUTPUT_REPORT] = dests[self.OUTPUT_REPORT]
-        for line in eng_report.findings(res):
-            feedback.pushInfo(line)
-        for w in res.warnings[len(plan.warnings):]:   # (the plan's were given before the run)
-            feedback.pushWarning("Warning: %s" % w)
-        summary = results.summary(res)
+        for line in present.run_lines(res, skip_warnings=len(plan.warnings)):   # (the plan's were given before)
+            if line.kind == present.WARNING:
+                feedback.pushWarning("Warning: %s" % line.text)
+            elif line.kind != present.OUTPUT:   # (the outputs are Processing's destinations)
+                feedback.pushInfo(str(line))
+        summary = present.headline(res)
         feedback.pushInfo(summary)
         out["SUMMARY"] = summary
         out["WARNINGS"] = "\n".join(res.warnings)

@@ -23,4 +23,5 @@ def push(message_bar, text: str, level) -> None:
 def unexpected(e: BaseException):
     """``(message, traceback)`` of an error that is a bug: one line for the user, the rest for the log."""
     import traceback
-    return "unexpected error: %s: %s" % (type(e).__name__, e), traceback.format_exc()
+    from ..inference.present import failure
+    return failure(e), traceback.format_exc()

@@ -1,4 +1,4 @@
-"""Engine results as QGIS layers in the project, and their summary text.
+"""Engine results as QGIS layers in the project, and the panel's account of a run (``inference.present``'s words).
 
 The styles are the engine's (``inference.styles``: saved with the outputs, a ``.qml`` beside each
 GeoTIFF and the GeoPackage's ``layer_styles``), so a layer opened from the files later looks the
@@ -19,7 +19,7 @@ from qgis.core import QgsLayerTreeGroup, QgsMapLayer, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtXml import QDomDocument
 
 from ..inference import styles
-from ..inference.report import findings
+from ..inference import present
 from .log import log
 
 RESULT_PROPERTY = "tailings_mapper/result"
@@ -157,30 +157,13 @@ def expand_in_view(view, group) -> None:
         log("could not expand the result group in the layer tree: %s" % e)
 
 
-def summary(res, device_label: Optional[str] = None) -> str:
-    """One line: what was found per class (count and total area), how long, which device."""
-    parts = []
-    for cid in sorted(res.stats):
-        st = res.stats[cid]
-        name = st.get("name", str(cid))
-        count = st.get("count")
-        area = float(st.get("area_ha") or 0.0)
-        if count is None:
-            parts.append("%s: %.1f ha" % (name, area))
-        else:
-            parts.append("%d %s polygon%s, %.1f ha" % (count, name, "" if count == 1 else "s", area))
-    found = "; ".join(parts) if parts else "nothing found"
-    dev = device_label or ("GPU (CUDA)" if res.device == "cuda" else "CPU")
-    return "%s — %.1f s on %s" % (found, float(res.seconds), dev)
-
-
 def findings_html(res) -> str:
     """A run's warnings (first: what not to trust), what it masked and how like the training data
     the scene is, and a link to its report; rich text for the panel."""
     from html import escape
     from qgis.PyQt.QtCore import QUrl
     warn = "".join("<p style='color:#b35900'><b>Check:</b> %s</p>" % escape(w) for w in res.warnings)
-    lines = "<br>".join(escape(line) for line in findings(res))
+    lines = "<br>".join(escape(str(line)) for line in present.findings(res))
     link = ("<br><a href='%s'>run report</a>" % QUrl.fromLocalFile(res.report).toString()) if res.report else ""
     return warn + "<span style='color:#555'>%s%s</span>" % (lines, link)
 

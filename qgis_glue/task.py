@@ -11,11 +11,11 @@ from typing import Callable, List, Optional
 from qgis.core import Qgis, QgsApplication, QgsProject, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
-from ..inference import Cancelled, TailingsError, execute
-from ..inference.report import findings
+from ..inference import Cancelled, execute
+from ..inference import present
 from . import results
 from .layer_plan import LayerPlan
-from .log import log, unexpected
+from .log import log
 
 
 class SegmentTask(QgsTask):
@@ -55,12 +55,8 @@ class SegmentTask(QgsTask):
         except Cancelled:
             self.cancelled = True
             return False
-        except TailingsError as e:
-            self.error = str(e)
-            self.details = traceback.format_exc()
-            return False
-        except Exception as e:  # a bug: keep the traceback for the log
-            self.error, self.details = unexpected(e)
+        except Exception as e:  # (TailingsError: the user's input; anything else a bug, its traceback logged)
+            self.error, self.details = present.failure(e), traceback.format_exc()
             return False
 
     # -- main thread ----------------------------------------------------------------------
@@ -75,17 +71,11 @@ class SegmentTask(QgsTask):
                 ok = False
         if ok:
             res = self.result
-            self.outcome = results.summary(res)
+            self.outcome = present.headline(res)
             msg = "%s: %s" % (name, self.outcome)
-            log(msg + "\noutputs: %s" % ", ".join(
-                p for p in (res.class_raster, res.confidence_raster, res.polygons) if p), Qgis.Success)
-            for note in res.notes:
-                log("%s: %s" % (name, note), Qgis.Info)
-            for line in findings(res):
-                log("%s: %s" % (name, line), Qgis.Info)
-            log("%s: report %s" % (name, res.report), Qgis.Info)
-            for w in res.warnings:
-                log("%s: %s" % (name, w), Qgis.Warning)
+            levels = {present.WARNING: Qgis.Warning, present.FOUND: Qgis.Success}
+            for line in present.run_lines(res):
+                log("%s: %s" % (name, line), levels.get(line.kind, Qgis.Info))
             if "fell back" in res.provider_reason:   # CUDA offered but not working: worth knowing
                 log("%s: %s" % (name, res.provider_reason), Qgis.Warning)
             if res.warnings:   # a result that should not be trusted as it is: said where it is seen
@@ -93,7 +83,7 @@ class SegmentTask(QgsTask):
             else:
                 self._push("Tailings Mapper", msg, Qgis.Success, 0)
         elif self.cancelled or self.isCanceled():
-            self.outcome = "cancelled; nothing was added"
+            self.outcome = present.failure(Cancelled())
             log("%s: run cancelled, partial outputs removed" % name, Qgis.Info)
             self._push("Tailings Mapper", "%s: %s" % (name, self.outcome), Qgis.Info, 5)
         else:

@@ -44,7 +44,7 @@ def test_segment_writes_three_outputs(d, model):
         "scene_polygons.gpkg", "scene_report.json"]   # the rasters' QGIS styles beside them, the run's report
     assert not [f for f in files if f.startswith(".")]
     assert "classes: %s" % (out / "scene_classes.tif") in proc.stdout
-    assert "device: cpu" in proc.stdout and "found tailings:" in proc.stdout
+    assert "device: CPU" in proc.stdout and "found tailings:" in proc.stdout
     cls = read(str(out / "scene_classes.tif"))
     np.testing.assert_array_equal(cls, (img[0] >= 2000).astype(np.uint8))
     feats, _ = features(str(out / "scene_polygons.gpkg"))

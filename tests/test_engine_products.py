@@ -138,8 +138,8 @@ def test_l2a_scene_classification_masks_a_cloud(tmp_path, model, reference):
     assert rep["masked_fraction"] == pytest.approx(res.masked_fraction, abs=1e-5)
     assert rep["masked_ha"]["cloud"] == pytest.approx(res.masked_ha["cloud"], abs=0.01)
     # what every front end prints of a masked run (the README's demo crashed here once)
-    from inference.report import findings
-    lines = findings(res)
+    from inference.present import findings
+    lines = [str(line) for line in findings(res)]
     assert lines[0].startswith("masked before segmenting: cloud %.2f ha, cloud shadow" % res.masked_ha["cloud"])
     assert "%.1f %% of the area with data" % (100 * res.masked_fraction) in lines[0]
     # polygons leave the masked pixels out; the legend names them

@@ -216,7 +216,7 @@ def test_run_adds_styled_layers(plugin, env):
     assert poly.getFeature(fid)["class_name"] == "checked pond"
     # summary in the message bar
     msgs = plugin.iface.messageBar().get_messages(Qgis.Success)
-    assert msgs and "2 tailings polygons, 89.0 ha" in msgs[-1] and "on CPU" in msgs[-1]
+    assert msgs and "found tailings: 2 regions, 89.00 ha in " in msgs[-1] and "on CPU" in msgs[-1]
 
 
 def test_a_doubtful_run_shows_its_warnings_and_its_unreliable_tiles(plugin, env):
