@@ -61,6 +61,21 @@ class SegmentTask(QgsTask):
 
     # -- main thread ----------------------------------------------------------------------
     def finished(self, ok: bool) -> None:  # noqa: D401 (QgsTask API)
+        """Add the results and say what the run found; whatever happens here, the panel is told
+        (``done``), so that it never waits on a run that has ended."""
+        self.outcome = "failed"
+        try:
+            ok = self._finish(ok)
+        except Exception as e:  # a bug in showing the run: the run's files are there, the panel is told
+            self.error, self.details = present.failure(e), traceback.format_exc()
+            self.outcome = "the run ended but could not be shown: %s" % self.error
+            log("%s: %s\n%s" % (self.source_name, self.outcome, self.details), Qgis.Critical)
+            ok = False
+        finally:
+            self.ok = bool(ok)
+            self.done.emit(bool(ok), self.outcome)
+
+    def _finish(self, ok: bool) -> bool:
         name = self.source_name
         if ok and self.result is not None:
             try:
@@ -91,8 +106,7 @@ class SegmentTask(QgsTask):
             log("%s: %s\n%s" % (name, self.outcome, self.details or ""), Qgis.Critical)
             self._push("Tailings Mapper", "%s: %s (details in the log panel, Tailings Mapper tab)"
                        % (name, self.outcome), Qgis.Critical, 0)
-        self.ok = bool(ok)
-        self.done.emit(bool(ok), self.outcome)
+        return ok
 
     def _add_results(self) -> None:
         res = self.result
