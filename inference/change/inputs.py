@@ -194,7 +194,7 @@ def footprint_crs(md: Dict[str, str], lyr, sibling: Optional[str], what: str) ->
     if ext is not None and not (ext[0] >= x0 - tol and ext[1] <= x1 + tol and ext[2] >= y0 - tol and ext[3] <= y1 + tol):
         raise InputError("%s was saved in another CRS than its run's raster, and its ground (TM_AREA, recorded in "
                          "that raster's CRS without naming it) cannot be placed: neither its class raster nor its "
-                         "source raster is there to say which CRS it was; compare the original layer (or its class "
+                         "source raster is there to say which CRS it was; use the original layer (or its class "
                          "raster) instead" % what)
     return own
 
