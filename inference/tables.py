@@ -51,14 +51,14 @@ def open_vector(path: str, what: str, update: bool = False):
     try:
         ds = gdal.OpenEx(path, flags)
     except RuntimeError as e:
-        ds, reason = None, _first(str(e))
+        ds, reason = None, gdal_reason(e)
     if ds is None:
         reason = reason or _first(gdal.GetLastErrorMsg()) or "not a vector format GDAL reads"
         raise InputError("cannot open %s %s: %s (is it damaged or truncated?)" % (what, path, reason))
     try:
         n = ds.GetLayerCount()
     except RuntimeError as e:
-        raise InputError("cannot read %s %s: %s (is it damaged or truncated?)" % (what, path, _first(str(e)))) from None
+        raise InputError("cannot read %s %s: %s (is it damaged or truncated?)" % (what, path, gdal_reason(e))) from None
     if n == 0:
         raise InputError("%s %s holds no layer" % (what, path))
     return ds
@@ -67,3 +67,9 @@ def open_vector(path: str, what: str, update: bool = False):
 def _first(text: str) -> str:
     text = (text or "").strip()
     return text.splitlines()[0][:300] if text else ""
+
+
+def gdal_reason(e: BaseException) -> str:
+    """The first line of a (GDAL) error's message; GDAL's last message when the exception carries
+    none (some failures of its bindings), never the exception's type alone."""
+    return _first(str(e)) or _first(gdal.GetLastErrorMsg()) or "no message"

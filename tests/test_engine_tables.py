@@ -115,7 +115,8 @@ def test_empty_or_damaged_geopackages_are_one_error_line(d, tmp_path):
     for name in ("zero", "header"):     # as the facilities of a folder of scenes
         path = tmp_path / ("%s.gpkg" % name)
         proc = run_cli(["batch", "--facilities", str(path), "--facility-field", "facility", "--scenes",
-                        str(d / "scenes"), "--out", str(tmp_path / "o"), "--model", str(d / "m.onnx"), "--workers", "0"])
+                        str(d / "scenes"), "--out", str(tmp_path / "o"), "--model", str(d / "m.onnx"),
+                        "--workers", "0"])
         assert proc.returncode == 2 and str(path) in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     proc = run_cli(["batch", str(good), "--out", str(tmp_path / "ok"), "--model", str(d / "m.onnx"), "--workers",
                     "0", "--quiet"] + FLAGS)

@@ -18,8 +18,8 @@ from typing import Dict, List, Optional, Tuple
 from osgeo import ogr, osr
 
 from ..aoi import equal_area_at
-from ..errors import InputError, first_line
-from ..tables import open_vector, read_text
+from ..errors import InputError
+from ..tables import gdal_reason, open_vector, read_text
 
 ogr.UseExceptions()
 
@@ -114,7 +114,7 @@ def read_jobs(path: str, buffer_m: float = 0.0, notes: Optional[List[str]] = Non
             fields = _layer_rows(ds.GetLayer(0), os.path.basename(path), rows)
         except RuntimeError as e:
             raise InputError("cannot read the jobs table %s: %s (is it damaged or truncated?)"
-                             % (path, first_line(e))) from None
+                             % (path, gdal_reason(e))) from None
         ds = None
     missing = [c for c in ("facility", "raster") if c not in fields]
     if missing or not ({"year", "date"} & set(fields)):
@@ -198,7 +198,7 @@ def _facilities(facilities: str, field: str) -> List[Tuple[str, ogr.Geometry, os
                 out.append((str(f.GetField(field)), g.Clone(), srs))
     except RuntimeError as e:
         raise InputError("cannot read the facilities %s: %s (is it damaged or truncated?)"
-                         % (facilities, first_line(e))) from None
+                         % (facilities, gdal_reason(e))) from None
     return out
 
 

@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Dict, Optional
 
 from ..errors import TailingsError
+from ..tables import gdal_reason
 from .jobs import Job, aoi_wkts, safe
 
 STAGING = ".staging"
@@ -73,13 +74,9 @@ def scratch_space(folder: Optional[str]):
 
 
 def failure_reason(e: BaseException) -> str:
-    """An unexpected error's type and message: GDAL's last message when the exception has none
-    (what GDAL's bindings raise for some failures), never the type's name alone."""
-    text = str(e).strip()
-    if not text:
-        from osgeo import gdal
-        text = (gdal.GetLastErrorMsg() or "").strip() or "no message"
-    return "%s: %s" % (type(e).__name__, text.splitlines()[0][:300])
+    """An unexpected error's type and message (GDAL's last message when it has none: never the
+    type's name alone)."""
+    return "%s: %s" % (type(e).__name__, gdal_reason(e))
 
 
 def _place(stage: str, final: str) -> None:

@@ -19,7 +19,7 @@ from osgeo import gdal, ogr, osr
 
 from ..aoi import equal_area_at
 from ..errors import InputError
-from ..tables import open_vector
+from ..tables import gdal_reason, open_vector
 from .inputs import ResultInput, _srs, polygon_items
 
 NODATA = 255
@@ -52,7 +52,7 @@ def _transform(wkt_geom: str, src_wkt: str, dst_wkt: str, what: str = "a polygon
             g.Transform(osr.CoordinateTransformation(src, dst))
         except RuntimeError as e:
             raise InputError("%s cannot be brought into the grid's CRS (%s): %s" % (
-                what, src.GetName() or "?", str(e).strip().splitlines()[0] if str(e).strip() else "no message")) from None
+                what, src.GetName() or "?", gdal_reason(e))) from None
     return g
 
 
@@ -177,7 +177,7 @@ def burn_facilities(path_in: str, field: str, grid: Grid, path: str) -> Tuple[st
             items.append((_transform(g.ExportToWkt(), src, grid.wkt, "facility %s" % fid), len(ids)))
     except RuntimeError as e:   # (a damaged GeoPackage fails when its tables are read)
         raise InputError("cannot read the facilities %s: %s (is it damaged or truncated?)" % (
-            path_in, str(e).strip().splitlines()[0] if str(e).strip() else "no message")) from None
+            path_in, gdal_reason(e))) from None
     lyr = ds = None
     if not ids:
         raise InputError("the facilities layer %s holds no polygon" % path_in)

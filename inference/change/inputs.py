@@ -21,7 +21,7 @@ from osgeo import gdal, ogr, osr
 
 from ..errors import InputError
 from ..masks import MASK_MIN
-from ..tables import open_vector
+from ..tables import gdal_reason, open_vector
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -111,7 +111,7 @@ def _open_polygons(label: str) -> ResultInput:
         return _read_polygons(label, path, layer, ds)
     except RuntimeError as e:   # (a damaged GeoPackage fails when its tables are read)
         raise InputError("cannot read the result %s: %s (is it damaged or truncated?)"
-                         % (path, str(e).strip().splitlines()[0] if str(e).strip() else "no message")) from None
+                         % (path, gdal_reason(e))) from None
 
 
 def _read_polygons(label: str, path: str, layer: Optional[str], ds) -> ResultInput:
@@ -191,7 +191,8 @@ def footprint_crs(md: Dict[str, str], lyr, sibling: Optional[str], what: str) ->
     x0, x1, y0, y1 = area.GetEnvelope()
     tol = 0.01 * max(x1 - x0, y1 - y0)
     ext = _extent(lyr)
-    if ext is not None and not (ext[0] >= x0 - tol and ext[1] <= x1 + tol and ext[2] >= y0 - tol and ext[3] <= y1 + tol):
+    inside = ext is None or (ext[0] >= x0 - tol and ext[1] <= x1 + tol and ext[2] >= y0 - tol and ext[3] <= y1 + tol)
+    if not inside:
         raise InputError("%s was saved in another CRS than its run's raster, and its ground (TM_AREA, recorded in "
                          "that raster's CRS without naming it) cannot be placed: neither its class raster nor its "
                          "source raster is there to say which CRS it was; use the original layer (or its class "
@@ -257,7 +258,7 @@ def polygon_items(inp: ResultInput, wkt: str) -> List[Tuple[ogr.Geometry, int]]:
         items, missing, unknown = _items(inp, lyr, ct)
     except RuntimeError as e:   # (a damaged GeoPackage, or a polygon the grid's CRS cannot hold)
         raise InputError("cannot read the polygons of %s: %s" % (
-            inp.label, str(e).strip().splitlines()[0] if str(e).strip() else "no message")) from None
+            inp.label, gdal_reason(e))) from None
     lyr = ds = None
     if missing:
         raise InputError("%s: %d polygons have no class_id: with several classes, say which each is"
