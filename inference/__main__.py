@@ -90,6 +90,8 @@ def cmd_evaluate(a) -> int:
     from .evaluate import evaluate
     bar = Bar(not a.quiet and (sys.stderr.isatty() or a.progress))
     res = evaluate(a.model, a.images, a.masks, from_arguments(a), progress=bar)
+    for n in res.get("notes", ()):
+        print("note: %s" % n)
     print("model %s on %d images" % (res["model"], res["images"]))
     print("%-20s %9s %9s %9s %9s %9s %12s" % ("class", "precision", "recall", "f1", "iou", "pa", "pixels"))
     for name, v in res["per_class"].items():

@@ -270,10 +270,12 @@ def run_area_wkt(p) -> str:
 
 
 def _finish_layer(p, out, layer, layer_name: str, run_time: str) -> None:
-    """The layer's metadata (what made it, and the ground its run covered: ``TM_AREA``, so that
-    corrections made in it can teach the model where there is nothing) and its style."""
+    """The layer's metadata (what made it, and the ground its run covered: ``TM_AREA``, in the CRS
+    ``TM_AREA_CRS`` names, so that corrections made in it can teach the model where there is
+    nothing) and its style."""
     meta = {"TM_MODEL": p.info.name, "TM_MODEL_PATH": p.model.path, "TM_SOURCE": p.input, "TM_RUN_TIME": run_time,
             "TM_MIN_AREA_HA": str(p.min_area_ha), "TM_THRESHOLD": str(p.threshold), "TM_AREA": run_area_wkt(p),
+            "TM_AREA_CRS": p.raster.wkt,   # (TM_AREA's CRS: a copy of the layer saved in another CRS keeps it)
             **{"CLASS_%d" % c.id: c.name for c in p.info.classes}}
     if p.options.date:
         meta["TM_DATE"] = p.options.date

@@ -2,8 +2,8 @@
 deleted, others reshaped, missed ones added) becomes a training request.
 
 The layer's GeoPackage says what made it (``TM_MODEL_PATH``, ``TM_SOURCE``) and the ground its run
-covered (``TM_AREA``, in the raster's CRS): inside it, the polygons as they are now are the
-tailings and everything else is background.  The polygons are read as QGIS shows them, unsaved
+covered (``TM_AREA``, in the CRS ``TM_AREA_CRS`` names): inside it, the polygons as they are now
+are the tailings and everything else is background.  The polygons are read as QGIS shows them, unsaved
 edits included, into a file of the task's own; the layer and the model are not changed: the
 result is a new model in the user's list.
 """
@@ -17,7 +17,8 @@ from typing import Optional
 from osgeo import ogr, osr
 from qgis.core import QgsVectorLayer
 
-from ..inference import open_model
+from ..inference import TailingsError, open_model
+from ..inference.change.inputs import footprint_crs, sibling_raster
 from .fit_task import FitRequest, write_layer
 from .results import RESULT_PROPERTY
 
@@ -34,6 +35,11 @@ def run_of(layer) -> dict:
     lyr = (ds.GetLayerByName(name) if name else ds.GetLayer(0)) if ds is not None else None
     md = lyr.GetMetadata() if lyr is not None else {}
     srs = lyr.GetSpatialRef().ExportToWkt() if lyr is not None and lyr.GetSpatialRef() else None
+    if srs and md.get("TM_AREA"):   # TM_AREA's own CRS (the layer may have been saved in another one since)
+        try:
+            srs = footprint_crs(md, lyr, sibling_raster(path, lyr.GetName()), "%s (%s)" % (layer.name(), path))
+        except TailingsError as e:
+            raise ValueError(str(e)) from None
     lyr = ds = None
     if not md.get("TM_AREA") or not md.get("TM_SOURCE"):
         if layer.customProperty(RESULT_PROPERTY) == "polygons":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field, fields
 from typing import Callable, Dict, List, Optional
@@ -22,7 +23,7 @@ from ..options import Option, SegmentOptions
 from . import results as R
 from .jobs import Job, read_jobs, safe, scene_jobs
 from .manifest import Checksums, Manifest, text_checksum
-from .work import STAGING, job_folder, run_job
+from .work import STAGING, failure_reason, job_folder, run_job
 
 BATCH_OPTIONS = (
     Option("workers", "int", "Workers", "worker processes on this machine (a Dask LocalCluster; 0: the jobs one after "
@@ -76,7 +77,7 @@ def plan_batch(jobs_table: Optional[str], model, out_dir: str, options: Optional
     from ..options import check
     notes: List[str] = []
     if jobs_table:
-        jobs = read_jobs(jobs_table, buffer_m)
+        jobs = read_jobs(jobs_table, buffer_m, notes)
     elif facilities and scenes:
         if not facility_field:
             raise InputError("give the facilities' id field (--facility-field)")
@@ -95,6 +96,10 @@ def plan_batch(jobs_table: Optional[str], model, out_dir: str, options: Optional
         raise OutputError("%s exists and is not a folder" % out_dir)
     if not resume and os.path.isfile(os.path.join(out_dir, "manifest.json")):
         raise OutputError("%s holds a batch already: continue it with --resume, or choose another folder" % out_dir)
+    if resume and os.path.isdir(out_dir):
+        note = Manifest(out_dir).damage_note()
+        if note:
+            notes.append(note)
     return BatchPlan(tuple(jobs), m.path, kept, out_dir, workers, scheduler, resume, changes, tuple(notes))
 
 
@@ -126,6 +131,7 @@ def run_batch(p: BatchPlan, progress: Optional[Progress] = None, cancel: Optiona
     lock = _lock(p.out_dir)
     try:
         shutil.rmtree(os.path.join(p.out_dir, STAGING), ignore_errors=True)   # what a killed batch left
+        scratch = os.path.join(p.out_dir, STAGING, "scratch")   # the engine's tm-run-*: removed below, always
         manifest = Manifest(p.out_dir)
         checks = Checksums(manifest.hashes)
         model_sum, opts_sum = checks.of(p.model), text_checksum(p.options)
@@ -154,9 +160,9 @@ def run_batch(p: BatchPlan, progress: Optional[Progress] = None, cancel: Optiona
             for job, inputs in todo:
                 if cancel():
                     raise Cancelled("cancelled: %d of %d jobs done; --resume continues" % (state["done"], total))
-                finished(job, inputs, run_job(job, p.model, p.options, p.out_dir, p.options.get("threads")))
+                finished(job, inputs, run_job(job, p.model, p.options, p.out_dir, p.options.get("threads"), scratch))
         elif todo:
-            _on_dask(p, todo, finished, cancel, on_dashboard)
+            _on_dask(p, todo, finished, cancel, on_dashboard, scratch)
         records = [manifest.jobs[j.key] for j in p.jobs if j.key in manifest.jobs]
         outputs = {"manifest": manifest.path, "timeseries": R.timeseries(os.path.join(p.out_dir, "timeseries.csv"),
                                                                            records)}
@@ -176,11 +182,29 @@ def run_batch(p: BatchPlan, progress: Optional[Progress] = None, cancel: Optiona
         os.remove(lock)
 
 
-def _on_dask(p: BatchPlan, todo, finished, cancel, on_dashboard) -> None:
+def _local_cluster(p: BatchPlan):
+    """A LocalCluster of ``p.workers`` processes, Dask's scratch space in the batch's staging folder.
+    Its worker processes are started with Ctrl-C ignored (they inherit that): the batch's own
+    process answers it and closes them, instead of each worker printing a traceback."""
+    import signal
+    from distributed import LocalCluster
+    ignoring = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN) if ignoring else None
+    import dask
+    try:
+        with dask.config.set({"temporary-directory": os.path.join(p.out_dir, STAGING, "dask")}):
+            return LocalCluster(n_workers=p.workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                silence_logs=40)
+    finally:
+        if ignoring:
+            signal.signal(signal.SIGINT, old)
+
+
+def _on_dask(p: BatchPlan, todo, finished, cancel, on_dashboard, scratch: str) -> None:
     """The jobs as Dask tasks: a LocalCluster of ``p.workers`` processes (each engine with its share
     of the cores) or the scheduler's cluster; a task whose worker dies is run again elsewhere."""
     try:
-        from distributed import Client, LocalCluster, as_completed
+        from distributed import Client, as_completed
     except ImportError:
         raise InputError("batch runs with workers need Dask: pip install dask distributed (or --workers 0: one job "
                          "after the other, without it)") from None
@@ -190,8 +214,7 @@ def _on_dask(p: BatchPlan, todo, finished, cancel, on_dashboard) -> None:
         threads = None
     else:
         cores = os.cpu_count() or 1
-        cluster = LocalCluster(n_workers=p.workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                               silence_logs=40)
+        cluster = _local_cluster(p)
         client = Client(cluster)
         threads = max(1, cores // p.workers)
     if on_dashboard:
@@ -199,16 +222,18 @@ def _on_dask(p: BatchPlan, todo, finished, cancel, on_dashboard) -> None:
     try:
         futs = {}
         for job, inputs in todo:
-            f = client.submit(run_job, job, p.model, p.options, p.out_dir, threads, pure=False,
+            f = client.submit(run_job, job, p.model, p.options, p.out_dir, threads, scratch, pure=False,
                               key="job-%s-%s" % (safe(job.facility), job.year))
             futs[f] = (job, inputs)
         for f in as_completed(list(futs)):
             job, inputs = futs[f]
             try:
                 rec = f.result()
-            except Exception as e:  # the task itself was lost: its worker died more than Dask allows
+            except Exception as e:  # the task itself was lost (its worker died more than Dask allows), or raised
+                lost = type(e).__name__ in ("KilledWorker", "CancelledError")
                 rec = {"facility": job.facility, "year": job.year, "date": job.date, "raster": job.raster,
-                       "state": "failed", "error": "its worker died while running it (%s)" % type(e).__name__}
+                       "state": "failed", "error": ("its worker died while running it (%s)" % failure_reason(e)) if lost
+                       else "internal error on its worker: %s" % failure_reason(e)}
             finished(job, inputs, rec)
             if cancel():
                 for g in futs:

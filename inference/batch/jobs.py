@@ -9,6 +9,7 @@ facility matched with the scenes whose footprint covers it, one job a year.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from osgeo import ogr, osr
 
 from ..aoi import equal_area_at
 from ..errors import InputError
+from ..tables import gdal_reason, open_vector, read_text
 
 ogr.UseExceptions()
 
@@ -70,37 +72,49 @@ def _buffer(g: ogr.Geometry, srs: osr.SpatialReference, metres: float) -> ogr.Ge
     return h
 
 
-def read_jobs(path: str, buffer_m: float = 0.0) -> List[Job]:
-    """The jobs of a table (see the module's text); an error names the row and what is wrong."""
+def _layer_rows(lyr, name: str, rows: list) -> List[str]:
+    """An OGR layer's rows (fields, geometry, CRS, where) appended to ``rows``; its field names."""
+    defn = lyr.GetLayerDefn()
+    fields = [defn.GetFieldDefn(i).GetName().lower() for i in range(defn.GetFieldCount())]
+    srs = lyr.GetSpatialRef()
+    if srs is not None:
+        srs = srs.Clone()
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    for i, f in enumerate(lyr):
+        row = {defn.GetFieldDefn(k).GetName().lower(): ("" if f.GetField(k) is None else str(f.GetField(k)))
+               for k in range(defn.GetFieldCount())}
+        g = f.GetGeometryRef()
+        rows.append((row, g.Clone() if g is not None and not g.IsEmpty() else None, srs,
+                     "%s feature %d" % (name, i + 1)))
+    return fields
+
+
+def read_jobs(path: str, buffer_m: float = 0.0, notes: Optional[List[str]] = None) -> List[Job]:
+    """The jobs of a table (see the module's text); an error names the row and what is wrong.
+    What was assumed (a CSV's encoding) is added to ``notes``."""
     if not os.path.isfile(path):
         raise InputError("no such jobs table: %s" % path)
     base = os.path.dirname(os.path.abspath(path))
     rows: List[Tuple[Dict[str, str], Optional[ogr.Geometry], Optional[osr.SpatialReference], str]] = []
     if path.lower().endswith(".csv"):
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
+        text, note = read_text(path, "the jobs table")
+        if note and notes is not None:
+            notes.append(note)
+        try:
+            reader = csv.DictReader(io.StringIO(text, newline=""))
             fields = [f.strip().lower() for f in (reader.fieldnames or [])]
             for i, row in enumerate(reader):
                 rows.append(({k.strip().lower(): (v or "") for k, v in row.items() if k}, None, None,
                              "%s row %d" % (os.path.basename(path), i + 2)))
+        except csv.Error as e:
+            raise InputError("the jobs table %s cannot be read as CSV: %s" % (path, e)) from None
     else:
+        ds = open_vector(path, "the jobs table")
         try:
-            ds = ogr.Open(path)
+            fields = _layer_rows(ds.GetLayer(0), os.path.basename(path), rows)
         except RuntimeError as e:
-            raise InputError("cannot open the jobs table %s: %s" % (path, e)) from None
-        lyr = ds.GetLayer(0)
-        defn = lyr.GetLayerDefn()
-        fields = [defn.GetFieldDefn(i).GetName().lower() for i in range(defn.GetFieldCount())]
-        srs = lyr.GetSpatialRef()
-        if srs is not None:
-            srs = srs.Clone()
-            srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-        for i, f in enumerate(lyr):
-            row = {defn.GetFieldDefn(k).GetName().lower(): ("" if f.GetField(k) is None else str(f.GetField(k)))
-                   for k in range(defn.GetFieldCount())}
-            g = f.GetGeometryRef()
-            rows.append((row, g.Clone() if g is not None and not g.IsEmpty() else None, srs,
-                         "%s feature %d" % (os.path.basename(path), i + 1)))
+            raise InputError("cannot read the jobs table %s: %s (is it damaged or truncated?)"
+                             % (path, gdal_reason(e))) from None
         ds = None
     missing = [c for c in ("facility", "raster") if c not in fields]
     if missing or not ({"year", "date"} & set(fields)):
@@ -162,12 +176,39 @@ def _footprint(path: str) -> Tuple[ogr.Geometry, str]:
     return g, r.wkt
 
 
+def _facilities(facilities: str, field: str) -> List[Tuple[str, ogr.Geometry, osr.SpatialReference]]:
+    """The facilities' ids, geometries and CRS (``path`` or ``path|layername=L``)."""
+    parts = facilities.split("|")
+    name = next((p.split("=", 1)[1] for p in parts[1:] if p.startswith("layername=")), None)
+    ds = open_vector(parts[0], "the facilities")
+    lyr = ds.GetLayerByName(name) if name else ds.GetLayer(0)
+    if lyr is None:
+        raise InputError("the facilities %s have no layer %s" % (parts[0], name))
+    if lyr.GetSpatialRef() is None:
+        raise InputError("the facilities %s have no coordinate reference system" % facilities)
+    srs = lyr.GetSpatialRef().Clone()
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    if lyr.GetLayerDefn().GetFieldIndex(field) < 0:
+        raise InputError("the facilities %s have no field %r" % (facilities, field))
+    out = []
+    try:
+        for f in lyr:
+            g = f.GetGeometryRef()
+            if g is not None and not g.IsEmpty():
+                out.append((str(f.GetField(field)), g.Clone(), srs))
+    except RuntimeError as e:
+        raise InputError("cannot read the facilities %s: %s (is it damaged or truncated?)"
+                         % (facilities, gdal_reason(e))) from None
+    return out
+
+
 def scene_jobs(facilities: str, field: str, scenes_dir: str, buffer_m: float = 0.0) -> Tuple[List[Job], List[str]]:
     """Jobs from a facilities layer and a folder of scenes (a raster file, Sentinel-2 folder or SAFE
     each): every facility with each year's scene that covers it (of several, the one that covers
     it whole, then the latest).  Returns the jobs and notes on what was left out."""
     if not os.path.isdir(scenes_dir):
         raise InputError("no such folder of scenes: %s" % scenes_dir)
+    facs = _facilities(facilities, field)
     names = sorted(n for n in os.listdir(scenes_dir) if not n.startswith("."))
     scenes = []
     for n in names:
@@ -185,24 +226,12 @@ def scene_jobs(facilities: str, field: str, scenes_dir: str, buffer_m: float = 0
     if not scenes:
         raise InputError("no dated scene in %s (dates come from the products, or a YYYYMMDD in their names)"
                          % scenes_dir)
-    ds = ogr.Open(facilities.split("|")[0])
-    lyr = ds.GetLayer(0)
-    srs = lyr.GetSpatialRef().Clone()
-    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    defn = lyr.GetLayerDefn()
-    if defn.GetFieldIndex(field) < 0:
-        raise InputError("the facilities %s have no field %r" % (facilities, field))
     jobs, notes = [], []
-    for f in lyr:
-        g = f.GetGeometryRef()
-        if g is None or g.IsEmpty():
-            continue
-        g = g.Clone()
+    for fac, g, srs in facs:
         if ogr.GT_Flatten(g.GetGeometryType()) in (ogr.wkbPoint, ogr.wkbMultiPoint):
             if buffer_m <= 0:
                 raise InputError("the facilities are points: give the area around them (--buffer-m)")
             g = _buffer(g, srs, buffer_m)
-        fac = str(f.GetField(field))
         by_year: Dict[str, list] = {}
         for p, date, fp, wkt in scenes:
             dst = osr.SpatialReference()
@@ -220,7 +249,6 @@ def scene_jobs(facilities: str, field: str, scenes_dir: str, buffer_m: float = 0
             jobs.append(Job(fac, year, date, p, None, g.ExportToWkt(), srs.ExportToWkt()))
         if not by_year:
             notes.append("%s: no scene covers it" % fac)
-    ds = None
     if not jobs:
         raise InputError("no scene in %s covers any facility of %s" % (scenes_dir, facilities))
     return jobs, notes

@@ -61,11 +61,27 @@ class Manifest:
         self.path = os.path.join(folder, MANIFEST)
         self.jobs: Dict[str, dict] = {}
         self.hashes: Dict[str, list] = {}
+        self.damaged: Optional[str] = None   # why the file on disk could not be read (it is started anew)
         if os.path.isfile(self.path):
-            with open(self.path, encoding="utf-8") as fh:
-                d = json.load(fh)
-            self.jobs = d.get("jobs", {})
-            self.hashes = d.get("file_hashes", {})
+            try:
+                with open(self.path, encoding="utf-8") as fh:
+                    d = json.load(fh)
+                jobs, hashes = d.get("jobs", {}), d.get("file_hashes", {})
+                if not (isinstance(jobs, dict) and all(isinstance(e, dict) for e in jobs.values())
+                        and isinstance(hashes, dict)
+                        and all(isinstance(h, list) and len(h) == 3 for h in hashes.values())):
+                    raise ValueError("not the structure of a batch manifest")
+            except (ValueError, AttributeError, UnicodeDecodeError, OSError) as e:
+                self.damaged = "%s: %s" % (type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+                return
+            self.jobs, self.hashes = jobs, hashes
+
+    def damage_note(self) -> Optional[str]:
+        """What a damaged manifest (cut mid-JSON by a full disk or a kill) means for the batch."""
+        if not self.damaged:
+            return None
+        return ("the batch manifest %s is damaged (%s): it cannot say which jobs were done, so every job runs "
+                "again (a job's outputs are replaced whole)" % (self.path, self.damaged))
 
     def done(self, key: str, inputs: str) -> bool:
         e = self.jobs.get(key)

@@ -5,14 +5,18 @@ record of its error, not an exception: the batch goes on.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import tempfile
+import threading
 import time
 import uuid
 from dataclasses import replace
-from typing import Dict
+from typing import Dict, Optional
 
-from ..errors import TailingsError, first_line
+from ..errors import TailingsError
+from ..tables import gdal_reason
 from .jobs import Job, aoi_wkts, safe
 
 STAGING = ".staging"
@@ -42,6 +46,39 @@ def _die_if_asked(job: Job) -> None:
             os._exit(17)    # as a worker killed mid-job would (out of memory, node lost)
 
 
+_SCRATCH = {"lock": threading.Lock(), "users": 0, "saved": None}
+
+
+@contextlib.contextmanager
+def scratch_space(folder: Optional[str]):
+    """The engine's scratch folders (``tm-run-*``...) made under ``folder`` while a job runs: the
+    batch removes that folder whatever becomes of the worker (killed, interrupted), so none is
+    left in the temp dir.  (``tempfile.tempdir`` is the process's: jobs that run at once in one
+    process share the same folder, the old value comes back when the last one ends.)"""
+    if not folder:
+        yield
+        return
+    os.makedirs(folder, exist_ok=True)
+    with _SCRATCH["lock"]:
+        if _SCRATCH["users"] == 0:
+            _SCRATCH["saved"] = tempfile.tempdir
+        _SCRATCH["users"] += 1
+        tempfile.tempdir = folder
+    try:
+        yield
+    finally:
+        with _SCRATCH["lock"]:
+            _SCRATCH["users"] -= 1
+            if _SCRATCH["users"] == 0:
+                tempfile.tempdir = _SCRATCH["saved"]
+
+
+def failure_reason(e: BaseException) -> str:
+    """An unexpected error's type and message (GDAL's last message when it has none: never the
+    type's name alone)."""
+    return "%s: %s" % (type(e).__name__, gdal_reason(e))
+
+
 def _place(stage: str, final: str) -> None:
     """``stage`` becomes ``final`` in one rename (an older ``final`` moved aside first)."""
     os.makedirs(os.path.dirname(final), exist_ok=True)
@@ -54,10 +91,15 @@ def _place(stage: str, final: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def run_job(job: Job, model_path: str, options: dict, out_root: str, threads) -> dict:
+def run_job(job: Job, model_path: str, options: dict, out_root: str, threads, scratch: Optional[str] = None) -> dict:
     """Segment a job; its record: ``state`` done or failed, the areas per class, the flagged and
     masked fractions, the out-of-distribution score, the report and class raster (final paths),
-    the seconds, or the error."""
+    the seconds, or the error.  The engine's scratch folders go under ``scratch`` when given."""
+    with scratch_space(scratch):
+        return _run_job(job, model_path, options, out_root, threads)
+
+
+def _run_job(job: Job, model_path: str, options: dict, out_root: str, threads) -> dict:
     from ..execute import execute
     from ..options import SegmentOptions
     from ..planning import plan
@@ -88,4 +130,4 @@ def run_job(job: Job, model_path: str, options: dict, out_root: str, threads) ->
     except Exception as e:  # a bug in a job: recorded, the batch goes on
         shutil.rmtree(stage, ignore_errors=True)
         return dict(base, state="failed", seconds=round(time.time() - t0, 2),
-                    error="internal error: %s: %s" % (type(e).__name__, first_line(e)))
+                    error="internal error: %s" % failure_reason(e))

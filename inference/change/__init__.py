@@ -22,6 +22,7 @@ from osgeo import gdal
 from ..errors import InputError, OptionError, OutputError
 from ..metadata import DEFAULT_COLOURS
 from ..options import Option
+from ..tables import open_vector
 from . import compute, grid as gridlib, products, report
 from .inputs import ResultInput, assign_years, check_classes, open_input
 
@@ -118,8 +119,8 @@ def plan_change(results: Sequence[str], opts: Optional[ChangeOptions] = None, ou
     classes = check_classes(inputs)
     order = sorted(range(len(inputs)), key=lambda k: years[k])
     grid, common = gridlib.common_grid(inputs)
-    if opts.facilities and not os.path.exists(opts.facilities.split("|")[0]):
-        raise InputError("no such file: %s" % opts.facilities)
+    if opts.facilities:
+        open_vector(opts.facilities.split("|")[0], "the facilities")   # (an error names a missing or damaged file)
     outputs = output_names(out_dir, opts.prefix) if out_dir else {}
     if outputs and not opts.overwrite:
         taken = [os.path.basename(p) for p in outputs.values() if os.path.exists(p)]

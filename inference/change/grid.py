@@ -19,6 +19,7 @@ from osgeo import gdal, ogr, osr
 
 from ..aoi import equal_area_at
 from ..errors import InputError
+from ..tables import gdal_reason, open_vector
 from .inputs import ResultInput, _srs, polygon_items
 
 NODATA = 255
@@ -43,11 +44,15 @@ class Grid:
             self.height, os.path.basename(self.reference))
 
 
-def _transform(wkt_geom: str, src_wkt: str, dst_wkt: str) -> ogr.Geometry:
+def _transform(wkt_geom: str, src_wkt: str, dst_wkt: str, what: str = "a polygon") -> ogr.Geometry:
     g = ogr.CreateGeometryFromWkt(wkt_geom)
     src, dst = _srs(src_wkt), _srs(dst_wkt)
     if not src.IsSame(dst):
-        g.Transform(osr.CoordinateTransformation(src, dst))
+        try:
+            g.Transform(osr.CoordinateTransformation(src, dst))
+        except RuntimeError as e:
+            raise InputError("%s cannot be brought into the grid's CRS (%s): %s" % (
+                what, src.GetName() or "?", gdal_reason(e))) from None
     return g
 
 
@@ -65,7 +70,7 @@ def common_grid(inputs: Sequence[ResultInput]) -> Tuple[Grid, ogr.Geometry]:
         raise InputError("%s is rotated: give north-up rasters" % ref)
     common = None
     for inp in inputs:
-        g = _transform(inp.footprint, inp.wkt, wkt)
+        g = _transform(inp.footprint, inp.footprint_wkt, wkt, "the ground %s covers" % inp.label)
         common = g if common is None else common.Intersection(g)
     if common is None or common.IsEmpty() or common.GetArea() <= 0:
         raise InputError("the results do not overlap: they are of different areas (%s)"
@@ -121,7 +126,7 @@ def burn_polygons(inp: ResultInput, grid: Grid, path: str) -> str:
     """A polygon input on the grid: inside its ground, each polygon's class, else background (0);
     outside it, no data."""
     ds = _new(path, grid)
-    area = _transform(inp.footprint, inp.wkt, grid.wkt)
+    area = _transform(inp.footprint, inp.footprint_wkt, grid.wkt, "the ground %s covers" % inp.label)
     m, lyr = _mem_layer(grid.wkt, [(area, 0)])
     gdal.RasterizeLayer(ds, [1], lyr, burn_values=[0])
     items = sorted(polygon_items(inp, grid.wkt), key=lambda gc: gc[1])
@@ -148,10 +153,7 @@ def burn_facilities(path_in: str, field: str, grid: Grid, path: str) -> Tuple[st
     grid, and the facilities' ids in index order."""
     parts = path_in.split("|")
     name = next((p.split("=", 1)[1] for p in parts[1:] if p.startswith("layername=")), None)
-    try:
-        ds = ogr.Open(parts[0])
-    except RuntimeError as e:
-        raise InputError("cannot open the facilities %s: %s" % (path_in, e)) from None
+    ds = open_vector(parts[0], "the facilities")
     lyr = ds.GetLayerByName(name) if name else ds.GetLayer(0)
     if lyr is None:
         raise InputError("the facilities %s have no layer %s" % (parts[0], name))
@@ -163,15 +165,19 @@ def burn_facilities(path_in: str, field: str, grid: Grid, path: str) -> Tuple[st
         raise InputError("the facilities %s have no field %r (their fields: %s)" % (path_in, field, ", ".join(names)))
     src = lyr.GetSpatialRef().ExportToWkt()
     ids, items = [], []
-    for f in lyr:
-        g = f.GetGeometryRef()
-        if g is None or g.IsEmpty():
-            continue
-        fid = str(f.GetField(field))
-        if fid in ids:
-            raise InputError("the facility id %r appears twice in %s" % (fid, path_in))
-        ids.append(fid)
-        items.append((_transform(g.ExportToWkt(), src, grid.wkt), len(ids)))
+    try:
+        for f in lyr:
+            g = f.GetGeometryRef()
+            if g is None or g.IsEmpty():
+                continue
+            fid = str(f.GetField(field))
+            if fid in ids:
+                raise InputError("the facility id %r appears twice in %s" % (fid, path_in))
+            ids.append(fid)
+            items.append((_transform(g.ExportToWkt(), src, grid.wkt, "facility %s" % fid), len(ids)))
+    except RuntimeError as e:   # (a damaged GeoPackage fails when its tables are read)
+        raise InputError("cannot read the facilities %s: %s (is it damaged or truncated?)" % (
+            path_in, gdal_reason(e))) from None
     lyr = ds = None
     if not ids:
         raise InputError("the facilities layer %s holds no polygon" % path_in)

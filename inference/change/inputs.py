@@ -3,8 +3,10 @@
 An input is a class raster (``<stem>_classes.tif``: class ids, 255 no data, 250-253 masked) or a
 polygon layer (the engine's GeoPackage, ``path`` or ``path|layername=L``), whose polygons as they
 are now -- edited by hand or not -- are the truth: inside the ground its run covered
-(``TM_AREA``) a pixel is the class of the polygon over it, else background; pixels its class
-raster (beside it) marks as no data or masked stay no data.  The class table comes from the
+(``TM_AREA``, in the CRS ``TM_AREA_CRS`` names: the run's raster's, whatever CRS the layer was
+saved in since; older files do not name it: see :func:`footprint_crs`) a pixel is the class of
+the polygon over it, else background; pixels its class raster (beside it) marks as no data or
+masked stay no data.  The class table comes from the
 ``CLASS_k`` metadata (of the raster, or of the polygon layer), else the class raster beside the
 polygons, else the model that made them, else the polygons themselves; the year from ``TM_DATE``,
 unless given.
@@ -19,6 +21,7 @@ from osgeo import gdal, ogr, osr
 
 from ..errors import InputError
 from ..masks import MASK_MIN
+from ..tables import gdal_reason, open_vector
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -33,8 +36,14 @@ class ResultInput:
     classes: Dict[int, str]       # class id -> name (no mask or nodata codes)
     date: Optional[str]           # TM_DATE as recorded (YYYY[-MM[-DD]]), when it is
     wkt: str                      # its CRS
-    footprint: str                # WKT, in ``wkt``: the ground it covers
+    footprint: str                # WKT, in ``footprint_wkt``: the ground it covers
     raster: Optional[str] = None  # polygons: the class raster beside them (no data, masked), when there
+    footprint_crs: Optional[str] = None   # the footprint's CRS when it is not ``wkt`` (a layer saved in another CRS)
+
+    @property
+    def footprint_wkt(self) -> str:
+        """The CRS of ``footprint``."""
+        return self.footprint_crs or self.wkt
 
     @property
     def year(self) -> Optional[str]:
@@ -97,10 +106,15 @@ def _open_polygons(label: str) -> ResultInput:
     parts = label.split("|")
     path = parts[0]
     layer = next((p.split("=", 1)[1] for p in parts[1:] if p.startswith("layername=")), None)
+    ds = open_vector(path, "the result")
     try:
-        ds = ogr.Open(path)
-    except RuntimeError as e:
-        raise InputError("cannot open %s: %s" % (path, str(e).splitlines()[0])) from None
+        return _read_polygons(label, path, layer, ds)
+    except RuntimeError as e:   # (a damaged GeoPackage fails when its tables are read)
+        raise InputError("cannot read the result %s: %s (is it damaged or truncated?)"
+                         % (path, gdal_reason(e))) from None
+
+
+def _read_polygons(label: str, path: str, layer: Optional[str], ds) -> ResultInput:
     lyr = ds.GetLayerByName(layer) if layer else next(
         (ds.GetLayer(i) for i in range(ds.GetLayerCount()) if ds.GetLayer(i).GetName() != "layer_styles"
          and not ds.GetLayer(i).GetName().endswith("_tiles")), None)
@@ -133,18 +147,92 @@ def _open_polygons(label: str) -> ResultInput:
                 seen[int(f.GetField("class_id"))] = f.GetField("class_name") or str(f.GetField("class_id"))
         lyr.ResetReading()
         classes = dict(sorted(seen.items()))
-    area = md.get("TM_AREA")
-    if not area and sibling:
+    area, area_crs = md.get("TM_AREA"), None
+    if area:
+        area_crs = footprint_crs(md, lyr, sibling, "%s: the layer %s" % (path, name))
+    elif sibling:
         sds = gdal.Open(sibling)
-        area = _bounds_wkt(sds)
+        area, area_crs = _bounds_wkt(sds), sds.GetProjection()
         sds = None
     if not area:
         raise InputError("%s: the layer %s does not say which ground its run covered (TM_AREA), and no class raster "
                          "is beside it: where it has no polygon, background cannot be told from no data"
                          % (path, name))
-    out = ResultInput(label, "polygons", path, name, classes, md.get("TM_DATE"), wkt, area, sibling)
+    out = ResultInput(label, "polygons", path, name, classes, md.get("TM_DATE"), wkt, area, sibling,
+                      None if _srs(area_crs).IsSame(_srs(wkt)) else area_crs)
     lyr = ds = None
     return out
+
+
+def footprint_crs(md: Dict[str, str], lyr, sibling: Optional[str], what: str) -> str:
+    """The CRS of a polygon layer's ``TM_AREA`` (WKT): ``TM_AREA_CRS`` as recorded; in older files
+    the run's raster's -- its class raster's (beside the layer, or named), else its source's --
+    and, when neither is there, the layer's own if its polygons lie on that ground; else an error
+    (a layer saved in another CRS cannot say where its ground was)."""
+    try:
+        _check_geometry(md["TM_AREA"])
+    except (RuntimeError, ValueError):
+        raise InputError("%s records its ground (TM_AREA) as %r, not a polygon" % (what, md["TM_AREA"][:60])) from None
+    if md.get("TM_AREA_CRS"):
+        s = osr.SpatialReference()
+        try:
+            if s.SetFromUserInput(md["TM_AREA_CRS"]) != 0:
+                raise RuntimeError("not a CRS")
+        except RuntimeError:
+            raise InputError("%s records the CRS of its ground (TM_AREA_CRS) as %r, which is not a CRS"
+                             % (what, md["TM_AREA_CRS"][:60])) from None
+        return s.ExportToWkt()
+    for raster in (sibling, md.get("TM_SOURCE")):
+        wkt = _raster_crs(raster)
+        if wkt:
+            return wkt
+    own = lyr.GetSpatialRef().ExportToWkt()
+    area = ogr.CreateGeometryFromWkt(md["TM_AREA"])
+    x0, x1, y0, y1 = area.GetEnvelope()
+    tol = 0.01 * max(x1 - x0, y1 - y0)
+    ext = _extent(lyr)
+    inside = ext is None or (ext[0] >= x0 - tol and ext[1] <= x1 + tol and ext[2] >= y0 - tol and ext[3] <= y1 + tol)
+    if not inside:
+        raise InputError("%s was saved in another CRS than its run's raster, and its ground (TM_AREA, recorded in "
+                         "that raster's CRS without naming it) cannot be placed: neither its class raster nor its "
+                         "source raster is there to say which CRS it was; use the original layer (or its class "
+                         "raster) instead" % what)
+    return own
+
+
+def _check_geometry(wkt: str) -> None:
+    g = ogr.CreateGeometryFromWkt(wkt)
+    if g is None or g.IsEmpty() or ogr.GT_Flatten(g.GetGeometryType()) not in (ogr.wkbPolygon, ogr.wkbMultiPolygon):
+        raise ValueError(wkt)
+
+
+def _extent(lyr):
+    """The layer's polygons' extent (xmin, xmax, ymin, ymax), None when it has none."""
+    if lyr.GetFeatureCount() == 0:
+        return None
+    try:
+        return lyr.GetExtent()
+    except RuntimeError:
+        return None
+
+
+def _raster_crs(path: Optional[str]) -> Optional[str]:
+    """The CRS of a raster that is there (a file, or a product the engine reads), else None."""
+    if not path or not os.path.exists(path):
+        return None
+    try:
+        ds = gdal.Open(path)
+        wkt = ds.GetProjection() if ds is not None else ""
+        ds = None
+        if wkt:
+            return wkt
+    except RuntimeError:
+        pass
+    try:
+        from ..raster import open_input as open_raster
+        return open_raster(path).wkt or None
+    except Exception:   # not a raster the engine reads (any more): no answer from it
+        return None
 
 
 def open_input(label: str) -> ResultInput:
@@ -160,12 +248,28 @@ def open_input(label: str) -> ResultInput:
 def polygon_items(inp: ResultInput, wkt: str) -> List[Tuple[ogr.Geometry, int]]:
     """The polygons of a polygon input with their class ids, in ``wkt``; a polygon without a
     class (drawn by hand) is the positive class of a binary table, else an error."""
-    ds = ogr.Open(inp.path)
+    ds = open_vector(inp.path, "the result")
     lyr = ds.GetLayerByName(inp.layer)
     ct = None
     src, dst = _srs(lyr.GetSpatialRef().ExportToWkt()), _srs(wkt)
     if not src.IsSame(dst):
         ct = osr.CoordinateTransformation(src, dst)
+    try:
+        items, missing, unknown = _items(inp, lyr, ct)
+    except RuntimeError as e:   # (a damaged GeoPackage, or a polygon the grid's CRS cannot hold)
+        raise InputError("cannot read the polygons of %s: %s" % (
+            inp.label, gdal_reason(e))) from None
+    lyr = ds = None
+    if missing:
+        raise InputError("%s: %d polygons have no class_id: with several classes, say which each is"
+                         % (inp.label, missing))
+    if unknown:
+        raise InputError("%s: polygons of class ids %s, which its class table (%s) does not have"
+                         % (inp.label, sorted(unknown), ", ".join("%d=%s" % kv for kv in sorted(inp.classes.items()))))
+    return items
+
+
+def _items(inp: ResultInput, lyr, ct):
     positive = max(inp.classes) if len(inp.classes) == 2 else None
     items, missing, unknown = [], 0, set()
     for f in lyr:
@@ -186,14 +290,7 @@ def polygon_items(inp: ResultInput, wkt: str) -> List[Tuple[ogr.Geometry, int]]:
         if ct is not None:
             g.Transform(ct)
         items.append((g, cid))
-    lyr = ds = None
-    if missing:
-        raise InputError("%s: %d polygons have no class_id: with several classes, say which each is"
-                         % (inp.label, missing))
-    if unknown:
-        raise InputError("%s: polygons of class ids %s, which its class table (%s) does not have"
-                         % (inp.label, sorted(unknown), ", ".join("%d=%s" % kv for kv in sorted(inp.classes.items()))))
-    return items
+    return items, missing, unknown
 
 
 def check_classes(inputs: Sequence[ResultInput]) -> Dict[int, str]:
