@@ -108,8 +108,15 @@ def test_a_worker_killed_mid_job_and_a_corrupt_raster(jobs, tmp_path, monkeypatc
     assert os.path.isfile(os.path.join(out, "MG-001", "2021", "MG-001_2021_classes.tif"))
     assert not os.path.exists(os.path.join(out, "XX-003")) and not os.path.exists(os.path.join(out, ".staging"))
     proc = run_cli(["batch", table, "--out", str(tmp_path / "cli"), "--model", m, "--workers", "0", "--cloud-mask",
-                    "off", "--no-changes", "--quiet"])
+                    "off", "--no-changes"])
     assert proc.returncode == 1 and "failed: XX-003 2021" in proc.stdout and "Traceback" not in proc.stderr
+    # each job's line: the presenter's one line for a run, the error's for a failed job
+    from inference.report import read
+    lines = proc.stdout.splitlines()
+    mg = [ln for ln in lines if ln.startswith("[") and ": MG-001 2021: " in ln]
+    summary = read(os.path.join(str(tmp_path / "cli"), "MG-001", "2021", "MG-001_2021_report.json"))["summary"]
+    assert len(mg) == 1 and mg[0].endswith(summary)
+    assert any(ln.startswith("[") and ": XX-003 2021: failed: " in ln and "broken.tif" in ln for ln in lines)
 
 
 def test_resume_does_only_what_is_missing_and_a_changed_model_reruns_all(jobs, tmp_path):

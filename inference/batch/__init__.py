@@ -155,7 +155,8 @@ def run_batch(p: BatchPlan, progress: Optional[Progress] = None, cancel: Optiona
             el = time.time() - t0
             eta = el / n * (total - n) if n else 0.0
             progress(state["done"], state["failed"], min(total - n, max(1, p.workers)), total, eta,
-                     "%s %s: %s" % (job.facility, job.year, rec["state"] if rec["state"] == "done" else rec["error"]))
+                     "%s %s: %s" % (job.facility, job.year, rec.get("summary", "done") if rec["state"] == "done"
+                                                   else "failed: %s" % rec["error"]))
         if p.workers == 0 and not p.scheduler:
             for job, inputs in todo:
                 if cancel():

@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Dict, Optional
 
 from ..errors import TailingsError
+from ..present import headline
 from ..tables import gdal_reason
 from .jobs import Job, aoi_wkts, safe
 
@@ -123,7 +124,8 @@ def _run_job(job: Job, model_path: str, options: dict, out_root: str, threads) -
                     areas={str(s["name"]): round(float(s["area_ha"]), 4) for s in res.stats.values()},
                     flagged_fraction=round(res.flagged_fraction, 6), masked_fraction=round(res.masked_fraction, 6),
                     ood_score=(res.reliability or {}).get("ood_score"), warnings=list(res.warnings),
-                    report=moved(res.report), class_raster=moved(res.class_raster), polygons=moved(res.polygons))
+                    report=moved(res.report), class_raster=moved(res.class_raster), polygons=moved(res.polygons),
+                    summary=headline(res))
     except TailingsError as e:
         shutil.rmtree(stage, ignore_errors=True)
         return dict(base, state="failed", seconds=round(time.time() - t0, 2), error=str(e))
