@@ -1,14 +1,21 @@
 """Command line: ``python -m inference segment|models|evaluate|change|batch ...`` (``--help`` on each)."""
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
 
-from .errors import Cancelled, OptionError, TailingsError, first_line
-from .options import add_arguments, from_arguments, option
-from .writing import bound_block_cache
+from .signals import STOP
+
+if __name__ == "__main__":   # signals that come while the modules below load: held until main() is ready
+    STOP.install()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import signal  # noqa: E402
+import time  # noqa: E402
+
+from .errors import Cancelled, OptionError, TailingsError, first_line  # noqa: E402
+from .options import add_arguments, from_arguments, option  # noqa: E402
+from .writing import bound_block_cache  # noqa: E402
 
 
 class Bar:
@@ -42,13 +49,15 @@ MODEL_HELP = "ONNX file or the name of a shipped/user model (e.g. tailings)"
 def cmd_segment(a) -> int:
     from .execute import execute
     from .planning import plan
-    from .preview import write_preview
+    from .preview import check_preview_path, write_preview
     from .report import findings
+    if a.preview:
+        check_preview_path(a.preview)
     p = plan(a.input, a.model, from_arguments(a), a.out)
     for w in p.warnings:   # before the run, where they cannot be missed
         print("warning: %s" % w, file=sys.stderr)
     bar = Bar(not a.quiet and (sys.stderr.isatty() or a.progress))
-    res = execute(p, progress=bar)
+    res = execute(p, progress=bar, cancel=STOP)
     print("model: %s (%s)" % (res.model.name, res.model.path))
     print("device: %s (%s)" % (res.device, res.provider_reason))
     for n in res.notes:
@@ -176,6 +185,30 @@ def cmd_batch(a) -> int:
 
 
 def main(argv=None) -> int:
+    """The command line; Ctrl-C, SIGTERM and SIGHUP stop it with one line, at any moment
+    (``inference.signals``), with the exit status 128 + the signal's number."""
+    STOP.install()
+    try:
+        STOP.arm()
+        status = _main(argv)
+        if STOP() and status == 0:   # an interrupt a library swallowed after the run's last check
+            status = _stopped()
+    except KeyboardInterrupt:   # (before or after the command's own handling)
+        status = _stopped()
+    finally:
+        STOP.restore()
+    return status
+
+
+def _stopped() -> int:
+    if STOP.signum is None:   # a KeyboardInterrupt raised by other means
+        STOP.signum = int(signal.SIGINT)
+    print("%serror: %s; partial outputs removed" % ("\n" if sys.stderr.isatty() else "", STOP.message),
+          file=sys.stderr)
+    return STOP.exit_status
+
+
+def _main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m inference", description="Tailings Mapper segmentation engine")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -226,11 +259,12 @@ def main(argv=None) -> int:
     try:
         return a.func(a)
     except Cancelled:
+        if STOP():
+            return _stopped()
         print("error: cancelled", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print("\nerror: interrupted; partial outputs removed", file=sys.stderr)
-        return 130
+        return _stopped()
     except OptionError as err:
         if a.debug:
             raise

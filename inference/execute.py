@@ -30,7 +30,7 @@ from .geotiff import codec
 from .polygonize import BandPolygonizer
 from .vectorize import StreamSieve, foreground, postprocess, sieve_threshold_px, two_classes, write_tiles_layer
 from .writing import (NODATA_CLASS, NODATA_CONF, STAGES, GeoTiffWriter, StagedOutputs, block_cache_at_least,
-                      block_cache_need, to_source_grid)
+                      block_cache_need, disk_error, to_source_grid)
 
 
 @dataclass(frozen=True)
@@ -69,14 +69,18 @@ def execute(p: Plan, progress: Optional[stream.ProgressFn] = None,
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tm-load")
     loading = loader.submit(p.session)
     loader.shutdown(wait=False)
+    created = not os.path.isdir(p.out_dir)
     make_output_folder(p.out_dir)
-    staged = StagedOutputs(p.outputs, p.options.overwrite, p.options.unique_names)
-    workdir = tempfile.mkdtemp(prefix="tm-run-")
+    staged = workdir = None
     try:
+        staged = StagedOutputs(p.outputs, p.options.overwrite, p.options.unique_names)
+        workdir = scratch_folder()
         with block_cache_at_least(block_cache_need(p)):
             stats, streamed, run_time = _run(p, loading, staged, workdir, progress, cancel)
         res = _result(p, loading.result(), staged, stats, streamed, t0)
         report.write(staged.get("report"), report.build(p, res, staged.final, run_time))
+        if cancel():   # (asked for at the last moment: nothing committed)
+            raise Cancelled("cancelled")
         staged.commit()
     except BaseException as e:
         # The failed run's frames (kept alive by the traceback) still hold GDAL datasets open;
@@ -84,14 +88,48 @@ def execute(p: Plan, progress: Optional[stream.ProgressFn] = None,
         # folder after the removal below.  Release them first.
         traceback.clear_frames(e.__traceback__)
         gc.collect()
-        staged.discard()
+        if staged is not None:
+            staged.discard()
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+        if created:   # the folder the run made, when nothing else came into it meanwhile
+            with contextlib.suppress(OSError):
+                os.rmdir(p.out_dir)
+        full = None if isinstance(e, OutputError) else _disk_error(e, p.out_dir, workdir)
+        if full is not None:
+            raise full from None
         raise
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
         STAGES.add("run (wall)", time.time() - t0)
         STAGES.dump()
     progress(1.0, "done")
     return res
+
+
+def scratch_folder() -> str:
+    """A new scratch folder for a run (``tm-run-*``) in TMPDIR when it is set, else the system's
+    temporary folder; an :class:`OutputError` naming it when it cannot be made there."""
+    base = os.environ.get("TMPDIR") or None
+    try:
+        return tempfile.mkdtemp(prefix="tm-run-", dir=base)
+    except OSError as e:
+        where = "%s (TMPDIR)" % base if base else tempfile.gettempdir()
+        raise OutputError("cannot make the run's scratch folder in %s: %s; set TMPDIR to a writable folder with "
+                          "free space" % (where, e.strerror or e)) from None
+
+
+def _disk_error(e: BaseException, out_dir: str, workdir: Optional[str]) -> Optional[OutputError]:
+    """A full disk (or a file over the size limit) under the outputs or the scratch folder, said
+    as such (``writing.disk_error``); None for other errors."""
+    if not isinstance(e, (OSError, RuntimeError)):
+        return None
+    text = "%s %s" % (e, getattr(e, "filename", "") or "")
+    scratch = workdir is not None and (workdir in text or "tm-poly-" in text)
+    if scratch:
+        return disk_error(e, os.path.dirname(workdir), " (TMPDIR, the run's scratch space)")
+    return disk_error(e, out_dir)
 
 
 def _result(p: Plan, session, staged: StagedOutputs, stats, streamed, t0: float) -> SegmentResult:
@@ -107,7 +145,8 @@ def _result(p: Plan, session, staged: StagedOutputs, stats, streamed, t0: float)
                    if streamed.tile_log is not None and out.get("polygons") else None)
     return SegmentResult(class_raster=out["classes"], confidence_raster=out.get("confidence"),
                          polygons=out.get("polygons"), layer_name=staged.layer_name, device=session.device,
-                         provider_reason=session.reason, seconds=time.time() - t0, stats=stats, notes=p.notes,
+                         provider_reason=session.reason, seconds=time.time() - t0, stats=stats,
+                         notes=p.notes + tuple(staged.notes),
                          model=p.info, valid_pixels=streamed.valid_pixels, tiles=streamed.tiles,
                          warnings=p.warnings + tuple(warnings), masked_ha=masked_ha,
                          masked_fraction=masked_fraction, flagged_fraction=flagged_fraction,

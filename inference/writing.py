@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -14,6 +15,7 @@ from typing import Dict, Mapping, Optional
 import numpy as np
 from osgeo import gdal
 
+from . import locks
 from . import raster as rasterlib
 from .errors import OutputError, TailingsError
 from .geotiff import CODEC_OPTIONS
@@ -180,9 +182,12 @@ def to_source_grid(src, dst, gt, w, h, wkt, colours, names, meta, labels=None, c
     ds = None
 
 
+SIDECARS = (".aux.xml", "-journal", "-wal", "-shm")
+
+
 def remove(path: str) -> None:
     """A file and the sidecars GDAL or SQLite may have left beside it."""
-    for p in (path, path + ".aux.xml", path + "-journal", path + "-wal", path + "-shm"):
+    for p in (path,) + tuple(path + s for s in SIDECARS):
         try:
             os.remove(p)
         except OSError:
@@ -195,29 +200,34 @@ class StagedOutputs:
     or removed (:meth:`discard`), so that a cancelled or failed run leaves nothing that looks
     finished and two runs never write the same files.
 
-    A run holds ``.<stem>.tm-lock`` (created exclusively) in the folder while it writes the outputs
-    named ``<stem>``.  With ``unique``, names taken (by files, or by another run's lock) are skipped
-    for ``<stem>-2``, ``<stem>-3``...; without, a taken name is an error unless ``overwrite``."""
+    A run holds ``.<stem>.tm-lock`` (``locks``: its process, computer and hidden files) in the folder
+    while it writes the outputs named ``<stem>``; a lock left by a killed run is taken over (a note
+    says so: :attr:`notes`).  With ``unique``, names taken (by files, or by a live run's lock) are
+    skipped for ``<stem>-2``, ``<stem>-3``...; without, a taken name is an error unless ``overwrite``."""
 
     def __init__(self, outputs: Mapping[str, str], overwrite: bool = False, unique: bool = False):
         from .planning import lock_path, names_taken, output_kinds_renamed, stems
         first = outputs["classes"]
         out_dir, stem = os.path.dirname(first), os.path.basename(first)[:-len("_classes.tif")]
         self.overwrite = overwrite
+        self.lock: Optional[str] = None
+        self.notes = []
+        tag = ".tm-%s-" % uuid.uuid4().hex[:8]
+        self._rec = locks.record(tag)
         for candidate in stems(stem):
             final = output_kinds_renamed(outputs, candidate)
+            lock = lock_path(out_dir, candidate)
+            self._clear_stale(lock)
             if unique and not overwrite and names_taken(final):
                 continue
-            lock = lock_path(out_dir, candidate)
             try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                if unique and not overwrite:
-                    continue
-                raise OutputError("another run is writing %s in %s right now" % (candidate, out_dir)) from None
+                created = locks.create(lock, self._rec)
             except OSError as e:
                 raise OutputError("cannot write to output folder %s: %s" % (out_dir, e.strerror or e)) from None
-            os.close(fd)
+            if not created:
+                if unique and not overwrite:
+                    continue
+                raise locks.refusal(lock, candidate, locks.read(lock))
             self.lock = lock
             break
         if not overwrite:
@@ -226,9 +236,20 @@ class StagedOutputs:
                 self._unlock()
                 raise OutputError("output exists: %s (choose another folder or prefix, or allow overwriting)"
                                   % ", ".join(os.path.basename(p) for p in taken))
-        tag = ".tm-%s-" % uuid.uuid4().hex[:8]
+        self.tag = tag
         self.final: Dict[str, str] = final
         self.tmp: Dict[str, str] = {k: os.path.join(out_dir, tag + os.path.basename(v)) for k, v in final.items()}
+
+    def _clear_stale(self, lock: str) -> None:
+        """Take over ``lock`` when the run that holds it is gone (its hidden files removed)."""
+        for _ in range(3):
+            rec = locks.read(lock) if os.path.exists(lock) else None
+            if not locks.is_stale(rec):
+                return
+            if locks.take_over(lock, rec):
+                self.notes.append("a run that was stopped (%s) had left its lock %s and its unfinished files: "
+                                  "taken over and removed" % (locks.describe(rec), lock))
+                return
 
     @property
     def layer_name(self) -> Optional[str]:
@@ -240,16 +261,48 @@ class StagedOutputs:
         return self.tmp.get(kind)
 
     def commit(self) -> None:
+        """Rename the complete set into place, as a whole: with ``overwrite``, the outputs there are
+        moved aside first (hidden names) and put back when anything fails, removed once the new
+        set is in place; the lock records how far the commit went (``locks.recover``)."""
+        out_dir = os.path.dirname(self.lock)
+        moved, placed = [], []
         try:
+            if not self.overwrite:
+                taken = [p for p in self.final.values() if os.path.exists(p)]
+                if taken:   # written meanwhile by something that takes no lock
+                    raise OutputError("output exists: %s (written by another program during the run)" % taken[0])
+            fresh = [os.path.basename(p) for p in self.final.values() if not os.path.exists(p)]
+            locks.update(self.lock, dict(self._rec, phase="committing", fresh=fresh))
+            for final in self.final.values():
+                for old in (final,) + tuple(final + s for s in SIDECARS):
+                    if os.path.lexists(old):
+                        backup = os.path.join(out_dir, self.tag + locks.BACKUP + os.path.basename(old))
+                        os.replace(old, backup)
+                        moved.append((old, backup))
             for kind, final in self.final.items():
                 tmp = self.tmp[kind]
-                if self.overwrite:
-                    remove(final)
-                elif os.path.exists(final):   # written meanwhile by something that takes no lock
-                    raise OutputError("output exists: %s (written by another program during the run)" % final)
                 os.replace(tmp, final)
+                placed.append(final)
                 if os.path.exists(tmp + ".aux.xml"):
                     os.replace(tmp + ".aux.xml", final + ".aux.xml")
+            locks.update(self.lock, dict(self._rec, phase="committed"))
+        except BaseException as e:
+            try:
+                for final in placed:
+                    remove(final)
+                for old, backup in reversed(moved):
+                    os.replace(backup, old)
+            except OSError as e2:   # the lock stays: the next run here puts the old set back (locks.recover)
+                self.lock = None
+                raise OutputError("could not put the previous outputs back in %s (%s): they are kept under hidden "
+                                  "names, and the next run there puts them back" % (out_dir, e2.strerror or e2)) from None
+            if isinstance(e, OSError):
+                raise disk_error(e, out_dir) or OutputError(
+                    "cannot move the outputs into place in %s: %s" % (out_dir, e.strerror or e)) from None
+            raise
+        else:
+            for _, backup in moved:
+                remove(backup)
         finally:
             self._unlock()
 
@@ -259,10 +312,34 @@ class StagedOutputs:
         self._unlock()
 
     def _unlock(self) -> None:
+        if self.lock is None:
+            return
         try:
             os.remove(self.lock)
         except OSError:
             pass
+        self.lock = None
+
+
+def disk_error(err: BaseException, folder: str, what: str = "") -> Optional[OutputError]:
+    """An :class:`OutputError` saying the disk holding ``folder`` is full (or the file grew over the
+    size this process may write) when ``err`` (an OSError, or GDAL's or SQLite's RuntimeError) says
+    so; None for any other error."""
+    import errno
+    text = str(err)
+    code = getattr(err, "errno", None)
+    full = code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)) or any(
+        s in text for s in ("No space left", "Free disk space", "disk is full", "Disk quota"))
+    if full:
+        try:
+            free = "%.0f MB free" % (shutil.disk_usage(folder).free / 1e6)
+        except OSError:
+            free = "free space unknown"
+        return OutputError("the disk holding %s%s is full: %s" % (folder, what, free))
+    if code == errno.EFBIG or "File too large" in text:
+        return OutputError("cannot write in %s%s: a file grew over the size this process may write (File too "
+                           "large)" % (folder, what))
+    return None
 
 
 def block_cache_need(p) -> int:
