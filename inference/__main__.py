@@ -15,7 +15,7 @@ import time  # noqa: E402
 
 from .errors import Cancelled, OptionError, TailingsError, first_line  # noqa: E402
 from .options import add_arguments, from_arguments, option  # noqa: E402
-from .writing import bound_block_cache  # noqa: E402
+from .writing import bound_block_cache, quiet_unraisable  # noqa: E402
 
 
 class Bar:
@@ -188,6 +188,8 @@ def main(argv=None) -> int:
     """The command line; Ctrl-C, SIGTERM and SIGHUP stop it with one line, at any moment
     (``inference.signals``), with the exit status 128 + the signal's number."""
     STOP.install()
+    hook = sys.unraisablehook
+    sys.unraisablehook = quiet_unraisable(hook)
     try:
         STOP.arm()
         status = _main(argv)
@@ -197,6 +199,7 @@ def main(argv=None) -> int:
         status = _stopped()
     finally:
         STOP.restore()
+        sys.unraisablehook = hook
     return status
 
 
@@ -277,6 +280,8 @@ def _main(argv=None) -> int:
         print("error: %s" % err, file=sys.stderr)
         return 2
     except Exception as err:  # a bug: still one line unless --debug
+        if STOP():   # (an interrupt that came inside a library's lock or cleanup: still the interrupt)
+            return _stopped()
         if a.debug:
             raise
         print("error: internal error (%s: %s); rerun with --debug for the traceback"
@@ -285,4 +290,5 @@ def _main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    sys.unraisablehook = quiet_unraisable(sys.unraisablehook)   # (also while the interpreter exits)
     sys.exit(main())

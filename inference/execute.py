@@ -30,7 +30,7 @@ from .geotiff import codec
 from .polygonize import BandPolygonizer
 from .vectorize import StreamSieve, foreground, postprocess, sieve_threshold_px, two_classes, write_tiles_layer
 from .writing import (NODATA_CLASS, NODATA_CONF, STAGES, GeoTiffWriter, StagedOutputs, block_cache_at_least,
-                      block_cache_need, disk_error, to_source_grid)
+                      block_cache_need, disk_error, failing_quietly, to_source_grid)
 
 
 @dataclass(frozen=True)
@@ -85,9 +85,11 @@ def execute(p: Plan, progress: Optional[stream.ProgressFn] = None,
     except BaseException as e:
         # The failed run's frames (kept alive by the traceback) still hold GDAL datasets open;
         # closed later, they would write a .aux.xml or a GeoPackage journal back into the output
-        # folder after the removal below.  Release them first.
-        traceback.clear_frames(e.__traceback__)
-        gc.collect()
+        # folder after the removal below.  Release them first (the free space measured before).
+        full = None if isinstance(e, OutputError) else _disk_error(e, p.out_dir, workdir)
+        with failing_quietly():
+            traceback.clear_frames(e.__traceback__)
+            gc.collect()
         if staged is not None:
             staged.discard()
         if workdir is not None:
@@ -95,7 +97,6 @@ def execute(p: Plan, progress: Optional[stream.ProgressFn] = None,
         if created:   # the folder the run made, when nothing else came into it meanwhile
             with contextlib.suppress(OSError):
                 os.rmdir(p.out_dir)
-        full = None if isinstance(e, OutputError) else _disk_error(e, p.out_dir, workdir)
         if full is not None:
             raise full from None
         raise
@@ -121,15 +122,15 @@ def scratch_folder() -> str:
 
 
 def _disk_error(e: BaseException, out_dir: str, workdir: Optional[str]) -> Optional[OutputError]:
-    """A full disk (or a file over the size limit) under the outputs or the scratch folder, said
-    as such (``writing.disk_error``); None for other errors."""
+    """A write that failed under the outputs or the scratch folder, said as such (``writing.disk_error``:
+    a full disk, a file size limit); None for other errors."""
     if not isinstance(e, (OSError, RuntimeError)):
         return None
+    scratch = (os.path.dirname(workdir), " (TMPDIR, the run's scratch space)") if workdir else None
     text = "%s %s" % (e, getattr(e, "filename", "") or "")
-    scratch = workdir is not None and (workdir in text or "tm-poly-" in text)
-    if scratch:
-        return disk_error(e, os.path.dirname(workdir), " (TMPDIR, the run's scratch space)")
-    return disk_error(e, out_dir)
+    if scratch and (workdir in text or "tm-poly-" in text):
+        return disk_error(e, [scratch])
+    return disk_error(e, [(out_dir, "")] + ([scratch] if scratch else []))
 
 
 def _result(p: Plan, session, staged: StagedOutputs, stats, streamed, t0: float) -> SegmentResult:
@@ -307,7 +308,7 @@ def _run(p: Plan, loading: Future, staged: StagedOutputs, workdir: str, progress
         if polygons is not None:
             polygons.close()
         for w in (cls_w, conf_w):   # (a failed run's: closed before its files are removed)
-            with contextlib.suppress(RuntimeError):
+            with contextlib.suppress(RuntimeError), failing_quietly():
                 w.close()
     if tile_log is not None and staged.get("polygons"):
         write_tiles_layer(staged.get("polygons"), staged.layer_name.replace("_polygons", "") + "_tiles",

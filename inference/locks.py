@@ -122,7 +122,7 @@ def record(tag: str) -> dict:
 def create(path: str, rec: dict) -> bool:
     """Create the lock ``path`` holding ``rec`` when no lock is there (atomically: the record is
     written under a hidden name first, then linked to the lock's name); False when one is."""
-    tmp = "%s.%s" % (path, uuid.uuid4().hex[:8])
+    tmp = _beside(path, rec)
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(rec, fh)
     try:
@@ -147,10 +147,15 @@ def create(path: str, rec: dict) -> bool:
 
 def update(path: str, rec: dict) -> None:
     """Rewrite the held lock (the commit's journal); atomic."""
-    tmp = "%s.%s" % (path, uuid.uuid4().hex[:8])
+    tmp = _beside(path, rec)
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(rec, fh)
     os.replace(tmp, path)
+
+
+def _beside(path: str, rec: dict) -> str:
+    """A hidden name for the lock's next content, among the run's files (removed with them)."""
+    return os.path.join(os.path.dirname(path), "%slock-%s" % (rec["tag"], uuid.uuid4().hex[:8]))
 
 
 def take_over(path: str, rec: dict) -> bool:

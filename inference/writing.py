@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import threading
 import time
 import uuid
@@ -170,6 +171,33 @@ class GeoTiffWriter:
                 self.ds = None
 
 
+@contextmanager
+def failing_quietly():
+    """While a failed run releases its files: GDAL's messages (a .aux.xml it cannot save on a full
+    disk...) and the errors of datasets closed by the garbage collector are not shown; the run's
+    own error is."""
+    hook = sys.unraisablehook
+    sys.unraisablehook = quiet_unraisable(hook)
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        yield
+    finally:
+        gdal.PopErrorHandler()
+        sys.unraisablehook = hook
+
+
+def quiet_unraisable(hook):
+    """``sys.unraisablehook`` that drops the RuntimeErrors of GDAL and OGR objects destroyed after
+    a failure (a file that cannot be flushed to a full disk: the run's error says it), passing
+    anything else to ``hook``."""
+    def quiet(u):
+        where = getattr(u.object, "__module__", None) or type(u.object).__module__ or ""
+        name = getattr(u.object, "__name__", "")
+        if not (isinstance(u.exc_value, RuntimeError) and (where.startswith("osgeo") or name.startswith("delete_"))):
+            hook(u)
+    return quiet
+
+
 def to_source_grid(src, dst, gt, w, h, wkt, colours, names, meta, labels=None, compress="deflate") -> None:
     """Resample a working-grid result onto the source grid (the window), nearest, streamed by GDAL."""
     n = gdal.Open(src).RasterCount
@@ -297,7 +325,7 @@ class StagedOutputs:
                 raise OutputError("could not put the previous outputs back in %s (%s): they are kept under hidden "
                                   "names, and the next run there puts them back" % (out_dir, e2.strerror or e2)) from None
             if isinstance(e, OSError):
-                raise disk_error(e, out_dir) or OutputError(
+                raise disk_error(e, [(out_dir, "")]) or OutputError(
                     "cannot move the outputs into place in %s: %s" % (out_dir, e.strerror or e)) from None
             raise
         else:
@@ -321,25 +349,53 @@ class StagedOutputs:
         self.lock = None
 
 
-def disk_error(err: BaseException, folder: str, what: str = "") -> Optional[OutputError]:
-    """An :class:`OutputError` saying the disk holding ``folder`` is full (or the file grew over the
-    size this process may write) when ``err`` (an OSError, or GDAL's or SQLite's RuntimeError) says
-    so; None for any other error."""
+WRITE_FAILED = ("Write error", "write error", "Failed to write", "failed to write", "Error writing", "Unable to write",
+                "Cannot write", "cannot write", "readonly database", "I/O error", "disk I/O", "No space left",
+                "Free disk space", "disk is full", "Disk quota", "File too large")
+NEARLY_FULL = 16e6   # bytes free under which a failed write is taken for a full disk (GDAL does not always say)
+
+
+def free_bytes(folder: str) -> Optional[float]:
+    """Bytes free on the disk holding ``folder`` (or its nearest existing parent); None: unknown."""
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    try:
+        return float(shutil.disk_usage(folder).free)
+    except OSError:
+        return None
+
+
+def disk_error(err: BaseException, folders) -> Optional[OutputError]:
+    """An :class:`OutputError` for a write that failed (an OSError, or GDAL's or SQLite's
+    RuntimeError): the disk holding one of ``folders`` (``[(folder, what)]``, ``what`` said after
+    it) is full, or a file grew over the size this process may write, or GDAL's reason; None for
+    any other error.  Call it before the run's files are removed (the free space is measured)."""
     import errno
     text = str(err)
     code = getattr(err, "errno", None)
-    full = code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)) or any(
-        s in text for s in ("No space left", "Free disk space", "disk is full", "Disk quota"))
-    if full:
-        try:
-            free = "%.0f MB free" % (shutil.disk_usage(folder).free / 1e6)
-        except OSError:
-            free = "free space unknown"
-        return OutputError("the disk holding %s%s is full: %s" % (folder, what, free))
-    if code == errno.EFBIG or "File too large" in text:
-        return OutputError("cannot write in %s%s: a file grew over the size this process may write (File too "
-                           "large)" % (folder, what))
-    return None
+    if not (code in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", -1))
+            or (isinstance(err, RuntimeError) and any(w in text for w in WRITE_FAILED))):
+        return None
+    for folder, what in folders:
+        free = free_bytes(folder)
+        said = code == errno.ENOSPC or any(w in text for w in ("No space left", "Free disk space", "disk is full"))
+        if free is not None and (free < NEARLY_FULL or (said and len(folders) == 1)):
+            return OutputError("the disk holding %s%s is full: %.0f MB free" % (folder, what, free / 1e6))
+    limit = _file_size_limit()
+    if code == errno.EFBIG or "File too large" in text or limit is not None:
+        return OutputError("cannot write in %s: a file grew over the size this process may write%s"
+                           % (folders[0][0], " (ulimit -f: %.1f MB)" % (limit / 1e6) if limit else ""))
+    from .errors import first_line
+    return OutputError("cannot write the results in %s: %s" % (folders[0][0], first_line(err)))
+
+
+def _file_size_limit() -> Optional[int]:
+    try:
+        import resource
+    except ImportError:   # (Windows)
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def block_cache_need(p) -> int:
