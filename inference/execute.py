@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Dict, Optional, Tuple
 
-from . import report, stream, styles
+from . import locks, report, stream, styles
 from .errors import Cancelled, InputError, OutputError
 from .masks import MASK_CLASSES
 from .ood import TileLog, boxes_wkt, warning as ood_warning
@@ -110,11 +110,13 @@ def execute(p: Plan, progress: Optional[stream.ProgressFn] = None,
 
 
 def scratch_folder() -> str:
-    """A new scratch folder for a run (``tm-run-*``) in TMPDIR when it is set, else the system's
-    temporary folder; an :class:`OutputError` naming it when it cannot be made there."""
+    """A new scratch folder for a run (``tm-run-*``, ``locks.scratch_prefix``) in TMPDIR when it is
+    set, else the system's temporary folder; an :class:`OutputError` naming it when it cannot be
+    made there.  The scratch folders of killed runs are removed first."""
     base = os.environ.get("TMPDIR") or None
+    locks.sweep_scratch(base or tempfile.gettempdir())   # (what killed runs left there)
     try:
-        return tempfile.mkdtemp(prefix="tm-run-", dir=base)
+        return tempfile.mkdtemp(prefix=locks.scratch_prefix(), dir=base)
     except OSError as e:
         where = "%s (TMPDIR)" % base if base else tempfile.gettempdir()
         raise OutputError("cannot make the run's scratch folder in %s: %s; set TMPDIR to a writable folder with "

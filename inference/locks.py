@@ -13,15 +13,19 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
+import shutil
 import socket
 import sys
 import time
 import uuid
+import zlib
 from typing import Optional
 
 from .errors import OutputError
 
 HOST = socket.gethostname()
+HOST_ID = "%08x" % zlib.crc32(HOST.encode("utf-8", "replace"))
 BACKUP = "old-"   # hidden name of an output moved aside during a commit: <tag>old-<name>
 
 
@@ -203,3 +207,21 @@ def _remove(path: str) -> None:
         os.remove(path)
     except OSError:
         pass
+
+
+def scratch_prefix() -> str:
+    """The name a run's scratch folder starts with: ``tm-run-<computer>-<pid>-`` (:func:`sweep_scratch`)."""
+    return "tm-run-%s-%d-" % (HOST_ID, os.getpid())
+
+
+def sweep_scratch(base: str) -> None:
+    """Remove the scratch folders in ``base`` of this computer's runs whose process is gone (killed:
+    ``kill -9``, a batch worker stopped with its cluster)."""
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for n in names:
+        m = re.match(r"tm-run-([0-9a-f]{8})-(\d+)-", n)
+        if m and m.group(1) == HOST_ID and not pid_alive(int(m.group(2))):
+            shutil.rmtree(os.path.join(base, n), ignore_errors=True)

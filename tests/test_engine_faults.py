@@ -70,7 +70,11 @@ def wait_for(cond, proc, limit=60.0):
 
 def writing(out):
     """The run has its lock and its hidden files in ``out``: it is streaming."""
-    return lambda: os.path.exists(out) and any(f.startswith(".tm-") and "lock-" not in f for f in os.listdir(out))
+    def streaming():
+        names = os.listdir(out) if os.path.exists(out) else []
+        return any(f.endswith(".tm-lock") for f in names) and any(
+            f.startswith(".tm-") and "lock-" not in f and "write-test" not in f for f in names)
+    return streaming
 
 
 def catches(proc, sig=signal.SIGTERM):
@@ -113,17 +117,16 @@ def test_a_run_killed_by_sigkill_does_not_block_the_rerun(d, model, small, slow,
     assert rec["pid"] == proc.pid and rec["host"] == socket.gethostname() and rec["tag"].startswith(".tm-")
     if overwrite:
         assert {f: (out / f).read_bytes() for f in all_files(str(out)) if not f.startswith(".")} == before
+    assert [f for f in os.listdir(tmp) if f.startswith("tm-run-")]    # its scratch folder, left by kill -9
     res = run_cli(["segment", small, "--model", model, "--out", str(out), "--prefix", "p", "--device", "cpu"]
                   + flags, env={"TMPDIR": str(tmp)})
-    if overwrite:
-        assert res.returncode == 0, res.stderr
-    else:
-        assert res.returncode == 0, res.stderr
+    assert res.returncode == 0, res.stderr
     notes = [ln for ln in res.stdout.splitlines() if "taken over" in ln]
     assert len(notes) == 1 and notes[0].startswith("note: ") and str(proc.pid) in notes[0]
     assert str(out / ".p.tm-lock") in notes[0]
     assert hidden(out) == []
     assert "p_classes.tif" in all_files(str(out))
+    assert not [f for f in os.listdir(tmp) if f.startswith("tm-")]   # (removed by the rerun)
 
 
 def test_a_live_lock_is_named_with_its_process(d, model, small):
@@ -194,6 +197,27 @@ def test_a_signal_stops_the_run_with_one_line_and_nothing_left(d, model, slow, s
     assert proc.returncode == 128 + sig, err
     assert {signal.SIGINT: "interrupted", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}[sig] in line
     assert all_files(str(out)) == [] and not os.path.exists(d / (name + ".png"))
+    assert not [f for f in os.listdir(tmp) if f.startswith("tm-")]
+
+
+def test_ctrl_c_during_a_batch_on_workers(d, model, slow):
+    """The terminal's Ctrl-C reaches every process of the batch: its workers ignore it (the batch
+    closes them), so one line, and no job's scratch left behind."""
+    pytest.importorskip("distributed")
+    jobs = d / "jobs.csv"
+    jobs.write_text("facility,year,raster\n" + "".join("f%d,%d,%s\n" % (i, 2015 + i, slow) for i in range(3)))
+    tmp = d / "batch_tmp"
+    tmp.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "inference", "batch", str(jobs), "--model", model, "--out",
+                             str(d / "batch"), "--workers", "1", "--cloud-mask", "off"] + SLOW[:-1], cwd=REPO,
+                            env=env_with(TMPDIR=str(tmp)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    first = proc.stdout.readline()   # the dashboard's line: the workers are up
+    assert first.startswith("Dask dashboard"), proc.communicate()
+    wait_for(lambda: any(f.startswith("tm-run-") for f in os.listdir(tmp)), proc)
+    os.killpg(proc.pid, signal.SIGINT)   # (what a terminal does)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in one_error(err)
     assert not [f for f in os.listdir(tmp) if f.startswith("tm-")]
 
 
@@ -301,13 +325,13 @@ def test_an_unusable_tmpdir_is_named(d, model, small):
 
 def test_a_file_size_limit_is_one_clear_error(d, model):
     """RLIMIT_FSIZE (ulimit -f): writes fail with EFBIG (SIGXFSZ ignored)."""
-    big = make_raster(str(d / "noisy3.tif"), np.random.default_rng(3).integers(0, 4000, (3, 500, 500)),
+    big = make_raster(str(d / "noisy3.tif"), np.random.default_rng(3).integers(0, 4000, (3, 300, 300)),
                       descriptions=RGB)
     out = d / "fsize"
     import resource
 
     def limit():   # (Python ignores SIGXFSZ: the write fails with EFBIG)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (100000, 100000))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60000, 60000))
     res = subprocess.run([sys.executable, "-m", "inference", "segment", big, "--model", model, "--out", str(out),
                           "--device", "cpu"], cwd=REPO, env=env_with(), capture_output=True, text=True, timeout=120,
                          preexec_fn=limit)

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field, fields
 from typing import Callable, Dict, List, Optional
 
 from ..errors import Cancelled, InputError, OutputError
+from ..locks import sweep_scratch
 from ..options import Option, SegmentOptions
 from . import results as R
 from .jobs import Job, read_jobs, safe, scene_jobs
@@ -191,7 +193,7 @@ def _on_dask(p: BatchPlan, todo, finished, cancel, on_dashboard) -> None:
     else:
         cores = os.cpu_count() or 1
         cluster = LocalCluster(n_workers=p.workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                               silence_logs=40)
+                               silence_logs=40, preload=[__name__ + ".quiet_worker"])
         client = Client(cluster)
         threads = max(1, cores // p.workers)
     if on_dashboard:
@@ -218,3 +220,4 @@ def _on_dask(p: BatchPlan, todo, finished, cancel, on_dashboard) -> None:
         client.close()
         if cluster is not None:
             cluster.close()
+            sweep_scratch(tempfile.gettempdir())   # (the scratch of the jobs its workers were running)
