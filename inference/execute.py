@@ -86,7 +86,7 @@ def execute(p: Plan, progress: Optional[stream.ProgressFn] = None,
         # The failed run's frames (kept alive by the traceback) still hold GDAL datasets open;
         # closed later, they would write a .aux.xml or a GeoPackage journal back into the output
         # folder after the removal below.  Release them first (the free space measured before).
-        full = None if isinstance(e, OutputError) else _disk_error(e, p.out_dir, workdir)
+        full = None if isinstance(e, OutputError) else _disk_error(e, p.out_dir, workdir, staged)
         with failing_quietly():
             traceback.clear_frames(e.__traceback__)
             gc.collect()
@@ -123,16 +123,20 @@ def scratch_folder() -> str:
                           "free space" % (where, e.strerror or e)) from None
 
 
-def _disk_error(e: BaseException, out_dir: str, workdir: Optional[str]) -> Optional[OutputError]:
+def _disk_error(e: BaseException, out_dir: str, workdir: Optional[str],
+                staged: Optional[StagedOutputs]) -> Optional[OutputError]:
     """A write that failed under the outputs or the scratch folder, said as such (``writing.disk_error``:
     a full disk, a file size limit); None for other errors."""
     if not isinstance(e, (OSError, RuntimeError)):
         return None
+    files = list(staged.tmp.values()) if staged is not None else []
+    for root, _, names in os.walk(workdir) if workdir else ():
+        files.extend(os.path.join(root, n) for n in names)
     scratch = (os.path.dirname(workdir), " (TMPDIR, the run's scratch space)") if workdir else None
     text = "%s %s" % (e, getattr(e, "filename", "") or "")
     if scratch and (workdir in text or "tm-poly-" in text):
-        return disk_error(e, [scratch])
-    return disk_error(e, [(out_dir, "")] + ([scratch] if scratch else []))
+        return disk_error(e, [scratch], files)
+    return disk_error(e, [(out_dir, "")] + ([scratch] if scratch else []), files)
 
 
 def _result(p: Plan, session, staged: StagedOutputs, stats, streamed, t0: float) -> SegmentResult:

@@ -365,26 +365,31 @@ def free_bytes(folder: str) -> Optional[float]:
         return None
 
 
-def disk_error(err: BaseException, folders) -> Optional[OutputError]:
+def disk_error(err: BaseException, folders, files=()) -> Optional[OutputError]:
     """An :class:`OutputError` for a write that failed (an OSError, or GDAL's or SQLite's
-    RuntimeError): the disk holding one of ``folders`` (``[(folder, what)]``, ``what`` said after
-    it) is full, or a file grew over the size this process may write, or GDAL's reason; None for
-    any other error.  Call it before the run's files are removed (the free space is measured)."""
+    RuntimeError, or a GDAL error while the disk is nearly full or a file size limit is set): the
+    disk holding one of ``folders`` (``[(folder, what)]``, ``what`` said after it) is full, or a
+    file (one of the run's ``files``) grew over the size this process may write, or GDAL's reason; None for any other error.
+    Call it before the run's files are removed (the free space is measured)."""
     import errno
     text = str(err)
     code = getattr(err, "errno", None)
-    if not (code in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", -1))
-            or (isinstance(err, RuntimeError) and any(w in text for w in WRITE_FAILED))):
+    wrote = code in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", -1)) or (
+        isinstance(err, RuntimeError) and any(w in text for w in WRITE_FAILED))
+    if not (wrote or isinstance(err, RuntimeError)):   # (GDAL may report a file cut short on reading it back)
         return None
     for folder, what in folders:
         free = free_bytes(folder)
         said = code == errno.ENOSPC or any(w in text for w in ("No space left", "Free disk space", "disk is full"))
-        if free is not None and (free < NEARLY_FULL or (said and len(folders) == 1)):
+        if free is not None and (free < (NEARLY_FULL if wrote else 1e6) or (said and len(folders) == 1)):
             return OutputError("the disk holding %s%s is full: %.0f MB free" % (folder, what, free / 1e6))
     limit = _file_size_limit()
-    if code == errno.EFBIG or "File too large" in text or limit is not None:
+    if code == errno.EFBIG or "File too large" in text or (limit is not None and any(
+            os.path.isfile(f) and os.path.getsize(f) >= limit for f in files)):
         return OutputError("cannot write in %s: a file grew over the size this process may write%s"
                            % (folders[0][0], " (ulimit -f: %.1f MB)" % (limit / 1e6) if limit else ""))
+    if not wrote:
+        return None
     from .errors import first_line
     return OutputError("cannot write the results in %s: %s" % (folders[0][0], first_line(err)))
 
