@@ -10,6 +10,8 @@ One way in: a plan, then its execution.
 ``segment(input, model, out_dir, options)`` does both.  Every option is declared once, in
 ``inference.options.OPTIONS``.
 """
+import sys as _sys
+import types as _types
 from importlib import import_module
 
 # Imported when first used (PEP 562): ``python -m inference`` starts in a few milliseconds and
@@ -37,6 +39,19 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Package(_types.ModuleType):
+    """Importing the submodule ``execute`` would bind the package's ``execute`` to it (the import
+    system sets it): the package's ``execute`` stays the function, as when imported eagerly."""
+
+    def __setattr__(self, name, value):
+        if name in _EXPORTS and isinstance(value, _types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package
 
 
 __all__ = ["plan", "execute", "segment", "Plan", "SegmentOptions", "SegmentResult", "OPTIONS", "Model",

@@ -291,4 +291,6 @@ def _main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.unraisablehook = quiet_unraisable(sys.unraisablehook)   # (also while the interpreter exits)
-    sys.exit(main())
+    status = main()
+    STOP.install()   # a second signal while the interpreter waits for the run's threads: held, no traceback
+    sys.exit(status)
