@@ -10,15 +10,49 @@ One way in: a plan, then its execution.
 ``segment(input, model, out_dir, options)`` does both.  Every option is declared once, in
 ``inference.options.OPTIONS``.
 """
-from . import bands  # noqa: F401
-from .errors import (BandMappingError, Cancelled, InputError, ModelError, OptionError, OutputError,  # noqa: F401
-                     ProviderError, TailingsError)
-from .execute import SegmentResult, execute, segment  # noqa: F401
-from .metadata import ModelInfo  # noqa: F401
-from .model import Model, list_models, open_model, read_info  # noqa: F401
-from .options import OPTIONS, SegmentOptions  # noqa: F401
-from .planning import Plan, plan  # noqa: F401
-from .registry import resolve_model  # noqa: F401
+import sys as _sys
+import types as _types
+from importlib import import_module
+
+# Imported when first used (PEP 562): ``python -m inference`` starts in a few milliseconds and
+# handles Ctrl-C and SIGTERM from the start (see inference.signals).
+_EXPORTS = {"TailingsError": "errors", "OptionError": "errors", "Cancelled": "errors", "ModelError": "errors",
+            "InputError": "errors", "BandMappingError": "errors", "OutputError": "errors", "ProviderError": "errors",
+            "SegmentResult": "execute", "execute": "execute", "segment": "execute", "ModelInfo": "metadata",
+            "Model": "model", "list_models": "model", "open_model": "model", "read_info": "model",
+            "OPTIONS": "options", "SegmentOptions": "options", "Plan": "planning", "plan": "planning",
+            "resolve_model": "registry"}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(import_module("." + _EXPORTS[name], __name__), name)
+        globals()[name] = value
+        return value
+    try:
+        return import_module("." + name, __name__)
+    except ModuleNotFoundError as e:
+        if e.name != "%s.%s" % (__name__, name):
+            raise
+        raise AttributeError("module %r has no attribute %r" % (__name__, name)) from None
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Package(_types.ModuleType):
+    """Importing the submodule ``execute`` would bind the package's ``execute`` to it (the import
+    system sets it): the package's ``execute`` stays the function, as when imported eagerly."""
+
+    def __setattr__(self, name, value):
+        if name in _EXPORTS and isinstance(value, _types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package
+
 
 __all__ = ["plan", "execute", "segment", "Plan", "SegmentOptions", "SegmentResult", "OPTIONS", "Model",
            "open_model", "read_info", "list_models", "resolve_model", "ModelInfo", "TailingsError", "OptionError",

@@ -1,14 +1,22 @@
 """Command line: ``python -m inference segment|models|evaluate|change|batch ...`` (``--help`` on each)."""
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
 
-from .errors import Cancelled, OptionError, TailingsError, first_line
-from .options import add_arguments, from_arguments, option
-from .writing import bound_block_cache
+from .signals import STOP
+
+if __name__ == "__main__":   # signals that come while the modules below load: held until main() is ready
+    STOP.install()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import signal  # noqa: E402
+import time  # noqa: E402
+
+from .errors import Cancelled, OptionError, TailingsError  # noqa: E402
+from .options import add_arguments, from_arguments, option  # noqa: E402
+from .present import failure  # noqa: E402
+from .writing import bound_block_cache, quiet_unraisable  # noqa: E402
 
 
 class Bar:
@@ -42,13 +50,15 @@ MODEL_HELP = "ONNX file or the name of a shipped/user model (e.g. tailings)"
 def cmd_segment(a) -> int:
     from .execute import execute
     from .planning import plan
-    from .preview import write_preview
     from .present import run_lines
+    from .preview import check_preview_path, write_preview
+    if a.preview:
+        check_preview_path(a.preview)
     p = plan(a.input, a.model, from_arguments(a), a.out)
     for w in p.warnings:   # before the run, where they cannot be missed
         print("warning: %s" % w, file=sys.stderr)
     bar = Bar(not a.quiet and (sys.stderr.isatty() or a.progress))
-    res = execute(p, progress=bar)
+    res = execute(p, progress=bar, cancel=STOP)
     for line in run_lines(res):
         print(line)
     if a.preview:
@@ -160,6 +170,45 @@ def cmd_batch(a) -> int:
 
 
 def main(argv=None) -> int:
+    """The command line; Ctrl-C, SIGTERM and SIGHUP stop it with one line, at any moment
+    (``inference.signals``), with the exit status 128 + the signal's number."""
+    STOP.install()
+    hook = sys.unraisablehook
+    sys.unraisablehook = quiet_unraisable(hook)
+    try:
+        _load_libraries()
+        STOP.arm()
+        status = _main(argv)
+        if STOP() and status == 0:   # an interrupt a library swallowed after the run's last check
+            status = _stopped()
+    except KeyboardInterrupt:   # (before or after the command's own handling)
+        status = _stopped()
+    finally:
+        STOP.restore()
+        sys.unraisablehook = hook
+    return status
+
+
+def _load_libraries() -> None:
+    """numpy, GDAL and onnxruntime imported while a signal is only held: an interrupt inside a
+    C extension's import becomes that library's ImportError (and a traceback it prints itself), not
+    an interrupt.  A library that fails to import is reported where it is needed."""
+    for name in ("numpy", "osgeo.gdal", "onnxruntime"):
+        try:
+            __import__(name)
+        except Exception:   # noqa: BLE001 (said by the code that needs it: runtime.ort_module...)
+            pass
+
+
+def _stopped() -> int:
+    if STOP.signum is None:   # a KeyboardInterrupt raised by other means
+        STOP.signum = int(signal.SIGINT)
+    print("%serror: %s; partial outputs removed" % ("\n" if sys.stderr.isatty() else "", STOP.message),
+          file=sys.stderr)
+    return STOP.exit_status
+
+
+def _main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m inference", description="Tailings Mapper segmentation engine")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -210,11 +259,12 @@ def main(argv=None) -> int:
     try:
         return a.func(a)
     except Cancelled:
-        print("error: cancelled", file=sys.stderr)
+        if STOP():
+            return _stopped()
+        print("error: %s" % failure(Cancelled()), file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print("\nerror: interrupted; partial outputs removed", file=sys.stderr)
-        return 130
+        return _stopped()
     except OptionError as err:
         if a.debug:
             raise
@@ -227,12 +277,16 @@ def main(argv=None) -> int:
         print("error: %s" % err, file=sys.stderr)
         return 2
     except Exception as err:  # a bug: still one line unless --debug
+        if STOP():   # (an interrupt that came inside a library's lock or cleanup: still the interrupt)
+            return _stopped()
         if a.debug:
             raise
-        print("error: internal error (%s: %s); rerun with --debug for the traceback"
-              % (type(err).__name__, first_line(err)), file=sys.stderr)
+        print("error: %s; rerun with --debug for the traceback" % failure(err), file=sys.stderr)
         return 3
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.unraisablehook = quiet_unraisable(sys.unraisablehook)   # (also while the interpreter exits)
+    status = main()
+    STOP.install()   # a second signal while the interpreter waits for the run's threads: held, no traceback
+    sys.exit(status)

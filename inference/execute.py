@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Dict, Optional, Tuple
 
-from . import report, stream, styles
+from . import locks, report, stream, styles
 from .errors import Cancelled, InputError, OutputError
 from .masks import MASK_CLASSES
 from .ood import TileLog, boxes_wkt, warning as ood_warning
@@ -30,7 +30,7 @@ from .geotiff import codec
 from .polygonize import BandPolygonizer
 from .vectorize import StreamSieve, foreground, postprocess, sieve_threshold_px, two_classes, write_tiles_layer
 from .writing import (NODATA_CLASS, NODATA_CONF, STAGES, GeoTiffWriter, StagedOutputs, block_cache_at_least,
-                      block_cache_need, to_source_grid)
+                      block_cache_need, disk_error, failing_quietly, to_source_grid)
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,9 @@ class SegmentResult:
 
 
 def execute(p: Plan, progress: Optional[stream.ProgressFn] = None,
-            cancel: Optional[stream.CancelFn] = None) -> SegmentResult:
-    """Run ``p`` (a plan with an output folder); raise :class:`~inference.errors.TailingsError`."""
+            cancel: Optional[stream.CancelFn] = None, scratch: Optional[str] = None) -> SegmentResult:
+    """Run ``p`` (a plan with an output folder); raise :class:`~inference.errors.TailingsError`.
+    ``scratch``: the folder to make the run's scratch folder in (default: TMPDIR, else the system's)."""
     if not p.outputs:
         raise OutputError("the plan has no output folder: plan it with out_dir to run it")
     progress = progress or (lambda f, m: None)
@@ -69,29 +70,74 @@ def execute(p: Plan, progress: Optional[stream.ProgressFn] = None,
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tm-load")
     loading = loader.submit(p.session)
     loader.shutdown(wait=False)
+    created = not os.path.isdir(p.out_dir)
     make_output_folder(p.out_dir)
-    staged = StagedOutputs(p.outputs, p.options.overwrite, p.options.unique_names)
-    workdir = tempfile.mkdtemp(prefix="tm-run-")
+    staged = workdir = None
     try:
+        staged = StagedOutputs(p.outputs, p.options.overwrite, p.options.unique_names)
+        workdir = scratch_folder(scratch)
         with block_cache_at_least(block_cache_need(p)):
             stats, streamed, run_time = _run(p, loading, staged, workdir, progress, cancel)
         res = _result(p, loading.result(), staged, stats, streamed, t0)
         report.write(staged.get("report"), report.build(p, res, staged.final, run_time))
+        if cancel():   # (asked for at the last moment: nothing committed)
+            raise Cancelled("cancelled")
         staged.commit()
     except BaseException as e:
         # The failed run's frames (kept alive by the traceback) still hold GDAL datasets open;
         # closed later, they would write a .aux.xml or a GeoPackage journal back into the output
-        # folder after the removal below.  Release them first.
-        traceback.clear_frames(e.__traceback__)
-        gc.collect()
-        staged.discard()
+        # folder after the removal below.  Release them first (the free space measured before).
+        full = None if isinstance(e, OutputError) else _disk_error(e, p.out_dir, workdir, staged)
+        with failing_quietly():
+            traceback.clear_frames(e.__traceback__)
+            gc.collect()
+        if staged is not None:
+            staged.discard()
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+        if created:   # the folder the run made, when nothing else came into it meanwhile
+            with contextlib.suppress(OSError):
+                os.rmdir(p.out_dir)
+        if full is not None:
+            raise full from None
         raise
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
         STAGES.add("run (wall)", time.time() - t0)
         STAGES.dump()
     progress(1.0, "done")
     return res
+
+
+def scratch_folder(base: Optional[str] = None) -> str:
+    """A new scratch folder for a run (``tm-run-*``, ``locks.scratch_prefix``) in ``base``, else in
+    TMPDIR when it is set, else in the system's temporary folder; an :class:`OutputError` naming
+    it when it cannot be made there.  The scratch folders of killed runs are removed first."""
+    base = base or os.environ.get("TMPDIR") or None
+    locks.sweep_scratch(base or tempfile.gettempdir())   # (what killed runs left there)
+    try:
+        return tempfile.mkdtemp(prefix=locks.scratch_prefix(), dir=base)
+    except OSError as e:
+        where = ("%s (TMPDIR)" % base if base == os.environ.get("TMPDIR") else base) if base else tempfile.gettempdir()
+        raise OutputError("cannot make the run's scratch folder in %s: %s; set TMPDIR to a writable folder with "
+                          "free space" % (where, e.strerror or e)) from None
+
+
+def _disk_error(e: BaseException, out_dir: str, workdir: Optional[str],
+                staged: Optional[StagedOutputs]) -> Optional[OutputError]:
+    """A write that failed under the outputs or the scratch folder, said as such (``writing.disk_error``:
+    a full disk, a file size limit); None for other errors."""
+    if not isinstance(e, (OSError, RuntimeError)):
+        return None
+    files = list(staged.tmp.values()) if staged is not None else []
+    for root, _, names in os.walk(workdir) if workdir else ():
+        files.extend(os.path.join(root, n) for n in names)
+    scratch = (os.path.dirname(workdir), " (TMPDIR, the run's scratch space)") if workdir else None
+    text = "%s %s" % (e, getattr(e, "filename", "") or "")
+    if scratch and (workdir in text or "tm-poly-" in text):
+        return disk_error(e, [scratch], files)
+    return disk_error(e, [(out_dir, "")] + ([scratch] if scratch else []), files)
 
 
 def _result(p: Plan, session, staged: StagedOutputs, stats, streamed, t0: float) -> SegmentResult:
@@ -107,7 +153,8 @@ def _result(p: Plan, session, staged: StagedOutputs, stats, streamed, t0: float)
                    if streamed.tile_log is not None and out.get("polygons") else None)
     return SegmentResult(class_raster=out["classes"], confidence_raster=out.get("confidence"),
                          polygons=out.get("polygons"), layer_name=staged.layer_name, device=session.device,
-                         provider_reason=session.reason, seconds=time.time() - t0, stats=stats, notes=p.notes,
+                         provider_reason=session.reason, seconds=time.time() - t0, stats=stats,
+                         notes=p.notes + tuple(staged.notes),
                          model=p.info, valid_pixels=streamed.valid_pixels, tiles=streamed.tiles,
                          warnings=p.warnings + tuple(warnings), masked_ha=masked_ha,
                          masked_fraction=masked_fraction, flagged_fraction=flagged_fraction,
@@ -263,12 +310,12 @@ def _run(p: Plan, loading: Future, staged: StagedOutputs, workdir: str, progress
         progress(0.9, "removing regions under the minimum area and polygonising")
         with STAGES("regions (wall)"):
             stats = postprocess(p, classes_out, conf_out, staged.get("polygons"), staged.layer_name, run_time,
-                                cancel, polygonizer=polygons)
+                                cancel, polygonizer=polygons, workdir=workdir)
     finally:
         if polygons is not None:
             polygons.close()
         for w in (cls_w, conf_w):   # (a failed run's: closed before its files are removed)
-            with contextlib.suppress(RuntimeError):
+            with contextlib.suppress(RuntimeError), failing_quietly():
                 w.close()
     if tile_log is not None and staged.get("polygons"):
         write_tiles_layer(staged.get("polygons"), staged.layer_name.replace("_polygons", "") + "_tiles",

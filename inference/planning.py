@@ -20,7 +20,7 @@ import numpy as np
 from . import aoi as aoilib
 from . import bands as bandlib
 from . import options as optlib
-from . import masks, radiometry
+from . import locks, masks, radiometry
 from . import raster as rasterlib
 from .errors import InputError, OptionError, OutputError
 from .metadata import ModelInfo
@@ -254,8 +254,20 @@ def output_names(out_dir: str, stem: str, opts) -> Dict[str, str]:
 
 
 def output_paths(input_path: str, out_dir: str, opts) -> Dict[str, str]:
+    if opts.prefix:
+        check_prefix(opts.prefix)
     stem = opts.prefix or os.path.splitext(os.path.basename(os.path.normpath(input_path)))[0]
     return output_names(out_dir, stem, opts)
+
+
+def check_prefix(prefix: str) -> None:
+    """A prefix names files inside the output folder: no folder in it (``../x`` would write outside)."""
+    seps = [s for s in (os.sep, os.altsep, "/", "\\") if s]
+    if any(s in prefix for s in seps) or prefix in (".", ".."):
+        raise OptionError("the prefix names the files inside the output folder, so it cannot hold a folder "
+                          "(%r): choose the folder with the output folder option" % prefix, "prefix")
+    if any(ord(c) < 32 for c in prefix):
+        raise OptionError("the prefix %r holds control characters: file names cannot" % prefix, "prefix")
 
 
 def output_kinds_renamed(outputs: Mapping[str, str], stem: str) -> Dict[str, str]:
@@ -317,9 +329,17 @@ def check_outputs(out_dir: str, outputs: Mapping[str, str], overwrite: bool) -> 
         if not os.access(parent, os.W_OK | os.X_OK):
             raise OutputError("cannot write to output folder %s: %s is not writable" % (out_dir, parent))
     existing = [p for p in outputs.values() if os.path.exists(p)]
-    if existing and not overwrite:
+    if existing and not overwrite and not _left_by_a_stopped_run(outputs):
         raise OutputError("output exists: %s (choose another folder or prefix, or allow overwriting)"
                           % ", ".join(os.path.basename(p) for p in existing))
+
+
+def _left_by_a_stopped_run(outputs: Mapping[str, str]) -> bool:
+    """The names' lock was left by a run that was killed, perhaps while it renamed its files: what
+    is there is known when the run takes it over (``writing.StagedOutputs``), which checks again."""
+    first = outputs["classes"]
+    lock = lock_path(os.path.dirname(first), os.path.basename(first)[:-len("_classes.tif")])
+    return os.path.exists(lock) and locks.is_stale(locks.read(lock))
 
 
 def make_output_folder(out_dir: str) -> None:

@@ -54,3 +54,23 @@ def write_preview(p, res, png_path: str) -> str:
     if os.path.exists(png_path + ".aux.xml"):
         os.remove(png_path + ".aux.xml")
     return png_path
+
+
+def check_preview_path(png_path: str) -> None:
+    """Before a run: the preview ``png_path`` can be written (a .png file name in an existing,
+    writable folder); an :class:`~inference.errors.OutputError` saying why not."""
+    from .errors import OutputError
+    if not png_path.lower().endswith(".png"):
+        raise OutputError("the preview is a PNG image: its file name must end in .png, got %s" % png_path)
+    folder = os.path.dirname(os.path.abspath(png_path))
+    if os.path.isdir(png_path):
+        raise OutputError("the preview path %s is a folder" % png_path)
+    if not os.path.isdir(folder):
+        raise OutputError("cannot write the preview %s: the folder %s does not exist" % (png_path, folder))
+    probe = os.path.join(folder, ".tm-write-test-%d.png" % os.getpid())
+    try:
+        with open(probe, "wb"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise OutputError("cannot write the preview %s: %s" % (png_path, e.strerror or e)) from None

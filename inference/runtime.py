@@ -17,12 +17,24 @@ DEVICES = ("auto", "cuda", "cpu")   # what a user chooses ("gpu" is read as "cud
 
 
 def ort_module():
+    """onnxruntime, imported; a :class:`ModelError` saying whether it is missing or installed but
+    broken (a library it loads fails, a file of it is damaged: the reason's first line)."""
     try:
         import onnxruntime
-    except ImportError:
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] != "onnxruntime":
+            raise _broken(e) from None
         raise ModelError("the Python package onnxruntime is not installed; install it with "
                          "'pip install onnxruntime' (or onnxruntime-gpu for NVIDIA GPUs)") from None
+    except Exception as e:   # (an interrupt during the import is the user's: not caught)
+        raise _broken(e) from None
     return onnxruntime
+
+
+def _broken(e: BaseException) -> ModelError:
+    return ModelError("the Python package onnxruntime is installed but cannot be loaded (%s: %s); reinstall it "
+                      "with 'pip install --force-reinstall onnxruntime' (or onnxruntime-gpu)"
+                      % (type(e).__name__, first_line(e)))
 
 
 @dataclass(frozen=True)

@@ -193,14 +193,15 @@ def foreground(arr: np.ndarray, bg_ids) -> np.ndarray:
 
 
 def postprocess(p, classes_path: str, conf_path: str, gpkg_path: Optional[str], layer_name: Optional[str],
-                run_time: str, cancel, polygonizer: Optional[BandPolygonizer] = None) -> Dict[int, Dict[str, object]]:
+                run_time: str, cancel, polygonizer: Optional[BandPolygonizer] = None,
+                workdir: Optional[str] = None) -> Dict[int, Dict[str, object]]:
     """Sieve ``classes_path`` in place, write polygons to ``gpkg_path`` (if given; its layer named
     ``layer_name``), return per-class statistics ``{class_id: {name, count, area_ha}}``.  With
     ``polygonizer`` the classes were sieved while streaming (:class:`StreamSieve`) and their
-    rows pushed to it, already polygonised."""
+    rows pushed to it, already polygonised.  ``workdir``: the run's scratch folder (else TMPDIR)."""
     model = p.info
     if model.task == "multilabel":
-        return _postprocess_labels(p, classes_path, conf_path, gpkg_path, layer_name, run_time, cancel)
+        return _postprocess_labels(p, classes_path, conf_path, gpkg_path, layer_name, run_time, cancel, workdir)
     thr = sieve_threshold_px(p)
     ds = gdal.Open(classes_path, gdal.GA_Update)
     band = ds.GetRasterBand(1)
@@ -222,7 +223,7 @@ def postprocess(p, classes_path: str, conf_path: str, gpkg_path: Optional[str], 
     if polygonizer is not None:
         polygonizer.finish(out, layer, cancel)
     else:
-        tmpdir = tempfile.mkdtemp(prefix="tm-poly-")
+        tmpdir = tempfile.mkdtemp(prefix="tm-poly-", dir=workdir)
         try:
             polygonize_band(band, lambda v: foreground(v, bg), out, layer, tmpdir, cancel)
         finally:
@@ -283,7 +284,7 @@ def _finish_layer(p, out, layer, layer_name: str, run_time: str) -> None:
     write_gpkg_style(out, layer_name, polygons_qml(p.info.classes))
 
 
-def _postprocess_labels(p, classes_path, conf_path, gpkg_path, layer_name, run_time, cancel):
+def _postprocess_labels(p, classes_path, conf_path, gpkg_path, layer_name, run_time, cancel, workdir=None):
     """A multilabel result (``execute.LABEL_LAYOUT``): each label band sieved on its own, band 1
     (the most probable label present) made again from them, polygons per label (they overlap
     where the labels do), each measured against its own confidence band."""
@@ -304,7 +305,7 @@ def _postprocess_labels(p, classes_path, conf_path, gpkg_path, layer_name, run_t
             stats[c.id] = {"name": c.name, "count": None, "area_ha": n * px[0] * px[1] / 1e4}
         ds = None
         return stats
-    tmpdir = tempfile.mkdtemp(prefix="tm-poly-")
+    tmpdir = tempfile.mkdtemp(prefix="tm-poly-", dir=workdir)
     try:
         out, layer, srs = _polygon_layer(ds, gpkg_path, layer_name)
         table = layer_name.replace('"', '""')

@@ -3,8 +3,11 @@ renamed when complete; GDAL's threads and block cache for a run; results back on
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import sys
 import threading
 import time
 import uuid
@@ -14,6 +17,7 @@ from typing import Dict, Mapping, Optional
 import numpy as np
 from osgeo import gdal
 
+from . import locks
 from . import raster as rasterlib
 from .errors import OutputError, TailingsError
 from .geotiff import CODEC_OPTIONS
@@ -168,6 +172,33 @@ class GeoTiffWriter:
                 self.ds = None
 
 
+@contextmanager
+def failing_quietly():
+    """While a failed run releases its files: GDAL's messages (a .aux.xml it cannot save on a full
+    disk...) and the errors of datasets closed by the garbage collector are not shown; the run's
+    own error is."""
+    hook = sys.unraisablehook
+    sys.unraisablehook = quiet_unraisable(hook)
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        yield
+    finally:
+        gdal.PopErrorHandler()
+        sys.unraisablehook = hook
+
+
+def quiet_unraisable(hook):
+    """``sys.unraisablehook`` that drops the RuntimeErrors of GDAL and OGR objects destroyed after
+    a failure (a file that cannot be flushed to a full disk: the run's error says it), passing
+    anything else to ``hook``."""
+    def quiet(u):
+        where = getattr(u.object, "__module__", None) or type(u.object).__module__ or ""
+        name = getattr(u.object, "__name__", "")
+        if not (isinstance(u.exc_value, RuntimeError) and (where.startswith("osgeo") or name.startswith("delete_"))):
+            hook(u)
+    return quiet
+
+
 def to_source_grid(src, dst, gt, w, h, wkt, colours, names, meta, labels=None, compress="deflate") -> None:
     """Resample a working-grid result onto the source grid (the window), nearest, streamed by GDAL."""
     n = gdal.Open(src).RasterCount
@@ -180,9 +211,12 @@ def to_source_grid(src, dst, gt, w, h, wkt, colours, names, meta, labels=None, c
     ds = None
 
 
+SIDECARS = (".aux.xml", "-journal", "-wal", "-shm")
+
+
 def remove(path: str) -> None:
     """A file and the sidecars GDAL or SQLite may have left beside it."""
-    for p in (path, path + ".aux.xml", path + "-journal", path + "-wal", path + "-shm"):
+    for p in (path,) + tuple(path + s for s in SIDECARS):
         try:
             os.remove(p)
         except OSError:
@@ -195,40 +229,65 @@ class StagedOutputs:
     or removed (:meth:`discard`), so that a cancelled or failed run leaves nothing that looks
     finished and two runs never write the same files.
 
-    A run holds ``.<stem>.tm-lock`` (created exclusively) in the folder while it writes the outputs
-    named ``<stem>``.  With ``unique``, names taken (by files, or by another run's lock) are skipped
-    for ``<stem>-2``, ``<stem>-3``...; without, a taken name is an error unless ``overwrite``."""
+    A run holds ``.<stem>.tm-lock`` (``locks``: its process, computer and hidden files) in the folder
+    while it writes the outputs named ``<stem>``; a lock left by a killed run is taken over (a note
+    says so: :attr:`notes`).  With ``unique``, names taken (by files, or by a live run's lock) are
+    skipped for ``<stem>-2``, ``<stem>-3``...; without, a taken name is an error unless ``overwrite``."""
 
     def __init__(self, outputs: Mapping[str, str], overwrite: bool = False, unique: bool = False):
         from .planning import lock_path, names_taken, output_kinds_renamed, stems
         first = outputs["classes"]
         out_dir, stem = os.path.dirname(first), os.path.basename(first)[:-len("_classes.tif")]
         self.overwrite = overwrite
-        for candidate in stems(stem):
-            final = output_kinds_renamed(outputs, candidate)
-            if unique and not overwrite and names_taken(final):
-                continue
-            lock = lock_path(out_dir, candidate)
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                if unique and not overwrite:
-                    continue
-                raise OutputError("another run is writing %s in %s right now" % (candidate, out_dir)) from None
-            except OSError as e:
-                raise OutputError("cannot write to output folder %s: %s" % (out_dir, e.strerror or e)) from None
-            os.close(fd)
-            self.lock = lock
-            break
-        if not overwrite:
-            taken = [p for p in final.values() if os.path.exists(p)]
-            if taken:
-                self._unlock()
-                raise OutputError("output exists: %s (choose another folder or prefix, or allow overwriting)"
-                                  % ", ".join(os.path.basename(p) for p in taken))
+        self.lock: Optional[str] = None
+        self.notes = []
         tag = ".tm-%s-" % uuid.uuid4().hex[:8]
+        self._rec = locks.record(tag)
+        tried = []
+        try:
+            for candidate in stems(stem):
+                final = output_kinds_renamed(outputs, candidate)
+                lock = lock_path(out_dir, candidate)
+                tried.append(lock)
+                self._clear_stale(lock)
+                if unique and not overwrite and names_taken(final):
+                    continue
+                try:
+                    created = locks.create(lock, self._rec)
+                except OSError as e:
+                    raise OutputError("cannot write to output folder %s: %s" % (out_dir, e.strerror or e)) from None
+                if not created:
+                    if unique and not overwrite:
+                        continue
+                    raise locks.refusal(lock, candidate, locks.read(lock))
+                self.lock = lock
+                break
+            if not overwrite:
+                taken = [p for p in final.values() if os.path.exists(p)]
+                if taken:
+                    self._unlock()
+                    raise OutputError("output exists: %s (choose another folder or prefix, or allow overwriting)"
+                                      % ", ".join(os.path.basename(p) for p in taken))
+        except BaseException:   # (an interrupt too): a lock this run made is not kept, whenever it came
+            for lock in tried:
+                if locks.read(lock) == self._rec:
+                    with contextlib.suppress(OSError):
+                        os.remove(lock)
+            raise
+        self.tag = tag
         self.final: Dict[str, str] = final
         self.tmp: Dict[str, str] = {k: os.path.join(out_dir, tag + os.path.basename(v)) for k, v in final.items()}
+
+    def _clear_stale(self, lock: str) -> None:
+        """Take over ``lock`` when the run that holds it is gone (its hidden files removed)."""
+        for _ in range(3):
+            rec = locks.read(lock) if os.path.exists(lock) else None
+            if not locks.is_stale(rec):
+                return
+            if locks.take_over(lock, rec):
+                self.notes.append("a run that was stopped (%s) had left its lock %s and its unfinished files: "
+                                  "taken over and removed" % (locks.describe(rec), lock))
+                return
 
     @property
     def layer_name(self) -> Optional[str]:
@@ -240,16 +299,48 @@ class StagedOutputs:
         return self.tmp.get(kind)
 
     def commit(self) -> None:
+        """Rename the complete set into place, as a whole: with ``overwrite``, the outputs there are
+        moved aside first (hidden names) and put back when anything fails, removed once the new
+        set is in place; the lock records how far the commit went (``locks.recover``)."""
+        out_dir = os.path.dirname(self.lock)
+        moved, placed = [], []
         try:
+            if not self.overwrite:
+                taken = [p for p in self.final.values() if os.path.exists(p)]
+                if taken:   # written meanwhile by something that takes no lock
+                    raise OutputError("output exists: %s (written by another program during the run)" % taken[0])
+            fresh = [os.path.basename(p) for p in self.final.values() if not os.path.exists(p)]
+            locks.update(self.lock, dict(self._rec, phase="committing", fresh=fresh))
+            for final in self.final.values():
+                for old in (final,) + tuple(final + s for s in SIDECARS):
+                    if os.path.lexists(old):
+                        backup = os.path.join(out_dir, self.tag + locks.BACKUP + os.path.basename(old))
+                        os.replace(old, backup)
+                        moved.append((old, backup))
             for kind, final in self.final.items():
                 tmp = self.tmp[kind]
-                if self.overwrite:
-                    remove(final)
-                elif os.path.exists(final):   # written meanwhile by something that takes no lock
-                    raise OutputError("output exists: %s (written by another program during the run)" % final)
                 os.replace(tmp, final)
+                placed.append(final)
                 if os.path.exists(tmp + ".aux.xml"):
                     os.replace(tmp + ".aux.xml", final + ".aux.xml")
+            locks.update(self.lock, dict(self._rec, phase="committed"))
+        except BaseException as e:
+            try:
+                for final in placed:
+                    remove(final)
+                for old, backup in reversed(moved):
+                    os.replace(backup, old)
+            except OSError as e2:   # the lock stays: the next run here puts the old set back (locks.recover)
+                self.lock = None
+                raise OutputError("could not put the previous outputs back in %s (%s): they are kept under hidden "
+                                  "names, and the next run there puts them back" % (out_dir, e2.strerror or e2)) from None
+            if isinstance(e, OSError):
+                raise disk_error(e, [(out_dir, "")]) or OutputError(
+                    "cannot move the outputs into place in %s: %s" % (out_dir, e.strerror or e)) from None
+            raise
+        else:
+            for _, backup in moved:
+                remove(backup)
         finally:
             self._unlock()
 
@@ -259,10 +350,67 @@ class StagedOutputs:
         self._unlock()
 
     def _unlock(self) -> None:
+        if self.lock is None:
+            return
         try:
             os.remove(self.lock)
         except OSError:
             pass
+        self.lock = None
+
+
+WRITE_FAILED = ("Write error", "write error", "Failed to write", "failed to write", "Error writing", "Unable to write",
+                "Cannot write", "cannot write", "readonly database", "I/O error", "disk I/O", "No space left",
+                "Free disk space", "disk is full", "Disk quota", "File too large")
+NEARLY_FULL = 16e6   # bytes free under which a failed write is taken for a full disk (GDAL does not always say)
+
+
+def free_bytes(folder: str) -> Optional[float]:
+    """Bytes free on the disk holding ``folder`` (or its nearest existing parent); None: unknown."""
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    try:
+        return float(shutil.disk_usage(folder).free)
+    except OSError:
+        return None
+
+
+def disk_error(err: BaseException, folders, files=()) -> Optional[OutputError]:
+    """An :class:`OutputError` for a write that failed (an OSError, or GDAL's or SQLite's
+    RuntimeError, or a GDAL error while the disk is nearly full or a file size limit is set): the
+    disk holding one of ``folders`` (``[(folder, what)]``, ``what`` said after it) is full, or a
+    file (one of the run's ``files``) grew over the size this process may write, or GDAL's reason; None for any other error.
+    Call it before the run's files are removed (the free space is measured)."""
+    import errno
+    text = str(err)
+    code = getattr(err, "errno", None)
+    wrote = code in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", -1)) or (
+        isinstance(err, RuntimeError) and any(w in text for w in WRITE_FAILED))
+    if not (wrote or isinstance(err, RuntimeError)):   # (GDAL may report a file cut short on reading it back)
+        return None
+    for folder, what in folders:
+        free = free_bytes(folder)
+        said = code == errno.ENOSPC or any(w in text for w in ("No space left", "Free disk space", "disk is full"))
+        if free is not None and (free < (NEARLY_FULL if wrote else 1e6) or (said and len(folders) == 1)):
+            return OutputError("the disk holding %s%s is full: %.0f MB free" % (folder, what, free / 1e6))
+    limit = _file_size_limit()
+    if code == errno.EFBIG or "File too large" in text or (limit is not None and any(
+            os.path.isfile(f) and os.path.getsize(f) >= limit for f in files)):
+        return OutputError("cannot write in %s: a file grew over the size this process may write%s"
+                           % (folders[0][0], " (ulimit -f: %.1f MB)" % (limit / 1e6) if limit else ""))
+    if not wrote:
+        return None
+    from .errors import first_line
+    return OutputError("cannot write the results in %s: %s" % (folders[0][0], first_line(err)))
+
+
+def _file_size_limit() -> Optional[int]:
+    try:
+        import resource
+    except ImportError:   # (Windows)
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def block_cache_need(p) -> int:

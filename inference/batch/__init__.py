@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field, fields
 from typing import Callable, Dict, List, Optional
 
 from ..errors import Cancelled, InputError, OutputError
+from ..locks import sweep_scratch
 from ..options import Option, SegmentOptions
 from . import results as R
 from .jobs import Job, read_jobs, safe, scene_jobs
@@ -132,6 +134,7 @@ def run_batch(p: BatchPlan, progress: Optional[Progress] = None, cancel: Optiona
     try:
         shutil.rmtree(os.path.join(p.out_dir, STAGING), ignore_errors=True)   # what a killed batch left
         scratch = os.path.join(p.out_dir, STAGING, "scratch")   # the engine's tm-run-*: removed below, always
+        os.makedirs(scratch)
         manifest = Manifest(p.out_dir)
         checks = Checksums(manifest.hashes)
         model_sum, opts_sum = checks.of(p.model), text_checksum(p.options)
@@ -195,7 +198,7 @@ def _local_cluster(p: BatchPlan):
     try:
         with dask.config.set({"temporary-directory": os.path.join(p.out_dir, STAGING, "dask")}):
             return LocalCluster(n_workers=p.workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                silence_logs=40)
+                                silence_logs=40, preload=[__name__ + ".quiet_worker"])
     finally:
         if ignoring:
             signal.signal(signal.SIGINT, old)
@@ -244,3 +247,4 @@ def _on_dask(p: BatchPlan, todo, finished, cancel, on_dashboard, scratch: str) -
         client.close()
         if cluster is not None:
             cluster.close()
+            sweep_scratch(tempfile.gettempdir())   # (the scratch of the jobs its workers were running)

@@ -5,11 +5,8 @@ record of its error, not an exception: the batch goes on.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import tempfile
-import threading
 import time
 import uuid
 from dataclasses import replace
@@ -47,33 +44,6 @@ def _die_if_asked(job: Job) -> None:
             os._exit(17)    # as a worker killed mid-job would (out of memory, node lost)
 
 
-_SCRATCH = {"lock": threading.Lock(), "users": 0, "saved": None}
-
-
-@contextlib.contextmanager
-def scratch_space(folder: Optional[str]):
-    """The engine's scratch folders (``tm-run-*``...) made under ``folder`` while a job runs: the
-    batch removes that folder whatever becomes of the worker (killed, interrupted), so none is
-    left in the temp dir.  (``tempfile.tempdir`` is the process's: jobs that run at once in one
-    process share the same folder, the old value comes back when the last one ends.)"""
-    if not folder:
-        yield
-        return
-    os.makedirs(folder, exist_ok=True)
-    with _SCRATCH["lock"]:
-        if _SCRATCH["users"] == 0:
-            _SCRATCH["saved"] = tempfile.tempdir
-        _SCRATCH["users"] += 1
-        tempfile.tempdir = folder
-    try:
-        yield
-    finally:
-        with _SCRATCH["lock"]:
-            _SCRATCH["users"] -= 1
-            if _SCRATCH["users"] == 0:
-                tempfile.tempdir = _SCRATCH["saved"]
-
-
 def failure_reason(e: BaseException) -> str:
     """An unexpected error's type and message (GDAL's last message when it has none: never the
     type's name alone)."""
@@ -95,12 +65,8 @@ def _place(stage: str, final: str) -> None:
 def run_job(job: Job, model_path: str, options: dict, out_root: str, threads, scratch: Optional[str] = None) -> dict:
     """Segment a job; its record: ``state`` done or failed, the areas per class, the flagged and
     masked fractions, the out-of-distribution score, the report and class raster (final paths),
-    the seconds, or the error.  The engine's scratch folders go under ``scratch`` when given."""
-    with scratch_space(scratch):
-        return _run_job(job, model_path, options, out_root, threads)
-
-
-def _run_job(job: Job, model_path: str, options: dict, out_root: str, threads) -> dict:
+    the seconds, or the error.  The run's scratch folder goes under ``scratch`` when given (the
+    batch removes it whatever becomes of the worker)."""
     from ..execute import execute
     from ..options import SegmentOptions
     from ..planning import plan
@@ -116,7 +82,7 @@ def _run_job(job: Job, model_path: str, options: dict, out_root: str, threads) -
             aoi = tuple(aoi_wkts(job, open_input(job.raster).wkt))
         opts = replace(opts, aoi=aoi, date=job.date or job.year, prefix="%s_%s" % (safe(job.facility), job.year),
                        threads=threads, overwrite=False, unique_names=False)
-        res = execute(plan(job.raster, _model(model_path), opts, stage))
+        res = execute(plan(job.raster, _model(model_path), opts, stage), scratch=scratch)
         final = job_folder(out_root, job)
         _place(stage, final)
         moved = lambda p: os.path.join(final, os.path.basename(p)) if p else None   # noqa: E731
