@@ -7,6 +7,10 @@ without extension), the processing baseline, and how digital numbers become refl
 04.00 on (every product since 25 January 2022, and the reprocessed archive), absent before.  GDAL
 applies neither (checked), so the engine does.  DN 0 is no data.  The bands are stacked on the
 10 m grid (bilinear); an L2A's scene classification (``SCL_20m``) is kept for cloud masking.
+Damaged metadata is an error naming the file, element and value (numbers that are not finite,
+a quantification not above 0, an offset beyond it, an IMAGE_FILE outside the SAFE), and so are band
+files that are empty or not of one tile (another CRS, another extent); what the MTD leaves open
+or contradicts (no offsets for baseline 04.00+, offsets for an older one) is assumed and warned.
 """
 from __future__ import annotations
 
