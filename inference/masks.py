@@ -132,6 +132,36 @@ def choose(opts, r, label: str) -> Tuple[Optional[MaskSource], List[str]]:
     return src, []
 
 
+def check_covers(path: str, r, window) -> List[str]:
+    """A warning with the share of the run's ``window`` (col, row, width, height of raster ``r``)
+    that the scene classification ``path`` (any grid or CRS: it is warped) does not reach: there
+    nothing is masked.  An error when it reaches none of it."""
+    from osgeo import osr
+    from .raster import inspect
+    c = inspect(path)
+    ct = osr.CoordinateTransformation(c.srs, r.srs)
+    gt, g = c.geotransform, r.geotransform
+    cols, rows = [], []
+    for f in np.linspace(0.0, 1.0, 21):     # along its edges: a warped outline is not a rectangle
+        for px, py in ((f * c.width, 0), (f * c.width, c.height), (0, f * c.height), (c.width, f * c.height)):
+            x, y, _ = ct.TransformPoint(gt[0] + gt[1] * px, gt[3] + gt[5] * py)
+            cols.append((x - g[0]) / g[1])
+            rows.append((y - g[3]) / g[5])
+    c0, r0, w, h = window
+    ow = max(0.0, min(c0 + w, max(cols)) - max(c0, min(cols)))
+    oh = max(0.0, min(r0 + h, max(rows)) - max(r0, min(rows)))
+    ow, oh = (w if w - ow < 0.5 else ow), (h if h - oh < 0.5 else oh)   # half a pixel is rounding
+    name = os.path.basename(path)
+    if ow <= 0 or oh <= 0:
+        raise InputError("the scene classification %s does not overlap %s: it cannot mask its clouds"
+                         % (name, r.label))
+    share = 1.0 - (ow * oh) / float(w * h)
+    if not share:
+        return []
+    return ["the scene classification %s covers %.1f %% of the area processed: its clouds are masked there, the "
+            "other %.1f %% is taken as it is (not masked)" % (name, 100 * (1 - share), 100 * share)]
+
+
 def summary(counts: Dict[int, int], pixel_area_m2: float) -> Dict[str, float]:
     """Hectares per mask class name."""
     return {NAMES[c]: n * pixel_area_m2 / 1e4 for c, n in sorted(counts.items()) if n}

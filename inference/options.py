@@ -182,7 +182,8 @@ class Option:
         if lo is not None and hi is not None:
             return "%s must be between %g and %g, got %g" % (self.noun, lo, hi, value)
         if lo is not None:
-            return "%s must be at least %g%s, got %g" % (self.noun, lo, self.unit and " " + self.unit, value)
+            return "%s must be %s %g%s, got %g" % (self.noun, "more than" if self.exclusive else "at least", lo,
+                                                   self.unit and " " + self.unit, value)
         return "%s must be at most %g, got %g" % (self.noun, hi, value)
 
     def describe(self) -> str:
@@ -297,7 +298,7 @@ OPTIONS: Tuple[Option, ...] = (
     Option("input_scale", "float", "Input scale",
            "reflectance = raw x this + the input offset (default: the product's metadata, the raster's declared "
            "scale, else the model's)", model_default=True, default_text="", unset_label="automatic", decimals=6,
-           step=0.0001, minimum=-1e9, panel_max=1e9, fronts=("cli", "processing", "panel")),
+           step=0.0001, minimum=0.0, exclusive=True, panel_max=1e9, fronts=("cli", "processing", "panel")),
     Option("input_offset", "float", "Input offset",
            "reflectance = raw x scale + this; -0.1 for Sentinel-2 DN of processing baseline 04.00+ given without "
            "their metadata (default: the product's, the raster's declared offset, else 0)", model_default=True,

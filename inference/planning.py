@@ -142,8 +142,6 @@ def plan(input_path: str, model: Union[str, Model], opts: Optional["optlib.Segme
     notes.extend(mask_notes)
     if mask is not None:
         notes.append("masked before segmenting: %s" % mask.describe)
-        if mask.kind == "scl":
-            _check_covers(mask.path, r)
     tile, overlap, scales = _tiling(info, opts)
     aoi = None
     if opts.aoi is not None:
@@ -157,6 +155,8 @@ def plan(input_path: str, model: Union[str, Model], opts: Optional["optlib.Segme
         window = _window(r, env, "the area of interest")
     else:
         window = _window(r, opts.extent)
+    if mask is not None and mask.kind == "scl":
+        warnings.extend(masks.check_covers(mask.path, r, window))
     src_gsd = float(np.sqrt(r.gsd_m[0] * r.gsd_m[1]))
     want_gsd = float(opts.gsd) if opts.gsd is not None else (info.gsd_m or src_gsd)
     resample = abs(src_gsd - want_gsd) / want_gsd > GSD_TOLERANCE
@@ -200,27 +200,6 @@ def _tiling(info: ModelInfo, opts) -> Tuple[int, int, Tuple[float, ...]]:
         raise OptionError("this model takes %d x %d tiles only, so it cannot also run at scales %s"
                           % (tile, tile, ", ".join("%g" % s for s in scales if s != 1.0)), "scales")
     return tile, overlap, scales
-
-
-def _check_covers(path: str, r: rasterlib.RasterInfo) -> None:
-    """A scene classification raster must cover the scene (any grid or CRS: it is warped)."""
-    from osgeo import osr
-    c = rasterlib.inspect(path) if not rasterlib.is_vrt_xml(path) and not path.startswith("/vsi") else None
-    if c is None:
-        return
-    ct = osr.CoordinateTransformation(c.srs, r.srs)
-    gt = c.geotransform
-    xs, ys = [], []
-    for px, py in ((0, 0), (c.width, 0), (0, c.height), (c.width, c.height)):
-        x, y, _ = ct.TransformPoint(gt[0] + gt[1] * px, gt[3] + gt[5] * py)
-        xs.append(x)
-        ys.append(y)
-    g = r.geotransform
-    rx = sorted([g[0], g[0] + g[1] * r.width])
-    ry = sorted([g[3], g[3] + g[5] * r.height])
-    if max(xs) <= rx[0] or min(xs) >= rx[1] or max(ys) <= ry[0] or min(ys) >= ry[1]:
-        raise InputError("the scene classification %s does not overlap %s: it cannot mask its clouds"
-                         % (os.path.basename(path), r.label))
 
 
 def _window(r: rasterlib.RasterInfo, extent, what: str = "the extent") -> Tuple[int, int, int, int]:

@@ -10,6 +10,7 @@ XML that says how to calibrate it.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -57,8 +58,12 @@ def choose(model, r, source_bands: Sequence[int], opts, names: Sequence[str] = (
             sc, off = product.radiometry[j]
             s = BandScaling(src, sc, off, product.radiometry_note)
         elif r.scales[j] is not None:
-            s = BandScaling(src, r.scales[j], r.offsets[j] or 0.0, "raster declares scale %g, offset %g"
-                            % (r.scales[j], r.offsets[j] or 0.0))
+            sc, off = r.scales[j], r.offsets[j] or 0.0
+            if not (math.isfinite(sc) and sc > 0 and math.isfinite(off)):
+                raise InputError("band %d of %s declares scale %g, offset %g (its GDAL scale/offset or SCALE "
+                                 "metadata): a scale must be a positive number and an offset a finite one; correct "
+                                 "them (gdal_edit.py -scale -offset) or give --input-scale" % (src, r.label, sc, off))
+            s = BandScaling(src, sc, off, "raster declares scale %g, offset %g" % (sc, off))
         elif r.dtypes[j].startswith("Float"):
             s = BandScaling(src, 1.0, 0.0, "floating-point raster read as reflectance")
         elif _gf6_band(names[j]):

@@ -97,19 +97,16 @@ def _declared_scale(ds, b) -> Tuple[Optional[float], Optional[float]]:
     for md in (b.GetMetadata() or {}, ds.GetMetadata() or {}):
         for key in ("SCALE", "scale_factor", "SCALE_FACTOR"):
             if key in md:
-                try:
-                    s = float(md[key])
-                except ValueError:
-                    continue
-                off = 0.0
-                for ok in ("OFFSET", "add_offset", "ADD_OFFSET"):
-                    if ok in md:
-                        try:
-                            off = float(md[ok])
-                        except ValueError:
-                            pass
-                return s, off
+                off = next((md[ok] for ok in ("OFFSET", "add_offset", "ADD_OFFSET") if ok in md), 0.0)
+                return _float(md[key]), _float(off)   # text: nan, which the run refuses when it reads it
     return None, None
+
+
+def _float(text) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
 
 
 def inspect(path: str, label: Optional[str] = None, band_files=None) -> RasterInfo:

@@ -102,29 +102,75 @@ def _time(text: str) -> Optional[datetime.datetime]:
     return None
 
 
+def _check_gains(values, n: int, sensor: str, where: str) -> List[float]:
+    """``values`` as ``n`` positive finite gains, or an error naming where they come from and what is wrong."""
+    if not isinstance(values, (list, tuple)) or len(values) != n:
+        raise InputError("%s: the GF-6 %s gains must be a list of %d numbers (one per band), got %r"
+                         % (where, sensor, n, values))
+    out = []
+    for i, v in enumerate(values, start=1):
+        try:
+            g = float(v) if not isinstance(v, bool) else math.nan
+        except (TypeError, ValueError):
+            g = math.nan
+        if not (math.isfinite(g) and g > 0):
+            raise InputError("%s: the GF-6 %s gain of band B%d is %r; expected a positive number (W m-2 sr-1 um-1 "
+                             "per DN, e.g. 0.05)" % (where, sensor, i, v))
+        out.append(g)
+    return out
+
+
 def _gains(sensor: str, year: int, calibration: Optional[str], xml_gains: Optional[List[float]], n: int):
     """(gains, where they came from, a warning or None)."""
-    if xml_gains and len(xml_gains) == n:
+    if xml_gains is not None:
         return xml_gains, "the delivery's AbsCeof", None
     table, source = GAINS, "CRESDA's %d coefficients (table in inference/products/gf6.py)" % year
+    where = "inference/products/gf6.py"
     if calibration:
         try:
-            with open(calibration) as fh:
+            with open(calibration, encoding="utf-8") as fh:
                 data = json.load(fh)
-            table = data.get("GF6", data)
-        except (OSError, ValueError, AttributeError) as e:
+        except (OSError, ValueError) as e:
             raise InputError("cannot read the calibration table %s: %s" % (calibration, e)) from None
-        source = "%s, %d" % (calibration, year)
-    years = sorted(int(y) for y in table.get(sensor, {}))
+        table = data.get("GF6", data) if isinstance(data, dict) else None
+        if not isinstance(table, dict):
+            raise InputError("the calibration table %s is not a JSON object of gains per sensor and year "
+                             "({\"PMS\": {\"2023\": [g1, g2, g3, g4]}})" % calibration)
+        source, where = "%s, %d" % (calibration, year), calibration
+    by_year = table.get(sensor) or {}
+    if not isinstance(by_year, dict):
+        raise InputError("%s: the GF-6 %s entry must map years to gains ({\"2023\": [g1, g2...]}), got %r"
+                         % (where, sensor, by_year))
+    years = {}
+    for y in by_year:
+        try:
+            years[int(y)] = y
+        except ValueError:
+            raise InputError("%s: %r is not a year (the GF-6 %s gains are given per year: {\"2023\": [...]})"
+                             % (where, y, sensor)) from None
     if not years:
-        raise InputError("the calibration table has no GF-6 %s coefficients" % sensor)
-    use = max([y for y in years if y <= year] or [years[0]])
+        raise InputError("%s has no GF-6 %s coefficients" % (where, sensor))
+    use = max([y for y in years if y <= year] or [min(years)])
     warning = None
     if use != year:
         warning = ("no GF-6 %s calibration for %d in the table: used %d's coefficients (give a calibration "
                    "table for %d to do better)" % (sensor, year, use, year))
         source = source.replace(str(year), str(use))
-    return [float(v) for v in table[sensor][str(use)]], source, warning
+    return _check_gains(by_year[years[use]], n, sensor, "%s (%d)" % (where, use)), source, warning
+
+
+def _zenith(text: Optional[str], label: str) -> float:
+    """The delivery's SolarZenith in degrees: a number from 0 to 90 (the sun above the horizon)."""
+    if text is None:
+        raise InputError("%s gives no SolarZenith" % label)
+    try:
+        zen = float(text)
+    except ValueError:
+        zen = math.nan
+    if not (math.isfinite(zen) and 0 <= zen < 90):
+        raise InputError("%s: SolarZenith is %r; expected degrees from 0 to under 90 (the sun above the horizon)"
+                         % (label, text))
+    return zen
 
 
 def read_product(path: str, count: int, calibration: Optional[str] = None) -> Optional[Product]:
@@ -147,16 +193,15 @@ def read_product(path: str, count: int, calibration: Optional[str] = None) -> Op
         raise InputError("%s gives no acquisition time (CenterTime): the Earth-Sun distance is unknown"
                          % os.path.basename(xml))
     notes, warnings = [], []
-    try:
-        zen = float(f["SolarZenith"])
-    except (KeyError, ValueError):
-        raise InputError("%s gives no SolarZenith" % os.path.basename(xml)) from None
+    zen = _zenith(f.get("SolarZenith"), os.path.basename(xml))
     try:   # some deliveries are said to give the elevation under that name: check it against the sun
         lat, lon = float(f["CenterLatitude"]), float(f["CenterLongitude"])
+        if not (abs(lat) <= 90 and abs(lon) <= 360):   # nan, or nonsense: no check
+            raise ValueError(lat, lon)
         # CenterTime is Beijing time in the deliveries seen; ReceiveTime UTC: try both
         calc = min((solar_zenith(when - datetime.timedelta(hours=h), lat, lon) for h in (8, 0)),
                    key=lambda z: min(abs(z - zen), abs(90 - z - zen)))
-        if abs((90.0 - zen) - calc) + 5 < abs(zen - calc):
+        if zen > 0 and abs((90.0 - zen) - calc) + 5 < abs(zen - calc):
             notes.append("SolarZenith %.2f is the sun's elevation (the zenith computed for %s at the scene "
                          "centre is %.1f): zenith %.2f used" % (zen, when, calc, 90 - zen))
             zen = 90.0 - zen
@@ -165,10 +210,12 @@ def read_product(path: str, count: int, calibration: Optional[str] = None) -> Op
     n = len(ESUN[sensor])
     xml_gains = None
     if f.get("AbsCeof"):
-        try:
-            xml_gains = [float(v) for v in f["AbsCeof"].split(",")]
-        except ValueError:
-            xml_gains = None
+        values = [v.strip() for v in f["AbsCeof"].split(",")]
+        if len(values) == n:
+            xml_gains = _check_gains(values, n, sensor, "%s AbsCeof" % os.path.basename(xml))
+        else:
+            warnings.append("%s: AbsCeof gives %d values for the %d bands of GF-6 %s: ignored, the "
+                            "calibration table's gains used" % (os.path.basename(xml), len(values), n, sensor))
     gains, source, warn = _gains(sensor, when.year, calibration, xml_gains, n)
     if warn:
         warnings.append(warn)
@@ -191,6 +238,10 @@ def reflectance_without_xml(sensor: str, date: str, lat: float, lon: float,
     day = datetime.datetime.strptime(date[:10] if len(date) >= 10 else date[:4] + "-07-01", "%Y-%m-%d")
     utc = day + datetime.timedelta(hours=LOCAL_SOLAR_TIME_H - lon / 15.0)
     zen = solar_zenith(utc, lat, lon)
+    if zen >= 90:
+        raise InputError("the sun is %.1f deg from the zenith at GF-6's 10:30 overpass on %s at the scene centre "
+                         "(%.2f, %.2f): no reflectance can be computed from an assumed sun; put the delivery XML "
+                         "beside the raster, or give --input-scale" % (zen, day.date(), lat, lon))
     gains, source, warn = _gains(sensor, day.year, calibration, None, len(ESUN[sensor]))
     doy = day.timetuple().tm_yday
     d = earth_sun_distance(doy)
