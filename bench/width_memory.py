@@ -67,9 +67,9 @@ from inference.execute import execute
 from inference.options import SegmentOptions
 bound_block_cache()
 
-def rss():
+def rss(key="VmRSS"):
     with open("/proc/self/status") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024.0
+        return next(int(l.split()[1]) for l in f if l.startswith(key + ":")) / 1024.0
 
 p = plan(%(raster)r, %(model)r, SegmentOptions(tta=1, scales=(1.0,), overwrite=True), %(out)r)
 from inference.tiling import positions
@@ -84,8 +84,11 @@ def progress(f, message):
                               "rss_mb": round(rss(), 1), "gdal_cache_mb": round(gdal.GetCacheUsed() / 2 ** 20, 1)}),
                   flush=True)
 res = execute(p, progress)
+est = getattr(p, "estimate", None)   # (inference.sizing's, where the plan has one)
 print(json.dumps({"end": True, "s": round(time.time() - t0, 1), "rss_mb": round(rss(), 1),
-                  "estimate_mb": round(getattr(p, "estimate_bytes", 0) / 2 ** 20, 1)}), flush=True)
+                  "peak_mb": round(rss("VmHWM"), 1),
+                  "estimate_mb": est and round(est.peak_bytes / 2 ** 20, 1),
+                  "estimate_s": est and round(est.seconds, 1)}), flush=True)
 """
 
 
@@ -107,7 +110,9 @@ def measure(raster: str, model: str, out: str) -> dict:
     grow = (strips[-1]["rss_mb"] - strips[0]["rss_mb"]) / max(1, len(strips) - 1) if strips else 0.0
     return {"strips": len(strips), "first_mb": strips[0]["rss_mb"] if strips else None,
             "last_mb": strips[-1]["rss_mb"] if strips else None, "mb_per_strip": round(grow, 2),
-            "end_mb": end and end["rss_mb"], "seconds": end and end["s"]}
+            "end_mb": end and end["rss_mb"], "peak_mb": end and end["peak_mb"],
+            "estimated_peak_mb": end and end["estimate_mb"], "seconds": end and end["s"],
+            "estimated_s": end and end["estimate_s"]}
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Dict, Optional, Tuple
 
-from . import report, stream, styles
+from . import report, sizing, stream, styles
 from .errors import Cancelled, InputError, OutputError
 from .masks import MASK_CLASSES
 from .ood import TileLog, boxes_wkt, warning as ood_warning
@@ -78,6 +78,7 @@ def execute(p: Plan, progress: Optional[stream.ProgressFn] = None,
         res = _result(p, loading.result(), staged, stats, streamed, t0)
         report.write(staged.get("report"), report.build(p, res, staged.final, run_time))
         staged.commit()
+        sizing.record_speed(p, res.device, res.tiles, res.seconds)   # the next plan's time estimate
     except BaseException as e:
         # The failed run's frames (kept alive by the traceback) still hold GDAL datasets open;
         # closed later, they would write a .aux.xml or a GeoPackage journal back into the output
