@@ -78,7 +78,7 @@ def execute(p: Plan, progress: Optional[stream.ProgressFn] = None,
         res = _result(p, loading.result(), staged, stats, streamed, t0)
         report.write(staged.get("report"), report.build(p, res, staged.final, run_time))
         staged.commit()
-        sizing.record_speed(p, res.device, res.tiles, res.seconds)   # the next plan's time estimate
+        sizing.record_speed(p, res.device, streamed.tiles, streamed.seconds)   # the next plan's time estimate
     except BaseException as e:
         # The failed run's frames (kept alive by the traceback) still hold GDAL datasets open;
         # closed later, they would write a .aux.xml or a GeoPackage journal back into the output

@@ -39,9 +39,10 @@ def describe(p) -> List[str]:
                                                            " (resampled)" if p.resample else ""))
     n = p.tta * len(p.scales)
     lines.append("tiles: %d of %d x %d px, overlap %d, batches of %d; %d network pass%s per tile (test-time "
-                 "augmentation %d, scales %s: the work of %g full tiles)"
+                 "augmentation %d, scales %s)%s"
                  % (p.tile_count, p.tile_size, p.tile_size, p.overlap, p.batch, n, "" if n == 1 else "es", p.tta,
-                    ", ".join("%g" % s for s in p.scales), p.passes))
+                    ", ".join("%g" % s for s in p.scales),
+                    "" if p.passes == n else ": the work of %g passes of full tiles" % p.passes))
     lines.append("threshold %g, minimum polygon area %g ha" % (p.threshold, p.min_area_ha))
     if p.outputs:
         for kind, path in p.outputs.items():

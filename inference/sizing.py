@@ -32,6 +32,9 @@ DEFAULT_S_PER_MPX_PASS_CORE = 2.5   # CPU seconds per megapixel-pass on one core
 DEFAULT_S_PER_MPX_PASS_GPU = 0.1
 IO_S_PER_MPX = 0.15               # reading, classifying, writing, sieving, polygonising a megapixel
 #   (bench/width_memory.py: 300 Mpx in 28 s on 2 cores with a trivial network)
+POST_S_PER_MPX = 0.03             # after streaming: polygonising, the report (per megapixel)
+FIXED_S = 3.0                     # loading the network, opening the raster
+MIN_RECORDED_MPX_PASSES = 0.5     # a run with less network work does not set the measured speed
 LONG_RUN_S = 3600.0               # a run estimated above this gets a warning
 
 
@@ -91,10 +94,11 @@ def mpx_passes(p) -> float:
 
 
 def record_speed(p, device: str, tiles: int, seconds: float) -> None:
-    """Remember how fast a finished run of ``p`` went on ``device`` (``tiles`` inferred in
-    ``seconds``, the whole run); never the run's failure."""
+    """Remember how fast a finished run of ``p`` went on ``device`` (``tiles`` streamed --
+    read, inferred, blended, written -- in ``seconds``); never the run's failure.  Runs of less
+    than :data:`MIN_RECORDED_MPX_PASSES` are not recorded: their time is mostly fixed costs."""
     work = tiles * p.tile_size ** 2 * p.passes / 1e6
-    if work <= 0 or not seconds > 0:
+    if work < MIN_RECORDED_MPX_PASSES or not seconds > 0:
         return
     d = _speeds()
     d[speed_key(device, p.info.name)] = {"s_per_mpx_pass": seconds / work, "cores": os.cpu_count() or 1}
@@ -113,12 +117,13 @@ def estimate_seconds(p, device: str):
     """``(seconds, measured)``: from the last run of this model on ``device``, else the default."""
     rec = _speeds().get(speed_key(device, p.info.name))
     rate = rec.get("s_per_mpx_pass") if isinstance(rec, dict) else None
+    w, h = p.work_size
+    fixed = FIXED_S + POST_S_PER_MPX * w * h / 1e6
     if isinstance(rate, (int, float)) and 0 < rate < 1e6:
-        return rate * mpx_passes(p), True
+        return fixed + rate * mpx_passes(p), True
     cores = p.options.threads or os.cpu_count() or 1
     net = DEFAULT_S_PER_MPX_PASS_GPU if device == "cuda" else DEFAULT_S_PER_MPX_PASS_CORE / cores
-    w, h = p.work_size
-    return 5.0 + net * mpx_passes(p) + IO_S_PER_MPX * w * h / 1e6, False
+    return fixed + net * mpx_passes(p) + IO_S_PER_MPX * w * h / 1e6, False
 
 
 # -- memory -----------------------------------------------------------------------------------
@@ -129,7 +134,8 @@ def estimate_bytes(p) -> int:
     from .vectorize import sieve_band_rows, sieve_threshold_px
     from .writing import block_cache_need
     info = p.info
-    T, B, O = p.tile_size, p.batch, p.overlap
+    T, O = p.tile_size, p.overlap
+    B = min(p.batch, p.tile_count)     # (a batch's pages beyond its tiles are never touched)
     cin, K = len(info.bands), max(1, info.channels)
     W, H = p.work_size
     rows = min(T, H)
