@@ -175,12 +175,12 @@ def plan(input_path: str, model: Union[str, Model], opts: Optional["optlib.Segme
     if opts.date is None and r.product is not None and r.product.date:
         opts = replace(opts, date=r.product.date)   # the product's own date, recorded with the outputs
     p = Plan(input=input_path, options=opts, model=model, raster=r, mapping=mapping,
-                transform=tuple(transform), scalings=tuple(scalings), window=window, src_gsd_m=src_gsd,
-                work_gsd_m=want_gsd if resample else src_gsd, resample=resample, tile_size=tile,
-                overlap=overlap, threshold=info.threshold if opts.threshold is None else float(opts.threshold),
-                min_area_ha=min_area, tta=info.tta if opts.tta is None else opts.tta, scales=scales,
-                out_dir=out_dir, outputs=MappingProxyType(outputs), notes=tuple(notes), warnings=tuple(warnings),
-                aoi=tuple(aoi) if aoi else None, mask=mask, ood=ood)
+             transform=tuple(transform), scalings=tuple(scalings), window=window, src_gsd_m=src_gsd,
+             work_gsd_m=want_gsd if resample else src_gsd, resample=resample, tile_size=tile,
+             overlap=overlap, threshold=info.threshold if opts.threshold is None else float(opts.threshold),
+             min_area_ha=min_area, tta=info.tta if opts.tta is None else opts.tta, scales=scales,
+             out_dir=out_dir, outputs=MappingProxyType(outputs), notes=tuple(notes), warnings=tuple(warnings),
+             aoi=tuple(aoi) if aoi else None, mask=mask, ood=ood)
     est = sizing.estimate(p, device)
     long_run = sizing.check(p, est)   # (refuses a run that would not fit in memory)
     return replace(p, estimate=est, warnings=p.warnings + ((long_run,) if long_run else ()))

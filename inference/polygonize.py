@@ -22,14 +22,7 @@ from .errors import Cancelled, OutputError
 from .writing import STAGES
 
 PIECE_ROWS = 1024   # rows polygonised at once (TM_POLYGONIZE_PIECE_ROWS); the last band is split too
-PIECE_PIXELS = PIECE_ROWS * 10980   # ... a Sentinel-2 tile's width: a wider raster's pieces have fewer rows
-
 MIN_SPLIT_ROWS = 64  # ... in two when each half has as many rows
-
-
-def rows_per_piece(width: int) -> int:
-    """Rows polygonised at once for a raster ``width`` px wide (memory bounded in the width too)."""
-    return max(MIN_SPLIT_ROWS, min(PIECE_ROWS, PIECE_PIXELS // max(1, width)))
 
 
 class BandPolygonizer:
@@ -43,8 +36,7 @@ class BandPolygonizer:
     def __init__(self, width: int, height: int, gt, tmpdir: str, workers: Optional[int] = None,
                  piece_rows: Optional[int] = None):
         self.W, self.H, self.gt, self.tmpdir = width, height, tuple(gt), tmpdir
-        self.rows = max(1, int(os.environ.get("TM_POLYGONIZE_PIECE_ROWS") or piece_rows or
-                               rows_per_piece(width)))
+        self.rows = max(1, int(os.environ.get("TM_POLYGONIZE_PIECE_ROWS", piece_rows or PIECE_ROWS)))
         n = workers or min(4, os.cpu_count() or 1)   # (each holds a piece of rows: memory)
         self.workers = n
         self.pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="tm-poly")

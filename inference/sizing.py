@@ -130,7 +130,7 @@ def estimate_seconds(p, device: str):
 def estimate_bytes(p) -> int:
     """Peak memory of running ``p`` (see the module's description)."""
     from .stream import WRITE_QUEUE, write_queue_strips
-    from .polygonize import rows_per_piece
+    from .polygonize import PIECE_ROWS
     from .vectorize import sieve_band_rows, sieve_threshold_px
     from .writing import block_cache_need
     info = p.info
@@ -157,7 +157,7 @@ def estimate_bytes(p) -> int:
         thr_rows = min(H, sieve_threshold_px(p))
         band = sieve_band_rows(W)
         after = 2 * (band + thr_rows + stride) * W             # the sieve's band, joined once
-        after += (min(4, os.cpu_count() or 1) + 2) * rows_per_piece(W) * W * 6   # pieces, GDAL's work
+        after += (min(4, os.cpu_count() or 1) + 2) * PIECE_ROWS * W * 3   # pieces (values, foreground), GDAL's work
     return int(BASE_BYTES + 3 * weights + net + strip + writer + after + block_cache_need(p))
 
 

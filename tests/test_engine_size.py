@@ -16,7 +16,6 @@ from inference import sizing
 from inference.__main__ import Bar
 from inference.errors import ModelError, OptionError
 from inference.execute import execute
-from inference.polygonize import PIECE_PIXELS, rows_per_piece
 from inference.stream import WRITE_QUEUE_BYTES, write_queue_strips
 from inference.vectorize import SIEVE_BAND_PIXELS, StreamSieve, sieve_band_rows, sieve_threshold_px
 
@@ -213,7 +212,6 @@ def test_the_bar_shows_an_eta_from_the_start(capsys, monkeypatch):
 @pytest.mark.parametrize("width", [10980, 100000, 400000])
 def test_the_buffers_held_across_strips_are_bounded_in_pixels(width):
     assert sieve_band_rows(width) * width <= max(SIEVE_BAND_PIXELS, 256 * width)
-    assert rows_per_piece(width) * width <= max(PIECE_PIXELS, 64 * width)
     assert write_queue_strips(width, 384) * 2 * width * 384 <= max(WRITE_QUEUE_BYTES, 2 * 2 * width * 384)
 
 
