@@ -160,9 +160,8 @@ class TailingsMapperPlugin:
             except (AttributeError, RuntimeError):  # no items() (a stub), or the item was deleted
                 pass
             self._missing_item = None
-        if any(m.requirement.module == "onnxruntime" for m in self.missing):
-            text = deps.MISSING_MESSAGE
-        else:
+        text = deps.onnxruntime_problem(self.missing)
+        if text is None:
             text = "needs Python packages that are missing: %s" % ", ".join(m.requirement.module for m in self.missing)
         try:
             widget = bar.createMessage("Tailings Mapper", text)

@@ -20,22 +20,36 @@ from .writing import bound_block_cache, quiet_unraisable  # noqa: E402
 
 
 class Bar:
-    """A one-line progress bar on stderr (only when stderr is a terminal, or when forced)."""
+    """A one-line progress bar on stderr (only when stderr is a terminal, or when forced).
 
-    def __init__(self, enabled: bool):
+    Redrawn at each percent, and at least every second while the message changes (a huge
+    raster's first percent takes minutes: its tiles still count); the time left is the plan's
+    estimate (``expected`` seconds) until the run has made progress, then what the progress so
+    far says, and "estimating" when there is neither."""
+
+    def __init__(self, enabled: bool, expected: float = 0.0):
         self.enabled = enabled
         self.t0 = time.time()
         self.last = -1.0
+        self.shown = 0.0
+        self.expected = expected
+
+    def eta(self, fraction: float) -> str:
+        el = time.time() - self.t0
+        if fraction > 0.001 and el > 1.0:
+            return "eta %4.0fs" % max(0.0, el / fraction - el)
+        if self.expected > 0:
+            return "eta ~%3.0fs" % max(0.0, self.expected - el)
+        return "eta estimating"
 
     def __call__(self, fraction: float, message: str) -> None:
-        if not self.enabled or (fraction - self.last < 0.01 and fraction < 1.0):
+        now = time.time()
+        if not self.enabled or (fraction - self.last < 0.01 and fraction < 1.0 and now - self.shown < 1.0):
             return
-        self.last = fraction
+        self.last, self.shown = fraction, now
         n = int(30 * fraction)
-        el = time.time() - self.t0
-        eta = el / fraction - el if fraction > 0.02 else 0
-        sys.stderr.write("\r[%s%s] %3d%% %5.0fs eta %4.0fs  %-40s" % (
-            "#" * n, "." * (30 - n), 100 * fraction, el, eta, message[:40]))
+        sys.stderr.write("\r[%s%s] %5.1f%% %5.0fs %s  %-40s" % (
+            "#" * n, "." * (30 - n), 100 * fraction, now - self.t0, self.eta(fraction), message[:40]))
         if fraction >= 1.0:
             sys.stderr.write("\n")
         sys.stderr.flush()
@@ -55,9 +69,17 @@ def cmd_segment(a) -> int:
     if a.preview:
         check_preview_path(a.preview)
     p = plan(a.input, a.model, from_arguments(a), a.out)
+    if a.dry_run:   # the plan, and nothing written
+        from .plan_text import describe
+        for line in describe(p):
+            print(line)
+        if a.preview:
+            print("output preview: %s" % a.preview)
+        return 0
     for w in p.warnings:   # before the run, where they cannot be missed
         print("warning: %s" % w, file=sys.stderr)
-    bar = Bar(not a.quiet and (sys.stderr.isatty() or a.progress))
+    bar = Bar(not a.quiet and (sys.stderr.isatty() or a.progress),
+              p.estimate.seconds if p.estimate is not None else 0.0)
     res = execute(p, progress=bar, cancel=STOP)
     for line in run_lines(res):
         print(line)
@@ -218,6 +240,8 @@ def _main(argv=None) -> int:
     s.add_argument("--model", required=True, help=MODEL_HELP)
     add_arguments(s)
     s.add_argument("--preview", help="also write a PNG preview (image with the classes over it)")
+    s.add_argument("--dry-run", action="store_true",
+                   help="print the plan (bands, scaling, grid, tiles, outputs, time and memory estimates) and stop")
     s.add_argument("--progress", action="store_true", help="progress bar even when not on a terminal")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_segment)

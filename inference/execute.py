@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Dict, Optional, Tuple
 
-from . import locks, report, stream, styles
+from . import locks, report, sizing, stream, styles
 from .errors import Cancelled, InputError, OutputError
 from .masks import MASK_CLASSES
 from .ood import TileLog, boxes_wkt, warning as ood_warning
@@ -83,6 +83,7 @@ def execute(p: Plan, progress: Optional[stream.ProgressFn] = None,
         if cancel():   # (asked for at the last moment: nothing committed)
             raise Cancelled("cancelled")
         staged.commit()
+        sizing.record_speed(p, res.device, streamed.tiles, streamed.seconds)   # the next plan's time estimate
     except BaseException as e:
         # The failed run's frames (kept alive by the traceback) still hold GDAL datasets open;
         # closed later, they would write a .aux.xml or a GeoPackage journal back into the output

@@ -27,6 +27,13 @@ from .geotiff import COMPRESSIONS
 
 FRONTS = ("cli", "processing", "panel")
 
+# Bounds on a run's size.  A tile of 4096 x 4096 px already takes about 1 GB per tile in a batch
+# of the shipped network; 16384 took 18 GB.  Batches beyond 256 tiles gain nothing on any device.
+# The processing resolution: 1 cm to 10 km a pixel (the plan also bounds it against the raster's).
+MAX_TILE = 4096
+MAX_BATCH = 256
+GSD_RANGE = (0.01, 10000.0)
+
 
 @dataclass(frozen=True)
 class Option:
@@ -177,7 +184,7 @@ class Option:
     def range_text(self, value) -> str:
         """The message for a value out of range (the checks' and the panel's words)."""
         if self.name == "tile_size":
-            return "tile size must be a multiple of 8 and at least 16, got %d" % value
+            return "tile size must be a multiple of 8 from 16 to %d, got %d" % (MAX_TILE, value)
         lo, hi = self.minimum, self.maximum
         if lo is not None and hi is not None:
             return "%s must be between %g and %g, got %g" % (self.noun, lo, hi, value)
@@ -252,13 +259,14 @@ OPTIONS: Tuple[Option, ...] = (
            "the tiles unlike them", default=True, cli="--no-ood-check", flag=False),
     Option("gsd", "float", "Processing resolution (m)",
            "ground sample distance the network sees, in metres per pixel (default: the model's; a model that "
-           "states none runs at the raster's own)", model_default=True, minimum=0.0, exclusive=True, unit="m",
-           step=0.5, decimals=2, panel_max=10000),
+           "states none runs at the raster's own)", model_default=True, minimum=GSD_RANGE[0], maximum=GSD_RANGE[1],
+           unit="m", step=0.5, decimals=2, panel_max=GSD_RANGE[1]),
     Option("tile_size", "int", "Tile size (px)", "tile size in pixels", model_default=True, cli="--tile",
-           minimum=16, multiple_of=8, unit="px", step=32, panel_max=4096),
+           minimum=16, maximum=MAX_TILE, multiple_of=8, unit="px", step=32, panel_max=MAX_TILE),
     Option("overlap", "int", "Overlap (px)", "tile overlap in pixels, at most half the tile", model_default=True,
            minimum=0, unit="px", step=8, panel_max=2048),
-    Option("batch", "int", "Batch size", "tiles per onnxruntime call", default=4, minimum=1, panel_max=256),
+    Option("batch", "int", "Batch size", "tiles per onnxruntime call", default=4, minimum=1, maximum=MAX_BATCH,
+           panel_max=MAX_BATCH),
     Option("device", "choice", "Device", "auto uses an NVIDIA GPU when onnxruntime-gpu can, else the CPU",
            default="auto", choices=DEVICES, choice_labels=("Auto", "GPU (CUDA)", "CPU"), unset_label=""),
     Option("threshold", "float", "Threshold", "binary decision threshold on the positive class probability",

@@ -20,9 +20,9 @@ import numpy as np
 from . import aoi as aoilib
 from . import bands as bandlib
 from . import options as optlib
-from . import locks, masks, radiometry
+from . import locks, masks, radiometry, sizing
 from . import raster as rasterlib
-from .errors import InputError, OptionError, OutputError
+from .errors import InputError, ModelError, OptionError, OutputError
 from .metadata import ModelInfo
 from .model import Model, open_model
 from .ood import OodStats
@@ -60,6 +60,7 @@ class Plan:
     aoi: Optional[Tuple[str, ...]] = None  # area-of-interest polygons (WKT, raster CRS)
     mask: Optional["masks.MaskSource"] = None   # clouds and shadows masked before segmenting
     ood: Optional["OodStats"] = None      # the training tiles' statistics, when the run checks against them
+    estimate: Optional["sizing.Estimate"] = None   # time and peak memory, before it runs
 
     @property
     def info(self) -> ModelInfo:
@@ -117,7 +118,7 @@ def plan(input_path: str, model: Union[str, Model], opts: Optional["optlib.Segme
     opts = optlib.check(opts or optlib.SegmentOptions())
     model = open_model(model)
     info = model.info
-    choose_providers(opts.device)  # onnxruntime importable, and the device usable (no session yet)
+    device = choose_providers(opts.device).device  # onnxruntime importable, the device usable (no session yet)
     r = rasterlib.open_input(input_path, opts.calibration)
     notes, warnings = list(info.notes), []
     if r.product is not None:
@@ -142,7 +143,7 @@ def plan(input_path: str, model: Union[str, Model], opts: Optional["optlib.Segme
     notes.extend(mask_notes)
     if mask is not None:
         notes.append("masked before segmenting: %s" % mask.describe)
-    tile, overlap, scales = _tiling(info, opts)
+    tile, overlap, scales = _tiling(info, opts, model.path)
     aoi = None
     if opts.aoi is not None:
         wkts = aoilib.read_vector(opts.aoi, r.srs) if isinstance(opts.aoi, str) else opts.aoi
@@ -163,25 +164,62 @@ def plan(input_path: str, model: Union[str, Model], opts: Optional["optlib.Segme
     if resample:
         notes.append("raster GSD %.2f m resampled to %s %.2f m for inference, results back on the source grid"
                      % (src_gsd, "the chosen" if opts.gsd is not None else "the model's", want_gsd))
+    if src_gsd / want_gsd > MAX_UPSAMPLING:
+        raise OptionError("processing resolution %g m (%s) is %.0f times finer than the raster's %.2f m: at most %d "
+                          "times finer can be run (--gsd %g or more)"
+                          % (want_gsd, "the model's" if opts.gsd is None else "chosen", src_gsd / want_gsd, src_gsd,
+                             MAX_UPSAMPLING, _round_up(src_gsd / MAX_UPSAMPLING)), "gsd")
+    min_area = info.min_area_ha if opts.min_area_ha is None else float(opts.min_area_ha)
+    _check_min_area(min_area, r, window, opts.min_area_ha is None and info.name)
     outputs = choose_outputs(input_path, out_dir, opts) if out_dir else {}
     if opts.date is None and r.product is not None and r.product.date:
         opts = replace(opts, date=r.product.date)   # the product's own date, recorded with the outputs
-    return Plan(input=input_path, options=opts, model=model, raster=r, mapping=mapping,
-                transform=tuple(transform), scalings=tuple(scalings), window=window, src_gsd_m=src_gsd,
-                work_gsd_m=want_gsd if resample else src_gsd, resample=resample, tile_size=tile,
-                overlap=overlap, threshold=info.threshold if opts.threshold is None else float(opts.threshold),
-                min_area_ha=info.min_area_ha if opts.min_area_ha is None else float(opts.min_area_ha),
-                tta=info.tta if opts.tta is None else opts.tta, scales=scales, out_dir=out_dir,
-                outputs=MappingProxyType(outputs), notes=tuple(notes), warnings=tuple(warnings),
-                aoi=tuple(aoi) if aoi else None, mask=mask, ood=ood)
+    p = Plan(input=input_path, options=opts, model=model, raster=r, mapping=mapping,
+             transform=tuple(transform), scalings=tuple(scalings), window=window, src_gsd_m=src_gsd,
+             work_gsd_m=want_gsd if resample else src_gsd, resample=resample, tile_size=tile,
+             overlap=overlap, threshold=info.threshold if opts.threshold is None else float(opts.threshold),
+             min_area_ha=min_area, tta=info.tta if opts.tta is None else opts.tta, scales=scales,
+             out_dir=out_dir, outputs=MappingProxyType(outputs), notes=tuple(notes), warnings=tuple(warnings),
+             aoi=tuple(aoi) if aoi else None, mask=mask, ood=ood)
+    est = sizing.estimate(p, device)
+    long_run = sizing.check(p, est)   # (refuses a run that would not fit in memory)
+    return replace(p, estimate=est, warnings=p.warnings + ((long_run,) if long_run else ()))
 
 
-def _tiling(info: ModelInfo, opts) -> Tuple[int, int, Tuple[float, ...]]:
+MAX_UPSAMPLING = 8   # a processing resolution at most this many times finer than the raster's
+
+
+def _round_up(x: float) -> float:
+    """``x`` rounded up to two significant digits (a value to suggest)."""
+    e = 10 ** (np.floor(np.log10(x)) - 1)
+    return float(np.ceil(x / e - 1e-9) * e)
+
+
+def _check_min_area(min_area_ha: float, r: rasterlib.RasterInfo, window, model_name) -> None:
+    """A minimum area larger than the whole window can keep no region: refused, not run."""
+    if min_area_ha <= 0:
+        return
+    w, h = window[2], window[3]
+    largest = rasterlib.max_pixel_area_m2(r) * w * h / 1e4
+    if min_area_ha > largest:
+        raise OptionError("minimum polygon area %g ha is larger than the whole area segmented (%s ha)%s: no region "
+                          "could be kept" % (min_area_ha, "%.4g" % largest,
+                                             " (the default of model %s)" % model_name if model_name else ""),
+                          "min_area_ha")
+
+
+def _tiling(info: ModelInfo, opts, path: str = "") -> Tuple[int, int, Tuple[float, ...]]:
     """Tile size, overlap and scales, checked against the model."""
     tile = int(opts.tile_size or info.tile_size)
     if info.fixed_input_size and tile != info.fixed_input_size:
         raise OptionError("this model takes %d x %d tiles only; tile size %d cannot be used"
                           % (info.fixed_input_size, info.fixed_input_size, tile), "tile_size")
+    if opts.tile_size is None and tile > optlib.MAX_TILE:
+        fixed = info.fixed_input_size
+        raise (ModelError if fixed else OptionError)(
+            "model %s (%s) declares tiles of %d px: at most %d px can be run%s"
+            % (info.name, path, tile, optlib.MAX_TILE, "" if fixed else "; choose a smaller --tile"),
+            *(() if fixed else ("tile_size",)))
     optlib.option("tile_size").check(tile)
     if opts.overlap is not None:
         overlap = int(opts.overlap)

@@ -169,13 +169,24 @@ def pixel_size_m(info: RasterInfo, row: Optional[float] = None) -> Tuple[float, 
     return abs(gt[1]) * unit, abs(gt[5]) * unit
 
 
-def min_pixel_area_m2(info: RasterInfo) -> float:
-    """The smallest pixel area over the raster (geographic CRSs: at the row nearest a pole)."""
+def _pixel_areas_m2(info: RasterInfo) -> List[float]:
+    """Pixel areas at the centres of the first and last rows (and on the equator when the raster
+    crosses it).  (At a row's edge on a pole a pixel would have no area.)"""
     if not info.geographic:
         x, y = info.gsd_m
-        return x * y
-    areas = []
-    for row in (0, info.height):
-        x, y = pixel_size_m(info, row)
-        areas.append(x * y)
-    return min(areas)
+        return [x * y]
+    rows = [0.5, max(0.5, info.height - 0.5)]
+    gt = info.geotransform
+    if gt[5] and (gt[3] > 0) != (gt[3] + gt[5] * info.height > 0):
+        rows.append(-gt[3] / gt[5])
+    return [x * y for x, y in (pixel_size_m(info, r) for r in rows)]
+
+
+def min_pixel_area_m2(info: RasterInfo) -> float:
+    """The smallest pixel area over the raster (geographic CRSs: in the row nearest a pole)."""
+    return min(_pixel_areas_m2(info))
+
+
+def max_pixel_area_m2(info: RasterInfo) -> float:
+    """The largest pixel area over the raster (geographic CRSs: in the row nearest the equator)."""
+    return max(_pixel_areas_m2(info))

@@ -9,6 +9,7 @@ strip's last batch is inferred while the next strip is read and its first batch 
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
@@ -385,6 +386,12 @@ def io_threads(device: str) -> Tuple[bool, bool, bool]:
 # of a band of rows, vectorize.SIEVE_BAND_ROWS) to overlap the strips read meanwhile; each holds
 # its classes and confidence (2 bytes a pixel).
 WRITE_QUEUE = 8
+WRITE_QUEUE_BYTES = 64 * 1024 * 1024   # ... and no more than this (a wide raster's strips are large)
+
+
+def write_queue_strips(width: int, stride: int) -> int:
+    """Strips the writer's queue holds for strips of ``stride`` rows ``width`` px wide."""
+    return max(2, min(WRITE_QUEUE, WRITE_QUEUE_BYTES // max(1, 2 * width * stride)))
 
 
 @dataclass
@@ -394,6 +401,7 @@ class StreamStats:
     masked: Dict[int, int] = field(default_factory=dict)   # mask class -> pixels (working grid)
     tile_log: Optional[object] = None     # ood.TileLog of the run, when it checks the scene
     grid_gt: Optional[Tuple[float, ...]] = None
+    seconds: float = 0.0  # streaming's wall time
 
 
 def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callable, progress: ProgressFn,
@@ -407,6 +415,7 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
     reading, writing and the network run on threads of their own, ``(read, write, infer)``
     (:func:`io_threads`) or one bool for all three."""
     from .ood import out_of_range
+    t0 = time.perf_counter()
     T, O = p.tile_size, p.overlap
     W, H = grid.width, grid.height
     xs, ys = positions(W, T, O), positions(H, T, O)
@@ -486,7 +495,7 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
                         stats.masked[int(code)] = stats.masked.get(int(code), 0) + int(n)
             writes.append(writer.submit(write, cls, conf, y))
             with STAGES("waiting for the writer"):
-                while len(writes) > WRITE_QUEUE or (writes and writes[0].done()):
+                while len(writes) > queue or (writes and writes[0].done()):
                     writes.pop(0).result()  # bounded queue; re-raises a write error
             with STAGES("blend"):
                 blend.shift(nrows, y == ys[-1])
@@ -495,6 +504,7 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tm-write") if threaded_write else Inline()
     net = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tm-infer") if threaded_infer else Inline()
     writes: List = []
+    queue = write_queue_strips(W, (ys[1] - ys[0]) if len(ys) > 1 else th)
     unfinished: List[tuple] = []   # strips all submitted: (y, their final rows' valid, codes, all_valid)
     try:
         nxt = reader.submit(read.fetch, ys[0])
@@ -553,6 +563,7 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
         net.shutdown(wait=True, cancel_futures=True)
         reader.shutdown(wait=True, cancel_futures=True)
         writer.shutdown(wait=True, cancel_futures=True)
+    stats.seconds = time.perf_counter() - t0
     return stats
 
 

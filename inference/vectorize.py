@@ -37,10 +37,21 @@ def sieve_threshold_px(p) -> int:
     """Pixels a region needs to reach ``p.min_area_ha`` everywhere on the raster."""
     if p.min_area_ha <= 0:
         return 0
-    return int(math.ceil(p.min_area_ha * 10000.0 / rasterlib.min_pixel_area_m2(p.raster) - 1e-9))
+    px = math.ceil(p.min_area_ha * 10000.0 / rasterlib.min_pixel_area_m2(p.raster) - 1e-9)
+    # (GDAL takes an int; a region cannot have more pixels than the window: beyond that, every
+    # region is under the minimum, as it is with the window's pixel count plus one)
+    return int(min(px, p.window[2] * p.window[3] + 1, 2 ** 31 - 1))
 
 
 SIEVE_BAND_ROWS = 2048
+# The streamed sieve's band in pixels: 2048 rows of a Sentinel-2 tile (10980 px).  A wider raster
+# gets fewer rows (at least 256), so that its memory does not grow with the width.
+SIEVE_BAND_PIXELS = SIEVE_BAND_ROWS * 10980
+
+
+def sieve_band_rows(width: int) -> int:
+    """Rows of the streamed sieve's bands for a raster ``width`` px wide."""
+    return max(256, min(SIEVE_BAND_ROWS, SIEVE_BAND_PIXELS // max(1, width)))
 
 
 def sieve_array(arr: np.ndarray, thr: int, nodata=None, two_classes: bool = False) -> None:
@@ -140,11 +151,11 @@ class StreamSieve:
     the run waits for after its last strip).  ``two_classes``: see :func:`sieve_array`.
     """
 
-    def __init__(self, emit, width: int, height: int, thr: int, nodata: int, rows: int = SIEVE_BAND_ROWS,
+    def __init__(self, emit, width: int, height: int, thr: int, nodata: int, rows: Optional[int] = None,
                  tail: int = 0, two_classes: bool = False):
         self.emit, self.W, self.H, self.thr, self.nodata = emit, width, height, thr, nodata
         self.two_classes = two_classes
-        self.rows, self.tail = rows, max(0, int(tail))
+        self.rows, self.tail = rows or sieve_band_rows(width), max(0, int(tail))
         self.chunks = []                            # original rows from self.s0 on
         self.n = 0                                  # how many
         self.s0 = 0                                 # first row not yet emitted

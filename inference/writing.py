@@ -414,13 +414,15 @@ def _file_size_limit() -> Optional[int]:
 
 
 def block_cache_need(p) -> int:
-    """Bytes of GDAL block cache that keep the input blocks one strip of tiles spans, and the
+    """Bytes of GDAL block cache that keep the input blocks one strip of tiles reads, and the
     output blocks being written, until the next strip (``p``: a plan).
 
-    Strips overlap and share block rows; when the cache cannot hold them, each strip (and
-    each band of a pixel-interleaved file) decodes the same blocks again.  Measured on a
-    10980 x 10980 x 4 DEFLATE GeoTIFF (cProfile, reading only): 5.4 s with a 64 MB cache,
-    2.2 s with 128 MB."""
+    Consecutive strips share a row of blocks (the reader copies the overlap's rows from the
+    last strip, and reads the rest: ``stream.StripReader``); when the cache cannot hold it,
+    each strip (and each band of a pixel-interleaved file) decodes the same blocks again.
+    Measured on a 10980 x 10980 x 4 DEFLATE GeoTIFF (cProfile, reading only): 5.4 s with a
+    64 MB cache, 2.2 s with 128 MB.  More than that only fills up with blocks no strip reads
+    again: on a raster 100,000 px wide, memory grew strip by strip until the cache was full."""
     try:
         ds = rasterlib.open_dataset(p.raster.path, p.input)
     except TailingsError:  # the run reports an unreadable source itself
@@ -431,10 +433,10 @@ def block_cache_need(p) -> int:
     bytes_px = sum(gdal.GetDataTypeSize(ds.GetRasterBand(b).DataType) // 8 for b in read)
     ds = None
     ratio = p.work_gsd_m / max(p.src_gsd_m, 1e-9)
-    rows = p.tile_size * ratio + 2 * bh                      # source rows a strip's blocks span
+    rows = (p.tile_size - p.overlap) * ratio + 2 * bh        # source rows of a strip's new blocks
     cols = min(p.raster.width, p.window[2] + 2 * bw)
     outputs = 3 * 2 * 256 * cols / ratio                     # classes, confidence, mask: 2 block rows
-    return int(1.5 * (rows * cols * bytes_px + outputs))
+    return int(1.25 * (rows * cols * bytes_px + outputs))
 
 
 @contextmanager

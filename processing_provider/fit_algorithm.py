@@ -83,8 +83,9 @@ class FitAlgorithm(QgsProcessingAlgorithm):
         self.addOutput(QgsProcessingOutputString("VALIDATION", "Scores on the part held back"))
 
     def canExecute(self):  # noqa: N802
-        if deps.onnxruntime_missing():
-            return False, deps.MISSING_MESSAGE
+        problem = deps.onnxruntime_problem()
+        if problem is not None:
+            return False, problem
         if deps.torch_missing():
             return False, TORCH_MISSING
         return True, ""

@@ -156,9 +156,10 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             "OOD_SCORE", "Unlike the training data: score (up to 1 is like it; none without the model's statistics)"))
 
     def canExecute(self):  # noqa: N802
-        if deps.onnxruntime_missing():
+        problem = deps.onnxruntime_problem()
+        if problem is not None:
             return False, ("%s Use Raster > Tailings Mapper > Python packages…, or in a terminal: %s"
-                           % (deps.MISSING_MESSAGE, deps.manual_command()))
+                           % (problem, deps.manual_command()))
         return True, ""
 
     # -------------------------------------------------------------------------------

@@ -73,6 +73,7 @@ def torch_missing() -> bool:
 class Missing:
     requirement: Requirement
     error: str
+    absent: bool = True     # not installed at all (else installed, but its import fails)
 
     def describe(self) -> str:
         return "%s (%s): %s" % (self.requirement.module, self.requirement.why, self.error)
@@ -129,7 +130,8 @@ def check(requirements: Sequence[Requirement] = REQUIREMENTS) -> List[Missing]:
         try:
             importlib.import_module(req.module)
         except Exception as e:  # ImportError, but also DLL load failures (OSError)
-            out.append(Missing(req, first_line(e)))
+            absent = isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] == req.module.split(".")[0]
+            out.append(Missing(req, first_line(e), absent))
     return out
 
 
@@ -382,8 +384,21 @@ MISSING_MESSAGE = ("Tailings Mapper needs the Python package onnxruntime, which 
                    "Install it into the plugin's own folder (no administrator rights needed).")
 
 
+BROKEN_MESSAGE = ("Tailings Mapper found the Python package onnxruntime, but it cannot be loaded (%s). "
+                  "Install it again into the plugin's own folder (no administrator rights needed).")
+
+
 def onnxruntime_missing() -> bool:
-    return any(m.requirement.module == "onnxruntime" for m in check())
+    return onnxruntime_problem() is not None
+
+
+def onnxruntime_problem(missing: Optional[Sequence[Missing]] = None) -> Optional[str]:
+    """What stops every run, in words (None when onnxruntime imports): not installed, or installed
+    and broken (a library it loads fails; its import's reason)."""
+    for m in (check() if missing is None else missing):
+        if m.requirement.module == "onnxruntime":
+            return MISSING_MESSAGE if m.absent else BROKEN_MESSAGE % m.error
+    return None
 
 
 def manual_command(gpu: bool = False) -> str:

@@ -86,7 +86,7 @@ def test_every_option_reads_back_its_text_form():
 @pytest.mark.parametrize("name, text, words", [
     ("tile_size", "12", ["multiple of 8"]), ("tile_size", "big", ["whole number"]),
     ("tta", "3", ["1, 2, 4, 8"]), ("scales", "1,0.3", ["1, 0.5, 0.25"]), ("scales", "1;0.5", ["commas"]),
-    ("threshold", "1", ["between 0 and 1"]), ("batch", "0", ["at least 1"]), ("device", "tpu", ["auto, cuda, cpu"]),
+    ("threshold", "1", ["between 0 and 1"]), ("batch", "0", ["between 1 and 256"]), ("device", "tpu", ["auto, cuda, cpu"]),
     ("extent", "1,2,3", ["xmin,ymin,xmax,ymax"]), ("min_area_ha", "-2", ["at least 0"]),
     ("date", "July 2021", ["YYYY-MM-DD"]), ("date", "2021-13-01", ["YYYY-MM-DD"]),
 ])

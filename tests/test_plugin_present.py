@@ -200,3 +200,30 @@ def test_the_panel_is_told_even_when_showing_a_run_fails(tm, data, qgis_iface, q
     assert ok is False and task.ok is False
     assert outcome == "the run ended but could not be shown: internal error (TypeError: must be real number, not str)"
     QgsProject.instance().removeAllMapLayers()
+
+
+def test_a_broken_onnxruntime_is_not_called_missing(tm, qgis_iface, monkeypatch):
+    """onnxruntime installed but failing to load (a library it needs): the panel, the message bar
+    and Processing say so, with the reason, and still offer the installer."""
+    from tailings_mapper.qgis_glue import deps
+
+    class Broken:   # what the import system does when the package's native library fails to load
+        @staticmethod
+        def find_spec(name, path=None, target=None):
+            if name == "onnxruntime":
+                raise ImportError("libonnxruntime.so.1: cannot open shared object file")
+            return None
+    monkeypatch.delitem(sys.modules, "onnxruntime", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Broken()] + sys.meta_path)
+    problem = deps.onnxruntime_problem()
+    assert problem == deps.BROKEN_MESSAGE % "libonnxruntime.so.1: cannot open shared object file"
+    assert "found the Python package onnxruntime, but it cannot be loaded" in problem
+    p = tm.classFactory(qgis_iface)
+    p.initGui()
+    try:
+        p.show_panel(True)
+        assert not p.dock.validate() and p.dock.problem == problem and not p.dock.deps_button.isHidden()
+        ok, why = p.provider.algorithm("segment").canExecute()
+        assert not ok and why.startswith(problem)
+    finally:
+        p.unload()

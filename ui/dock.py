@@ -350,8 +350,9 @@ class TailingsDock(QDockWidget):
         """Plan the choices; show the problem, or what the plan decided (mapping, GSD, notes)."""
         self._timer.stop()
         self.plan = None
-        if deps.onnxruntime_missing():   # whatever else is chosen: the one thing to fix first
-            self._show_problem(deps.MISSING_MESSAGE)
+        problem = deps.onnxruntime_problem()
+        if problem is not None:   # whatever else is chosen: the one thing to fix first
+            self._show_problem(problem)
             return False
         try:
             self.plan = self.make_plan()
@@ -372,22 +373,20 @@ class TailingsDock(QDockWidget):
         return True
 
     def size_text(self, p) -> str:
-        """How big the run is, and how long it should take on this machine (from the last run)."""
+        """How big the run is, and how long it should take on this machine and in how much memory
+        (the plan's estimate: the engine keeps each device's measured speed per model)."""
         w, h = p.window[2], p.window[3]
         km2 = w * h * p.src_gsd_m ** 2 / 1e6
         text = "size: %d x %d px (%.1f km²), %d tiles x %g passes" % (w, h, km2, p.tile_count, p.passes)
-        rate = self.settings.get_float("seconds_per_tile_pass/%s" % p.options.device)
-        if rate:
-            secs = rate * p.tile_count * p.passes
-            text += "; about %s (measured on this computer)" % (
-                "%.0f s" % secs if secs < 120 else "%.0f min" % (secs / 60.0))
+        if p.estimate is not None:
+            text += "; " + p.estimate.describe()
         return text
 
     def _show_problem(self, text: str):
         self.problem = text
         self.problem_label.setText("<span style='color:#c00'><b>Cannot run:</b> %s</span>" % html(text))
         self.run_button.setEnabled(False)
-        self.deps_button.setVisible(text == deps.MISSING_MESSAGE or deps.onnxruntime_missing())
+        self.deps_button.setVisible(deps.onnxruntime_missing())
 
     # ------------------------------------------------------------------ running
     def run(self):
@@ -422,9 +421,6 @@ class TailingsDock(QDockWidget):
         self.status_label.setText("%s: %s" % (task.source_name, outcome))
         self.progress.setValue(100 if ok else 0)
         if ok and task.result is not None:
-            p, res = task.run_plan.plan, task.result
-            if res.tiles:
-                self.settings.set("seconds_per_tile_pass/%s" % p.options.device, res.seconds / (res.tiles * p.passes))
             self._last = task
         self.findings_label.setText(results.findings_html(task.result) if ok and task.result is not None else "")
         self.zoom_button.setEnabled(self._last is not None)
