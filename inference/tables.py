@@ -64,6 +64,20 @@ def open_vector(path: str, what: str, update: bool = False):
     return ds
 
 
+def open_layer(spec: str, what: str):
+    """``(dataset, layer)`` of ``path`` or ``path|layername=L`` (an OGR layer with a CRS); one
+    error naming ``what`` and the file otherwise.  (Keep the dataset while using the layer.)"""
+    parts = spec.split("|")
+    name = next((p.split("=", 1)[1] for p in parts[1:] if p.startswith("layername=")), None)
+    ds = open_vector(parts[0], what)
+    lyr = ds.GetLayerByName(name) if name else ds.GetLayer(0)
+    if lyr is None:
+        raise InputError("%s %s have no layer %s" % (what, parts[0], name))
+    if lyr.GetSpatialRef() is None:
+        raise InputError("%s %s have no coordinate reference system" % (what, spec))
+    return ds, lyr
+
+
 def _first(text: str) -> str:
     text = (text or "").strip()
     return text.splitlines()[0][:300] if text else ""

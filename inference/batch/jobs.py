@@ -19,7 +19,7 @@ from osgeo import ogr, osr
 
 from ..aoi import equal_area_at
 from ..errors import InputError
-from ..tables import gdal_reason, open_vector, read_text
+from ..tables import gdal_reason, open_layer, open_vector, read_text
 
 ogr.UseExceptions()
 
@@ -178,14 +178,7 @@ def _footprint(path: str) -> Tuple[ogr.Geometry, str]:
 
 def _facilities(facilities: str, field: str) -> List[Tuple[str, ogr.Geometry, osr.SpatialReference]]:
     """The facilities' ids, geometries and CRS (``path`` or ``path|layername=L``)."""
-    parts = facilities.split("|")
-    name = next((p.split("=", 1)[1] for p in parts[1:] if p.startswith("layername=")), None)
-    ds = open_vector(parts[0], "the facilities")
-    lyr = ds.GetLayerByName(name) if name else ds.GetLayer(0)
-    if lyr is None:
-        raise InputError("the facilities %s have no layer %s" % (parts[0], name))
-    if lyr.GetSpatialRef() is None:
-        raise InputError("the facilities %s have no coordinate reference system" % facilities)
+    ds, lyr = open_layer(facilities, "the facilities")
     srs = lyr.GetSpatialRef().Clone()
     srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
     if lyr.GetLayerDefn().GetFieldIndex(field) < 0:

@@ -19,7 +19,7 @@ from osgeo import gdal, ogr, osr
 
 from ..aoi import equal_area_at
 from ..errors import InputError
-from ..tables import gdal_reason, open_vector
+from ..tables import gdal_reason, open_layer
 from .inputs import ResultInput, _srs, polygon_items
 
 NODATA = 255
@@ -151,14 +151,7 @@ def burn_common(common: ogr.Geometry, grid: Grid, path: str) -> str:
 def burn_facilities(path_in: str, field: str, grid: Grid, path: str) -> Tuple[str, List[str]]:
     """Each facility's index (1..F, 0 outside all; where facilities overlap, the later one) on the
     grid, and the facilities' ids in index order."""
-    parts = path_in.split("|")
-    name = next((p.split("=", 1)[1] for p in parts[1:] if p.startswith("layername=")), None)
-    ds = open_vector(parts[0], "the facilities")
-    lyr = ds.GetLayerByName(name) if name else ds.GetLayer(0)
-    if lyr is None:
-        raise InputError("the facilities %s have no layer %s" % (parts[0], name))
-    if lyr.GetSpatialRef() is None:
-        raise InputError("the facilities %s have no coordinate reference system" % path_in)
+    ds, lyr = open_layer(path_in, "the facilities")
     defn = lyr.GetLayerDefn()
     names = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
     if field not in names:
