@@ -25,7 +25,8 @@ from .errors import Cancelled, InputError, OutputError
 from .masks import MASK_CLASSES
 from .ood import TileLog, boxes_wkt, warning as ood_warning
 from .metadata import ModelInfo
-from .planning import Plan, make_output_folder, plan
+from .output_names import make_output_folder
+from .planning import Plan, plan
 from .geotiff import codec
 from .polygonize import BandPolygonizer
 from .vectorize import StreamSieve, foreground, postprocess, sieve_threshold_px, two_classes, write_tiles_layer

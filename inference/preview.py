@@ -22,7 +22,9 @@ def _rgb_bands(mapping_bands, model_bands):
 
 
 def write_preview(p, res, png_path: str) -> str:
-    """``png_path``: the input of plan ``p`` (its window) with the classes of its result ``res``."""
+    """``png_path``: the input of plan ``p`` (its window) with the classes of its result ``res``
+    (its folder made when it is not there)."""
+    os.makedirs(os.path.dirname(os.path.abspath(png_path)), exist_ok=True)
     cls = gdal.Open(res.class_raster)
     w, h = cls.RasterXSize, cls.RasterYSize
     f = min(1.0, MAX_SIDE / max(w, h))
@@ -58,19 +60,11 @@ def write_preview(p, res, png_path: str) -> str:
 
 def check_preview_path(png_path: str) -> None:
     """Before a run: the preview ``png_path`` can be written (a .png file name in an existing,
-    writable folder); an :class:`~inference.errors.OutputError` saying why not."""
+    writable folder, or one that can be made); an :class:`~inference.errors.OutputError` saying why not."""
     from .errors import OutputError
+    from .output_names import check_folder
     if not png_path.lower().endswith(".png"):
         raise OutputError("the preview is a PNG image: its file name must end in .png, got %s" % png_path)
-    folder = os.path.dirname(os.path.abspath(png_path))
     if os.path.isdir(png_path):
         raise OutputError("the preview path %s is a folder" % png_path)
-    if not os.path.isdir(folder):
-        raise OutputError("cannot write the preview %s: the folder %s does not exist" % (png_path, folder))
-    probe = os.path.join(folder, ".tm-write-test-%d.png" % os.getpid())
-    try:
-        with open(probe, "wb"):
-            pass
-        os.remove(probe)
-    except OSError as e:
-        raise OutputError("cannot write the preview %s: %s" % (png_path, e.strerror or e)) from None
+    check_folder(os.path.dirname(os.path.abspath(png_path)), "cannot write the preview %s" % png_path)

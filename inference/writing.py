@@ -22,6 +22,7 @@ from . import raster as rasterlib
 from .errors import OutputError, TailingsError
 from .geotiff import CODEC_OPTIONS
 from .metadata import rgb
+from .output_names import lock_path, names_taken, output_kinds_renamed, stems
 
 NODATA_CLASS = 255
 NODATA_CONF = 255
@@ -235,7 +236,6 @@ class StagedOutputs:
     skipped for ``<stem>-2``, ``<stem>-3``...; without, a taken name is an error unless ``overwrite``."""
 
     def __init__(self, outputs: Mapping[str, str], overwrite: bool = False, unique: bool = False):
-        from .planning import lock_path, names_taken, output_kinds_renamed, stems
         first = outputs["classes"]
         out_dir, stem = os.path.dirname(first), os.path.basename(first)[:-len("_classes.tif")]
         self.overwrite = overwrite

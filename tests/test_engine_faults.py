@@ -356,14 +356,22 @@ def test_a_prefix_holding_a_folder_is_refused(d, model, small, prefix):
     assert all_files(str(d / "pfx")) == []
 
 
-@pytest.mark.parametrize("preview,why", [("missing/p.png", "does not exist"), ("p.jpg", "must end in .png"),
-                                         ("a_file/p.png", "does not exist"), (".", "must end in .png")])
+@pytest.mark.parametrize("preview,why", [("a_file/sub/p.png", "is a file, not a folder"), ("p.jpg", "must end in .png"),
+                                         ("a_file/p.png", "is not a folder"), (".", "must end in .png")])
 def test_a_bad_preview_path_is_refused_before_the_run(d, model, small, preview, why):
     (d / "a_file").write_text("x")
     out = d / ("prev_" + why.replace(" ", "_"))
     res = run_cli(["segment", small, "--model", model, "--out", str(out), "--preview", str(d / preview)])
     line = one_error(res.stderr)
     assert res.returncode == 2 and why in line and not out.exists()
+
+
+def test_a_preview_in_a_folder_yet_to_be_made_is_written(d, model, small):
+    """As the README's demo asks: the preview inside the output folder of a first run."""
+    out = d / "prev_new" / "out"
+    res = run_cli(["segment", small, "--model", model, "--out", str(out), "--preview", str(out / "p.png")])
+    assert res.returncode == 0, res.stderr
+    assert open(str(out / "p.png"), "rb").read(4) == b"\x89PNG"
 
 
 def fake_onnxruntime(folder, body):
