@@ -31,6 +31,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def speed_records_kept_apart(tmp_path_factory):
+    """Runs record their speed (``inference.sizing``) in a folder of the test session's, never the
+    user's cache (command-line runs inherit it)."""
+    before = os.environ.get("TAILINGS_MAPPER_CACHE")
+    os.environ["TAILINGS_MAPPER_CACHE"] = str(tmp_path_factory.mktemp("speed-cache"))
+    yield
+    if before is None:
+        os.environ.pop("TAILINGS_MAPPER_CACHE", None)
+    else:
+        os.environ["TAILINGS_MAPPER_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def tm():
     """The plugin package, imported as ``tailings_mapper``."""
