@@ -69,3 +69,7 @@ def ort_sessions(monkeypatch):
             super().__init__(path, *a, **kw)
     monkeypatch.setattr(onnxruntime, "InferenceSession", Counting)
     return made
+
+
+# tests/qt6 is the PyQt6 suite: its own venv and stand-in QGIS modules (scripts/test_qt6.sh), never this one.
+collect_ignore = ["qt6"]

@@ -1,0 +1,1 @@
+"""``qgis.PyQt`` on QGIS 4: PyQt6."""
