@@ -126,6 +126,7 @@ def _burn_fids(mem, layer) -> None:
         nf.SetGeometry(g)
         ids.CreateFeature(nf)
     gdal.RasterizeLayer(mem, [1], ids, options=["ATTRIBUTE=rid"])
+    ids = vds = None   # the layer before its data source
 
 
 def _add_band(sums, counts, spans, fb, cb, y: int, w: int, n: int) -> tuple:
