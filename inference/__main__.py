@@ -218,7 +218,7 @@ def _load_libraries() -> None:
     for name in ("numpy", "osgeo.gdal", "onnxruntime"):
         try:
             __import__(name)
-        except Exception:   # noqa: BLE001 (said by the code that needs it: runtime.ort_module...)
+        except Exception:  # nosec B110 - any failure is reported by the code that needs the library (ort_module)
             pass
 
 

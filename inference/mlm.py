@@ -29,7 +29,7 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import bands as bandlib
-from .errors import ModelError
+from .errors import BandMappingError, ModelError
 from .metadata import ModelInfo, _parse_classes
 
 SCHEMA = "https://stac-extensions.github.io/mlm/v1.4.0/schema.json"
@@ -177,11 +177,11 @@ def model_asset(d: Dict[str, Any], item_file: str) -> str:
 
 def _model_band(name: str, entry: Dict[str, Any], s2: bool) -> Optional[str]:
     for cand in ([("S2:" + name) if s2 else None, name, entry.get("eo:common_name") or entry.get("common_name")]):
-        if cand:
+        if isinstance(cand, str) and cand:
             try:
                 bandlib.band(cand)
                 return cand
-            except Exception:
+            except BandMappingError:   # not a band name the engine knows: the next candidate
                 continue
     return None
 

@@ -127,7 +127,7 @@ class BandPolygonizer:
             job.cancel()
         self.pool.shutdown(wait=True)
 
-    def finish(self, out, layer, cancel=lambda: False) -> None:
+    def finish(self, out, layer, cancel=lambda: False, value: Optional[int] = None) -> None:
         if self.next_y != self.H:
             raise ValueError("rows %d.. were never pushed" % self.next_y)
         try:
@@ -137,7 +137,7 @@ class BandPolygonizer:
             self.close()
         with STAGES("joining the seams"):
             out.StartTransaction()
-            _join(pieces, layer, self.gt, cancel)
+            _join(pieces, layer, self.gt, cancel, value)
             out.CommitTransaction()
 
 
@@ -153,9 +153,10 @@ class _Piece:
         self.hole_sign: Optional[bool] = None
 
 
-def _join(pieces, layer, gt, cancel) -> None:
+def _join(pieces, layer, gt, cancel, fixed: Optional[int] = None) -> None:
     """Write the pieces' polygons into ``layer``; those that share a stretch of a seam and a
-    value are one region, written once (:func:`_merge`)."""
+    value are one region, written once (:func:`_merge`).  Field 0 gets the polygon's pixel value,
+    or ``fixed`` for all of them."""
     defn = layer.GetLayerDefn()
     held: Dict[tuple, tuple] = {}        # (piece, fid) -> (value, rings, top seam row, bottom seam row)
     parent: Dict[tuple, tuple] = {}
@@ -163,7 +164,7 @@ def _join(pieces, layer, gt, cancel) -> None:
 
     def write(value, rings):
         f = ogr.Feature(defn)
-        f.SetField(0, value)
+        f.SetField(0, value if fixed is None else fixed)
         f.SetGeometryDirectly(ogr.CreateGeometryFromWkb(_polygon_wkb(rings, gt)))
         layer.CreateFeature(f)
 
@@ -178,7 +179,7 @@ def _join(pieces, layer, gt, cancel) -> None:
         scratch = ogr.Open(piece.path)
         for f in scratch.GetLayer(0):
             g = ogr.Feature(defn)
-            g.SetField(0, f.GetField(0))
+            g.SetField(0, f.GetField(0) if fixed is None else fixed)
             g.SetGeometry(f.GetGeometryRef())
             layer.CreateFeature(g)
         scratch = None
@@ -376,9 +377,11 @@ def _grid_ring(r: np.ndarray, positive: bool) -> np.ndarray:
     return q if (_shoelace(q) > 0) == positive else q[::-1]
 
 
-def polygonize_band(band, mask_of, out, layer, tmpdir: str, cancel=lambda: False, rows: int = 2048) -> None:
+def polygonize_band(band, mask_of, out, layer, tmpdir: str, cancel=lambda: False, rows: int = 2048,
+                    value: Optional[int] = None) -> None:
     """Polygonise a raster ``band`` (read in bands of ``rows`` rows; ``mask_of(values)``: the
-    pixels that get polygons) into ``layer`` of ``out``, on the worker threads."""
+    pixels that get polygons) into ``layer`` of ``out``, on the worker threads; field 0 of each
+    polygon is its pixel value, or ``value`` when given."""
     W, H = band.XSize, band.YSize
     pz = BandPolygonizer(W, H, band.GetDataset().GetGeoTransform(), tmpdir)
     try:
@@ -387,6 +390,6 @@ def polygonize_band(band, mask_of, out, layer, tmpdir: str, cancel=lambda: False
                 raise Cancelled("cancelled")
             values = band.ReadAsArray(0, y, W, min(rows, H - y))
             pz.push(values, mask_of(values), y)
-        pz.finish(out, layer, cancel)
+        pz.finish(out, layer, cancel, value)
     finally:
         pz.close()

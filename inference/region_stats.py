@@ -18,10 +18,11 @@ ROWS_PER_READ = 512
 
 
 def mean_confidence_by_fid(out, layer_name, like_ds, conf_path, cancel, band: int = 1,
-                           where: Optional[str] = None) -> tuple:
+                           class_id: Optional[int] = None) -> tuple:
     """Mean confidence of every polygon, in one pass over the confidence raster, band by band of
     ``ROWS_PER_READ`` rows (the polygons that reach a band: the layer's spatial index finds them).
-    Returns ``(sums, counts)`` arrays indexed by fid.  Memory: one band of rows (per thread).
+    Returns ``(sums, counts)`` arrays indexed by fid (``class_id``: only that class's polygons).
+    Memory: one band of rows (per thread).
 
     Polygonize's polygons are rectilinear, their vertices on pixel corners: in each row, a
     polygon's pixels lie between pairs of its vertical edges (even-odd), so a band's sums come
@@ -40,7 +41,7 @@ def mean_confidence_by_fid(out, layer_name, like_ds, conf_path, cancel, band: in
     path = out.GetDescription()
     two = (os.cpu_count() or 1) > 1 and len(bands) >= 8 and os.path.isfile(path)
     if not two:
-        return _sums_by_fid(out, layer_name, grid, conf_path, cancel, band, where, bands)
+        return _sums_by_fid(out, layer_name, grid, conf_path, cancel, band, class_id, bands)
     out.GetLayerByName(layer_name).SyncToDisk()   # (its spatial index, built for the other connection)
     stop = threading.Event()
     half = len(bands) // 2
@@ -48,14 +49,14 @@ def mean_confidence_by_fid(out, layer_name, like_ds, conf_path, cancel, band: in
     def lower():
         other = ogr.Open(path)
         try:
-            return _sums_by_fid(other, layer_name, grid, conf_path, stop.is_set, band, where, bands[half:])
+            return _sums_by_fid(other, layer_name, grid, conf_path, stop.is_set, band, class_id, bands[half:])
         finally:
             other = None
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tm-conf") as pool:
         job = pool.submit(lower)
         try:
-            s1, c1 = _sums_by_fid(out, layer_name, grid, conf_path, cancel, band, where, bands[:half])
+            s1, c1 = _sums_by_fid(out, layer_name, grid, conf_path, cancel, band, class_id, bands[:half])
         except BaseException:
             stop.set()
             raise
@@ -65,32 +66,33 @@ def mean_confidence_by_fid(out, layer_name, like_ds, conf_path, cancel, band: in
             np.pad(c1, (0, m - len(c1))) + np.pad(c2, (0, m - len(c2))))
 
 
-def _sums_by_fid(out, layer_name, grid, conf_path, cancel, band, where, bands) -> tuple:
+def _sums_by_fid(out, layer_name, grid, conf_path, cancel, band, class_id, bands) -> tuple:
     """:func:`mean_confidence_by_fid`'s sums and counts over the bands of rows starting at ``bands``
-    (``grid``: width, height, geotransform and WKT of the class raster)."""
+    (``grid``: width, height, geotransform and WKT of the class raster).  The polygons that reach
+    a band come from the layer's own spatial (and attribute) filter, cleared again at the end."""
     rows = ROWS_PER_READ
     w, h, gt, wkt = grid
     conf_ds = gdal.Open(conf_path)
     cb = conf_ds.GetRasterBand(band)
     mem_drv = gdal.GetDriverByName("MEM")
-    table = layer_name.replace('"', '""')
+    layer = out.GetLayerByName(layer_name)
     sums = np.zeros(1, np.float64)
     counts = np.zeros(1, np.int64)
     mem = fb = None
     by_spans = gt[2] == 0 and gt[4] == 0
-    for y in bands:
-        if cancel():
-            raise Cancelled("cancelled")
-        n = min(rows, h - y)
-        top = gt[3] + y * gt[5]
-        xs = (gt[0], gt[0] + w * gt[1])
-        ys = (top, top + n * gt[5])
-        box = ogr.CreateGeometryFromWkt("POLYGON((%r %r,%r %r,%r %r,%r %r,%r %r))" % (
-            xs[0], ys[0], xs[1], ys[0], xs[1], ys[1], xs[0], ys[1], xs[0], ys[0]))
-        sql = out.ExecuteSQL('SELECT fid + 0 AS rid, geom FROM "%s"%s' % (table, " WHERE " + where if where else ""),
-                             spatialFilter=box)
-        try:
-            spans = _spans(sql, gt, y, n, w) if by_spans else None
+    layer.SetAttributeFilter(None if class_id is None else "class_id = %d" % int(class_id))
+    try:
+        for y in bands:
+            if cancel():
+                raise Cancelled("cancelled")
+            n = min(rows, h - y)
+            top = gt[3] + y * gt[5]
+            xs = (gt[0], gt[0] + w * gt[1])
+            ys = (top, top + n * gt[5])
+            layer.SetSpatialFilter(ogr.CreateGeometryFromWkt("POLYGON((%r %r,%r %r,%r %r,%r %r,%r %r))" % (
+                xs[0], ys[0], xs[1], ys[0], xs[1], ys[1], xs[0], ys[1], xs[0], ys[0])))
+            layer.ResetReading()
+            spans = _spans(layer, gt, y, n, w) if by_spans else None
             if spans is None:
                 by_spans = False   # (the other bands burnt too: no second look at what failed here)
                 if mem is None or mem.RasterYSize != n:
@@ -99,42 +101,67 @@ def _sums_by_fid(out, layer_name, grid, conf_path, cancel, band, where, bands) -
                 mem.SetGeoTransform((gt[0], gt[1], gt[2], top, gt[4], gt[5]))
                 fb = mem.GetRasterBand(1)
                 fb.Fill(0)  # GeoPackage fids start at 1
-                sql.ResetReading()
-                gdal.RasterizeLayer(mem, [1], sql, options=["ATTRIBUTE=rid"])
-        finally:
-            out.ReleaseResultSet(sql)
-        if spans is not None:
-            fids, rows_, x0, x1 = spans
-            if not len(fids):
-                continue
-            m = int(fids.max()) + 1
-            c = cb.ReadAsArray(0, y, w, n)
-            bad = c == 255   # (no confidence: not counted)
-            if bad.any():
-                s = _span_sums(np.where(bad, 0, c), rows_ - y, x0, x1)
-                k = _span_sums(~bad, rows_ - y, x0, x1)
-            else:
-                s, k = _span_sums(c, rows_ - y, x0, x1), x1 - x0
-        else:
-            f = fb.ReadAsArray()
-            m = int(f.max()) + 1
-            if m == 1:  # no polygon here: skip reading the confidence
-                continue
-            c = cb.ReadAsArray(0, y, w, n)
-            np.putmask(f, c == 255, 0)   # (no confidence: not counted)
-            fids, s, k = sum_by_id(f, c)
-        if m > len(sums):
-            sums = np.concatenate([sums, np.zeros(m - len(sums))])
-            counts = np.concatenate([counts, np.zeros(m - len(counts), np.int64)])
-        sums[:m] += np.bincount(fids, weights=s, minlength=m)
-        counts[:m] += np.bincount(fids, weights=k, minlength=m).astype(np.int64)
+                layer.ResetReading()
+                _burn_fids(mem, layer)
+            sums, counts = _add_band(sums, counts, spans, fb, cb, y, w, n)
+    finally:
+        layer.SetSpatialFilter(None)
+        layer.SetAttributeFilter(None)
     fb = cb = mem = conf_ds = None
+    return sums, counts
+
+
+def _burn_fids(mem, layer) -> None:
+    """Burn each feature of ``layer`` (as filtered) into ``mem`` with its fid as the value."""
+    vds = ogr.GetDriverByName("Memory").CreateDataSource("")
+    ids = vds.CreateLayer("rid", layer.GetSpatialRef(), ogr.wkbUnknown)
+    ids.CreateField(ogr.FieldDefn("rid", ogr.OFTInteger64))
+    defn = ids.GetLayerDefn()
+    for f in layer:
+        g = f.GetGeometryRef()
+        if g is None:
+            continue
+        nf = ogr.Feature(defn)
+        nf.SetField(0, f.GetFID())
+        nf.SetGeometry(g)
+        ids.CreateFeature(nf)
+    gdal.RasterizeLayer(mem, [1], ids, options=["ATTRIBUTE=rid"])
+    ids = vds = None   # the layer before its data source
+
+
+def _add_band(sums, counts, spans, fb, cb, y: int, w: int, n: int) -> tuple:
+    """``sums`` and ``counts`` plus one band of rows' (from its spans, else its burnt fids)."""
+    if spans is not None:
+        fids, rows_, x0, x1 = spans
+        if not len(fids):
+            return sums, counts
+        m = int(fids.max()) + 1
+        c = cb.ReadAsArray(0, y, w, n)
+        bad = c == 255   # (no confidence: not counted)
+        if bad.any():
+            s = _span_sums(np.where(bad, 0, c), rows_ - y, x0, x1)
+            k = _span_sums(~bad, rows_ - y, x0, x1)
+        else:
+            s, k = _span_sums(c, rows_ - y, x0, x1), x1 - x0
+    else:
+        f = fb.ReadAsArray()
+        m = int(f.max()) + 1
+        if m == 1:  # no polygon here: skip reading the confidence
+            return sums, counts
+        c = cb.ReadAsArray(0, y, w, n)
+        np.putmask(f, c == 255, 0)   # (no confidence: not counted)
+        fids, s, k = sum_by_id(f, c)
+    if m > len(sums):
+        sums = np.concatenate([sums, np.zeros(m - len(sums))])
+        counts = np.concatenate([counts, np.zeros(m - len(counts), np.int64)])
+    sums[:m] += np.bincount(fids, weights=s, minlength=m)
+    counts[:m] += np.bincount(fids, weights=k, minlength=m).astype(np.int64)
     return sums, counts
 
 
 def _spans(layer, gt, y0: int, n: int, w: int):
     """``(fid, row, x0, x1)`` arrays: the runs of pixels ``x0..x1 - 1`` of each polygon of
-    ``layer`` (field 0: its fid) in rows ``y0..y0 + n - 1``; None when a geometry is not a polygon
+    ``layer`` (by fid) in rows ``y0..y0 + n - 1``; None when a geometry is not a polygon
     whose edges follow the pixel grid (the caller burns those instead)."""
     pts, sizes, fid_of = [], [], []
     for f in layer:
@@ -144,7 +171,7 @@ def _spans(layer, gt, y0: int, n: int, w: int):
         if g.GetGeometryType() != ogr.wkbPolygon:
             return None
         wkb = g.ExportToWkb(ogr.wkbNDR)
-        fid = f.GetField(0)
+        fid = f.GetFID()
         off = 9   # byte order, type, number of rings
         for _ in range(int.from_bytes(wkb[5:9], "little")):
             k = int.from_bytes(wkb[off:off + 4], "little")

@@ -204,7 +204,7 @@ def _windows_available() -> Optional[int]:
         s.dwLength = ctypes.sizeof(Status)
         if ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(s)):
             return int(s.ullAvailPhys)
-    except Exception:   # not Windows, or no answer: unknown
+    except (ImportError, AttributeError, OSError, ValueError):   # not Windows, or no answer: unknown
         pass
     return None
 

@@ -9,8 +9,8 @@ light fill, the class raster with a transparent background, the confidence as a 
 from __future__ import annotations
 
 import datetime
+from html import escape
 from typing import Iterable, Sequence
-from xml.sax.saxutils import quoteattr
 
 from .metadata import ClassInfo
 
@@ -21,6 +21,13 @@ FIELD_ALIASES = (("class_id", "Class id"), ("class_name", "Class"), ("area_m2", 
                  ("area_ha", "Area (ha)"), ("perimeter_m", "Perimeter (m)"),
                  ("mean_confidence", "Mean confidence (%)"), ("source", "Source image"), ("model", "Model"),
                  ("run_time", "Run time"))
+
+
+def quoteattr(value: str) -> str:
+    """``value`` as a double-quoted XML attribute (``&``, ``<``, ``>``, quotes, tabs and line
+    breaks escaped): what ``xml.sax.saxutils.quoteattr`` gives, without the SAX package."""
+    text = escape(value, quote=False).replace('"', "&quot;")
+    return '"%s"' % text.replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;")
 
 
 def _head(categories: str) -> str:

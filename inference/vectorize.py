@@ -319,18 +319,12 @@ def _postprocess_labels(p, classes_path, conf_path, gpkg_path, layer_name, run_t
     tmpdir = tempfile.mkdtemp(prefix="tm-poly-", dir=workdir)
     try:
         out, layer, srs = _polygon_layer(ds, gpkg_path, layer_name)
-        table = layer_name.replace('"', '""')
-        conf_bands, last = {}, 0
+        conf_bands = {}
         for k, c in enumerate(labels):
             if cancel():
                 raise Cancelled("cancelled")
             polygonize_band(ds.GetRasterBand(k + 2), lambda v: foreground(v, {0}), out, layer,
-                            tempfile.mkdtemp(prefix="label%d-" % k, dir=tmpdir), cancel)
-            out.ExecuteSQL('UPDATE "%s" SET class_id = %d WHERE fid > %d' % (table, c.id, last))
-            sql = out.ExecuteSQL('SELECT MAX(fid) FROM "%s"' % table)
-            f = sql.GetNextFeature()
-            last = int(f.GetField(0) or last) if f is not None else last
-            out.ReleaseResultSet(sql)
+                            tempfile.mkdtemp(prefix="label%d-" % k, dir=tmpdir), cancel, value=c.id)
             conf_bands[c.id] = k + 2
         stats = _measure(p, layer, out, ds, conf_path, srs, run_time, cancel, conf_bands)
         _finish_layer(p, out, layer, layer_name, run_time)
@@ -418,8 +412,7 @@ def _measure(p, layer, out, cls_ds, conf_path, srs, run_time, cancel, conf_bands
         else:
             sums, counts = np.zeros(1), np.zeros(1, np.int64)
             for cid, b in conf_bands.items():
-                s_, c_ = mean_confidence_by_fid(out, layer.GetName(), cls_ds, conf_path, cancel, b,
-                                                "class_id = %d" % cid)
+                s_, c_ = mean_confidence_by_fid(out, layer.GetName(), cls_ds, conf_path, cancel, b, cid)
                 m = max(len(sums), len(s_))
                 sums = np.pad(sums, (0, m - len(sums))) + np.pad(s_, (0, m - len(s_)))
                 counts = np.pad(counts, (0, m - len(counts))) + np.pad(c_, (0, m - len(c_)))

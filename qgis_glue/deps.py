@@ -21,7 +21,7 @@ import importlib.metadata
 import os
 import re
 import shutil
-import subprocess
+import subprocess  # nosec B404 - the installer runs pip of QGIS's own Python, on purpose
 import sys
 from dataclasses import dataclass
 from typing import Callable, Iterable, List, Optional, Sequence
@@ -154,7 +154,9 @@ def _python_identity(exe: str) -> Optional[tuple]:
     """``(major.minor, prefix)`` of an interpreter, or None when it does not run."""
     code = "import sys; print('%d.%d' % sys.version_info[:2]); print(sys.base_prefix)"
     try:
-        out = subprocess.run([exe, "-c", code], capture_output=True, text=True, timeout=30, **_no_window())
+        out = subprocess.run([exe, "-c", code],  # nosec B603 - an interpreter asked its version, no shell
+                             capture_output=True, text=True, timeout=30,
+                             **_no_window())
     except (OSError, subprocess.SubprocessError):
         return None
     lines = out.stdout.strip().splitlines()
@@ -177,6 +179,7 @@ def find_python() -> str:
         for n in names:
             cands += [os.path.join(root, "bin", n), os.path.join(root, n + ".exe"), os.path.join(root, n)]
     cands += [getattr(sys, "_base_executable", None), sys.executable]
+    cands += _windows_layout(sys.executable)
     for n in names:
         cands.append(shutil.which(n))
     seen, same_version = set(), None
@@ -196,6 +199,17 @@ def find_python() -> str:
         return same_version
     raise RuntimeError("could not find the Python %s interpreter of this QGIS (looked for %s near %s)"
                        % (want, ", ".join(names), sys.exec_prefix))
+
+
+def _windows_layout(qgis_exe: str) -> List[str]:
+    """Where QGIS's Python is in a Windows install (standalone or OSGeo4W, QGIS 3.x and 4.x), seen
+    from ``bin/qgis-bin.exe``: ``bin/python.exe`` or ``apps/PythonXY/python.exe`` (Python312 on
+    QGIS 4 and recent 3.x)."""
+    bin_dir = os.path.dirname(os.path.abspath(qgis_exe))
+    apps = os.path.join(os.path.dirname(bin_dir), "apps")
+    want = os.path.join(apps, "Python%d%d" % sys.version_info[:2], "python.exe")
+    return ([os.path.join(bin_dir, "python.exe"), os.path.join(bin_dir, "python3.exe"), want]
+            + sorted(glob.glob(os.path.join(apps, "Python3*", "python.exe"))))
 
 
 def _no_window():
@@ -320,8 +334,9 @@ def install(packages: Sequence[str], target: Optional[str] = None, python: Optio
         cmd = pip_command(python, todo, target, index_url if rnd == 0 else None)
         log("$ " + " ".join(cmd))
         try:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    bufsize=1, **_no_window())
+            proc = subprocess.Popen(cmd,  # nosec B603 - pip of QGIS's Python, the user's Install button; no shell
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, bufsize=1, **_no_window())
         except OSError as e:
             log("ERROR: cannot start pip: %s" % e)
             return False
@@ -345,7 +360,7 @@ def install(packages: Sequence[str], target: Optional[str] = None, python: Optio
             if _norm(name) in done or _installed_outside(name, target) or _installed_in(name, target):
                 continue
             if _norm(name) == "numpy":
-                req = "numpy<2"  # QGIS's GDAL is built against numpy 1.x on most platforms
+                req = numpy_requirement()
             nxt.append(req)
             done.add(_norm(name))
         todo = nxt
@@ -355,6 +370,12 @@ def install(packages: Sequence[str], target: Optional[str] = None, python: Optio
     return True
 
 
+def numpy_requirement(version=None) -> str:
+    """numpy for a QGIS that has none: 1.x (QGIS's GDAL is built against it on most platforms)
+    where wheels of it exist for this Python (up to 3.12), else numpy."""
+    return "numpy<2" if (version or sys.version_info)[:2] <= (3, 12) else "numpy"
+
+
 def pip_available(python: Optional[str] = None) -> Optional[str]:
     """None when ``python -m pip`` works, else a message saying how to get pip."""
     try:
@@ -362,8 +383,8 @@ def pip_available(python: Optional[str] = None) -> Optional[str]:
     except RuntimeError as e:
         return str(e)
     try:
-        r = subprocess.run([python, "-m", "pip", "--version"], capture_output=True, text=True, timeout=60,
-                           **_no_window())
+        r = subprocess.run([python, "-m", "pip", "--version"],  # nosec B603 - QGIS's Python asked for pip's version
+                           capture_output=True, text=True, timeout=60, **_no_window())
     except (OSError, subprocess.SubprocessError) as e:
         return "cannot run %s: %s" % (python, e)
     if r.returncode == 0:
@@ -399,6 +420,15 @@ def onnxruntime_problem(missing: Optional[Sequence[Missing]] = None) -> Optional
         if m.requirement.module == "onnxruntime":
             return MISSING_MESSAGE if m.absent else BROKEN_MESSAGE % m.error
     return None
+
+
+def where_to_run(platform: Optional[str] = None) -> str:
+    """Where :func:`manual_command` runs: on Windows, QGIS's Python needs the environment of the
+    OSGeo4W Shell that each QGIS install brings (its libraries' folder on PATH)."""
+    platform = platform or sys.platform
+    if platform == "win32":
+        return "the OSGeo4W Shell of this QGIS (Start menu, in the QGIS folder)"
+    return "the Terminal" if platform == "darwin" else "a terminal"
 
 
 def manual_command(gpu: bool = False) -> str:

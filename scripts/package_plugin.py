@@ -2,10 +2,16 @@
 """Build the installable plugin zip: dist/tailings_mapper-<version>.zip.
 
 The zip holds one folder, ``tailings_mapper/``, as QGIS's "Install from ZIP" and the
-official plugin repository expect, with the engine, the UI, the icons, the compiled
-resources, the shipped models (models/*.onnx) and the training package (training from polygons
-in QGIS; imported only when used, with PyTorch installed).  Development files stay out: tests,
-scripts, virtual environments, benchmarks, CI, caches, build output.
+official plugin repository expect, with the engine, the UI, the icons, the shipped models
+(models/*.onnx), the licence and the training package (training from polygons in QGIS; imported
+only when used, with PyTorch installed).  Development files stay out: tests, scripts, virtual
+environments, benchmarks, CI, caches, build output, hidden files.  So do what plugins.qgis.org
+refuses or flags in an upload (its validator and security scan): compiled Python (.pyc),
+__pycache__/__MACOSX/.git folders, executables and libraries (.exe .dll .so .dylib .bat .cmd .sh
+.ps1), and compiled Qt resources (*_rc.py, .qrc: gone in Qt 6; icons load from their files).
+The build fails when metadata.txt lacks a field the repository requires, when
+``qgisMaximumVersion`` is below 4.0 (QGIS 4's plugin manager would hide the plugin), when there
+is no LICENSE, or when the zip is over the repository's 25 MB.
 
     python3 scripts/package_plugin.py [--out-dir dist] [--no-models]
 """
@@ -24,11 +30,18 @@ PACKAGE = "tailings_mapper"
 
 EXCLUDE_DIRS = {"tests", "scripts", "bench", "benchmarks", ".ci", ".github", ".git", ".venv", "venv",
                 "env", "dist", "build", "runs", "out", "__pycache__", ".pytest_cache", ".mypy_cache",
-                ".ruff_cache", ".qgis-settings", ".idea", ".vscode", ".whl", ".gl", "node_modules", "shared"}
+                ".ruff_cache", ".qgis-settings", ".idea", ".vscode", ".whl", ".gl", "node_modules", "shared",
+                "__MACOSX"}
 EXCLUDE_FILES = ["*.pyc", "*.pyo", "*~", ".DS_Store", ".gitignore", ".gitattributes", "pytest.ini", "setup.cfg",
-                 "tox.ini", "requirements-dev.txt", "*.log", ".coverage", "*.orig", "*.rej", ".tm-*"]
-REQUIRED_METADATA = ("name", "qgisMinimumVersion", "description", "about", "version", "author", "email",
-                     "repository", "tracker", "tags", "icon", "changelog")
+                 "tox.ini", "requirements-dev.txt", "*.log", ".coverage", "*.orig", "*.rej", ".tm-*",
+                 # compiled Qt resources (pyrcc is gone in Qt 6) and what plugins.qgis.org flags
+                 "*_rc.py", "*.qrc", "*.exe", "*.dll", "*.so", "*.dylib", "*.bat", "*.cmd", "*.sh", "*.ps1"]
+# plugins.qgis.org's validator requires name, description, version, qgisMinimumVersion, author, email,
+# about, tracker and repository; the rest is what the plugin manager shows
+REQUIRED_METADATA = ("name", "qgisMinimumVersion", "qgisMaximumVersion", "description", "about", "version",
+                     "author", "email", "repository", "tracker", "tags", "icon", "changelog")
+MIN_MAXIMUM_VERSION = (4, 0)         # QGIS 4's plugin manager lists a plugin from qgisMaximumVersion 4.0 on
+MAX_ZIP_BYTES = 25_000_000           # plugins.qgis.org's upload limit
 
 
 def read_metadata(root: str = ROOT) -> configparser.SectionProxy:
@@ -42,12 +55,26 @@ def read_metadata(root: str = ROOT) -> configparser.SectionProxy:
         raise SystemExit("metadata.txt lacks %s" % ", ".join(missing))
     if not os.path.isfile(os.path.join(root, g["icon"])):
         raise SystemExit("metadata.txt icon %s does not exist" % g["icon"])
+    if "/" in g["author"]:
+        raise SystemExit("metadata.txt author must not contain a slash (plugins.qgis.org refuses it)")
+    if _version(g["qgisMaximumVersion"]) < MIN_MAXIMUM_VERSION:
+        raise SystemExit("metadata.txt qgisMaximumVersion is %s: QGIS 4 hides plugins below %d.%d"
+                         % (g["qgisMaximumVersion"], *MIN_MAXIMUM_VERSION))
+    if _version(g["qgisMinimumVersion"]) > _version(g["qgisMaximumVersion"]):
+        raise SystemExit("metadata.txt qgisMinimumVersion is above qgisMaximumVersion")
     return g
+
+
+def _version(text: str) -> tuple:
+    try:
+        return tuple(int(x) for x in text.strip().split("."))
+    except ValueError:
+        raise SystemExit("metadata.txt has a QGIS version that is not numbers: %r" % text) from None
 
 
 def _excluded(rel: str) -> bool:
     parts = rel.replace("\\", "/").split("/")
-    if any(p in EXCLUDE_DIRS for p in parts[:-1]):
+    if any(p in EXCLUDE_DIRS or p.startswith(".") for p in parts[:-1]) or parts[-1].startswith("."):
         return True
     return any(fnmatch.fnmatch(parts[-1], pat) for pat in EXCLUDE_FILES)
 
@@ -64,7 +91,7 @@ def candidate_files(root: str = ROOT, models: bool = True):
     if files is None:
         files = []
         for d, dirs, names in os.walk(root):
-            dirs[:] = [x for x in dirs if x not in EXCLUDE_DIRS]
+            dirs[:] = [x for x in dirs if x not in EXCLUDE_DIRS and not x.startswith(".")]
             for n in names:
                 files.append(os.path.relpath(os.path.join(d, n), root))
     files = [f for f in files if os.path.isfile(os.path.join(root, f)) and not _excluded(f)]
@@ -90,7 +117,7 @@ def build(out_dir: str, root: str = ROOT, models: bool = True) -> str:
     meta = read_metadata(root)
     version = meta["version"].strip()
     files = candidate_files(root, models)
-    for must in ("metadata.txt", "__init__.py", "plugin.py", "resources_rc.py", meta["icon"]):
+    for must in ("metadata.txt", "__init__.py", "plugin.py", "LICENSE", meta["icon"]):
         if must not in files:
             raise SystemExit("%s is missing from the plugin" % must)
     for f in files:
@@ -103,7 +130,15 @@ def build(out_dir: str, root: str = ROOT, models: bool = True) -> str:
         for f in files:
             src = os.path.join(root, f)
             comp = zipfile.ZIP_STORED if f.endswith((".onnx", ".png", ".zip")) else zipfile.ZIP_DEFLATED
-            z.write(src, "%s/%s" % (PACKAGE, f), compress_type=comp)
+            info = zipfile.ZipInfo.from_file(src, "%s/%s" % (PACKAGE, f))
+            info.external_attr = 0o100644 << 16   # a plain file, not executable (the repository flags those)
+            info.compress_type = comp
+            with open(src, "rb") as fh:
+                z.writestr(info, fh.read())
+    if os.path.getsize(tmp) > MAX_ZIP_BYTES:
+        size = os.path.getsize(tmp)
+        os.remove(tmp)
+        raise SystemExit("the zip is %.1f MB: plugins.qgis.org takes at most %d MB" % (size / 1e6, MAX_ZIP_BYTES / 1e6))
     os.replace(tmp, zpath)
     return zpath
 
@@ -118,8 +153,6 @@ def main(argv=None) -> int:
         names = zf.namelist()
         size = sum(i.file_size for i in zf.infolist())
     onnx = [n for n in names if n.endswith(".onnx")]
-    if not any(os.path.basename(n).upper().startswith(("LICENSE", "LICENCE", "COPYING")) for n in names):
-        print("warning: no LICENSE file in the zip; the QGIS plugin repository requires one", file=sys.stderr)
     print("%s: %d files, %.1f MB unpacked, models: %s" % (z, len(names), size / 1e6,
                                                          ", ".join(os.path.basename(n) for n in onnx) or "none"))
     return 0

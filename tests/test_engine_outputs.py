@@ -156,3 +156,11 @@ def test_rows_written_in_strips_of_any_height_and_order_read_back_as_written(tmp
         w.write(want[0, y0:y0 + 90], y0)
     w.close()
     np.testing.assert_array_equal(read(path), want[0])
+
+
+@pytest.mark.parametrize("text", ["tailings", 'a "quoted" name', "it's", "x<y & z>", "two\nlines\tand tab", "Área (m²)"])
+def test_style_attributes_read_back_as_written(text):
+    """Class names in the styles' XML attributes come back unchanged, whatever they hold."""
+    import xml.etree.ElementTree as ET
+    from inference.styles import quoteattr
+    assert ET.fromstring("<c label=%s/>" % quoteattr(text)).get("label") == text

@@ -214,3 +214,27 @@ def test_without_a_cloud_mask_the_run_says_so(tmp_path, model):
     assert p.mask is None and any(n.startswith("no cloud mask") for n in p.notes), p.notes
     with pytest.raises(InputError, match="cloud_mask scl"):
         plan(stack, model, SegmentOptions(cloud_mask="scl"))
+
+
+def test_product_xml_with_entities_is_refused_not_expanded(tmp_path):
+    """Metadata XML that declares entities (an expansion bomb, an external file) is refused with
+    the file's name; the elements of plain metadata are read in document order."""
+    from inference.errors import InputError
+    from inference.products import gf6
+    from inference.products.sentinel2 import parse_mtd
+    from inference.products.xml_elements import elements
+    els = elements(b'<?xml version="1.0"?><a xmlns="urn:x"><b id="1">one<c>two</c>tail</b><d/></a>')
+    assert [(e.tag, e.text, e.get("id")) for e in els] == [("a", "", None), ("b", "one", "1"), ("c", "two", None),
+                                                           ("d", "", None)]
+    bomb = ('<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;">]>'
+            '<n1:Level-1C_User_Product xmlns:n1="urn:x"><QUANTIFICATION_VALUE>&b;</QUANTIFICATION_VALUE>'
+            '</n1:Level-1C_User_Product>')
+    with pytest.raises(InputError, match="MTD_MSIL1C.xml.*entity"):
+        parse_mtd(bomb, "MTD_MSIL1C.xml")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("42")
+    xml = tmp_path / "GF6_PMS_E1_N2_20210101_L1A1.xml"
+    xml.write_text('<?xml version="1.0"?><!DOCTYPE p [<!ENTITY s SYSTEM "%s">]><ProductMetaData>'
+                   '<SensorID>&s;</SensorID></ProductMetaData>' % secret.as_uri())
+    with pytest.raises(InputError, match="GF6_PMS_E1_N2_20210101_L1A1.xml"):
+        gf6._fields(str(xml))

@@ -178,3 +178,35 @@ def test_streaming_sieve_of_two_classes_equals_global(seed, thr, rows, strip, ta
         s.push(a[y:y + strip].copy(), y)
     s.close()
     np.testing.assert_array_equal(got, want)
+
+
+def test_mean_confidence_burnt_when_not_on_the_grid(tmp_path, monkeypatch):
+    """A band whose polygons are not on the pixel grid is burnt (fid as value): the same means,
+    and the layer's filters are cleared again for what reads it next."""
+    from engine_helpers import blobs, conv_model, make_raster
+    from inference import SegmentOptions, segment
+    from inference import region_stats
+    from osgeo import ogr
+    w = np.zeros((1, 3, 3, 3), np.float32)
+    w[0, 0, 1, 1] = 30.0
+    model = conv_model(str(tmp_path / "m.onnx"), weights=w, bias=-6.0)
+    r = make_raster(str(tmp_path / "r.tif"), blobs(200, 260, seed=3, n=8), descriptions=["B4", "B3", "B2"])
+    res = segment(r, model, str(tmp_path / "out"), SegmentOptions(device="cpu", min_area_ha=0.0))
+    ds = ogr.Open(res.polygons)
+    layer = ds.GetLayer()
+    want = {f.GetFID(): f.GetField("mean_confidence") for f in layer}
+    assert len(want) > 2
+    like = gdal.Open(res.class_raster)
+    by_spans = region_stats.mean_confidence_by_fid(ds, layer.GetName(), like, res.confidence_raster, lambda: False)
+    monkeypatch.setattr(region_stats, "_spans", lambda *a: None)
+    burnt = region_stats.mean_confidence_by_fid(ds, layer.GetName(), like, res.confidence_raster, lambda: False)
+    for (s, c) in (by_spans, burnt):
+        for fid, mean in want.items():
+            assert round(float(s[fid] / c[fid]), 1) == pytest.approx(mean, abs=0.05)
+    np.testing.assert_array_equal(by_spans[1], burnt[1])
+    cid = next(iter(layer)).GetField("class_id")
+    s, c = region_stats.mean_confidence_by_fid(ds, layer.GetName(), like, res.confidence_raster, lambda: False,
+                                               class_id=cid + 1000)
+    assert not c.any()   # no polygon of that class
+    layer.ResetReading()
+    assert len(list(layer)) == len(want)   # no filter left on the layer

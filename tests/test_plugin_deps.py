@@ -229,3 +229,80 @@ def test_index_url_only_for_the_packages_themselves(tm, fake_python, tmp_path):
     cmds = [l for l in log if l.startswith("$ ")]
     assert "--index-url https://example.invalid/whl/cpu tm-fake-a" in cmds[0]
     assert len(cmds) == 2 and "--index-url" not in cmds[1] and "tm-fake-c" in cmds[1]
+
+
+def test_deps_dir_is_in_the_profile_qgis_names(tm, qgis_app, monkeypatch):
+    """The folder comes from QGIS's own API (the profile folder on 3.x and 4.x: QGIS3/profiles or
+    QGIS4/profiles), and no plugin module hard-codes a QGIS3 path."""
+    import glob
+    from qgis.core import QgsApplication
+    from tailings_mapper.qgis_glue import deps
+    monkeypatch.delenv(deps.ENV_DIR, raising=False)
+    profile = QgsApplication.qgisSettingsDirPath()
+    assert profile
+    assert deps.deps_dir() == os.path.join(profile, "python", "dependencies", "tailings_mapper",
+                                           "py%d%d" % sys.version_info[:2])
+    root = os.path.dirname(os.path.dirname(os.path.abspath(deps.__file__)))
+    for sub in ("", "qgis_glue", "ui", "processing_provider", "inference", "training"):
+        for path in glob.glob(os.path.join(root, sub, "*.py")):
+            with open(path, encoding="utf-8") as f:
+                assert "QGIS3" not in f.read(), path
+
+
+def _fake_interpreter(path, version, prefix):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\necho %s\necho '%s'\n" % (version, prefix))
+    os.chmod(path, 0o755)
+
+
+@pytest.mark.parametrize("prefix_is_apps", [True, False])
+def test_find_python_in_a_qgis4_windows_layout(tm, monkeypatch, tmp_path, prefix_is_apps):
+    """QGIS on Windows runs as bin/qgis-bin.exe (sys.executable), its Python in apps/Python312
+    (QGIS 4): that python.exe is found, whether sys.prefix points there or not, and never
+    qgis-bin.exe or another Python of the same version on PATH."""
+    from tailings_mapper.qgis_glue import deps
+    want = "%d.%d" % sys.version_info[:2]
+    install = tmp_path / "QGIS 4.2"
+    apps = install / "apps" / ("Python%d%d" % sys.version_info[:2])
+    qgis_bin = install / "bin" / "qgis-bin.exe"
+    qgis_bin.parent.mkdir(parents=True)
+    qgis_bin.write_text("")
+    _fake_interpreter(str(apps / "python.exe"), want, apps)
+    _fake_interpreter(str(install / "apps" / "Python39" / "python.exe"), "3.9", install / "apps" / "Python39")
+    other = tmp_path / "elsewhere" / "bin"
+    _fake_interpreter(str(other / ("python%s" % want)), want, tmp_path / "elsewhere")
+    monkeypatch.setenv("PATH", str(other))
+    prefix = str(apps) if prefix_is_apps else str(install)
+    for attr in ("prefix", "exec_prefix", "base_prefix", "base_exec_prefix"):
+        monkeypatch.setattr(sys, attr, prefix)
+    monkeypatch.setattr(sys, "executable", str(qgis_bin))
+    monkeypatch.setattr(sys, "_base_executable", str(qgis_bin), raising=False)
+    found = deps.find_python()   # (without the prefix: the install's own before one on PATH)
+    assert found == str(apps / "python.exe")
+    assert deps.manual_command().startswith('"%s" ' % found)
+
+
+def test_numpy_pin_has_wheels_for_the_python(tm):
+    """numpy 1.x for QGIS's GDAL where wheels of it exist (up to Python 3.12: QGIS 4 on Windows),
+    plain numpy beyond."""
+    from tailings_mapper.qgis_glue import deps
+    assert deps.numpy_requirement((3, 9)) == deps.numpy_requirement((3, 12)) == "numpy<2"
+    assert deps.numpy_requirement((3, 13)) == "numpy"
+
+
+def test_manual_command_says_where_it_runs(tm, qgis_app, monkeypatch):
+    """On Windows the command runs in the OSGeo4W Shell (QGIS's Python needs its environment);
+    the dialog says where, with the same command."""
+    from tailings_mapper.qgis_glue import deps
+    from tailings_mapper.ui import deps_dialog
+    assert "OSGeo4W Shell" in deps.where_to_run("win32")
+    assert deps.where_to_run("linux") == "a terminal" and "Terminal" in deps.where_to_run("darwin")
+    dlg = deps_dialog.DependencyDialog([])
+    text = dlg.manual.text()
+    assert deps.where_to_run() in text and deps.manual_command() in text
+    monkeypatch.setattr(deps, "where_to_run", lambda platform=None: "the OSGeo4W Shell of this QGIS")
+    dlg.gpu.setEnabled(True)
+    dlg.gpu.setChecked(True)
+    assert "OSGeo4W Shell" in dlg.manual.text() and "--gpu</code>" in dlg.manual.text()
+    dlg.close()

@@ -58,7 +58,7 @@ def test_short_training_lowers_loss_and_exports_a_model_the_engine_runs(tmp_path
     with torch.no_grad():
         before = float(crit(m0(x), y))
     train(cfg, folder, run, seed=0, log=lambda *_: None)
-    ck = torch.load(os.path.join(run, "last.pt"), weights_only=False)
+    ck = torch.load(os.path.join(run, "last.pt"), weights_only=True)
     m1 = build_model(cfg)
     m1.load_state_dict(ck["model"])
     m1.eval()
@@ -105,7 +105,7 @@ def test_warm_start_on_every_site_keeps_the_normalisation_and_trains_without_val
     folder = _tiny_data(tmp_path / "data", n=6)
     first, final = str(tmp_path / "first"), str(tmp_path / "final")
     train(configs.get("tiny", epochs=1, samples_per_epoch=4), folder, first, seed=0, log=lambda *_: None)
-    init = torch.load(os.path.join(first, "last.pt"), weights_only=False)
+    init = torch.load(os.path.join(first, "last.pt"), weights_only=True)
     tiles = D.load_folder(folder, configs.get("tiny")["bands"])
     assert not np.allclose(D.band_stats(tiles)[0], init["mean"])   # every site has other statistics...
     cfg = configs.get("tiny", epochs=2, samples_per_epoch=4, val_sites=[])
@@ -115,14 +115,14 @@ def test_warm_start_on_every_site_keeps_the_normalisation_and_trains_without_val
     assert np.allclose(run["mean"], init["mean"]) and np.allclose(run["std"], init["std"])  # ...the weights' kept
     hist = json.load(open(os.path.join(final, "history.json")))
     assert [h["epoch"] for h in hist] == [1, 2] and not any("val_iou@0.5" in h for h in hist)
-    best = torch.load(os.path.join(final, "best.pt"), weights_only=False)
+    best = torch.load(os.path.join(final, "best.pt"), weights_only=True)
     assert best["epoch"] == 2 and best["val"] == {}
     logs = []   # resumed without --init: still the normalisation it started with
     train(configs.get("tiny", epochs=3, samples_per_epoch=4, val_sites=[]), folder, final, seed=0, resume=True,
           log=logs.append)
     assert any("resumed" in l for l in logs)
     assert np.allclose(json.load(open(os.path.join(final, "run.json")))["mean"], init["mean"])
-    assert torch.load(os.path.join(final, "best.pt"), weights_only=False)["epoch"] == 3
+    assert torch.load(os.path.join(final, "best.pt"), weights_only=True)["epoch"] == 3
     with pytest.raises(ValueError, match="threshold"):
         export(final, str(tmp_path / "nothreshold.onnx"))
     res = export(final, str(tmp_path / "final.onnx"), threshold=0.4)
@@ -336,3 +336,26 @@ def test_shipped_tailings_model_is_binary_and_reads_bands_by_name():
     assert [c.name for c in info.classes] == ["background", "tailings"]
     assert info.gsd_m == 10 and set(info.bands) == {"S2:B02", "S2:B03", "S2:B04"}
     assert "val_sites" in info.extra["split"]
+
+
+class _Runs:
+    """Stands for a pickled object that runs code when loaded."""
+
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def test_checkpoints_load_weights_only(tmp_path):
+    """Checkpoints load with weights_only: numpy scalars of earlier checkpoints are allowed, any
+    other object is refused; new checkpoints hold plain Python numbers."""
+    from training.train import load_checkpoint, plain
+    old = str(tmp_path / "old.pt")
+    torch.save({"model": {"w": torch.ones(2)}, "best_iou": np.float64(0.5), "val": {"t": np.float32(0.25)}}, old)
+    ck = load_checkpoint(old)
+    assert float(ck["best_iou"]) == 0.5 and float(ck["val"]["t"]) == 0.25
+    bad = str(tmp_path / "bad.pt")
+    torch.save({"model": {}, "x": _Runs()}, bad)
+    with pytest.raises(Exception, match="weights_only|Unsupported global"):
+        load_checkpoint(bad)
+    assert plain({"a": [np.int64(3), (np.float32(0.5),)]}) == {"a": [3, (0.5,)]}
+    assert type(plain({"a": [np.int64(3)]})["a"][0]) is int

@@ -13,7 +13,7 @@ from inference.metadata import ClassInfo, ModelInfo
 from inference.model_formats import write_metadata
 from inference.model import read_info
 
-from .train import build_model
+from .train import build_model, load_checkpoint
 
 
 class WithActivation(nn.Module):
@@ -32,7 +32,7 @@ def load_run(run_dir: str, which: str = "best"):
     p = os.path.join(run_dir, "%s.pt" % which)
     if not os.path.isfile(p):
         p = os.path.join(run_dir, "last.pt")
-    ck = torch.load(p, map_location="cpu", weights_only=False)
+    ck = load_checkpoint(p)
     cfg = dict(ck["cfg"])
     cfg["pretrained"] = False  # weights come from the checkpoint
     model = build_model(cfg)

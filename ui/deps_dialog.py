@@ -112,8 +112,8 @@ class DependencyDialog(QDialog):
 
     def _show_manual(self, *_):
         """The terminal command that installs exactly what the Install button would."""
-        self.manual.setText("Or install by hand in a terminal (the same installation): <code>%s</code>"
-                            % deps.manual_command(self.gpu.isChecked()))
+        self.manual.setText("Or install by hand in %s (the same installation): <code>%s</code>"
+                            % (deps.where_to_run(), deps.manual_command(self.gpu.isChecked())))
 
     def start(self):
         problem = deps.pip_available()

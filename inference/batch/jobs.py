@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Tuple
 from osgeo import ogr, osr
 
 from ..aoi import equal_area_at
-from ..errors import InputError
+from ..errors import InputError, TailingsError, first_line
 from ..tables import gdal_reason, open_layer, open_vector, read_text
 
 ogr.UseExceptions()
@@ -157,7 +157,7 @@ def _scene_date(path: str) -> Optional[str]:
         r = open_input(path)
         if r.product is not None and r.product.date:
             return r.product.date
-    except Exception:   # not a product the engine knows: its name may say
+    except (TailingsError, RuntimeError, OSError):   # not a product the engine reads: its name may say
         pass
     m = re.search(r"(19|20)\d{2}[-_]?(0[1-9]|1[0-2])[-_]?(0[1-9]|[12]\d|3[01])", os.path.basename(path.rstrip("/")))
     if m:
@@ -203,7 +203,7 @@ def scene_jobs(facilities: str, field: str, scenes_dir: str, buffer_m: float = 0
         raise InputError("no such folder of scenes: %s" % scenes_dir)
     facs = _facilities(facilities, field)
     names = sorted(n for n in os.listdir(scenes_dir) if not n.startswith("."))
-    scenes = []
+    scenes, notes = [], []
     for n in names:
         p = os.path.join(scenes_dir, n)
         if os.path.isfile(p) and not n.lower().endswith((".tif", ".tiff", ".jp2", ".vrt", ".img", ".zip")):
@@ -213,13 +213,14 @@ def scene_jobs(facilities: str, field: str, scenes_dir: str, buffer_m: float = 0
             continue
         try:
             fp, wkt = _footprint(p)
-        except Exception:   # not a raster
+        except (TailingsError, RuntimeError, OSError) as e:   # not a raster
+            notes.append("%s: left out, not a raster the engine reads (%s)" % (n, first_line(e)))
             continue
         scenes.append((p, date, fp, wkt))
     if not scenes:
         raise InputError("no dated scene in %s (dates come from the products, or a YYYYMMDD in their names)"
                          % scenes_dir)
-    jobs, notes = [], []
+    jobs = []
     for fac, g, srs in facs:
         if ogr.GT_Flatten(g.GetGeometryType()) in (ogr.wkbPoint, ogr.wkbMultiPoint):
             if buffer_m <= 0:

@@ -13,13 +13,12 @@ import csv
 import json
 import os
 from typing import Dict, List, Optional, Sequence
-from xml.sax.saxutils import quoteattr
 
 import numpy as np
 from osgeo import gdal, ogr, osr
 
 from ..metadata import BACKGROUND_NAMES, DEFAULT_COLOURS, rgb
-from ..styles import write_gpkg_style
+from ..styles import quoteattr, write_gpkg_style
 from .compute import Counts, transition_nodata
 from .grid import Grid, true_area_m2
 

@@ -23,11 +23,11 @@ import json
 import math
 import os
 import re
-import xml.etree.ElementTree as ET
 from typing import Dict, List, Optional, Tuple
 
 from ..errors import InputError
 from . import Product
+from .xml_elements import XmlError, elements
 
 # gains (offset 0), per sensor and year; PMS: the multispectral bands B1-B4 (MUX)
 GAINS: Dict[str, Dict[str, List[float]]] = {
@@ -57,12 +57,13 @@ def find_xml(path: str) -> Optional[str]:
 
 def _fields(xml_path: str) -> Dict[str, str]:
     try:
-        root = ET.parse(xml_path).getroot()
-    except ET.ParseError as e:
+        with open(xml_path, "rb") as f:
+            els = elements(f.read())
+    except XmlError as e:
         raise InputError("cannot read %s: it is not complete XML (%s)" % (os.path.basename(xml_path), e)) from None
-    if root.tag.rsplit("}", 1)[-1] != "ProductMetaData":
+    if not els or els[0].tag != "ProductMetaData":
         return {}
-    return {el.tag.rsplit("}", 1)[-1]: (el.text or "").strip() for el in root.iter()}
+    return {el.tag: el.text.strip() for el in els}
 
 
 def sensor_of(sensor_id: str) -> Optional[str]:

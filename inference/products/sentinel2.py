@@ -19,7 +19,6 @@ import math
 import os
 import re
 import threading
-import xml.etree.ElementTree as ET
 import zipfile
 from typing import Dict, List, Optional, Tuple
 
@@ -27,6 +26,7 @@ from osgeo import gdal, osr
 
 from ..errors import InputError, first_line
 from . import Product
+from .xml_elements import XmlError, elements
 
 BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
 BAND_ID = {str(i): b for i, b in enumerate(BANDS)}            # the MTD's band_id -> band
@@ -94,20 +94,16 @@ def _check_zip(path: str) -> None:
 
 
 # -- the product metadata -------------------------------------------------------------------------
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
 def parse_mtd(text: str, label: str) -> Dict[str, object]:
     """What the engine needs of an MTD_MSIL1C/2A.xml: level, baseline, date, spacecraft,
     quantification, offsets by band, image files."""
     try:
-        root = ET.fromstring(text)
-    except ET.ParseError as e:
+        els = elements(text)
+    except XmlError as e:
         raise InputError("cannot read %s: it is not complete XML (%s)" % (label, e)) from None
     out: Dict[str, object] = {"files": [], "offsets": {}}
-    for el in root.iter():
-        tag, txt = _local(el.tag), (el.text or "").strip()
+    for el in els:
+        tag, txt = el.tag, el.text.strip()
         if tag == "PROCESSING_BASELINE":
             out["baseline"] = txt
         elif tag in ("PRODUCT_TYPE",):
