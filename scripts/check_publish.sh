@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv-scan
 if [ ! -x "$VENV/bin/bandit" ] || [ ! -x "$VENV/bin/detect-secrets" ]; then
-    python3 -m venv "$VENV"
+    /usr/bin/python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check bandit==1.9.4 detect-secrets==1.5.0
 fi
-exec python3 scripts/check_publish.py --bin "$VENV/bin" "$@"
+exec /usr/bin/python3 scripts/check_publish.py --bin "$VENV/bin" "$@"
