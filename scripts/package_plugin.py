@@ -2,8 +2,8 @@
 """Build the installable plugin zip: dist/tailings_mapper-<version>.zip.
 
 The zip holds one folder, ``tailings_mapper/``, as QGIS's "Install from ZIP" and the
-official plugin repository expect, with the engine, the UI, the icons, the compiled
-resources, the shipped models (models/*.onnx) and the training package (training from polygons
+official plugin repository expect, with the engine, the UI, the icons (loaded by file path: no
+compiled resources), the shipped models (models/*.onnx) and the training package (training from polygons
 in QGIS; imported only when used, with PyTorch installed).  Development files stay out: tests,
 scripts, virtual environments, benchmarks, CI, caches, build output.
 
@@ -90,7 +90,7 @@ def build(out_dir: str, root: str = ROOT, models: bool = True) -> str:
     meta = read_metadata(root)
     version = meta["version"].strip()
     files = candidate_files(root, models)
-    for must in ("metadata.txt", "__init__.py", "plugin.py", "resources_rc.py", meta["icon"]):
+    for must in ("metadata.txt", "__init__.py", "plugin.py", meta["icon"]):
         if must not in files:
             raise SystemExit("%s is missing from the plugin" % must)
     for f in files:

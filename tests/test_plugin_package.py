@@ -23,7 +23,7 @@ def test_zip_layout(tmp_path):
     for must in ("metadata.txt", "__init__.py", "plugin.py", "qgis_glue/deps.py", "qgis_glue/task.py",
                  "qgis_glue/results.py", "qgis_glue/layer_plan.py", "help/index.html", "docs/screenshot.png",
                  "icons/run.svg", "icons/panel.svg", "models/tailings.md",
-                 "resources_rc.py", "resources.qrc", "icons/icon.png", "icons/icon.svg", "ui/dock.py",
+                 "icons/icon.png", "icons/icon.svg", "ui/dock.py",
                  "processing_provider/segment_algorithm.py", "inference/__init__.py", "inference/execute.py",
                  "processing_provider/fit_algorithm.py", "training/fit.py", "training/veto.py", "ui/fit_dialog.py"):
         assert "tailings_mapper/" + must in names, must
@@ -31,6 +31,7 @@ def test_zip_layout(tmp_path):
         parts = n.split("/")
         assert not {"tests", ".venv", "bench", ".ci", "__pycache__", "scripts", "dist"} & set(parts), n
         assert not n.endswith(".pyc")
+        assert not n.endswith((".qrc", "resources_rc.py")), n  # Qt 6 has no compiled resources
     shipped = sorted(f for f in os.listdir(os.path.join(ROOT, "models")) if f.endswith(".onnx")) \
         if os.path.isdir(os.path.join(ROOT, "models")) else []
     for f in shipped:
