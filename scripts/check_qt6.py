@@ -138,10 +138,17 @@ def lint(src: str, files: list) -> list:
 
 # ---------------------------------------------------------------- the official migration checker
 def _python312():
-    cands = [os.environ.get("PYTHON312"), shutil.which("python3.12")]
-    cands += sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[2-9]*/bin/python3.1[2-9]")), reverse=True)
-    cands += sorted(glob.glob("/root/.pyenv/versions/3.1[2-9]*/bin/python3.1[2-9]"), reverse=True)
-    return next((c for c in cands if c and os.path.isfile(c)), None)
+    """A Python >= 3.12 that runs (pyenv's shims need a version chosen, so they come last)."""
+    cands = [os.environ.get("PYTHON312")]
+    for home in (os.path.expanduser("~"), "/root"):
+        for minor in ("12", "1[3-9]"):  # QGIS 4's own Python (3.12 on Windows) first
+            cands += sorted(glob.glob(home + "/.pyenv/versions/3.%s*/bin/python3.%s" % (minor, minor)), reverse=True)
+    cands += [shutil.which("python3.%d" % minor) for minor in range(19, 11, -1)]
+    for c in cands:
+        if c and os.path.isfile(c) and subprocess.run(  # nosec B603 - a local interpreter, fixed arguments
+                [c, "-c", "import sys; sys.exit(sys.version_info < (3, 12))"], capture_output=True).returncode == 0:
+            return c
+    return None
 
 
 def ensure_venv(venv: str) -> str:
