@@ -126,7 +126,7 @@ class TailingsMapperPlugin:
         if self.dock is None and create:
             from .ui.dock import TailingsDock
             self.dock = TailingsDock(self.iface, self)
-            self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+            self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
             self.dock.visibilityChanged.connect(self._dock_visibility)
             for t in self.tasks:
                 self.dock.track(t)
@@ -168,15 +168,15 @@ class TailingsMapperPlugin:
             button = QPushButton("Install…", widget)
             button.clicked.connect(self.show_dependencies)
             widget.layout().addWidget(button)
-            self._missing_item = bar.pushWidget(widget, Qgis.Warning, 0)
+            self._missing_item = bar.pushWidget(widget, Qgis.MessageLevel.Warning, 0)
         except (AttributeError, TypeError):  # a message bar without widgets (a stub): text only
-            bar.pushMessage("Tailings Mapper", text, Qgis.Warning, 0)
-        log("missing Python packages: %s" % deps.missing_text(self.missing), Qgis.Warning)
+            bar.pushMessage("Tailings Mapper", text, Qgis.MessageLevel.Warning, 0)
+        log("missing Python packages: %s" % deps.missing_text(self.missing), Qgis.MessageLevel.Warning)
 
     def show_dependencies(self, *_):
         from .ui.deps_dialog import DependencyDialog
         dlg = DependencyDialog(deps.check(), self.iface.mainWindow())
-        dlg.exec_()
+        dlg.exec()
         self.missing = deps.check()
         if not self.missing and self._missing_item is not None:
             try:
@@ -249,15 +249,15 @@ class TailingsMapperPlugin:
         layer = layer or self.iface.activeLayer()
         if deps.torch_missing():
             bar.pushMessage("Tailings Mapper", "Improving a model needs PyTorch: install it with Raster > Tailings "
-                            "Mapper > Python packages…", Qgis.Warning, 10)
+                            "Mapper > Python packages…", Qgis.MessageLevel.Warning, 10)
             return None
         try:
             req = edits.improvement(layer, epochs=epochs)
         except ValueError as e:
-            bar.pushMessage("Tailings Mapper", "Cannot improve the model: %s" % e, Qgis.Warning, 10)
+            bar.pushMessage("Tailings Mapper", "Cannot improve the model: %s" % e, Qgis.MessageLevel.Warning, 10)
             return None
         bar.pushMessage("Tailings Mapper", "Learning from your edits in %s: a new model %s (the task manager shows "
-                        "its progress)" % (layer.name(), req.name), Qgis.Info, 8)
+                        "its progress)" % (layer.name(), req.name), Qgis.MessageLevel.Info, 8)
         task = fit_task.start(req, bar, self._model_added)
         self.tasks.append(task)
         task.done.connect(lambda ok, outcome, t=task: self._forget(t))
@@ -276,7 +276,7 @@ class TailingsMapperPlugin:
         if not isinstance(layer, QgsRasterLayer):
             layer = self.dock.layer() if self.dock is not None else None
         if not isinstance(layer, QgsRasterLayer):
-            bar.pushMessage("Tailings Mapper", "Select a raster layer to segment first.", Qgis.Warning, 6)
+            bar.pushMessage("Tailings Mapper", "Select a raster layer to segment first.", Qgis.MessageLevel.Warning, 6)
             return None
         if deps.onnxruntime_missing():
             self.missing = deps.check()
@@ -289,6 +289,6 @@ class TailingsMapperPlugin:
                                  extent_layer=d.extent_layer_combo.currentLayer() if d is not None else None,
                                  model=d.current_model() if d is not None else None)
         except (ValueError, TailingsError) as e:
-            bar.pushMessage("Tailings Mapper", "Cannot run on %s: %s" % (layer.name(), e), Qgis.Critical, 10)
+            bar.pushMessage("Tailings Mapper", "Cannot run on %s: %s" % (layer.name(), e), Qgis.MessageLevel.Critical, 10)
             return None
         return self.start_run(run)

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import traceback
 
-from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingOutputFile,
+from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingOutputFile,
                        QgsProcessingOutputNumber, QgsProcessingParameterBoolean, QgsProcessingParameterFeatureSource,
                        QgsProcessingParameterField, QgsProcessingParameterFile, QgsProcessingParameterFolderDestination,
                        QgsProcessingParameterNumber, QgsProcessingParameterString)
 
 from .. import inference as eng
 from ..inference.batch import plan_batch, run_batch
+from ..qgis_glue import compat
 from ..qgis_glue.icons import icon
 
 
@@ -49,16 +50,16 @@ class BatchAlgorithm(QgsProcessingAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterFeatureSource("FACILITIES", "Facilities",
-                                                              [QgsProcessing.TypeVectorAnyGeometry]))
+                                                              [compat.SOURCE_VECTOR_ANY]))
         self.addParameter(QgsProcessingParameterField("FACILITY_FIELD", "Facility id field",
                                                       parentLayerParameterName="FACILITIES"))
         self.addParameter(QgsProcessingParameterFile("SCENES", "Folder of scenes",
-                                                     behavior=QgsProcessingParameterFile.Folder))
+                                                     behavior=compat.FILE_FOLDER))
         self.addParameter(QgsProcessingParameterNumber("BUFFER_M", "Buffer around point facilities (m)",
-                                                       QgsProcessingParameterNumber.Double, 0.0, minValue=0.0))
+                                                       compat.NUMBER_DOUBLE, 0.0, minValue=0.0))
         self.addParameter(QgsProcessingParameterString("MODEL", "Model (a name or an ONNX file)", "tailings"))
         self.addParameter(QgsProcessingParameterNumber("WORKERS", "Worker processes (0: in QGIS)",
-                                                       QgsProcessingParameterNumber.Integer, 0, minValue=0))
+                                                       compat.NUMBER_INTEGER, 0, minValue=0))
         self.addParameter(QgsProcessingParameterBoolean("RESUME", "Resume the batch in the output folder", False))
         self.addParameter(QgsProcessingParameterBoolean("CHANGES", "Change maps between consecutive years", True))
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Output folder"))

@@ -8,7 +8,7 @@ import shutil
 import tempfile
 import traceback
 
-from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingOutputFile,
+from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingOutputFile,
                        QgsProcessingOutputNumber, QgsProcessingOutputRasterLayer, QgsProcessingOutputVectorLayer,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterField,
                        QgsProcessingParameterFolderDestination, QgsProcessingParameterMultipleLayers,
@@ -16,6 +16,7 @@ from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingExcep
 
 from .. import inference as eng
 from ..inference.change import CHANGE_OPTIONS, options_from_texts, plan_change, run_change
+from ..qgis_glue import compat
 from ..qgis_glue.change_task import result_path
 from ..qgis_glue.icons import icon
 
@@ -59,15 +60,15 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterMultipleLayers("INPUTS", "Results (class rasters or polygon layers)",
-                                                               QgsProcessing.TypeMapLayer))
+                                                               compat.SOURCE_MAP_LAYER))
         self.addParameter(QgsProcessingParameterString("YEARS", _option("years").label, optional=True))
         self.addParameter(QgsProcessingParameterFeatureSource("FACILITIES", _option("facilities").label,
-                                                              [QgsProcessing.TypeVectorPolygon], optional=True))
+                                                              [compat.SOURCE_VECTOR_POLYGON], optional=True))
         self.addParameter(QgsProcessingParameterField("FACILITY_FIELD", _option("facility_field").label,
                                                       parentLayerParameterName="FACILITIES", optional=True))
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_FOLDER", "Output folder"))
         self.addOutput(QgsProcessingOutputRasterLayer("TRANSITIONS", "Transitions"))
-        self.addOutput(QgsProcessingOutputVectorLayer("POLYGONS", "Change polygons", QgsProcessing.TypeVectorPolygon))
+        self.addOutput(QgsProcessingOutputVectorLayer("POLYGONS", "Change polygons", compat.SOURCE_VECTOR_POLYGON))
         self.addOutput(QgsProcessingOutputFile("REPORT", "Report (HTML)"))
         self.addOutput(QgsProcessingOutputFile("SUMMARY", "summary.json"))
         self.addOutput(QgsProcessingOutputNumber("COMPARED_HA", "Compared area (ha)"))

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import traceback
 
-from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingOutputString,
-                       QgsProcessingParameterDefinition,
+from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingOutputString,
                        QgsProcessingParameterBoolean, QgsProcessingParameterEnum, QgsProcessingParameterFeatureSource,
                        QgsProcessingParameterField, QgsProcessingParameterFileDestination,
                        QgsProcessingParameterMultipleLayers, QgsProcessingParameterNumber,
                        QgsProcessingParameterString)
 
-from ..qgis_glue import deps
+from ..qgis_glue import compat, deps
 from ..qgis_glue.icons import icon
 from ..qgis_glue.layers import layer_path
 from ..qgis_glue.training_bridge import TORCH_MISSING, fit_module
@@ -53,27 +52,27 @@ class FitAlgorithm(QgsProcessingAlgorithm):
                 "back and scored; cancelling keeps the best epoch so far. Needs PyTorch (Python packages…).")
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterMultipleLayers("RASTERS", "Rasters", QgsProcessing.TypeRaster))
+        self.addParameter(QgsProcessingParameterMultipleLayers("RASTERS", "Rasters", compat.SOURCE_RASTER))
         self.addParameter(QgsProcessingParameterFeatureSource("LABELS", "Label polygons",
-                                                              [QgsProcessing.TypeVectorPolygon]))
+                                                              [compat.SOURCE_VECTOR_POLYGON]))
         self.addParameter(QgsProcessingParameterField("FIELD", "Class field", parentLayerParameterName="LABELS",
                                                       optional=True))
         self.addParameter(QgsProcessingParameterString("CLASSES", "Classes (tailings, mining10 or names)",
                                                        optional=True))
         self.addParameter(QgsProcessingParameterBoolean("MULTILABEL", "Classes may overlap (multilabel)", False))
         self.addParameter(QgsProcessingParameterFeatureSource("AOI", "Area (everything not drawn is background)",
-                                                              [QgsProcessing.TypeVectorPolygon], optional=True))
+                                                              [compat.SOURCE_VECTOR_POLYGON], optional=True))
         self.addParameter(QgsProcessingParameterString("INIT", "Start from (a model name or file, or scratch)",
                                                        "tailings"))
-        self.addParameter(QgsProcessingParameterNumber("EPOCHS", "Epochs", QgsProcessingParameterNumber.Integer, 10,
+        self.addParameter(QgsProcessingParameterNumber("EPOCHS", "Epochs", compat.NUMBER_INTEGER, 10,
                                                        minValue=1, maxValue=500))
         self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", DEVICES, defaultValue=0))
         self.addParameter(QgsProcessingParameterString("NAME", "New model's name", optional=True))
         for name, label, default, lo, hi in (("CHIP", "Chip size (px)", 256, 64, 1024),
                                              ("CHIPS_PER_EPOCH", "Chips per epoch", 64, 4, 100000)):
-            p = QgsProcessingParameterNumber(name, label, QgsProcessingParameterNumber.Integer, default,
+            p = QgsProcessingParameterNumber(name, label, compat.NUMBER_INTEGER, default,
                                              minValue=lo, maxValue=hi)
-            p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            p.setFlags(p.flags() | compat.PARAMETER_ADVANCED)
             self.addParameter(p)
         self.addParameter(QgsProcessingParameterFileDestination(
             "OUTPUT", "Model file (default: your models folder)", "ONNX models (*.onnx)", optional=True,

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import Dict, List
 
-from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingParameterDefinition,
+from qgis.core import (QgsProcessingException, QgsProcessingParameterDefinition,
                        QgsProcessingParameterEnum, QgsProcessingParameterExtent, QgsProcessingParameterFeatureSource,
                        QgsProcessingParameterNumber, QgsProcessingParameterString)
 
 from ..inference.options import Option, for_front
+from ..qgis_glue import compat
 
 
 def parameter_name(o: Option) -> str:
@@ -28,7 +29,7 @@ def make_parameter(o: Option) -> QgsProcessingParameterDefinition:
     label = o.label + (" (empty = %s)" % o.unset_label if o.model_default else "")
     if o.kind in ("int", "float"):
         p = QgsProcessingParameterNumber(
-            name, label, QgsProcessingParameterNumber.Integer if o.kind == "int" else QgsProcessingParameterNumber.Double,
+            name, label, compat.NUMBER_INTEGER if o.kind == "int" else compat.NUMBER_DOUBLE,
             defaultValue=None if optional else o.default, optional=optional)
         if o.minimum is not None:
             p.setMinimum(o.minimum)
@@ -43,14 +44,14 @@ def make_parameter(o: Option) -> QgsProcessingParameterDefinition:
         p = QgsProcessingParameterExtent(name, o.label + " (default: whole raster)", optional=True)
     elif o.kind == "aoi":
         p = QgsProcessingParameterFeatureSource(name, o.label + " (polygons; pixels outside get no class)",
-                                                [QgsProcessing.TypeVectorPolygon], optional=True)
+                                                [compat.SOURCE_VECTOR_POLYGON], optional=True)
     else:  # scales, bands, text: the command line's text form
         hint = {"scales": " (e.g. 1,0.5; empty = model default)", "text": "",
                 "bands": " (e.g. 3,2,1 or S2:B04=3,S2:B03=2,S2:B02=1)"}.get(o.kind, "")
         p = QgsProcessingParameterString(name, o.label + hint, defaultValue=None, optional=True)
     p.setHelp(o.describe())
     if o.advanced:
-        p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        p.setFlags(p.flags() | compat.PARAMETER_ADVANCED)
     return p
 
 

@@ -14,7 +14,7 @@ import tempfile
 import traceback
 from dataclasses import replace
 
-from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
+from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException,
                        QgsProcessingFeedback, QgsProcessingLayerPostProcessorInterface, QgsProcessingOutputNumber,
                        QgsProcessingOutputString, QgsProcessingParameterEnum, QgsProcessingParameterFile,
                        QgsProcessingParameterFileDestination,
@@ -25,7 +25,7 @@ from .. import inference as eng
 from ..inference import present
 from ..inference import report as eng_report
 from ..inference.options import from_texts
-from ..qgis_glue import deps, results
+from ..qgis_glue import compat, deps, results
 from ..qgis_glue.icons import icon
 from ..qgis_glue.layers import layer_path, polygons_wkt_in
 from . import parameters as optparams
@@ -137,11 +137,11 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_CONFIDENCE, "Confidence (%)", optional=True, createByDefault=True))
         self.addParameter(QgsProcessingParameterVectorDestination(
-            self.OUTPUT_POLYGONS, "Polygons", QgsProcessing.TypeVectorPolygon, optional=True,
+            self.OUTPUT_POLYGONS, "Polygons", compat.SOURCE_VECTOR_POLYGON, optional=True,
             createByDefault=True))
         self.addParameter(QgsProcessingParameterVectorDestination(
             self.OUTPUT_TILES, "Tiles scored against the training data (unreliable ones marked)",
-            QgsProcessing.TypeVectorPolygon, optional=True, createByDefault=False))
+            compat.SOURCE_VECTOR_POLYGON, optional=True, createByDefault=False))
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_REPORT, "Run report (JSON)", fileFilter="JSON files (*.json)", optional=True,
             createByDefault=True))

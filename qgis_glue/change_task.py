@@ -60,7 +60,7 @@ class ChangeTask(QgsTask):
 
     def __init__(self, plan, message_bar=None, workdir: Optional[str] = None, add_layers: bool = True,
                  open_report: bool = True):
-        super().__init__("Change map %s → %s" % (plan.years[0], plan.years[-1]), QgsTask.CanCancel)
+        super().__init__("Change map %s → %s" % (plan.years[0], plan.years[-1]), QgsTask.Flag.CanCancel)
         self.plan, self.message_bar, self.workdir = plan, message_bar, workdir
         self.add_layers, self.open_report = add_layers, open_report
         self.result = None
@@ -99,15 +99,15 @@ class ChangeTask(QgsTask):
                     from qgis.PyQt.QtGui import QDesktopServices
                     QDesktopServices.openUrl(QUrl.fromLocalFile(out["report"]))
             except Exception as e:  # presentation must not lose the files
-                log("the change layers could not be added: %s" % e, Qgis.Warning)
+                log("the change layers could not be added: %s" % e, Qgis.MessageLevel.Warning)
             for w in self.result.warnings:
-                log(w, Qgis.Warning)
-            log(self.outcome, Qgis.Success)
-            self._push(self.outcome, Qgis.Warning if self.result.warnings else Qgis.Success)
+                log(w, Qgis.MessageLevel.Warning)
+            log(self.outcome, Qgis.MessageLevel.Success)
+            self._push(self.outcome, Qgis.MessageLevel.Warning if self.result.warnings else Qgis.MessageLevel.Success)
         else:
             self.outcome = self.error or ("cancelled" if self.isCanceled() else "failed")
-            log("change map: %s\n%s" % (self.outcome, self.details or ""), Qgis.Critical)
-            self._push("change map: %s" % self.outcome, Qgis.Critical)
+            log("change map: %s\n%s" % (self.outcome, self.details or ""), Qgis.MessageLevel.Critical)
+            self._push("change map: %s" % self.outcome, Qgis.MessageLevel.Critical)
         self.ok = bool(ok and self.result is not None)
         self.done.emit(self.ok, self.outcome)
 

@@ -91,7 +91,7 @@ def _warn(message: str) -> None:
     try:
         from .log import log
         from qgis.core import Qgis
-        log(message, Qgis.Warning)
+        log(message, Qgis.MessageLevel.Warning)
     except ImportError:
         print("Tailings Mapper: %s" % message, file=sys.stderr)
 

@@ -50,7 +50,7 @@ def write_layer(layer: QgsVectorLayer, path: str, selected_only: bool = False) -
     ctx = QgsProject.instance().transformContext() if QgsProject.instance() else QgsCoordinateTransformContext()
     res = QgsVectorFileWriter.writeAsVectorFormatV2(layer, path, ctx, opts)
     err = res[0] if isinstance(res, tuple) else res
-    if err != QgsVectorFileWriter.NoError:
+    if err != QgsVectorFileWriter.WriterError.NoError:
         raise RuntimeError("cannot write %s for training: %s" % (layer.name(), res[1] if isinstance(res, tuple) else err))
     return path
 
@@ -61,7 +61,7 @@ class FitTask(QgsTask):
 
     def __init__(self, request: FitRequest, message_bar=None, on_model=None):
         super().__init__("Train a model: %s" % (request.name or os.path.basename(request.rasters[0])),
-                         QgsTask.CanCancel)
+                         QgsTask.Flag.CanCancel)
         self.request, self.message_bar, self.on_model = request, message_bar, on_model
         self.result = None
         self.error: Optional[str] = None
@@ -103,17 +103,17 @@ class FitTask(QgsTask):
             self.outcome = "model %s is in your model list%s%s (%.0f s)" % (
                 res.info.name, " (cancelled: the best epoch so far)" if res.cancelled else "",
                 "; on the part held back: IoU %.2f" % score if score is not None else "", res.seconds)
-            log("%s\n%s\ncard: %s" % (self.outcome, res.path, res.card), Qgis.Success)
+            log("%s\n%s\ncard: %s" % (self.outcome, res.path, res.card), Qgis.MessageLevel.Success)
             for w in res.warnings:
-                log(w, Qgis.Warning)
-            self._push(self.outcome, Qgis.Success)
+                log(w, Qgis.MessageLevel.Warning)
+            self._push(self.outcome, Qgis.MessageLevel.Success)
             if self.on_model is not None:
                 self.on_model(res)
         else:
             self.outcome = self.error or ("cancelled" if self.isCanceled() else "failed")
-            log("training: %s\n%s" % (self.outcome, self.details or ""), Qgis.Warning if self.isCanceled()
-                else Qgis.Critical)
-            self._push("training: %s" % self.outcome, Qgis.Info if self.isCanceled() else Qgis.Critical)
+            log("training: %s\n%s" % (self.outcome, self.details or ""), Qgis.MessageLevel.Warning if self.isCanceled()
+                else Qgis.MessageLevel.Critical)
+            self._push("training: %s" % self.outcome, Qgis.MessageLevel.Info if self.isCanceled() else Qgis.MessageLevel.Critical)
         self.ok = bool(ok and res is not None)
         self.done.emit(self.ok, self.outcome)
 

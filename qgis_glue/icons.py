@@ -1,4 +1,4 @@
-"""The plugin's icons: from the compiled resources (``resources_rc``), else the icons/ folder."""
+"""The plugin's icons, loaded by file path from icons/ (Qt 6 has no compiled resources, so neither do we)."""
 from __future__ import annotations
 
 import os
@@ -9,11 +9,4 @@ PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def icon(name: str = "icon.svg") -> QIcon:
-    try:
-        from .. import resources_rc  # noqa: F401  registers :/plugins/tailings_mapper
-    except ImportError:  # the zip was built without compiled resources: the files are there
-        pass
-    ic = QIcon(":/plugins/tailings_mapper/icons/%s" % name)
-    if not ic.isNull():
-        return ic
     return QIcon(os.path.join(PLUGIN_DIR, "icons", name))

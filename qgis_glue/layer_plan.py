@@ -90,7 +90,7 @@ def default_out_dir(project: Optional[QgsProject] = None) -> str:
     home = project.homePath() if project.fileName() else ""
     if home and os.access(home, os.W_OK):
         return os.path.join(home, OUT_FOLDER)
-    docs = QStandardPaths.writableLocation(QStandardPaths.DocumentsLocation) or os.path.expanduser("~")
+    docs = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation) or os.path.expanduser("~")
     return os.path.join(docs, OUT_FOLDER)
 
 

@@ -38,7 +38,7 @@ def band_names_and_sources(layer: QgsRasterLayer):
         if ds is None:
             raise RuntimeError("GDAL cannot open it")
     except (RuntimeError, ValueError) as e:
-        log("band names of %s cannot be read: %s" % (layer.name(), e), Qgis.Warning)
+        log("band names of %s cannot be read: %s" % (layer.name(), e), Qgis.MessageLevel.Warning)
         return [""] * layer.bandCount(), [""] * layer.bandCount()
     names, sources = band_names(ds, path)
     ds = None

@@ -6,7 +6,7 @@ from qgis.core import Qgis, QgsMessageLog
 LOG_TAG = "Tailings Mapper"
 
 
-def log(message: str, level=Qgis.Info) -> None:
+def log(message: str, level=Qgis.MessageLevel.Info) -> None:
     QgsMessageLog.logMessage(message, LOG_TAG, level)
 
 
@@ -15,7 +15,7 @@ def push(message_bar, text: str, level) -> None:
     if message_bar is None:
         return
     try:
-        message_bar.pushMessage("Tailings Mapper", text, level, 0 if level == Qgis.Critical else 10)
+        message_bar.pushMessage("Tailings Mapper", text, level, 0 if level == Qgis.MessageLevel.Critical else 10)
     except RuntimeError as e:  # the message bar is gone (QGIS closing)
         log("%s (message bar unavailable: %s)" % (text, e), level)
 

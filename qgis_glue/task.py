@@ -25,7 +25,7 @@ class SegmentTask(QgsTask):
     done = pyqtSignal(bool, str)        # (layers added, one-line outcome), main thread
 
     def __init__(self, run: LayerPlan, message_bar=None, add_layers: bool = True, layer_tree_view=None):
-        super().__init__("Segment tailings: %s" % run.source_name, QgsTask.CanCancel)
+        super().__init__("Segment tailings: %s" % run.source_name, QgsTask.Flag.CanCancel)
         self.run_plan = run
         self.source_name = run.source_name
         self.message_bar = message_bar
@@ -69,7 +69,7 @@ class SegmentTask(QgsTask):
         except Exception as e:  # a bug in showing the run: the run's files are there, the panel is told
             self.error, self.details = present.failure(e), traceback.format_exc()
             self.outcome = "the run ended but could not be shown: %s" % self.error
-            log("%s: %s\n%s" % (self.source_name, self.outcome, self.details), Qgis.Critical)
+            log("%s: %s\n%s" % (self.source_name, self.outcome, self.details), Qgis.MessageLevel.Critical)
             ok = False
         finally:
             self.ok = bool(ok)
@@ -88,24 +88,24 @@ class SegmentTask(QgsTask):
             res = self.result
             self.outcome = present.headline(res)
             msg = "%s: %s" % (name, self.outcome)
-            levels = {present.WARNING: Qgis.Warning, present.FOUND: Qgis.Success}
+            levels = {present.WARNING: Qgis.MessageLevel.Warning, present.FOUND: Qgis.MessageLevel.Success}
             for line in present.run_lines(res):
-                log("%s: %s" % (name, line), levels.get(line.kind, Qgis.Info))
+                log("%s: %s" % (name, line), levels.get(line.kind, Qgis.MessageLevel.Info))
             if "fell back" in res.provider_reason:   # CUDA offered but not working: worth knowing
-                log("%s: %s" % (name, res.provider_reason), Qgis.Warning)
+                log("%s: %s" % (name, res.provider_reason), Qgis.MessageLevel.Warning)
             if res.warnings:   # a result that should not be trusted as it is: said where it is seen
-                self._push("Tailings Mapper", "%s — check: %s" % (msg, " ".join(res.warnings)), Qgis.Warning, 0)
+                self._push("Tailings Mapper", "%s — check: %s" % (msg, " ".join(res.warnings)), Qgis.MessageLevel.Warning, 0)
             else:
-                self._push("Tailings Mapper", msg, Qgis.Success, 0)
+                self._push("Tailings Mapper", msg, Qgis.MessageLevel.Success, 0)
         elif self.cancelled or self.isCanceled():
             self.outcome = present.failure(Cancelled())
-            log("%s: run cancelled, partial outputs removed" % name, Qgis.Info)
-            self._push("Tailings Mapper", "%s: %s" % (name, self.outcome), Qgis.Info, 5)
+            log("%s: run cancelled, partial outputs removed" % name, Qgis.MessageLevel.Info)
+            self._push("Tailings Mapper", "%s: %s" % (name, self.outcome), Qgis.MessageLevel.Info, 5)
         else:
             self.outcome = self.error or "failed"
-            log("%s: %s\n%s" % (name, self.outcome, self.details or ""), Qgis.Critical)
+            log("%s: %s\n%s" % (name, self.outcome, self.details or ""), Qgis.MessageLevel.Critical)
             self._push("Tailings Mapper", "%s: %s (details in the log panel, Tailings Mapper tab)"
-                       % (name, self.outcome), Qgis.Critical, 0)
+                       % (name, self.outcome), Qgis.MessageLevel.Critical, 0)
         return ok
 
     def _add_results(self) -> None:

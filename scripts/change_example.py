@@ -75,18 +75,18 @@ def screenshot(html_path: str, png: str, width: int = 1100) -> str:
     from qgis.PyQt.QtCore import QEventLoop, QSize, QUrl
     from qgis.PyQt.QtGui import QImage, QPainter
     from qgis.PyQt.QtWidgets import QApplication
-    from PyQt5.QtWebKitWidgets import QWebPage
+    from qgis.PyQt.QtWebKitWidgets import QWebPage  # QGIS 3 only (Qt 6 has no QtWebKit): a dev script
     app = QApplication.instance() or QApplication(sys.argv)
     page = QWebPage()
     loop = QEventLoop()
     page.mainFrame().loadFinished.connect(loop.quit)
     page.mainFrame().load(QUrl.fromLocalFile(os.path.abspath(html_path)))
-    loop.exec_()
+    loop.exec()
     page.setViewportSize(QSize(width, 800))
     size = page.mainFrame().contentsSize()
     size.setHeight(min(size.height(), 2600))
     page.setViewportSize(size)
-    img = QImage(size, QImage.Format_ARGB32)
+    img = QImage(size, QImage.Format.Format_ARGB32)
     img.fill(0xFFFFFFFF)
     p = QPainter(img)
     page.mainFrame().render(p)

@@ -18,7 +18,7 @@ class BandMappingBox(QGroupBox):
         super().__init__("Band mapping", parent)
         self.setToolTip("Which raster band feeds each model input; pre-filled by band name")
         self.form = QFormLayout(self)
-        self.form.setRowWrapPolicy(QFormLayout.WrapLongRows)
+        self.form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         self.on_change = on_change
         self.rows: List[tuple] = []          # (model band name, QgsRasterBandComboBox)
         self.layer_id: Optional[str] = None  # what the rows were made for
@@ -43,7 +43,7 @@ class BandMappingBox(QGroupBox):
             combo.setShowNotSetOption(True)
             combo.setLayer(layer)
             combo.setBand(guess[i] if i < len(guess) else -1)
-            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(8)
             combo.bandChanged.connect(self.on_change)
             b = bandlib.band(name)

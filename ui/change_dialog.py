@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Optional
 
-from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsRasterLayer, QgsVectorLayer, QgsWkbTypes
+from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayer
 from qgis.gui import QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtWidgets import QLineEdit
 
 from ..inference import TailingsError
 from ..inference.change import ChangeOptions
-from ..qgis_glue import change_task
+from ..qgis_glue import change_task, compat
 from ..qgis_glue.results import RESULT_PROPERTY
 from .layer_list import LayerList
 from .task_dialog import TaskDialog
@@ -24,7 +24,7 @@ def _candidates():
         kind = lyr.customProperty(RESULT_PROPERTY)
         if isinstance(lyr, QgsRasterLayer) and kind in ("classes", None):
             out.append((kind is None, lyr))
-        elif isinstance(lyr, QgsVectorLayer) and lyr.geometryType() == QgsWkbTypes.PolygonGeometry and \
+        elif isinstance(lyr, QgsVectorLayer) and lyr.geometryType() == compat.GEOMETRY_POLYGON and \
                 kind in ("polygons", None):
             out.append((kind is None, lyr))
     return [lyr for _, lyr in sorted(out, key=lambda t: (t[0], t[1].name()))]
@@ -44,7 +44,7 @@ class ChangeDialog(TaskDialog):
         self.years.setPlaceholderText("recorded in the results (TM_DATE); else e.g. 2019,2021 in the order ticked")
         form.addRow("Years", self.years)
         self.facilities = QgsMapLayerComboBox()
-        self.facilities.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.facilities.setFilters(compat.LAYER_POLYGON)
         self.facilities.setAllowEmptyLayer(True)
         self.facilities.setLayer(None)
         form.addRow("Facilities (optional)", self.facilities)
@@ -52,7 +52,7 @@ class ChangeDialog(TaskDialog):
         self.facilities.layerChanged.connect(self.field.setLayer)
         form.addRow("Facility id field", self.field)
         self.out = QgsFileWidget()
-        self.out.setStorageMode(QgsFileWidget.GetDirectory)
+        self.out.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.out.setFilePath(out_dir)
         form.addRow("Output folder", self.out)
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from qgis.core import Qgis, QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
+from qgis.core import Qgis, QgsProject, QgsRasterLayer
 from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtWidgets import (QComboBox, QDockWidget, QFormLayout, QHBoxLayout, QLabel, QProgressBar,
                                  QPushButton, QScrollArea, QVBoxLayout, QWidget)
 
 from ..inference import TailingsError, bands as bandlib
-from ..qgis_glue import deps, results
+from ..qgis_glue import compat, deps, results
 from ..qgis_glue.layer_plan import LayerPlan, default_out_dir, plan_for_layer
 from ..qgis_glue.layers import band_descriptions, band_names_and_sources
 from ..qgis_glue.settings import EXTENT_CANVAS, EXTENT_LAYER, EXTENT_SELECTION, Settings
@@ -56,10 +56,10 @@ class TailingsDock(QDockWidget):
         body = QWidget()
         lay = QVBoxLayout(body)
         form = QFormLayout()
-        form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
 
         self.layer_combo = QgsMapLayerComboBox()
-        self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.layer_combo.setFilters(compat.LAYER_RASTER)
         self.layer_combo.setAllowEmptyLayer(True)
         self.layer_combo.layerChanged.connect(self._layer_changed)
         form.addRow("Raster layer", self.layer_combo)
@@ -97,14 +97,14 @@ class TailingsDock(QDockWidget):
         self.extent_combo.currentIndexChanged.connect(self._extent_changed)
         ext_row.addWidget(self.extent_combo)
         self.extent_layer_combo = QgsMapLayerComboBox()
-        self.extent_layer_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.extent_layer_combo.setFilters(compat.LAYER_POLYGON)
         self.extent_layer_combo.setAllowEmptyLayer(True)   # never a layer by itself (a result, say)
         self.extent_layer_combo.layerChanged.connect(self._extent_changed)
         ext_row.addWidget(self.extent_layer_combo, 1)
         form2.addRow("Extent", ext_row)
 
         self.out_dir = QgsFileWidget()
-        self.out_dir.setStorageMode(QgsFileWidget.GetDirectory)
+        self.out_dir.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.out_dir.setDialogTitle("Output folder")
         self.out_dir.fileChanged.connect(self._out_dir_changed)
         form2.addRow("Output folder", self.out_dir)
@@ -128,8 +128,8 @@ class TailingsDock(QDockWidget):
 
         self.problem_label = QLabel()
         self.problem_label.setWordWrap(True)
-        self.problem_label.setTextFormat(Qt.RichText)
-        self.problem_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.problem_label.setTextFormat(Qt.TextFormat.RichText)
+        self.problem_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         lay.addWidget(self.problem_label)
         self.deps_button = QPushButton("Install…")
         self.deps_button.setToolTip("Install onnxruntime into the plugin's own folder")
@@ -156,7 +156,7 @@ class TailingsDock(QDockWidget):
         lay.addWidget(self.status_label)
         self.findings_label = QLabel()   # the last run's warnings and findings (masked, like the training data)
         self.findings_label.setWordWrap(True)
-        self.findings_label.setTextInteractionFlags(Qt.TextBrowserInteraction)
+        self.findings_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
         self.findings_label.setOpenExternalLinks(True)
         lay.addWidget(self.findings_label)
         after = QHBoxLayout()
@@ -183,13 +183,13 @@ class TailingsDock(QDockWidget):
         self._last = None    # the last task that added results
 
         for fl in body.findChildren(QFormLayout):
-            fl.setRowWrapPolicy(QFormLayout.WrapLongRows)
+            fl.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         for combo in body.findChildren(QComboBox):
-            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(8)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(body)
         self.setWidget(scroll)
 
@@ -395,7 +395,7 @@ class TailingsDock(QDockWidget):
         if not self.validate():
             if self.iface is not None:
                 self.iface.messageBar().pushMessage("Tailings Mapper", "Cannot run: %s" % self.problem,
-                                                    Qgis.Warning, 8)
+                                                    Qgis.MessageLevel.Warning, 8)
             return None
         if self.plugin is not None:
             return self.plugin.start_run(self.plan)

@@ -7,14 +7,14 @@ import os
 import tempfile
 from typing import Optional
 
-from qgis.core import QgsFieldProxyModel, QgsMapLayerProxyModel, QgsProject, QgsRasterLayer
+from qgis.core import QgsFieldProxyModel, QgsProject, QgsRasterLayer
 from qgis.gui import QgsFieldComboBox, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QLineEdit, QSpinBox
 
 from ..inference import list_models
 from ..inference.class_schemas import MINING10, SCHEMA_LABELS, TAILINGS
-from ..qgis_glue import deps
+from ..qgis_glue import compat, deps
 from ..qgis_glue import fit_task
 from ..qgis_glue.layers import layer_path
 from .layer_list import LayerList
@@ -38,11 +38,11 @@ class FitDialog(TaskDialog):
         self.rasters.setMaximumHeight(110)
         form.addRow("Rasters (scenes, years)", self.rasters)
         self.labels = QgsMapLayerComboBox()
-        self.labels.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.labels.setFilters(compat.LAYER_POLYGON)
         form.addRow("Label polygons", self.labels)
         self.field = QgsFieldComboBox()
         self.field.setAllowEmptyFieldName(True)
-        self.field.setFilters(QgsFieldProxyModel.String | QgsFieldProxyModel.Int | QgsFieldProxyModel.LongLong)
+        self.field.setFilters(QgsFieldProxyModel.Filter.String | QgsFieldProxyModel.Filter.Int | QgsFieldProxyModel.Filter.LongLong)
         self.labels.layerChanged.connect(self.field.setLayer)
         self.field.setLayer(self.labels.currentLayer())
         self.field.setToolTip("Each polygon's class: a class name or id. Empty: every polygon is tailings (binary)")
@@ -52,15 +52,15 @@ class FitDialog(TaskDialog):
         self.classes.addItem("those of the model it starts from", FROM_MODEL)
         self.classes.addItem(SCHEMA_LABELS["tailings"], "tailings")
         self.classes.addItem(SCHEMA_LABELS["mining10"], "mining10")
-        self.classes.setItemData(1, schema_tooltip(TAILINGS), Qt.ToolTipRole)
-        self.classes.setItemData(2, schema_tooltip(MINING10), Qt.ToolTipRole)
+        self.classes.setItemData(1, schema_tooltip(TAILINGS), Qt.ItemDataRole.ToolTipRole)
+        self.classes.setItemData(2, schema_tooltip(MINING10), Qt.ItemDataRole.ToolTipRole)
         self.classes.setToolTip("A schema, or your own class names separated by commas (pit,dump,pond)<br><br>"
                                 + schema_tooltip(MINING10))
         form.addRow("Classes", self.classes)
         self.multilabel = QCheckBox("classes may overlap (a sigmoid per class)")
         form.addRow("", self.multilabel)
         self.area = QgsMapLayerComboBox()
-        self.area.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.area.setFilters(compat.LAYER_POLYGON)
         self.area.setAllowEmptyLayer(True)
         self.area.setLayer(None)
         form.addRow("Area (optional)", self.area)

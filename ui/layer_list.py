@@ -13,14 +13,14 @@ class LayerList(QListWidget):
         super().__init__(parent)
         for lyr in layers:
             it = QListWidgetItem(lyr.name())
-            it.setData(Qt.UserRole, lyr.id())
-            it.setFlags(it.flags() | Qt.ItemIsUserCheckable)
-            it.setCheckState(Qt.Unchecked)
+            it.setData(Qt.ItemDataRole.UserRole, lyr.id())
+            it.setFlags(it.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            it.setCheckState(Qt.CheckState.Unchecked)
             self.addItem(it)
         if check_first and self.count():
-            self.item(0).setCheckState(Qt.Checked)
+            self.item(0).setCheckState(Qt.CheckState.Checked)
 
     def chosen(self) -> List:
         """The ticked layers, in the list's order."""
-        return [QgsProject.instance().mapLayer(self.item(i).data(Qt.UserRole))
-                for i in range(self.count()) if self.item(i).checkState() == Qt.Checked]
+        return [QgsProject.instance().mapLayer(self.item(i).data(Qt.ItemDataRole.UserRole))
+                for i in range(self.count()) if self.item(i).checkState() == Qt.CheckState.Checked]

@@ -50,7 +50,7 @@ class ModelPicker(QObject):
         self.row.addWidget(self.card_button)
         self.label = QLabel()
         self.label.setWordWrap(True)
-        self.label.setTextFormat(Qt.RichText)
+        self.label.setTextFormat(Qt.TextFormat.RichText)
 
     def populate(self, refresh: bool = False) -> None:
         """Shipped and user models, the ONNX files the user loaded, then "Load model…"."""
@@ -69,7 +69,7 @@ class ModelPicker(QObject):
                     seen.add(os.path.abspath(path))
             if not self._has_mining10():
                 self.combo.addItem("mining components (ten classes): no model yet", NO_MINING10)
-                self.combo.setItemData(self.combo.count() - 1, schema_tooltip(MINING10), Qt.ToolTipRole)
+                self.combo.setItemData(self.combo.count() - 1, schema_tooltip(MINING10), Qt.ItemDataRole.ToolTipRole)
             self.combo.addItem("Load model…", LOAD_ONNX)
             idx = self.combo.findData(self.settings.get("model") or choose_model(self.settings))
             if idx < 0 and self.combo.count() > 1:
@@ -81,7 +81,7 @@ class ModelPicker(QObject):
 
     def _add(self, data: str, path: str, label: str) -> None:
         self.combo.addItem(label, data)
-        self.combo.setItemData(self.combo.count() - 1, path, Qt.ToolTipRole)
+        self.combo.setItemData(self.combo.count() - 1, path, Qt.ItemDataRole.ToolTipRole)
 
     def _has_mining10(self) -> bool:
         for i in range(self.combo.count()):
@@ -173,7 +173,7 @@ class ModelPicker(QObject):
         else:
             view.setPlainText(card)
         lay.addWidget(view)
-        buttons = QDialogButtonBox(QDialogButtonBox.Close)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(dlg.reject)
         lay.addWidget(buttons)
         dlg.setModal(False)

@@ -25,13 +25,13 @@ class ModelsDialog(QDialog):
         self.resize(900, 420)
         lay = QVBoxLayout(self)
         where = QLabel("Your models are in <code>%s</code> (each with its card)." % user_dir())
-        where.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        where.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         lay.addWidget(where)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.itemSelectionChanged.connect(self._selection)
         lay.addWidget(self.table)
         row = QHBoxLayout()
@@ -50,7 +50,7 @@ class ModelsDialog(QDialog):
         self.status = QLabel()
         self.status.setWordWrap(True)
         lay.addWidget(self.status)
-        buttons = QDialogButtonBox(QDialogButtonBox.Close)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
         lay.addWidget(buttons)
         self.models = []
@@ -134,7 +134,7 @@ class ModelsDialog(QDialog):
         if m is None or m.shipped:
             return False
         if confirm and QMessageBox.question(self, "Delete model", "Delete %s and its card?\n%s" % (m.name, m.path)) \
-                != QMessageBox.Yes:
+                != QMessageBox.StandardButton.Yes:
             return False
         try:
             model_files.delete(m.path)

@@ -24,14 +24,14 @@ class TaskDialog(QDialog):
         self.status.setWordWrap(True)
         buttons = QDialogButtonBox()
         self.run_button = QPushButton(run_text)
-        buttons.addButton(self.run_button, QDialogButtonBox.AcceptRole)
+        buttons.addButton(self.run_button, QDialogButtonBox.ButtonRole.AcceptRole)
         self.cancel_button = None
         if cancel_text:
             self.cancel_button = QPushButton(cancel_text)
             self.cancel_button.setEnabled(False)
             self.cancel_button.clicked.connect(self.cancel)
-            buttons.addButton(self.cancel_button, QDialogButtonBox.ActionRole)
-        buttons.addButton(QDialogButtonBox.Close).clicked.connect(self.reject)
+            buttons.addButton(self.cancel_button, QDialogButtonBox.ButtonRole.ActionRole)
+        buttons.addButton(QDialogButtonBox.StandardButton.Close).clicked.connect(self.reject)
         self.run_button.clicked.connect(lambda: self.start())
         for w in (self.progress, self.status, buttons):
             self.layout_.addWidget(w)
