@@ -1,7 +1,7 @@
 """Dialog that explains missing Python packages and installs them (pip, plugin-owned folder)."""
 from __future__ import annotations
 
-from qgis.PyQt.QtCore import QThread, pyqtSignal
+from qgis.PyQt.QtCore import Qt, QThread, pyqtSignal
 from qgis.PyQt.QtWidgets import (QButtonGroup, QCheckBox, QDialog, QDialogButtonBox, QLabel, QPlainTextEdit,
                                  QProgressBar, QPushButton, QRadioButton, QVBoxLayout)
 
@@ -78,7 +78,8 @@ class DependencyDialog(QDialog):
         self.torch = self.extras[deps.TORCH.pip_name][1]
         self.manual = QLabel()
         self.manual.setWordWrap(True)
-        self.manual.setTextInteractionFlags(self.manual.textInteractionFlags() | 1)  # selectable
+        self.manual.setTextInteractionFlags(
+            self.manual.textInteractionFlags() | Qt.TextInteractionFlag.TextSelectableByMouse)
         lay.addWidget(self.manual)
         self.cpu.toggled.connect(self._show_manual)
         self._show_manual()
