@@ -422,6 +422,8 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
     th, tw = min(T, H), min(T, W)
     blend = Blender(network.K, T, O, W, th, tw)
     read = read or StripReader(p, grid)
+    # (the training range in this raster's own values: its reflectance bounds through the run's scaling)
+    training_range = tile_log.stats.raw_range(p.scalings) if tile_log is not None else None
     threaded_read, threaded_write, threaded_infer = _modes(threaded)
     # Two batches in turn when the network runs on a thread of its own: the next is filled while
     # the last is inferred, and queued before that one is blended, so that the network goes from
@@ -535,7 +537,7 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
                     v = valid[:, x:x + tw]
                     # (an exact raster's tile as read: its own integers against the range)
                     t = norm[:, :, x:x + tw] if read.exact else batch[k, :, :th, :tw]
-                    checks.append((out_of_range(tile_log.stats, t, v, read.a, read.b, raw=read.exact), int(v.sum())))
+                    checks.append((out_of_range(training_range, t, v, read.a, read.b, raw=read.exact), int(v.sum())))
                 if len(pending) == len(batch):
                     flush(y)
                     if ahead:
