@@ -19,7 +19,8 @@ from osgeo import gdal, gdal_array
 
 from . import aoi as aoilib
 from . import raster as rasterlib
-from .errors import Cancelled, InputError, TailingsError, first_line
+from .errors import Cancelled, InputError, ModelError, TailingsError, first_line
+from .metadata import model_label
 from .classify import classify
 from .tiling import blend_weights, positions, rescale, tta_views
 from .writing import NODATA_CONF, STAGES, gdal_threads_here
@@ -306,6 +307,10 @@ class TileNetwork:
         if o.shape[1] != self.K or o.shape[2] != ts or o.shape[3] != ts:
             raise TailingsError("the network returned shape %s for tiles of %d x %d; expected (N, %d, %d, %d)"
                                 % (o.shape, ts, ts, self.K, ts, ts))
+        if not np.isfinite(o).all():   # (a NaN map is "no tailings" everywhere: never silently; ~0.05 % of a batch)
+            raise ModelError("model %s returned NaN or infinite values on tiles of %d x %d px (an fp16 export that "
+                             "overflows does this): its map would mean nothing; export the model again (float32)"
+                             % (model_label(self.p.info), ts, ts))
         return o.astype(np.float32, copy=False)
 
 

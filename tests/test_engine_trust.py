@@ -153,3 +153,95 @@ def test_fitted_statistics_store_reflectance_under_keys_that_say_so():
     assert 0.02 <= min(d["toa_reflectance_low"]) and max(d["toa_reflectance_high"]) <= 0.3
     st = ood.OodStats.from_metadata(json.loads(json.dumps(d)), [5.0] * 3, [7.0] * 3)   # (no conversion: new keys)
     assert np.allclose(st.low, d["toa_reflectance_low"])
+
+
+# -- NaN and nonsense never pass silently ---------------------------------------------------------
+
+def _nan_model(path, how="div"):
+    """A tiny network (built with onnx.helper) whose output is NaN: 0 / 0 (``div``), or a
+    constant NaN added to the input (``const``), or infinite (1 / 0: ``inf``)."""
+    from inference.metadata import ClassInfo, ModelInfo
+    from inference.model_formats import write_metadata
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 1, "H", "W"])
+    init = [numpy_helper.from_array(np.zeros((1, 3, 1, 1), np.float32), "W0"),
+            numpy_helper.from_array(np.zeros(1, np.float32), "B0")]
+    nodes = [helper.make_node("Conv", ["input", "W0", "B0"], ["zero"])]   # (N, 1, H, W) of zeros
+    if how == "const":
+        nodes += [helper.make_node("Constant", [], ["nan"], value=numpy_helper.from_array(np.float32([np.nan]), "c")),
+                  helper.make_node("Add", ["zero", "nan"], ["output"])]
+    else:
+        num = np.float32([0.0 if how == "div" else 1.0])
+        nodes += [helper.make_node("Constant", [], ["num"], value=numpy_helper.from_array(num, "n")),
+                  helper.make_node("Div", ["num", "zero"], ["output"])]
+    model = helper.make_model(helper.make_graph(nodes, "nan", [x], [y], initializer=init),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    info = ModelInfo(name="fp16 export", bands=["S2:B04", "S2:B03", "S2:B02"], gsd_m=10.0, tile_size=64,
+                     tile_overlap=16, classes=[ClassInfo(0, "background", "#000000"), ClassInfo(1, "tailings", "#ff0000")],
+                     task="binary", units="reflectance", scale=[1e-4] * 3, offset=[0.0] * 3, mean=[0.0] * 3,
+                     std=[1.0] * 3, activation="sigmoid", threshold=0.5, min_area_ha=0.0)
+    write_metadata(model, info)
+    onnx.save(model, path)
+    return path
+
+
+def _raster(path):
+    from engine_helpers import make_raster
+    return make_raster(path, np.full((3, 100, 100), 1000, np.uint16))
+
+
+@pytest.mark.parametrize("how", ["div", "const", "inf"])
+def test_a_network_that_outputs_nan_or_infinity_is_an_error_naming_the_model(tmp_path, how):
+    model = _nan_model(str(tmp_path / "broken.onnx"), how)
+    with pytest.raises(ModelError) as e:
+        segment(_raster(str(tmp_path / "s.tif")), model, str(tmp_path / "out"), SegmentOptions(device="cpu"))
+    assert "fp16 export (%s)" % model in str(e.value) and "NaN or infinite" in str(e.value)
+
+
+def test_the_cli_stops_on_nan_output_with_one_error_line_and_leaves_nothing(tmp_path):
+    model = _nan_model(str(tmp_path / "broken.onnx"))
+    out = tmp_path / "out"
+    r = run_cli(["segment", _raster(str(tmp_path / "s.tif")), "--model", model, "--out", str(out)])
+    errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1 and "broken.onnx" in errors[0] and "NaN" in errors[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert not out.exists() or not os.listdir(out)
+
+
+def _with_meta(src, dest, change):
+    m = onnx.load(src)
+    for p in m.metadata_props:
+        if p.key == META_KEY:
+            d = json.loads(p.value)
+            change(d)
+            p.value = json.dumps(d)   # (Python's json writes NaN and Infinity, and reads them back)
+    onnx.save(m, dest)
+    return dest
+
+
+@pytest.mark.parametrize("key, change", [
+    ("mean[1]", lambda d: d.update(mean=[0.0, float("nan"), 0.0])),
+    ("std[0]", lambda d: d.update(std=[float("nan")] * 3)),
+    ("scale[2]", lambda d: d.update(scale=[1e-4, 1e-4, float("inf")])),
+    ("offset", lambda d: d.update(offset=float("-inf"))),
+    ("threshold", lambda d: d.update(threshold=float("nan"))),
+    ("ood.toa_reflectance_low[0]", lambda d: d["ood"].update(toa_reflectance_low=[float("nan"), 0.05, 0.07])),
+    ("ood.maha_q95", lambda d: d["ood"].update(maha_q95=float("nan"))),
+    ("ood.std[3]", lambda d: d["ood"]["std"].__setitem__(3, float("inf"))),
+])
+def test_nan_statistics_in_metadata_are_an_error_naming_the_model_and_key(tmp_path, key, change):
+    bad = _with_meta(SHIPPED, str(tmp_path / "bad.onnx"), change)
+    with pytest.raises(ModelError) as e:
+        open_model(bad)
+    msg = str(e.value)
+    assert "model tailings (" in msg and "bad" in msg and "metadata %s is " % key in msg, msg
+
+
+def test_the_cli_refuses_a_model_with_a_nan_mean_before_writing_anything(tmp_path):
+    bad = _with_meta(SHIPPED, str(tmp_path / "nanmean.onnx"), lambda d: d.update(mean=[float("nan")] * 3))
+    out = tmp_path / "out"
+    r = run_cli(["segment", _raster(str(tmp_path / "s.tif")), "--model", bad, "--out", str(out)])
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error:"), r.stderr
+    assert "model tailings (nanmean)" in r.stderr and "mean[0] is NaN" in r.stderr
+    assert not out.exists() or not os.listdir(out)
