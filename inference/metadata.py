@@ -212,7 +212,8 @@ def _from_ours(d: Dict[str, Any], name: str) -> ModelInfo:
     meta_name = str(d.get("name") or name)
     numbers = ("scale", "offset", "mean", "std", "gsd_m", "tile_size", "tile_overlap", "threshold", "min_area_ha",
                "tta", "tta_scales", "thresholds") + NUMERIC_EXTRA
-    _check_finite({k: d[k] for k in numbers if k in d}, meta_name if meta_name == name else "%s (%s)" % (meta_name, name))
+    label = meta_name if meta_name == name else "%s (%s)" % (meta_name, name)
+    _check_finite({k: d[k] for k in numbers if k in d}, label)
     known = {"schema_version", "name", "task", "bands", "units", "scale", "offset", "mean", "std", "gsd_m",
              "tile_size", "tile_overlap", "classes", "activation", "threshold", "min_area_ha", "tta", "tta_scales",
              "thresholds", "description", "version", "license"}

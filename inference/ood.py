@@ -150,7 +150,8 @@ def fit(vectors: np.ndarray, reflectance: List[np.ndarray], feature: str, groups
     return {"feature": feature, "mean": stats.mean.tolist(), "std": stats.std.tolist(),
             "components": stats.components.tolist(), "variances": stats.variances.tolist(), "maha_q95": float(np.percentile(maha, 95)),
             "res_q95": float(np.percentile(res, 95)), "toa_reflectance_low": low.tolist(),
-            "toa_reflectance_high": high.tolist(), "bounds_units": BOUNDS_UNITS, "out_of_range_q95": max(1e-3, float(np.percentile(outs, 95))),
+            "toa_reflectance_high": high.tolist(), "bounds_units": BOUNDS_UNITS,
+            "out_of_range_q95": max(1e-3, float(np.percentile(outs, 95))),
             "tiles": int(len(vectors)), "threshold": THRESHOLD,
             "calibration": "leave one site out" if groups is not None else "in sample"}
 

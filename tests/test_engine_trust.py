@@ -135,7 +135,8 @@ def test_reflectance_bounds_become_each_runs_raw_integer_bounds():
     rng = np.random.default_rng(0)
     raw = rng.integers(1200, 4400, size=(2, 40, 40)).astype(np.uint16)
     raw[:, :3] = [[[1315]], [[3000]]]          # values on the ends are inside
-    a, b = np.float32([[[1e-4 / 0.05]], [[1e-4 / 0.03]]]), np.float32([[[(-0.1 - 0.1) / 0.05]], [[(-0.1 - 0.1) / 0.03]]])
+    a = np.float32([[[1e-4 / 0.05]], [[1e-4 / 0.03]]])          # (scale 1e-4, offset -0.1, mean 0.1, std 0.05 / 0.03)
+    b = np.float32([[[(-0.1 - 0.1) / 0.05]], [[(-0.1 - 0.1) / 0.03]]])
     norm = raw * a + b
     valid = np.ones((40, 40), bool)
     as_read = ood.out_of_range(shifted, raw, valid, a, b, step=1, raw=True)
@@ -178,7 +179,8 @@ def _nan_model(path, how="div"):
                               opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     info = ModelInfo(name="fp16 export", bands=["S2:B04", "S2:B03", "S2:B02"], gsd_m=10.0, tile_size=64,
-                     tile_overlap=16, classes=[ClassInfo(0, "background", "#000000"), ClassInfo(1, "tailings", "#ff0000")],
+                     tile_overlap=16,
+                     classes=[ClassInfo(0, "background", "#000000"), ClassInfo(1, "tailings", "#ff0000")],
                      task="binary", units="reflectance", scale=[1e-4] * 3, offset=[0.0] * 3, mean=[0.0] * 3,
                      std=[1.0] * 3, activation="sigmoid", threshold=0.5, min_area_ha=0.0)
     write_metadata(model, info)
