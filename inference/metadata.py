@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Tuple
@@ -208,6 +209,11 @@ def _from_ours(d: Dict[str, Any], name: str) -> ModelInfo:
         except Exception as e:
             raise ModelError("metadata 'bands': %s" % e) from None
     n = len(bands)
+    meta_name = str(d.get("name") or name)
+    numbers = ("scale", "offset", "mean", "std", "gsd_m", "tile_size", "tile_overlap", "threshold", "min_area_ha",
+               "tta", "tta_scales", "thresholds") + NUMERIC_EXTRA
+    label = meta_name if meta_name == name else "%s (%s)" % (meta_name, name)
+    _check_finite({k: d[k] for k in numbers if k in d}, label)
     known = {"schema_version", "name", "task", "bands", "units", "scale", "offset", "mean", "std", "gsd_m",
              "tile_size", "tile_overlap", "classes", "activation", "threshold", "min_area_ha", "tta", "tta_scales",
              "thresholds", "description", "version", "license"}
@@ -264,8 +270,50 @@ def _num(d, key, default=None):
     return v
 
 
+# Statistics in ``extra`` that the engine computes with (the check against the training data, the
+# replay of the training locations): a NaN there turns every comparison false, silently.
+NUMERIC_EXTRA = ("ood", "replay")
+
+
+def _non_finite(value, where: str) -> Optional[Tuple[str, float]]:
+    """``(place, value)`` of the first NaN or infinity in ``value`` (numbers, lists, dicts of them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where, value
+    items = (enumerate(value) if isinstance(value, list) else value.items() if isinstance(value, dict) else ())
+    for k, v in items:
+        bad = _non_finite(v, "%s[%d]" % (where, k) if isinstance(k, int) else "%s.%s" % (where, k))
+        if bad:
+            return bad
+    return None
+
+
+def check_finite(info: ModelInfo) -> None:
+    """:class:`ModelError` naming the model and the key when a number the engine computes with is
+    NaN or infinite (scale, offset, mean, std, thresholds, the training statistics)."""
+    fields = {"scale": info.scale, "offset": info.offset, "mean": info.mean, "std": info.std,
+              "threshold": info.threshold, "thresholds": info.thresholds, "tta_scales": info.tta_scales,
+              "min_area_ha": info.min_area_ha, "gsd_m": info.gsd_m}
+    _check_finite(dict(fields, **{k: info.extra[k] for k in NUMERIC_EXTRA if k in info.extra}), model_label(info))
+
+
+def _check_finite(d: Dict[str, Any], label: str) -> None:
+    for key in sorted(d):
+        bad = _non_finite(d[key], key)
+        if bad:
+            raise ModelError("model %s: metadata %s is %s, not a number the engine can compute with (the file is "
+                             "damaged or was exported wrongly): export the model again"
+                             % (label, bad[0], "NaN" if math.isnan(bad[1]) else repr(bad[1])))
+
+
+def model_label(info: ModelInfo) -> str:
+    """The model as a message names it: its name, and its file when that is not called so."""
+    base = os.path.basename(info.path or "")
+    return info.name if not base or os.path.splitext(base)[0] == info.name else "%s (%s)" % (info.name, info.path)
+
+
 def validate(info: ModelInfo) -> None:
     """Raise :class:`ModelError` naming what is wrong or contradictory."""
+    check_finite(info)
     if info.gsd_m < 0 or (info.gsd_m == 0 and info.source_format == "tailings_mapper"):
         raise ModelError("metadata gsd_m must be > 0, got %g" % info.gsd_m)
     if info.tile_size < 16:

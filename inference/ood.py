@@ -31,6 +31,40 @@ OUT_OF_RANGE_SCENE = 0.2   # ... or this share of its pixels outside the trainin
 COMPONENTS = 8
 
 
+BOUNDS_UNITS = "reflectance"   # the ``ood`` metadata's ``bounds_units``: what its bounds are in
+
+
+@dataclass(frozen=True)
+class RawRange:
+    """The training range of a run, per model input, in its raster's own values."""
+    low: np.ndarray
+    high: np.ndarray
+
+
+def bounds_from_metadata(d: dict, scale: Sequence[float], offset: Sequence[float]) -> Tuple[np.ndarray, np.ndarray]:
+    """``(low, high)`` reflectance (float64) of ``ood`` metadata: ``toa_reflectance_low/high``;
+    files written before (``reflectance_low/high``) hold the DN of a raster the model reads with
+    its default scale and offset (DN x 0.0001 for the shipped model), converted with those."""
+    if "toa_reflectance_low" in d:
+        return (np.asarray(d["toa_reflectance_low"], np.float64).reshape(-1),
+                np.asarray(d["toa_reflectance_high"], np.float64).reshape(-1))
+    lo = np.asarray(d["reflectance_low"], np.float64).reshape(-1)
+    hi = np.asarray(d["reflectance_high"], np.float64).reshape(-1)
+    sc = np.asarray(list(scale) or [1.0], np.float64)
+    off = np.asarray(list(offset) or [0.0], np.float64)
+    lo, hi = lo * sc + off, hi * sc + off
+    return np.minimum(lo, hi), np.maximum(lo, hi)
+
+
+def reflectance_keys(d: dict, scale: Sequence[float], offset: Sequence[float]) -> dict:
+    """``ood`` metadata with its bounds as reflectance, under the keys that say so (an old
+    file's ``reflectance_low/high`` converted: :func:`bounds_from_metadata`)."""
+    low, high = bounds_from_metadata(d, scale, offset)
+    out = {k: v for k, v in d.items() if k not in ("reflectance_low", "reflectance_high")}
+    out.update(toa_reflectance_low=low.tolist(), toa_reflectance_high=high.tolist(), bounds_units=BOUNDS_UNITS)
+    return out
+
+
 @dataclass(frozen=True)
 class OodStats:
     feature: str                  # the graph tensor (N, C, h, w) whose tile means are compared
@@ -40,23 +74,34 @@ class OodStats:
     variances: np.ndarray         # (k,)
     maha_q95: float
     res_q95: float
-    low: np.ndarray               # per model input: the training reflectance's 0.5 % quantile
+    low: np.ndarray               # per model input: the training reflectance's 0.5 % quantile (float64)
     high: np.ndarray              # ... and its 99.5 %
     out_q95: float                # the share of out-of-range pixels of the 95th-percentile training tile
     tiles: int                    # training tiles the statistics come from
     threshold: float = THRESHOLD
 
     @classmethod
-    def from_metadata(cls, d: Optional[dict]) -> Optional["OodStats"]:
+    def from_metadata(cls, d: Optional[dict], scale: Sequence[float] = (), offset: Sequence[float] = ()
+                      ) -> Optional["OodStats"]:
+        """The statistics of a model's ``ood`` metadata; ``scale``/``offset``: the model's default
+        (how it reads an integer raster), for files written before the bounds were reflectance."""
         if not d:
             return None
+        low, high = bounds_from_metadata(d, scale, offset)
         return cls(feature=str(d["feature"]), mean=np.asarray(d["mean"], np.float32),
                    std=np.maximum(np.asarray(d["std"], np.float32), 1e-6),
                    components=np.asarray(d["components"], np.float32), variances=np.asarray(d["variances"], np.float32),
-                   maha_q95=float(d["maha_q95"]), res_q95=float(d["res_q95"]),
-                   low=np.asarray(d["reflectance_low"], np.float32), high=np.asarray(d["reflectance_high"], np.float32),
+                   maha_q95=float(d["maha_q95"]), res_q95=float(d["res_q95"]), low=low, high=high,
                    out_q95=float(d.get("out_of_range_q95", 0.01)), tiles=int(d.get("tiles", 0)),
                    threshold=float(d.get("threshold", THRESHOLD)))
+
+    def raw_range(self, scalings) -> "RawRange":
+        """The training range in a run's raw values (``scalings``: per model input, the
+        ``radiometry.BandScaling`` that makes its raster band reflectance: raw x scale + offset)."""
+        sc = np.asarray([s.scale for s in scalings], np.float64)
+        off = np.asarray([s.offset for s in scalings], np.float64)
+        lo, hi = (self.low - off) / sc, (self.high - off) / sc
+        return RawRange(np.minimum(lo, hi), np.maximum(lo, hi))   # (a negative scale swaps the ends)
 
     def distances(self, vectors: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """(Mahalanobis, residual) of tile feature means (n, C), raw (not yet scaled)."""
@@ -86,7 +131,8 @@ def _fit_features(vectors: np.ndarray, feature: str, k: int) -> OodStats:
 def fit(vectors: np.ndarray, reflectance: List[np.ndarray], feature: str, groups: Optional[Sequence] = None,
         k: int = COMPONENTS) -> dict:
     """The ``ood`` metadata of training tiles' feature means (n, C) and their pixels' reflectance
-    (per tile: (bands, pixels) of valid pixels); ``groups`` (each tile's site): the percentiles
+    (per tile: (bands, pixels) of valid pixels, the physical values the network reads: raw x scale
+    + offset, whatever the raster stores); ``groups`` (each tile's site): the percentiles
     come from tiles scored without their site."""
     stats = _fit_features(vectors, feature, k)
     if groups is not None and len(set(groups)) > 2:
@@ -98,13 +144,14 @@ def fit(vectors: np.ndarray, reflectance: List[np.ndarray], feature: str, groups
             maha[held], res[held] = m, r
     else:
         maha, res = stats.distances(vectors)
-    pix = np.concatenate(reflectance, axis=1)
+    pix = np.concatenate(reflectance, axis=1).astype(np.float64)
     low, high = np.percentile(pix, 0.5, axis=1), np.percentile(pix, 99.5, axis=1)
     outs = [float(((t < low[:, None]) | (t > high[:, None])).any(axis=0).mean()) for t in reflectance]
     return {"feature": feature, "mean": stats.mean.tolist(), "std": stats.std.tolist(),
             "components": stats.components.tolist(), "variances": stats.variances.tolist(), "maha_q95": float(np.percentile(maha, 95)),
-            "res_q95": float(np.percentile(res, 95)), "reflectance_low": low.tolist(),
-            "reflectance_high": high.tolist(), "out_of_range_q95": max(1e-3, float(np.percentile(outs, 95))),
+            "res_q95": float(np.percentile(res, 95)), "toa_reflectance_low": low.tolist(),
+            "toa_reflectance_high": high.tolist(), "bounds_units": BOUNDS_UNITS,
+            "out_of_range_q95": max(1e-3, float(np.percentile(outs, 95))),
             "tiles": int(len(vectors)), "threshold": THRESHOLD,
             "calibration": "leave one site out" if groups is not None else "in sample"}
 
@@ -114,40 +161,48 @@ def tile_means(features: np.ndarray) -> np.ndarray:
     return features.reshape(features.shape[0], features.shape[1], -1).mean(axis=2)
 
 
-def out_of_range(stats: OodStats, tile: np.ndarray, valid: np.ndarray, a, b, step: int = 2,
+def out_of_range(rng: RawRange, tile: np.ndarray, valid: np.ndarray, a, b, step: int = 2,
                  raw: bool = False) -> float:
-    """Share of a tile's valid pixels with a band outside the training range (``stats.low`` to
-    ``stats.high``, in the raster's values): ``tile`` is the normalised input (bands, h, w) and
-    (a, b) its normalisation (normalised = value * a + b), so the range is normalised instead of
-    the tile; ``raw``: ``tile`` holds the raster's own integers, compared with the range's
-    integer bounds (half the bytes of float32 to compare; a value on the range's end, within
-    float32 rounding, is inside).  Every ``step``-th pixel each way (a share: a
-    sample of a quarter of them gives it to a fraction of a percent)."""
+    """Share of a tile's valid pixels with a band outside the training range (``rng``: its
+    bounds in the raster's own values, :meth:`OodStats.raw_range`): ``tile`` is the normalised
+    input (bands, h, w) and (a, b) its normalisation (normalised = value * a + b), so the range
+    is normalised instead of the tile; ``raw``: ``tile`` holds the raster's own integers,
+    compared with the range's integer bounds (half the bytes of float32 to compare).  A value on
+    the range's end, within float32 rounding, is inside, either way.  Every ``step``-th pixel
+    each way (a share: a sample of a quarter of them gives it to a fraction of a percent)."""
     t, v = tile[:, ::step, ::step], valid[::step, ::step]
     n = int(v.sum())
     if n == 0:
         return 0.0
     if raw:
-        lo, hi = _integer_bounds(stats, t.dtype)
+        lo, hi = _integer_bounds(rng, t.dtype)
         if lo is None:
             return 1.0
     else:
-        a, b = np.asarray(a, np.float32).reshape(-1), np.asarray(b, np.float32).reshape(-1)
-        lo, hi = stats.low * a + b, stats.high * a + b
+        low, high = _widened(rng)
+        a, b = np.asarray(a, np.float64).reshape(-1), np.asarray(b, np.float64).reshape(-1)
+        lo, hi = (low * a + b).astype(np.float32), (high * a + b).astype(np.float32)
         lo, hi = np.minimum(lo, hi).reshape(-1, 1, 1), np.maximum(lo, hi).reshape(-1, 1, 1)
     out = ((t < lo) | (t > hi)).any(axis=0)
     return float(np.count_nonzero(out & v) / n)
 
 
-def _integer_bounds(stats: OodStats, dtype):
+def _widened(rng) -> Tuple[np.ndarray, np.ndarray]:
+    """The range's ends (float64) moved out by float32 rounding: a value that a few units in
+    the last place separate from an end is on it."""
+    low = np.minimum(rng.low, rng.high).astype(np.float64)
+    high = np.maximum(rng.low, rng.high).astype(np.float64)
+    return (low - 4 * np.spacing(np.abs(low).astype(np.float32)).astype(np.float64),
+            high + 4 * np.spacing(np.abs(high).astype(np.float32)).astype(np.float64))
+
+
+def _integer_bounds(rng, dtype):
     """``(lo, hi)`` (bands, 1, 1) of ``dtype`` with ``value < lo or value > hi`` exactly where an
     integer value lies outside the range; ``(None, None)`` when a band's range holds no value of
     the type (every pixel out)."""
     info = np.iinfo(dtype)
-    low, high = np.minimum(stats.low, stats.high), np.maximum(stats.low, stats.high)
-    # (float32 ranges: a value a few units in the last place from a whole number is that number)
-    lo = np.ceil(low.astype(np.float64) - 4 * np.spacing(low))
-    hi = np.floor(high.astype(np.float64) + 4 * np.spacing(high))
+    low, high = _widened(rng)
+    lo, hi = np.ceil(low), np.floor(high)
     if (lo > info.max).any() or (hi < info.min).any() or (lo > hi).any():
         return None, None
     return (np.clip(lo, info.min, info.max).astype(dtype).reshape(-1, 1, 1),

@@ -134,7 +134,7 @@ def plan(input_path: str, model: Union[str, Model], opts: Optional["optlib.Segme
     notes.extend(more_notes)
     warnings.extend(more_warnings)
     transform = radiometry.normalisation(info, scalings)
-    ood = OodStats.from_metadata(info.extra.get("ood")) if opts.ood_check else None
+    ood = OodStats.from_metadata(info.extra.get("ood"), info.scale, info.offset) if opts.ood_check else None
     if ood is None and opts.ood_check:
         notes.append("the model carries no statistics of its training data: this run cannot say whether the "
                      "scene is like them")

@@ -19,7 +19,8 @@ from osgeo import gdal, gdal_array
 
 from . import aoi as aoilib
 from . import raster as rasterlib
-from .errors import Cancelled, InputError, TailingsError, first_line
+from .errors import Cancelled, InputError, ModelError, TailingsError, first_line
+from .metadata import model_label
 from .classify import classify
 from .tiling import blend_weights, positions, rescale, tta_views
 from .writing import NODATA_CONF, STAGES, gdal_threads_here
@@ -306,6 +307,10 @@ class TileNetwork:
         if o.shape[1] != self.K or o.shape[2] != ts or o.shape[3] != ts:
             raise TailingsError("the network returned shape %s for tiles of %d x %d; expected (N, %d, %d, %d)"
                                 % (o.shape, ts, ts, self.K, ts, ts))
+        if not np.isfinite(o).all():   # (a NaN map is "no tailings" everywhere: never silently; ~0.05 % of a batch)
+            raise ModelError("model %s returned NaN or infinite values on tiles of %d x %d px (an fp16 export that "
+                             "overflows does this): its map would mean nothing; export the model again (float32)"
+                             % (model_label(self.p.info), ts, ts))
         return o.astype(np.float32, copy=False)
 
 
@@ -422,6 +427,8 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
     th, tw = min(T, H), min(T, W)
     blend = Blender(network.K, T, O, W, th, tw)
     read = read or StripReader(p, grid)
+    # (the training range in this raster's own values: its reflectance bounds through the run's scaling)
+    training_range = tile_log.stats.raw_range(p.scalings) if tile_log is not None else None
     threaded_read, threaded_write, threaded_infer = _modes(threaded)
     # Two batches in turn when the network runs on a thread of its own: the next is filled while
     # the last is inferred, and queued before that one is blended, so that the network goes from
@@ -535,7 +542,7 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
                     v = valid[:, x:x + tw]
                     # (an exact raster's tile as read: its own integers against the range)
                     t = norm[:, :, x:x + tw] if read.exact else batch[k, :, :th, :tw]
-                    checks.append((out_of_range(tile_log.stats, t, v, read.a, read.b, raw=read.exact), int(v.sum())))
+                    checks.append((out_of_range(training_range, t, v, read.a, read.b, raw=read.exact), int(v.sum())))
                 if len(pending) == len(batch):
                     flush(y)
                     if ahead:

@@ -27,7 +27,8 @@ PIXELS_PER_TILE = 4000
 
 
 def tile_samples(model, raster: str, feature: str, rng: np.random.Generator, tmp: str):
-    """``(feature means (n, C), reflectance samples [(bands, k)], boxes)`` of a raster's tiles."""
+    """``(feature means (n, C), reflectance samples [(bands, k)], boxes)`` of a raster's tiles
+    (reflectance: what the network reads, raw x scale + offset, whatever the raster stores)."""
     p = plan(raster, model, SegmentOptions(device="cpu", threads=None, cloud_mask="off", ood_check=False))
     session = model.session("cpu", None, (feature,))
     grid = stream.open_grid(p, tmp)
@@ -36,6 +37,8 @@ def tile_samples(model, raster: str, feature: str, rng: np.random.Generator, tmp
     xs, ys = positions(grid.width, T, O), positions(grid.height, T, O)
     th, tw = min(T, grid.height), min(T, grid.width)
     vectors, pixels, boxes = [], [], []
+    mean = np.asarray(model.info.mean, np.float32).reshape(-1, 1)
+    std = np.asarray(model.info.std, np.float32).reshape(-1, 1)
     for y in ys:
         norm, valid, _ = read(y)
         for x in xs:
@@ -46,7 +49,7 @@ def tile_samples(model, raster: str, feature: str, rng: np.random.Generator, tmp
             tile[0, :, :th, :tw] = norm[:, :, x:x + tw]
             outs = session.ort.run(None, {session.input_name: tile})
             vectors.append(ood.tile_means(np.asarray(outs[1], np.float32))[0])
-            phys = (norm[:, :, x:x + tw][:, v] - read.b.reshape(-1, 1)) / read.a.reshape(-1, 1)
+            phys = norm[:, :, x:x + tw][:, v] * std + mean   # (normalised = (reflectance - mean) / std)
             take = rng.choice(phys.shape[1], size=min(PIXELS_PER_TILE, phys.shape[1]), replace=False)
             pixels.append(phys[:, take])
             boxes.append((x, y, tw, th))
@@ -145,7 +148,7 @@ def write(model_path: str, stats: Dict, out: str, replay: Optional[Dict] = None)
 def score(model_path: str, rasters: Sequence[str], seed: int = 0) -> Dict[str, Dict]:
     """Per raster: tile scores (median, share above the threshold) and out-of-range share."""
     model = open_model(model_path)
-    st = ood.OodStats.from_metadata(model.info.extra.get("ood"))
+    st = ood.OodStats.from_metadata(model.info.extra.get("ood"), model.info.scale, model.info.offset)
     if st is None:
         raise ValueError("%s carries no ood statistics" % model_path)
     rng = np.random.default_rng(seed)
