@@ -155,7 +155,11 @@ def cmd_change(a) -> int:
         print("%s: %s" % (y, ", ".join("%s %.2f ha" % kv for kv in s["series"]["area_ha"][y].items())))
     for t in s["transitions"]:
         if t["from"] != t["to"] and t["area_ha"] > 0:
-            print("%s -> %s: %.2f ha" % (t["from"], t["to"], t["area_ha"]))
+            print("%s%s -> %s: %.2f ha" % ("uncertain: " if t.get("uncertain") else "", t["from"], t["to"], t["area_ha"]))
+    print("change: %.2f ha certain, %.2f ha uncertain (%s)" % (s["certain_change_ha"], s["uncertain_change_ha"],
+                                                               s["uncertain_rule"]))
+    if s.get("facilities_not_covered"):
+        print("not covered (outside the compared ground): %s" % ", ".join(s["facilities_not_covered"]))
     for w in res.warnings:
         print("warning: %s" % w)
     for k in ("transitions", "polygons", "report", "summary"):

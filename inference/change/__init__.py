@@ -23,7 +23,7 @@ from ..errors import InputError, OptionError, OutputError
 from ..metadata import DEFAULT_COLOURS
 from ..options import Option
 from ..tables import open_vector
-from . import compute, grid as gridlib, products, report
+from . import compute, doubt, grid as gridlib, products, report
 from .inputs import ResultInput, assign_years, check_classes, open_input
 
 CHANGE_OPTIONS = (
@@ -144,13 +144,23 @@ def run_change(p: ChangePlan, progress: Optional[Callable[[float, str], None]] =
     os.makedirs(stage)
     try:
         progress(0.02, "bringing the results onto one grid")
-        sources = []
+        sources, warnings = [], []
         for k, inp in enumerate(p.inputs):
             if inp.kind == "raster":
-                sources.append((gridlib.warp_onto(inp.path, p.grid, os.path.join(work, "y%d.vrt" % k)), None))
+                cls_k, mask_k = gridlib.warp_onto(inp.path, p.grid, os.path.join(work, "y%d.vrt" % k)), None
             else:
-                sources.append((gridlib.burn_polygons(inp, p.grid, os.path.join(work, "y%d.tif" % k)),
-                                gridlib.sibling_mask(inp, p.grid, os.path.join(work, "m%d.vrt" % k))))
+                cls_k = gridlib.burn_polygons(inp, p.grid, os.path.join(work, "y%d.tif" % k))
+                mask_k = gridlib.sibling_mask(inp, p.grid, os.path.join(work, "m%d.vrt" % k))
+            doubt_k = None
+            if k in (0, len(p.inputs) - 1):   # (the transitions are first -> last)
+                ev = doubt.evidence(inp.path if inp.kind == "raster" else inp.raster)
+                w = doubt.warnings_for(inp.label, ev)
+                if w:
+                    warnings.append(w)
+                own = doubt.doubt_raster(ev, os.path.join(work, "d%d.tif" % k))
+                if own:
+                    doubt_k = gridlib.warp_onto(own, p.grid, os.path.join(work, "d%d.vrt" % k))
+            sources.append((cls_k, mask_k, doubt_k))
         from osgeo import ogr
         common = gridlib.burn_common(ogr.CreateGeometryFromWkt(p.common_wkt), p.grid, os.path.join(work, "common.tif"))
         fac, ids = None, []
@@ -159,7 +169,7 @@ def run_change(p: ChangePlan, progress: Optional[Callable[[float, str], None]] =
                                                os.path.join(work, "facilities.tif"))
         n = len(p.classes)
         staged = {k: os.path.join(stage, os.path.basename(v)) for k, v in p.outputs.items()}
-        meta = {"TM_CODE": "from x %d + to" % n, "TM_YEARS": ",".join(p.years),
+        meta = {**products.code_text(n), "TM_YEARS": ",".join(p.years),
                 **{"CLASS_%d" % k: v for k, v in p.classes.items()}}
         counts = compute.compute(p.grid, n, sources, common, fac, len(ids), staged["transitions"], meta, progress, cancel)
         if counts.pixels == 0:
@@ -191,7 +201,6 @@ def run_change(p: ChangePlan, progress: Optional[Callable[[float, str], None]] =
             if os.path.exists(src + ".aux.xml"):
                 os.replace(src + ".aux.xml", dest + ".aux.xml")
         progress(1.0, "done")
-        warnings = []
         if counts.nodata_m2 > 0.5 * counts.common_m2:
             warnings.append("%.0f %% of the common ground is no data in some year: the figures cover the rest only"
                             % (100 * counts.nodata_m2 / counts.common_m2))
