@@ -5,7 +5,9 @@ them: ``inputs``) are brought onto one grid over the ground all of them cover (`
 strip by strip (``compute``), and written as a transition raster (``from x N + to``, styled, its
 legend ``tailings -> background``), change polygons, CSV tables, ``summary.json`` (``products``)
 and a self-contained HTML report with its figures as PNG (``report``).  Areas are true hectares in
-any CRS; no data is never change.  The options are declared once (:data:`CHANGE_OPTIONS`): the
+any CRS; no data is never change.  Change is certain or uncertain (``doubt``: either year's run
+below 70 % confident, or within 32 px of the edge of the raster it segmented), uncertain change
+with its own code, rows and words; a facility with no compared ground is "not covered".  The options are declared once (:data:`CHANGE_OPTIONS`): the
 command line (``python -m inference change``) and Processing take them from there.
 """
 from __future__ import annotations

@@ -13,7 +13,7 @@ from osgeo import gdal
 
 from ..errors import Cancelled
 from ..masks import MASK_MIN
-from .doubt import doubtful
+from .doubt import uncertain
 from .grid import NODATA, Grid, PixelAreas
 
 ROWS = 256
@@ -96,10 +96,8 @@ def compute(grid: Grid, n: int, years: Sequence[Tuple[str, Optional[str], Option
             area_year[k] += np.bincount(fv * n + a[valid], weights=w, minlength=F * n).reshape(F, n)
         code = cls[0] * n + cls[-1]
         trans += np.bincount(fv * n * n + code[valid], weights=w, minlength=F * n * n).reshape(F, n, n)
-        doubt = np.zeros((h, W), bool)
-        for k in (0, len(cls) - 1):
-            if doubts[k] is not None:
-                doubt |= doubtful(doubts[k].GetRasterBand(1).ReadAsArray(0, y, W, h), runs[k], cls[k])
+        doubt = uncertain(*[(doubts[k].GetRasterBand(1).ReadAsArray(0, y, W, h) if doubts[k] is not None else None,
+                             runs[k], cls[k]) for k in (0, len(cls) - 1)])
         doubt &= valid & (cls[0] != cls[-1])
         unsure += np.bincount(fac[doubt] * n * n + code[doubt], weights=areas[doubt],
                               minlength=F * n * n).reshape(F, n, n)

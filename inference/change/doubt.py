@@ -7,8 +7,11 @@ A pixel of one year is *doubtful* when
   raster: the probability of the assigned class, percent) is below :data:`CONFIDENCE_MIN` (70 %),
   or
 - it lies within :data:`EDGE_PX` (32) pixels of the edge of the raster the model segmented, or of
-  that raster's no data (outside the scene, outside an area of interest): there the network saw
-  the ground on one side only, and two runs whose rasters end in different places disagree.
+  that raster's no data (outside the scene, outside an area of interest), and the other year's
+  raster does not end there too (their distances to an edge differ by more than
+  :data:`EDGE_TOLERANCE` pixels): there one run saw the ground on one side only and the other saw
+  more, and two runs of the same imagery disagree.  Two years segmented over the same window (a
+  batch's facility areas) saw the same ground around each pixel: their edges are comparable.
 
 A change (a pixel whose class in the first year differs from the last) is *uncertain* when the
 pixel is doubtful in either of the two years, else certain.  A pond that appears or disappears
@@ -17,7 +20,8 @@ polygon layer (as the analyst edited it) differs from its run's class raster, th
 the analyst's judgement and that year is not doubtful there.
 
 A class raster that no model made (no ``TM_MODEL`` in its metadata: drawn by hand, another tool)
-has no model edges; one without a confidence raster (older runs, ``--no-confidence``) has no
+has no model edges (the other year's near its own edges is doubtful); a polygon layer without its
+class raster has unknown edges (not compared); one without a confidence raster (older runs, ``--no-confidence``) has no
 known confidence: its change counts as certain unless near an edge, with a warning.
 """
 from __future__ import annotations
@@ -32,8 +36,9 @@ from osgeo import gdal
 
 CONFIDENCE_MIN = 70
 EDGE_PX = 32
-LOW_CONFIDENCE = 1   # bits of a doubt raster
-NEAR_EDGE = 2
+EDGE_TOLERANCE = 2
+LOW_CONFIDENCE = 128   # a doubt raster: this bit, and the distance to an edge in the bits below (FAR: beyond EDGE_PX)
+FAR = EDGE_PX + 1
 _NO_DIST = 65535
 ROWS = 512
 
@@ -66,27 +71,26 @@ def confidence_beside(class_raster: str) -> Optional[str]:
 
 
 def evidence(class_raster: Optional[str]) -> Evidence:
+    """What a year's class raster tells of its doubt (None: a polygon layer without one)."""
     if not class_raster:
         return Evidence(None, None, False)
     ds = gdal.Open(class_raster)
-    md = ds.GetMetadata() or {}
+    md, size = ds.GetMetadata() or {}, (ds.RasterXSize, ds.RasterYSize)
     ds = None
     conf = confidence_beside(class_raster)
     if conf is not None:
         cds = gdal.Open(conf)
-        cds_size = (cds.RasterXSize, cds.RasterYSize)
-        cds = None
-        ds = gdal.Open(class_raster)
-        if cds_size != (ds.RasterXSize, ds.RasterYSize):
+        if (cds.RasterXSize, cds.RasterYSize) != size:
             conf = None   # (not this raster's: a renamed or replaced file)
-        ds = None
+        cds = None
     return Evidence(class_raster, conf, bool(md.get("TM_MODEL")))
 
 
 def doubt_raster(ev: Evidence, path: str) -> Optional[str]:
-    """On the class raster's own grid: ``LOW_CONFIDENCE | NEAR_EDGE`` bits per pixel (a GeoTIFF at
-    ``path``); None when nothing there can be doubted."""
-    if ev.class_raster is None or (ev.confidence is None and not ev.model_edges):
+    """On the class raster's own grid: the ``LOW_CONFIDENCE`` bit and the distance to an edge in
+    pixels (``FAR`` beyond :data:`EDGE_PX`) per pixel (a GeoTIFF at ``path``); None when nothing
+    there can be doubted (no class raster: a polygon layer without one)."""
+    if ev.class_raster is None:
         return None
     src = gdal.Open(ev.class_raster)
     W, H = src.RasterXSize, src.RasterYSize
@@ -114,13 +118,13 @@ def doubt_raster(ev: Evidence, path: str) -> Optional[str]:
     out.SetProjection(src.GetProjection())
     for y in range(0, H, ROWS):
         h = min(ROWS, H - y)
-        d = np.zeros((h, W), np.uint8)
+        d = np.full((h, W), FAR, np.uint8)
         if conf is not None:
             c = conf.GetRasterBand(1).ReadAsArray(0, y, W, h)
             d |= np.where(c < CONFIDENCE_MIN, LOW_CONFIDENCE, 0).astype(np.uint8)
         if prox is not None:
             p = prox.GetRasterBand(1).ReadAsArray(0, y, W, h)
-            d |= np.where(p != _NO_DIST, NEAR_EDGE, 0).astype(np.uint8)
+            d = np.where(p != _NO_DIST, np.minimum(p, EDGE_PX), FAR).astype(np.uint8) | (d & LOW_CONFIDENCE)
         out.GetRasterBand(1).WriteArray(d, 0, y)
     out = prox = conf = src = None
     for extra in (path + ".edge.tif", path + ".prox.tif"):
@@ -129,13 +133,25 @@ def doubt_raster(ev: Evidence, path: str) -> Optional[str]:
     return path
 
 
-def doubtful(d: np.ndarray, run_class: Optional[np.ndarray], cls: np.ndarray) -> np.ndarray:
-    """Rows of a doubt raster on the grid -> doubtful pixels; for a polygon layer (``run_class``:
-    its run's classes), only where the polygons agree with the run."""
-    out = d != 0
-    if run_class is not None:
-        out &= run_class == cls
-    return out
+def uncertain(first, last) -> np.ndarray:
+    """Which rows of pixels of the first and the last year are doubtful in either; each year
+    ``(doubt rows or None, its run's classes or None, its classes)``: for a polygon layer (its
+    run's classes given), only where the polygons agree with the run."""
+    out, dist, near = None, [], []
+    for d, run, cls in (first, last):
+        if d is None:     # (unknown: a polygon layer without its class raster; its edges taken as the other's)
+            dist.append(None)
+            near.append(np.zeros(cls.shape, bool))
+            continue
+        agree = (run == cls) if run is not None else np.ones(cls.shape, bool)
+        low = ((d & LOW_CONFIDENCE) != 0) & agree
+        out = low if out is None else out | low
+        dist.append((d & ~np.uint8(LOW_CONFIDENCE)).astype(np.int16))
+        near.append((dist[-1] <= EDGE_PX) & agree)
+    if dist[0] is None or dist[1] is None:
+        return out if out is not None else np.zeros(first[2].shape, bool)
+    edge = (near[0] | near[1]) & (np.abs(dist[0] - dist[1]) > EDGE_TOLERANCE)
+    return edge if out is None else out | edge
 
 
 def warnings_for(label: str, ev: Evidence) -> Optional[str]:

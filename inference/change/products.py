@@ -286,9 +286,9 @@ def summary(counts: Counts, classes: Dict[int, str], years: Sequence[str], facil
               for f in range(n) for t in range(n) if f != t],
            "certain_change_ha": round(float(total.sum() - np.trace(total)), 4),
            "uncertain_change_ha": round(float(unsure.sum()), 4),
-           "uncertain_rule": "a change is uncertain where either year's confidence is below %d %% or the pixel is "
-                             "within %d px of the edge (or no data) of the raster that year was segmented from"
-                             % (CONFIDENCE_MIN, EDGE_PX),
+           "uncertain_rule": "a change is uncertain where either year's confidence is below %d %%, or the pixel is "
+                             "within %d px of the edge (or no data) of the raster one year was segmented from and "
+                             "not of the other's" % (CONFIDENCE_MIN, EDGE_PX),
            "series": {"years": list(years), "area_ha": {y: area(k) for k, y in enumerate(years)}},
            "common_area_ha": round(counts.common_m2 / 1e4, 4),
            "nodata_area_ha": round(counts.nodata_m2 / 1e4, 4),

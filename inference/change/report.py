@@ -135,7 +135,7 @@ def html_report(path: str, counts: Counts, classes: Dict[int, str], colours: Dic
     doubt = ("<p><b>Certain and uncertain change:</b> %.2f ha changed with certainty; %.2f ha of change is "
              "<b>uncertain</b> (grey on the map, its own rows below): there either year's run was below %d %% "
              "confident of its class, or the pixel lies within %d pixels of the edge (or no data) of the raster "
-             "that year was segmented from, where the model saw the ground on one side only. Two runs over the same "
+             "one year was segmented from but not of the other's, where one run saw the ground on one side only. Two runs over the same "
              "ground from the same imagery differ there; check uncertain change against the images before counting "
              "it.</p>" % (certain_ha, unsure_ha, CONFIDENCE_MIN, EDGE_PX))
     areas = "".join("<tr><th>%s</th>%s</tr>" % (e(y), "".join(
