@@ -304,6 +304,16 @@ def summary(counts: Counts, classes: Dict[int, str], years: Sequence[str], facil
     return out
 
 
+def doubt_lines(s: Dict) -> List[str]:
+    """What a summary says of certain and uncertain change and of facilities not covered (the
+    command line's lines, Processing's log)."""
+    out = ["change: %.2f ha certain, %.2f ha uncertain (%s)" % (s["certain_change_ha"], s["uncertain_change_ha"],
+                                                               s["uncertain_rule"])]
+    if s.get("facilities_not_covered"):
+        out.append("not covered (outside the compared ground): %s" % ", ".join(s["facilities_not_covered"]))
+    return out
+
+
 def write_json(path: str, d: Dict) -> str:
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(d, fh, indent=1, ensure_ascii=False)
