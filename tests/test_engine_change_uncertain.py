@@ -15,7 +15,7 @@ from osgeo import gdal, ogr, osr
 
 from engine_helpers import blobs, conv_model, make_raster, read, run_cli
 from inference import SegmentOptions, segment
-from inference.change import ChangeOptions, change
+from inference.change import change
 from inference.change.doubt import CONFIDENCE_MIN, EDGE_PX
 
 H, W, WIN, OFF = 200, 260, 200, 60       # the scene, each window's width, the second window's offset
