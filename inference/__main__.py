@@ -137,6 +137,7 @@ def cmd_evaluate(a) -> int:
 
 def cmd_change(a) -> int:
     from .change import CHANGE_OPTIONS, options_from_texts, plan_change, run_change
+    from .change.products import doubt_lines
     try:
         opts = options_from_texts({o.name: getattr(a, o.name, None) for o in CHANGE_OPTIONS})
     except OptionError as err:
@@ -155,7 +156,9 @@ def cmd_change(a) -> int:
         print("%s: %s" % (y, ", ".join("%s %.2f ha" % kv for kv in s["series"]["area_ha"][y].items())))
     for t in s["transitions"]:
         if t["from"] != t["to"] and t["area_ha"] > 0:
-            print("%s -> %s: %.2f ha" % (t["from"], t["to"], t["area_ha"]))
+            print("%s%s -> %s: %.2f ha" % ("uncertain: " if t.get("uncertain") else "", t["from"], t["to"], t["area_ha"]))
+    for line in doubt_lines(s):
+        print(line)
     for w in res.warnings:
         print("warning: %s" % w)
     for k in ("transitions", "polygons", "report", "summary"):

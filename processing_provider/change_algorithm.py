@@ -16,6 +16,7 @@ from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException, QgsProces
 
 from .. import inference as eng
 from ..inference.change import CHANGE_OPTIONS, options_from_texts, plan_change, run_change
+from ..inference.change.products import doubt_lines
 from ..qgis_glue import compat
 from ..qgis_glue.change_task import result_path
 from ..qgis_glue.icons import icon
@@ -110,6 +111,8 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
         s = res.summary
         feedback.pushInfo("compared %.2f ha (common ground %.2f ha, no data %.2f ha)" % (
             s["compared_area_ha"], s["common_area_ha"], s["nodata_area_ha"]))
+        for line in doubt_lines(s):
+            feedback.pushInfo(line)
         o = res.outputs
         name = os.path.splitext(os.path.basename(o["polygons"]))[0]
         return {"TRANSITIONS": o["transitions"], "POLYGONS": "%s|layername=%s" % (o["polygons"], name),

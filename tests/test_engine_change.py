@@ -64,7 +64,7 @@ def year_b():
 
 
 def transitions(summary):
-    return {(t["from"], t["to"]): t["area_ha"] for t in summary["transitions"]}
+    return {(t["from"], t["to"]): t["area_ha"] for t in summary["transitions"] if not t.get("uncertain")}
 
 
 def border_ha(side_px):

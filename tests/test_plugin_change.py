@@ -68,7 +68,7 @@ def test_dialog_reads_unsaved_edits_adds_styled_layers_and_opens_the_report(tm, 
     assert task is not None, dlg.status.text()
     assert wait_for(lambda: task.ok is not None, 120) and task.ok, task.outcome
     s = task.result.summary
-    t = {(x["from"], x["to"]): x["area_ha"] for x in s["transitions"]}
+    t = {(x["from"], x["to"]): x["area_ha"] for x in s["transitions"] if not x.get("uncertain")}
     assert t[("water", "tailings")] == 0.0 and t[("water", "background")] == pytest.approx(900 * HA, rel=1e-4)
     names = [lyr.name() for lyr in task.layers]
     assert names == ["change polygons 2019 → 2021", "change 2019 → 2021"]

@@ -5,7 +5,9 @@ them: ``inputs``) are brought onto one grid over the ground all of them cover (`
 strip by strip (``compute``), and written as a transition raster (``from x N + to``, styled, its
 legend ``tailings -> background``), change polygons, CSV tables, ``summary.json`` (``products``)
 and a self-contained HTML report with its figures as PNG (``report``).  Areas are true hectares in
-any CRS; no data is never change.  The options are declared once (:data:`CHANGE_OPTIONS`): the
+any CRS; no data is never change.  Change is certain or uncertain (``doubt``: either year's run
+below 70 % confident, or within 32 px of the edge of the raster it segmented), uncertain change
+with its own code, rows and words; a facility with no compared ground is "not covered".  The options are declared once (:data:`CHANGE_OPTIONS`): the
 command line (``python -m inference change``) and Processing take them from there.
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ from ..errors import InputError, OptionError, OutputError
 from ..metadata import DEFAULT_COLOURS
 from ..options import Option
 from ..tables import open_vector
-from . import compute, grid as gridlib, products, report
+from . import compute, doubt, grid as gridlib, products, report
 from .inputs import ResultInput, assign_years, check_classes, open_input
 
 CHANGE_OPTIONS = (
@@ -144,13 +146,23 @@ def run_change(p: ChangePlan, progress: Optional[Callable[[float, str], None]] =
     os.makedirs(stage)
     try:
         progress(0.02, "bringing the results onto one grid")
-        sources = []
+        sources, warnings = [], []
         for k, inp in enumerate(p.inputs):
             if inp.kind == "raster":
-                sources.append((gridlib.warp_onto(inp.path, p.grid, os.path.join(work, "y%d.vrt" % k)), None))
+                cls_k, mask_k = gridlib.warp_onto(inp.path, p.grid, os.path.join(work, "y%d.vrt" % k)), None
             else:
-                sources.append((gridlib.burn_polygons(inp, p.grid, os.path.join(work, "y%d.tif" % k)),
-                                gridlib.sibling_mask(inp, p.grid, os.path.join(work, "m%d.vrt" % k))))
+                cls_k = gridlib.burn_polygons(inp, p.grid, os.path.join(work, "y%d.tif" % k))
+                mask_k = gridlib.sibling_mask(inp, p.grid, os.path.join(work, "m%d.vrt" % k))
+            doubt_k = None
+            if k in (0, len(p.inputs) - 1):   # (the transitions are first -> last)
+                ev = doubt.evidence(inp.path if inp.kind == "raster" else inp.raster)
+                w = doubt.warnings_for(inp.label, ev)
+                if w:
+                    warnings.append(w)
+                own = doubt.doubt_raster(ev, os.path.join(work, "d%d.tif" % k))
+                if own:
+                    doubt_k = gridlib.warp_onto(own, p.grid, os.path.join(work, "d%d.vrt" % k))
+            sources.append((cls_k, mask_k, doubt_k))
         from osgeo import ogr
         common = gridlib.burn_common(ogr.CreateGeometryFromWkt(p.common_wkt), p.grid, os.path.join(work, "common.tif"))
         fac, ids = None, []
@@ -159,7 +171,7 @@ def run_change(p: ChangePlan, progress: Optional[Callable[[float, str], None]] =
                                                os.path.join(work, "facilities.tif"))
         n = len(p.classes)
         staged = {k: os.path.join(stage, os.path.basename(v)) for k, v in p.outputs.items()}
-        meta = {"TM_CODE": "from x %d + to" % n, "TM_YEARS": ",".join(p.years),
+        meta = {**products.code_text(n), "TM_YEARS": ",".join(p.years),
                 **{"CLASS_%d" % k: v for k, v in p.classes.items()}}
         counts = compute.compute(p.grid, n, sources, common, fac, len(ids), staged["transitions"], meta, progress, cancel)
         if counts.pixels == 0:
@@ -191,7 +203,6 @@ def run_change(p: ChangePlan, progress: Optional[Callable[[float, str], None]] =
             if os.path.exists(src + ".aux.xml"):
                 os.replace(src + ".aux.xml", dest + ".aux.xml")
         progress(1.0, "done")
-        warnings = []
         if counts.nodata_m2 > 0.5 * counts.common_m2:
             warnings.append("%.0f %% of the common ground is no data in some year: the figures cover the rest only"
                             % (100 * counts.nodata_m2 / counts.common_m2))

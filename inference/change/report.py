@@ -16,7 +16,8 @@ import numpy as np
 from osgeo import gdal
 
 from .compute import Counts, transition_nodata
-from .products import background_ids, change_by_class, label, transition_colour
+from .doubt import CONFIDENCE_MIN, EDGE_PX
+from .products import NOT_COVERED, _matrix, background_ids, change_by_class, codes, covered
 from ..metadata import rgb
 
 MAP_PX = 1000
@@ -30,12 +31,9 @@ def map_png(trans_path: str, classes: Dict[int, str], colours: Dict[int, str], o
     w, h = max(1, int(ds.RasterXSize * f)), max(1, int(ds.RasterYSize * f))
     code = ds.GetRasterBand(1).ReadAsArray(buf_xsize=w, buf_ysize=h).astype(np.int64)
     ds = None
-    lut = np.full((max(n * n, transition_nodata(n)) + 1, 3), 255, np.uint8)
-    bg = background_ids(classes)
-    for a in range(n):
-        for b in range(n):
-            c, alpha = transition_colour(a, b, bg, colours)
-            lut[a * n + b] = (235, 235, 235) if alpha == 0 else rgb(c)
+    lut = np.full((max(2 * n * n, transition_nodata(n)) + 1, 3), 255, np.uint8)
+    for k, _, c, alpha in codes(classes, colours):
+        lut[k] = (235, 235, 235) if alpha == 0 else rgb(c)
     lut[transition_nodata(n)] = (255, 255, 255)
     img = lut[np.clip(code, 0, len(lut) - 1)]
     mem = gdal.GetDriverByName("MEM").Create("", w, h, 3, gdal.GDT_Byte)
@@ -119,19 +117,27 @@ def html_report(path: str, counts: Counts, classes: Dict[int, str], colours: Dic
     n = len(classes)
     names = [classes[k] for k in range(n)]
     e = html.escape
-    m = counts.transitions.sum(axis=0) / 1e4
+    m, u = _matrix(counts.certain, slice(None)), _matrix(counts.uncertain, slice(None))
     legend = "".join(
         "<li><span class='sw' style='background:%s;opacity:%s'></span>%s</li>"
-        % (transition_colour(f, t, background_ids(classes), colours)[0],
-           "0.15" if transition_colour(f, t, background_ids(classes), colours)[1] == 0 else "1", e(label(classes, f, t)))
-        for f in range(n) for t in range(n))
+        % (c, "0.15" if alpha == 0 else "1", e(name)) for _, name, c, alpha in codes(classes, colours))
     rows = "".join("<tr><th>%s</th>%s<td class='tot'>%.2f</td></tr>" % (
         e(names[f]), "".join("<td>%.2f</td>" % v for v in m[f]), m[f].sum()) for f in range(n))
+    rows += "".join("<tr class='unc'><th>uncertain: %s</th>%s<td class='tot'>%.2f</td></tr>" % (
+        e(names[f]), "".join("<td>%.2f</td>" % v for v in u[f]), u[f].sum()) for f in range(n))
     rows += "<tr><th>total %s</th>%s<td class='tot'>%.2f</td></tr>" % (
-        e(years[-1]), "".join("<td class='tot'>%.2f</td>" % v for v in m.sum(axis=0)), m.sum())
+        e(years[-1]), "".join("<td class='tot'>%.2f</td>" % v for v in (m + u).sum(axis=0)), (m + u).sum())
     per = change_by_class(counts, slice(None), n)
     byc = "".join("<tr><th>%s</th>%s</tr>" % (e(names[r["class"]]), "".join(
-        "<td>%.2f</td>" % r[k] for k in ("before", "after", "gain", "loss", "net", "persistence"))) for r in per)
+        "<td>%.2f</td>" % r[k] for k in ("before", "after", "gain", "loss", "net", "persistence",
+                                          "uncertain_gain", "uncertain_loss"))) for r in per)
+    certain_ha, unsure_ha = m.sum() - np.trace(m), u.sum()
+    doubt = ("<p><b>Certain and uncertain change:</b> %.2f ha changed with certainty; %.2f ha of change is "
+             "<b>uncertain</b> (grey on the map, its own rows below): there either year's run was below %d %% "
+             "confident of its class, or the pixel lies within %d pixels of the edge (or no data) of the raster "
+             "one year was segmented from but not of the other's, where one run saw the ground on one side only. Two runs over the same "
+             "ground from the same imagery differ there; check uncertain change against the images before counting "
+             "it.</p>" % (certain_ha, unsure_ha, CONFIDENCE_MIN, EDGE_PX))
     areas = "".join("<tr><th>%s</th>%s</tr>" % (e(y), "".join(
         "<td>%.2f</td>" % (counts.area_year[k][:, c].sum() / 1e4) for c in range(n))) for k, y in enumerate(years))
     fac = ""
@@ -139,8 +145,9 @@ def html_report(path: str, counts: Counts, classes: Dict[int, str], colours: Dic
         fac = "<h2>Per facility (hectares)</h2><table><tr><th>facility</th><th>year</th>%s</tr>%s</table>" % (
             "".join("<th>%s</th>" % e(x) for x in names),
             "".join("<tr><th>%s</th><td>%s</td>%s</tr>" % (e(fid), e(y), "".join(
-                "<td>%.2f</td>" % (counts.area_year[k][i + 1, c] / 1e4) for c in range(n)))
-                for i, fid in enumerate(facility_ids) for k, y in enumerate(years)))
+                "<td>%.2f</td>" % (counts.area_year[k][i + 1, c] / 1e4) for c in range(n))
+                if covered(counts, i + 1) else "<td colspan='%d' class='note'>%s: outside the compared ground</td>"
+                % (n, NOT_COVERED)) for i, fid in enumerate(facility_ids) for k, y in enumerate(years)))
     no_charts = ("" if pictures.get("areas") else
                  "<p class='note'>Charts need matplotlib, which this Python does not have (Python packages… installs "
                  "it); the tables below give the same figures.</p>")
@@ -150,7 +157,7 @@ def html_report(path: str, counts: Counts, classes: Dict[int, str], colours: Dic
 <style>
 body{font-family:sans-serif;max-width:1100px;margin:1em auto;color:#222;padding:0 1em}
 table{border-collapse:collapse;margin:.5em 0 1.2em}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}
-th{background:#f2f2f2}td.tot{font-weight:bold}.note{color:#8a4b00}
+th{background:#f2f2f2}td.tot{font-weight:bold}.note{color:#8a4b00}tr.unc{color:#666;font-style:italic}
 ul.legend{columns:3;list-style:none;padding:0}.sw{display:inline-block;width:1em;height:1em;margin-right:.4em;
 border:1px solid #888;vertical-align:middle}img{max-width:100%%;border:1px solid #ccc}
 </style></head><body>
@@ -159,6 +166,7 @@ border:1px solid #888;vertical-align:middle}img{max-width:100%%;border:1px solid
 no data, masked (cloud, shadow) or outside a result in some year: those pixels are no data, never change.
 Areas are true areas on the ellipsoid. Grid: %(grid)s.</p>
 <p><b>Results:</b> %(inputs)s</p>
+%(doubt)s
 <h2>Map of the change</h2>%(map)s<ul class="legend">%(legend)s</ul>
 <h2>Area per class and year (hectares)</h2>%(no_charts)s%(areas_img)s
 <table><tr><th>year</th>%(heads)s</tr>%(areas)s</table>
@@ -166,15 +174,15 @@ Areas are true areas on the ellipsoid. Grid: %(grid)s.</p>
 <h2>Transitions %(y0)s → %(y1)s (hectares)</h2>
 <table><tr><th>%(y0)s \\ %(y1)s</th>%(heads)s<th>total %(y0)s</th></tr>%(rows)s</table>
 <h2>Gain, loss and persistence (hectares)</h2>
-<table><tr><th>class</th><th>%(y0)s</th><th>%(y1)s</th><th>gross gain</th><th>gross loss</th><th>net change</th>
-<th>persistence</th></tr>%(byc)s</table>
+<table><tr><th>class</th><th>%(y0)s</th><th>%(y1)s</th><th>certain gross gain</th><th>certain gross loss</th>
+<th>net change</th><th>persistence</th><th>uncertain gain</th><th>uncertain loss</th></tr>%(byc)s</table>
 %(fac)s
 <h2>Files</h2><ul>%(files)s</ul>
 <p class="note">Made by Tailings Mapper. The maps it compares are a model's, corrected or not: check them against
 the images before drawing conclusions.</p>
 </body></html>
 """ % {"y0": e(years[0]), "y1": e(years[-1]), "compared": compared, "common": counts.common_m2 / 1e4,
-       "nodata": counts.nodata_m2 / 1e4, "grid": e(grid_text),
+       "nodata": counts.nodata_m2 / 1e4, "grid": e(grid_text), "doubt": doubt,
        "inputs": "; ".join("%s: %s" % (e(y), e(os.path.basename(i.split("|")[0]))) for y, i in zip(years, inputs)),
        "map": _img(pictures.get("map"), "map of the change"), "legend": legend, "no_charts": no_charts,
        "areas_img": _img(pictures.get("areas"), "area per class and year"),
