@@ -31,7 +31,7 @@ from .geotiff import codec
 from .polygonize import BandPolygonizer
 from .vectorize import StreamSieve, foreground, postprocess, sieve_threshold_px, two_classes, write_tiles_layer
 from .writing import (NODATA_CLASS, NODATA_CONF, STAGES, GeoTiffWriter, StagedOutputs, block_cache_at_least,
-                      block_cache_need, disk_error, failing_quietly, to_source_grid)
+                      disk_error, failing_quietly, to_source_grid)
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def execute(p: Plan, progress: Optional[stream.ProgressFn] = None,
     try:
         staged = StagedOutputs(p.outputs, p.options.overwrite, p.options.unique_names)
         workdir = scratch_folder(scratch)
-        with block_cache_at_least(block_cache_need(p)):
+        with block_cache_at_least(p.block_cache_bytes):
             stats, streamed, run_time = _run(p, loading, staged, workdir, progress, cancel)
         res = _result(p, loading.result(), staged, stats, streamed, t0)
         report.write(staged.get("report"), report.build(p, res, staged.final, run_time))
@@ -137,7 +137,7 @@ def _disk_error(e: BaseException, out_dir: str, workdir: Optional[str],
         files.extend(os.path.join(root, n) for n in names)
     scratch = (os.path.dirname(workdir), " (TMPDIR, the run's scratch space)") if workdir else None
     text = "%s %s" % (e, getattr(e, "filename", "") or "")
-    if scratch and (workdir in text or "tm-poly-" in text):
+    if scratch and workdir in text:   # (polygon scratch is inside the run's folder too)
         return disk_error(e, [scratch], files)
     return disk_error(e, [(out_dir, "")] + ([scratch] if scratch else []), files)
 

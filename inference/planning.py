@@ -27,6 +27,7 @@ from .output_names import choose_outputs
 from .ood import OodStats
 from .runtime import Session, choose_providers
 from .tiling import check_scales, positions
+from .writing import block_cache_need
 
 GSD_TOLERANCE = 0.10  # resample when the raster's GSD differs from the model's by more than 10 %
 OUTPUT_KINDS = ("classes", "confidence", "polygons")
@@ -60,6 +61,7 @@ class Plan:
     mask: Optional["masks.MaskSource"] = None   # clouds and shadows masked before segmenting
     ood: Optional["OodStats"] = None      # the training tiles' statistics, when the run checks against them
     estimate: Optional["sizing.Estimate"] = None   # time and peak memory, before it runs
+    block_cache_bytes: int = 0             # GDAL block cache a strip needs (``writing.block_cache_need``)
 
     @property
     def info(self) -> ModelInfo:
@@ -180,6 +182,7 @@ def plan(input_path: str, model: Union[str, Model], opts: Optional["optlib.Segme
              min_area_ha=min_area, tta=info.tta if opts.tta is None else opts.tta, scales=scales,
              out_dir=out_dir, outputs=MappingProxyType(outputs), notes=tuple(notes), warnings=tuple(warnings),
              aoi=tuple(aoi) if aoi else None, mask=mask, ood=ood)
+    p = replace(p, block_cache_bytes=block_cache_need(p))   # (opens the raster once more: once per plan)
     est = sizing.estimate(p, device)
     long_run = sizing.check(p, est)   # (refuses a run that would not fit in memory)
     return replace(p, estimate=est, warnings=p.warnings + ((long_run,) if long_run else ()))

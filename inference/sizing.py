@@ -132,7 +132,6 @@ def estimate_bytes(p) -> int:
     from .stream import WRITE_QUEUE, write_queue_strips
     from .polygonize import PIECE_ROWS
     from .vectorize import sieve_band_rows, sieve_threshold_px
-    from .writing import block_cache_need
     info = p.info
     T, O = p.tile_size, p.overlap
     B = min(p.batch, p.tile_count)     # (a batch's pages beyond its tiles are never touched)
@@ -158,7 +157,7 @@ def estimate_bytes(p) -> int:
         band = sieve_band_rows(W)
         after = 2 * (band + thr_rows + stride) * W             # the sieve's band, joined once
         after += (min(4, os.cpu_count() or 1) + 2) * PIECE_ROWS * W * 3   # pieces (values, foreground), GDAL's work
-    return int(BASE_BYTES + 3 * weights + net + strip + writer + after + block_cache_need(p))
+    return int(BASE_BYTES + 3 * weights + net + strip + writer + after + p.block_cache_bytes)
 
 
 def available_bytes() -> Optional[int]:
