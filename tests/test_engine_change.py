@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from osgeo import gdal, ogr, osr
 
-from engine_helpers import run_cli
+from engine_helpers import facilities_gpkg, run_cli
 from inference.change import ChangeOptions, change, plan_change
 from inference.errors import InputError
 
@@ -214,19 +214,7 @@ def test_a_series_of_three_years(tmp_path):
 def test_per_facility(tmp_path):
     a = class_raster(tmp_path / "a.tif", year_a(), "2019")
     b = class_raster(tmp_path / "b.tif", year_b(), "2021")
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(32723)
-    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(tmp_path / "dams.gpkg"))
-    lyr = ds.CreateLayer("dams", srs, ogr.wkbPolygon)
-    lyr.CreateField(ogr.FieldDefn("dam_id", ogr.OFTString))
-    for fid, (r0, c0, r1, c1) in (("D-1", (10, 10, 90, 90)), ("D-2", (110, 110, 160, 160))):
-        x0, y0, x1, y1 = ORIGIN[0] + c0 * PX, ORIGIN[1] - r0 * PX, ORIGIN[0] + c1 * PX, ORIGIN[1] - r1 * PX
-        f = ogr.Feature(lyr.GetLayerDefn())
-        f.SetField("dam_id", fid)
-        f.SetGeometry(ogr.CreateGeometryFromWkt("POLYGON((%r %r,%r %r,%r %r,%r %r,%r %r))" % (
-            x0, y0, x1, y0, x1, y1, x0, y1, x0, y0)))
-        lyr.CreateFeature(f)
-    ds = None
+    facilities_gpkg(tmp_path / "dams.gpkg", {"D-1": (10, 10, 90, 90), "D-2": (110, 110, 160, 160)}, ORIGIN, PX)
     res = change([a, b], str(tmp_path / "out"), ChangeOptions(facilities=str(tmp_path / "dams.gpkg"),
                                                               facility_field="dam_id"))
     fac = res.summary["facilities"]

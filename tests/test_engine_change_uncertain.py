@@ -11,9 +11,9 @@ import shutil
 
 import numpy as np
 import pytest
-from osgeo import gdal, ogr, osr
+from osgeo import gdal, ogr
 
-from engine_helpers import blobs, conv_model, make_raster, read, run_cli
+from engine_helpers import blobs, conv_model, facilities_gpkg, make_raster, read, run_cli
 from inference import SegmentOptions, segment
 from inference.change import change
 from inference.change.doubt import CONFIDENCE_MIN, EDGE_PX
@@ -147,20 +147,7 @@ def test_a_pond_removed_is_certain(runs, tmp_path):
 
 
 def _facilities(path, boxes):
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(32723)
-    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
-    lyr = ds.CreateLayer("dams", srs, ogr.wkbPolygon)
-    lyr.CreateField(ogr.FieldDefn("dam_id", ogr.OFTString))
-    for fid, (r0, c0, r1, c1) in boxes.items():
-        x0, y0, x1, y1 = ORIGIN[0] + c0 * 10, ORIGIN[1] - r0 * 10, ORIGIN[0] + c1 * 10, ORIGIN[1] - r1 * 10
-        f = ogr.Feature(lyr.GetLayerDefn())
-        f.SetField("dam_id", fid)
-        f.SetGeometry(ogr.CreateGeometryFromWkt("POLYGON((%r %r,%r %r,%r %r,%r %r,%r %r))" % (
-            x0, y0, x1, y0, x1, y1, x0, y1, x0, y0)))
-        lyr.CreateFeature(f)
-    ds = None
-    return str(path)
+    return facilities_gpkg(path, boxes, ORIGIN)
 
 
 def test_cli_polygons_old_run_and_not_covered(runs, tmp_path):
