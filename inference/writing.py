@@ -264,8 +264,7 @@ class StagedOutputs:
                 break
             if not overwrite:
                 taken = [p for p in final.values() if os.path.exists(p)]
-                if taken:
-                    self._unlock()
+                if taken:   # (the handler below removes the lock just taken)
                     raise OutputError("output exists: %s (choose another folder or prefix, or allow overwriting)"
                                       % ", ".join(os.path.basename(p) for p in taken))
         except BaseException:   # (an interrupt too): a lock this run made is not kept, whenever it came
