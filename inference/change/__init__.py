@@ -163,6 +163,10 @@ def run_change(p: ChangePlan, progress: Optional[Callable[[float, str], None]] =
                 if own:
                     doubt_k = gridlib.warp_onto(own, p.grid, os.path.join(work, "d%d.vrt" % k))
             sources.append((cls_k, mask_k, doubt_k))
+        edges = None
+        if sources[0][2] and sources[-1][2]:
+            edges = doubt.own_edges(sources[0][2], sources[-1][2], (p.grid.width, p.grid.height),
+                                    os.path.join(work, "edges.tif"))
         from osgeo import ogr
         common = gridlib.burn_common(ogr.CreateGeometryFromWkt(p.common_wkt), p.grid, os.path.join(work, "common.tif"))
         fac, ids = None, []
@@ -173,7 +177,8 @@ def run_change(p: ChangePlan, progress: Optional[Callable[[float, str], None]] =
         staged = {k: os.path.join(stage, os.path.basename(v)) for k, v in p.outputs.items()}
         meta = {**products.code_text(n), "TM_YEARS": ",".join(p.years),
                 **{"CLASS_%d" % k: v for k, v in p.classes.items()}}
-        counts = compute.compute(p.grid, n, sources, common, fac, len(ids), staged["transitions"], meta, progress, cancel)
+        counts = compute.compute(p.grid, n, sources, common, fac, len(ids), staged["transitions"], meta, progress, cancel,
+                                 edges)
         if counts.pixels == 0:
             raise InputError("no pixel has data in every year: nothing can be compared (the common ground is %.2f "
                              "ha, all of it no data or masked in some year)" % (counts.common_m2 / 1e4))

@@ -46,9 +46,10 @@ def uncertain_code(n: int, f: int, t: int) -> int:
 def compute(grid: Grid, n: int, years: Sequence[Tuple[str, Optional[str], Optional[str]]], common: str,
             facilities: Optional[str],
             n_facilities: int, out_path: str, meta: dict, progress: Callable[[float, str], None],
-            cancel: Callable[[], bool]) -> Counts:
+            cancel: Callable[[], bool], edges: Optional[str] = None) -> Counts:
     """``years``: per year, its class raster on the grid, the raster of its no-data pixels
-    (a polygon input's class raster, or None) and its doubt raster on the grid (or None)."""
+    (a polygon input's class raster, or None) and its doubt raster on the grid (or None);
+    ``edges``: the pixels near one year's own edge (:func:`.doubt.own_edges`), or None."""
     big = 2 * n * n > 255
     nd = transition_nodata(n)
     drv = gdal.GetDriverByName("GTiff")
@@ -61,6 +62,7 @@ def compute(grid: Grid, n: int, years: Sequence[Tuple[str, Optional[str], Option
     out.SetMetadata({k: str(v) for k, v in meta.items()})
     srcs = [(gdal.Open(c), gdal.Open(m) if m else None) for c, m, _ in years]
     doubts = [gdal.Open(d) if d else None for _, _, d in years]
+    eds = gdal.Open(edges) if edges else None
     cds = gdal.Open(common)
     fds = gdal.Open(facilities) if facilities else None
     pa = PixelAreas(grid)
@@ -97,7 +99,8 @@ def compute(grid: Grid, n: int, years: Sequence[Tuple[str, Optional[str], Option
         code = cls[0] * n + cls[-1]
         trans += np.bincount(fv * n * n + code[valid], weights=w, minlength=F * n * n).reshape(F, n, n)
         doubt = uncertain(*[(doubts[k].GetRasterBand(1).ReadAsArray(0, y, W, h) if doubts[k] is not None else None,
-                             runs[k], cls[k]) for k in (0, len(cls) - 1)])
+                             runs[k], cls[k]) for k in (0, len(cls) - 1)],
+                          eds.GetRasterBand(1).ReadAsArray(0, y, W, h) if eds is not None else None)
         doubt &= valid & (cls[0] != cls[-1])
         unsure += np.bincount(fac[doubt] * n * n + code[doubt], weights=areas[doubt],
                               minlength=F * n * n).reshape(F, n, n)
@@ -109,5 +112,5 @@ def compute(grid: Grid, n: int, years: Sequence[Tuple[str, Optional[str], Option
         progress(0.1 + 0.6 * (y + h) / grid.height, "comparing rows %d of %d" % (y + h, grid.height))
     band.FlushCache()
     band = out = cds = fds = None
-    srcs = doubts = None
+    srcs = doubts = eds = None
     return Counts(n, area_year, trans, common_m2, nodata_m2, pixels, unsure, area_year[0].sum(axis=1))

@@ -25,7 +25,7 @@ from osgeo import gdal, ogr, osr
 from ..metadata import BACKGROUND_NAMES, DEFAULT_COLOURS, rgb
 from ..styles import quoteattr, write_gpkg_style
 from .compute import Counts, transition_nodata, uncertain_code
-from .doubt import CONFIDENCE_MIN, EDGE_PX
+from .doubt import RULE
 from .grid import Grid, true_area_m2
 
 LOSS = "#542788"
@@ -286,9 +286,7 @@ def summary(counts: Counts, classes: Dict[int, str], years: Sequence[str], facil
               for f in range(n) for t in range(n) if f != t],
            "certain_change_ha": round(float(total.sum() - np.trace(total)), 4),
            "uncertain_change_ha": round(float(unsure.sum()), 4),
-           "uncertain_rule": "a change is uncertain where either year's confidence is below %d %%, or the pixel is "
-                             "within %d px of the edge (or no data) of the raster one year was segmented from and "
-                             "not of the other's" % (CONFIDENCE_MIN, EDGE_PX),
+           "uncertain_rule": RULE,
            "series": {"years": list(years), "area_ha": {y: area(k) for k, y in enumerate(years)}},
            "common_area_ha": round(counts.common_m2 / 1e4, 4),
            "nodata_area_ha": round(counts.nodata_m2 / 1e4, 4),

@@ -16,7 +16,7 @@ import numpy as np
 from osgeo import gdal
 
 from .compute import Counts, transition_nodata
-from .doubt import CONFIDENCE_MIN, EDGE_PX
+from .doubt import EDGE_PX, MARGIN_MIN, MARGIN_SUM
 from .products import NOT_COVERED, _matrix, background_ids, change_by_class, codes, covered
 from ..metadata import rgb
 
@@ -133,11 +133,12 @@ def html_report(path: str, counts: Counts, classes: Dict[int, str], colours: Dic
                                           "uncertain_gain", "uncertain_loss"))) for r in per)
     certain_ha, unsure_ha = m.sum() - np.trace(m), u.sum()
     doubt = ("<p><b>Certain and uncertain change:</b> %.2f ha changed with certainty; %.2f ha of change is "
-             "<b>uncertain</b> (grey on the map, its own rows below): there either year's run was below %d %% "
-             "confident of its class, or the pixel lies within %d pixels of the edge (or no data) of the raster "
+             "<b>uncertain</b> (grey on the map, its own rows below): there either year's run was on the fence "
+             "(less than %d %% of the way from its model's threshold to certainty), or both years were unsure "
+             "(their margins add up to less than %d %%), or the pixel lies within %d pixels of the edge (or no data) of the raster "
              "one year was segmented from but not of the other's, where one run saw the ground on one side only. Two runs over the same "
              "ground from the same imagery differ there; check uncertain change against the images before counting "
-             "it.</p>" % (certain_ha, unsure_ha, CONFIDENCE_MIN, EDGE_PX))
+             "it.</p>" % (certain_ha, unsure_ha, MARGIN_MIN, MARGIN_SUM, EDGE_PX))
     areas = "".join("<tr><th>%s</th>%s</tr>" % (e(y), "".join(
         "<td>%.2f</td>" % (counts.area_year[k][:, c].sum() / 1e4) for c in range(n))) for k, y in enumerate(years))
     fac = ""
