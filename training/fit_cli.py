@@ -38,6 +38,8 @@ def add_parsers(sub) -> None:
     c.add_argument("--data", default=None)
     c.add_argument("--epochs", type=int, default=1)
     c.add_argument("--json", help="write the result here")
+    c.add_argument("--partial", action="store_true", help="the western detections of the shipped model's run deleted, "
+                                                          "the eastern left as they were, learnt as corrections of it")
 
 
 def run_fit(a) -> int:
@@ -93,5 +95,5 @@ def run_fit(a) -> int:
 def run_corrections_check(a) -> int:
     from . import data
     from .corrections_check import main
-    main(a.data or data.default_data_dir(), a.epochs, {}, a.json)
+    main(a.data or data.default_data_dir(), a.epochs, {}, a.json, "partial" if a.partial else "area")
     return 0
