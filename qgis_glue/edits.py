@@ -2,8 +2,10 @@
 deleted, others reshaped, missed ones added) becomes a training request.
 
 The layer's GeoPackage says what made it (``TM_MODEL_PATH``, ``TM_SOURCE``) and the ground its run
-covered (``TM_AREA``, in the CRS ``TM_AREA_CRS`` names): inside it, the polygons as they are now
-are the tailings and everything else is background.  The polygons are read as QGIS shows them, unsaved
+covered (``TM_AREA``, in the CRS ``TM_AREA_CRS`` names); the run's own map (its classes raster beside
+the GeoPackage) is what the polygons as they are now are compared with: only what the analyst
+deleted, reshaped or added counts (``training.corrections``), the detections left as they were are
+neither confirmed nor rejected.  The polygons are read as QGIS shows them, unsaved
 edits included, into a file of the task's own; the layer and the model are not changed: the
 result is a new model in the user's list.
 """
@@ -14,7 +16,7 @@ import os
 import tempfile
 from typing import Optional
 
-from osgeo import ogr, osr
+from osgeo import ogr
 from qgis.core import QgsVectorLayer
 
 from ..inference import TailingsError, open_model
@@ -40,6 +42,7 @@ def run_of(layer) -> dict:
             srs = footprint_crs(md, lyr, sibling_raster(path, lyr.GetName()), "%s (%s)" % (layer.name(), path))
         except TailingsError as e:
             raise ValueError(str(e)) from None
+    lname = lyr.GetName() if lyr is not None else ""
     lyr = ds = None
     if not md.get("TM_AREA") or not md.get("TM_SOURCE"):
         if layer.customProperty(RESULT_PROPERTY) == "polygons":
@@ -48,6 +51,7 @@ def run_of(layer) -> dict:
         raise ValueError("%s is not the polygon layer of a Tailings Mapper run (its GeoPackage does not say which "
                          "raster, model and ground it covers)" % layer.name())
     return {"model": md.get("TM_MODEL_PATH") or md.get("TM_MODEL"), "model_name": md.get("TM_MODEL"),
+            "map": sibling_raster(path, lname), "map_name": "the classes raster of %s" % lname,
             "source": md["TM_SOURCE"], "area": md["TM_AREA"], "srs": srs}
 
 
@@ -61,17 +65,11 @@ def improvement(layer, epochs: int = 10, device: str = "auto", name: Optional[st
         info = open_model(model).info
     except Exception as e:  # the model file moved or broke
         raise ValueError("the model of this run (%s) cannot be opened: %s" % (model, e)) from None
+    if not run.get("map"):
+        raise ValueError("the run's own map (%s) is not beside its GeoPackage any more: your corrections cannot be "
+                         "told from the detections you left as they were" % run.get("map_name"))
     work = tempfile.mkdtemp(prefix="tm-edits-")
     labels = write_layer(layer, os.path.join(work, "labels.gpkg"))
-    area = os.path.join(work, "area.gpkg")
-    srs = osr.SpatialReference()
-    srs.ImportFromWkt(run["srs"] or "")
-    ds = ogr.GetDriverByName("GPKG").CreateDataSource(area)
-    lyr = ds.CreateLayer("area", srs, ogr.wkbMultiPolygon)
-    f = ogr.Feature(lyr.GetLayerDefn())
-    f.SetGeometry(ogr.CreateGeometryFromWkt(run["area"]))
-    lyr.CreateFeature(f)
-    f = lyr = ds = None
     stem = "%s-improved-%s" % (info.name, datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
     return FitRequest(rasters=[run["source"]], labels=labels, field_name=None if info.task == "binary" else "class_name",
-                      aoi=area, init=model, epochs=epochs, device=device, name=name or stem, workdir=work)
+                      corrections_of=run["map"], init=model, epochs=epochs, device=device, name=name or stem, workdir=work)

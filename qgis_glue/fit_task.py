@@ -32,6 +32,7 @@ class FitRequest:
     device: str = "auto"
     name: Optional[str] = None
     multilabel: bool = False
+    corrections_of: Optional[str] = None   # the run whose polygons ``labels`` corrects (only changes count)
     workdir: Optional[str] = field(default=None, repr=False)   # temporary files to remove afterwards
 
     def arguments(self) -> dict:
@@ -106,7 +107,12 @@ class FitTask(QgsTask):
             log("%s\n%s\ncard: %s" % (self.outcome, res.path, res.card), Qgis.MessageLevel.Success)
             for w in res.warnings:
                 log(w, Qgis.MessageLevel.Warning)
-            self._push(self.outcome, Qgis.MessageLevel.Success)
+            worse = (res.info.extra.get("compared") or {}).get("warning")
+            if worse:   # orange, and it stays until read
+                self.outcome = "%s — warning: %s" % (self.outcome, worse)
+                push(self.message_bar, self.outcome, Qgis.MessageLevel.Warning, keep=True)
+            else:
+                self._push(self.outcome, Qgis.MessageLevel.Success)
             if self.on_model is not None:
                 self.on_model(res)
         else:

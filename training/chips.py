@@ -22,6 +22,7 @@ from osgeo import gdal
 from inference import SegmentOptions, plan, stream
 from inference.errors import InputError
 
+from . import corrections as K
 from . import labels as L
 
 SAMPLE_POINTS = 200_000   # labelled pixels remembered per raster, to centre chips on
@@ -41,6 +42,9 @@ class Scene:
     positives: np.ndarray         # (n, 2) row, col of labelled pixels (a sample), training blocks
     known: np.ndarray             # (n, 2) of known pixels (a sample), training blocks
     pixels: np.ndarray            # (bands, 256): pixels per label value
+    untouched: Optional[np.ndarray] = None    # (rows, cols): unlabelled pixels per block (ground not corrected)
+    base_found: Optional[np.ndarray] = None   # (rows, cols): of them, flagged by the run (corrections only)
+    corrections_of: Optional[str] = None      # the run's map the labels were compared with
 
     def read(self, x: int, y: int, s: int) -> Tuple[np.ndarray, np.ndarray]:
         """``(normalised image (C, s, s), labels (s, s) or (K, s, s))`` of a window; pixels without
@@ -68,14 +72,18 @@ class Scene:
 
 def open_scene(raster: str, model, label_polys: L.Polygons, area: Optional[L.Polygons], workdir: str,
                multilabel_ids: Optional[Sequence[int]], block: int, val_fraction: float, seed: int,
-               index: int) -> Scene:
-    """A raster with its labels on the model's grid (see the module's text)."""
+               index: int, original: Optional[str] = None) -> Scene:
+    """A raster with its labels on the model's grid (see the module's text); ``original``: the
+    classes raster of the run the labels correct (``corrections``: only what changed counts)."""
     opts = SegmentOptions(device="cpu", cloud_mask="off", ood_check=False, tta=1, scales=(1.0,))
     p0 = plan(raster, model, opts)
     wkt = p0.raster.wkt
     lab, ar = label_polys.to(wkt), area.to(wkt) if area is not None else None
     unit_px = abs(p0.raster.geotransform[1]) * p0.work_gsd_m / p0.src_gsd_m
     known = L.known_ground(lab, ar, L.NEAR_PX * unit_px)
+    if original is not None:   # the run's whole ground: deletions anywhere in it count
+        fp = K.footprint(original, wkt)
+        known = fp if known is None or known.IsEmpty() else known.Union(fp)
     if known is None or known.IsEmpty():
         raise InputError("%s: the label layer holds no polygons and no area was given: draw labels, or give an area "
                          "in which everything is background" % raster)
@@ -89,9 +97,15 @@ def open_scene(raster: str, model, label_polys: L.Polygons, area: Optional[L.Pol
     p = plan(raster, model, replace(opts, extent=ext))
     grid = stream.open_grid(p, workdir)
     path = os.path.join(workdir, "labels_%d.tif" % index)
-    L.burn(path, grid.gt, grid.wkt, grid.width, grid.height, lab, known, multilabel_ids)
+    if original is None:
+        L.burn(path, grid.gt, grid.wkt, grid.width, grid.height, lab, known, multilabel_ids)
+    else:
+        _corrections(path, grid, lab, ar, original)
     ds = gdal.Open(path)
     counts = L.class_pixels(path)
+    if original is not None and counts[:, :L.IGNORE].sum() == 0:
+        raise InputError("%s: the polygons are as the run left them (nothing deleted, reshaped or added) and no "
+                         "area was given: correct the layer first, or give an area in which it is right" % raster)
     if counts[:, :L.IGNORE].sum() == 0:
         raise InputError("the labels%s do not overlap the pixels of %s" % (" and the area" if area is not None else "",
                                                                            raster))
@@ -99,8 +113,43 @@ def open_scene(raster: str, model, label_polys: L.Polygons, area: Optional[L.Pol
     rows, cols = math.ceil(grid.height / block), math.ceil(grid.width / block)
     val = split_blocks(ds, block, rows, cols, val_fraction, rng)
     positives, known_px = _points(ds, block, val, rng)
+    untouched, found = _untouched(ds, block, rows, cols, K.on_grid(original, grid.gt, grid.wkt, grid.width,
+                                                                   grid.height) if original else None)
     return Scene(os.path.basename(raster), stream.StripReader(p, grid), grid, ds, grid.width, grid.height, val,
-                 block, positives, known_px, counts)
+                 block, positives, known_px, counts, untouched, found, original)
+
+
+def _corrections(path: str, grid, lab: L.Polygons, area: Optional[L.Polygons], original: str) -> None:
+    """The labels of corrections (``training.corrections``) at ``path``."""
+    now = path[:-4] + "_now.tif"
+    L.burn(now, grid.gt, grid.wkt, grid.width, grid.height, lab, None)
+    inside = None
+    if area is not None:
+        inside = path[:-4] + "_area.tif"
+        L.burn(inside, grid.gt, grid.wkt, grid.width, grid.height, L.Polygons([], lab.srs), area.union())
+    L.burn(path, grid.gt, grid.wkt, grid.width, grid.height, L.Polygons([], lab.srs), None)
+    K.relabel(path, now, inside, K.on_grid(original, grid.gt, grid.wkt, grid.width, grid.height))
+    for p in (now, inside):
+        if p:
+            L.remove(p)
+
+
+def _untouched(ds, block: int, rows: int, cols: int, original) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Per block: the unlabelled pixels (of the run's ground, with ``original``), and of them those
+    the run flagged."""
+    n = np.zeros((rows, cols), np.int64)
+    found = np.zeros((rows, cols), np.int64) if original is not None else None
+    for r in range(rows):
+        for c in range(cols):
+            x, y = c * block, r * block
+            w, h = min(block, ds.RasterXSize - x), min(block, ds.RasterYSize - y)
+            free = (ds.ReadAsArray(x, y, w, h).reshape((-1, h, w)) == L.IGNORE).all(axis=0)
+            if original is not None:
+                o = original.ReadAsArray(x, y, w, h)
+                free &= o != K.NODATA
+                found[r, c] = int((free & (o > 0)).sum())
+            n[r, c] = int(free.sum())
+    return n, found
 
 
 def split_blocks(ds, block: int, rows: int, cols: int, fraction: float, rng) -> np.ndarray:

@@ -39,12 +39,15 @@ from inference.model import Model, open_model
 
 from . import chips as C
 from . import labels as L
+from . import compare as CMP
+from . import corrections as K
 from . import losses, model_card, nets
 from . import veto as V
 from .from_onnx import freeze_norm, load_network
 from .veto import Vetoed
 
 THRESHOLDS = [round(x, 2) for x in np.arange(0.1, 0.91, 0.05)]
+MIN_THRESHOLD_PIXELS = 2000   # positive validation pixels (20 ha at 10 m) below which the base model's threshold is kept
 SCRATCH_BANDS = ("S2:B04", "S2:B03", "S2:B02")
 
 
@@ -62,7 +65,8 @@ class FitResult:
 
 
 def _base(init: str, classes_spec: Optional[str], multilabel: bool, bands: Optional[Sequence[str]]):
-    """``(network, its config, the model info to plan with, from a model?)``."""
+    """``(network, its config, the model info to plan with, from a model?, the base network to
+    compare with or None)``."""
     if init == "scratch":
         classes = classes_from_spec(classes_spec or "tailings")
         b = list(bands or SCRATCH_BANDS)
@@ -72,18 +76,20 @@ def _base(init: str, classes_spec: Optional[str], multilabel: bool, bands: Optio
         info = ModelInfo(name="scratch", bands=b, gsd_m=10.0, tile_size=448, tile_overlap=64, classes=classes,
                          task=_task(classes, multilabel), scale=[1e-4] * len(b), offset=[0.0] * len(b),
                          mean=[0.0] * len(b), std=[1.0] * len(b), activation="none", threshold=0.5, min_area_ha=0.5)
-        return net, cfg, Model("scratch", info, 0.0), False
+        return net, cfg, Model("scratch", info, 0.0), False, None
     model = open_model(init)
     net, cfg, info = load_network(model.path)
+    base = copy.deepcopy(net).eval()
     if isinstance(net, Vetoed):   # its veto is fitted again, from the earlier corrections and these
         net = net.net
     classes = classes_from_spec(classes_spec) if classes_spec else list(info.classes)
     task = _task(classes, multilabel or (not classes_spec and info.task == "multilabel"))
     if [c.name for c in classes] != [c.name for c in info.classes] or task != info.task:
         net.head = nn.Conv2d(net.head.in_channels, _outputs(classes, task == "multilabel"), 1)
+        base = None   # other classes: nothing to compare detection for detection
         info = replace(info, extra={k: v for k, v in info.extra.items() if k not in ("veto", "replay")})
     info = replace(info, classes=classes, task=task, thresholds=[] if task != info.task else info.thresholds)
-    return net, cfg, Model(model.path, info, model.mtime), True
+    return net, cfg, Model(model.path, info, model.mtime), True, base
 
 
 def _task(classes, multilabel: bool) -> str:
@@ -114,10 +120,13 @@ def fit(rasters: Sequence[str], labels: str, field_name: Optional[str] = None, c
         batch: int = 4, chips_per_epoch: int = 64, lr: Optional[float] = None, val_fraction: float = 0.2,
         seed: int = 0, train_encoder: Optional[bool] = None, anchor: float = 1e-3, bands=None,
         progress: Optional[Callable[[float, str], None]] = None, cancel: Optional[Callable[[], bool]] = None,
-        register: bool = True, labels_layer: Optional[str] = None, log=print) -> FitResult:
+        register: bool = True, labels_layer: Optional[str] = None, corrections_of: Optional[str] = None,
+        log=print) -> FitResult:
     """Train (see the module's text); ``progress(fraction, message)`` after every step and epoch,
     ``cancel()`` checked at every step.  Raises ``InputError`` on bad input, ``Cancelled`` when
-    cancelled before an epoch was finished (nothing written)."""
+    cancelled before an epoch was finished (nothing written).  ``corrections_of``: the run (its
+    GeoPackage or classes raster) whose polygons ``labels`` corrects: only what changed is learnt
+    (``training.corrections``)."""
     t0 = time.time()
     progress = progress or (lambda f, m: None)
     cancel = cancel or (lambda: False)
@@ -127,8 +136,13 @@ def fit(rasters: Sequence[str], labels: str, field_name: Optional[str] = None, c
     dev = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     if device == "cuda" and dev.type != "cuda":
         raise InputError("no CUDA device is available to torch here: use --device cpu")
-    net, cfg, model, from_model = _base(init, classes, multilabel, bands)
+    net, cfg, model, from_model, base_net = _base(init, classes, multilabel, bands)
     info = model.info
+    base_info = info
+    original = K.run_map(corrections_of) if corrections_of else None
+    if original and info.task == "multilabel":
+        raise InputError("--corrections-of needs a binary or multiclass model: a multilabel run's map does not "
+                         "say every class of a pixel")
     if name and register and os.path.exists(os.path.join(_user_dir(), name + ".onnx")):
         raise InputError("a model named %s is in your model list already: choose another name" % name)
     if out and os.path.exists(out):
@@ -143,7 +157,7 @@ def fit(rasters: Sequence[str], labels: str, field_name: Optional[str] = None, c
         block = chip
 
         def open_all(m):
-            return [C.open_scene(r, m, polys, area, workdir, label_ids, block, val_fraction, seed, i)
+            return [C.open_scene(r, m, polys, area, workdir, label_ids, block, val_fraction, seed, i, original)
                     for i, r in enumerate(rasters)]
         scenes = open_all(model)
         if not from_model:   # scratch: the rasters' own normalisation, then read again with it
@@ -168,9 +182,19 @@ def fit(rasters: Sequence[str], labels: str, field_name: Optional[str] = None, c
                 net, info, scenes, from_model, dev, epochs, chip, batch, chips_per_epoch, lr,
                 anchor if from_model else 0.0, encoder, seed, progress, cancel, workdir, log)
             net.load_state_dict(best)
+        threshold, why = _threshold(info, base_info if from_model else None, threshold, val)
+        compared = None
+        if from_model:
+            progress(0.95, "comparing with %s on ground you did not touch" % base_info.name)
+            ground = CMP.untouched_ground(base_net, net, base_info, replace(info, threshold=threshold), scenes, dev,
+                                          seed) if base_net is not None else None
+            vt = (info.extra.get("veto") or {}) if isinstance(net, Vetoed) else {}
+            compared = CMP.result(base_info.name, vt.get("training_positive_vetoed"), ground)
+            if compared["warning"]:
+                warnings.append(compared["warning"])
         final = _final_info(info, name, threshold, thresholds, model, from_model, cfg, init, history, best_epoch,
                             val, scenes, rasters, labels, field_name, aoi, dev, time.time() - t0, epochs, cancelled,
-                            encoder, anchor)
+                            encoder, anchor, why, compared, original)
         out = out or os.path.join(_user_dir(), final.name + ".onnx")
         progress(0.97, "writing %s" % out)
         export_network(net, final, out)
@@ -221,7 +245,7 @@ def _fit_with_veto(net, info, scenes, dev, epochs, chip, batch, chips_per_epoch,
             "shift": vt["shift"], "keep_q": V.KEEP_Q, "background_vetoed": vt["background_vetoed"],
             "training_positive_vetoed": vt["training_positive_vetoed"], "context": V.CONTEXT}
     info = replace(info, extra=dict(info.extra, veto=meta))
-    return wrapped, {"best": wrapped.state_dict(), "history": history, "best_epoch": best_epoch or len(history),
+    return wrapped, {"best": wrapped.state_dict(), "history": history, "best_epoch": best_epoch,
                      "threshold": threshold, "thresholds": [], "cancelled": cancelled, "val": val, "info": info}
 
 
@@ -323,7 +347,8 @@ def validate(net, info, windows, dev) -> Dict:
             iou, bg = _iou(p >= th, t)
         per = {names[0]: bg, names[1]: iou if t.any() else None}
         return {"threshold": float(th) if t.any() else None, "iou": iou if t.any() else None, "per_class": per,
-                "score": float(np.mean([v for v in per.values() if v is not None])), "pixels": int(ok.sum())}
+                "score": float(np.mean([v for v in per.values() if v is not None])), "pixels": int(ok.sum()),
+                "positive_pixels": int(t.sum())}
     if info.task == "multiclass":
         pred = np.concatenate([a.argmax(0).ravel() for a in probs])
         t = np.concatenate([b[0].ravel() for b in truth])
@@ -365,8 +390,23 @@ def _iou(pred: np.ndarray, truth: np.ndarray):
     return float(pos), float(neg)
 
 
+def _threshold(info, base_info, chosen, val):
+    """``(the threshold the model uses, why)``: the one chosen on the validation pixels, unless they
+    hold fewer than ``MIN_THRESHOLD_PIXELS`` tailings pixels -- then the base model's."""
+    if info.task != "binary":
+        return chosen, None
+    n = int(val.get("positive_pixels") or 0)
+    fallback = base_info.threshold if base_info is not None else info.threshold
+    if val.get("threshold") is None or n < MIN_THRESHOLD_PIXELS:
+        return float(fallback), ("%s's threshold: the part held back holds %d tailings pixels, too few (under %d) to "
+                                 "choose one" % (base_info.name if base_info is not None else "the default", n,
+                                                 MIN_THRESHOLD_PIXELS))
+    return float(val["threshold"]), "chosen on the part held back (%d tailings pixels)" % n
+
+
 def _final_info(info, name, threshold, thresholds, model, from_model, cfg, init, history, best_epoch, val, scenes,
-                rasters, labels, field_name, aoi, dev, seconds, epochs, cancelled, train_encoder, anchor) -> ModelInfo:
+                rasters, labels, field_name, aoi, dev, seconds, epochs, cancelled, train_encoder, anchor,
+                threshold_why=None, compared=None, original=None) -> ModelInfo:
     today = datetime.date.today().isoformat()
     base = info.name if from_model else "scratch"
     name = name or "%s-%s" % (base if from_model else "model", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
@@ -394,15 +434,18 @@ def _final_info(info, name, threshold, thresholds, model, from_model, cfg, init,
                          "path": model.path if from_model else None} if from_model else {"model": "scratch"},
         "fit": {"date": today, "rasters": [os.path.abspath(r) for r in rasters], "labels": os.path.abspath(labels),
                 "field": field_name, "area": os.path.abspath(aoi) if aoi else None, "label_pixels": pixels,
-                "epochs": epochs, "epochs_run": len(history), "best_epoch": best_epoch, "cancelled": cancelled,
+                "epochs": epochs, "epochs_run": sum(1 for h in history if not h.get("veto")),
+                "best_epoch": best_epoch, "cancelled": cancelled, "corrections_of": original,
+                "threshold": threshold, "threshold_why": threshold_why,
                 "device": str(dev), "seconds": round(seconds, 1), "encoder_trained": bool(train_encoder),
                 "anchor_l2sp": anchor if from_model else 0.0, "torch": torch.__version__},
         "validation_fit": {k: v for k, v in val.items()},
+        "compared": compared,
         "history": history,
     })
     desc = ("Fine-tuned from %s on %s (%s)" % (model.info.name, ", ".join(os.path.basename(r) for r in rasters), today)
             if from_model else "Trained from scratch on %s (%s)" % (", ".join(os.path.basename(r) for r in rasters), today))
-    return replace(info, name=name, threshold=float(threshold) if threshold else info.threshold,
+    return replace(info, name=name, threshold=float(threshold) if threshold is not None else info.threshold,
                    thresholds=list(thresholds) if info.task == "multilabel" else [], description=desc,
                    version=today, license=info.license if from_model else "", extra=ex)
 

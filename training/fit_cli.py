@@ -18,6 +18,9 @@ def add_parsers(sub) -> None:
                                      "(default: the --init model's)")
     f.add_argument("--multilabel", action="store_true", help="one sigmoid per class: classes may overlap")
     f.add_argument("--aoi", help="polygons in which unlabelled pixels are background (default: near the labels only)")
+    f.add_argument("--corrections-of", metavar="RUN", help="the run (its GeoPackage or classes raster) whose polygons "
+                                                         "--labels corrects: only what was deleted, reshaped or added "
+                                                         "counts; detections left as they were are ignored")
     f.add_argument("--init", default="tailings", help="the model to start from (a name or an ONNX file), or scratch")
     f.add_argument("--epochs", type=int, default=10)
     f.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -35,6 +38,8 @@ def add_parsers(sub) -> None:
     c.add_argument("--data", default=None)
     c.add_argument("--epochs", type=int, default=1)
     c.add_argument("--json", help="write the result here")
+    c.add_argument("--partial", action="store_true", help="the western detections of the shipped model's run deleted, "
+                                                          "the eastern left as they were, learnt as corrections of it")
 
 
 def run_fit(a) -> int:
@@ -60,7 +65,7 @@ def run_fit(a) -> int:
         res = fit(a.raster, a.labels, a.field, a.classes, a.aoi, a.init, a.epochs, a.device, a.out, a.name,
                   a.multilabel, a.chip, a.batch, a.chips_per_epoch, a.lr, seed=a.seed,
                   train_encoder=True if a.train_encoder else None, register=not a.no_register,
-                  labels_layer=a.layer, progress=progress, cancel=lambda: stop["now"], log=print)
+                  labels_layer=a.layer, corrections_of=a.corrections_of, progress=progress, cancel=lambda: stop["now"], log=print)
     except Cancelled as e:
         print("cancelled: %s" % e, file=sys.stderr)
         return 130
@@ -79,12 +84,16 @@ def run_fit(a) -> int:
         print("in your model list: %s" % res.registered)
     val = res.info.extra.get("validation_fit") or {}
     print("validation (held-back part): %s" % json.dumps(val.get("per_class") or "none held back"))
-    print("time: %.0f s, best epoch %d of %d" % (res.seconds, res.best_epoch, len(res.history)))
+    fit = res.info.extra.get("fit") or {}
+    print("threshold: %g (%s)" % (res.info.threshold, fit.get("threshold_why") or "the model's"))
+    print("time: %.0f s, %d of %d epochs run%s" % (res.seconds, fit.get("epochs_run", 0), fit.get("epochs", 0),
+                                                   ", best epoch %d" % res.best_epoch if fit.get("epochs_run") else
+                                                   " (the veto only)"))
     return 0
 
 
 def run_corrections_check(a) -> int:
     from . import data
     from .corrections_check import main
-    main(a.data or data.default_data_dir(), a.epochs, {}, a.json)
+    main(a.data or data.default_data_dir(), a.epochs, {}, a.json, "partial" if a.partial else "area")
     return 0

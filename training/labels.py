@@ -175,7 +175,7 @@ def known_ground(labels: Polygons, area: Optional[Polygons], near_m: float) -> O
     return g
 
 
-def burn(path: str, gt, wkt: str, width: int, height: int, labels: Polygons, known: ogr.Geometry,
+def burn(path: str, gt, wkt: str, width: int, height: int, labels: Polygons, known: Optional[ogr.Geometry],
          multilabel_ids: Optional[Sequence[int]] = None) -> str:
     """The label raster on a grid (``labels`` and ``known`` in its CRS): see the module's text."""
     n = len(multilabel_ids) if multilabel_ids else 1
@@ -185,6 +185,8 @@ def burn(path: str, gt, wkt: str, width: int, height: int, labels: Polygons, kno
     ds.SetProjection(wkt)
     for b in range(n):
         ds.GetRasterBand(b + 1).Fill(IGNORE)
+    if known is None:   # the polygons alone (corrections: the rest is decided against the run's own map)
+        known = ogr.Geometry(ogr.wkbPolygon)
     mem = ogr.GetDriverByName("Memory").CreateDataSource("")
     srs = osr.SpatialReference()
     srs.ImportFromWkt(wkt)
@@ -199,7 +201,8 @@ def burn(path: str, gt, wkt: str, width: int, height: int, labels: Polygons, kno
             lyr.CreateFeature(f)
         return lyr
     bands = list(range(1, n + 1))
-    gdal.RasterizeLayer(ds, bands, layer_of([(known, 0)]), burn_values=[0] * n)
+    if not known.IsEmpty():
+        gdal.RasterizeLayer(ds, bands, layer_of([(known, 0)]), burn_values=[0] * n)
     positives = [(g, c) for g, c in labels.items if c > 0]
     background = [(g, 0) for g, c in labels.items if c == 0]
     if multilabel_ids:

@@ -7,6 +7,8 @@ import os
 from inference.class_schemas import definition
 from inference.metadata import ModelInfo
 
+from . import compare
+
 
 def text(info: ModelInfo) -> str:
     fit = info.extra.get("fit", {})
@@ -31,13 +33,18 @@ def text(info: ModelInfo) -> str:
                                                               info.tile_size),
               "- from: %s" % (base or "scratch (ImageNet encoder when installed)"),
               "- rasters: %s" % (", ".join(fit.get("rasters", [])) or "-"),
+              "- corrections of the run: %s (only what the user deleted, reshaped or added counts; the "
+              "detections left as they were are ignored)" % fit["corrections_of"] if fit.get("corrections_of") else
+              "- corrections: the polygons as they are (no run to compare them with)",
               "- labels: %s%s%s" % (fit.get("labels", "-"), ", field %s" % fit["field"] if fit.get("field") else "",
                                    "; area %s" % fit["area"] if fit.get("area") else "; without an area: background "
                                    "near the labels only"),
               "- labelled pixels: %s" % ", ".join("%s %d" % kv for kv in sorted((fit.get("label_pixels") or {}).items())),
-              "- epochs: %s of %s run%s, best epoch %s; %s s on %s (torch %s)" % (
+              "- epochs: %s of %s run%s, %s; %s s on %s (torch %s)" % (
                   fit.get("epochs_run"), fit.get("epochs"), " (cancelled)" if fit.get("cancelled") else "",
-                  fit.get("best_epoch"), fit.get("seconds"), fit.get("device"), fit.get("torch")),
+                  "best epoch %s" % fit.get("best_epoch") if fit.get("epochs_run") else
+                  "the veto only (no tailings drawn: the network is unchanged)", fit.get("seconds"),
+                  fit.get("device"), fit.get("torch")),
               "- kept from the model it started from: %s" % (
                   "its normalisation statistics, its encoder (not trained), an L2 pull (%g) towards its weights"
                   % fit.get("anchor_l2sp", 0) if base and not fit.get("encoder_trained") else
@@ -48,10 +55,13 @@ def text(info: ModelInfo) -> str:
         lines += ["| class | IoU |", "|---|---|"]
         lines += ["| %s | %s |" % (k, "-" if v is None else "%.3f" % v) for k, v in per.items()]
         if val.get("threshold") is not None:
-            lines += ["", "Threshold chosen there: %g." % val["threshold"]]
+            lines += ["", "Best threshold there: %g." % val["threshold"]]
     else:
         lines.append("No part could be held back (one block of labelled ground): no score.")
-    lines += ["", "## Known limits", "",
+    if info.task == "binary":
+        lines += ["", "**Threshold the model uses: %g** (%s)." % (info.threshold, fit.get("threshold_why") or "")]
+    lines += [""] + compare.card_lines(info.extra.get("compared") if base else None)
+    lines += ["## Known limits", "",
               "- Scored on blocks of the same scenes it was trained on: a new scene, season or sensor can score "
               "much lower.",
               "- The labels are the user's own: what they left out, the model learnt to leave out too.", ""]
