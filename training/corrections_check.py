@@ -57,7 +57,9 @@ def _flagged_ha(model, scene: str, box, out: str) -> float:
     return float(sum(s["area_ha"] for s in res.stats.values()))
 
 
-def _val_iou(model, data_dir: str, tmp: str) -> float:
+def _val_scores(model, data_dir: str, tmp: str, on_image=None) -> Dict:
+    """The engine's scores of ``model`` on the shipped model's validation sites (``on_image(path,
+    confusion)`` after each tile, as :func:`inference.evaluate.evaluate` calls it)."""
     info = open_model("tailings").info
     from .data import read_sites
     site_of = read_sites(data_dir)
@@ -66,7 +68,11 @@ def _val_iou(model, data_dir: str, tmp: str) -> float:
              if f.endswith(".tif") and site_of.get(f[:-4]) in val]
     d = tempfile.mkdtemp(dir=tmp)
     im, mk = link_tiles(data_dir, tiles, d)
-    return float(evaluate(model, im, mk, replace(RUN, cloud_mask="off"))["iou"])
+    return evaluate(model, im, mk, replace(RUN, cloud_mask="off"), on_image=on_image)
+
+
+def _val_iou(model, data_dir: str, tmp: str) -> float:
+    return float(_val_scores(model, data_dir, tmp)["iou"])
 
 
 def run(data_dir: Optional[str], epochs: int = 10, **fit_kw) -> Dict:
