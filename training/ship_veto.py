@@ -129,6 +129,19 @@ def build(src: str, out: str, log: Callable[[str], None] = print, keep_q: float 
     return {k: meta[k] for k in ("background_vetoed", "training_positive_vetoed", "locations")}
 
 
+def unvetoed(src: str, out: str) -> str:
+    """Write ``out``: the network of ``src`` without its veto (the model before ``build``)."""
+    from .fit import export_network
+    from .from_onnx import load_network
+    from .veto import Vetoed
+    from inference import open_model
+    net, _, info = load_network(open_model(src).path)
+    if isinstance(net, Vetoed):
+        net = net.net
+    export_network(net.eval(), replace(info, extra={k: v for k, v in info.extra.items() if k != "veto"}), out)
+    return out
+
+
 def _detection(model, data_dir: str, tmp: str) -> Dict:
     """Validation scores, and per tile / site with tailings whether a detection overlaps them."""
     site_of = read_sites(data_dir)
