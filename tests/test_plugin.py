@@ -666,7 +666,7 @@ def test_help_model_card_icons_and_default_folder(plugin, env, tmp_path):
     plugin.show_panel(True)
     d = plugin.dock
     d.model_combo.setCurrentIndex(d.model_combo.findData("tailings"))
-    assert "Before you rely on it" in d.model_label.text() and "6 %" in d.model_label.text()
+    assert "Before you rely on it" in d.model_label.text() and "1 %" in d.model_label.text()
     dlg = d.models.show_card()
     assert dlg is not None and "Known limits" in dlg.findChild(
         __import__("qgis.PyQt.QtWidgets", fromlist=["QTextBrowser"]).QTextBrowser).toPlainText()

