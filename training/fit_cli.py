@@ -38,8 +38,9 @@ def add_parsers(sub) -> None:
     c.add_argument("--data", default=None)
     c.add_argument("--epochs", type=int, default=1)
     c.add_argument("--json", help="write the result here")
-    c.add_argument("--partial", action="store_true", help="the western detections of the shipped model's run deleted, "
-                                                          "the eastern left as they were, learnt as corrections of it")
+    c.add_argument("--partial", action="store_true", help="the western half of the shipped model's "
+                                                          "detections deleted, the others left as they were, learnt "
+                                                          "as corrections of its run")
 
 
 def run_fit(a) -> int:
@@ -93,7 +94,13 @@ def run_fit(a) -> int:
 
 
 def run_corrections_check(a) -> int:
+    from inference.errors import TailingsError
+
     from . import data
     from .corrections_check import main
-    main(a.data or data.default_data_dir(), a.epochs, {}, a.json, "partial" if a.partial else "area")
+    try:
+        main(a.data or data.default_data_dir(), a.epochs, {}, a.json, "partial" if a.partial else "area")
+    except (TailingsError, RuntimeError) as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 2
     return 0
