@@ -127,7 +127,7 @@ class DistanceGrid:
             hh, ww = (th + STRIDE - 1) // STRIDE, (tw + STRIDE - 1) // STRIDE   # (beyond: the batch's zeros)
             cy = np.minimum((y + STRIDE * np.arange(hh) + STRIDE // 2) // STRIDE, self.shape[0] - 1)
             cx = np.minimum((x + STRIDE * np.arange(ww) + STRIDE // 2) // STRIDE, self.shape[1] - 1)
-            seen = np.outer(_seen(cy, hh, self.shape[0]), _seen(cx, ww, self.shape[1]))
+            seen = np.add.outer(_seen(cy, hh, self.shape[0]), _seen(cx, ww, self.shape[1]))
             iy, ix = np.meshgrid(cy, cx, indexing="ij")
             best = self.seen[iy, ix]
             more, same = seen > best, seen == best
