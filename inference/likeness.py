@@ -160,7 +160,7 @@ def region_distances(layer, grid: DistanceGrid, gt: Tuple[float, ...], wkt: str)
     (a polygon no sub-cell centre falls in: the location under a point on its surface)."""
     from osgeo import gdal
     from .region_stats import _burn_fids
-    vals = grid.values()
+    vals = grid.values().astype(np.float32)
     rows, cols = grid.shape
     step = STRIDE // SUB
     mem = gdal.GetDriverByName("MEM").Create("", cols * SUB, rows * SUB, 1, gdal.GDT_Int32)

@@ -157,3 +157,26 @@ def test_overlapping_tiles_keep_the_distance_of_the_tile_that_sees_most_around()
     np.testing.assert_allclose(v[:, 7], da[:, 7], rtol=1e-5)       # a sees all of its surroundings, b three columns less
     np.testing.assert_allclose(v[:, 12], db[:, 6], rtol=1e-5)      # and the other way round
     assert np.isfinite(v).all()
+
+
+def test_qgis_draws_the_marked_regions_with_their_own_symbol(raw_run, qgis_app):
+    """The layer as QGIS opens it (its default style from the GeoPackage): each region's symbol."""
+    qgis_core = pytest.importorskip("qgis.core")
+    d, raw = raw_run
+    thr = float(np.median(sorted(raw.values())))
+    res = execute(plan(SCENE, with_likeness(str(d / "qgis.onnx"), thr),
+                       SegmentOptions(device="cpu", extent=CORNER), str(d / "qgis")))
+    layer = qgis_core.QgsVectorLayer("%s|layername=%s" % (res.polygons, res.layer_name), "p", "ogr")
+    assert layer.isValid()
+    layer.loadDefaultStyle()
+    r = layer.renderer()
+    assert r.type() == "RuleRenderer"
+    assert [it.label() for it in r.legendSymbolItems()] == ["tailings", "tailings: marked for review (unlike the training tailings)"]
+    ctx = qgis_core.QgsRenderContext()
+    r.startRender(ctx, layer.fields())
+    try:
+        drawn = {f["for_review"]: r.symbolsForFeature(f, ctx)[0].symbolLayer(0).properties()["style"]
+                 for f in layer.getFeatures()}
+    finally:
+        r.stopRender(ctx)
+    assert drawn == {0: "solid", 1: "b_diagonal"}
