@@ -180,3 +180,48 @@ def test_qgis_draws_the_marked_regions_with_their_own_symbol(raw_run, qgis_app):
     finally:
         r.stopRender(ctx)
     assert drawn == {0: "solid", 1: "b_diagonal"}
+
+
+def test_the_panel_and_processing_say_it(tm, tmp_path, qgis_iface, qgis_processing, qgis_new_project):
+    """A GeoTIFF of the corner (red, green, blue: as a user exports one): the panel's findings and
+    Processing's log carry the line, Processing as a warning."""
+    from html import escape
+    from engine_helpers import make_raster
+    from s2_products import read_window
+    from tailings_mapper.inference import present as tm_present
+    from tailings_mapper.qgis_glue.results import findings_html
+    arrays = [read_window(b, (77, 30, 450, 450))[0] for b in ("B04", "B03", "B02")]
+    gt = read_window("B04", (77, 30, 450, 450))[1]
+    raster = make_raster(str(tmp_path / "corner.tif"), np.stack(arrays), epsg=32618, origin=(gt[0], gt[3]),
+                         descriptions=("B4", "B3", "B2"))
+    raw = execute(plan(raster, with_likeness(str(tmp_path / "raw.onnx"), 1.0), SegmentOptions(device="cpu"),
+                       str(tmp_path / "raw")))
+    _, rows, _ = regions(raw.polygons, raw.layer_name)
+    model = with_likeness(str(tmp_path / "mid.onnx"), float(np.median([r["tailings_distance"] for r in rows.values()])))
+    res = execute(plan(raster, model, SegmentOptions(device="cpu"), str(tmp_path / "mid")))
+    line = [ln for ln in tm_present.findings(res) if ln.label == "marked for review"]
+    assert len(line) == 1 and 0 < res.marks["regions"] < res.marks["regions_total"]
+    assert escape(str(line[0])) in findings_html(res)
+    from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback
+    from tailings_mapper.processing_provider.provider import TailingsProvider
+    import processing
+    reg = QgsApplication.processingRegistry()
+    if reg.providerById("tailings_mapper") is None:
+        reg.addProvider(TailingsProvider())
+
+    class Feedback(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.warn = []
+
+        def pushWarning(self, text):
+            self.warn.append(text)
+    fb = Feedback()
+    try:
+        processing.run("tailings_mapper:segment", {"INPUT": raster, "MODEL_FILE": model, "DEVICE": "cpu",
+                                                   "OUTPUT_CLASSES": str(tmp_path / "p_classes.tif"),
+                                                   "OUTPUT_POLYGONS": str(tmp_path / "p_polys.gpkg")},
+                       context=QgsProcessingContext(), feedback=fb)
+    finally:
+        reg.removeProvider(reg.providerById("tailings_mapper"))
+    assert "Warning: %s" % line[0].text in fb.warn
