@@ -31,6 +31,18 @@ def with_likeness(path: str, threshold) -> str:
     return path
 
 
+def without_likeness(path: str) -> str:
+    """The shipped model without a ``likeness`` entry (whether or not it carries one)."""
+    import onnx
+    from dataclasses import replace
+    from inference.model_formats import write_metadata
+    info = open_model(SHIPPED).info
+    proto = onnx.load(SHIPPED)
+    write_metadata(proto, replace(info, extra={k: v for k, v in info.extra.items() if k != "likeness"}))
+    onnx.save(proto, path)
+    return path
+
+
 def regions(gpkg: str, layer: str):
     ds = ogr.Open(gpkg)
     lyr = ds.GetLayerByName(layer)
@@ -98,7 +110,8 @@ def test_all_regions_like_the_training_tailings_is_said_without_a_warning(raw_ru
 
 
 def test_a_model_without_the_calibration_marks_nothing_and_says_so_once(tmp_path):
-    p = plan(SCENE, SHIPPED, SegmentOptions(device="cpu", extent=CORNER), str(tmp_path / "out"))
+    model = without_likeness(str(tmp_path / "bare.onnx"))
+    p = plan(SCENE, model, SegmentOptions(device="cpu", extent=CORNER), str(tmp_path / "out"))
     assert p.likeness is None
     said = [n for n in p.notes if "cannot mark the flagged regions" in n]
     assert len(said) == 1
