@@ -53,7 +53,7 @@ class Likeness:
         """From a model's metadata (``replay``, ``likeness`` and the ``ood`` feature's name); None
         when it has not all three.  Nonsense (NaN, a threshold <= 0) is a :class:`ModelError`."""
         rep, lk, ood = extra.get("replay"), extra.get("likeness"), extra.get("ood") or {}
-        if not rep or not lk or not (lk.get("feature") or ood.get("feature")):
+        if not rep or not lk or not ood.get("feature"):   # (the ``ood`` feature: a fine-tuned copy renames it)
             return None
         try:
             c, k, n = int(rep["channels"]), int(rep["components_n"]), int(rep["samples_n"])
@@ -62,7 +62,7 @@ class Likeness:
             samples = _unpack(rep["samples"], (n, k + 1))
             share = _unpack(rep["positive_share"], (n,))
             kn, thr = int(lk["k"]), float(lk["threshold"])
-            feature = str(lk.get("feature") or ood["feature"])
+            feature = str(ood["feature"])
         except (KeyError, TypeError, ValueError) as e:
             raise ModelError("%s: its replay or likeness metadata cannot be read (%s)" % (label, e)) from None
         arrays = (mu, sd, comps, samples, share)

@@ -186,12 +186,11 @@ def compute_likeness(model_path: str, data_dir: str, sites: Optional[Sequence[st
         raise ValueError("%s carries no replay or ood metadata: run ood-stats first" % model_path)
     if sites is None:
         sites = (info.extra.get("split") or {}).get("train_sites")
-    feature = info.extra["ood"]["feature"]
     tmp = tempfile.mkdtemp(prefix="tm-likeness-")
     dist, weight = [], []
     try:
         raw = os.path.join(tmp, "raw.onnx")
-        write_extra(model_path, {"likeness": {"k": LIKENESS_K, "threshold": 1.0, "feature": feature}}, raw)
+        write_extra(model_path, {"likeness": {"k": LIKENESS_K, "threshold": 1.0}}, raw)
         for i, path in enumerate(_images(data_dir, sites)):
             res = segment(path, raw, os.path.join(tmp, "run%d" % i), SegmentOptions(device="cpu", prefix="t"))
             mask = gdal.Open(path.replace(os.sep + "images" + os.sep, os.sep + "masks" + os.sep)).ReadAsArray()
@@ -220,7 +219,7 @@ def compute_likeness(model_path: str, data_dir: str, sites: Optional[Sequence[st
     order = np.argsort(d)
     cum = np.cumsum(w[order]) / w.sum()
     thr = float(d[order][min(len(d) - 1, int(np.searchsorted(cum, LIKENESS_QUANTILE / 100.0)))])
-    return {"k": LIKENESS_K, "threshold": round(thr, 4), "feature": feature, "quantile": LIKENESS_QUANTILE,
+    return {"k": LIKENESS_K, "threshold": round(thr, 4), "quantile": LIKENESS_QUANTILE,
             "regions": int(len(d)), "calibration": "regions flagged on the training tiles, weighted by their true "
             "tailings", "sites": list(sites) if sites is not None else "all"}
 
