@@ -77,7 +77,7 @@ def review_marks(res) -> List[Line]:
     if not m.get("regions"):
         return [Line("like the training tailings", "all %d flagged regions (%.0f ha) look like the tailings the model "
                      "learnt from" % (m["regions_total"], float(m["flagged_ha"])))]
-    return [Line("marked for review", review_text(m), WARNING)]
+    return [Line("warning", review_text(m), WARNING)]   # (the CLI's ``warning:``, Processing's and the bar's)
 
 
 def review_text(m) -> str:

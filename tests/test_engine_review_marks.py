@@ -86,8 +86,8 @@ def test_regions_beyond_the_threshold_are_marked_and_the_others_not(raw_run):
     with open(res.report, encoding="utf-8") as fh:
         rep = json.load(fh)["for_review"]
     assert rep["checked"] is True and rep["regions"] == len(marked) and rep["area_ha"] == pytest.approx(m["area_ha"])
-    lines = [ln for ln in present.findings(res) if ln.label == "marked for review"]
-    assert len(lines) == 1 and lines[0].kind == present.WARNING
+    lines = [ln for ln in present.findings(res) if "marked for review" in ln.text]
+    assert len(lines) == 1 and lines[0].kind == present.WARNING and str(lines[0]).startswith("warning: ")
     assert lines[0].text.startswith("%d of %d regions (%.0f ha of %.0f ha) look" % (
         len(marked), len(rows), m["area_ha"], m["flagged_ha"]))
     assert str(lines[0]) in present.text(present.run_lines(res))
@@ -211,7 +211,7 @@ def test_the_panel_and_processing_say_it(tm, tmp_path, qgis_iface, qgis_processi
     _, rows, _ = regions(raw.polygons, raw.layer_name)
     model = with_likeness(str(tmp_path / "mid.onnx"), float(np.median([r["tailings_distance"] for r in rows.values()])))
     res = execute(plan(raster, model, SegmentOptions(device="cpu"), str(tmp_path / "mid")))
-    line = [ln for ln in tm_present.findings(res) if ln.label == "marked for review"]
+    line = [ln for ln in tm_present.findings(res) if "marked for review" in ln.text]
     assert len(line) == 1 and 0 < res.marks["regions"] < res.marks["regions_total"]
     assert escape(str(line[0])) in findings_html(res)
     from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback
@@ -237,3 +237,16 @@ def test_the_panel_and_processing_say_it(tm, tmp_path, qgis_iface, qgis_processi
     finally:
         reg.removeProvider(reg.providerById("tailings_mapper"))
     assert "Warning: %s" % line[0].text in fb.warn
+
+
+def test_the_command_line_warns_of_the_marked_regions(raw_run):
+    from engine_helpers import run_cli
+    d, raw = raw_run
+    model = with_likeness(str(d / "cli.onnx"), float(np.median(sorted(raw.values()))))
+    proc = run_cli(["segment", SCENE, "--model", model, "--out", str(d / "cli"), "--device", "cpu",
+                    "--extent", ",".join("%g" % v for v in CORNER)])
+    assert proc.returncode == 0, proc.stderr
+    res = execute(plan(SCENE, model, SegmentOptions(device="cpu", extent=CORNER), str(d / "cli_ref")))
+    said = [ln for ln in proc.stdout.splitlines() if "marked for review" in ln]
+    assert said == [str(present.review_marks(res)[0])] and said[0].startswith("warning: %d of %d regions" % (
+        res.marks["regions"], res.marks["regions_total"]))
