@@ -22,6 +22,7 @@ from typing import Dict, Optional, Tuple
 
 from . import locks, report, sizing, stream, styles
 from .errors import Cancelled, InputError, OutputError
+from .likeness import DistanceGrid, mark_layer
 from .masks import MASK_CLASSES
 from .ood import TileLog, boxes_wkt, warning as ood_warning
 from .metadata import ModelInfo
@@ -55,6 +56,7 @@ class SegmentResult:
     reliability: Dict[str, object] = field(default_factory=dict)   # ood.TileLog.summary(), when checked
     tiles_layer: Optional[str] = None      # the GeoPackage layer of scored tiles (beside the polygons)
     report: Optional[str] = None           # <stem>_report.json (``inference.report``)
+    marks: Dict[str, object] = field(default_factory=dict)   # regions marked for review (likeness.mark_layer)
 
 
 def execute(p: Plan, progress: Optional[stream.ProgressFn] = None,
@@ -160,7 +162,8 @@ def _result(p: Plan, session, staged: StagedOutputs, stats, streamed, t0: float)
                          model=p.info, valid_pixels=streamed.valid_pixels, tiles=streamed.tiles,
                          warnings=p.warnings + tuple(warnings), masked_ha=masked_ha,
                          masked_fraction=masked_fraction, flagged_fraction=flagged_fraction,
-                         reliability=reliability, tiles_layer=tiles_layer, report=out.get("report"))
+                         reliability=reliability, tiles_layer=tiles_layer, report=out.get("report"),
+                         marks=streamed.marks or {})
 
 
 def _findings(p: Plan, stats, streamed) -> Tuple[Dict[str, float], float, float, list]:
@@ -286,12 +289,16 @@ def _run(p: Plan, loading: Future, staged: StagedOutputs, workdir: str, progress
     K = info.channels
     network = stream.TileNetwork(p, session, K, cancel)
     tile_log = TileLog(p.ood) if p.ood is not None else None
+    distances = None
+    if p.likeness is not None and staged.get("polygons") and p.likeness.feature in session.extra_outputs:
+        distances = DistanceGrid(p.likeness, W, H)
+        distances.output = session.extra_outputs.index(p.likeness.feature)
     try:
         with STAGES("stream (wall)"):
             streamed = stream.run(p, grid, network, session.fixed_batch or p.batch, write, progress, cancel,
                                   stream.io_threads(session.device), finish=sieve.close if sieve is not None else None,
                                   span=(0.1 if p.mask is not None and p.mask.kind == "csmask" else 0.0, 0.85),
-                                  tile_log=tile_log, read=read)
+                                  tile_log=tile_log, read=read, likeness=distances)
         streamed.tile_log = tile_log
         streamed.grid_gt = grid.gt
         grid.ds = None
@@ -319,6 +326,9 @@ def _run(p: Plan, loading: Future, staged: StagedOutputs, workdir: str, progress
         for w in (cls_w, conf_w):   # (a failed run's: closed before its files are removed)
             with contextlib.suppress(RuntimeError), failing_quietly():
                 w.close()
+    if distances is not None:
+        with STAGES("likeness"):
+            streamed.marks = mark_layer(staged.get("polygons"), staged.layer_name, distances, gt, wkt)
     if tile_log is not None and staged.get("polygons"):
         write_tiles_layer(staged.get("polygons"), staged.layer_name.replace("_polygons", "") + "_tiles",
                           boxes_wkt(tile_log.boxes, grid.gt), grid.wkt, tile_log)

@@ -21,9 +21,10 @@ from . import options as optlib
 from . import masks, radiometry, sizing
 from . import raster as rasterlib
 from .errors import InputError, ModelError, OptionError
-from .metadata import ModelInfo
+from .metadata import ModelInfo, model_label
 from .model import Model, open_model
 from .output_names import choose_outputs
+from .likeness import Likeness
 from .ood import OodStats
 from .runtime import Session, choose_providers
 from .tiling import check_scales, positions
@@ -60,6 +61,7 @@ class Plan:
     aoi: Optional[Tuple[str, ...]] = None  # area-of-interest polygons (WKT, raster CRS)
     mask: Optional["masks.MaskSource"] = None   # clouds and shadows masked before segmenting
     ood: Optional["OodStats"] = None      # the training tiles' statistics, when the run checks against them
+    likeness: Optional["Likeness"] = None  # the training tailings' locations: flagged regions marked for review
     estimate: Optional["sizing.Estimate"] = None   # time and peak memory, before it runs
     block_cache_bytes: int = 0             # GDAL block cache a strip needs (``writing.block_cache_need``)
 
@@ -97,6 +99,8 @@ class Plan:
         time any plan of this model asks for it; with the encoder's features when the run checks
         the scene against the training data)."""
         extra = (self.ood.feature,) if self.ood is not None else ()
+        if self.likeness is not None and self.likeness.feature not in extra:
+            extra += (self.likeness.feature,)
         return self.model.session(self.options.device, self.options.threads, extra)
 
     def with_outputs(self, out_dir: str, prefix: Optional[str] = None, overwrite: Optional[bool] = None) -> "Plan":
@@ -140,6 +144,10 @@ def plan(input_path: str, model: Union[str, Model], opts: Optional["optlib.Segme
     if ood is None and opts.ood_check:
         notes.append("the model carries no statistics of its training data: this run cannot say whether the "
                      "scene is like them")
+    likeness = _likeness(info, opts)
+    if opts.ood_check and likeness is None and info.task == "binary":
+        notes.append("the model carries no calibrated sample of its training tailings: this run cannot mark the "
+                     "flagged regions that look unlike them for review")
     mask, mask_notes = masks.choose(opts, r, input_path)
     notes.extend(mask_notes)
     if mask is not None:
@@ -181,7 +189,7 @@ def plan(input_path: str, model: Union[str, Model], opts: Optional["optlib.Segme
              overlap=overlap, threshold=info.threshold if opts.threshold is None else float(opts.threshold),
              min_area_ha=min_area, tta=info.tta if opts.tta is None else opts.tta, scales=scales,
              out_dir=out_dir, outputs=MappingProxyType(outputs), notes=tuple(notes), warnings=tuple(warnings),
-             aoi=tuple(aoi) if aoi else None, mask=mask, ood=ood)
+             aoi=tuple(aoi) if aoi else None, mask=mask, ood=ood, likeness=likeness)
     p = replace(p, block_cache_bytes=block_cache_need(p))   # (opens the raster once more: once per plan)
     est = sizing.estimate(p, device)
     long_run = sizing.check(p, est)   # (refuses a run that would not fit in memory)
@@ -256,3 +264,11 @@ def _window(r: rasterlib.RasterInfo, extent, what: str = "the extent") -> Tuple[
     if c1 <= c0 or r1 <= r0:
         raise InputError("%s does not overlap the raster" % what)
     return c0, r0, c1 - c0, r1 - r0
+
+
+def _likeness(info: ModelInfo, opts) -> Optional[Likeness]:
+    """Whether the run marks the flagged regions unlike the training tailings (a binary model
+    whose metadata carries them, when the scene is checked against the training data)."""
+    if not opts.ood_check or info.task != "binary":
+        return None
+    return Likeness.from_metadata(info.extra, model_label(info))

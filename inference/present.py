@@ -65,7 +65,27 @@ def findings(res) -> List[Line]:
                           "pixels outside the training brightness range" % (
                               rel["ood_score"], rel["unreliable_tiles"], rel["tiles_scored"],
                               percent(rel["out_of_range_fraction"]))))
-    return lines
+    return lines + review_marks(res)
+
+
+def review_marks(res) -> List[Line]:
+    """The flagged regions that look unlike the tailings the model learnt from (``res.marks``:
+    ``likeness.mark_layer``'s summary): a warning when there are any."""
+    m = getattr(res, "marks", None) or {}
+    if not m.get("regions_total"):
+        return []
+    if not m.get("regions"):
+        return [Line("like the training tailings", "all %d flagged regions (%.0f ha) look like the tailings the model "
+                     "learnt from" % (m["regions_total"], float(m["flagged_ha"])))]
+    return [Line("warning", review_text(m), WARNING)]   # (the CLI's ``warning:``, Processing's and the bar's)
+
+
+def review_text(m) -> str:
+    """``3 of 12 regions (81 ha of 95 ha) look unlike ...``."""
+    return ("%d of %d region%s (%.0f ha of %.0f ha) look%s unlike the tailings the model learnt from: marked for "
+            "review (for_review = 1 in the polygon layer)"
+            % (m["regions"], m["regions_total"], "" if m["regions_total"] == 1 else "s", float(m["area_ha"]),
+               float(m["flagged_ha"]), "s" if m["regions"] == 1 else ""))
 
 
 def outputs(res) -> List[Line]:

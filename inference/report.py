@@ -5,6 +5,7 @@ masked, found and warned of, for a person to read and a batch to collect.
      "model": {"name", "path", "version"},
      "radiometry": [{"model_band", "raster_band", "scale", "offset", "why"}],
      "masked_fraction", "masked_ha", "flagged_fraction", "ood_score", "ood", "reliability",
+     "for_review": {"checked", "regions", "regions_total", "area_ha", "flagged_ha"},
      "found": {class name: {"regions", "area_ha"}}, "outputs": {kind: path},
      "warnings": [...], "notes": [...], "device", "provider_reason", "seconds", "run_time",
      "summary": the run's one line (``inference.present.headline``)}
@@ -46,6 +47,7 @@ def build(p, res, outputs: Mapping[str, str], run_time: str) -> Dict[str, object
         "ood_score": rel.get("ood_score"),
         "ood": bool(rel.get("ood", False)),
         "reliability": rel,
+        "for_review": _marks(res),
         "found": {str(s["name"]): {"regions": s["count"], "area_ha": round(float(s["area_ha"]), 2)}
                   for _, s in sorted(res.stats.items())},
         "outputs": {k: v for k, v in outputs.items() if k != "report"},
@@ -74,3 +76,10 @@ def write(path: Optional[str], report: Dict[str, object]) -> None:
 def read(path: str) -> Dict[str, object]:
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
+
+
+def _marks(res) -> Dict[str, object]:
+    """The regions marked for review (``likeness``): ``checked`` false when the run could not."""
+    m = dict(getattr(res, "marks", None) or {})
+    m.pop("threshold", None)
+    return dict(checked=bool(m), **m)

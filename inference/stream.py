@@ -271,11 +271,12 @@ class TileNetwork:
         self.with_features = bool(session.extra_outputs)
         self.heads = session.n_outputs
         self.features: Optional[np.ndarray] = None   # (n, C): the encoder's tile means, first pass
+        self.maps: Optional[List[np.ndarray]] = None  # the extra outputs themselves (n, C, h, w), first pass
 
     def __call__(self, batch: np.ndarray, n: int) -> np.ndarray:
         feed = batch if self.fixed_batch else batch[:n]
         out = None
-        self.features = None
+        self.features = self.maps = None
         for s in self.p.scales:
             fs = feed if s == 1.0 else np.ascontiguousarray(rescale(feed, s))
             for fwd, inv in self.views:
@@ -301,7 +302,8 @@ class TileNetwork:
             o = join_heads(outs[:self.heads], n)
             if features and self.with_features:
                 from .ood import tile_means
-                self.features = tile_means(np.asarray(outs[self.heads][:n], np.float32))
+                self.maps = [np.asarray(f[:n], np.float32) for f in outs[self.heads:]]
+                self.features = tile_means(self.maps[0])
         except Exception as e:  # onnxruntime's own exception types
             raise TailingsError("the network failed on tiles of %d x %d px: %s" % (ts, ts, first_line(e))) from None
         if o.shape[1] != self.K or o.shape[2] != ts or o.shape[3] != ts:
@@ -405,18 +407,21 @@ class StreamStats:
     tiles: int = 0        # tiles inferred (tiles without a valid pixel are skipped)
     masked: Dict[int, int] = field(default_factory=dict)   # mask class -> pixels (working grid)
     tile_log: Optional[object] = None     # ood.TileLog of the run, when it checks the scene
+    marks: Optional[Dict[str, object]] = None   # regions marked for review (likeness.mark_layer), when checked
     grid_gt: Optional[Tuple[float, ...]] = None
     seconds: float = 0.0  # streaming's wall time
 
 
 def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callable, progress: ProgressFn,
         cancel: CancelFn, threaded, finish: Optional[Callable] = None, span=(0.0, 0.85),
-        tile_log=None, read: Optional[StripReader] = None) -> StreamStats:
+        tile_log=None, read: Optional[StripReader] = None, likeness=None) -> StreamStats:
     """Stream the grid: for each strip of tile rows, read, infer its tiles in batches, blend,
     classify the rows that are final and ``write(classes, confidence, y)`` them in order;
     ``finish()`` runs where the writes ran (the writer thread) once they are done; ``tile_log``
     (an ``ood.TileLog``) gets each inferred tile's place and scores; ``read``: the grid's
-    :class:`StripReader` when the caller has one (its first strip read already).  ``threaded``: whether
+    :class:`StripReader` when the caller has one (its first strip read already); ``likeness`` (a
+    ``likeness.DistanceGrid``) gets each inferred tile's deepest features (its ``output``: which of
+    the session's extra outputs).  ``threaded``: whether
     reading, writing and the network run on threads of their own, ``(read, write, infer)``
     (:func:`io_threads`) or one bool for all three."""
     from .ood import out_of_range
@@ -450,7 +455,7 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
 
     def infer(b, n):
         with STAGES("network"):
-            return network(b, n), network.features
+            return network(b, n), network.features, network.maps
 
     def settle():
         """Blend the oldest batch in flight (wait for it)."""
@@ -458,13 +463,16 @@ def run(p, grid: WorkGrid, network: TileNetwork, batch_size: int, write: Callabl
             return
         job, xs_, checks_, y_ = inflight.pop(0)
         with STAGES("waiting for the network"):
-            probs, features = job.result()
+            probs, features, maps = job.result()
         with STAGES("blend"):
             for k, x in enumerate(xs_):
                 blend.add(probs[k], x)
         if tile_log is not None and features is not None:
             tile_log.add([(x, y_, tw, th) for x in xs_], features,
                          [c[0] for c in checks_], [c[1] for c in checks_])
+        if likeness is not None and maps is not None:
+            with STAGES("likeness"):
+                likeness.add(maps[likeness.output], [(x, y_, tw, th) for x in xs_])
         stats.tiles += len(xs_)
 
     def flush(y):

@@ -129,3 +129,42 @@ def tiles_qml(threshold: float) -> str:
             + 'label=%s/>\n  </rules>\n' % quoteattr("unlike the training data (score above %g)" % threshold)
             + '  <symbols>\n   <symbol type="fill" name="0" alpha="1" clip_to_extent="1" force_rhr="0">\n%s'
             % layer + '   </symbol>\n  </symbols>\n </renderer-v2>\n <layerGeometryType>2</layerGeometryType>\n</qgis>\n')
+
+
+REVIEW_ALIASES = (("for_review", "Marked for review (unlike the training tailings)"),
+                  ("tailings_distance", "Distance to the training tailings (over 1: marked)"))
+
+
+def _review_fill(rgb) -> str:
+    """A region marked for review: its class colour, hatched, dashed outline."""
+    props = (("color", "%d,%d,%d,255" % rgb), ("outline_color", "%d,%d,%d,255" % rgb), ("outline_style", "dash"),
+             ("outline_width", "%g" % OUTLINE_MM), ("outline_width_unit", "MM"), ("style", "b_diagonal"),
+             ("joinstyle", "bevel"))
+    opts = "".join('      <Option type="QString" name=%s value=%s/>\n' % (quoteattr(k), quoteattr(v)) for k, v in props)
+    legacy = "".join('     <prop k=%s v=%s/>\n' % (quoteattr(k), quoteattr(v)) for k, v in props)
+    return ('    <layer class="SimpleFill" enabled="1" locked="0" pass="0">\n'
+            '     <Option type="Map">\n%s     </Option>\n%s    </layer>\n' % (opts, legacy))
+
+
+def polygons_review_qml(classes: Sequence[ClassInfo]) -> str:
+    """Like :func:`polygons_qml`, with the regions marked for review (``for_review = 1``) drawn
+    hatched with a dashed outline, under a legend entry of their own per class."""
+    shown = [c for c in classes if not c.is_background]
+    rules, syms = [], []
+    for k, c in enumerate(shown):
+        keep = '&quot;class_id&quot; = %d AND coalesce(&quot;for_review&quot;, 0) = 0' % c.id
+        marked = '&quot;class_id&quot; = %d AND &quot;for_review&quot; = 1' % c.id
+        rules.append('   <rule key="c%d" symbol="%d" filter="%s" label=%s/>\n' % (c.id, 2 * k, keep, quoteattr(c.name)))
+        rules.append('   <rule key="r%d" symbol="%d" filter="%s" label=%s/>\n' % (
+            c.id, 2 * k + 1, marked, quoteattr("%s: marked for review (unlike the training tailings)" % c.name)))
+        for j, body in ((2 * k, _fill_layer(c.rgb, FILL_ALPHA)), (2 * k + 1, _review_fill(c.rgb))):
+            syms.append('   <symbol type="fill" name="%d" alpha="1" clip_to_extent="1" force_rhr="0">\n%s   </symbol>\n'
+                        % (j, body))
+    aliases = "".join(' <alias field=%s index="%d" name=%s/>\n' % (quoteattr(f), i + 1, quoteattr(a))
+                      for i, (f, a) in enumerate(FIELD_ALIASES + REVIEW_ALIASES))
+    return (_head("Symbology|Fields")
+            + ' <renderer-v2 type="RuleRenderer" forceraster="0" enableorderby="0" symbollevels="0">\n'
+            + '  <rules key="root">\n%s  </rules>\n  <symbols>\n%s  </symbols>\n </renderer-v2>\n'
+            % ("".join(rules), "".join(syms))
+            + " <blendMode>0</blendMode>\n <featureBlendMode>0</featureBlendMode>\n"
+            + " <aliases>\n%s </aliases>\n <layerGeometryType>2</layerGeometryType>\n</qgis>\n" % aliases)

@@ -19,7 +19,7 @@ from osgeo import gdal, ogr, osr
 from . import raster as rasterlib
 from .errors import Cancelled, OutputError
 from .masks import MASK_MIN
-from .styles import polygons_qml, write_gpkg_style
+from .styles import polygons_qml, polygons_review_qml, write_gpkg_style
 from .polygonize import BandPolygonizer, polygonize_band
 from .region_stats import ROWS_PER_READ, mean_confidence_by_fid
 from .writing import STAGES
@@ -292,7 +292,8 @@ def _finish_layer(p, out, layer, layer_name: str, run_time: str) -> None:
     if p.options.date:
         meta["TM_DATE"] = p.options.date
     layer.SetMetadata(meta)
-    write_gpkg_style(out, layer_name, polygons_qml(p.info.classes))
+    marked = getattr(p, "likeness", None) is not None   # (regions marked for review: likeness.mark_layer)
+    write_gpkg_style(out, layer_name, (polygons_review_qml if marked else polygons_qml)(p.info.classes))
 
 
 def _postprocess_labels(p, classes_path, conf_path, gpkg_path, layer_name, run_time, cancel, workdir=None):

@@ -1,5 +1,5 @@
-"""python -m training {train,export,split,rasterize,evaluate,ood-stats,ood-score,fit,corrections-check,ship-veto,
-ship-veto-check,compare} ...
+"""python -m training {train,export,split,rasterize,evaluate,ood-stats,likeness,ood-score,fit,corrections-check,
+ship-veto,ship-veto-check,compare} ...
 (see docs/training.md)"""
 from __future__ import annotations
 
@@ -73,6 +73,12 @@ def main(argv=None):
     o.add_argument("--data", default=None)
     o.add_argument("--sites", help="comma-separated sites (default: the model's training sites)")
     o.add_argument("--out", required=True)
+    lk = sub.add_parser("likeness", help="calibrate the marks for review (flagged regions unlike the training "
+                                         "tailings) on the training tiles and store them in a model")
+    lk.add_argument("model")
+    lk.add_argument("--data", default=None)
+    lk.add_argument("--sites", help="comma-separated sites (default: the model's training sites)")
+    lk.add_argument("--out", required=True)
     q = sub.add_parser("ood-score", help="the check's scores of rasters (tiles, median, share above the threshold)")
     q.add_argument("model")
     q.add_argument("rasters", nargs="+")
@@ -172,6 +178,13 @@ def main(argv=None):
             replay = ood_stats.compute_replay(a.model, d, sites)
         ood_stats.write(a.model, stats, a.out, replay)
         print(json.dumps({k: stats[k] for k in ("tiles", "maha_q95", "res_q95", "out_of_range_q95", "sites")}))
+    elif a.cmd == "likeness":
+        from . import ood_stats
+        d = a.data or data.default_data_dir()
+        sites = [v.strip() for v in a.sites.split(",")] if a.sites else None
+        lk = ood_stats.compute_likeness(a.model, d, sites)
+        ood_stats.write_extra(a.model, {"likeness": lk}, a.out)
+        print(json.dumps({k: lk[k] for k in ("k", "threshold", "quantile", "regions")}))
     elif a.cmd == "ood-score":
         from . import ood_stats
         res = ood_stats.score(a.model, a.rasters)

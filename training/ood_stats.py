@@ -167,3 +167,68 @@ def score(model_path: str, rasters: Sequence[str], seed: int = 0) -> Dict[str, D
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+LIKENESS_K = 5
+LIKENESS_QUANTILE = 98.0   # the share (%) of the training sites' true tailings area not marked for review
+
+
+def compute_likeness(model_path: str, data_dir: str, sites: Optional[Sequence[str]] = None) -> Dict:
+    """The ``likeness`` metadata (``inference.likeness``): the engine run on each training tile with
+    the distances unscaled; each flagged region's distance weighted by the true tailings it holds;
+    the threshold is their ``LIKENESS_QUANTILE`` % quantile (the rest of the training sites' true
+    tailings area is not marked).  Needs the model's ``replay`` and ``ood`` metadata."""
+    from osgeo import gdal, ogr
+    from inference.execute import segment
+    from inference.region_stats import _burn_fids
+    info = open_model(model_path).info
+    if not info.extra.get("replay") or not info.extra.get("ood"):
+        raise ValueError("%s carries no replay or ood metadata: run ood-stats first" % model_path)
+    if sites is None:
+        sites = (info.extra.get("split") or {}).get("train_sites")
+    tmp = tempfile.mkdtemp(prefix="tm-likeness-")
+    dist, weight = [], []
+    try:
+        raw = os.path.join(tmp, "raw.onnx")
+        write_extra(model_path, {"likeness": {"k": LIKENESS_K, "threshold": 1.0}}, raw)
+        for i, path in enumerate(_images(data_dir, sites)):
+            res = segment(path, raw, os.path.join(tmp, "run%d" % i), SegmentOptions(device="cpu", prefix="t"))
+            mask = gdal.Open(path.replace(os.sep + "images" + os.sep, os.sep + "masks" + os.sep)).ReadAsArray()
+            cls = gdal.Open(res.class_raster)
+            mem = gdal.GetDriverByName("MEM").Create("", cls.RasterXSize, cls.RasterYSize, 1, gdal.GDT_Int32)
+            mem.SetGeoTransform(cls.GetGeoTransform())
+            mem.SetProjection(cls.GetProjection())
+            ds = ogr.Open(res.polygons)
+            layer = ds.GetLayerByName(res.layer_name)
+            _burn_fids(mem, layer)
+            layer.ResetReading()
+            fids = mem.GetRasterBand(1).ReadAsArray()
+            true = np.bincount(fids[mask == 1].ravel(), minlength=int(fids.max()) + 1)
+            for f in layer:
+                d = f.GetField("tailings_distance")
+                if d is not None and f.GetFID() < len(true) and true[f.GetFID()]:
+                    dist.append(float(d))
+                    weight.append(float(true[f.GetFID()]))
+            layer = ds = mem = cls = None
+            shutil.rmtree(os.path.join(tmp, "run%d" % i), ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not dist:
+        raise ValueError("no flagged region holds true tailings on the training tiles: nothing to calibrate")
+    d, w = np.asarray(dist), np.asarray(weight)
+    order = np.argsort(d)
+    cum = np.cumsum(w[order]) / w.sum()
+    thr = float(d[order][min(len(d) - 1, int(np.searchsorted(cum, LIKENESS_QUANTILE / 100.0)))])
+    return {"k": LIKENESS_K, "threshold": round(thr, 4), "quantile": LIKENESS_QUANTILE,
+            "regions": int(len(d)), "calibration": "regions flagged on the training tiles, weighted by their true "
+            "tailings", "sites": list(sites) if sites is not None else "all"}
+
+
+def write_extra(model_path: str, entries: Dict, out: str) -> None:
+    """A copy of the model with ``entries`` added to its metadata's extra (weights and graph unchanged)."""
+    import onnx
+    from inference.model_formats import write_metadata
+    info = open_model(model_path).info
+    proto = onnx.load(model_path)
+    write_metadata(proto, replace(info, extra=dict(info.extra, **entries)))
+    onnx.save(proto, out)
