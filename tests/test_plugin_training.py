@@ -101,18 +101,22 @@ def test_processing_trains_a_model_that_segment_then_runs(tm, qgis_processing, e
 
 
 def test_improve_from_edits_learns_where_there_is_nothing_and_changes_nothing_of_the_users(plugin, env):
-    """The panel runs the shipped model; the analyst deletes every polygon (unsaved edits); one
-    action trains a new model in the list; the layer keeps its edits, the shipped model is as it was."""
+    """The panel runs the shipped network (loaded as a file: the shipped model's veto leaves these
+    synthetic squares unflagged); the analyst deletes every polygon (unsaved edits); one action
+    trains a new model in the list; the layer keeps its edits, the shipped model is as it was."""
     from tailings_mapper.inference import open_model
+    from training.ship_veto import unvetoed
     raster = s2_raster(str(env / "scene.tif"), size=448, squares=((40, 40, 120), (250, 200, 90)))
     lyr = QgsRasterLayer(raster, "scene")
     QgsProject.instance().addMapLayer(lyr)
     plugin.show_panel(True)
     plugin.dock.set_layer(lyr)
+    assert plugin.dock.models.add_user_model(unvetoed("tailings", str(env / "network.onnx")))
     task = plugin.dock.run()
     assert wait_for(lambda: task.ok is not None, 120) and task.ok, task.outcome
     poly = [x for x in task.layers if x.customProperty("tailings_mapper/result") == "polygons"][0]
     n = poly.featureCount()
+    assert n > 0
     before = os.path.getmtime(open_model("tailings").path)
     assert poly.startEditing()
     assert poly.deleteFeatures([f.id() for f in poly.getFeatures()])
