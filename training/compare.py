@@ -19,6 +19,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from . import chips as C
+from .predict import predict
 
 LOSS_WARN = 0.10    # more than this share of the base's detections lost: a warning
 WINDOWS = 12        # blocks of untouched ground scored (per fit)
@@ -49,7 +50,6 @@ def _blocks(scene: C.Scene, rng) -> List[tuple]:
 
 def untouched_ground(base_net, new_net, base_info, new_info, scenes: List[C.Scene], dev, seed: int = 0) -> Dict:
     """Base vs new detections on the scenes' unlabelled blocks (see the module's text)."""
-    from .fit import predict
     rng = np.random.default_rng(seed)
     jobs = [(s, b) for s in scenes for b in _blocks(s, rng)][:WINDOWS]
     ml = new_info.task == "multilabel"

@@ -43,6 +43,7 @@ from . import compare as CMP
 from . import corrections as K
 from . import losses, model_card, nets
 from . import veto as V
+from .predict import predict  # noqa: F401 (also the fit's: fit.predict)
 from .from_onnx import freeze_norm, load_network
 from .veto import Vetoed
 
@@ -310,17 +311,6 @@ def _train(net, info, scenes, from_model, dev, epochs, chip, batch, chips_per_ep
 
 
 @torch.no_grad()
-def predict(net, img: np.ndarray, dev, multilabel: bool) -> np.ndarray:
-    """Probabilities (K, h, w) of one normalised window (padded to a multiple of 32)."""
-    c, h, w = img.shape
-    x = np.pad(img, ((0, 0), (0, (-h) % 32), (0, (-w) % 32)), mode="reflect")
-    z = net(torch.from_numpy(x[None].astype(np.float32)).to(dev))
-    if isinstance(net, Vetoed):   # probabilities already
-        return z[0, :, :h, :w].float().cpu().numpy()
-    p = torch.sigmoid(z) if multilabel or z.shape[1] == 1 else torch.softmax(z, 1)
-    return p[0, :, :h, :w].float().cpu().numpy()
-
-
 def validate(net, info, windows, dev) -> Dict:
     """Scores on the validation windows: binary -- IoU of the positive class at the best threshold
     (``threshold``); multiclass -- per-class IoU, their mean (``miou``); multilabel -- per label at
