@@ -14,11 +14,12 @@ import tempfile
 import traceback
 from dataclasses import replace
 
-from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException,
+from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessingAlgorithm, QgsProcessingContext,
+                       QgsProcessingException,
                        QgsProcessingFeedback, QgsProcessingLayerPostProcessorInterface, QgsProcessingOutputNumber,
                        QgsProcessingOutputString, QgsProcessingParameterEnum, QgsProcessingParameterFile,
                        QgsProcessingParameterFileDestination,
-                       QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
+                       QgsProcessingParameterRasterDestination,
                        QgsProcessingParameterVectorDestination, QgsProcessingUtils, QgsRasterFileWriter)
 
 from .. import inference as eng
@@ -29,6 +30,7 @@ from ..qgis_glue import compat, deps, results
 from ..qgis_glue.icons import icon
 from ..qgis_glue.layers import layer_path, polygons_wkt_in
 from . import parameters as optparams
+from .input_parameter import RasterOrProductParameter, product_name, product_path
 
 
 def _model_names():
@@ -122,7 +124,8 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         return "https://github.com/tailings-mapper/tailings_mapper#processing"
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"))
+        self.addParameter(RasterOrProductParameter(
+            self.INPUT, "Input raster, or a Sentinel-2 product (SAFE folder or zip, its MTD_MSI*.xml)"))
         names = _model_names()
         default = "tailings" if "tailings" in names else (names[0] if names else None)
         self.addParameter(QgsProcessingParameterEnum(
@@ -172,44 +175,61 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException("choose a model or an ONNX model file")
         return name
 
-    def _extent(self, parameters, context, layer):
+    def _source(self, parameters, context):
+        """``(path the engine reads, the name of the run's layers, its CRS)``: a raster layer, or a
+        product path QGIS cannot load as one layer (read by the engine)."""
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        if layer is None:
+            path = product_path(parameters.get(self.INPUT))
+            if path is None:
+                raise QgsProcessingException("the input raster cannot be opened")
+            from ..inference.raster import open_input
+            return path, product_name(path), QgsCoordinateReferenceSystem.fromWkt(open_input(path).wkt)
+        try:
+            return layer_path(layer), layer.name(), layer.crs()
+        except ValueError as e:
+            raise QgsProcessingException(str(e))
+
+    def _extent(self, parameters, context, crs):
         if parameters.get("EXTENT") in (None, ""):
             return None
-        rect = self.parameterAsExtent(parameters, "EXTENT", context, layer.crs())
+        rect = self.parameterAsExtent(parameters, "EXTENT", context, crs)
         if rect.isNull() or rect.isEmpty():
             return None
         return rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()
 
-    def _aoi(self, parameters, context, layer, feedback):
+    def _aoi(self, parameters, context, crs, feedback):
         """The area of interest's polygons as WKT in the raster's CRS (None: no area given)."""
         if parameters.get("AOI") in (None, ""):
             return None
         source = self.parameterAsSource(parameters, "AOI", context)
         if source is None:
             raise QgsProcessingException("the area of interest layer cannot be opened")
-        wkts, _ = polygons_wkt_in(source.getFeatures(), source.sourceCrs(), layer.crs(),
+        wkts, _ = polygons_wkt_in(source.getFeatures(), source.sourceCrs(), crs,
                                   context.transformContext(), feedback.isCanceled)
         if not wkts:
             raise QgsProcessingException("the area of interest holds no polygon")
         return wkts
 
-    def _plan(self, parameters, context, feedback, work):
-        """The engine's plan of this run, into ``work`` (None: only checked)."""
-        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-        if layer is None:
-            raise QgsProcessingException("the input raster cannot be opened")
-        try:
-            input_path = layer_path(layer)
-        except ValueError as e:
-            raise QgsProcessingException(str(e))
-        dest_conf = self.parameterAsOutputLayer(parameters, self.OUTPUT_CONFIDENCE, context)
-        dest_poly = self.parameterAsOutputLayer(parameters, self.OUTPUT_POLYGONS, context)
-        dest_tiles = self.parameterAsOutputLayer(parameters, self.OUTPUT_TILES, context)
+    def _destinations(self, parameters, context):
+        """Where each output goes ("" or None: not made).  Resolved once per run: a temporary
+        output gets a new name, and a destination to load when done, each time it is resolved."""
+        dests = {k: self.parameterAsOutputLayer(parameters, k, context)
+                 for k in (self.OUTPUT_CLASSES, self.OUTPUT_CONFIDENCE, self.OUTPUT_POLYGONS, self.OUTPUT_TILES)}
+        dests[self.OUTPUT_REPORT] = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
+        return dests
+
+    def _plan(self, parameters, context, feedback, work, dests):
+        """``(the name of the run's layers, the engine's plan)`` of this run, into ``work`` (None:
+        only checked); ``dests``: as :meth:`_destinations` resolved them."""
+        input_path, source_name, crs = self._source(parameters, context)
         opts = replace(from_texts(optparams.option_texts(self, parameters, context)),
-                       extent=self._extent(parameters, context, layer),
-                       aoi=self._aoi(parameters, context, layer, feedback), confidence=bool(dest_conf),
-                       polygons=bool(dest_poly or dest_tiles), overwrite=True, prefix="result")
-        return layer, eng.plan(input_path, self._model(parameters, context), opts, work)
+                       extent=self._extent(parameters, context, crs),
+                       aoi=self._aoi(parameters, context, crs, feedback),
+                       confidence=bool(dests[self.OUTPUT_CONFIDENCE]),
+                       polygons=bool(dests[self.OUTPUT_POLYGONS] or dests[self.OUTPUT_TILES]), overwrite=True,
+                       prefix="result")
+        return source_name, eng.plan(input_path, self._model(parameters, context), opts, work)
 
     def checkParameterValues(self, parameters, context):  # noqa: N802
         """The engine's checks, before the run: a bad value is reported once, as QGIS reports any
@@ -217,8 +237,13 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         ok, msg = super().checkParameterValues(parameters, context)
         if not ok or not self.canExecute()[0]:   # (processAlgorithm says what is missing)
             return ok, msg
+        # the destinations resolved in a scratch context: the run's own resolves them once (see _destinations)
+        scratch = QgsProcessingContext()
+        scratch.copyThreadSafeSettings(context)
+        scratch.setProject(context.project())
         try:
-            self._plan(parameters, context, QgsProcessingFeedback(), None)   # checked, nothing written
+            dests = self._destinations(parameters, scratch)
+            self._plan(parameters, context, QgsProcessingFeedback(), None, dests)   # checked, nothing written
         except eng.TailingsError as e:
             return False, str(optparams.processing_error(e))
         except QgsProcessingException as e:
@@ -229,9 +254,7 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         ok, why = self.canExecute()
         if not ok:
             raise QgsProcessingException(why)
-        dests = {k: self.parameterAsOutputLayer(parameters, k, context)
-                 for k in (self.OUTPUT_CLASSES, self.OUTPUT_CONFIDENCE, self.OUTPUT_POLYGONS, self.OUTPUT_TILES)}
-        dests[self.OUTPUT_REPORT] = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
+        dests = self._destinations(parameters, context)
         for d in dests.values():
             if d and ":" in d.split(os.sep)[0] and not os.path.splitdrive(d)[0]:
                 raise QgsProcessingException("outputs must be files; %s is not supported" % d)
@@ -243,7 +266,7 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
 
     def _run(self, parameters, context, feedback, work, dests):
         try:
-            layer, plan = self._plan(parameters, context, feedback, work)
+            source_name, plan = self._plan(parameters, context, feedback, work, dests)
 
             def progress(fraction, message):
                 feedback.setProgress(100.0 * fraction)
@@ -267,25 +290,25 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         out = {}
         dest_classes, dest_conf, dest_poly = (dests[k] for k in (self.OUTPUT_CLASSES, self.OUTPUT_CONFIDENCE,
                                                                  self.OUTPUT_POLYGONS))
-        group = _RunGroup(layer.name())
+        group = _RunGroup(source_name)
         classes = res.model.classes
         _move_raster(res.class_raster, dest_classes, results.engine_style("classes", classes))
         out[self.OUTPUT_CLASSES] = dest_classes
-        self._load_as_result(context, dest_classes, "classes", res, layer.name(), group)
+        self._load_as_result(context, dest_classes, "classes", res, source_name, group)
         if dest_conf and res.confidence_raster:
             _move_raster(res.confidence_raster, dest_conf, results.engine_style("confidence", classes))
             out[self.OUTPUT_CONFIDENCE] = dest_conf
-            self._load_as_result(context, dest_conf, "confidence", res, layer.name(), group)
+            self._load_as_result(context, dest_conf, "confidence", res, source_name, group)
         if dest_poly and res.polygons:
             _convert_vector(res.polygons, res.layer_name, dest_poly, results.engine_style("polygons", classes))
             out[self.OUTPUT_POLYGONS] = dest_poly
-            self._load_as_result(context, dest_poly, "polygons", res, layer.name(), group)
+            self._load_as_result(context, dest_poly, "polygons", res, source_name, group)
         dest_tiles = dests[self.OUTPUT_TILES]
         if dest_tiles and res.tiles_layer:
             threshold = float(res.reliability.get("tile_threshold") or 1.5)
             _convert_vector(res.polygons, res.tiles_layer, dest_tiles, results.engine_style("tiles", classes, threshold))
             out[self.OUTPUT_TILES] = dest_tiles
-            self._load_as_result(context, dest_tiles, "tiles", res, layer.name(), group)
+            self._load_as_result(context, dest_tiles, "tiles", res, source_name, group)
         elif dest_tiles:
             feedback.pushInfo("no tiles layer: the model carries no statistics of its training data to score tiles "
                               "against, or the check was turned off")
@@ -295,6 +318,7 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             moved = {k: out[v] for k, v in kinds.items() if v in out}
             eng_report.write(dests[self.OUTPUT_REPORT], eng_report.relocated(eng_report.read(res.report), moved))
             out[self.OUTPUT_REPORT] = dests[self.OUTPUT_REPORT]
+        _forget_unwritten(context, [d for k, d in dests.items() if d and k not in out])
         for line in present.run_lines(res, skip_warnings=len(plan.warnings)):   # (the plan's were given before)
             if line.kind == present.WARNING:
                 feedback.pushWarning("Warning: %s" % line.text)
@@ -318,6 +342,14 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             details.name = results.layer_name(source_name, kind)
             shown = kind == "tiles" and bool((res.reliability or {}).get("unreliable_tiles"))
             details.setPostProcessor(_ResultPostProcessor.create(kind, res.model.classes, group, shown))
+
+
+def _forget_unwritten(context, paths) -> None:
+    """An output asked for but not made (no tiles without the model's statistics...) is no layer to
+    load: else QGIS says it "was not correctly generated"."""
+    if paths:
+        keep = {p: d for p, d in context.layersToLoadOnCompletion().items() if p not in paths}
+        context.setLayersToLoadOnCompletion(keep)
 
 
 def _write_qml(dest: str, qml: str) -> None:

@@ -57,7 +57,9 @@ def _read_text(path: str) -> str:
 
 def find_safe(path: str) -> Optional[Tuple[str, str]]:
     """``(SAFE root as GDAL reads it, its MTD file)`` when ``path`` is a SAFE folder, a folder holding
-    one SAFE, or a zip of one; else None."""
+    one SAFE, or a zip of one, or its MTD file; else None."""
+    if os.path.isfile(path) and os.path.basename(path) in _MTD:
+        return find_safe(os.path.dirname(os.path.abspath(path)))
     if os.path.isfile(path) and path.lower().endswith(".zip"):
         _check_zip(path)
         root = "/vsizip/" + os.path.abspath(path)
