@@ -63,7 +63,7 @@ def test_dialog_reads_unsaved_edits_adds_styled_layers_and_opens_the_report(tm, 
     assert gone and pb.deleteFeatures(gone)
     dlg = ChangeDialog(qgis_iface, out_dir=str(tmp / "out"))
     for i in range(dlg.results.count()):
-        dlg.results.item(i).setCheckState(Qt.Checked)
+        dlg.results.check(i)
     task = dlg.start()
     assert task is not None, dlg.status.text()
     assert wait_for(lambda: task.ok is not None, 120) and task.ok, task.outcome
@@ -88,7 +88,7 @@ def test_dialog_says_what_is_missing(tm, qgis_iface, qgis_new_project, pair):
     tmp, a, _ = pair
     QgsProject.instance().addMapLayer(QgsRasterLayer(a, "only one"))
     dlg = ChangeDialog(qgis_iface, out_dir=str(tmp / "out"))
-    dlg.results.item(0).setCheckState(Qt.Checked)
+    dlg.results.check(0)
     assert dlg.start() is None and "two or more" in dlg.status.text()
 
 

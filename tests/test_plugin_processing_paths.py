@@ -181,3 +181,51 @@ def test_qgis_process_with_another_profile_and_a_zipped_product(tm, tmp_path):
     ds = None
     assert QgsVectorLayer(str(tmp_path / "polygons.gpkg"), "p", "ogr").isValid()
     assert not (home / ".local/share/QGIS/QGIS3/profiles/default").exists()   # the work profile, not a new one
+
+
+def test_change_dialog_orders_by_recorded_dates_names_runs_and_takes_fixed_years(tm, qgis_iface, qgis_new_project,
+                                                                                tmp_path, monkeypatch):
+    """Two runs of one tile, both layers named "tile_094 classes", added newest first: the rows
+    are in date order, show the dates, are told apart by their runs; a year fixed in a row
+    reorders the change."""
+    from qgis.core import QgsProject
+    from qgis.PyQt.QtGui import QDesktopServices
+    from qgis_helpers import wait_for
+    from test_engine_change import class_raster, year_a, year_b
+    from tailings_mapper.ui.change_dialog import ChangeDialog
+    monkeypatch.setattr(QDesktopServices, "openUrl", staticmethod(lambda url: None))
+    (tmp_path / "r1").mkdir()
+    (tmp_path / "r2").mkdir()
+    new = class_raster(tmp_path / "r1" / "tile_094_20240301-1010_classes.tif", year_b(), "2021-06-01")
+    old = class_raster(tmp_path / "r2" / "tile_094_20240301-0900_classes.tif", year_a(), "2019-06-01")
+    root = QgsProject.instance().layerTreeRoot()
+    for path, group in ((new, "tile_094 – tailings 2024-03-01 10:10:00"),
+                        (old, "tile_094 – tailings 2024-03-01 09:00:00")):
+        lyr = QgsRasterLayer(path, "tile_094 classes")
+        QgsProject.instance().addMapLayer(lyr, False)
+        root.insertGroup(0, group).addLayer(lyr)
+    dlg = ChangeDialog(qgis_iface, out_dir=str(tmp_path / "out"))
+    rows = [[dlg.results.item(r, c).text() for c in range(3)] for r in range(dlg.results.count())]
+    assert rows == [["tile_094 – tailings 2024-03-01 09:00:00: tile_094 classes", "2019-06-01", "2019"],
+                    ["tile_094 – tailings 2024-03-01 10:10:00: tile_094 classes", "2021-06-01", "2021"]]
+    assert "order ticked" not in dlg.windowTitle() + " ".join(w.text() for w in dlg.findChildren(
+        __import__("qgis.PyQt.QtWidgets", fromlist=["QLabel"]).QLabel))
+    dlg.results.check(1)
+    dlg.results.check(0)
+    task = dlg.start(open_report=False)
+    assert task is not None, dlg.status.text()
+    assert wait_for(lambda: task.ok is not None, 120) and task.ok, task.outcome
+    assert task.result.summary["years"] == ["2019", "2021"]
+    assert [i.label for i in task.plan.inputs] == [old, new]
+    # the analyst knows the older run is really of 2022: fixed in its row, it comes last
+    dlg2 = ChangeDialog(qgis_iface, out_dir=str(tmp_path / "out2"))
+    dlg2.results.check(0)
+    dlg2.results.check(1)
+    dlg2.results.set_year(0, "2022")
+    task2 = dlg2.start(open_report=False)
+    assert task2 is not None, dlg2.status.text()
+    assert wait_for(lambda: task2.ok is not None, 120) and task2.ok, task2.outcome
+    assert task2.result.summary["years"] == ["2021", "2022"] and [i.label for i in task2.plan.inputs] == [new, old]
+    # a ticked row without a year is named
+    dlg2.results.set_year(1, "")
+    assert dlg2.start() is None and "give the year of tile_094 – tailings 2024-03-01 10:10:00" in dlg2.status.text()

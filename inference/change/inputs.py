@@ -96,6 +96,25 @@ def _open_raster(label: str) -> ResultInput:
     return out
 
 
+def recorded_date(label: str) -> Optional[str]:
+    """The date a result records (``TM_DATE``: YYYY[-MM[-DD]]), None when it records none or
+    cannot be read (what is wrong with it is said when it is compared)."""
+    path = label.split("|")[0]
+    layer = next((p.split("=", 1)[1] for p in label.split("|")[1:] if p.startswith("layername=")), None)
+    try:
+        if path.lower().endswith((".gpkg", ".shp", ".geojson", ".json", ".fgb")):
+            ds = ogr.Open(path)
+            lyr = ds.GetLayerByName(layer) if layer else ds.GetLayer(0)
+            md = (lyr.GetMetadata() or {}) if lyr is not None else {}
+        else:
+            ds = gdal.Open(path)
+            md = ds.GetMetadata() or {}
+    except (RuntimeError, AttributeError):
+        return None
+    ds = None
+    return md.get("TM_DATE") or None
+
+
 def sibling_raster(gpkg: str, layer: str) -> Optional[str]:
     stem = layer[:-len("_polygons")] if layer.endswith("_polygons") else layer
     p = os.path.join(os.path.dirname(gpkg), stem + "_classes.tif")
