@@ -121,7 +121,8 @@ def train(folder: str, work: str) -> int:
     if first is not None:        # a region deleted
         lyr.DeleteFeature(first.GetFID())
     else:                        # none found: a missed pond drawn
-        pond = ogr.Open(labels).GetLayer(0).GetNextFeature()
+        src = ogr.Open(labels)       # (kept: its layer dies with it)
+        pond = src.GetLayer(0).GetNextFeature()
         f = ogr.Feature(lyr.GetLayerDefn())
         f.SetGeometry(pond.GetGeometryRef().Clone())
         lyr.CreateFeature(f)
