@@ -10,6 +10,16 @@ requirements that QGIS's Python does not already satisfy are fetched in the next
 round, so the folder never shadows QGIS's numpy (whose GDAL bindings are built
 against it).
 
+Training (PyTorch and onnx, :data:`TRAINING`) is installed differently, because its requirements
+need versions, not only names: QGIS's Python already has some of them, older (Debian 12: sympy
+1.11.1, while torch 2.13 needs >= 1.13.3), and some newest releases need numpy 2 (ml_dtypes 0.6.0
+fails on Debian's numpy 1.24.2 with ``module 'numpy' has no attribute 'exceptions'``).  So pip's
+resolver chooses the whole set first (``pip install --dry-run --report``, the installed numpy pinned
+as a constraint so that nothing needing another numpy is chosen), and exactly that set, less
+QGIS's own packages, is installed with ``--no-deps``.  Which copy then wins on ``sys.path`` is the
+rule of :mod:`dep_path` (the folder's copies first for the packages in it, never for numpy,
+GDAL or PyQt); :func:`verify` proves it in a fresh interpreter before the dialog says "ready".
+
 This module has no Qt import at module level so that it can be tested and used
 from plain Python; the dialog lives in ``ui/deps_dialog.py``.
 """
@@ -25,6 +35,11 @@ import subprocess  # nosec B404 - the installer runs pip of QGIS's own Python, o
 import sys
 from dataclasses import dataclass
 from typing import Callable, Iterable, List, Optional, Sequence
+
+if __package__:
+    from . import dep_path
+else:   # run as a script (manual_command): its folder is on sys.path
+    import dep_path
 
 PLUGIN_KEY = "tailings_mapper"
 ENV_DIR = "TAILINGS_MAPPER_DEPS_DIR"      # overrides the install folder (tests, admins)
@@ -51,8 +66,13 @@ CSMASK = Requirement("ukis_csmask", "ukis-csmask", "cloud and cloud-shadow masks
                      "(DLR's networks, Apache-2.0; a download of about 145 MB)", alone=True)
 # Training from polygons and improving a model from corrections run PyTorch (its CPU build: the
 # CUDA one is gigabytes).
-TORCH = Requirement("torch", "torch", "training models from your polygons and corrections (PyTorch, CPU build; a "
-                    "download of about 200 MB)", index_url="https://download.pytorch.org/whl/cpu")
+# Always exactly this torch (the version training is tested with); onnx exports the networks.
+TORCH_VERSION = "2.13.0"
+TORCH = Requirement("torch", "torch==%s" % TORCH_VERSION, "training models from your polygons and corrections "
+                    "(PyTorch %s, CPU build, with onnx; a download of about 230 MB, about 950 MB on disk)"
+                    % TORCH_VERSION, index_url="https://download.pytorch.org/whl/cpu")
+TRAINING = [TORCH.pip_name, "onnx"]
+TRAINING_CHECK = ["torch", "onnx", "sympy"]     # what verify() imports (torch: with a tiny ONNX export)
 DASK = Requirement("distributed", "distributed", "batch runs over many facilities on several worker processes (Dask; "
                    "about 15 MB)")
 OPTIONAL = (CSMASK, TORCH, DASK)
@@ -114,12 +134,12 @@ def deps_dir() -> str:
 
 
 def add_to_path(path: Optional[str] = None) -> str:
-    """Put the dependency folder on ``sys.path`` (after QGIS's own paths, so that a
-    package QGIS brings always wins) when it exists; returns it."""
+    """Make the dependency folder's packages importable by the rule of :mod:`dep_path` (the folder
+    after QGIS's own paths; its own packages first, never numpy, GDAL or PyQt) when it exists;
+    returns it.  What could not be switched to the folder's copy goes to the log."""
     path = path or deps_dir()
-    if os.path.isdir(path) and path not in sys.path:
-        sys.path.append(path)
-        importlib.invalidate_caches()
+    for line in dep_path.apply(path):
+        _warn(line)
     return path
 
 
@@ -306,6 +326,32 @@ def remove_conflicting(target: str, gpu: bool, log: Callable[[str], None] = prin
             shutil.rmtree(os.path.join(target, "onnxruntime"), ignore_errors=True)
 
 
+def _run_pip(cmd: List[str], log: Callable[[str], None], cancel: Callable[[], bool]) -> bool:
+    """Run pip, its output line by line to ``log``; False (and why, in the log) when it failed or
+    ``cancel()`` became true."""
+    log("$ " + " ".join(cmd))
+    try:
+        proc = subprocess.Popen(cmd,  # nosec B603 - pip of QGIS's Python, the user's Install button; no shell
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, bufsize=1, **_no_window())
+    except OSError as e:
+        log("ERROR: cannot start pip: %s" % e)
+        return False
+    with proc:   # closes pip's output pipe, whatever happens
+        for line in proc.stdout:
+            log(line.rstrip())
+            if cancel():
+                proc.kill()
+                proc.wait()
+                log("cancelled")
+                return False
+        rc = proc.wait()
+    if rc != 0:
+        log("ERROR: pip exited with status %d" % rc)
+        return False
+    return True
+
+
 def install(packages: Sequence[str], target: Optional[str] = None, python: Optional[str] = None,
             log: Callable[[str], None] = print, cancel: Callable[[], bool] = lambda: False,
             max_rounds: int = 5, index_url: Optional[str] = None) -> bool:
@@ -331,26 +377,7 @@ def install(packages: Sequence[str], target: Optional[str] = None, python: Optio
     for rnd in range(max_rounds):
         if not todo:
             break
-        cmd = pip_command(python, todo, target, index_url if rnd == 0 else None)
-        log("$ " + " ".join(cmd))
-        try:
-            proc = subprocess.Popen(cmd,  # nosec B603 - pip of QGIS's Python, the user's Install button; no shell
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, bufsize=1, **_no_window())
-        except OSError as e:
-            log("ERROR: cannot start pip: %s" % e)
-            return False
-        with proc:   # closes pip's output pipe, whatever happens
-            for line in proc.stdout:
-                log(line.rstrip())
-                if cancel():
-                    proc.kill()
-                    proc.wait()
-                    log("cancelled")
-                    return False
-            rc = proc.wait()
-        if rc != 0:
-            log("ERROR: pip exited with status %d" % rc)
+        if not _run_pip(pip_command(python, todo, target, index_url if rnd == 0 else None), log, cancel):
             return False
         names = [_REQ.match(p).group(1) for p in todo if _REQ.match(p)]
         done.update(_norm(n) for n in names)

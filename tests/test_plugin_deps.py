@@ -196,27 +196,27 @@ def test_dialog_offers_the_optional_cloud_masks(tm, qgis_app, monkeypatch, tmp_p
 
 
 def test_dialog_offers_torch_for_training_from_its_cpu_index(tm, qgis_app, monkeypatch, tmp_path):
-    """PyTorch (training from polygons in QGIS), when missing: its CPU build, from PyTorch's own
-    index for torch itself, its requirements from PyPI."""
-    from tailings_mapper.qgis_glue import deps
+    """PyTorch (training from polygons in QGIS), when missing: exactly torch 2.13.0 and onnx, resolved
+    together (dep_resolve, PyTorch's CPU index as an extra index), then checked."""
+    from tailings_mapper.qgis_glue import dep_resolve, deps
     from tailings_mapper.ui import deps_dialog
     from qgis_helpers import wait_for
     monkeypatch.setenv(deps.ENV_DIR, str(tmp_path / "deps"))
     monkeypatch.setattr(deps, "pip_available", lambda python=None: None)
     monkeypatch.setattr(deps, "optional_missing", lambda: [deps.TORCH])
     calls = []
-
-    def fake_install(packages, target, log, cancel, max_rounds=5, index_url=None):
-        calls.append((list(packages), index_url))
-        return True
-    monkeypatch.setattr(deps, "install", fake_install)
+    monkeypatch.setattr(deps, "install", lambda *a, **k: calls.append(("rounds", a)) or True)
+    monkeypatch.setattr(dep_resolve, "install_training",
+                        lambda target, log, cancel: calls.append(("training", target)) or True)
+    monkeypatch.setattr(dep_resolve, "verify", lambda target, modules: None)
     dlg = deps_dialog.DependencyDialog([])
     assert not dlg.torch.isHidden() and dlg.csmask.isHidden() and "CPU build" in dlg.torch.text()
     dlg.torch.setChecked(True)
     dlg.start()
     assert wait_for(lambda: dlg.worker is not None and dlg.worker.isFinished(), 20)
     dlg.worker.wait()
-    assert calls == [(["torch"], "https://download.pytorch.org/whl/cpu")]
+    assert calls == [("training", deps.deps_dir())]
+    assert deps.TORCH.index_url == "https://download.pytorch.org/whl/cpu" and deps.TRAINING == ["torch==2.13.0", "onnx"]
     dlg.close()
 
 

@@ -1,14 +1,17 @@
 """Dialog that explains missing Python packages and installs them (pip, plugin-owned folder)."""
 from __future__ import annotations
 
+import html
+
 from qgis.PyQt.QtCore import Qt, QThread, pyqtSignal
 from qgis.PyQt.QtWidgets import (QButtonGroup, QCheckBox, QDialog, QDialogButtonBox, QLabel, QPlainTextEdit,
                                  QProgressBar, QPushButton, QRadioButton, QVBoxLayout)
 
-from ..qgis_glue import deps
+from ..qgis_glue import dep_resolve, deps
 
 
 class _Installer(QThread):
+    """Installs, then checks in a fresh interpreter what it installed (``problem``: the first failure)."""
     line = pyqtSignal(str)
     result = pyqtSignal(bool)
 
@@ -17,18 +20,30 @@ class _Installer(QThread):
         self.packages = packages
         self.optional = list(optional)   # deps.Requirement: each installed as it says (alone, its index)
         self.target = target
+        self.problem = None
         self._cancel = False
 
     def run(self):
-        ok = not self.packages or deps.install(self.packages, self.target, log=self.line.emit,
-                                               cancel=lambda: self._cancel)
+        cancel = lambda: self._cancel  # noqa: E731
+        ok = not self.packages or deps.install(self.packages, self.target, log=self.line.emit, cancel=cancel)
+        check = ["onnxruntime"] if self.packages else []
         for req in self.optional:
             if not ok:
                 break
+            if req is deps.TORCH:      # versions matter: resolved with pip, then checked
+                ok = dep_resolve.install_training(self.target, log=self.line.emit, cancel=cancel)
+                check += deps.TRAINING_CHECK
+                continue
             kw = {"max_rounds": 1} if req.alone else {}
             if req.index_url:
                 kw["index_url"] = req.index_url
-            ok = deps.install([req.pip_name], self.target, log=self.line.emit, cancel=lambda: self._cancel, **kw)
+            ok = deps.install([req.pip_name], self.target, log=self.line.emit, cancel=cancel, **kw)
+            if not req.alone:
+                check.append(req.module)
+        if ok and check:
+            self.line.emit("checking in a fresh Python: import %s" % ", ".join(check))
+            self.problem = dep_resolve.verify(self.target, check)
+            self.line.emit("check: %s" % (self.problem or "all import"))
         self.result.emit(ok)
 
     def stop(self):
@@ -136,7 +151,12 @@ class DependencyDialog(QDialog):
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if ok else 0)
         still = deps.check()
-        if ok and not still:
+        problem = self.worker.problem if self.worker is not None else None
+        if ok and problem:
+            self.status.setText("<span style='color:#c00'>Installed, but it does not work: %s</span>"
+                                % html.escape(problem))
+            self.install_button.setEnabled(True)
+        elif ok and not still:
             self.installed = True
             self.status.setText("<span style='color:#2a7a2a'>Installed. Tailings Mapper is ready; "
                                 "no restart needed.</span>")
