@@ -157,15 +157,6 @@ def test_review_queue_orders_decides_hides_and_trains_from_exactly_the_decisions
     assert (expected == 1).sum() > 100 and (expected == 0).sum() > 100
     assert np.array_equal(lab, expected)
     assert (lab == L.IGNORE).sum() > 0    # the skipped and unvisited regions, the ground between: ignored
-    # and the fit trains from it: its card counts exactly those pixels
-    from training.fit import fit
-    res = fit(**req.arguments(), chip=64, batch=2, chips_per_epoch=2, register=False, out=str(env / "new.onnx"),
-              log=lambda *a: None)
-    f = res.info.extra["fit"]
-    assert f["review"] is True
-    assert f["label_pixels"]["tailings"] == int((expected == 1).sum())
-    assert f["label_pixels"]["background"] == int((expected == 0).sum())
-    assert "review of the run" in open(res.card).read()
     poly.rollBack()
 
 
@@ -183,3 +174,97 @@ def _burn(wkt_geom, gt, wkt, w, h):
     lyr.CreateFeature(f)
     gdal.RasterizeLayer(ds, [1], lyr, burn_values=[1])
     return ds.ReadAsArray() == 1
+
+
+def _result_gpkg(path, n=3):
+    """A polygon layer as the engine writes it (class_id, area_ha, for_review), squares of growing size."""
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32723)
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    lyr = ds.CreateLayer("scene_polygons", srs, ogr.wkbPolygon)
+    for name, kind in (("class_id", ogr.OFTInteger), ("area_ha", ogr.OFTReal), ("for_review", ogr.OFTInteger)):
+        lyr.CreateField(ogr.FieldDefn(name, kind))
+    for k in range(n):
+        x0, y0, side = 500000.0 + 1000 * k, 7700000.0, 100.0 * (k + 1)
+        f = ogr.Feature(lyr.GetLayerDefn())
+        f.SetField("class_id", 1)
+        f.SetField("area_ha", side * side / 1e4)
+        f.SetField("for_review", 0)
+        f.SetGeometry(ogr.CreateGeometryFromWkt("POLYGON((%r %r,%r %r,%r %r,%r %r,%r %r))" % (
+            x0, y0, x0 + side, y0, x0 + side, y0 - side, x0, y0 - side, x0, y0)))
+        lyr.CreateFeature(f)
+    ds = None
+    return str(path)
+
+
+def test_a_layer_being_edited_gets_the_field_in_its_edit_buffer_and_loses_nothing(tm, env):
+    """Editing with unsaved reshapes: the review field and the decisions join the edit buffer (the
+    file untouched until saved); rolled back, nothing of them stays; saved, everything is in the file."""
+    from tailings_mapper.qgis_glue import review as R
+    path = _result_gpkg(env / "run.gpkg")
+    poly = QgsVectorLayer(path + "|layername=scene_polygons", "run", "ogr")
+    QgsProject.instance().addMapLayer(poly)
+    assert poly.startEditing()
+    fids = R.queue(poly)
+    assert [round(poly.getFeature(f)["area_ha"], 2) for f in fids] == [9.0, 4.0, 1.0]   # largest first
+    rv = R.Review(poly)
+    assert "review" in poly.fields().names()
+    assert "review" not in QgsVectorLayer(path, "file", "ogr").fields().names()        # the file: untouched
+    rv.reject()
+    assert R.progress_text(poly) == "1 of 3 reviewed" and rv.current() == fids[1]
+    poly.rollBack()
+    assert "review" not in poly.fields().names() and "review" not in QgsVectorLayer(path, "f", "ogr").fields().names()
+    rv = R.Review(poly)                                 # not editing now: the column goes into the file
+    assert "review" in QgsVectorLayer(path, "file", "ogr").fields().names()
+    rv.accept()
+    rv.skip()
+    rv.reject()
+    assert rv.done() and "All 3 regions seen" in rv.describe()
+    assert poly.commitChanges()
+    saved = {f["area_ha"]: f["review"] for f in QgsVectorLayer(path, "file", "ogr").getFeatures()}
+    assert saved == {9.0: "accepted", 4.0: "unreviewed", 1.0: "rejected"}
+
+
+def test_review_labels_refuse_what_teaches_nothing_or_is_not_a_decision(tm, env):
+    """Read by the training side: no decision yet, an unknown value, --review with --field: one
+    error line each, from the CLI with exit 2."""
+    import subprocess
+    from inference import open_model
+    from inference.errors import InputError
+    from training.review import read_review
+    classes = open_model("tailings").info.classes
+    path = _result_gpkg(env / "run.gpkg")
+    with pytest.raises(InputError, match="no 'review' field"):
+        read_review(path, classes)
+    ds = ogr.Open(path, 1)
+    lyr = ds.GetLayer(0)
+    lyr.CreateField(ogr.FieldDefn("review", ogr.OFTString))
+    ds = None
+    with pytest.raises(InputError, match="no region is accepted or rejected"):
+        read_review(path, classes)
+    ds = ogr.Open(path, 1)
+    lyr = ds.GetLayer(0)
+    for f, v in zip(list(lyr), ("accepted", "Rejected", "maybe")):
+        f.SetField("review", v)
+        lyr.SetFeature(f)
+    ds = None
+    with pytest.raises(InputError, match="'maybe' \\(1 regions\\)"):
+        read_review(path, classes)
+    raster = s2_raster(str(env / "scene.tif"), size=64)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-m", "training", "fit", "--raster", raster, "--labels", path, "--review",
+                        "--field", "class_id", "--no-register"], cwd=root, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().startswith("error: --review takes"), r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_review_without_a_result_layer_says_so(plugin, env):
+    plugin.show_panel(True)
+    other = QgsVectorLayer(_result_gpkg(env / "mine.gpkg"), "mine", "ogr")
+    QgsProject.instance().addMapLayer(other)
+    plugin.iface.setActiveLayer(other)
+    plugin.dock.review_button.click()
+    assert getattr(plugin.dock, "review_dialog", None) is None
+    msgs = " ".join(plugin.iface.messageBar().get_messages(0) + plugin.iface.messageBar().get_messages(1))
+    assert "Nothing to review" in msgs
+    assert plugin.improve_from_edits(layer=other, review=True) is None
