@@ -35,8 +35,8 @@ def _string_type():
     if Qgis.QGIS_VERSION_INT >= 33800:
         from qgis.PyQt.QtCore import QMetaType
         return QMetaType.Type.QString
-    from qgis.PyQt import QtCore
-    return getattr(QtCore.QVariant, "String")
+    from qgis.PyQt.QtCore import QVariant
+    return getattr(QVariant, "String")
 
 
 def decision(value) -> str:
