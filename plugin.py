@@ -242,8 +242,9 @@ class TailingsMapperPlugin:
         self._models_dialog.show()
         return self._models_dialog
 
-    def improve_from_edits(self, *_, layer=None, epochs: int = 10):
-        """Train a new model from a corrected result polygon layer (the current layer by default)."""
+    def improve_from_edits(self, *_, layer=None, epochs: int = 10, review: bool = False):
+        """Train a new model from a corrected result polygon layer (the current layer by default);
+        ``review``: from the decisions of its review queue only (``qgis_glue.review``)."""
         from .qgis_glue import edits, fit_task
         bar = self.iface.messageBar()
         layer = layer or self.iface.activeLayer()
@@ -252,12 +253,13 @@ class TailingsMapperPlugin:
                             "Mapper > Python packages…", Qgis.MessageLevel.Warning, 10)
             return None
         try:
-            req = edits.improvement(layer, epochs=epochs)
+            req = (edits.from_review if review else edits.improvement)(layer, epochs=epochs)
         except ValueError as e:
             bar.pushMessage("Tailings Mapper", "Cannot improve the model: %s" % e, Qgis.MessageLevel.Warning, 10)
             return None
-        bar.pushMessage("Tailings Mapper", "Learning from your edits in %s: a new model %s (the task manager shows "
-                        "its progress)" % (layer.name(), req.name), Qgis.MessageLevel.Info, 8)
+        bar.pushMessage("Tailings Mapper", "Learning from your %s in %s: a new model %s (the task manager shows "
+                        "its progress)" % ("review" if review else "edits", layer.name(), req.name),
+                        Qgis.MessageLevel.Info, 8)
         task = fit_task.start(req, bar, self._model_added)
         self.tasks.append(task)
         task.done.connect(lambda ok, outcome, t=task: self._forget(t))

@@ -21,6 +21,7 @@ from qgis.core import QgsVectorLayer
 
 from ..inference import TailingsError, open_model
 from ..inference.change.inputs import footprint_crs, sibling_raster
+from . import review
 from .fit_task import FitRequest, write_layer
 from .results import RESULT_PROPERTY
 
@@ -55,8 +56,8 @@ def run_of(layer) -> dict:
             "source": md["TM_SOURCE"], "area": md["TM_AREA"], "srs": srs}
 
 
-def improvement(layer, epochs: int = 10, device: str = "auto", name: Optional[str] = None) -> FitRequest:
-    """The training request that improves the layer's model from its polygons as they are now."""
+def _model_of(layer):
+    """``(run, the model's info)`` of a result layer whose raster and model are still there."""
     run = run_of(layer)
     if not os.path.exists(run["source"]):
         raise ValueError("the raster of this run is not there any more: %s" % run["source"])
@@ -65,6 +66,12 @@ def improvement(layer, epochs: int = 10, device: str = "auto", name: Optional[st
         info = open_model(model).info
     except Exception as e:  # the model file moved or broke
         raise ValueError("the model of this run (%s) cannot be opened: %s" % (model, e)) from None
+    return run, info
+
+
+def improvement(layer, epochs: int = 10, device: str = "auto", name: Optional[str] = None) -> FitRequest:
+    """The training request that improves the layer's model from its polygons as they are now."""
+    run, info = _model_of(layer)
     if not run.get("map"):
         raise ValueError("the run's own map (%s) is not beside its GeoPackage any more: your corrections cannot be "
                          "told from the detections you left as they were" % run.get("map_name"))
@@ -72,4 +79,22 @@ def improvement(layer, epochs: int = 10, device: str = "auto", name: Optional[st
     labels = write_layer(layer, os.path.join(work, "labels.gpkg"))
     stem = "%s-improved-%s" % (info.name, datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
     return FitRequest(rasters=[run["source"]], labels=labels, field_name=None if info.task == "binary" else "class_name",
-                      corrections_of=run["map"], init=model, epochs=epochs, device=device, name=name or stem, workdir=work)
+                      corrections_of=run["map"], init=run["model"], epochs=epochs, device=device, name=name or stem,
+                      workdir=work)
+
+
+def from_review(layer, epochs: int = 10, device: str = "auto", name: Optional[str] = None) -> FitRequest:
+    """The training request that improves the layer's model from the analyst's review of it
+    (``qgis_glue.review``): accepted regions are their class, rejected ones background, the rest
+    ignored (``training.review``).  The layer is read as QGIS shows it, unsaved decisions and
+    reshapes included."""
+    run, info = _model_of(layer)
+    t = review.tally(layer)
+    if layer.fields().indexOf(review.FIELD) < 0 or not (t[review.ACCEPTED] or t[review.REJECTED]):
+        raise ValueError("no region of %s is accepted or rejected yet: review its regions first (\"Review "
+                         "detections\")" % layer.name())
+    work = tempfile.mkdtemp(prefix="tm-review-")
+    labels = write_layer(layer, os.path.join(work, "review.gpkg"))
+    stem = "%s-reviewed-%s" % (info.name, datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    return FitRequest(rasters=[run["source"]], labels=labels, review=True, init=run["model"], epochs=epochs,
+                      device=device, name=name or stem, workdir=work)

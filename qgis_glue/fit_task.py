@@ -33,6 +33,7 @@ class FitRequest:
     name: Optional[str] = None
     multilabel: bool = False
     corrections_of: Optional[str] = None   # the run whose polygons ``labels`` corrects (only changes count)
+    review: bool = False                   # ``labels`` is a reviewed run's layer: its decisions only
     workdir: Optional[str] = field(default=None, repr=False)   # temporary files to remove afterwards
 
     def arguments(self) -> dict:

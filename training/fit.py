@@ -42,6 +42,7 @@ from . import labels as L
 from . import compare as CMP
 from . import corrections as K
 from . import losses, model_card, nets
+from . import review as R
 from . import veto as V
 from .predict import predict  # noqa: F401 (also the fit's: fit.predict)
 from .from_onnx import freeze_norm, load_network
@@ -122,12 +123,13 @@ def fit(rasters: Sequence[str], labels: str, field_name: Optional[str] = None, c
         seed: int = 0, train_encoder: Optional[bool] = None, anchor: float = 1e-3, bands=None,
         progress: Optional[Callable[[float, str], None]] = None, cancel: Optional[Callable[[], bool]] = None,
         register: bool = True, labels_layer: Optional[str] = None, corrections_of: Optional[str] = None,
-        log=print) -> FitResult:
+        review: bool = False, log=print) -> FitResult:
     """Train (see the module's text); ``progress(fraction, message)`` after every step and epoch,
     ``cancel()`` checked at every step.  Raises ``InputError`` on bad input, ``Cancelled`` when
     cancelled before an epoch was finished (nothing written).  ``corrections_of``: the run (its
     GeoPackage or classes raster) whose polygons ``labels`` corrects: only what changed is learnt
-    (``training.corrections``)."""
+    (``training.corrections``).  ``review``: ``labels`` is a reviewed result layer: its accepted
+    regions are their class, its rejected ones background, the rest ignored (``training.review``)."""
     t0 = time.time()
     progress = progress or (lambda f, m: None)
     cancel = cancel or (lambda: False)
@@ -140,6 +142,9 @@ def fit(rasters: Sequence[str], labels: str, field_name: Optional[str] = None, c
     net, cfg, model, from_model, base_net = _base(init, classes, multilabel, bands)
     info = model.info
     base_info = info
+    if review and (field_name or aoi or corrections_of):
+        raise InputError("--review takes the classes and the known ground from the layer's review field: "
+                         "no --field, --aoi or --corrections-of with it")
     original = K.run_map(corrections_of) if corrections_of else None
     if original and info.task == "multilabel":
         raise InputError("--corrections-of needs a binary or multiclass model: a multilabel run's map does not "
@@ -149,8 +154,11 @@ def fit(rasters: Sequence[str], labels: str, field_name: Optional[str] = None, c
     if out and os.path.exists(out):
         raise InputError("%s exists: choose another file (nothing of yours is overwritten)" % out)
     label_ids = [c.id for c in info.label_classes()] if info.task == "multilabel" else None
-    polys = L.read_labels(labels, field_name, info.classes, labels_layer)
-    area = L.read_area(aoi) if aoi else None
+    if review:
+        polys, area = R.read_review(labels, info.classes, labels_layer)
+    else:
+        polys = L.read_labels(labels, field_name, info.classes, labels_layer)
+        area = L.read_area(aoi) if aoi else None
     warnings = list(polys.warnings)
     workdir = tempfile.mkdtemp(prefix="tm-fit-")
     scenes: List[C.Scene] = []
@@ -195,7 +203,7 @@ def fit(rasters: Sequence[str], labels: str, field_name: Optional[str] = None, c
                 warnings.append(compared["warning"])
         final = _final_info(info, name, threshold, thresholds, model, from_model, cfg, init, history, best_epoch,
                             val, scenes, rasters, labels, field_name, aoi, dev, time.time() - t0, epochs, cancelled,
-                            encoder, anchor, why, compared, original)
+                            encoder, anchor, why, compared, original, review)
         out = out or os.path.join(_user_dir(), final.name + ".onnx")
         progress(0.97, "writing %s" % out)
         export_network(net, final, out)
@@ -396,7 +404,7 @@ def _threshold(info, base_info, chosen, val):
 
 def _final_info(info, name, threshold, thresholds, model, from_model, cfg, init, history, best_epoch, val, scenes,
                 rasters, labels, field_name, aoi, dev, seconds, epochs, cancelled, train_encoder, anchor,
-                threshold_why=None, compared=None, original=None) -> ModelInfo:
+                threshold_why=None, compared=None, original=None, review=False) -> ModelInfo:
     today = datetime.date.today().isoformat()
     base = info.name if from_model else "scratch"
     name = name or "%s-%s" % (base if from_model else "model", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
@@ -425,7 +433,7 @@ def _final_info(info, name, threshold, thresholds, model, from_model, cfg, init,
         "fit": {"date": today, "rasters": [os.path.abspath(r) for r in rasters], "labels": os.path.abspath(labels),
                 "field": field_name, "area": os.path.abspath(aoi) if aoi else None, "label_pixels": pixels,
                 "epochs": epochs, "epochs_run": sum(1 for h in history if not h.get("veto")),
-                "best_epoch": best_epoch, "cancelled": cancelled, "corrections_of": original,
+                "best_epoch": best_epoch, "cancelled": cancelled, "corrections_of": original, "review": bool(review),
                 "threshold": threshold, "threshold_why": threshold_why,
                 "device": str(dev), "seconds": round(seconds, 1), "encoder_trained": bool(train_encoder),
                 "anchor_l2sp": anchor if from_model else 0.0, "torch": torch.__version__},

@@ -21,6 +21,9 @@ def add_parsers(sub) -> None:
     f.add_argument("--corrections-of", metavar="RUN", help="the run (its GeoPackage or classes raster) whose polygons "
                                                          "--labels corrects: only what was deleted, reshaped or added "
                                                          "counts; detections left as they were are ignored")
+    f.add_argument("--review", action="store_true", help="--labels is a run's polygon layer reviewed in QGIS: its "
+                                                         "accepted regions are their class, its rejected ones "
+                                                         "background, the rest ignored (its 'review' field)")
     f.add_argument("--init", default="tailings", help="the model to start from (a name or an ONNX file), or scratch")
     f.add_argument("--epochs", type=int, default=10)
     f.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -66,7 +69,7 @@ def run_fit(a) -> int:
         res = fit(a.raster, a.labels, a.field, a.classes, a.aoi, a.init, a.epochs, a.device, a.out, a.name,
                   a.multilabel, a.chip, a.batch, a.chips_per_epoch, a.lr, seed=a.seed,
                   train_encoder=True if a.train_encoder else None, register=not a.no_register,
-                  labels_layer=a.layer, corrections_of=a.corrections_of, progress=progress, cancel=lambda: stop["now"], log=print)
+                  labels_layer=a.layer, corrections_of=a.corrections_of, review=a.review, progress=progress, cancel=lambda: stop["now"], log=print)
     except Cancelled as e:
         print("cancelled: %s" % e, file=sys.stderr)
         return 130

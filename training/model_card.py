@@ -33,12 +33,14 @@ def text(info: ModelInfo) -> str:
                                                               info.tile_size),
               "- from: %s" % (base or "scratch (ImageNet encoder when installed)"),
               "- rasters: %s" % (", ".join(fit.get("rasters", [])) or "-"),
+              "- review of the run: the analyst's decisions only (accepted regions: their class, rejected: "
+              "background, unreviewed and the ground between regions: ignored)" if fit.get("review") else
               "- corrections of the run: %s (only what the user deleted, reshaped or added counts; the "
               "detections left as they were are ignored)" % fit["corrections_of"] if fit.get("corrections_of") else
               "- corrections: the polygons as they are (no run to compare them with)",
               "- labels: %s%s%s" % (fit.get("labels", "-"), ", field %s" % fit["field"] if fit.get("field") else "",
-                                   "; area %s" % fit["area"] if fit.get("area") else "; without an area: background "
-                                   "near the labels only"),
+                                   "; area %s" % fit["area"] if fit.get("area") else "" if fit.get("review") else
+                                   "; without an area: background near the labels only"),
               "- labelled pixels: %s" % ", ".join("%s %d" % kv for kv in sorted((fit.get("label_pixels") or {}).items())),
               "- epochs: %s of %s run%s, %s; %s s on %s (torch %s)" % (
                   fit.get("epochs_run"), fit.get("epochs"), " (cancelled)" if fit.get("cancelled") else "",

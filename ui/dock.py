@@ -25,6 +25,7 @@ from ..qgis_glue.settings import EXTENT_CANVAS, EXTENT_LAYER, EXTENT_SELECTION, 
 from .band_mapping import BandMappingBox
 from .model_picker import ModelPicker, html
 from .option_widgets import OptionWidgets
+from . import review
 
 
 class TailingsDock(QDockWidget):
@@ -168,6 +169,9 @@ class TailingsDock(QDockWidget):
             b.setEnabled(False)
             after.addWidget(b)
         lay.addLayout(after)
+        self.review_button = QPushButton("Review detections")   # the review queue (ui/review.py)
+        self.review_button.clicked.connect(lambda: review.show(self))
+        lay.addWidget(self.review_button)
         self.improve_button = QPushButton("Improve the model from my edits")
         self.improve_button.setToolTip("After correcting a result's polygons (delete false ones, reshape, add missed "
                                        "ones): train a new model from them. The layer and the model stay as they are.")
