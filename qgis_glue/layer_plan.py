@@ -17,7 +17,7 @@ from typing import Dict, Optional, Union
 from qgis.core import QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import QStandardPaths
 
-from ..inference import Model, Plan, TailingsError, list_models, open_model, plan, resolve_model
+from ..inference import Model, Plan, TailingsError, bands as bandlib, list_models, open_model, plan, resolve_model
 from .layers import canvas_extent_in, layer_path, selection_area_in
 from .settings import EXTENT_CANVAS, EXTENT_SELECTION, Settings
 
@@ -127,4 +127,10 @@ def plan_for_layer(layer: QgsRasterLayer, settings: Optional[Settings] = None, c
     if isinstance(model, str) or model is None:
         model = MODELS.get(model or choose_model(settings))
     out = out_dir or settings.get("out_dir") or default_out_dir()
-    return LayerPlan(plan(path, model, opts, out), layer.id(), layer.name())
+    p = plan(path, model, opts, out)
+    if mapping and not opts.preset:   # the panel's pickers pre-filled with a guess: still a guess
+        said = set(p.warnings)
+        guessed = [w for w in bandlib.guess_warnings(p.model.info.bands, p.raster.descriptions, p.mapping.source_bands)
+                   if w not in said]
+        p = replace(p, warnings=tuple(guessed) + p.warnings)
+    return LayerPlan(p, layer.id(), layer.name())

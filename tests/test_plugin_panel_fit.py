@@ -124,3 +124,39 @@ def test_after_a_run_the_findings_are_in_view_and_nothing_is_cut(plugin, env):
     top = dock.findings_label.mapTo(scroll.viewport(), dock.findings_label.rect().topLeft())
     assert view.contains(top), (top, view)     # the warnings start in view, without scrolling
 
+
+
+def test_a_guessed_band_order_is_orange_in_the_panel_the_message_bar_and_the_report(plugin, env):
+    """Three unnamed bands: the usual 3-band layout is a guess.  The panel's pickers show it (as an
+    explicit mapping), and it stays a warning everywhere, as on the command line."""
+    lyr = _raster(env, "unnamed", descriptions=None)
+    plugin.show_panel(True)
+    dock = plugin.dock
+    dock.set_layer(lyr)
+    assert dock.mapping() == {"S2:B04": 1, "S2:B03": 2, "S2:B02": 3}
+    assert dock.validate(), dock.problem
+    text = dock.problem_label.text()
+    assert "the band order is a guess" in text
+    assert "#2a7a2a" not in text and "Ready, after checking the above" in text     # not a green "Ready"
+    assert "#b35900" in dock.preset_label.styleSheet()
+    task = dock.run()
+    ok, outcome = wait_task(task)
+    assert ok, outcome
+    rep = json.load(open(task.result.report))
+    assert any(w.startswith("the band order is a guess") for w in rep["warnings"])
+    msgs = plugin.iface.messageBar().get_messages(Qgis.Warning)
+    assert msgs and "the band order is a guess" in msgs[-1]
+    assert "the band order is a guess" in dock.findings_label.text()
+    # a band order the user picked is the user's: no warning
+    dock.mapping_box.rows[0][1].setBand(3)
+    dock.mapping_box.rows[2][1].setBand(1)
+    assert dock.validate(), dock.problem
+    assert "band order is a guess" not in dock.problem_label.text() and "#2a7a2a" in dock.problem_label.text()
+
+
+def test_a_named_raster_is_green_and_warns_nothing(plugin, env):
+    plugin.show_panel(True)
+    plugin.dock.set_layer(_raster(env, "named"))
+    assert plugin.dock.validate(), plugin.dock.problem
+    assert "#2a7a2a" in plugin.dock.problem_label.text() and "band order is a guess" not in plugin.dock.problem_label.text()
+    assert "#b35900" not in plugin.dock.preset_label.styleSheet()

@@ -28,6 +28,9 @@ from .model_picker import ModelPicker, html
 from .option_widgets import OptionWidgets
 
 
+OK, WARN = "#2a7a2a", "#b35900"   # green: ready; orange: check first
+
+
 class TailingsDock(QDockWidget):
     """The panel; ``plugin`` provides ``start_run(layer_plan)`` and ``show_dependencies()``."""
 
@@ -283,6 +286,7 @@ class TailingsDock(QDockWidget):
         else:
             text = "%d band%s (%s, from the %s); no preset detected" % (
                 len(desc), "" if len(desc) == 1 else "s", names, ", ".join(where))
+        self.preset_label.setStyleSheet("color: %s" % (WARN if not where else "gray"))   # unnamed: a guess at best
         self.preset_label.setText(text)
 
     def _preset_changed(self, *_):
@@ -358,13 +362,15 @@ class TailingsDock(QDockWidget):
             return False
         p = self.plan.plan
         self.problem = None
-        txt = "Ready: %s" % html(p.mapping.as_text(p.info.bands).replace("<-", "←"))
+        # ready, yet orange while something (a guessed band order...) asks to be checked first
+        txt = "%s: %s" % ("Ready, after checking the above" if p.warnings else "Ready",
+                          html(p.mapping.as_text(p.info.bands).replace("<-", "←")))
         txt += "; working at %.1f m GSD" % p.work_gsd_m
         if p.notes:
             txt += "<br>" + "<br>".join(html(n) for n in p.notes)
         txt += "<br>" + html(self.size_text(p))
         warn = "".join("<p style='color:#b35900'><b>Check:</b> %s</p>" % html(w) for w in p.warnings)
-        self.problem_label.setText(warn + "<span style='color:#2a7a2a'>%s</span>" % txt)
+        self.problem_label.setText(warn + "<span style='color:%s'>%s</span>" % (WARN if p.warnings else OK, txt))
         self.deps_button.setVisible(False)
         self.run_button.setEnabled(True)
         return True
