@@ -160,3 +160,35 @@ def test_a_named_raster_is_green_and_warns_nothing(plugin, env):
     assert plugin.dock.validate(), plugin.dock.problem
     assert "#2a7a2a" in plugin.dock.problem_label.text() and "band order is a guess" not in plugin.dock.problem_label.text()
     assert "#b35900" not in plugin.dock.preset_label.styleSheet()
+
+
+def test_the_plugin_message_is_pushed_after_qgis_own_task_complete(plugin, env):
+    """Desktop QGIS answers the task manager's statusChanged with "Task complete" in the message bar
+    (where no desktop notification shows); the plugin's orange warning must end on top, not under it."""
+    from qgis.core import QgsTask
+    from tailings_mapper.qgis_glue.settings import Settings
+    Settings().set("model", "doubtful")
+    bar = plugin.iface.messageBar()
+    order = []
+    real = bar.pushMessage
+
+    def recording(*args):
+        order.append((args[0], args[1]))
+        return real(*args)
+    bar.pushMessage = recording
+    mgr = QgsApplication.taskManager()
+
+    def qgis_notice(task_id, status):      # what QgisApp::onTaskCompleteShowNotify falls back to
+        if status == QgsTask.Complete:
+            bar.pushMessage("Task complete", "a task", Qgis.Info, 5)
+    mgr.statusChanged.connect(qgis_notice)
+    try:
+        plugin.show_panel(True)
+        plugin.dock.set_layer(_raster(env, "odd"))
+        ok, outcome = wait_task(plugin.dock.run())
+    finally:
+        mgr.statusChanged.disconnect(qgis_notice)
+        del bar.pushMessage
+    assert ok, outcome
+    assert [t for t, _ in order][-2:] == ["Task complete", "Tailings Mapper"], order
+    assert "check:" in order[-1][1]
