@@ -111,6 +111,7 @@ def test_after_a_run_the_findings_are_in_view_and_nothing_is_cut(plugin, env):
     dock = plugin.dock
     dock.set_layer(lyr)
     _at_width(dock, 600)
+    _shot(dock, "panel_before.png")
     task = dock.run()
     ok, outcome = wait_task(task)
     assert ok, outcome
@@ -123,6 +124,14 @@ def test_after_a_run_the_findings_are_in_view_and_nothing_is_cut(plugin, env):
     view = scroll.viewport().rect()
     top = dock.findings_label.mapTo(scroll.viewport(), dock.findings_label.rect().topLeft())
     assert view.contains(top), (top, view)     # the warnings start in view, without scrolling
+    _shot(dock, "panel_after.png")
+
+
+def _shot(dock, name):
+    """With TM_PANEL_SHOTS=<folder> (scripts/panel_shots.sh: docs/), the panel as drawn, at 360 px."""
+    folder = os.environ.get("TM_PANEL_SHOTS")
+    if folder:
+        assert dock.grab().save(os.path.join(folder, name))
 
 
 
@@ -158,7 +167,8 @@ def test_a_named_raster_is_green_and_warns_nothing(plugin, env):
     plugin.show_panel(True)
     plugin.dock.set_layer(_raster(env, "named"))
     assert plugin.dock.validate(), plugin.dock.problem
-    assert "#2a7a2a" in plugin.dock.problem_label.text() and "band order is a guess" not in plugin.dock.problem_label.text()
+    text = plugin.dock.problem_label.text()
+    assert "#2a7a2a" in text and "band order is a guess" not in text
     assert "#b35900" not in plugin.dock.preset_label.styleSheet()
 
 
@@ -206,7 +216,8 @@ def test_a_sentinel2_zip_opened_in_the_panel_runs_without_a_layer_and_records_it
     from tailings_mapper.qgis_glue.settings import Settings
     Settings().set("model", "s2rgbn")
     safe = make_safe(str(env), bands=("B02", "B03", "B04", "B08"), win=(600, 700, 128, 128),
-                     mtd_extra={"2023-08-23T15:59:11.024Z</PRODUCT_START_TIME>": "2023-08-22T15:59:11Z</PRODUCT_START_TIME>"})
+                     mtd_extra={"2023-08-23T15:59:11.024Z</PRODUCT_START_TIME>":
+                                "2023-08-22T15:59:11Z</PRODUCT_START_TIME>"})
     z = zip_safe(safe)
     monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (z, "")))
     plugin.show_panel(True)
@@ -217,7 +228,7 @@ def test_a_sentinel2_zip_opened_in_the_panel_runs_without_a_layer_and_records_it
     assert not dock.mapping_box.isEnabled()
     assert _clipped(dock) == []
     dock.date_edit.setText("2023-13-01")
-    assert not dock.validate() and "YYYY-MM-DD" in dock.problem        # a date that is none: refused
+    assert not dock.validate() and "YYYY-MM-DD" in dock.problem     # a date that is none: refused
     dock.date_edit.setText("2023-08-21")                              # the user's correction wins
     assert dock.validate(), dock.problem
     ok, outcome = wait_task(dock.run())

@@ -70,9 +70,7 @@ class TailingsDock(QDockWidget):
         form.addRow("Raster layer", self.layer_combo)
         self.source = ProductSource(self)     # or a product by its path, no layer
         self.source.changed.connect(self._layer_changed)
-        form.addRow("", self.source.button)
-        form.addRow("", self.source.label)
-        form.addRow("", self.source.clear_button)
+        form.addRow(self.source.widget())
         self.date_edit = DateField()
         self.date_edit.textEdited.connect(self.schedule_validation)
         form.addRow("Acquisition date", self.date_edit)

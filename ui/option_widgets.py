@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from typing import Callable, Dict, Optional, Sequence
 
-from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QSpinBox, QWidget
+from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QSpinBox,
+                                 QWidget)
 
 from ..inference.options import Option, for_front
 

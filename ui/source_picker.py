@@ -7,11 +7,11 @@ import os
 from typing import Optional
 
 from qgis.PyQt.QtCore import QObject, pyqtSignal
-from qgis.PyQt.QtWidgets import QFileDialog, QLineEdit, QMenu, QPushButton
+from qgis.PyQt.QtWidgets import QFileDialog, QLineEdit, QMenu, QPushButton, QWidget
 
 from ..inference.options import check_date
 from ..inference.raster import scene_date
-from .narrow import breakable, wrapping_label
+from .narrow import breakable, stacked, wrapping_label
 
 FOLDER, ZIP = "folder", "zip"
 
@@ -37,6 +37,13 @@ class ProductSource(QObject):
         self.clear_button.setVisible(False)
         self.label = wrapping_label()
         self.label.setVisible(False)
+
+    def widget(self) -> QWidget:
+        """The button, the product chosen and the way back to the layer, one under the other (hidden
+        ones take no room)."""
+        w = QWidget()
+        w.setLayout(stacked(self.button, self.label, self.clear_button))
+        return w
 
     def ask(self, kind: str) -> Optional[str]:
         if kind == ZIP:
@@ -65,7 +72,7 @@ class DateField(QLineEdit):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.setPlaceholderText("YYYY-MM-DD (or YYYY-MM, YYYY)")
+        self.setPlaceholderText("YYYY-MM-DD")
         self.setToolTip("The scene's acquisition date, recorded in the outputs (TM_DATE): the change dialog orders "
                         "runs by it. Pre-filled from the product's metadata or a date in the file's name.")
         self.filled_for: Optional[str] = None   # the source the date was pre-filled for
