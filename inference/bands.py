@@ -327,3 +327,15 @@ def map_bands(model_bands: Sequence[str], raster_descriptions: Sequence[str],
             % (n, guessed, PRESETS[guessed].describe(),
                ", ".join("%s <- band %d" % (m, s) for m, s in zip(model_bands, result))))
     return BandMapping(result, notes, warnings)
+
+
+def guess_warnings(model_bands: Sequence[str], raster_descriptions: Sequence[str],
+                   source_bands: Sequence[int]) -> List[str]:
+    """The warning of a guessed band order when ``source_bands`` (a mapping given as explicit, e.g.
+    the panel's pickers pre-filled with the guess) is the very guess :func:`map_bands` makes for a
+    raster whose bands carry no names: an order nobody checked stays a guess, whoever passes it on."""
+    try:
+        guess = map_bands(model_bands, raster_descriptions)
+    except BandMappingError:
+        return []
+    return list(guess.warnings) if list(guess.source_bands) == list(source_bands) else []

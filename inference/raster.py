@@ -12,7 +12,7 @@ from typing import List, Optional, Tuple
 from osgeo import gdal, osr
 
 from .band_names import band_names
-from .errors import InputError, first_line
+from .errors import InputError, TailingsError, first_line
 
 gdal.UseExceptions()
 osr.UseExceptions()
@@ -190,3 +190,28 @@ def min_pixel_area_m2(info: RasterInfo) -> float:
 def max_pixel_area_m2(info: RasterInfo) -> float:
     """The largest pixel area over the raster (geographic CRSs: in the row nearest the equator)."""
     return max(_pixel_areas_m2(info))
+
+
+def scene_date(path: str) -> Optional[str]:
+    """A scene's acquisition date (YYYY[-MM[-DD]]): what its product says, else the date a run
+    recorded in it (TM_DATE), else a date in its name (YYYYMMDD, YYYY-MM-DD, or a lone year)."""
+    import re
+    try:
+        r = open_input(path)
+        if r.product is not None and r.product.date:
+            return r.product.date
+        if not r.band_files and os.path.isfile(path):
+            ds = gdal.Open(path)
+            recorded = (ds.GetMetadataItem("TM_DATE") or "").strip() if ds is not None else ""
+            ds = None
+            if re.fullmatch(r"(19|20)\d{2}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?)?", recorded):
+                return recorded
+    except (TailingsError, RuntimeError, OSError):   # not a product the engine reads: its name may say
+        pass
+    name = os.path.basename(path.rstrip("/"))
+    m = re.search(r"(19|20)\d{2}[-_]?(0[1-9]|1[0-2])[-_]?(0[1-9]|[12]\d|3[01])", name)
+    if m:
+        d = re.sub(r"[-_]", "", m.group(0))
+        return "%s-%s-%s" % (d[:4], d[4:6], d[6:8])
+    m = re.search(r"(?<!\d)(19|20)\d{2}(?!\d)", name)
+    return m.group(0) if m else None

@@ -17,7 +17,7 @@ from typing import Dict, Optional, Union
 from qgis.core import QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import QStandardPaths
 
-from ..inference import Model, Plan, TailingsError, list_models, open_model, plan, resolve_model
+from ..inference import Model, Plan, TailingsError, bands as bandlib, list_models, open_model, plan, resolve_model
 from .layers import canvas_extent_in, layer_path, selection_area_in
 from .settings import EXTENT_CANVAS, EXTENT_SELECTION, Settings
 
@@ -102,7 +102,8 @@ def run_prefix(input_path: str, when: Optional[datetime.datetime] = None) -> str
 
 def plan_for_layer(layer: QgsRasterLayer, settings: Optional[Settings] = None, canvas=None,
                    mapping: Optional[Dict[str, int]] = None, extent_layer=None,
-                   model: Union[str, Model, None] = None, out_dir: Optional[str] = None) -> LayerPlan:
+                   model: Union[str, Model, None] = None, out_dir: Optional[str] = None,
+                   date: Optional[str] = None) -> LayerPlan:
     """The plan for ``layer`` with the stored settings (and the panel's band mapping when given).
 
     Raises ValueError for a choice the panel must fix (no layer, no selection...) and
@@ -120,11 +121,37 @@ def plan_for_layer(layer: QgsRasterLayer, settings: Optional[Settings] = None, c
         if extent_layer is None:
             extent_layer = QgsProject.instance().mapLayer(settings.get("extent_layer"))
         extent, aoi = selection_area_in(layer, extent_layer)
-    opts = replace(settings.options(), bands=dict(mapping) if mapping else None, extent=extent, aoi=aoi,
-                   polygons=True, overwrite=False, unique_names=True, prefix=run_prefix(path),
+    opts = replace(_run_options(settings, path, date), bands=dict(mapping) if mapping else None, extent=extent, aoi=aoi)
+    p = _plan(path, settings, opts, model, out_dir)
+    if mapping and not opts.preset:   # the panel's pickers pre-filled with a guess: still a guess
+        said = set(p.warnings)
+        guessed = [w for w in bandlib.guess_warnings(p.model.info.bands, p.raster.descriptions, p.mapping.source_bands)
+                   if w not in said]
+        p = replace(p, warnings=tuple(guessed) + p.warnings)
+    return LayerPlan(p, layer.id(), layer.name())
+
+
+def plan_for_product(path: str, settings: Optional[Settings] = None, model: Union[str, Model, None] = None,
+                     out_dir: Optional[str] = None, date: Optional[str] = None) -> LayerPlan:
+    """The plan for a product given by its path (a Sentinel-2 SAFE folder or zip, a folder of band
+    files), no layer: the whole product, its bands found by their names."""
+    settings = settings or Settings()
+    if settings.get("extent_mode") in (EXTENT_CANVAS, EXTENT_SELECTION):
+        raise ValueError("a product is segmented whole: choose the extent \"Whole layer\", or add it to the map "
+                         "as a layer to segment a part of it")
+    name = os.path.basename(os.path.normpath(path))
+    name = name[:-4] if name.lower().endswith(".zip") else name
+    return LayerPlan(_plan(path, settings, _run_options(settings, path, date), model, out_dir), "", name)
+
+
+def _run_options(settings: Settings, path: str, date: Optional[str]):
+    return replace(settings.options(), polygons=True, overwrite=False, unique_names=True, prefix=run_prefix(path),
+                   date=date or None,   # (None: the product's own date, when it has one)
                    # leave a core to QGIS so that the map and the UI stay responsive
                    threads=max(1, (os.cpu_count() or 2) - 1))
+
+
+def _plan(path: str, settings: Settings, opts, model, out_dir: Optional[str]) -> Plan:
     if isinstance(model, str) or model is None:
         model = MODELS.get(model or choose_model(settings))
-    out = out_dir or settings.get("out_dir") or default_out_dir()
-    return LayerPlan(plan(path, model, opts, out), layer.id(), layer.name())
+    return plan(path, model, opts, out_dir or settings.get("out_dir") or default_out_dir())

@@ -9,7 +9,7 @@ import traceback
 from typing import Callable, List, Optional
 
 from qgis.core import Qgis, QgsApplication, QgsProject, QgsTask
-from qgis.PyQt.QtCore import pyqtSignal
+from qgis.PyQt.QtCore import QTimer, pyqtSignal
 
 from ..inference import Cancelled, execute
 from ..inference import present
@@ -64,6 +64,7 @@ class SegmentTask(QgsTask):
         """Add the results and say what the run found; whatever happens here, the panel is told
         (``done``), so that it never waits on a run that has ended."""
         self.outcome = "failed"
+        self._pending = []
         try:
             ok = self._finish(ok)
         except Exception as e:  # a bug in showing the run: the run's files are there, the panel is told
@@ -72,8 +73,17 @@ class SegmentTask(QgsTask):
             log("%s: %s\n%s" % (self.source_name, self.outcome, self.details), Qgis.MessageLevel.Critical)
             ok = False
         finally:
-            self.ok = bool(ok)
-            self.done.emit(bool(ok), self.outcome)
+            after_qgis_notice(self, lambda: self._announce(bool(ok)))
+
+    def _announce(self, ok: bool) -> None:
+        """The run's message to the bar, then the panel told (``done``)."""
+        try:
+            for args in self._pending:
+                self._push_now(*args)
+        finally:
+            self._pending = []
+            self.ok = ok
+            self.done.emit(ok, self.outcome)
 
     def _finish(self, ok: bool) -> bool:
         name = self.source_name
@@ -117,12 +127,44 @@ class SegmentTask(QgsTask):
             results.expand_in_view(self.layer_tree_view, self.group)
 
     def _push(self, title: str, text: str, level, duration: int) -> None:
+        self._pending.append((title, text, level, duration))
+
+    def _push_now(self, title: str, text: str, level, duration: int) -> None:
         if self.message_bar is None:
             return
         try:
             self.message_bar.pushMessage(title, text, level, duration)
         except RuntimeError as e:  # the message bar is gone (QGIS closing): the log keeps it
             log("%s (message bar unavailable: %s)" % (text, e), level)
+
+
+def after_qgis_notice(task: QgsTask, then: Callable[[], None]) -> None:
+    """Call ``then`` once QGIS has said its own word on the finished ``task``: QGIS answers the task
+    manager's ``statusChanged`` (emitted right after ``finished()``) with a "Task complete" notice,
+    in the message bar where the desktop shows no notifications; pushed after it, the plugin's
+    message (its warnings in orange) stays on top instead of under it.  A task the manager does not
+    know: at once."""
+    mgr = QgsApplication.taskManager()
+    tid = mgr.taskId(task)
+    if tid < 0:
+        then()
+        return
+    called = []
+
+    def once(*_):
+        if not called:
+            called.append(True)
+            then()
+
+    def after(task_id, status):
+        if task_id == tid:
+            try:
+                mgr.statusChanged.disconnect(after)
+            except TypeError:
+                pass
+            once()
+    mgr.statusChanged.connect(after)   # (connected after QGIS's own slot: called after it)
+    QTimer.singleShot(0, once)         # never left waiting, should the manager stay silent
 
 
 def start(run: LayerPlan, message_bar=None, on_done: Optional[Callable[[bool, str], None]] = None,

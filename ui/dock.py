@@ -19,13 +19,18 @@ from qgis.PyQt.QtWidgets import (QComboBox, QDockWidget, QFormLayout, QHBoxLayou
 
 from ..inference import TailingsError, bands as bandlib
 from ..qgis_glue import compat, deps, results
-from ..qgis_glue.layer_plan import LayerPlan, default_out_dir, plan_for_layer
-from ..qgis_glue.layers import band_descriptions, band_names_and_sources
+from ..qgis_glue.layer_plan import LayerPlan, default_out_dir, plan_for_layer, plan_for_product
+from ..qgis_glue.layers import band_descriptions, band_names_and_sources, layer_path
 from ..qgis_glue.settings import EXTENT_CANVAS, EXTENT_LAYER, EXTENT_SELECTION, Settings
 from .band_mapping import BandMappingBox
+from . import narrow
 from .model_picker import ModelPicker, html
+from .source_picker import DateField, ProductSource
 from .option_widgets import OptionWidgets
 from . import review
+
+
+OK, WARN = "#2a7a2a", "#b35900"   # green: ready; orange: check first
 
 
 class TailingsDock(QDockWidget):
@@ -64,6 +69,12 @@ class TailingsDock(QDockWidget):
         self.layer_combo.setAllowEmptyLayer(True)
         self.layer_combo.layerChanged.connect(self._layer_changed)
         form.addRow("Raster layer", self.layer_combo)
+        self.source = ProductSource(self)     # or a product by its path, no layer
+        self.source.changed.connect(self._layer_changed)
+        form.addRow(self.source.widget())
+        self.date_edit = DateField()
+        self.date_edit.textEdited.connect(self.schedule_validation)
+        form.addRow("Acquisition date", self.date_edit)
 
         self.preset_combo = QComboBox()
         self.preset_combo.addItem("Detect from the layer", "")
@@ -81,14 +92,17 @@ class TailingsDock(QDockWidget):
         self.models.changed.connect(self._model_changed)
         self.models.problem.connect(self._show_problem)
         form.addRow("Model", self.models.row)
+        # (the card button under the model's description: beside the list it pushed the panel past 360 px)
+        self.models.row.removeWidget(self.models.card_button)
+        self.models.refresh_button.setFixedWidth(max(30, self.models.refresh_button.minimumSizeHint().width()))
         form.addRow("", self.model_label)
+        form.addRow("", self.models.card_button)
         lay.addLayout(form)
 
         self.mapping_box = BandMappingBox(self.schedule_validation)
         lay.addWidget(self.mapping_box)
 
         form2 = QFormLayout()
-        ext_row = QHBoxLayout()
         self.extent_combo = QComboBox()
         self.extent_combo.addItem("Whole layer", EXTENT_LAYER)
         self.extent_combo.addItem("Current map view", EXTENT_CANVAS)
@@ -96,13 +110,11 @@ class TailingsDock(QDockWidget):
         self.extent_combo.setToolTip("Selected features: only the pixels inside the selected polygons are "
                                      "segmented; the rest of their bounding box gets no class")
         self.extent_combo.currentIndexChanged.connect(self._extent_changed)
-        ext_row.addWidget(self.extent_combo)
         self.extent_layer_combo = QgsMapLayerComboBox()
         self.extent_layer_combo.setFilters(compat.LAYER_POLYGON)
         self.extent_layer_combo.setAllowEmptyLayer(True)   # never a layer by itself (a result, say)
         self.extent_layer_combo.layerChanged.connect(self._extent_changed)
-        ext_row.addWidget(self.extent_layer_combo, 1)
-        form2.addRow("Extent", ext_row)
+        form2.addRow("Extent", narrow.stacked(self.extent_combo, self.extent_layer_combo))
 
         self.out_dir = QgsFileWidget()
         self.out_dir.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
@@ -160,15 +172,13 @@ class TailingsDock(QDockWidget):
         self.findings_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
         self.findings_label.setOpenExternalLinks(True)
         lay.addWidget(self.findings_label)
-        after = QHBoxLayout()
         self.zoom_button = QPushButton("Zoom to results")
         self.zoom_button.clicked.connect(self.zoom_to_results)
         self.folder_button = QPushButton("Open output folder")
         self.folder_button.clicked.connect(self.open_output_folder)
         for b in (self.zoom_button, self.folder_button):
             b.setEnabled(False)
-            after.addWidget(b)
-        lay.addLayout(after)
+        lay.addLayout(narrow.stacked(self.zoom_button, self.folder_button))
         self.review_button = QPushButton("Review detections")   # the review queue (ui/review.py)
         self.review_button.clicked.connect(lambda: review.show(self))
         lay.addWidget(self.review_button)
@@ -179,15 +189,11 @@ class TailingsDock(QDockWidget):
         self.fit_button = QPushButton("Train a model from polygons…")
         self.fit_button.setToolTip("Your own classes, region or sensor: train a model from polygons you drew")
         self.fit_button.clicked.connect(lambda: self.plugin.show_fit_dialog() if self.plugin is not None else None)
-        learn = QHBoxLayout()
-        learn.addWidget(self.improve_button)
-        learn.addWidget(self.fit_button)
-        lay.addLayout(learn)
+        lay.addLayout(narrow.stacked(self.improve_button, self.fit_button))
         lay.addStretch(1)
         self._last = None    # the last task that added results
 
-        for fl in body.findChildren(QFormLayout):
-            fl.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        narrow.narrow_forms(body)
         for combo in body.findChildren(QComboBox):
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(8)
@@ -195,6 +201,7 @@ class TailingsDock(QDockWidget):
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(body)
+        self.scroll = scroll
         self.setWidget(scroll)
 
     # ------------------------------------------------------------------ settings
@@ -258,6 +265,7 @@ class TailingsDock(QDockWidget):
             self.layer_combo.setLayer(layer)
 
     def _layer_changed(self, *_):
+        self.date_edit.prefill(self.source_path())
         self._update_preset_label()
         self._show_out_dir_hint()
         self._rebuild_mapping()
@@ -267,12 +275,25 @@ class TailingsDock(QDockWidget):
         self.out_dir_hint.setText("" if self.out_dir.filePath() else
                                   "by default: %s (each run adds new files)" % default_out_dir())
 
+    def source_path(self) -> Optional[str]:
+        """What is segmented: the product chosen by its path, else the layer's file (None: nothing)."""
+        if self.source.path:
+            return self.source.path
+        try:
+            return layer_path(self.layer()) if self.layer() is not None else None
+        except ValueError:   # not a GDAL raster: the plan says so
+            return None
+
     def detected_preset(self) -> Optional[str]:
         lyr = self.layer()
         return bandlib.detect_preset(band_descriptions(lyr), by_count=True) if lyr is not None else None
 
     def _update_preset_label(self):
         lyr = self.layer()
+        if self.source.path:
+            self.preset_label.setStyleSheet("color: gray")
+            self.preset_label.setText("the product's bands are found by their names")
+            return
         if lyr is None:
             self.preset_label.setText("")
             return
@@ -290,6 +311,7 @@ class TailingsDock(QDockWidget):
         else:
             text = "%d band%s (%s, from the %s); no preset detected" % (
                 len(desc), "" if len(desc) == 1 else "s", names, ", ".join(where))
+        self.preset_label.setStyleSheet("color: %s" % (WARN if not where else "gray"))   # unnamed: a guess at best
         self.preset_label.setText(text)
 
     def _preset_changed(self, *_):
@@ -301,7 +323,7 @@ class TailingsDock(QDockWidget):
         self.schedule_validation()
 
     def _rebuild_mapping(self):
-        self.mapping_box.rebuild(self.layer(), self.current_model(), self.models.info(),
+        self.mapping_box.rebuild(None if self.source.path else self.layer(), self.current_model(), self.models.info(),
                                  self.preset_combo.currentData() or None)
 
     def mapping(self):
@@ -337,18 +359,21 @@ class TailingsDock(QDockWidget):
     def make_plan(self) -> LayerPlan:
         """The plan of the panel's choices; raises ValueError / TailingsError naming the problem."""
         lyr = self.layer()
-        if lyr is None:
-            raise ValueError("choose a raster layer")
+        if lyr is None and not self.source.path:
+            raise ValueError("choose a raster layer or open a Sentinel-2 product")
         model = self.current_model()
         if not model:
             raise ValueError(self.models.placeholder_problem() or "choose a model")
+        date = self.date_edit.date()    # (ValueError naming the format)
+        if self.source.path:
+            return plan_for_product(self.source.path, self.settings, model=model, date=date)
         missing = self.mapping_box.unset()
         if missing:
             raise ValueError("no raster band chosen for model input%s %s"
                              % ("s" if len(missing) > 1 else "", ", ".join(missing)))
         canvas = self.iface.mapCanvas() if self.iface is not None else None
         return plan_for_layer(lyr, self.settings, canvas=canvas, mapping=self.mapping_for(lyr),
-                              extent_layer=self.extent_layer_combo.currentLayer(), model=model)
+                              extent_layer=self.extent_layer_combo.currentLayer(), model=model, date=date)
 
     def validate(self) -> bool:
         """Plan the choices; show the problem, or what the plan decided (mapping, GSD, notes)."""
@@ -365,13 +390,15 @@ class TailingsDock(QDockWidget):
             return False
         p = self.plan.plan
         self.problem = None
-        txt = "Ready: %s" % html(p.mapping.as_text(p.info.bands).replace("<-", "←"))
+        # ready, yet orange while something (a guessed band order...) asks to be checked first
+        txt = "%s: %s" % ("Ready, after checking the above" if p.warnings else "Ready",
+                          html(p.mapping.as_text(p.info.bands).replace("<-", "←")))
         txt += "; working at %.1f m GSD" % p.work_gsd_m
         if p.notes:
             txt += "<br>" + "<br>".join(html(n) for n in p.notes)
         txt += "<br>" + html(self.size_text(p))
         warn = "".join("<p style='color:#b35900'><b>Check:</b> %s</p>" % html(w) for w in p.warnings)
-        self.problem_label.setText(warn + "<span style='color:#2a7a2a'>%s</span>" % txt)
+        self.problem_label.setText(warn + "<span style='color:%s'>%s</span>" % (WARN if p.warnings else OK, txt))
         self.deps_button.setVisible(False)
         self.run_button.setEnabled(True)
         return True
@@ -427,11 +454,20 @@ class TailingsDock(QDockWidget):
         if ok and task.result is not None:
             self._last = task
         self.findings_label.setText(results.findings_html(task.result) if ok and task.result is not None else "")
+        self.show_outcome()
         self.zoom_button.setEnabled(self._last is not None)
         self.folder_button.setEnabled(self._last is not None)
         self._show_running()
         self.cancel_button.setEnabled(bool(self._tasks))
         self.schedule_validation()
+
+    def show_outcome(self):
+        """Scroll the panel to the run button, with the progress, the outcome and the findings below it
+        (after a run they would otherwise sit below the fold)."""
+        from qgis.PyQt.QtCore import QPoint
+        body = self.scroll.widget()
+        body.layout().activate()
+        self.scroll.verticalScrollBar().setValue(self.run_button.mapTo(body, QPoint(0, 0)).y() - 4)
 
     def _show_running(self):
         """The run button says how many runs are going (each click starts one more)."""

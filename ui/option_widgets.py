@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from typing import Callable, Dict, Optional, Sequence
 
-from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QSpinBox
+from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QSpinBox,
+                                 QWidget)
 
 from ..inference.options import Option, for_front
 
@@ -51,6 +52,34 @@ def make_widget(o: Option):
     return w
 
 
+class _ToggleLabel(QLabel):
+    """A check box's text that wraps (a QCheckBox's own text never does) and toggles it when clicked."""
+
+    def __init__(self, box: QCheckBox):
+        super().__init__(box.text())
+        self.box = box
+        self.setWordWrap(True)
+        self.setToolTip(box.toolTip())
+        self.setBuddy(box)
+
+    def mousePressEvent(self, event):  # noqa: N802 (Qt API)
+        if self.box.isEnabled():
+            self.box.toggle()
+
+
+def checkable_row(box: QCheckBox) -> QWidget:
+    """``box`` with its text in a label beside it that wraps in a narrow panel."""
+    row = QWidget()
+    lay = QHBoxLayout(row)
+    lay.setContentsMargins(0, 0, 0, 0)
+    label = _ToggleLabel(box)
+    box.setAccessibleName(box.text())
+    box.setText("")
+    lay.addWidget(box)
+    lay.addWidget(label, 1)
+    return row
+
+
 class OptionWidgets:
     """The widgets of ``options`` (default: the panel's advanced options), added to ``form``."""
 
@@ -59,7 +88,10 @@ class OptionWidgets:
         self.widgets: Dict[str, object] = {}
         for name, o in self.options.items():
             w = make_widget(o)
-            form.addRow("" if o.kind == "bool" else o.label, w)
+            if o.kind == "bool":
+                form.addRow(checkable_row(w))    # (the whole width: its text wraps)
+            else:
+                form.addRow(o.label, w)
             self.widgets[name] = w
 
     def widget(self, name: str):

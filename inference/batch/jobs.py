@@ -19,6 +19,7 @@ from osgeo import ogr, osr
 
 from ..aoi import equal_area_at
 from ..errors import InputError, TailingsError, first_line
+from ..raster import scene_date
 from ..tables import gdal_reason, open_layer, open_vector, read_text
 
 ogr.UseExceptions()
@@ -150,23 +151,6 @@ def read_jobs(path: str, buffer_m: float = 0.0, notes: Optional[List[str]] = Non
     return jobs
 
 
-def _scene_date(path: str) -> Optional[str]:
-    """A scene's acquisition date: what its product says, else a date in its name."""
-    try:
-        from ..raster import open_input
-        r = open_input(path)
-        if r.product is not None and r.product.date:
-            return r.product.date
-    except (TailingsError, RuntimeError, OSError):   # not a product the engine reads: its name may say
-        pass
-    m = re.search(r"(19|20)\d{2}[-_]?(0[1-9]|1[0-2])[-_]?(0[1-9]|[12]\d|3[01])", os.path.basename(path.rstrip("/")))
-    if m:
-        d = re.sub(r"[-_]", "", m.group(0))
-        return "%s-%s-%s" % (d[:4], d[4:6], d[6:8])
-    m = re.search(r"(?<!\d)(19|20)\d{2}(?!\d)", os.path.basename(path.rstrip("/")))
-    return m.group(0) if m else None
-
-
 def _footprint(path: str) -> Tuple[ogr.Geometry, str]:
     from ..raster import open_input
     r = open_input(path)
@@ -208,7 +192,7 @@ def scene_jobs(facilities: str, field: str, scenes_dir: str, buffer_m: float = 0
         p = os.path.join(scenes_dir, n)
         if os.path.isfile(p) and not n.lower().endswith((".tif", ".tiff", ".jp2", ".vrt", ".img", ".zip")):
             continue
-        date = _scene_date(p)
+        date = scene_date(p)
         if date is None:
             continue
         try:
