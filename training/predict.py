@@ -8,6 +8,7 @@ import torch
 from .veto import Vetoed
 
 
+@torch.no_grad()
 def predict(net, img: np.ndarray, dev, multilabel: bool) -> np.ndarray:
     """Probabilities (K, h, w) of one normalised window (padded to a multiple of 32)."""
     c, h, w = img.shape
