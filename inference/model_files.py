@@ -9,6 +9,7 @@ Mapper reads back as the model's card.
 """
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -32,10 +33,12 @@ class UserModel:
     shipped: bool
     classes: List[str]
     bands: List[str]
-    date: str
+    date: str                 # the day it was trained (its metadata), else its file's date: YYYY-MM-DD
     score: Optional[str]      # the validation score, in words
     task: str
     error: Optional[str] = None
+    measured_on: Optional[str] = None   # what the score was measured on, in words
+    date_from: str = "file"   # "training" (the fit's date in its metadata) or "file" (the file's date)
 
 
 def describe(path: str, shipped: bool) -> UserModel:
@@ -52,8 +55,35 @@ def describe(path: str, shipped: bool) -> UserModel:
         score = "IoU %.2f" % val["iou"]
     elif val.get("miou") is not None:
         score = "mean IoU %.2f" % val["miou"]
-    date = (ex.get("fit") or {}).get("date") or info.version or ""
-    return UserModel(name, path, shipped, [c.name for c in info.classes], list(info.bands), date, score, info.task)
+    trained = (ex.get("fit") or {}).get("date")
+    date = trained if _is_date(trained) else _file_date(path)
+    return UserModel(name, path, shipped, [c.name for c in info.classes], list(info.bands), date, score, info.task,
+                     measured_on=measured_on(ex) if score else None, date_from="training" if trained == date else "file")
+
+
+def measured_on(extra: dict) -> Optional[str]:
+    """What a model's validation score was measured on, in words: a user model's own held-back blocks
+    (near its training ground) are not the shipped model's held-out sites."""
+    if extra.get("validation_fit"):
+        return "its own held-back blocks (of the scenes it was trained on)"
+    val = extra.get("validation_engine") or {}
+    if not val:
+        return None
+    sites, tiles = val.get("sites") or [], val.get("tiles")
+    what = ", ".join(p for p in ("%d held-out sites" % len(sites) if sites else "",
+                                 "%d tiles" % tiles if tiles else "") if p)
+    return "validation sites" + (" (%s)" % what if what else "")
+
+
+def _is_date(text) -> bool:
+    return isinstance(text, str) and re.match(r"^\d{4}-\d{2}-\d{2}$", text) is not None
+
+
+def _file_date(path: str) -> str:
+    try:
+        return datetime.date.fromtimestamp(os.path.getmtime(path)).isoformat()
+    except (OSError, ValueError, OverflowError):
+        return ""
 
 
 def list_all() -> List[UserModel]:

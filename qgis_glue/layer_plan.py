@@ -81,17 +81,38 @@ def choose_model(settings: Settings) -> str:
 
 
 OUT_FOLDER = "Tailings Mapper"
+PROJECT_SCOPE, PROJECT_KEY = "TailingsMapper", "out_dir"   # the project's own output folder, once fixed
 
 
 def default_out_dir(project: Optional[QgsProject] = None) -> str:
-    """A ``Tailings Mapper`` folder beside the saved project (.qgz), else in the user's Documents:
-    never inside the data's own folder (often a read-only share, or one the user keeps clean)."""
+    """The project's output folder when a run fixed it (:func:`keep_out_dir`: one analysis, one
+    folder, whether the project is saved before or after); else a ``Tailings Mapper`` folder beside
+    the saved project (.qgz), else in the user's Documents: never inside the data's own folder
+    (often a read-only share, or one the user keeps clean)."""
     project = project or QgsProject.instance()
+    kept = project_out_dir(project)
+    if kept:
+        return kept
     home = project.homePath() if project.fileName() else ""
     if home and os.access(home, os.W_OK):
         return os.path.join(home, OUT_FOLDER)
     docs = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation) or os.path.expanduser("~")
     return os.path.join(docs, OUT_FOLDER)
+
+
+def project_out_dir(project: Optional[QgsProject] = None) -> str:
+    """The output folder stored in the project by its first run ("" when none is)."""
+    value, ok = (project or QgsProject.instance()).readEntry(PROJECT_SCOPE, PROJECT_KEY, "")
+    return value if ok and value else ""
+
+
+def keep_out_dir(out_dir: Optional[str], project: Optional[QgsProject] = None) -> bool:
+    """At a project's first run into the default folder, store that folder in the project, so that
+    saving the project later (which moves the default beside it) does not split the analysis."""
+    project = project or QgsProject.instance()
+    if not out_dir or project_out_dir(project) or os.path.abspath(out_dir) != os.path.abspath(default_out_dir(project)):
+        return False
+    return project.writeEntry(PROJECT_SCOPE, PROJECT_KEY, os.path.abspath(out_dir))
 
 
 def run_prefix(input_path: str, when: Optional[datetime.datetime] = None) -> str:

@@ -14,7 +14,7 @@ from qgis.PyQt.QtCore import QTimer, pyqtSignal
 from ..inference import Cancelled, execute
 from ..inference import present
 from . import results
-from .layer_plan import LayerPlan
+from .layer_plan import LayerPlan, keep_out_dir
 from .log import log
 
 
@@ -170,6 +170,7 @@ def after_qgis_notice(task: QgsTask, then: Callable[[], None]) -> None:
 def start(run: LayerPlan, message_bar=None, on_done: Optional[Callable[[bool, str], None]] = None,
           layer_tree_view=None) -> SegmentTask:
     """Queue a task in QGIS's task manager and return it (keep a reference!)."""
+    keep_out_dir(run.plan.out_dir)   # the project's first run into the default folder fixes it
     task = SegmentTask(run, message_bar, layer_tree_view=layer_tree_view)
     if on_done is not None:
         task.done.connect(on_done)

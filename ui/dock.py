@@ -19,7 +19,8 @@ from qgis.PyQt.QtWidgets import (QComboBox, QDockWidget, QFormLayout, QHBoxLayou
 
 from ..inference import TailingsError, bands as bandlib
 from ..qgis_glue import compat, deps, results
-from ..qgis_glue.layer_plan import LayerPlan, default_out_dir, plan_for_layer, plan_for_product
+from ..qgis_glue.layer_plan import (LayerPlan, default_out_dir, plan_for_layer, plan_for_product,
+                                    project_out_dir)
 from ..qgis_glue.layers import band_descriptions, band_names_and_sources, layer_path
 from ..qgis_glue.settings import EXTENT_CANVAS, EXTENT_LAYER, EXTENT_SELECTION, Settings
 from .band_mapping import BandMappingBox
@@ -125,6 +126,7 @@ class TailingsDock(QDockWidget):
         self.out_dir_hint.setStyleSheet("color: gray")
         self.out_dir_hint.setWordWrap(True)
         form2.addRow("", self.out_dir_hint)
+        QgsProject.instance().fileNameChanged.connect(self._show_out_dir_hint)
         lay.addLayout(form2)
 
         adv = QgsCollapsibleGroupBox("Advanced")
@@ -271,9 +273,11 @@ class TailingsDock(QDockWidget):
         self._rebuild_mapping()
         self.schedule_validation()
 
-    def _show_out_dir_hint(self):
-        self.out_dir_hint.setText("" if self.out_dir.filePath() else
-                                  "by default: %s (each run adds new files)" % default_out_dir())
+    def _show_out_dir_hint(self, *_):
+        kept = project_out_dir()
+        self.out_dir_hint.setText("" if self.out_dir.filePath() else "outputs go to %s (%s)" % (kept or default_out_dir(
+            ), "this project's folder: saving the project does not move it" if kept else
+            "each run adds new files; the first run fixes the folder for this project"))
 
     def source_path(self) -> Optional[str]:
         """What is segmented: the product chosen by its path, else the layer's file (None: nothing)."""
@@ -379,6 +383,7 @@ class TailingsDock(QDockWidget):
         """Plan the choices; show the problem, or what the plan decided (mapping, GSD, notes)."""
         self._timer.stop()
         self.plan = None
+        self._show_out_dir_hint()
         problem = deps.onnxruntime_problem()
         if problem is not None:   # whatever else is chosen: the one thing to fix first
             self._show_problem(problem)

@@ -1,4 +1,4 @@
-"""The "My models" dialog: every model with its classes, bands, date and validation score; the
+"""The "My models" dialog: every model with its classes, bands, date and score with what it was measured on; the
 user's own can be renamed, exported (one file to share, card inside) and deleted; a shared file
 can be imported.  Shipped models are listed, never changed."""
 from __future__ import annotations
@@ -14,7 +14,11 @@ from qgis.PyQt.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, Q
 from ..inference import model_files
 from ..inference.registry import card_path, user_dir
 
-COLUMNS = ("Name", "Where", "Task", "Classes", "Bands", "Date", "Validation")
+COLUMNS = ("Name", "Where", "Task", "Classes", "Bands", "Date", "Score (measured on)")
+SCORES_NOTE = ("Scores are measured on different ground and are not comparable: the shipped model's on mining "
+               "sites it never saw, your models' on blocks held back from the very scenes they learnt from (close "
+               "to their training, so they look higher). Your model's card compares it with the model it started "
+               "from.")
 
 
 class ModelsDialog(QDialog):
@@ -34,6 +38,10 @@ class ModelsDialog(QDialog):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.itemSelectionChanged.connect(self._selection)
         lay.addWidget(self.table)
+        note = QLabel(SCORES_NOTE)
+        note.setWordWrap(True)
+        note.setStyleSheet("color: gray")
+        lay.addWidget(note)
         row = QHBoxLayout()
         self.rename_button = QPushButton("Rename…")
         self.export_button = QPushButton("Export…")
@@ -60,11 +68,14 @@ class ModelsDialog(QDialog):
         self.models = model_files.list_all()
         self.table.setRowCount(len(self.models))
         for r, m in enumerate(self.models):
+            score = "%s — %s" % (m.score, m.measured_on) if m.score and m.measured_on else m.score
             cells = (m.name, "shipped" if m.shipped else "yours", m.task, ", ".join(m.classes),
-                     ", ".join(m.bands), m.date, m.score or ("broken: %s" % m.error if m.error else "-"))
+                     ", ".join(m.bands), m.date, score or ("broken: %s" % m.error if m.error else "-"))
+            tips = {0: m.path, 5: "trained on %s (its metadata)" % m.date if m.date_from == "training" else
+                    "the date of its file (no training date in it)"}
             for c, text in enumerate(cells):
                 it = QTableWidgetItem(text)
-                it.setToolTip(m.path if c == 0 else text)
+                it.setToolTip(tips.get(c, text))
                 self.table.setItem(r, c, it)
         self.table.resizeColumnsToContents()
         self._selection()
