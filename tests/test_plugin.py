@@ -660,7 +660,7 @@ def test_help_model_card_icons_and_default_folder(plugin, env, tmp_path):
     assert url.isLocalFile() and url.toLocalFile().endswith(os.path.join("help", "index.html"))
     assert os.path.isfile(url.toLocalFile())
     page = open(url.toLocalFile(), encoding="utf-8").read()
-    for words in ("Read this before you rely on a map", "IoU 0.53", "Where the results go", "report a problem"):
+    for words in ("Read this before you rely on a map", "IoU 0.51", "Where the results go", "report a problem"):
         assert words in page
     # the panel shows the model's limits before a run, and its card
     plugin.show_panel(True)
