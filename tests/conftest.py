@@ -73,3 +73,12 @@ def ort_sessions(monkeypatch):
 
 # tests/qt6 is the PyQt6 suite: its own venv and stand-in QGIS modules (scripts/test_qt6.sh), never this one.
 collect_ignore = ["qt6"]
+
+
+@pytest.fixture
+def plugin(tm, qgis_iface, env):
+    """The plugin loaded into the test's QGIS interface, over the test module's own ``env``."""
+    p = tm.classFactory(qgis_iface)
+    p.initGui()
+    yield p
+    p.unload()

@@ -1,6 +1,7 @@
 """Small rasters, tiny ONNX models and waiting helpers for the plugin (QGIS) tests."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -91,3 +92,46 @@ def wait_task(task, timeout: float = 120.0):
     """Wait until a SegmentTask has emitted ``done``; returns (ok, outcome)."""
     assert wait_for(lambda: task.ok is not None, timeout), "task did not finish in %s s" % timeout
     return task.ok, task.outcome
+
+
+@contextlib.contextmanager
+def plugin_env(tmp_path, monkeypatch, qgis_iface, model: str, out_dir: Optional[str] = None,
+               panel_visible: Optional[bool] = None):
+    """Clean plugin settings around a test: a user models folder (yielded, as a path) named by
+    ``TAILINGS_MAPPER_MODELS``, the chosen model, an output folder (default ``tmp_path/out``); then
+    the settings reset and the project emptied."""
+    from qgis.core import QgsProject
+    from tailings_mapper.qgis_glue.settings import Settings
+    models = tmp_path / "models"
+    models.mkdir()
+    monkeypatch.setenv("TAILINGS_MAPPER_MODELS", str(models))
+    s = Settings()
+    s.reset()
+    s.set("model", model)
+    s.set("out_dir", out_dir or str(tmp_path / "out"))
+    if panel_visible is not None:
+        s.set("panel_visible", panel_visible)
+    qgis_iface.messageBar().clear_messages()
+    try:
+        yield models
+    finally:
+        s.reset()
+        QgsProject.instance().removeAllMapLayers()
+        QgsProject.instance().layerTreeRoot().removeAllChildren()
+
+
+def panel_run_network(plugin, folder, squares):
+    """The panel runs the shipped network without its veto (its veto leaves synthetic ground
+    unflagged), loaded as a file, on bright ``squares`` of a 448 px scene in ``folder``:
+    ``(the raster, the run's polygon layer)``."""
+    from qgis.core import QgsProject, QgsRasterLayer
+    from training.ship_veto import unvetoed
+    raster = s2_raster(str(folder / "scene.tif"), size=448, squares=squares)
+    lyr = QgsRasterLayer(raster, "scene")
+    QgsProject.instance().addMapLayer(lyr)
+    plugin.show_panel(True)
+    plugin.dock.set_layer(lyr)
+    assert plugin.dock.models.add_user_model(unvetoed("tailings", str(folder / "network.onnx")))
+    task = plugin.dock.run()
+    assert wait_for(lambda: task.ok is not None, 120) and task.ok, task.outcome
+    return raster, [x for x in task.layers if x.customProperty("tailings_mapper/result") == "polygons"][0]

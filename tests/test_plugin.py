@@ -12,7 +12,7 @@ pytest.importorskip("onnx")
 from qgis.core import (Qgis, QgsCategorizedSymbolRenderer, QgsPalettedRasterRenderer, QgsProject,  # noqa: E402
                        QgsRasterLayer, QgsVectorLayer)
 
-from qgis_helpers import s2_raster, tiny_model, wait_for, wait_task  # noqa: E402
+from qgis_helpers import plugin_env, s2_raster, tiny_model, wait_for, wait_task  # noqa: E402
 
 MODEL = "tiny_s2rgb"
 
@@ -20,29 +20,9 @@ MODEL = "tiny_s2rgb"
 @pytest.fixture
 def env(tm, tmp_path, monkeypatch, qgis_iface, qgis_new_project):
     """Clean settings, a user models folder holding the tiny model, an output folder."""
-    from tailings_mapper.qgis_glue.settings import Settings
-    models = tmp_path / "models"
-    models.mkdir()
-    tiny_model(str(models / (MODEL + ".onnx")))
-    monkeypatch.setenv("TAILINGS_MAPPER_MODELS", str(models))
-    s = Settings()
-    s.reset()
-    s.set("model", MODEL)
-    s.set("out_dir", str(tmp_path / "out"))
-    s.set("panel_visible", False)
-    qgis_iface.messageBar().clear_messages()
-    yield tmp_path
-    s.reset()
-    QgsProject.instance().removeAllMapLayers()
-    QgsProject.instance().layerTreeRoot().removeAllChildren()
-
-
-@pytest.fixture
-def plugin(tm, qgis_iface, env):
-    p = tm.classFactory(qgis_iface)
-    p.initGui()
-    yield p
-    p.unload()
+    with plugin_env(tmp_path, monkeypatch, qgis_iface, MODEL, panel_visible=False) as models:
+        tiny_model(str(models / (MODEL + ".onnx")))
+        yield tmp_path
 
 
 def _panel_run(plugin, lyr):

@@ -11,7 +11,7 @@ pytest.importorskip("onnx")
 
 from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer  # noqa: E402
 
-from qgis_helpers import s2_raster, tiny_model, wait_for, wait_task  # noqa: E402
+from qgis_helpers import plugin_env, s2_raster, tiny_model, wait_task  # noqa: E402
 
 MODEL = "tiny_s2rgb"
 WIDTH = 360
@@ -19,31 +19,12 @@ WIDTH = 360
 
 @pytest.fixture
 def env(tm, tmp_path, monkeypatch, qgis_iface, qgis_new_project):
-    from tailings_mapper.qgis_glue.settings import Settings
-    models = tmp_path / "models"
-    models.mkdir()
-    tiny_model(str(models / (MODEL + ".onnx")))
-    tiny_model(str(models / "doubtful.onnx"), unlike_everything=True)
-    monkeypatch.setenv("TAILINGS_MAPPER_MODELS", str(models))
-    s = Settings()
-    s.reset()
-    s.set("model", MODEL)
     # a long output folder without spaces: a path is one word to a label
-    s.set("out_dir", str(tmp_path / "a_rather_long_output_folder_name_for_the_tailings_of_the_region"))
-    s.set("panel_visible", False)
-    qgis_iface.messageBar().clear_messages()
-    yield tmp_path
-    s.reset()
-    QgsProject.instance().removeAllMapLayers()
-    QgsProject.instance().layerTreeRoot().removeAllChildren()
-
-
-@pytest.fixture
-def plugin(tm, qgis_iface, env):
-    p = tm.classFactory(qgis_iface)
-    p.initGui()
-    yield p
-    p.unload()
+    out = str(tmp_path / "a_rather_long_output_folder_name_for_the_tailings_of_the_region")
+    with plugin_env(tmp_path, monkeypatch, qgis_iface, MODEL, out_dir=out, panel_visible=False) as models:
+        tiny_model(str(models / (MODEL + ".onnx")))
+        tiny_model(str(models / "doubtful.onnx"), unlike_everything=True)
+        yield tmp_path
 
 
 def _raster(env, name, **kw):

@@ -14,53 +14,25 @@ pytest.importorskip("qgis.core")
 pytest.importorskip("torch")
 
 from osgeo import gdal, ogr, osr  # noqa: E402
-from qgis.core import QgsFeatureRequest, QgsProject, QgsRasterLayer, QgsRectangle, QgsVectorLayer  # noqa: E402
+from qgis.core import QgsProject, QgsRectangle, QgsVectorLayer  # noqa: E402
 from qgis.PyQt.QtCore import Qt  # noqa: E402
 from qgis.PyQt.QtTest import QTest  # noqa: E402
 
-from qgis_helpers import s2_raster, wait_for  # noqa: E402
+from qgis_helpers import panel_run_network, plugin_env, s2_raster  # noqa: E402
 
 SQUARES = ((40, 40, 110), (250, 200, 90), (300, 30, 60), (40, 300, 70))
 
 
 @pytest.fixture
 def env(tm, tmp_path, monkeypatch, qgis_iface, qgis_new_project):
-    from tailings_mapper.qgis_glue.settings import Settings
-    models = tmp_path / "models"
-    models.mkdir()
-    monkeypatch.setenv("TAILINGS_MAPPER_MODELS", str(models))
-    s = Settings()
-    s.reset()
-    s.set("out_dir", str(tmp_path / "out"))
-    s.set("model", "tailings")
-    qgis_iface.messageBar().clear_messages()
-    yield tmp_path
-    s.reset()
-    QgsProject.instance().removeAllMapLayers()
-    QgsProject.instance().layerTreeRoot().removeAllChildren()
-
-
-@pytest.fixture
-def plugin(tm, qgis_iface, env):
-    p = tm.classFactory(qgis_iface)
-    p.initGui()
-    yield p
-    p.unload()
+    with plugin_env(tmp_path, monkeypatch, qgis_iface, "tailings"):
+        yield tmp_path
 
 
 def _run(plugin, env):
     """The panel runs the shipped network without its veto on four bright squares; the run's
     polygon layer."""
-    from training.ship_veto import unvetoed
-    raster = s2_raster(str(env / "scene.tif"), size=448, squares=SQUARES)
-    lyr = QgsRasterLayer(raster, "scene")
-    QgsProject.instance().addMapLayer(lyr)
-    plugin.show_panel(True)
-    plugin.dock.set_layer(lyr)
-    assert plugin.dock.models.add_user_model(unvetoed("tailings", str(env / "network.onnx")))
-    task = plugin.dock.run()
-    assert wait_for(lambda: task.ok is not None, 120) and task.ok, task.outcome
-    return raster, [x for x in task.layers if x.customProperty("tailings_mapper/result") == "polygons"][0]
+    return panel_run_network(plugin, env, SQUARES)
 
 
 def _mark_smallest(poly):

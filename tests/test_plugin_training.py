@@ -13,7 +13,7 @@ from osgeo import ogr, osr  # noqa: E402
 from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayer  # noqa: E402
 from qgis.PyQt.QtCore import Qt  # noqa: E402
 
-from qgis_helpers import s2_raster, tiny_model, wait_for  # noqa: E402
+from qgis_helpers import panel_run_network, plugin_env, s2_raster, tiny_model, wait_for  # noqa: E402
 
 
 def test_loading_the_plugin_imports_no_training(tm, qgis_iface):
@@ -28,27 +28,8 @@ def test_loading_the_plugin_imports_no_training(tm, qgis_iface):
 
 @pytest.fixture
 def env(tm, tmp_path, monkeypatch, qgis_iface, qgis_new_project):
-    from tailings_mapper.qgis_glue.settings import Settings
-    models = tmp_path / "models"
-    models.mkdir()
-    monkeypatch.setenv("TAILINGS_MAPPER_MODELS", str(models))
-    s = Settings()
-    s.reset()
-    s.set("out_dir", str(tmp_path / "out"))
-    s.set("model", "tailings")
-    qgis_iface.messageBar().clear_messages()
-    yield tmp_path
-    s.reset()
-    QgsProject.instance().removeAllMapLayers()
-    QgsProject.instance().layerTreeRoot().removeAllChildren()
-
-
-@pytest.fixture
-def plugin(tm, qgis_iface, env):
-    p = tm.classFactory(qgis_iface)
-    p.initGui()
-    yield p
-    p.unload()
+    with plugin_env(tmp_path, monkeypatch, qgis_iface, "tailings"):
+        yield tmp_path
 
 
 def _labels(path, squares=((40, 40, 80),), epsg=32723, origin=(500000.0, 7700000.0)):
@@ -105,16 +86,7 @@ def test_improve_from_edits_learns_where_there_is_nothing_and_changes_nothing_of
     synthetic squares unflagged); the analyst deletes every polygon (unsaved edits); one action
     trains a new model in the list; the layer keeps its edits, the shipped model is as it was."""
     from tailings_mapper.inference import open_model
-    from training.ship_veto import unvetoed
-    raster = s2_raster(str(env / "scene.tif"), size=448, squares=((40, 40, 120), (250, 200, 90)))
-    lyr = QgsRasterLayer(raster, "scene")
-    QgsProject.instance().addMapLayer(lyr)
-    plugin.show_panel(True)
-    plugin.dock.set_layer(lyr)
-    assert plugin.dock.models.add_user_model(unvetoed("tailings", str(env / "network.onnx")))
-    task = plugin.dock.run()
-    assert wait_for(lambda: task.ok is not None, 120) and task.ok, task.outcome
-    poly = [x for x in task.layers if x.customProperty("tailings_mapper/result") == "polygons"][0]
+    _, poly = panel_run_network(plugin, env, ((40, 40, 120), (250, 200, 90)))
     n = poly.featureCount()
     assert n > 0
     before = os.path.getmtime(open_model("tailings").path)
