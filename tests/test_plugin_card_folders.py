@@ -11,7 +11,7 @@ pytest.importorskip("onnx")
 from qgis.core import QgsProject, QgsRasterLayer  # noqa: E402
 
 from qgis_helpers import s2_raster, wait_task  # noqa: E402
-from test_plugin import MODEL, env, plugin  # noqa: E402,F401  (the same clean settings and tiny model)
+from test_plugin import MODEL, env  # noqa: E402,F401  (the same clean settings and tiny model)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CARD = os.path.join(ROOT, "models", "tailings.md")
