@@ -18,7 +18,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-DRIVER = r'''
+# the driver's prelude (imports, the report, quitting), shared with tests/test_desktop_shots.py
+DRIVER_PRELUDE = r'''
 import json, os, time, traceback
 from qgis.utils import iface, plugins
 from qgis.core import QgsProject, QgsRasterLayer, QgsVectorLayer, QgsApplication
@@ -43,7 +44,9 @@ def finish(code=0):
     log("quit")
     QgsProject.instance().setDirty(False)
     QTimer.singleShot(200, lambda: os._exit(code))
+'''
 
+DRIVER = DRIVER_PRELUDE + r'''
 
 def start():
     try:
@@ -194,8 +197,11 @@ out_dir={out_dir}
 """
 
 
-def run_desktop(raster, model_path, out_png, workdir, timeout=240, layer_name="Sentinel-2 scene", rgb=None):
-    """Start QGIS (xvfb-run) with a fresh profile where the plugin is enabled; returns the report."""
+def run_desktop(raster, model_path, out_png, workdir, timeout=240, layer_name="Sentinel-2 scene", rgb=None,
+                driver_code=DRIVER, env_extra=None):
+    """Start QGIS (xvfb-run) with a fresh profile where the plugin is enabled, running ``driver_code``
+    (``--code``; it writes ``report.json`` in ``workdir``, given as ``TM_OUT``) with ``env_extra`` in
+    its environment; returns the report."""
     prof = os.path.join(workdir, "profiles")
     plugins = os.path.join(prof, "profiles", "default", "python", "plugins")
     os.makedirs(plugins, exist_ok=True)
@@ -210,7 +216,7 @@ def run_desktop(raster, model_path, out_png, workdir, timeout=240, layer_name="S
         f.write(INI.format(model=name, out_dir=os.path.join(workdir, "out")))
     driver = os.path.join(workdir, "driver.py")
     with open(driver, "w") as f:
-        f.write(DRIVER)
+        f.write(driver_code)
     env = dict(os.environ)
     for k in ("QGIS_CUSTOM_CONFIG_PATH", "QGIS_OPTIONS_PATH", "QT_QPA_PLATFORM", "PYTHONHOME"):
         env.pop(k, None)
@@ -221,6 +227,7 @@ def run_desktop(raster, model_path, out_png, workdir, timeout=240, layer_name="S
     env.update({"TM_RASTER": raster, "TM_OUT": workdir, "TM_SHOT": out_png, "TM_LAYER_NAME": layer_name,
                 "TAILINGS_MAPPER_MODELS": models, "PYTHONPATH": os.pathsep.join(site),
                 "XDG_RUNTIME_DIR": workdir, "TM_TIMEOUT": str(timeout - 30), "TM_RGB": rgb or ""})
+    env.update(env_extra or {})
     qgis = shutil.which("qgis.bin") or shutil.which("qgis")
     cmd = ["xvfb-run", "-a", "-s", "-screen 0 1600x900x24", qgis, "--profiles-path", prof, "--nologo",
            "--noversioncheck", "--code", driver]

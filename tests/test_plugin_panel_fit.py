@@ -92,7 +92,6 @@ def test_after_a_run_the_findings_are_in_view_and_nothing_is_cut(plugin, env):
     dock = plugin.dock
     dock.set_layer(lyr)
     _at_width(dock, 600)
-    _shot(dock, "panel_before.png")
     task = dock.run()
     ok, outcome = wait_task(task)
     assert ok, outcome
@@ -105,14 +104,8 @@ def test_after_a_run_the_findings_are_in_view_and_nothing_is_cut(plugin, env):
     view = scroll.viewport().rect()
     top = dock.findings_label.mapTo(scroll.viewport(), dock.findings_label.rect().topLeft())
     assert view.contains(top), (top, view)     # the warnings start in view, without scrolling
-    _shot(dock, "panel_after.png")
 
 
-def _shot(dock, name):
-    """With TM_PANEL_SHOTS=<folder> (scripts/panel_shots.sh: docs/), the panel as drawn, at 360 px."""
-    folder = os.environ.get("TM_PANEL_SHOTS")
-    if folder:
-        assert dock.grab().save(os.path.join(folder, name))
 
 
 

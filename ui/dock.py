@@ -86,7 +86,9 @@ class TailingsDock(QDockWidget):
         self.preset_label = QLabel()
         self.preset_label.setWordWrap(True)
         self.preset_label.setStyleSheet("color: gray")
-        form.addRow("", self.preset_label)
+        # wrapped labels span the row: under an empty label, QFormLayout sizes their height for a wider field
+        # than it gives them (desktop QGIS at 360 px: the last line cut; tests/test_desktop_shots.py)
+        form.addRow(self.preset_label)
 
         self.models = ModelPicker(self.settings, self)
         self.model_combo, self.model_label = self.models.combo, self.models.label
@@ -96,7 +98,7 @@ class TailingsDock(QDockWidget):
         # (the card button under the model's description: beside the list it pushed the panel past 360 px)
         self.models.row.removeWidget(self.models.card_button)
         self.models.refresh_button.setFixedWidth(max(30, self.models.refresh_button.minimumSizeHint().width()))
-        form.addRow("", self.model_label)
+        form.addRow(self.model_label)
         form.addRow("", self.models.card_button)
         lay.addLayout(form)
 
