@@ -206,8 +206,8 @@ def test_change_dialog_orders_by_recorded_dates_names_runs_and_takes_fixed_years
         root.insertGroup(0, group).addLayer(lyr)
     dlg = ChangeDialog(qgis_iface, out_dir=str(tmp_path / "out"))
     rows = [[dlg.results.item(r, c).text() for c in range(3)] for r in range(dlg.results.count())]
-    assert rows == [["tile_094 – tailings 2024-03-01 09:00:00: tile_094 classes", "2019-06-01", "2019"],
-                    ["tile_094 – tailings 2024-03-01 10:10:00: tile_094 classes", "2021-06-01", "2021"]]
+    assert rows == [["tile_094 classes (tailings 2024-03-01 09:00:00)", "2019-06-01", "2019"],
+                    ["tile_094 classes (tailings 2024-03-01 10:10:00)", "2021-06-01", "2021"]]
     assert "order ticked" not in dlg.windowTitle() + " ".join(w.text() for w in dlg.findChildren(
         __import__("qgis.PyQt.QtWidgets", fromlist=["QLabel"]).QLabel))
     dlg.results.check(1)
@@ -228,4 +228,4 @@ def test_change_dialog_orders_by_recorded_dates_names_runs_and_takes_fixed_years
     assert task2.result.summary["years"] == ["2021", "2022"] and [i.label for i in task2.plan.inputs] == [new, old]
     # a ticked row without a year is named
     dlg2.results.set_year(1, "")
-    assert dlg2.start() is None and "give the year of tile_094 – tailings 2024-03-01 10:10:00" in dlg2.status.text()
+    assert dlg2.start() is None and "give the year of tile_094 classes (tailings 2024-03-01 10:10:00)" in dlg2.status.text()

@@ -48,6 +48,16 @@ def run_name(layer) -> str:
     return stem
 
 
+def row_name(layer) -> str:
+    """A result's row: the layer's name first (classes or polygons), then its run, without the
+    source's name when the layer's already says it (``tile_094 classes (tailings 2024-03-01 09:00:00)``)."""
+    run = run_name(layer)
+    source = run.split(" – ")[0]
+    if source and run != source and layer.name().startswith(source):
+        run = run[len(source):].lstrip(" –")
+    return "%s (%s)" % (layer.name(), run) if run and run != layer.name() else layer.name()
+
+
 class ResultRows(QTableWidget):
     """One row per result: ticked or not, its run and layer, the date it records, its year
     (editable); in the order of the dates (undated last)."""
@@ -55,7 +65,7 @@ class ResultRows(QTableWidget):
 
     def __init__(self, layers, parent=None):
         super().__init__(0, 3, parent)
-        self.setHorizontalHeaderLabels(["Result (run: layer)", "Recorded date", "Year"])
+        self.setHorizontalHeaderLabels(["Result (layer and its run)", "Recorded date", "Year"])
         self.verticalHeader().setVisible(False)
         self.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         rows = []
@@ -68,7 +78,7 @@ class ResultRows(QTableWidget):
         for _, _, lyr, date in sorted(rows, key=lambda r: (r[0], r[1])):
             r = self.rowCount()
             self.insertRow(r)
-            name = QTableWidgetItem("%s: %s" % (run_name(lyr), lyr.name()))
+            name = QTableWidgetItem(row_name(lyr))
             name.setData(Qt.ItemDataRole.UserRole, lyr.id())
             name.setFlags((name.flags() | Qt.ItemFlag.ItemIsUserCheckable) & ~Qt.ItemFlag.ItemIsEditable)
             name.setCheckState(Qt.CheckState.Unchecked)
