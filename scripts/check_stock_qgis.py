@@ -7,8 +7,12 @@ then what training needs (torch==2.13.0 CPU, onnx, what they pull; numpy pinned)
 dialog's import check.  ``/usr/bin/python3 -s scripts/check_stock_qgis.py train FOLDER WORKDIR``
 then, with only the system's packages and FOLDER (the plugin's path rule), trains a tiny model with
 the plugin's training bridge from the shipped network, runs it with the engine, improves it from an
-edit of its own output (deleted regions, as "improve from my edits" does), and runs that too.
-Prints one JSON line of what it measured.
+edit of its own output (deleted regions, as "improve from my edits" does), and runs that too.  Then
+the review path: the shipped network without its veto (its veto leaves synthetic ground unflagged)
+runs on bright squares, the run's regions get decisions as the review queue stores them (PyQGIS
+headless: the plugin's ``qgis_glue.review``, one accepted, one rejected, the rest unreviewed, saved
+in the GeoPackage), a model is improved from that review (``fit(..., review=True)``, what "Improve
+the model from my review" calls) and the engine runs it.  Prints one JSON line of what it measured.
 """
 from __future__ import annotations
 
@@ -132,14 +136,57 @@ def train(folder: str, work: str) -> int:
                      out=os.path.join(work, "better.onnx"), name="better", **quiet)
     t3 = time.time()
     again = execute(plan(raster, better.path, run, os.path.join(work, "seg2")))
+    reviewed = _review(fit, work, quiet, run)
     import onnx
     import torch
-    print(json.dumps({"python": sys.executable, "numpy": numpy.__version__, "torch": torch.__version__,
+    print(json.dumps({**reviewed, "python": sys.executable, "numpy": numpy.__version__, "torch": torch.__version__,
                       "onnx": onnx.__version__, "sympy": sympy.__version__, "fit_s": round(t1 - t0, 1),
                       "improve_s": round(t3 - t2, 1), "regions": regions, "model": os.path.getsize(res.path),
                       "improved": os.path.getsize(better.path), "classes": again.class_raster,
                       "deps": deps.TRAINING}), flush=True)
     return 0
+
+
+_APP = []
+
+
+def _review(fit, work: str, quiet: dict, run) -> dict:
+    """The review path (see the module's text): what it found, decided and improved."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp())   # (0700, as Qt wants)
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from qgis_helpers import s2_raster
+    from qgis.core import QgsApplication, QgsVectorLayer
+    from tailings_mapper.inference import execute, plan
+    from tailings_mapper.qgis_glue import review as Q
+    from tailings_mapper.training.ship_veto import unvetoed
+    app = QgsApplication([], False)
+    app.initQgis()
+    raster = s2_raster(os.path.join(work, "squares.tif"), size=448,
+                       squares=((40, 40, 110), (250, 200, 90), (300, 30, 60), (40, 300, 70)))
+    base = unvetoed("tailings", os.path.join(work, "network.onnx"))
+    first = execute(plan(raster, base, run, os.path.join(work, "rev")))
+    lyr = QgsVectorLayer(first.polygons, "run", "ogr")
+    order = Q.queue(lyr)
+    if len(order) < 2:
+        raise SystemExit("error: the run found %d regions; the review needs two" % len(order))
+    Q.decide(lyr, order[0], Q.ACCEPTED)
+    Q.decide(lyr, order[1], Q.REJECTED)
+    progress = Q.progress_text(lyr)
+    if not lyr.commitChanges():
+        raise SystemExit("error: the decisions were not saved: %s" % lyr.commitErrors())
+    saved = Q.tally(QgsVectorLayer(first.polygons, "saved", "ogr"))
+    assert saved[Q.ACCEPTED] == 1 and saved[Q.REJECTED] == 1, saved
+    t0 = time.time()
+    res = fit.fit([raster], first.polygons, init=base, review=True, epochs=1,
+                  out=os.path.join(work, "reviewed.onnx"), name="reviewed", **quiet)
+    t1 = time.time()
+    again = execute(plan(raster, res.path, run, os.path.join(work, "rev2")))
+    n = QgsVectorLayer(again.polygons, "again", "ogr").featureCount()
+    _APP.append(app)    # (kept, and no exitQgis(): tearing PyQGIS down beside torch crashes at exit)
+    return {"review_regions": len(order), "review_progress": progress, "review_improve_s": round(t1 - t0, 1),
+            "review_fit": res.info.extra["fit"]["review"], "review_card": "review of the run" in (open(res.card).read() if os.path.isfile(res.card) else res.card),
+            "review_regions_after": n}
 
 
 def main(argv):
