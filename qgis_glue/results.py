@@ -163,7 +163,8 @@ def findings_html(res) -> str:
     from html import escape
     from qgis.PyQt.QtCore import QUrl
     warn = "".join("<p style='color:#b35900'><b>Check:</b> %s</p>" % escape(w) for w in res.warnings)
-    lines = "<br>".join(escape(str(line)) for line in present.findings(res))
+    lines = "<br>".join("<span style='color:#b35900'>%s</span>" % escape(str(line)) if line.kind == present.WARNING
+                        else escape(str(line)) for line in present.findings(res))
     link = ("<br><a href='%s'>run report</a>" % QUrl.fromLocalFile(res.report).toString()) if res.report else ""
     return warn + "<span style='color:#555'>%s%s</span>" % (lines, link)
 

@@ -230,7 +230,7 @@ def test_the_panel_and_processing_say_it(tm, tmp_path, qgis_iface, qgis_processi
     res = execute(plan(raster, model, SegmentOptions(device="cpu"), str(tmp_path / "mid")))
     line = [ln for ln in tm_present.findings(res) if "marked for review" in ln.text]
     assert len(line) == 1 and 0 < res.marks["regions"] < res.marks["regions_total"]
-    assert escape(str(line[0])) in findings_html(res)
+    assert "<span style='color:#b35900'>%s</span>" % escape(str(line[0])) in findings_html(res)   # orange: a warning
     from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback
     from tailings_mapper.processing_provider.provider import TailingsProvider
     import processing
