@@ -138,9 +138,10 @@ def test_temporary_outputs_are_the_files_written(provider, tmp_path, qgis_new_pr
 
 
 def _readme_profile_commands():
-    """The README's commands for qgis_process with another profile (the block that links it)."""
+    """The docs' commands for qgis_process with another profile (docs/processing.md, the block that
+    links it)."""
     import re
-    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    text = open(os.path.join(ROOT, "docs", "processing.md"), encoding="utf-8").read()
     blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
     return next(b for b in blocks if "ln -sfn" in b and "QGIS_CUSTOM_CONFIG_PATH" in b)
 
@@ -148,7 +149,7 @@ def _readme_profile_commands():
 @needs_s2
 @pytest.mark.skipif(shutil.which("qgis_process.bin") is None, reason="qgis_process not installed")
 def test_qgis_process_with_another_profile_and_a_zipped_product(tm, tmp_path):
-    """The README's commands, run as written (a home of the test's own, the plugin installed from
+    """The docs' commands, run as written (a home of the test's own, the plugin installed from
     its zip into a profile "work"), on a zipped SAFE product as INPUT."""
     import re
     import sys
