@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from osgeo import gdal, ogr, osr
 
-from engine_helpers import (SHARED_TILES, blobs, features, labels4, make_raster, pixel_model, read)
+from engine_helpers import (SHARED_TILES, blobs, needs_shared_tiles, features, labels4, make_raster, pixel_model, read)
 from inference import SegmentOptions, segment
 
 RGB = ["B4", "B3", "B2"]
@@ -276,7 +276,7 @@ def test_projected_areas_in_feet(tmp_path):
     assert feats[0][3]["perimeter_m"] == pytest.approx(60 * 32.8 * ft, abs=0.01)
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED_TILES, "images")), reason="shared tiles not present")
+@needs_shared_tiles()
 def test_shared_brazil_tile_areas(tmp_path):
     tile = sorted(glob.glob(os.path.join(SHARED_TILES, "images", "*.tif")))[0]
     ds = gdal.Open(tile)

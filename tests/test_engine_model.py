@@ -310,23 +310,36 @@ def test_background_is_an_explicit_flag_older_files_by_name():
 
 
 def test_the_network_loads_beside_the_first_read_and_its_failure_fails_the_run(tmp_path, monkeypatch):
-    """A run creates its session on a thread of its own (while it opens the raster and reads the
-    first strip), once; a network that onnxruntime refuses fails the run with the message and
-    leaves nothing in the output folder."""
-    import threading
+    """A run creates its session once, while it opens the raster and reads the first strip (a slow
+    load does not hold the reading back); a network that onnxruntime refuses fails the run with the
+    message and leaves nothing in the output folder."""
+    import time
+    from osgeo import gdal as gdal_module
     from inference import execute, model as modellib, open_model, plan
-    made = []
-    real = modellib.create_session
+    events = []
+    real, real_open = modellib.create_session, gdal_module.Open
 
-    def recording(*a, **k):
-        made.append(threading.current_thread().name)
-        return real(*a, **k)
-    monkeypatch.setattr(modellib, "create_session", recording)
+    def slow_load(*a, **k):
+        events.append("load starts")
+        time.sleep(0.5)
+        session = real(*a, **k)
+        events.append("load ends")
+        return session
+
+    def opening(path, *a, **k):
+        if os.path.abspath(str(path)) == os.path.abspath(r):
+            events.append("raster opened")
+        return real_open(path, *a, **k)
+    monkeypatch.setattr(modellib, "create_session", slow_load)
     m = pixel_model(str(tmp_path / "m.onnx"), [10, 0, 0], -2.0)
     r = make_raster(str(tmp_path / "r.tif"), np.full((3, 30, 40), 1000, np.uint16), descriptions=RGB)
     opts = SegmentOptions(device="cpu", cloud_mask="off")
-    res = execute(plan(r, open_model(m), opts, str(tmp_path / "out")))
-    assert len(made) == 1 and made[0].startswith("tm-load") and res.tiles > 0
+    p = plan(r, open_model(m), opts, str(tmp_path / "out"))
+    monkeypatch.setattr(gdal_module, "Open", opening)
+    res = execute(p)
+    assert events.count("load starts") == 1 and events.count("load ends") == 1 and res.tiles > 0
+    start, end = events.index("load starts"), events.index("load ends")
+    assert "raster opened" in events[start:end], events   # read while loading, not after
     broken = onnx.load(m)   # metadata that reads, an operator onnxruntime does not know
     broken.graph.node[0].op_type = "NoSuchOperator"
     onnx.save(broken, str(tmp_path / "broken.onnx"))

@@ -17,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from osgeo import ogr
 
-from engine_helpers import blobs, make_raster, run_cli
+from engine_helpers import SHARED_TILES, blobs, make_raster, needs_shared_tiles, run_cli
 from inference import SegmentOptions, execute, open_model, plan
 from inference import ood
 from inference.metadata import ClassInfo, ModelInfo
@@ -25,7 +25,7 @@ from inference.model_formats import write_metadata
 
 RGB = ("B4", "B3", "B2")
 FEATURE = "hidden"
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "tailings_s2_brazil")
+SHARED = SHARED_TILES
 
 
 def feature_model(path: str) -> str:
@@ -192,7 +192,7 @@ def _shared_images(sites):
             if f.endswith(".tif") and site_of.get(f[:-4]) in sites]
 
 
-@pytest.mark.skipif(not os.path.isdir(SHARED), reason="the shared Brazilian tiles are not here")
+@needs_shared_tiles()
 def test_shipped_model_low_on_validation_sites_high_on_other_imagery(tmp_path):
     """Measured on the shipped model: its validation sites' tiles score like a new site of its
     training imagery (median under 1, none unreliable); the demo scene's DN shifted as a 2022+

@@ -210,37 +210,35 @@ def test_network_on_its_own_thread_or_inline_gives_the_same_rasters(scene, monke
 
 
 def test_the_next_batch_is_queued_before_the_last_is_blended(scene, monkeypatch):
-    """The network goes from one batch to the next without waiting for the blending: every batch
-    but the first is handed to the network's thread before the one before it is blended (and the
-    rasters are those of the inline loop)."""
-    from concurrent.futures import ThreadPoolExecutor
+    """The network goes from one batch to the next without waiting for the blending: with a slow
+    blend, every batch but the first is being inferred before the one before it is blended (and
+    the rasters are those of the inline loop)."""
+    import time
     import inference.stream as stream
     want_cls, want_conf, _ = _run(scene, "conv", 64, 16, 3)
     events = []
+    infer, add, last = stream.TileNetwork.__call__, stream.Blender.add, []
 
-    class Recording(ThreadPoolExecutor):
-        def submit(self, fn, *args, **kwargs):
-            if self._thread_name_prefix == "tm-infer":
-                events.append("infer")
-            return super().submit(fn, *args, **kwargs)
-
-    add, last = stream.Blender.add, []
+    def network(self, batch, n):
+        events.append("infer")
+        return infer(self, batch, n)
 
     def blend(self, probs, x):   # (the tiles of one batch: views of one network output)
         if not last or probs.base is not last[-1]:
+            time.sleep(0.03)     # a slow blend: the next batch has long been handed over
             events.append("blend")
             last.append(probs.base)
         add(self, probs, x)
 
-    monkeypatch.setattr(stream, "ThreadPoolExecutor", Recording)
+    monkeypatch.setattr(stream.TileNetwork, "__call__", network)
     monkeypatch.setattr(stream.Blender, "add", blend)
     res = segment(scene["raster"], scene["conv"], str(scene["dir"] / "queued"),
                   SegmentOptions(tile_size=64, overlap=16, batch=3, device="cpu", polygons=False))
     n = events.count("infer")
     assert n > 5 and events.count("blend") == n
     blends = [i for i, e in enumerate(events) if e == "blend"]
-    # the k-th batch (from 0) is blended once the (k + 1)-th is queued
-    assert all(events[:b].count("infer") >= min(n, k + 2) for k, b in enumerate(blends))
+    # the k-th batch (from 0) is blended once the (k + 1)-th is in the network
+    assert all(events[:b].count("infer") >= min(n, k + 2) for k, b in enumerate(blends)), events
     np.testing.assert_array_equal(read(res.class_raster), want_cls)
     np.testing.assert_array_equal(read(res.confidence_raster), want_conf)
 

@@ -17,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from osgeo import gdal
 
-from engine_helpers import run_cli
+from engine_helpers import SHARED_TILES, needs_shared_tiles, run_cli
 from inference import SegmentOptions, open_model, segment
 from inference import ood
 from inference.errors import ModelError, TailingsError
@@ -26,7 +26,7 @@ from inference.radiometry import BandScaling
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHIPPED = os.path.join(HERE, "..", "models", "tailings.onnx")
-BRAZIL = os.path.join(HERE, "..", "..", "shared", "data", "tailings_s2_brazil", "images")
+BRAZIL = os.path.join(SHARED_TILES, "images")
 FAST = dict(device="cpu", tta=1, scales=(1.0,))
 
 
@@ -53,7 +53,7 @@ def _run(raster, out, model=SHIPPED):
     return r, gdal.Open(r.class_raster).ReadAsArray()
 
 
-@pytest.mark.skipif(not os.path.isdir(BRAZIL), reason="the Brazilian tiles are not here")
+@needs_shared_tiles()
 def test_one_tile_stored_four_ways_gives_one_share_one_verdict_one_map(tmp_path):
     tile = os.path.join(BRAZIL, "tile_000.tif")
     src = gdal.Open(tile)

@@ -55,6 +55,27 @@ def test_metadata_is_complete():
         assert g.get(key, "").strip(), key
     assert os.path.isfile(os.path.join(root, g["icon"]))
     assert g["qgisMinimumVersion"] == "3.22"
+    _assert_real_addresses(g)
+
+
+def _assert_real_addresses(g):
+    """homepage, repository and tracker are https addresses of one repository (the tracker under it),
+    the email an address; placeholders (example.com, localhost, owner/repo, TODO...) fail."""
+    import re
+    from urllib.parse import urlsplit
+    placeholder = re.compile(r"example\.(com|org|net)|localhost|\.(invalid|test|example|local)\b|127\.0\.0\.1"
+                             r"|\b(todo|tbd|fixme|changeme|xxx+)\b|your[-_]|/(owner|user|username|org)/(repo|project)\b",
+                             re.I)
+    urls = {}
+    for key in ("homepage", "repository", "tracker"):
+        url = g.get(key, "").strip()
+        parts = urlsplit(url)
+        assert parts.scheme == "https" and "." in parts.hostname and parts.path.strip("/"), (key, url)
+        assert not placeholder.search(url), (key, url)
+        urls[key] = url.rstrip("/")
+    assert urls["tracker"].startswith(urls["repository"] + "/"), urls
+    email = g.get("email", "").strip()
+    assert re.fullmatch(r"[^@\s]+@[^@\s]+\.[a-z]{2,}", email, re.I) and not placeholder.search(email), email
 
 
 def test_load_unload_load(tm, qgis_iface, env):

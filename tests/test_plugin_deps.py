@@ -107,7 +107,8 @@ def test_install_failure_is_reported(tm, fake_python, tmp_path):
     assert any("pip exited with status 1" in line for line in lines)
 
 
-def test_dialog_installs_with_log(tm, qgis_app, monkeypatch, tmp_path):
+def _dialog_install(monkeypatch, tmp_path, write):
+    """The dependency dialog's Install with pip replaced by ``write(target)``; the dialog when done."""
     from tailings_mapper.qgis_glue import deps
     from tailings_mapper.ui import deps_dialog
     from qgis_helpers import wait_for
@@ -118,6 +119,8 @@ def test_dialog_installs_with_log(tm, qgis_app, monkeypatch, tmp_path):
 
     def fake_install(packages, target, log, cancel):
         calls.append((list(packages), target))
+        os.makedirs(target, exist_ok=True)
+        write(target)
         log("Successfully installed %s" % packages[0])
         return True
     monkeypatch.setattr(deps, "install", fake_install)
@@ -125,12 +128,34 @@ def test_dialog_installs_with_log(tm, qgis_app, monkeypatch, tmp_path):
     dlg = deps_dialog.DependencyDialog(missing)
     assert not dlg.gpu.isEnabled() and dlg.cpu.isChecked()
     dlg.start()
-    assert wait_for(lambda: dlg.worker is not None and dlg.worker.isFinished() and dlg.install_button.isEnabled()
-                    or dlg.installed, 20)
+    assert wait_for(lambda: dlg.worker is not None and dlg.worker.isFinished() and dlg.progress.maximum() == 1, 60)
     dlg.worker.wait()
     assert calls == [(["onnxruntime"], deps.deps_dir())]
     assert "Successfully installed onnxruntime" in dlg.log.toPlainText()
-    assert dlg.installed  # onnxruntime is importable in the test environment
+    return dlg
+
+
+def test_dialog_installs_with_log(tm, qgis_app, monkeypatch, tmp_path):
+    """An install whose package imports in a fresh Python: the dialog says ready, Install is done."""
+    dlg = _dialog_install(monkeypatch, tmp_path, lambda target: None)   # (the test's own onnxruntime imports)
+    assert "check: all import" in dlg.log.toPlainText()
+    assert dlg.installed and "Tailings Mapper is ready" in dlg.status.text()
+    assert not dlg.install_button.isEnabled()
+    dlg.close()
+
+
+def test_dialog_says_when_the_installed_package_does_not_import(tm, qgis_app, monkeypatch, tmp_path):
+    """pip says it installed onnxruntime, but the copy in the plugin's folder fails to import (a
+    wrong build): the dialog must not say ready; it names the failure and offers Install again."""
+    def broken(target):
+        os.makedirs(os.path.join(target, "onnxruntime"))
+        with open(os.path.join(target, "onnxruntime", "__init__.py"), "w") as f:
+            f.write("raise ImportError('libonnxruntime.so.1: cannot open shared object file')\n")
+    dlg = _dialog_install(monkeypatch, tmp_path, broken)
+    assert not dlg.installed
+    assert "does not work" in dlg.status.text() and "cannot open shared object file" in dlg.status.text()
+    assert "Tailings Mapper is ready" not in dlg.status.text()
+    assert dlg.install_button.isEnabled()
     dlg.close()
 
 

@@ -20,12 +20,13 @@ gdal = pytest.importorskip("osgeo.gdal")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from engine_helpers import needs_shared_tiles  # noqa: E402
 from training import configs, data as D, losses, nets  # noqa: E402
 from training.export import WithActivation, compare_with_torch, export  # noqa: E402
 from training.train import build_model, seed_all, train  # noqa: E402
 
 DATA = D.default_data_dir()
-needs_data = pytest.mark.skipif(DATA is None, reason="shared tailings data not present")
+needs_data = pytest.mark.shared_tiles if DATA else needs_shared_tiles()   # ($TAILINGS_DATA, else ../shared)
 
 
 def _tiny_data(tmp_path, n=6):

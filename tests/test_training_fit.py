@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 from osgeo import gdal, ogr, osr  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from engine_helpers import make_raster  # noqa: E402
+from engine_helpers import make_raster, needs_shared_tiles  # noqa: E402
 from inference import SegmentOptions, execute, open_model, plan  # noqa: E402
 from inference.errors import Cancelled, InputError  # noqa: E402
 from training import data as D  # noqa: E402
@@ -215,7 +215,7 @@ def test_an_empty_layer_with_an_area_teaches_none_here_and_the_model_reloads(tmp
     assert again.info.extra["trained_from"]["path"] == res.path
 
 
-@pytest.mark.skipif(D.default_data_dir() is None, reason="the shared tiles are not here")
+@(pytest.mark.shared_tiles if D.default_data_dir() else needs_shared_tiles())
 def test_from_polygons_of_a_real_tile_better_than_chance_on_held_out_pixels(tmp_path):
     """A validation-site tile the shipped model never trained on: its mask as polygons left of a
     line, the rest held out."""
