@@ -189,12 +189,23 @@ class QgsLayerTreeGroup(QgsLayerTreeNode):
 
 class QgsProject(QObject):
     layersAdded = pyqtSignal(list)
+    fileNameChanged = pyqtSignal(str)
     _instance = None
 
     def __init__(self):
         super().__init__()
         self._layers = {}
         self._root = QgsLayerTreeGroup()
+        self._entries = {}
+
+    def readEntry(self, scope, key, default=""):  # noqa: N802
+        """QGIS 4 returns ``(value, ok)``, as QGIS 3's Python bindings do."""
+        v = self._entries.get((scope, key))
+        return (default, False) if v is None else (v, True)
+
+    def writeEntry(self, scope, key, value):  # noqa: N802
+        self._entries[(scope, key)] = value
+        return True
 
     @staticmethod
     def instance():

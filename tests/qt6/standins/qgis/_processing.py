@@ -19,6 +19,20 @@ class QgsProcessingException(Exception):
     pass
 
 
+class QgsProcessingContext:
+    def __init__(self):
+        self._project = None
+
+    def copyThreadSafeSettings(self, other):  # noqa: N802
+        pass
+
+    def setProject(self, project):  # noqa: N802
+        self._project = project
+
+    def project(self):
+        return self._project
+
+
 class QgsProcessingFeedback:
     def __init__(self, logFeedback=True):  # noqa: N803
         self.lines = []

@@ -232,3 +232,70 @@ class QgsVectorFileWriter:
             self.driverName, self.layerName, self.fileEncoding = "GPKG", "", "UTF-8"
             self.onlySelectedFeatures = False
             self.actionOnExistingFile = QgsVectorFileWriter.ActionOnExistingFile.CreateOrOverwriteFile
+
+
+class QgsFeatureRequest:
+    class Flag(IntFlag):     # (QGIS 4: Qgis.FeatureRequestFlag, reached through the class as here)
+        NoFlags = 0
+        NoGeometry = 1
+        SubsetOfAttributes = 2
+        ExactIntersect = 4
+
+    def __init__(self):
+        self._flags = QgsFeatureRequest.Flag.NoFlags
+
+    def setFlags(self, flags):  # noqa: N802
+        self._flags = flags
+        return self
+
+    def flags(self):
+        return self._flags
+
+
+class QgsField:
+    def __init__(self, name="", type=None, typeName="", len=0, prec=0):  # noqa: A002,N803
+        self._name, self._type = name, type
+
+    def name(self):
+        return self._name
+
+
+class QgsFillSymbol:
+    @staticmethod
+    def createSimple(properties):  # noqa: N802
+        return QgsFillSymbol()
+
+
+class QgsRuleBasedRenderer:
+    class Rule:
+        def __init__(self, symbol, maximumScale=0, minimumScale=0, filterExp="", label="", description="",  # noqa: N803
+                     elseRule=False):  # noqa: N803
+            self._children, self._label = [], label
+
+        def appendChild(self, rule):  # noqa: N802
+            self._children.append(rule)
+
+        def children(self):
+            return list(self._children)
+
+    def __init__(self, root):
+        self._root = root
+
+    def rootRule(self):  # noqa: N802
+        return self._root
+
+    def clone(self):
+        return QgsRuleBasedRenderer(self._root)
+
+    @staticmethod
+    def convertFromRenderer(renderer, layer=None):  # noqa: N802
+        return QgsRuleBasedRenderer(QgsRuleBasedRenderer.Rule(None))
+
+
+class QgsVectorDataProvider:
+    class Capability(IntFlag):   # (QGIS 4: Qgis.VectorProviderCapability)
+        NoCapabilities = 0
+        AddFeatures = 1
+        DeleteFeatures = 2
+        ChangeAttributeValues = 4
+        AddAttributes = 8
