@@ -165,12 +165,12 @@ def change():
     table = [[rows.item(r, c).text() for c in range(3)] for r in range(rows.count())]
     rep["change_rows"] = table
     log("change rows: %s" % table)
-    picked = [r for r in range(rows.count()) if rows.item(r, 0).text().endswith("polygons")]
+    picked = [r for r in range(rows.count()) if rows.item(r, 0).text().split(" (")[0].endswith("polygons")]
     for r in picked:
         rows.check(r)
     task = dlg.start(open_report=False)
     if task is None:
-        log("change did not start: %s" % dlg.problem_label.text() if hasattr(dlg, "problem_label") else "?"); finish(11); return
+        log("change did not start: %s" % dlg.status.text()); finish(11); return
     def done():
         rep["change"] = {"ok": task.ok, "outcome": task.outcome}
         log("change finished: %s %r" % (task.ok, task.outcome))
