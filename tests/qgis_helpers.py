@@ -135,3 +135,33 @@ def panel_run_network(plugin, folder, squares):
     task = plugin.dock.run()
     assert wait_for(lambda: task.ok is not None, 120) and task.ok, task.outcome
     return raster, [x for x in task.layers if x.customProperty("tailings_mapper/result") == "polygons"][0]
+
+
+def processing_with_provider():
+    """``(processing, registry)`` with the plugin's Processing provider registered (the caller
+    removes it: ``registry.removeProvider(registry.providerById("tailings_mapper"))``)."""
+    import processing
+    from qgis.core import QgsApplication
+    from tailings_mapper.processing_provider.provider import TailingsProvider
+    reg = QgsApplication.processingRegistry()
+    if reg.providerById("tailings_mapper") is None:
+        reg.addProvider(TailingsProvider())
+    return processing, reg
+
+
+def recording_feedback():
+    """A Processing feedback that keeps what an algorithm says: ``.info`` and ``.warn`` (lists)."""
+    from qgis.core import QgsProcessingFeedback
+
+    class Feedback(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.info, self.warn = [], []
+
+        def pushInfo(self, text):  # noqa: N802
+            self.info.append(text)
+
+        def pushWarning(self, text):  # noqa: N802
+            self.warn.append(text)
+
+    return Feedback()

@@ -231,21 +231,10 @@ def test_the_panel_and_processing_say_it(tm, tmp_path, qgis_iface, qgis_processi
     line = [ln for ln in tm_present.findings(res) if "marked for review" in ln.text]
     assert len(line) == 1 and 0 < res.marks["regions"] < res.marks["regions_total"]
     assert "<span style='color:#b35900'>%s</span>" % escape(str(line[0])) in findings_html(res)   # orange: a warning
-    from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback
-    from tailings_mapper.processing_provider.provider import TailingsProvider
-    import processing
-    reg = QgsApplication.processingRegistry()
-    if reg.providerById("tailings_mapper") is None:
-        reg.addProvider(TailingsProvider())
-
-    class Feedback(QgsProcessingFeedback):
-        def __init__(self):
-            super().__init__()
-            self.warn = []
-
-        def pushWarning(self, text):
-            self.warn.append(text)
-    fb = Feedback()
+    from qgis.core import QgsProcessingContext
+    from qgis_helpers import processing_with_provider, recording_feedback
+    processing, reg = processing_with_provider()
+    fb = recording_feedback()
     try:
         processing.run("tailings_mapper:segment", {"INPUT": raster, "MODEL_FILE": model, "DEVICE": "cpu",
                                                    "OUTPUT_CLASSES": str(tmp_path / "p_classes.tif"),

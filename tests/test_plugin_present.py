@@ -14,7 +14,7 @@ pytest.importorskip("qgis.core")
 pytest.importorskip("onnx")
 
 from osgeo import gdal  # noqa: E402
-from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer  # noqa: E402
+from qgis.core import Qgis, QgsApplication, QgsProject  # noqa: E402
 
 from qgis_helpers import s2_raster, tiny_model, wait_task  # noqa: E402
 
@@ -121,24 +121,10 @@ def test_a_run_with_warnings_says_them_everywhere(tm, data, qgis_iface, qgis_pro
     res = _engine_run(doubtful, raster, tmp / "ref")
     assert list(res.warnings) == warned
     # Processing: each warning as a warning, the findings and the summary as information
-    from qgis.core import QgsProcessingContext, QgsProcessingFeedback
-    from tailings_mapper.processing_provider.provider import TailingsProvider
-    import processing
-    reg = QgsApplication.processingRegistry()
-    if reg.providerById("tailings_mapper") is None:
-        reg.addProvider(TailingsProvider())
-
-    class Feedback(QgsProcessingFeedback):
-        def __init__(self):
-            super().__init__()
-            self.info, self.warn = [], []
-
-        def pushInfo(self, text):
-            self.info.append(text)
-
-        def pushWarning(self, text):
-            self.warn.append(text)
-    fb = Feedback()
+    from qgis.core import QgsProcessingContext
+    from qgis_helpers import processing_with_provider, recording_feedback
+    processing, reg = processing_with_provider()
+    fb = recording_feedback()
     out = processing.run(ALG, {"INPUT": raster, "MODEL_FILE": doubtful, "DEVICE": "cpu",
                                "OUTPUT_CLASSES": str(tmp / "p_classes.tif"),
                                "OUTPUT_POLYGONS": str(tmp / "p_polys.gpkg")}, context=QgsProcessingContext(),
