@@ -290,9 +290,8 @@ def _run(p: Plan, loading: Future, staged: StagedOutputs, workdir: str, progress
     network = stream.TileNetwork(p, session, K, cancel)
     tile_log = TileLog(p.ood) if p.ood is not None else None
     distances = None
-    if p.likeness is not None and staged.get("polygons") and p.likeness.feature in session.extra_outputs:
-        distances = DistanceGrid(p.likeness, W, H)
-        distances.output = session.extra_outputs.index(p.likeness.feature)
+    if p.likeness is not None:   # (Plan.session asks for its feature)
+        distances = DistanceGrid(p.likeness, W, H, session.extra_outputs.index(p.likeness.feature))
     try:
         with STAGES("stream (wall)"):
             streamed = stream.run(p, grid, network, session.fixed_batch or p.batch, write, progress, cancel,

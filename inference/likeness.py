@@ -33,7 +33,8 @@ POSITIVE = 0.05    # a training location "holds tailings" from this share of its
 SUB = 4            # regions are burnt on a grid of STRIDE / SUB working pixels
 
 
-def _unpack(s: str, shape) -> np.ndarray:
+def unpack(s: str, shape) -> np.ndarray:
+    """A float16 array of a model's metadata (base64), as float32 (``training.veto.pack`` writes them)."""
     return np.frombuffer(base64.b64decode(s), np.float16).astype(np.float32).reshape(shape)
 
 
@@ -57,10 +58,10 @@ class Likeness:
             return None
         try:
             c, k, n = int(rep["channels"]), int(rep["components_n"]), int(rep["samples_n"])
-            mu, sd = _unpack(rep["mean"], (c,)), _unpack(rep["std"], (c,))
-            comps = _unpack(rep["components"], (k, c))
-            samples = _unpack(rep["samples"], (n, k + 1))
-            share = _unpack(rep["positive_share"], (n,))
+            mu, sd = unpack(rep["mean"], (c,)), unpack(rep["std"], (c,))
+            comps = unpack(rep["components"], (k, c))
+            samples = unpack(rep["samples"], (n, k + 1))
+            share = unpack(rep["positive_share"], (n,))
             kn, thr = int(lk["k"]), float(lk["threshold"])
             feature = str(ood["feature"])
         except (KeyError, TypeError, ValueError) as e:
@@ -110,13 +111,13 @@ class DistanceGrid:
     """The distances of a run's locations on the working grid (one float per 32 x 32 pixels; where
     tiles overlap, their mean)."""
 
-    def __init__(self, likeness: Likeness, width: int, height: int):
+    def __init__(self, likeness: Likeness, width: int, height: int, output: int = 0):
         self.likeness, self.width, self.height = likeness, width, height
         self.shape = ((height + STRIDE - 1) // STRIDE, (width + STRIDE - 1) // STRIDE)
         self.sums = np.zeros(self.shape, np.float64)
         self.counts = np.zeros(self.shape, np.int32)
         self.seen = np.full(self.shape, -(1 << 30), np.int32)   # how much of each location's surroundings its tiles saw
-        self.output = 0   # which of the session's extra outputs holds the features
+        self.output = output   # which of the session's extra outputs holds the features
 
     def add(self, maps: np.ndarray, boxes) -> None:
         """Tiles' deepest features (n, C, h, w) and their boxes (x, y, w, h) on the working grid.
@@ -193,9 +194,6 @@ def region_distances(layer, grid: DistanceGrid, gt: Tuple[float, ...], wkt: str)
     return out
 
 
-FIELDS = (("for_review", "Integer"), ("tailings_distance", "Real"))
-
-
 def mark_layer(gpkg_path: str, layer_name: str, grid: DistanceGrid, gt, wkt) -> Dict[str, object]:
     """Add ``for_review`` (1: unlike the training tailings) and ``tailings_distance`` (the region's
     distance / the threshold; beyond 1 marked) to the polygon layer; the summary for the report."""
@@ -226,4 +224,4 @@ def mark_layer(gpkg_path: str, layer_name: str, grid: DistanceGrid, gt, wkt) -> 
     ds.CommitTransaction()
     layer = ds = None
     return {"regions": marked, "regions_total": total, "area_ha": round(marked_ha, 2),
-            "flagged_ha": round(total_ha, 2), "threshold": 1.0}
+            "flagged_ha": round(total_ha, 2)}

@@ -145,7 +145,7 @@ def plan(input_path: str, model: Union[str, Model], opts: Optional["optlib.Segme
         notes.append("the model carries no statistics of its training data: this run cannot say whether the "
                      "scene is like them")
     likeness = _likeness(info, opts)
-    if opts.ood_check and likeness is None and info.task == "binary":
+    if opts.ood_check and likeness is None and info.task == "binary" and opts.polygons:
         notes.append("the model carries no calibrated sample of its training tailings: this run cannot mark the "
                      "flagged regions that look unlike them for review")
     mask, mask_notes = masks.choose(opts, r, input_path)
@@ -268,7 +268,8 @@ def _window(r: rasterlib.RasterInfo, extent, what: str = "the extent") -> Tuple[
 
 def _likeness(info: ModelInfo, opts) -> Optional[Likeness]:
     """Whether the run marks the flagged regions unlike the training tailings (a binary model
-    whose metadata carries them, when the scene is checked against the training data)."""
-    if not opts.ood_check or info.task != "binary":
+    whose metadata carries them, when the scene is checked against the training data and the run
+    writes polygons to mark)."""
+    if not opts.ood_check or info.task != "binary" or not opts.polygons:
         return None
     return Likeness.from_metadata(info.extra, model_label(info))

@@ -129,6 +129,20 @@ def _burn_fids(mem, layer) -> None:
     ids = vds = None   # the layer before its data source
 
 
+def fids_on_grid(raster_path: str, layer) -> "np.ndarray":
+    """Each pixel's region on a raster's grid: the fid of the polygon of ``layer`` burnt there (0:
+    none; GeoPackage fids start at 1) -- a run's polygons on its class raster's grid."""
+    ref = gdal.Open(raster_path)
+    mem = gdal.GetDriverByName("MEM").Create("", ref.RasterXSize, ref.RasterYSize, 1, gdal.GDT_Int32)
+    mem.SetGeoTransform(ref.GetGeoTransform())
+    mem.SetProjection(ref.GetProjection())
+    ref = None
+    layer.ResetReading()
+    _burn_fids(mem, layer)
+    layer.ResetReading()
+    return mem.GetRasterBand(1).ReadAsArray()
+
+
 def _add_band(sums, counts, spans, fb, cb, y: int, w: int, n: int) -> tuple:
     """``sums`` and ``counts`` plus one band of rows' (from its spans, else its burnt fids)."""
     if spans is not None:

@@ -80,6 +80,5 @@ def read(path: str) -> Dict[str, object]:
 
 def _marks(res) -> Dict[str, object]:
     """The regions marked for review (``likeness``): ``checked`` false when the run could not."""
-    m = dict(getattr(res, "marks", None) or {})
-    m.pop("threshold", None)
+    m = getattr(res, "marks", None) or {}
     return dict(checked=bool(m), **m)

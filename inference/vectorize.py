@@ -292,7 +292,7 @@ def _finish_layer(p, out, layer, layer_name: str, run_time: str) -> None:
     if p.options.date:
         meta["TM_DATE"] = p.options.date
     layer.SetMetadata(meta)
-    marked = getattr(p, "likeness", None) is not None   # (regions marked for review: likeness.mark_layer)
+    marked = p.likeness is not None   # (regions marked for review: likeness.mark_layer)
     write_gpkg_style(out, layer_name, (polygons_review_qml if marked else polygons_qml)(p.info.classes))
 
 

@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from inference import SegmentOptions, open_model, segment  # noqa: E402
-from inference.region_stats import _burn_fids  # noqa: E402
+from inference.region_stats import fids_on_grid  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(ROOT), "shared", "data", "tailings_s2_brazil")
 
@@ -32,25 +32,18 @@ def demo_scene() -> str:
 def marked_pixels(res, truth=None):
     """Per region of a run: (pixels, pixels marked for review); with ``truth`` (a mask), only its
     pixels that are 1."""
-    cls = gdal.Open(res.class_raster)
-    mem = gdal.GetDriverByName("MEM").Create("", cls.RasterXSize, cls.RasterYSize, 1, gdal.GDT_Int32)
-    mem.SetGeoTransform(cls.GetGeoTransform())
-    mem.SetProjection(cls.GetProjection())
-    mem.GetRasterBand(1).Fill(-1)
     ds = ogr.Open(res.polygons)
     lyr = ds.GetLayerByName(res.layer_name)
-    _burn_fids(mem, lyr)
-    fids = mem.GetRasterBand(1).ReadAsArray()
-    keep = (fids >= 0) if truth is None else (fids >= 0) & (truth == 1)
+    fids = fids_on_grid(res.class_raster, lyr)
+    keep = (fids > 0) if truth is None else (fids > 0) & (truth == 1)
     px = np.bincount(fids[keep].ravel(), minlength=int(fids.max()) + 1)
     total = marked = 0
-    lyr.ResetReading()
     for f in lyr:
         n = int(px[f.GetFID()]) if f.GetFID() < len(px) else 0
         total += n
         if f.GetField("for_review"):
             marked += n
-    ds = cls = mem = None
+    ds = None
     return total, marked
 
 

@@ -180,7 +180,7 @@ def compute_likeness(model_path: str, data_dir: str, sites: Optional[Sequence[st
     tailings area is not marked).  Needs the model's ``replay`` and ``ood`` metadata."""
     from osgeo import gdal, ogr
     from inference.execute import segment
-    from inference.region_stats import _burn_fids
+    from inference.region_stats import fids_on_grid
     info = open_model(model_path).info
     if not info.extra.get("replay") or not info.extra.get("ood"):
         raise ValueError("%s carries no replay or ood metadata: run ood-stats first" % model_path)
@@ -194,22 +194,16 @@ def compute_likeness(model_path: str, data_dir: str, sites: Optional[Sequence[st
         for i, path in enumerate(_images(data_dir, sites)):
             res = segment(path, raw, os.path.join(tmp, "run%d" % i), SegmentOptions(device="cpu", prefix="t"))
             mask = gdal.Open(path.replace(os.sep + "images" + os.sep, os.sep + "masks" + os.sep)).ReadAsArray()
-            cls = gdal.Open(res.class_raster)
-            mem = gdal.GetDriverByName("MEM").Create("", cls.RasterXSize, cls.RasterYSize, 1, gdal.GDT_Int32)
-            mem.SetGeoTransform(cls.GetGeoTransform())
-            mem.SetProjection(cls.GetProjection())
             ds = ogr.Open(res.polygons)
             layer = ds.GetLayerByName(res.layer_name)
-            _burn_fids(mem, layer)
-            layer.ResetReading()
-            fids = mem.GetRasterBand(1).ReadAsArray()
+            fids = fids_on_grid(res.class_raster, layer)
             true = np.bincount(fids[mask == 1].ravel(), minlength=int(fids.max()) + 1)
             for f in layer:
                 d = f.GetField("tailings_distance")
                 if d is not None and f.GetFID() < len(true) and true[f.GetFID()]:
                     dist.append(float(d))
                     weight.append(float(true[f.GetFID()]))
-            layer = ds = mem = cls = None
+            layer = ds = None
             shutil.rmtree(os.path.join(tmp, "run%d" % i), ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from inference.likeness import unpack   # (one reading of the metadata's float16 arrays)
+
 CONTEXT = 7          # the surroundings: mean of 7 x 7 stride-32 locations (2.2 km at 10 m)
 COMPONENTS = 48
 SAMPLES = 3000
@@ -36,8 +38,6 @@ def pack(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a, np.float16).tobytes()).decode("ascii")
 
 
-def unpack(s: str, shape) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(s), np.float16).astype(np.float32).reshape(shape)
 
 
 def context_features(f32: torch.Tensor) -> torch.Tensor:
