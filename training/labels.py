@@ -128,12 +128,9 @@ def read_labels(path: str, field_name: Optional[str], classes, layer: Optional[s
             if cid is None:
                 unknown[str(v)] = unknown.get(str(v), 0) + 1
                 continue
-        g = g.Clone()
-        if g.GetGeometryType() not in (ogr.wkbPolygon, ogr.wkbMultiPolygon, ogr.wkbPolygon25D, ogr.wkbMultiPolygon25D):
-            continue   # points and lines label no area
-        if not g.IsValid():
-            g = g.MakeValid() if hasattr(g, "MakeValid") else g.Buffer(0)
-        items.append((g, cid))
+        g = area_of(g)
+        if g is not None:
+            items.append((g, cid))
     ds = None
     if unknown:
         raise InputError("%s: the field %r holds classes the model does not have: %s (its classes: %s)"
@@ -141,6 +138,17 @@ def read_labels(path: str, field_name: Optional[str], classes, layer: Optional[s
                             ", ".join(c.name for c in classes)))
     warnings = ["%d polygons of %s have no class in %r: left out" % (empty, path, fields[fi])] if empty else []
     return Polygons(items, srs, warnings)
+
+
+def area_of(g: ogr.Geometry) -> Optional[ogr.Geometry]:
+    """A label's geometry as a valid (multi)polygon of its own (a copy); None for points and lines,
+    which label no area."""
+    if g.GetGeometryType() not in (ogr.wkbPolygon, ogr.wkbMultiPolygon, ogr.wkbPolygon25D, ogr.wkbMultiPolygon25D):
+        return None
+    g = g.Clone()
+    if not g.IsValid():
+        g = g.MakeValid() if hasattr(g, "MakeValid") else g.Buffer(0)
+    return g
 
 
 def read_area(path: str, layer: Optional[str] = None) -> Polygons:

@@ -70,10 +70,9 @@ def read_review(path: str, classes, layer: Optional[str] = None) -> Tuple[L.Poly
             if cid is None:
                 unclassed += 1
                 continue
-        g = g.Clone()
-        if not g.IsValid():
-            g = g.MakeValid() if hasattr(g, "MakeValid") else g.Buffer(0)
-        items.append((g, cid))
+        g = L.area_of(g)
+        if g is not None:
+            items.append((g, cid))
     ds = None
     if bad:
         raise InputError("%s: the %r field holds %s; only %s count" % (
