@@ -32,6 +32,12 @@ CONTEXT = 7        # its surroundings: the mean of 7 x 7 locations (training/vet
 POSITIVE = 0.05    # a training location "holds tailings" from this share of its pixels (veto.POSITIVE_LOCATION)
 SUB = 4            # regions are burnt on a grid of STRIDE / SUB working pixels
 
+# The polygon layer's review fields: ``for_review`` (written here) and the analyst's decision
+# (``review``: written by the plugin's review queue, read by training's "improve from my review").
+FOR_REVIEW = "for_review"
+REVIEW = "review"
+ACCEPTED, REJECTED, UNREVIEWED = "accepted", "rejected", "unreviewed"
+
 
 def unpack(s: str, shape) -> np.ndarray:
     """A float16 array of a model's metadata (base64), as float32 (``training.veto.pack`` writes them)."""
@@ -201,7 +207,7 @@ def mark_layer(gpkg_path: str, layer_name: str, grid: DistanceGrid, gt, wkt) -> 
     ds = ogr.Open(gpkg_path, 1)
     layer = ds.GetLayerByName(layer_name)
     dist = region_distances(layer, grid, gt, wkt)
-    layer.CreateField(ogr.FieldDefn("for_review", ogr.OFTInteger))
+    layer.CreateField(ogr.FieldDefn(FOR_REVIEW, ogr.OFTInteger))
     layer.CreateField(ogr.FieldDefn("tailings_distance", ogr.OFTReal))
     marked = total = 0
     marked_ha = total_ha = 0.0
@@ -215,7 +221,7 @@ def mark_layer(gpkg_path: str, layer_name: str, grid: DistanceGrid, gt, wkt) -> 
         if d is None or not np.isfinite(d):
             continue
         review = d > 1.0
-        feat.SetField("for_review", int(review))
+        feat.SetField(FOR_REVIEW, int(review))
         feat.SetField("tailings_distance", round(d, 3))
         layer.SetFeature(feat)
         if review:

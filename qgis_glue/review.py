@@ -22,8 +22,8 @@ from typing import Dict, List, Optional
 from qgis.core import (Qgis, QgsCoordinateTransform, QgsFeatureRequest, QgsField, QgsFillSymbol, QgsProject,
                        QgsRuleBasedRenderer, QgsVectorDataProvider, QgsVectorLayer)
 
-FIELD = "review"          # (training.review reads the same names)
-ACCEPTED, REJECTED, UNREVIEWED = "accepted", "rejected", "unreviewed"
+from ..inference.likeness import ACCEPTED, FOR_REVIEW, REJECTED, REVIEW as FIELD, UNREVIEWED
+
 SHOWN_RULE = "tailings_mapper/review: not rejected"
 HIDDEN_RULE = "tailings_mapper/review: rejected"
 MARGIN = 0.6              # of the region's larger side, around it when zoomed
@@ -68,7 +68,7 @@ def ensure_field(layer: QgsVectorLayer) -> bool:
 
 def queue(layer: QgsVectorLayer) -> List[int]:
     """The layer's feature ids in review order: marked for review first, then largest first."""
-    marked = layer.fields().indexOf("for_review")
+    marked = layer.fields().indexOf(FOR_REVIEW)
     keys = []
     for f in layer.getFeatures():
         m = f.attribute(marked) if marked >= 0 else None
@@ -226,7 +226,7 @@ class Review:
         f = self.layer.getFeature(fid)
         names = self.layer.fields().names()
         bits = ["Region %d of %d" % (self.pos + 1, len(self.order))]
-        if "for_review" in names and str(f["for_review"]) == "1":
+        if FOR_REVIEW in names and str(f[FOR_REVIEW]) == "1":
             dist = f["tailings_distance"] if "tailings_distance" in names else None
             bits.append("marked for review: unlike the tailings the model learnt from%s"
                         % (" (distance %.2f)" % float(dist) if isinstance(dist, (int, float)) else ""))

@@ -16,11 +16,10 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 from inference.errors import InputError
+from inference.likeness import ACCEPTED, REJECTED, REVIEW as FIELD, UNREVIEWED
 
 from . import labels as L
 
-FIELD = "review"
-ACCEPTED, REJECTED, UNREVIEWED = "accepted", "rejected", "unreviewed"
 DECISIONS = (ACCEPTED, REJECTED, UNREVIEWED)
 
 
