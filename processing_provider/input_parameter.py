@@ -10,7 +10,7 @@ from typing import Optional
 
 from qgis.core import QgsProcessingParameterRasterLayer
 
-_MTD = ("MTD_MSIL1C.xml", "MTD_MSIL2A.xml")
+from ..qgis_glue.layers import MTD_FILES as _MTD
 
 
 def product_path(value) -> Optional[str]:
@@ -24,18 +24,6 @@ def product_path(value) -> Optional[str]:
     if os.path.isfile(path) and (path.lower().endswith(".zip") or os.path.basename(path) in _MTD):
         return path
     return None
-
-
-def product_name(path: str) -> str:
-    """The product's name, as its run's layers are named (``S2B_MSIL1C_..._20230823T181107``)."""
-    path = os.path.abspath(path)
-    if os.path.basename(path) in _MTD:
-        path = os.path.dirname(path)
-    name = os.path.basename(path.rstrip(os.sep))
-    for ext in (".zip", ".SAFE"):
-        if name.upper().endswith(ext.upper()):
-            name = name[:-len(ext)]
-    return name
 
 
 class RasterOrProductParameter(QgsProcessingParameterRasterLayer):

@@ -28,9 +28,9 @@ from ..inference import report as eng_report
 from ..inference.options import from_texts
 from ..qgis_glue import compat, deps, results
 from ..qgis_glue.icons import icon
-from ..qgis_glue.layers import layer_path, polygons_wkt_in
+from ..qgis_glue.layers import layer_path, polygons_wkt_in, product_name
 from . import parameters as optparams
-from .input_parameter import RasterOrProductParameter, product_name, product_path
+from .input_parameter import RasterOrProductParameter, product_path
 
 
 def _model_names():

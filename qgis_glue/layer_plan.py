@@ -18,7 +18,7 @@ from qgis.core import QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import QStandardPaths
 
 from ..inference import Model, Plan, TailingsError, bands as bandlib, list_models, open_model, plan, resolve_model
-from .layers import canvas_extent_in, layer_path, selection_area_in
+from .layers import canvas_extent_in, layer_path, product_name, selection_area_in
 from .settings import EXTENT_CANVAS, EXTENT_SELECTION, Settings
 
 DEFAULT_MODEL = "tailings"
@@ -160,9 +160,8 @@ def plan_for_product(path: str, settings: Optional[Settings] = None, model: Unio
     if settings.get("extent_mode") in (EXTENT_CANVAS, EXTENT_SELECTION):
         raise ValueError("a product is segmented whole: choose the extent \"Whole layer\", or add it to the map "
                          "as a layer to segment a part of it")
-    name = os.path.basename(os.path.normpath(path))
-    name = name[:-4] if name.lower().endswith(".zip") else name
-    return LayerPlan(_plan(path, settings, _run_options(settings, path, date), model, out_dir), "", name)
+    return LayerPlan(_plan(path, settings, _run_options(settings, path, date), model, out_dir), "",
+                     product_name(path))
 
 
 def _run_options(settings: Settings, path: str, date: Optional[str]):

@@ -2,6 +2,7 @@
 polygons (WKT) in the raster's CRS.  Shared by the panel, the toolbar action and Processing."""
 from __future__ import annotations
 
+import os
 from typing import List, Tuple
 
 from qgis.core import (Qgis, QgsCoordinateTransform, QgsGeometry, QgsMapLayer, QgsProject, QgsProviderRegistry,
@@ -95,3 +96,19 @@ def selection_area_in(layer: QgsRasterLayer, polygons) -> Tuple[Tuple[float, flo
     if rect.isEmpty():
         raise ValueError("the selected features of %r do not overlap layer %r" % (polygons.name(), layer.name()))
     return (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()), wkts
+
+
+MTD_FILES = ("MTD_MSIL1C.xml", "MTD_MSIL2A.xml")
+
+
+def product_name(path: str) -> str:
+    """A product's name, as its run's layers are named (``S2B_MSIL1C_..._20230823T181107``): the
+    SAFE folder's or zip's, without ``.zip`` / ``.SAFE`` (an MTD file names its folder)."""
+    path = os.path.abspath(path)
+    if os.path.basename(path) in MTD_FILES:
+        path = os.path.dirname(path)
+    name = os.path.basename(path.rstrip(os.sep))
+    for ext in (".zip", ".SAFE"):
+        if name.upper().endswith(ext.upper()):
+            name = name[:-len(ext)]
+    return name

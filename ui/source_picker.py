@@ -62,10 +62,6 @@ class ProductSource(QObject):
         self.clear_button.setVisible(bool(self.path))
         self.changed.emit()
 
-    def name(self) -> str:
-        base = os.path.basename(self.path.rstrip("/")) if self.path else ""
-        return base[:-4] if base.lower().endswith(".zip") else base
-
 
 class DateField(QLineEdit):
     """The acquisition date, YYYY-MM-DD (or YYYY-MM, YYYY); empty: not recorded."""
