@@ -31,9 +31,17 @@ gdal.UseExceptions()
 TIME_KEYS = ("TM_RUN_TIME", "run_time", "TM_RUN", "run", "update_time")
 
 
+WORK = ""   # the run's work folder: named <work> in what is compared (outputs record their input's path)
+
+
+def _plain(v):
+    """``v`` with the work folder and the checkout named, not spelled (outputs record their input's path)."""
+    return v.replace(WORK, "<work>").replace(ROOT, "<checkout>") if isinstance(v, str) and WORK else v
+
+
 def raster_print(path: str) -> dict:
     ds = gdal.Open(path)
-    md = {k: v for k, v in ds.GetMetadata().items() if k not in TIME_KEYS}
+    md = {k: _plain(v) for k, v in ds.GetMetadata().items() if k not in TIME_KEYS}
     bands = []
     for i in range(1, ds.RasterCount + 1):
         b = ds.GetRasterBand(i)
@@ -54,13 +62,14 @@ def gpkg_print(path: str) -> dict:
         for f in lyr:
             g = f.GetGeometryRef()
             h.update(g.ExportToWkb() if g is not None else b"-")
-            items = {k: v for k, v in f.items().items() if k not in TIME_KEYS}
+            items = {k: _plain(v) for k, v in f.items().items() if k not in TIME_KEYS}
             h.update(json.dumps(items, sort_keys=True, default=str).encode())
             n += 1
         srs = lyr.GetSpatialRef()
         out[lyr.GetName()] = {"features": n, "sha": h.hexdigest()[:16],
                               "crs": srs.ExportToWkt() if srs is not None else None,
-                              "metadata": {k: v for k, v in (lyr.GetMetadata() or {}).items() if k not in TIME_KEYS}}
+                              "metadata": {k: _plain(v) for k, v in (lyr.GetMetadata() or {}).items()
+                                           if k not in TIME_KEYS}}
     return out
 
 
@@ -126,9 +135,8 @@ def main() -> int:
     ap.add_argument("--compare", help="compare with the fingerprints in this JSON file")
     ap.add_argument("--size", type=int, default=4096, help="benchmark raster side (default 4096)")
     a = ap.parse_args()
-    work = os.path.join(tempfile.gettempdir(), "tm-same-outputs")   # (one path: the outputs record it)
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
+    global WORK
+    work = WORK = tempfile.mkdtemp(prefix="tm-same-")
     try:
         prints = cases(work, a.size)
     finally:
