@@ -232,7 +232,7 @@ def _scales(args):
 def child_engine(args, raster: str, model: str, out: str) -> dict:
     from inference import SegmentOptions, execute, plan
     from inference.runtime import ort_module
-    from inference.writing import bound_block_cache
+    from inference.gdal_settings import bound_block_cache
     bound_block_cache()  # as the command line does
     ort_module()   # onnxruntime imported before the clock, as the bare child imports it
     t = time.perf_counter()

@@ -61,7 +61,7 @@ CHILD = r"""
 import json, os, sys, time
 sys.path.insert(0, %(root)r)
 from osgeo import gdal
-from inference.writing import bound_block_cache
+from inference.gdal_settings import bound_block_cache
 from inference.planning import plan
 from inference.execute import execute
 from inference.options import SegmentOptions

@@ -18,7 +18,7 @@ from importlib import import_module
 # handles Ctrl-C and SIGTERM from the start (see inference.signals).
 _EXPORTS = {"TailingsError": "errors", "OptionError": "errors", "Cancelled": "errors", "ModelError": "errors",
             "InputError": "errors", "BandMappingError": "errors", "OutputError": "errors", "ProviderError": "errors",
-            "SegmentResult": "execute", "execute": "execute", "segment": "execute", "ModelInfo": "metadata",
+            "SegmentResult": "result", "execute": "execute", "segment": "execute", "ModelInfo": "metadata",
             "Model": "model", "list_models": "model", "open_model": "model", "read_info": "model",
             "OPTIONS": "options", "SegmentOptions": "options", "Plan": "planning", "plan": "planning",
             "resolve_model": "registry"}

@@ -16,7 +16,8 @@ import time  # noqa: E402
 from .errors import Cancelled, OptionError, TailingsError  # noqa: E402
 from .options import add_arguments, from_arguments, option  # noqa: E402
 from .present import failure  # noqa: E402
-from .writing import bound_block_cache, quiet_unraisable  # noqa: E402
+from .gdal_settings import bound_block_cache  # noqa: E402
+from .writing import quiet_unraisable  # noqa: E402
 
 
 class Bar:

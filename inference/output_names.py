@@ -1,12 +1,14 @@
 """The names of a run's outputs in their folder: the files (``<stem>_classes.tif``...), the lock a
 run holds while it writes them, the next free names, and the checks that the folder can take them
 (writable, nothing overwritten unless asked).  Used by planning (which names them) and by
-``writing.StagedOutputs`` (which reserves and commits them)."""
+``staged.StagedOutputs`` (which reserves and commits them)."""
 from __future__ import annotations
 
 import os
 import uuid
-from typing import Dict, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Dict, Mapping, Optional
 
 from . import locks
 from .errors import OptionError, OutputError
@@ -26,11 +28,46 @@ def output_names(out_dir: str, stem: str, opts) -> Dict[str, str]:
     return out
 
 
-def output_paths(input_path: str, out_dir: str, opts) -> Dict[str, str]:
+@dataclass(frozen=True)
+class OutputNames:
+    """A run's outputs in their folder, as planning decided them: the stem, the files by kind
+    (:func:`output_names`), the lock the run holds while it writes them, and what it may do with
+    names already taken (``overwrite``; ``unique``: take the next free stem)."""
+    folder: str
+    stem: str
+    files: Mapping[str, str]
+    overwrite: bool = False
+    unique: bool = False
+
+    @property
+    def lock(self) -> str:
+        """The file a run holds while it writes these outputs (``staged.StagedOutputs``)."""
+        return lock_path(self.folder, self.stem)
+
+    @property
+    def layer(self) -> Optional[str]:
+        """The polygon layer's name inside its GeoPackage (the file's name), when the run writes one."""
+        return self.stem + "_polygons" if "polygons" in self.files else None
+
+    @property
+    def tiles_layer(self) -> Optional[str]:
+        """The layer of scored tiles beside the polygons, when the run writes polygons."""
+        return self.stem + "_tiles" if "polygons" in self.files else None
+
+    def renamed(self, stem: str) -> "OutputNames":
+        """The same outputs named ``stem``."""
+        files = {k: os.path.join(self.folder, stem + os.path.basename(v)[len(self.stem):]) for k, v in self.files.items()}
+        return OutputNames(self.folder, stem, MappingProxyType(files), self.overwrite, self.unique)
+
+    def taken(self) -> bool:
+        """A file of these names exists, or a run holds their lock."""
+        return any(os.path.exists(p) for p in self.files.values()) or os.path.exists(self.lock)
+
+
+def output_stem(input_path: str, opts) -> str:
     if opts.prefix:
         check_prefix(opts.prefix)
-    stem = opts.prefix or os.path.splitext(os.path.basename(os.path.normpath(input_path)))[0]
-    return output_names(out_dir, stem, opts)
+    return opts.prefix or os.path.splitext(os.path.basename(os.path.normpath(input_path)))[0]
 
 
 def check_prefix(prefix: str) -> None:
@@ -43,21 +80,9 @@ def check_prefix(prefix: str) -> None:
         raise OptionError("the prefix %r holds control characters: file names cannot" % prefix, "prefix")
 
 
-def output_kinds_renamed(outputs: Mapping[str, str], stem: str) -> Dict[str, str]:
-    """The same outputs named ``stem``."""
-    return {k: os.path.join(os.path.dirname(v), stem + "_" + os.path.basename(v).rsplit("_", 1)[1])
-            for k, v in outputs.items()}
-
-
 def lock_path(out_dir: str, stem: str) -> str:
-    """The file a run holds while it writes the outputs named ``stem`` (``writing.reserve``)."""
+    """The file a run holds while it writes the outputs named ``stem``."""
     return os.path.join(out_dir, ".%s.tm-lock" % stem)
-
-
-def names_taken(outputs: Mapping[str, str]) -> bool:
-    first = next(iter(outputs.values()))
-    stem = os.path.basename(first)[:-len("_classes.tif")]
-    return any(os.path.exists(p) for p in outputs.values()) or os.path.exists(lock_path(os.path.dirname(first), stem))
 
 
 def stems(stem: str):
@@ -69,23 +94,26 @@ def stems(stem: str):
         n += 1
 
 
-def choose_outputs(input_path: str, out_dir: str, opts) -> Dict[str, str]:
+def choose_outputs(input_path: str, out_dir: str, opts) -> OutputNames:
     """The output names, checked: the first free ones with ``unique_names``, else the given ones
     (an error when they exist, unless ``overwrite``)."""
-    outputs = output_paths(input_path, out_dir, opts)
-    if opts.unique_names and not opts.overwrite:
-        stem = os.path.basename(outputs["classes"])[:-len("_classes.tif")]
-        outputs = next(o for o in (output_names(out_dir, s, opts) for s in stems(stem)) if not names_taken(o))
-    check_outputs(out_dir, outputs, opts.overwrite)
-    return outputs
+    stem = output_stem(input_path, opts)
+    unique = bool(opts.unique_names and not opts.overwrite)
+    names = OutputNames(out_dir, stem, MappingProxyType(output_names(out_dir, stem, opts)), bool(opts.overwrite),
+                        unique)
+    if unique:
+        names = next(n for n in (names.renamed(s) for s in stems(stem)) if not n.taken())
+    check_outputs(names)
+    return names
 
 
-def check_outputs(out_dir: str, outputs: Mapping[str, str], overwrite: bool) -> None:
+def check_outputs(names: OutputNames) -> None:
     """The folder is writable (or can be created: ``execute`` creates it); no output exists
     unless ``overwrite``."""
+    out_dir, outputs, overwrite = names.folder, names.files, names.overwrite
     check_folder(out_dir, "cannot write to output folder %s" % out_dir)
     existing = [p for p in outputs.values() if os.path.exists(p)]
-    if existing and not overwrite and not _left_by_a_stopped_run(outputs):
+    if existing and not overwrite and not _left_by_a_stopped_run(names):
         raise OutputError("output exists: %s (choose another folder or prefix, or allow overwriting)"
                           % ", ".join(os.path.basename(p) for p in existing))
 
@@ -113,12 +141,10 @@ def check_folder(folder: str, cannot: str) -> None:
         raise OutputError("%s: %s is not writable" % (cannot, parent))
 
 
-def _left_by_a_stopped_run(outputs: Mapping[str, str]) -> bool:
+def _left_by_a_stopped_run(names: OutputNames) -> bool:
     """The names' lock was left by a run that was killed, perhaps while it renamed its files: what
-    is there is known when the run takes it over (``writing.StagedOutputs``), which checks again."""
-    first = outputs["classes"]
-    lock = lock_path(os.path.dirname(first), os.path.basename(first)[:-len("_classes.tif")])
-    return os.path.exists(lock) and locks.is_stale(locks.read(lock))
+    is there is known when the run takes it over (``staged.StagedOutputs``), which checks again."""
+    return os.path.exists(names.lock) and locks.is_stale(locks.read(names.lock))
 
 
 def make_output_folder(out_dir: str) -> None:

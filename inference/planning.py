@@ -3,12 +3,16 @@
 ``plan(input, model, options, out_dir)`` opens the model (metadata only; its network is
 loaded when the plan runs), opens the raster (CRS and north-up georeferencing required;
 a Sentinel-2 folder is stacked into a VRT), maps bands by name, chooses the input scaling,
-checks the options against the model, decides the window and the working GSD, names the
-outputs and checks the folder.  The :class:`Plan` it returns is immutable and holds all of
-it; ``execute.execute(plan)`` runs it, as often as wanted.
+checks the options against the model, decides the window and the working GSD, the cloud mask
+(ukis-csmask's run: a plan of its own, :attr:`Plan.mask_plan`), the classes and bands the
+outputs hold, the thresholds, the threads and GDAL's settings, names the outputs and checks the
+folder.  The :class:`Plan` it returns is immutable and holds all of it: nothing reads the
+options after planning.  ``execute.execute(plan)`` runs it, as often as wanted.
 """
 from __future__ import annotations
 
+import math
+import os
 from types import MappingProxyType
 from dataclasses import dataclass, replace
 from typing import Mapping, Optional, Tuple, Union
@@ -21,14 +25,15 @@ from . import options as optlib
 from . import masks, radiometry, sizing
 from . import raster as rasterlib
 from .errors import InputError, ModelError, OptionError
-from .metadata import ModelInfo, model_label
+from .gdal_settings import GdalSettings, block_cache_need, for_run as gdal_for_run
+from .geotiff import codec
+from .metadata import ClassInfo, ModelInfo, model_label
 from .model import Model, open_model
-from .output_names import choose_outputs
+from .output_names import OutputNames, choose_outputs
 from .likeness import Likeness
 from .ood import OodStats
 from .runtime import Session, choose_providers
 from .tiling import check_scales, positions
-from .writing import block_cache_need
 
 GSD_TOLERANCE = 0.10  # resample when the raster's GSD differs from the model's by more than 10 %
 OUTPUT_KINDS = ("classes", "confidence", "polygons")
@@ -54,7 +59,7 @@ class Plan:
     tta: int                               # network passes per tile and scale (tiling.tta_views)
     scales: Tuple[float, ...]              # scales each tile is also seen at (tiling.rescale)
     out_dir: Optional[str]
-    outputs: Mapping[str, str]             # kind (classes, confidence, polygons) -> final path (with
+    names: Optional[OutputNames]           # the outputs, their lock, what may be done with names taken (with
     #   options.unique_names, a run whose names were taken meanwhile writes <stem>-2...: see its result)
     notes: Tuple[str, ...] = ()            # what was decided, for the user to read
     warnings: Tuple[str, ...] = ()         # what makes the result less trustworthy
@@ -63,7 +68,25 @@ class Plan:
     ood: Optional["OodStats"] = None      # the training tiles' statistics, when the run checks against them
     likeness: Optional["Likeness"] = None  # the training tailings' locations: flagged regions marked for review
     estimate: Optional["sizing.Estimate"] = None   # time and peak memory, before it runs
-    block_cache_bytes: int = 0             # GDAL block cache a strip needs (``writing.block_cache_need``)
+    mask_plan: Optional["Plan"] = None     # ukis-csmask's run over the same window (no output folder yet:
+    #   the run's scratch folder), when the cloud mask is csmask's
+    out_classes: Tuple[ClassInfo, ...] = ()   # the classes the class raster holds: the model's, then the mask's
+    label_bands: Optional[Tuple[Tuple[str, str], ...]] = None   # a multilabel model's (name, colour) per label band
+    label_thresholds: Optional[Tuple[Tuple[int, ...], Tuple[float, ...]]] = None   # multilabel: ids, thresholds
+    codec: str = "deflate"                 # the output GeoTIFFs' compression (geotiff.codec)
+    date: Optional[str] = None             # the acquisition date recorded with the outputs (given, or the product's)
+    sieve_px: int = 0                      # pixels a region needs to reach min_area_ha everywhere (vectorize)
+    device: str = "cpu"                    # where onnxruntime runs (runtime.choose_providers)
+    device_asked: str = "auto"             # the device asked for: the session chooses by it, and says why
+    threads: Optional[int] = None          # onnxruntime's threads (None: its default)
+    gdal: GdalSettings = GdalSettings()    # GDAL's threads and block cache for the run
+    io_threads: Tuple[bool, bool, bool] = (False, False, True)   # reading, writing, the network on threads
+    stream_span: Tuple[float, float] = (0.0, 0.85)   # the share of the progress bar streaming fills
+
+    @property
+    def outputs(self) -> Mapping[str, str]:
+        """Kind (classes, confidence, polygons...) -> final path; empty without an output folder."""
+        return self.names.files if self.names is not None else MappingProxyType({})
 
     @property
     def info(self) -> ModelInfo:
@@ -101,14 +124,13 @@ class Plan:
         extra = (self.ood.feature,) if self.ood is not None else ()
         if self.likeness is not None and self.likeness.feature not in extra:
             extra += (self.likeness.feature,)
-        return self.model.session(self.options.device, self.options.threads, extra)
+        return self.model.session(self.device_asked, self.threads, extra)
 
     def with_outputs(self, out_dir: str, prefix: Optional[str] = None, overwrite: Optional[bool] = None) -> "Plan":
         """The same plan writing into ``out_dir`` (named ``prefix``): outputs checked again."""
         opts = replace(self.options, prefix=self.options.prefix if prefix is None else prefix,
                        overwrite=self.options.overwrite if overwrite is None else overwrite)
-        outputs = choose_outputs(self.input, out_dir, opts)
-        return replace(self, options=opts, out_dir=out_dir, outputs=MappingProxyType(outputs))
+        return replace(self, options=opts, out_dir=out_dir, names=choose_outputs(self.input, out_dir, opts))
 
 
 def plan(input_path: str, model: Union[str, Model], opts: Optional["optlib.SegmentOptions"] = None,
@@ -180,20 +202,89 @@ def plan(input_path: str, model: Union[str, Model], opts: Optional["optlib.Segme
                              MAX_UPSAMPLING, _round_up(src_gsd / MAX_UPSAMPLING)), "gsd")
     min_area = info.min_area_ha if opts.min_area_ha is None else float(opts.min_area_ha)
     _check_min_area(min_area, r, window, opts.min_area_ha is None and info.name)
-    outputs = choose_outputs(input_path, out_dir, opts) if out_dir else {}
+    names = choose_outputs(input_path, out_dir, opts) if out_dir else None
     if opts.date is None and r.product is not None and r.product.date:
         opts = replace(opts, date=r.product.date)   # the product's own date, recorded with the outputs
+    threshold = info.threshold if opts.threshold is None else float(opts.threshold)
+    work_gsd = want_gsd if resample else src_gsd
+    cache = block_cache_need(r.block_size, r.pixel_interleaved, r.band_bytes, mapping.source_bands, r.width,
+                             window[2], tile, overlap, work_gsd / max(src_gsd, 1e-9))
     p = Plan(input=input_path, options=opts, model=model, raster=r, mapping=mapping,
              transform=tuple(transform), scalings=tuple(scalings), window=window, src_gsd_m=src_gsd,
-             work_gsd_m=want_gsd if resample else src_gsd, resample=resample, tile_size=tile,
-             overlap=overlap, threshold=info.threshold if opts.threshold is None else float(opts.threshold),
+             work_gsd_m=work_gsd, resample=resample, tile_size=tile,
+             overlap=overlap, threshold=threshold,
              min_area_ha=min_area, tta=info.tta if opts.tta is None else opts.tta, scales=scales,
-             out_dir=out_dir, outputs=MappingProxyType(outputs), notes=tuple(notes), warnings=tuple(warnings),
-             aoi=tuple(aoi) if aoi else None, mask=mask, ood=ood, likeness=likeness)
-    p = replace(p, block_cache_bytes=block_cache_need(p))   # (opens the raster once more: once per plan)
+             out_dir=out_dir, names=names, notes=tuple(notes), warnings=tuple(warnings),
+             aoi=tuple(aoi) if aoi else None, mask=mask, ood=ood, likeness=likeness,
+             out_classes=tuple(info.classes) + (tuple(masks.MASK_CLASSES) if mask is not None else ()),
+             label_bands=_label_bands(info), label_thresholds=_label_thresholds(info, opts, threshold),
+             codec=codec(opts.compression), date=opts.date, sieve_px=_sieve_px(min_area, r, window),
+             device=device, device_asked=opts.device or "auto", threads=opts.threads, gdal=gdal_for_run(device, opts.threads, cache),
+             io_threads=io_threads(device),
+             stream_span=(0.1 if mask is not None and mask.kind == "csmask" else 0.0, 0.85))
+    p = replace(p, mask_plan=_mask_plan(p))
     est = sizing.estimate(p, device)
     long_run = sizing.check(p, est)   # (refuses a run that would not fit in memory)
     return replace(p, estimate=est, warnings=p.warnings + ((long_run,) if long_run else ()))
+
+
+LABEL_LAYOUT = ("multilabel: band 1 the most probable label class present (0 none), then one band per label "
+                "class (1 present, 0 absent), in id order")
+
+
+def _label_bands(info: ModelInfo) -> Optional[Tuple[Tuple[str, str], ...]]:
+    """A multilabel model's label bands, ``((name, colour), ...)`` (None for other models)."""
+    return tuple((c.name, c.color) for c in info.label_classes()) if info.task == "multilabel" else None
+
+
+def _label_thresholds(info: ModelInfo, opts, threshold: float):
+    """A multilabel model's label class ids and their thresholds (the run's threshold, when given,
+    for every label); None for other models."""
+    if info.task != "multilabel":
+        return None
+    ids = tuple(c.id for c in info.label_classes())
+    return ids, tuple([threshold] * len(ids) if opts.threshold is not None else info.label_thresholds())
+
+
+def _sieve_px(min_area_ha: float, r: rasterlib.RasterInfo, window) -> int:
+    """Pixels a region needs to reach ``min_area_ha`` everywhere on the raster (0: no minimum)."""
+    if min_area_ha <= 0:
+        return 0
+    px = math.ceil(min_area_ha * 10000.0 / rasterlib.min_pixel_area_m2(r) - 1e-9)
+    # (GDAL takes an int; a region cannot have more pixels than the window: beyond that, every
+    # region is under the minimum, as it is with the window's pixel count plus one)
+    return int(min(px, window[2] * window[3] + 1, 2 ** 31 - 1))
+
+
+def io_threads(device: str) -> Tuple[bool, bool, bool]:
+    """``(read, write, infer)``: whether reading, writing and the network run on threads of their
+    own.  Reading: when the GPU infers (the CPU is free meanwhile).  Writing: there too, and on
+    the CPU when there is a second core (the writer sieves, compresses and writes the finished
+    rows while the main thread reads and infers; GDAL releases the GIL).  The network: always
+    (the next batch is filled while the last is inferred).  ``TM_IO_THREADS``: ``1`` reading and
+    writing, ``0`` neither, ``write`` the writer only; ``TM_INFER_THREAD=0``: the network inline."""
+    forced = os.environ.get("TM_IO_THREADS")
+    infer = os.environ.get("TM_INFER_THREAD", "1") == "1"
+    if forced is not None:
+        return forced == "1", forced in ("1", "write"), infer
+    if device == "cuda":
+        return True, True, infer
+    return False, (os.cpu_count() or 1) > 1, infer
+
+
+def _mask_plan(p: Plan) -> Optional[Plan]:
+    """ukis-csmask's run over the plan's window (at its own 30 m, classes only), when the plan's
+    cloud mask is csmask's; its output folder is the run's scratch folder (``execute``)."""
+    if p.mask is None or p.mask.kind != "csmask":
+        return None
+    net = Model(p.mask.path, masks.csmask_info(p.mask), os.path.getmtime(p.mask.path))
+    g, (c0, r0, w0, h0) = p.raster.geotransform, p.window
+    extent = (g[0] + g[1] * c0, g[3] + g[5] * (r0 + h0), g[0] + g[1] * (c0 + w0), g[3] + g[5] * r0)
+    opts = replace(p.options, bands=dict(zip(net.info.bands, p.mask.bands)), preset=None, tile_size=None,
+                   overlap=None, threshold=None, tta=1, scales=(1.0,), min_area_ha=0.0, polygons=False,
+                   confidence=False, overwrite=True, unique_names=False, prefix="csmask", extent=extent, aoi=None,
+                   cloud_mask="off", date=None)
+    return plan(p.input, net, opts)
 
 
 MAX_UPSAMPLING = 8   # a processing resolution at most this many times finer than the raster's

@@ -42,6 +42,13 @@ class RasterInfo:
     band_files: Optional[Tuple[str, ...]] = None  # for Sentinel-2 folders: the file of each band
     name_sources: Tuple[str, ...] = ()   # where each band's name was read ("" when nowhere)
     product: Optional[object] = None     # products.Product: what the product metadata says
+    block_size: Tuple[int, int] = (256, 256)   # band 1's GDAL block (what a read decodes at once)
+    pixel_interleaved: bool = False      # every band's values in each block (one read decodes them all)
+
+    @property
+    def band_bytes(self) -> Tuple[int, ...]:
+        """Bytes per pixel of each band."""
+        return tuple(gdal.GetDataTypeSize(gdal.GetDataTypeByName(d)) // 8 for d in self.dtypes)
 
     @property
     def srs(self) -> osr.SpatialReference:
@@ -139,7 +146,9 @@ def inspect(path: str, label: Optional[str] = None, band_files=None) -> RasterIn
                           nodata=nodata, dtypes=dtypes, scales=scales, offsets=offsets,
                           geographic=bool(srs.IsGeographic()), gsd_m=(0.0, 0.0),
                           band_files=tuple(band_files) if band_files else None,
-                          name_sources=tuple(name_sources))
+                          name_sources=tuple(name_sources),
+                          block_size=tuple(ds.GetRasterBand(1).GetBlockSize()),
+                          pixel_interleaved=ds.GetMetadataItem("INTERLEAVE", "IMAGE_STRUCTURE") == "PIXEL")
         return replace(info, gsd_m=pixel_size_m(info))
     finally:
         ds = None

@@ -37,7 +37,7 @@ def build(p, res, outputs: Mapping[str, str], run_time: str) -> Dict[str, object
                   "sensor": (product.sensor or None) if product else None,
                   "level": (product.level or None) if product else None,
                   "baseline": product.baseline if product else None,
-                  "date": p.options.date or (product.date if product else None),
+                  "date": p.date,
                   "bands": p.mapping.as_text(info.bands)},
         "model": {"name": info.name, "path": p.model.path, "version": info.version},
         "radiometry": [s.to_dict(b) for s, b in zip(p.scalings, info.bands)],

@@ -131,7 +131,7 @@ def estimate_bytes(p) -> int:
     """Peak memory of running ``p`` (see the module's description)."""
     from .stream import WRITE_QUEUE, write_queue_strips
     from .polygonize import PIECE_ROWS
-    from .vectorize import sieve_band_rows, sieve_threshold_px
+    from .vectorize import sieve_band_rows
     info = p.info
     T, O = p.tile_size, p.overlap
     B = min(p.batch, p.tile_count)     # (a batch's pages beyond its tiles are never touched)
@@ -153,11 +153,11 @@ def estimate_bytes(p) -> int:
     writer = min(WRITE_QUEUE, write_queue_strips(W, stride)) * stride * W * 2
     after = 0
     if p.options.polygons and not p.resample:
-        thr_rows = min(H, sieve_threshold_px(p))
+        thr_rows = min(H, p.sieve_px)
         band = sieve_band_rows(W)
         after = 2 * (band + thr_rows + stride) * W             # the sieve's band, joined once
         after += (min(4, os.cpu_count() or 1) + 2) * PIECE_ROWS * W * 3   # pieces (values, foreground), GDAL's work
-    return int(BASE_BYTES + 3 * weights + net + strip + writer + after + p.block_cache_bytes)
+    return int(BASE_BYTES + 3 * weights + net + strip + writer + after + p.gdal.cache_bytes)
 
 
 def available_bytes() -> Optional[int]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 from html import escape
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 from .metadata import ClassInfo
 
@@ -168,3 +168,11 @@ def polygons_review_qml(classes: Sequence[ClassInfo]) -> str:
             % ("".join(rules), "".join(syms))
             + " <blendMode>0</blendMode>\n <featureBlendMode>0</featureBlendMode>\n"
             + " <aliases>\n%s </aliases>\n <layerGeometryType>2</layerGeometryType>\n</qgis>\n" % aliases)
+
+
+def write_styles(classes: Sequence[ClassInfo], classes_path: Optional[str], confidence_path: Optional[str]) -> None:
+    """The result rasters' QGIS styles (``<stem>_classes.qml``, ``<stem>_confidence.qml``), where named."""
+    for path, text in ((classes_path, classes_qml(classes)), (confidence_path, confidence_qml())):
+        if path:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)

@@ -7,7 +7,6 @@ equal-area projection centred on each polygon for a geographic CRS.
 """
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import tempfile
@@ -31,16 +30,6 @@ ogr.UseExceptions()
 def two_classes(info) -> bool:
     """Whether a model's class raster holds two classes (besides nodata and masks)."""
     return info.task == "binary" or (info.task != "multilabel" and len(info.classes) <= 2)
-
-
-def sieve_threshold_px(p) -> int:
-    """Pixels a region needs to reach ``p.min_area_ha`` everywhere on the raster."""
-    if p.min_area_ha <= 0:
-        return 0
-    px = math.ceil(p.min_area_ha * 10000.0 / rasterlib.min_pixel_area_m2(p.raster) - 1e-9)
-    # (GDAL takes an int; a region cannot have more pixels than the window: beyond that, every
-    # region is under the minimum, as it is with the window's pixel count plus one)
-    return int(min(px, p.window[2] * p.window[3] + 1, 2 ** 31 - 1))
 
 
 SIEVE_BAND_ROWS = 2048
@@ -213,7 +202,7 @@ def postprocess(p, classes_path: str, conf_path: str, gpkg_path: Optional[str], 
     model = p.info
     if model.task == "multilabel":
         return _postprocess_labels(p, classes_path, conf_path, gpkg_path, layer_name, run_time, cancel, workdir)
-    thr = sieve_threshold_px(p)
+    thr = p.sieve_px
     ds = gdal.Open(classes_path, gdal.GA_Update)
     band = ds.GetRasterBand(1)
     if thr > 1 and polygonizer is None:
@@ -289,19 +278,19 @@ def _finish_layer(p, out, layer, layer_name: str, run_time: str) -> None:
             "TM_MIN_AREA_HA": str(p.min_area_ha), "TM_THRESHOLD": str(p.threshold), "TM_AREA": run_area_wkt(p),
             "TM_AREA_CRS": p.raster.wkt,   # (TM_AREA's CRS: a copy of the layer saved in another CRS keeps it)
             **{"CLASS_%d" % c.id: c.name for c in p.info.classes}}
-    if p.options.date:
-        meta["TM_DATE"] = p.options.date
+    if p.date:
+        meta["TM_DATE"] = p.date
     layer.SetMetadata(meta)
     marked = p.likeness is not None   # (regions marked for review: likeness.mark_layer)
     write_gpkg_style(out, layer_name, (polygons_review_qml if marked else polygons_qml)(p.info.classes))
 
 
 def _postprocess_labels(p, classes_path, conf_path, gpkg_path, layer_name, run_time, cancel, workdir=None):
-    """A multilabel result (``execute.LABEL_LAYOUT``): each label band sieved on its own, band 1
+    """A multilabel result (``planning.LABEL_LAYOUT``): each label band sieved on its own, band 1
     (the most probable label present) made again from them, polygons per label (they overlap
     where the labels do), each measured against its own confidence band."""
     labels = p.info.label_classes()
-    thr = sieve_threshold_px(p)
+    thr = p.sieve_px
     ds = gdal.Open(classes_path, gdal.GA_Update)
     if thr > 1:
         for k in range(len(labels)):

@@ -1,37 +1,26 @@
-"""Writing with GDAL: the result GeoTIFFs, strip by strip; outputs staged under hidden names and
-renamed when complete; GDAL's threads and block cache for a run; results back on the source grid.
+"""Writing with GDAL: the result GeoTIFFs, strip by strip; results back on the source grid; what a
+failed write says (a full disk, a file size limit); where the run's time went (:data:`STAGES`).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import sys
 import threading
 import time
-import uuid
 from contextlib import contextmanager
-from typing import Dict, Mapping, Optional
+from typing import Dict, Optional
 
 import numpy as np
 from osgeo import gdal
 
-from . import locks
-from . import raster as rasterlib
-from .errors import OutputError, TailingsError
+from .errors import OutputError
 from .geotiff import CODEC_OPTIONS
 from .metadata import rgb
-from .output_names import lock_path, names_taken, output_kinds_renamed, stems
 
 NODATA_CLASS = 255
 NODATA_CONF = 255
-
-
-def gdal_threads(default: str = "ALL_CPUS") -> str:
-    """Threads GDAL may use to decode and encode GeoTIFF blocks: ``GDAL_NUM_THREADS`` when the
-    user set it, else ``default`` (a run's: ``stream.gdal_threads_for``)."""
-    return os.environ.get("GDAL_NUM_THREADS") or default
 
 
 class StageTimes:
@@ -69,20 +58,9 @@ class StageTimes:
 STAGES = StageTimes()
 
 
-@contextmanager
-def gdal_threads_here(threads: str = "ALL_CPUS"):
-    """GDAL_NUM_THREADS (:func:`gdal_threads`) for GDAL calls made by this thread (only), restored after."""
-    before = gdal.GetThreadLocalConfigOption("GDAL_NUM_THREADS", None)
-    gdal.SetThreadLocalConfigOption("GDAL_NUM_THREADS", gdal_threads(threads))
-    try:
-        yield
-    finally:
-        gdal.SetThreadLocalConfigOption("GDAL_NUM_THREADS", before)
-
-
 class GeoTiffWriter:
     """A uint8 GeoTIFF written strip by strip, compressed with ``compress`` (:func:`codec`'s name;
-    None: a scratch file of the run, written as fast as possible) on ``threads`` (:func:`gdal_threads`).  ``labels`` (a multilabel model's ``[(name, colour)]``): one more
+    None: a scratch file of the run, written as fast as possible) on ``threads`` (GDAL's NUM_THREADS: ``gdal_settings``).  ``labels`` (a multilabel model's ``[(name, colour)]``): one more
     band per label class, 0/1, after band 1, each named and coloured."""
 
     def __init__(self, path, width, height, gt, wkt, nodata, colours=None, names=None, meta=None,
@@ -91,7 +69,7 @@ class GeoTiffWriter:
         self.path = path
         options = ["TILED=YES", "BIGTIFF=IF_SAFER", "BLOCKXSIZE=256", "BLOCKYSIZE=256"]
         if compress:
-            options += CODEC_OPTIONS[compress] + ["NUM_THREADS=%s" % gdal_threads(threads)]
+            options += CODEC_OPTIONS[compress] + ["NUM_THREADS=%s" % threads]
         n = bands or 1 + len(labels or ())
         if n > 1:
             options += ["INTERLEAVE=BAND"]
@@ -212,152 +190,6 @@ def to_source_grid(src, dst, gt, w, h, wkt, colours, names, meta, labels=None, c
     ds = None
 
 
-SIDECARS = (".aux.xml", "-journal", "-wal", "-shm")
-
-
-def remove(path: str) -> None:
-    """A file and the sidecars GDAL or SQLite may have left beside it."""
-    for p in (path,) + tuple(path + s for s in SIDECARS):
-        try:
-            os.remove(p)
-        except OSError:
-            pass
-
-
-class StagedOutputs:
-    """The outputs of a run: their final names reserved for the run, the files written under hidden
-    temporary names beside them, renamed to the final names when all are complete (:meth:`commit`)
-    or removed (:meth:`discard`), so that a cancelled or failed run leaves nothing that looks
-    finished and two runs never write the same files.
-
-    A run holds ``.<stem>.tm-lock`` (``locks``: its process, computer and hidden files) in the folder
-    while it writes the outputs named ``<stem>``; a lock left by a killed run is taken over (a note
-    says so: :attr:`notes`).  With ``unique``, names taken (by files, or by a live run's lock) are
-    skipped for ``<stem>-2``, ``<stem>-3``...; without, a taken name is an error unless ``overwrite``."""
-
-    def __init__(self, outputs: Mapping[str, str], overwrite: bool = False, unique: bool = False):
-        first = outputs["classes"]
-        out_dir, stem = os.path.dirname(first), os.path.basename(first)[:-len("_classes.tif")]
-        self.overwrite = overwrite
-        self.lock: Optional[str] = None
-        self.notes = []
-        tag = ".tm-%s-" % uuid.uuid4().hex[:8]
-        self._rec = locks.record(tag)
-        tried = []
-        try:
-            for candidate in stems(stem):
-                final = output_kinds_renamed(outputs, candidate)
-                lock = lock_path(out_dir, candidate)
-                tried.append(lock)
-                self._clear_stale(lock)
-                if unique and not overwrite and names_taken(final):
-                    continue
-                try:
-                    created = locks.create(lock, self._rec)
-                except OSError as e:
-                    raise OutputError("cannot write to output folder %s: %s" % (out_dir, e.strerror or e)) from None
-                if not created:
-                    if unique and not overwrite:
-                        continue
-                    raise locks.refusal(lock, candidate, locks.read(lock))
-                self.lock = lock
-                break
-            if not overwrite:
-                taken = [p for p in final.values() if os.path.exists(p)]
-                if taken:   # (the handler below removes the lock just taken)
-                    raise OutputError("output exists: %s (choose another folder or prefix, or allow overwriting)"
-                                      % ", ".join(os.path.basename(p) for p in taken))
-        except BaseException:   # (an interrupt too): a lock this run made is not kept, whenever it came
-            for lock in tried:
-                if locks.read(lock) == self._rec:
-                    with contextlib.suppress(OSError):
-                        os.remove(lock)
-            raise
-        self.tag = tag
-        self.final: Dict[str, str] = final
-        self.tmp: Dict[str, str] = {k: os.path.join(out_dir, tag + os.path.basename(v)) for k, v in final.items()}
-
-    def _clear_stale(self, lock: str) -> None:
-        """Take over ``lock`` when the run that holds it is gone (its hidden files removed)."""
-        for _ in range(3):
-            rec = locks.read(lock) if os.path.exists(lock) else None
-            if not locks.is_stale(rec):
-                return
-            if locks.take_over(lock, rec):
-                self.notes.append("a run that was stopped (%s) had left its lock %s and its unfinished files: "
-                                  "taken over and removed" % (locks.describe(rec), lock))
-                return
-
-    @property
-    def layer_name(self) -> Optional[str]:
-        """The polygon layer's name inside its GeoPackage: the file's name."""
-        p = self.final.get("polygons")
-        return os.path.splitext(os.path.basename(p))[0] if p else None
-
-    def get(self, kind: str) -> Optional[str]:
-        return self.tmp.get(kind)
-
-    def commit(self) -> None:
-        """Rename the complete set into place, as a whole: with ``overwrite``, the outputs there are
-        moved aside first (hidden names) and put back when anything fails, removed once the new
-        set is in place; the lock records how far the commit went (``locks.recover``)."""
-        out_dir = os.path.dirname(self.lock)
-        moved, placed = [], []
-        try:
-            if not self.overwrite:
-                taken = [p for p in self.final.values() if os.path.exists(p)]
-                if taken:   # written meanwhile by something that takes no lock
-                    raise OutputError("output exists: %s (written by another program during the run)" % taken[0])
-            fresh = [os.path.basename(p) for p in self.final.values() if not os.path.exists(p)]
-            locks.update(self.lock, dict(self._rec, phase="committing", fresh=fresh))
-            for final in self.final.values():
-                for old in (final,) + tuple(final + s for s in SIDECARS):
-                    if os.path.lexists(old):
-                        backup = os.path.join(out_dir, self.tag + locks.BACKUP + os.path.basename(old))
-                        os.replace(old, backup)
-                        moved.append((old, backup))
-            for kind, final in self.final.items():
-                tmp = self.tmp[kind]
-                os.replace(tmp, final)
-                placed.append(final)
-                if os.path.exists(tmp + ".aux.xml"):
-                    os.replace(tmp + ".aux.xml", final + ".aux.xml")
-            locks.update(self.lock, dict(self._rec, phase="committed"))
-        except BaseException as e:
-            try:
-                for final in placed:
-                    remove(final)
-                for old, backup in reversed(moved):
-                    os.replace(backup, old)
-            except OSError as e2:   # the lock stays: the next run here puts the old set back (locks.recover)
-                self.lock = None
-                raise OutputError("could not put the previous outputs back in %s (%s): they are kept under hidden "
-                                  "names, and the next run there puts them back" % (out_dir, e2.strerror or e2)) from None
-            if isinstance(e, OSError):
-                raise disk_error(e, [(out_dir, "")]) or OutputError(
-                    "cannot move the outputs into place in %s: %s" % (out_dir, e.strerror or e)) from None
-            raise
-        else:
-            for _, backup in moved:
-                remove(backup)
-        finally:
-            self._unlock()
-
-    def discard(self) -> None:
-        for path in self.tmp.values():
-            remove(path)
-        self._unlock()
-
-    def _unlock(self) -> None:
-        if self.lock is None:
-            return
-        try:
-            os.remove(self.lock)
-        except OSError:
-            pass
-        self.lock = None
-
-
 WRITE_FAILED = ("Write error", "write error", "Failed to write", "failed to write", "Error writing", "Unable to write",
                 "Cannot write", "cannot write", "readonly database", "I/O error", "disk I/O", "No space left",
                 "Free disk space", "disk is full", "Disk quota", "File too large")
@@ -410,52 +242,3 @@ def _file_size_limit() -> Optional[int]:
         return None
     soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     return None if soft == resource.RLIM_INFINITY else soft
-
-
-def block_cache_need(p) -> int:
-    """Bytes of GDAL block cache that keep the input blocks one strip of tiles reads, and the
-    output blocks being written, until the next strip (``p``: a plan).
-
-    Consecutive strips share a row of blocks (the reader copies the overlap's rows from the
-    last strip, and reads the rest: ``stream.StripReader``); when the cache cannot hold it,
-    each strip (and each band of a pixel-interleaved file) decodes the same blocks again.
-    Measured on a 10980 x 10980 x 4 DEFLATE GeoTIFF (cProfile, reading only): 5.4 s with a
-    64 MB cache, 2.2 s with 128 MB.  More than that only fills up with blocks no strip reads
-    again: on a raster 100,000 px wide, memory grew strip by strip until the cache was full."""
-    try:
-        ds = rasterlib.open_dataset(p.raster.path, p.input)
-    except TailingsError:  # the run reports an unreadable source itself
-        return 0
-    bw, bh = ds.GetRasterBand(1).GetBlockSize()
-    pixel_interleaved = ds.GetMetadataItem("INTERLEAVE", "IMAGE_STRUCTURE") == "PIXEL"
-    read = range(1, ds.RasterCount + 1) if pixel_interleaved else p.mapping.source_bands
-    bytes_px = sum(gdal.GetDataTypeSize(ds.GetRasterBand(b).DataType) // 8 for b in read)
-    ds = None
-    ratio = p.work_gsd_m / max(p.src_gsd_m, 1e-9)
-    rows = (p.tile_size - p.overlap) * ratio + 2 * bh        # source rows of a strip's new blocks
-    cols = min(p.raster.width, p.window[2] + 2 * bw)
-    outputs = 3 * 2 * 256 * cols / ratio                     # classes, confidence, mask: 2 block rows
-    return int(1.25 * (rows * cols * bytes_px + outputs))
-
-
-@contextmanager
-def block_cache_at_least(nbytes: int):
-    """Raise GDAL's block-cache cap to ``nbytes`` for a run when it is lower; restore it after."""
-    before = gdal.GetCacheMax()
-    if nbytes <= before:
-        yield
-        return
-    gdal.SetCacheMax(nbytes)
-    try:
-        yield
-    finally:
-        if gdal.GetCacheMax() == nbytes:  # nobody changed it meanwhile
-            gdal.SetCacheMax(before)
-
-
-def bound_block_cache(nbytes: int = 64 * 1024 * 1024) -> None:
-    """GDAL's block cache defaults to 5 % of RAM; the engine streams and needs little.  Keep a
-    process's memory bounded (``nbytes``) unless the user set GDAL_CACHEMAX; a run raises the cap
-    for its duration when a strip needs more (:func:`block_cache_at_least`)."""
-    if "GDAL_CACHEMAX" not in os.environ:
-        gdal.SetCacheMax(nbytes)

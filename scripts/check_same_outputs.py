@@ -57,16 +57,18 @@ def gpkg_print(path: str) -> dict:
     out = {}
     for i in range(ds.GetLayerCount()):
         lyr = ds.GetLayerByIndex(i)
-        h = hashlib.sha256()
+        geoms, fields = hashlib.sha256(), {}
         n = 0
         for f in lyr:
             g = f.GetGeometryRef()
-            h.update(g.ExportToWkb() if g is not None else b"-")
-            items = {k: _plain(v) for k, v in f.items().items() if k not in TIME_KEYS}
-            h.update(json.dumps(items, sort_keys=True, default=str).encode())
+            geoms.update(g.ExportToWkb() if g is not None else b"-")
+            for k, v in f.items().items():
+                if k not in TIME_KEYS:
+                    fields.setdefault(k, hashlib.sha256()).update(json.dumps(_plain(v), default=str).encode())
             n += 1
         srs = lyr.GetSpatialRef()
-        out[lyr.GetName()] = {"features": n, "sha": h.hexdigest()[:16],
+        out[lyr.GetName()] = {"features": n, "geometry": geoms.hexdigest()[:16],
+                              "fields": {k: h.hexdigest()[:16] for k, h in fields.items()},
                               "crs": srs.ExportToWkt() if srs is not None else None,
                               "metadata": {k: _plain(v) for k, v in (lyr.GetMetadata() or {}).items()
                                            if k not in TIME_KEYS}}

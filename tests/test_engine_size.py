@@ -17,7 +17,7 @@ from inference.__main__ import Bar
 from inference.errors import ModelError, OptionError
 from inference.execute import execute
 from inference.stream import WRITE_QUEUE_BYTES, write_queue_strips
-from inference.vectorize import SIEVE_BAND_PIXELS, StreamSieve, sieve_band_rows, sieve_threshold_px
+from inference.vectorize import SIEVE_BAND_PIXELS, StreamSieve, sieve_band_rows
 
 RGB = ["B4", "B3", "B2"]
 
@@ -78,7 +78,7 @@ def test_a_model_declaring_huge_tiles_is_refused_naming_it(d, raster):
 
 def test_a_minimum_area_just_under_the_window_runs(d, model, raster):
     p = plan(raster, model, SegmentOptions(device="cpu", min_area_ha=599.0))   # the window: 600 ha
-    assert sieve_threshold_px(p) == 59900
+    assert p.sieve_px == 59900
     with pytest.raises(OptionError, match="600 ha"):
         plan(raster, model, SegmentOptions(device="cpu", min_area_ha=601.0))
 
@@ -90,7 +90,7 @@ def test_a_raster_reaching_the_pole_runs_with_a_minimum_area(d, tmp_path):
     m = conv_model(str(d / "coarse.onnx"), gsd=5680.0, tile=64, overlap=16)
     # (a pixel in the top row: 9.7 m x 11.2 km, 10.8 ha; at the bottom, 60 degrees north: 5,600 ha)
     p = plan(r, m, SegmentOptions(device="cpu", min_area_ha=5000.0), str(tmp_path / "o"))
-    thr = sieve_threshold_px(p)
+    thr = p.sieve_px
     assert 400 < thr < 500
     res = execute(p)
     feats, _ = features(res.polygons)

@@ -154,13 +154,12 @@ def test_block_cache_sized_by_width_not_height_and_restored(tmp_path):
     the raster's width, never its height) and gives the user's cap back after the run."""
     from osgeo import gdal
     from inference import plan
-    from inference.writing import block_cache_need
     m = conv_model(str(tmp_path / "m.onnx"), tile=64, overlap=16)
     need = {}
     for w, h in ((64, 300), (64, 3000), (640, 300)):
         img = np.full((3, h, w), 1000, np.uint16)
         path = make_raster(str(tmp_path / ("r%dx%d.tif" % (w, h))), img, descriptions=["B4", "B3", "B2"])
-        need[(w, h)] = block_cache_need(plan(path, m))
+        need[(w, h)] = plan(path, m).gdal.cache_bytes
     assert need[(64, 300)] == need[(64, 3000)] > 0
     assert need[(640, 300)] > need[(64, 300)]
     before = gdal.GetCacheMax()
@@ -181,16 +180,13 @@ def test_gdal_decodes_on_one_thread_while_the_network_takes_every_core(scene, mo
     GDAL_NUM_THREADS, when set, wins."""
     import os
     from inference import plan
-    from inference.stream import gdal_threads_for
-    from inference.writing import gdal_threads
     monkeypatch.delenv("GDAL_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
-    p = lambda **kw: plan(scene["raster"], scene["conv"], SegmentOptions(device="cpu", **kw))
-    assert gdal_threads_for(p()) == "1" == gdal_threads_for(p(threads=4))
-    assert gdal_threads_for(p(threads=2)) == "ALL_CPUS"
-    assert gdal_threads("1") == "1"
+    threads = lambda **kw: plan(scene["raster"], scene["conv"], SegmentOptions(device="cpu", **kw)).gdal.threads
+    assert threads() == "1" == threads(threads=4)
+    assert threads(threads=2) == "ALL_CPUS"
     monkeypatch.setenv("GDAL_NUM_THREADS", "3")
-    assert gdal_threads("1") == "3"
+    assert threads() == "3" == threads(threads=2)
 
 
 @pytest.mark.parametrize("threads", ["0", "1"])

@@ -1,7 +1,7 @@
 """Chips for training from a user's rasters and labels, cut on the fly.
 
 Each raster is read as the engine reads it for the model (``inference.plan``: band mapping,
-radiometry, the model's GSD, normalisation; ``stream.StripReader.window``), over the window that
+radiometry, the model's GSD, normalisation; ``strips.StripReader.window``), over the window that
 holds the known ground (labels and area), and its labels are burnt on that same grid
 (``labels.burn``).  Memory: one chip at a time, whatever the rasters' size.
 
@@ -19,7 +19,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal
 
-from inference import SegmentOptions, plan, stream
+from inference import SegmentOptions, plan, strips, work_grid
 from inference.errors import InputError
 
 from . import corrections as K
@@ -32,8 +32,8 @@ SAMPLE_POINTS = 200_000   # labelled pixels remembered per raster, to centre chi
 class Scene:
     """One raster on the model's grid, with its labels."""
     name: str
-    reader: stream.StripReader
-    grid: stream.WorkGrid
+    reader: strips.StripReader
+    grid: work_grid.WorkGrid
     labels: gdal.Dataset          # uint8: class ids (or one band per label class), IGNORE elsewhere
     width: int
     height: int
@@ -95,7 +95,7 @@ def open_scene(raster: str, model, label_polys: L.Polygons, area: Optional[L.Pol
     if ext[0] >= ext[2] or ext[1] >= ext[3]:
         raise InputError("the labels%s do not overlap %s" % (" and the area" if area is not None else "", raster))
     p = plan(raster, model, replace(opts, extent=ext))
-    grid = stream.open_grid(p, workdir)
+    grid = work_grid.open_grid(p, workdir)
     path = os.path.join(workdir, "labels_%d.tif" % index)
     if original is None:
         L.burn(path, grid.gt, grid.wkt, grid.width, grid.height, lab, known, multilabel_ids)
@@ -115,7 +115,7 @@ def open_scene(raster: str, model, label_polys: L.Polygons, area: Optional[L.Pol
     positives, known_px = _points(ds, block, val, rng)
     untouched, found = _untouched(ds, block, rows, cols, K.on_grid(original, grid.gt, grid.wkt, grid.width,
                                                                    grid.height) if original else None)
-    return Scene(os.path.basename(raster), stream.StripReader(p, grid), grid, ds, grid.width, grid.height, val,
+    return Scene(os.path.basename(raster), strips.StripReader(p, grid), grid, ds, grid.width, grid.height, val,
                  block, positives, known_px, counts, untouched, found, original)
 
 

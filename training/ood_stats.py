@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from inference import SegmentOptions, open_model, plan
-from inference import ood, stream
+from inference import ood, strips, work_grid
 from inference.tiling import positions, rescale
 
 PIXELS_PER_TILE = 4000
@@ -31,8 +31,8 @@ def tile_samples(model, raster: str, feature: str, rng: np.random.Generator, tmp
     (reflectance: what the network reads, raw x scale + offset, whatever the raster stores)."""
     p = plan(raster, model, SegmentOptions(device="cpu", threads=None, cloud_mask="off", ood_check=False))
     session = model.session("cpu", None, (feature,))
-    grid = stream.open_grid(p, tmp)
-    read = stream.StripReader(p, grid)
+    grid = work_grid.open_grid(p, tmp)
+    read = strips.StripReader(p, grid)
     T, O = p.tile_size, p.overlap
     xs, ys = positions(grid.width, T, O), positions(grid.height, T, O)
     th, tw = min(T, grid.height), min(T, grid.width)
@@ -105,8 +105,8 @@ def compute_replay(model_path: str, data_dir: str, sites: Optional[Sequence[str]
     try:
         for path in _images(data_dir, sites):
             p = plan(path, model, SegmentOptions(device="cpu", threads=None, cloud_mask="off", ood_check=False))
-            grid = stream.open_grid(p, tmp)
-            img, valid, _ = stream.StripReader(p, grid).window(0, 0, grid.width, grid.height)
+            grid = work_grid.open_grid(p, tmp)
+            img, valid, _ = strips.StripReader(p, grid).window(0, 0, grid.width, grid.height)
             grid.ds = None
             mask = gdal.Open(path.replace(os.sep + "images" + os.sep, os.sep + "masks" + os.sep)).ReadAsArray()
             mask = np.where(valid, mask, 255).astype(np.uint8)
