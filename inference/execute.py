@@ -191,15 +191,10 @@ def segment(input_path: str, model, out_dir: str, opts=None, progress=None, canc
 
 
 def run_metadata(p: Plan, session, run_time: str) -> Dict[str, str]:
-    """What the result rasters record about the run (``TM_*`` and the class names)."""
-    info = p.info
-    meta = {"TM_MODEL": info.name, "TM_SOURCE": p.input, "TM_DEVICE": session.device,
-            "TM_PROVIDER_REASON": session.reason, "TM_RUN_TIME": run_time, "TM_BANDS": p.mapping.as_text(info.bands),
-            "TM_TTA": str(p.tta), "TM_SCALES": ",".join("%g" % s for s in p.scales), "TM_THRESHOLD": "%g" % p.threshold}
-    if p.options.date:
-        meta["TM_DATE"] = p.options.date
-    meta.update({"CLASS_%d" % k: v for k, v in info.class_names().items()})
-    return meta
+    """What the result rasters record about the run (``provenance.run_record`` and the class names)."""
+    from . import provenance
+    return dict(provenance.run_record(p, run_time, session.device, session.reason),
+                **provenance.class_table(p.info.class_names()))
 
 
 LABEL_LAYOUT = ("multilabel: band 1 the most probable label class present (0 none), then one band per label "

@@ -11,6 +11,7 @@ from typing import List, Optional, Tuple
 
 from osgeo import gdal, osr
 
+from . import provenance
 from .band_names import band_names
 from .errors import InputError, TailingsError, first_line
 
@@ -202,7 +203,7 @@ def scene_date(path: str) -> Optional[str]:
             return r.product.date
         if not r.band_files and os.path.isfile(path):
             ds = gdal.Open(path)
-            recorded = (ds.GetMetadataItem("TM_DATE") or "").strip() if ds is not None else ""
+            recorded = (provenance.read(ds.GetMetadata()).date or "").strip() if ds is not None else ""
             ds = None
             if re.fullmatch(r"(19|20)\d{2}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?)?", recorded):
                 return recorded

@@ -16,7 +16,7 @@ from typing import Dict, Optional
 import numpy as np
 from osgeo import gdal, ogr, osr
 
-from . import raster as rasterlib
+from . import provenance, raster as rasterlib
 from .errors import Cancelled, OutputError
 from .masks import MASK_MIN
 from .styles import polygons_qml, polygons_review_qml, write_gpkg_style
@@ -240,7 +240,7 @@ def postprocess(p, classes_path: str, conf_path: str, gpkg_path: Optional[str], 
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
     stats = _measure(p, layer, out, ds, conf_path, srs, run_time, cancel)
-    _finish_layer(p, out, layer, layer_name, run_time)
+    _finish_layer(p, out, layer, layer_name, run_time, ds)
     layer = out = band = ds = None
     return stats
 
@@ -265,32 +265,13 @@ def _polygon_layer(ds, gpkg_path: str, layer_name: str):
     return out, layer, srs
 
 
-def run_area_wkt(p) -> str:
-    """The ground a run covered, in the raster's CRS: its area of interest, else its window."""
-    if p.aoi:
-        u = ogr.Geometry(ogr.wkbMultiPolygon)
-        for w in p.aoi:
-            g = ogr.CreateGeometryFromWkt(w)
-            for part in (g if g.GetGeometryType() == ogr.wkbMultiPolygon else [g]):
-                u.AddGeometry(part)
-        return u.UnionCascaded().ExportToWkt()
-    gt = p.raster.geotransform
-    c0, r0, w, h = p.window
-    x0, y0 = gt[0] + gt[1] * c0, gt[3] + gt[5] * r0
-    x1, y1 = gt[0] + gt[1] * (c0 + w), gt[3] + gt[5] * (r0 + h)
-    return "POLYGON((%r %r,%r %r,%r %r,%r %r,%r %r))" % (x0, y0, x1, y0, x1, y1, x0, y1, x0, y0)
-
-
-def _finish_layer(p, out, layer, layer_name: str, run_time: str) -> None:
+def _finish_layer(p, out, layer, layer_name: str, run_time: str, cls_ds) -> None:
     """The layer's metadata (what made it, and the ground its run covered: ``TM_AREA``, in the CRS
     ``TM_AREA_CRS`` names, so that corrections made in it can teach the model where there is
     nothing) and its style."""
-    meta = {"TM_MODEL": p.info.name, "TM_MODEL_PATH": p.model.path, "TM_SOURCE": p.input, "TM_RUN_TIME": run_time,
-            "TM_MIN_AREA_HA": str(p.min_area_ha), "TM_THRESHOLD": str(p.threshold), "TM_AREA": run_area_wkt(p),
-            "TM_AREA_CRS": p.raster.wkt,   # (TM_AREA's CRS: a copy of the layer saved in another CRS keeps it)
-            **{"CLASS_%d" % c.id: c.name for c in p.info.classes}}
-    if p.options.date:
-        meta["TM_DATE"] = p.options.date
+    made = provenance.read(cls_ds.GetMetadata())   # (where the network ran: the class raster says)
+    meta = dict(provenance.run_record(p, run_time, made.device, made.provider_reason),
+                **provenance.class_table({c.id: c.name for c in p.info.classes}))
     layer.SetMetadata(meta)
     marked = p.likeness is not None   # (regions marked for review: likeness.mark_layer)
     write_gpkg_style(out, layer_name, (polygons_review_qml if marked else polygons_qml)(p.info.classes))
@@ -328,7 +309,7 @@ def _postprocess_labels(p, classes_path, conf_path, gpkg_path, layer_name, run_t
                             tempfile.mkdtemp(prefix="label%d-" % k, dir=tmpdir), cancel, value=c.id)
             conf_bands[c.id] = k + 2
         stats = _measure(p, layer, out, ds, conf_path, srs, run_time, cancel, conf_bands)
-        _finish_layer(p, out, layer, layer_name, run_time)
+        _finish_layer(p, out, layer, layer_name, run_time, ds)
         layer = out = ds = None
         return stats
     finally:

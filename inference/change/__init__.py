@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from osgeo import gdal
 
+from .. import provenance
 from ..errors import InputError, OptionError, OutputError
 from ..metadata import DEFAULT_COLOURS
 from ..options import Option
@@ -175,8 +176,7 @@ def run_change(p: ChangePlan, progress: Optional[Callable[[float, str], None]] =
                                                os.path.join(work, "facilities.tif"))
         n = len(p.classes)
         staged = {k: os.path.join(stage, os.path.basename(v)) for k, v in p.outputs.items()}
-        meta = {**products.code_text(n), "TM_YEARS": ",".join(p.years),
-                **{"CLASS_%d" % k: v for k, v in p.classes.items()}}
+        meta = {**products.code_text(n), provenance.YEARS: ",".join(p.years), **provenance.class_table(p.classes)}
         counts = compute.compute(p.grid, n, sources, common, fac, len(ids), staged["transitions"], meta, progress, cancel,
                                  edges)
         if counts.pixels == 0:

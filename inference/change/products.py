@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from osgeo import gdal, ogr, osr
 
+from .. import provenance
 from ..metadata import BACKGROUND_NAMES, DEFAULT_COLOURS, rgb
 from ..styles import quoteattr, write_gpkg_style
 from .compute import Counts, transition_nodata, uncertain_code
@@ -37,7 +38,7 @@ NOT_COVERED = "not covered"
 
 def code_text(n: int) -> Dict[str, str]:
     """The transition raster's codes, as its metadata records them."""
-    return {"TM_CODE": "from x %d + to" % n, "TM_UNCERTAIN_CODE": "%d + from x %d + to" % (n * n, n)}
+    return {provenance.CODE: "from x %d + to" % n, provenance.UNCERTAIN_CODE: "%d + from x %d + to" % (n * n, n)}
 
 
 def codes(classes: Dict[int, str], colours: Dict[int, str]):
@@ -181,7 +182,7 @@ def change_polygons(trans_path: str, fac_path: Optional[str], facility_ids: Sequ
         lyr.SetFeature(feat)
         count += 1
     out.CommitTransaction()
-    lyr.SetMetadata({"TM_YEARS": ",".join(years), **code_text(n)})
+    lyr.SetMetadata({provenance.YEARS: ",".join(years), **code_text(n)})
     lyr = None
     write_gpkg_style(out, layer_name, change_qml())
     out = mem = mask = None
@@ -291,8 +292,8 @@ def summary(counts: Counts, classes: Dict[int, str], years: Sequence[str], facil
            "common_area_ha": round(counts.common_m2 / 1e4, 4),
            "nodata_area_ha": round(counts.nodata_m2 / 1e4, 4),
            "compared_area_ha": round((counts.common_m2 - counts.nodata_m2) / 1e4, 4),
-           "grid": grid_text, "code": code_text(n)["TM_CODE"],
-           "uncertain_code": code_text(n)["TM_UNCERTAIN_CODE"]}
+           "grid": grid_text, "code": code_text(n)[provenance.CODE],
+           "uncertain_code": code_text(n)[provenance.UNCERTAIN_CODE]}
     if facility_ids:
         out["facilities"] = {fid: ({y: {classes[c]: round(float(counts.area_year[k][i + 1, c] / 1e4), 4)
                                         for c in range(n)} for k, y in enumerate(years)}

@@ -1,0 +1,119 @@
+"""One definition: the provenance a run records (the same keys and formats in its rasters and
+its polygon layer, files of the previous version still read)."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from osgeo import gdal, ogr, osr
+
+from engine_helpers import make_raster, pixel_model
+from inference import SegmentOptions, provenance, segment
+from inference.change.doubt import evidence
+from inference.change.inputs import open_input, recorded_date
+
+gdal.UseExceptions()
+ogr.UseExceptions()
+
+
+def _scene(tmp_path, w=120, h=90):
+    img = np.full((3, h, w), 1000, np.uint16)
+    img[0, 20:50, 30:70] = 3000      # one block of tailings
+    img[0, 60:80, 90:115] = 3000     # and another
+    return make_raster(str(tmp_path / "r.tif"), img, descriptions=["B4", "B3", "B2"])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    m = pixel_model(str(tmp / "m.onnx"), [10, 0, 0], -2.0, threshold=0.45, min_area_ha=0.05)
+    return segment(_scene(tmp), m, str(tmp / "out"), SegmentOptions(device="cpu", date="2021-07-04", tta=2))
+
+
+def _layer_md(gpkg):
+    ds = ogr.Open(gpkg)
+    lyr = next(ds.GetLayer(i) for i in range(ds.GetLayerCount()) if ds.GetLayer(i).GetName().endswith("_polygons"))
+    return dict(lyr.GetMetadata())
+
+
+def test_numbers_are_written_one_way():
+    assert [provenance.number(x) for x in (0.5, 1, 1.0, 2.25, 0.123456789, 1e-7)] == \
+        ["0.5", "1", "1", "2.25", "0.123456789", "1e-07"]
+    assert float(provenance.number(0.1 + 0.2)) == 0.1 + 0.2      # exact where %g rounds
+    assert "%g" % (0.1 + 0.2) != provenance.number(0.1 + 0.2)
+
+
+def test_rasters_and_polygon_layer_record_the_same_keys_and_values(run):
+    ras = {k: v for k, v in gdal.Open(run.class_raster).GetMetadata().items() if k.startswith("TM_")}
+    conf = {k: v for k, v in gdal.Open(run.confidence_raster).GetMetadata().items() if k.startswith("TM_")}
+    gpkg = {k: v for k, v in _layer_md(run.polygons).items() if k.startswith("TM_")}
+    assert conf.pop(provenance.CONTENT)
+    assert ras == conf == gpkg
+    assert {provenance.MODEL, provenance.MODEL_PATH, provenance.SOURCE, provenance.DEVICE, provenance.THRESHOLD,
+            provenance.MIN_AREA_HA, provenance.TTA, provenance.SCALES, provenance.AREA, provenance.AREA_CRS,
+            provenance.DATE} <= set(gpkg)
+    made = provenance.read(_layer_md(run.polygons))
+    assert made == replace(provenance.read(gdal.Open(run.class_raster).GetMetadata()), classes=made.classes)
+    assert (made.threshold, made.min_area_ha, made.tta, made.scales, made.date, made.device) == \
+        (0.45, 0.05, 2, (1.0,), "2021-07-04", "cpu")
+    assert gpkg[provenance.THRESHOLD] == "0.45" and gpkg[provenance.MIN_AREA_HA] == "0.05"
+    assert made.classes == {0: "background", 1: "tailings"}
+
+
+def _old_raster(tmp_path):
+    """A class raster as the previous version wrote it (numbers as %g; no model path, no area)."""
+    a = np.zeros((40, 50), np.uint8)
+    a[10:20, 10:30] = 1
+    path = make_raster(str(tmp_path / "old_classes.tif"), a, dtype=gdal.GDT_Byte, nodata=255)
+    ds = gdal.Open(path, gdal.GA_Update)
+    ds.SetMetadata({"TM_MODEL": "old", "TM_SOURCE": "/x/s2.tif", "TM_DEVICE": "cpu", "TM_PROVIDER_REASON": "asked",
+                    "TM_RUN_TIME": "2024-01-02T03:04:05", "TM_BANDS": "B4=1", "TM_TTA": "1", "TM_SCALES": "1,0.5",
+                    "TM_THRESHOLD": "%g" % 0.35, "TM_DATE": "2019", "CLASS_0": "background", "CLASS_1": "tailings"})
+    ds = None
+    return path
+
+
+def _old_gpkg(tmp_path):
+    """A polygon layer as the previous version wrote it (numbers as str(), its own set of keys)."""
+    path = str(tmp_path / "old.gpkg")
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32723)
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(path)
+    lyr = ds.CreateLayer("old_polygons", srs, ogr.wkbMultiPolygon)
+    lyr.CreateField(ogr.FieldDefn("class_id", ogr.OFTInteger))
+    lyr.CreateField(ogr.FieldDefn("class_name", ogr.OFTString))
+    x0, y0 = 500000.0, 7700000.0
+    area = "POLYGON((%r %r,%r %r,%r %r,%r %r,%r %r))" % (x0, y0, x0 + 500, y0, x0 + 500, y0 - 400, x0, y0 - 400, x0, y0)
+    lyr.SetMetadata({"TM_MODEL": "old", "TM_MODEL_PATH": "/nowhere/old.onnx", "TM_SOURCE": "/x/s2.tif",
+                     "TM_RUN_TIME": "2024-01-02T03:04:05", "TM_MIN_AREA_HA": str(1.0), "TM_THRESHOLD": str(0.35),
+                     "TM_AREA": area, "TM_AREA_CRS": srs.ExportToWkt(), "TM_DATE": "2019",
+                     "CLASS_0": "background", "CLASS_1": "tailings"})
+    f = ogr.Feature(lyr.GetLayerDefn())
+    f.SetField("class_id", 1)
+    f.SetField("class_name", "tailings")
+    f.SetGeometry(ogr.CreateGeometryFromWkt("MULTIPOLYGON(((%r %r,%r %r,%r %r,%r %r)))" % (
+        x0 + 100, y0 - 100, x0 + 300, y0 - 100, x0 + 300, y0 - 200, x0 + 100, y0 - 100)))
+    lyr.CreateFeature(f)
+    ds = None
+    return path
+
+
+def test_files_of_the_previous_version_are_read(tmp_path):
+    r = provenance.read_file(_old_raster(tmp_path))
+    assert (r.model, r.threshold, r.tta, r.scales, r.date, r.device, r.model_path, r.area) == \
+        ("old", 0.35, 1, (1.0, 0.5), "2019", "cpu", None, None)
+    g = provenance.read_file(_old_gpkg(tmp_path), "old_polygons")
+    assert (g.model, g.threshold, g.min_area_ha, g.model_path, g.date, g.device) == \
+        ("old", 0.35, 1.0, "/nowhere/old.onnx", "2019", None)
+    assert g.area.startswith("POLYGON") and g.classes == r.classes == {0: "background", 1: "tailings"}
+    # and the change map's readers take them as before
+    assert recorded_date(str(tmp_path / "old_classes.tif")) == "2019"
+    assert recorded_date(str(tmp_path / "old.gpkg") + "|layername=old_polygons") == "2019"
+    inp = open_input(str(tmp_path / "old.gpkg") + "|layername=old_polygons")
+    assert inp.year == "2019" and inp.classes == {0: "background", 1: "tailings"}
+    assert evidence(str(tmp_path / "old_classes.tif")).threshold == 0.35
+
+
+def test_unreadable_values_read_as_unknown():
+    made = provenance.read({"TM_THRESHOLD": "high", "TM_TTA": "2.5", "TM_SCALES": "1,x", "TM_DATE": ""})
+    assert (made.threshold, made.tta, made.scales, made.date) == (None, None, None, None)
+    assert provenance.read_file("/nowhere/at/all.tif") == provenance.Provenance()
