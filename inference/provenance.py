@@ -56,11 +56,7 @@ def run_area_wkt(p) -> str:
             for part in (g if g.GetGeometryType() == ogr.wkbMultiPolygon else [g]):
                 u.AddGeometry(part)
         return u.UnionCascaded().ExportToWkt()
-    gt = p.raster.geotransform
-    c0, r0, w, h = p.window
-    x0, y0 = gt[0] + gt[1] * c0, gt[3] + gt[5] * r0
-    x1, y1 = gt[0] + gt[1] * (c0 + w), gt[3] + gt[5] * (r0 + h)
-    return "POLYGON((%r %r,%r %r,%r %r,%r %r,%r %r))" % (x0, y0, x1, y0, x1, y1, x0, y1, x0, y0)
+    return p.raster.grid.box_wkt(p.window)
 
 
 def run_record(p, run_time: str, device: Optional[str] = None, reason: Optional[str] = None) -> Dict[str, str]:

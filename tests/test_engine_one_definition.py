@@ -117,3 +117,62 @@ def test_unreadable_values_read_as_unknown():
     made = provenance.read({"TM_THRESHOLD": "high", "TM_TTA": "2.5", "TM_SCALES": "1,x", "TM_DATE": ""})
     assert (made.threshold, made.tta, made.scales, made.date) == (None, None, None, None)
     assert provenance.read_file("/nowhere/at/all.tif") == provenance.Provenance()
+
+
+# --------------------------------------------------------------------------------------
+# One grid type for geotransform arithmetic
+# --------------------------------------------------------------------------------------
+
+from inference.grid import Grid, Window, box_wkt  # noqa: E402
+
+UTM = (500010.0, 10.0, 0.0, 7700000.0, 0.0, -10.0)
+
+
+def test_grid_coordinates_are_the_geotransform_sums():
+    g = Grid(UTM, 300, 200)
+    gt = UTM
+    for c, r in ((0, 0), (7, 3), (300, 200), (12.5, 0.25)):
+        assert g.xy(c, r) == (gt[0] + gt[1] * c, gt[3] + gt[5] * r)
+        assert g.pixel_of(*g.xy(c, r)) == pytest.approx((c, r))
+    cols, rows = g.pixel_of(np.array([500010.0, 500110.0]), np.array([7700000.0, 7699950.0]))
+    assert cols.tolist() == [0.0, 10.0] and rows.tolist() == [0.0, 5.0]
+    assert g.bounds == (500010.0, 7698000.0, 503010.0, 7700000.0)
+    assert g.center == (501510.0, 7699000.0) and g.pixel_size == (10.0, 10.0) and g.north_up
+
+
+def test_windows_and_sub_grids():
+    g = Grid(UTM, 300, 200, "wkt", "r.tif")
+    w = Window.of((10, 20, 30, 40))
+    assert g.extent_of(w) == (500110.0, 7699400.0, 500410.0, 7699800.0)
+    s = g.sub(w)
+    assert (s.gt, s.width, s.height, s.wkt, s.source) == ((500110.0, 10.0, 0.0, 7699800.0, 0.0, -10.0), 30, 40,
+                                                         "wkt", "r.tif")
+    assert s.bounds == g.extent_of(w)
+    assert g.box_wkt(w) == box_wkt(500110.0, 7699800.0, 500410.0, 7699400.0)
+    assert ogr.CreateGeometryFromWkt(g.box_wkt(w)).GetArea() == 300.0 * 400.0
+    # the window covering an extent: edges within a millionth of a pixel take no pixel more
+    assert g.window_of(500110.0, 7699400.0, 500410.0, 7699800.0) == w
+    assert g.window_of(500115.0, 7699400.0 - 1e-9, 500410.0 + 0.1, 7699800.0) == Window(10, 20, 31, 40)
+    # pixels three times as large, from the same corner, covering the whole grid
+    a = g.at_resolution(3)
+    assert (a.gt, a.width, a.height) == ((500010.0, 30.0, 0.0, 7700000.0, 0.0, -30.0), 100, 67)
+    assert a.pixel_of(500010.0 + 95.0, 7700000.0 - 31.0) == pytest.approx((95 / 30.0, 31 / 30.0))
+
+
+def test_a_south_up_or_rotated_grid_has_sorted_bounds():
+    south = Grid((0.0, 1.0, 0.0, 0.0, 0.0, 2.0), 10, 5)
+    assert south.bounds == (0.0, 0.0, 10.0, 10.0)
+    rot = Grid((0.0, 1.0, 0.5, 0.0, 0.0, -1.0), 10, 4)
+    assert not rot.north_up and rot.bounds == (0.0, -4.0, 12.0, 0.0)
+
+
+def test_one_grid_type_for_the_change_map(tmp_path):
+    from inference.change import grid as change_grid
+    from inference.raster import open_input
+    path = _old_raster(tmp_path)
+    assert change_grid.Grid is Grid
+    g = open_input(path).grid
+    d = Grid.of_dataset(gdal.Open(path))
+    assert isinstance(g, Grid) and (g.gt, g.width, g.height, g.wkt) == (d.gt, d.width, d.height, d.wkt)
+    assert (g.width, g.height) == (50, 40) and g.bounds == (500000.0, 7699600.0, 500500.0, 7700000.0)
+    assert "pixels of 10 x 10 metre, 50 x 40, from old_classes.tif" in Grid.of_dataset(gdal.Open(path)).describe()

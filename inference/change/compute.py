@@ -12,9 +12,10 @@ import numpy as np
 from osgeo import gdal
 
 from ..errors import Cancelled
+from ..grid import Grid
 from ..masks import MASK_MIN
 from .doubt import uncertain
-from .grid import NODATA, Grid, PixelAreas
+from .grid import NODATA, PixelAreas
 
 ROWS = 256
 

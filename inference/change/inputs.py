@@ -21,6 +21,7 @@ from osgeo import gdal, ogr, osr
 
 from .. import provenance
 from ..errors import InputError
+from ..grid import Grid
 from ..masks import MASK_MIN
 from ..tables import gdal_reason, open_vector
 
@@ -71,10 +72,7 @@ def raster_classes(md: Dict[str, str], ds=None) -> Dict[int, str]:
 
 
 def _bounds_wkt(ds) -> str:
-    gt = ds.GetGeoTransform()
-    x0, y0 = gt[0], gt[3]
-    x1, y1 = gt[0] + gt[1] * ds.RasterXSize, gt[3] + gt[5] * ds.RasterYSize
-    return "POLYGON((%r %r,%r %r,%r %r,%r %r,%r %r))" % (x0, y0, x1, y0, x1, y1, x0, y1, x0, y0)
+    return Grid.of_dataset(ds).box_wkt()
 
 
 def _open_raster(label: str) -> ResultInput:

@@ -23,11 +23,12 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 
 from .. import provenance
+from ..grid import Grid
 from ..metadata import BACKGROUND_NAMES, DEFAULT_COLOURS, rgb
 from ..styles import quoteattr, write_gpkg_style
 from .compute import Counts, transition_nodata, uncertain_code
 from .doubt import RULE
-from .grid import Grid, true_area_m2
+from .grid import true_area_m2
 
 LOSS = "#542788"
 UNCERTAIN = "#9a9a9a"
