@@ -16,21 +16,6 @@ from osgeo import gdal, ogr, osr
 from .errors import InputError
 from .grid import Grid
 
-def equal_area_at(geom: ogr.Geometry, srs: osr.SpatialReference) -> osr.SpatialReference:
-    """A Lambert azimuthal equal-area projection centred on ``geom`` (in ``srs``): true areas
-    and buffers in metres, wherever on Earth it lies."""
-    c = geom.Centroid().Clone()
-    wgs = osr.SpatialReference()
-    wgs.ImportFromEPSG(4326)
-    wgs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    c.Transform(osr.CoordinateTransformation(srs, wgs))
-    laea = osr.SpatialReference()
-    laea.SetWellKnownGeogCS("WGS84")
-    laea.SetLAEA(c.GetY(), c.GetX(), 0.0, 0.0)
-    laea.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    return laea
-
-
 _POLYGONAL = (ogr.wkbPolygon, ogr.wkbMultiPolygon, ogr.wkbCurvePolygon, ogr.wkbMultiSurface)
 
 

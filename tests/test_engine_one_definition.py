@@ -176,3 +176,43 @@ def test_one_grid_type_for_the_change_map(tmp_path):
     assert isinstance(g, Grid) and (g.gt, g.width, g.height, g.wkt) == (d.gt, d.width, d.height, d.wkt)
     assert (g.width, g.height) == (50, 40) and g.bounds == (500000.0, 7699600.0, 500500.0, 7700000.0)
     assert "pixels of 10 x 10 metre, 50 x 40, from old_classes.tif" in Grid.of_dataset(gdal.Open(path)).describe()
+
+
+# --------------------------------------------------------------------------------------
+# One equal-area measure
+# --------------------------------------------------------------------------------------
+
+def _tailings_m2(gpkg):
+    ds = ogr.Open(gpkg)
+    lyr = next(ds.GetLayer(i) for i in range(ds.GetLayerCount()) if ds.GetLayer(i).GetName().endswith("_polygons"))
+    return sum(f.GetField("area_m2") for f in lyr if f.GetField("class_id") == 1), \
+        sum(f.GetField("area_ha") for f in ds.GetLayer(lyr.GetName()) if f.GetField("class_id") == 1)
+
+
+def test_the_same_polygon_gets_the_same_hectares_everywhere(run, tmp_path):
+    from inference.areas import hectares
+    from inference.change import ChangeOptions, change
+    ds = gdal.Open(run.class_raster)
+    cls = ds.GetRasterBand(1).ReadAsArray()
+    pixels = int((cls == 1).sum())
+    assert pixels == 30 * 40 + 20 * 25
+    m2, ha = _tailings_m2(run.polygons)
+    # true areas: the raster is on UTM zone 23S's central meridian, where its metres are 0.9996 true ones
+    assert m2 == pytest.approx(pixels * 100.0 / 0.9996 ** 2, rel=1e-7)
+    assert ha == pytest.approx(hectares(m2), abs=0.01) and run.stats[1]["area_ha"] == pytest.approx(hectares(m2), rel=1e-7)
+    # the class raster's statistics (a run without polygons)
+    m = pixel_model(str(tmp_path / "m.onnx"), [10, 0, 0], -2.0, threshold=0.45, min_area_ha=0.05)
+    bare = segment(_scene(tmp_path), m, str(tmp_path / "bare"), SegmentOptions(device="cpu", polygons=False))
+    assert bare.polygons is None
+    assert bare.stats[1]["area_ha"] == pytest.approx(hectares(m2), rel=1e-7)
+    # a change map from nothing to this run: its new tailings, as pixels and as polygons
+    before = gdal.GetDriverByName("GTiff").CreateCopy(str(tmp_path / "before.tif"), ds)
+    before.GetRasterBand(1).WriteArray(np.zeros_like(cls))
+    before.SetMetadata({"CLASS_0": "background", "CLASS_1": "tailings", "TM_DATE": "2019"})
+    before = ds = None
+    res = change([str(tmp_path / "before.tif"), run.class_raster], str(tmp_path / "change"), ChangeOptions())
+    assert res.summary["series"]["area_ha"]["2021"]["tailings"] == pytest.approx(hectares(m2), abs=1e-4)
+    out = ogr.Open(res.outputs["polygons"])
+    lyr = next(out.GetLayer(i) for i in range(out.GetLayerCount()) if out.GetLayer(i).GetName() != "layer_styles")
+    new = [f.GetField("area_ha") for f in lyr if f.GetField("class_after") == "tailings"]   # (new, or uncertain)
+    assert len(new) >= 2 and sum(new) == pytest.approx(hectares(m2), abs=1e-4 * len(new))

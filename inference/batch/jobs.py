@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Tuple
 
 from osgeo import ogr, osr
 
-from ..aoi import equal_area_at
+from ..areas import equal_area_at
 from ..errors import InputError, TailingsError, first_line
 from ..raster import scene_date
 from ..tables import gdal_reason, open_layer, open_vector, read_text

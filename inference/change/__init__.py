@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from osgeo import gdal
 
 from .. import provenance
+from ..areas import hectares
 from ..errors import InputError, OptionError, OutputError
 from ..metadata import DEFAULT_COLOURS
 from ..options import Option
@@ -181,7 +182,7 @@ def run_change(p: ChangePlan, progress: Optional[Callable[[float, str], None]] =
                                  edges)
         if counts.pixels == 0:
             raise InputError("no pixel has data in every year: nothing can be compared (the common ground is %.2f "
-                             "ha, all of it no data or masked in some year)" % (counts.common_m2 / 1e4))
+                             "ha, all of it no data or masked in some year)" % hectares(counts.common_m2))
         products.label_raster(staged["transitions"], p.classes, p.colours)
         progress(0.75, "change polygons")
         npoly = products.change_polygons(staged["transitions"], fac, ids, p.grid, p.classes, p.years,

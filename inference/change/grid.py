@@ -1,28 +1,20 @@
 """One grid for all the years: the first raster's CRS, pixel size and alignment, over the ground
-every input covers; every input brought onto it (class rasters nearest, polygons burnt), and
-the true area of its pixels in any CRS.
-
-Areas: each pixel's corners on a lattice every ``AREA_STEP`` pixels are projected on a Lambert
-azimuthal equal-area projection centred on the grid, the cell areas interpolated in between:
-true areas on the ellipsoid for a UTM or a geographic grid (EPSG:4326) alike, never square
-degrees.
+every input covers; every input brought onto it (class rasters nearest, polygons burnt).  (The true areas of its
+pixels and polygons: :mod:`inference.areas`.)
 """
 from __future__ import annotations
 
 from dataclasses import replace
 from typing import List, Optional, Sequence, Tuple
 
-import numpy as np
 from osgeo import gdal, ogr, osr
 
-from ..aoi import equal_area_at
 from ..errors import InputError
 from ..grid import Grid
 from ..tables import gdal_reason, open_layer
 from .inputs import ResultInput, _srs, polygon_items
 
 NODATA = 255
-AREA_STEP = 64
 
 
 def _transform(wkt_geom: str, src_wkt: str, dst_wkt: str, what: str = "a polygon") -> ogr.Geometry:
@@ -153,51 +145,6 @@ def burn_facilities(path_in: str, field: str, grid: Grid, path: str) -> Tuple[st
     out.FlushCache()
     out = None
     return path, ids
-
-
-def _laea(grid: Grid):
-    cx, cy = grid.center
-    src = _srs(grid.wkt)
-    laea = equal_area_at(ogr.Geometry(wkt="POINT (%r %r)" % (cx, cy)), src)
-    return osr.CoordinateTransformation(src, laea)
-
-
-class PixelAreas:
-    """The true area (m2) of the grid's pixels, for any rows."""
-
-    def __init__(self, grid: Grid):
-        self.grid = grid
-        ct = _laea(grid)
-        cols = np.unique(np.r_[np.arange(0, grid.width, AREA_STEP), grid.width - 1])
-        rows = np.unique(np.r_[np.arange(0, grid.height, AREA_STEP), grid.height - 1])
-        self.cols, self.rows = cols, rows
-        lattice = np.zeros((len(rows), len(cols)))
-        for i, r in enumerate(rows):
-            for j, c in enumerate(cols):
-                pts = [grid.xy(c + dx, r + dy) for dx, dy in ((0, 0), (1, 0), (1, 1), (0, 1))]
-                xy = [ct.TransformPoint(x, y)[:2] for x, y in pts]
-                lattice[i, j] = 0.5 * abs(sum(xy[k][0] * xy[(k + 1) % 4][1] - xy[(k + 1) % 4][0] * xy[k][1]
-                                              for k in range(4)))
-        self.lattice = lattice
-
-    def rows_of(self, y0: int, n: int) -> np.ndarray:
-        """(n, width) areas of rows y0..y0+n."""
-        ys = np.arange(y0, y0 + n)
-        by_row = np.stack([np.interp(ys, self.rows, self.lattice[:, j]) for j in range(len(self.cols))], axis=1)
-        xs = np.arange(self.grid.width)
-        return np.stack([np.interp(xs, self.cols, by_row[i]) for i in range(n)])
-
-    def total_m2(self, mask_rows) -> float:
-        return float(sum((self.rows_of(y, m.shape[0]) * m).sum() for y, m in mask_rows))
-
-
-def true_area_m2(geom: ogr.Geometry, wkt: str) -> float:
-    """The area of a polygon (in ``wkt``) on an equal-area projection centred on it."""
-    src = _srs(wkt)
-    laea = equal_area_at(geom, src)
-    g = geom.Clone()
-    g.Transform(osr.CoordinateTransformation(src, laea))
-    return g.GetArea()
 
 
 def sibling_mask(inp: ResultInput, grid: Grid, path: str) -> Optional[str]:
