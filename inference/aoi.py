@@ -14,21 +14,7 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 
 from .errors import InputError
-
-def equal_area_at(geom: ogr.Geometry, srs: osr.SpatialReference) -> osr.SpatialReference:
-    """A Lambert azimuthal equal-area projection centred on ``geom`` (in ``srs``): true areas
-    and buffers in metres, wherever on Earth it lies."""
-    c = geom.Centroid().Clone()
-    wgs = osr.SpatialReference()
-    wgs.ImportFromEPSG(4326)
-    wgs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    c.Transform(osr.CoordinateTransformation(srs, wgs))
-    laea = osr.SpatialReference()
-    laea.SetWellKnownGeogCS("WGS84")
-    laea.SetLAEA(c.GetY(), c.GetX(), 0.0, 0.0)
-    laea.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    return laea
-
+from .grid import Grid
 
 _POLYGONAL = (ogr.wkbPolygon, ogr.wkbMultiPolygon, ogr.wkbCurvePolygon, ogr.wkbMultiSurface)
 
@@ -113,14 +99,12 @@ class Mask:
 
     def strip(self, gt: Sequence[float], y: int, width: int, rows: int, x: int = 0) -> np.ndarray:
         """(rows, width) bool: True inside a polygon, for rows y.. (columns x..) of the grid ``gt``."""
-        sgt = (gt[0] + x * gt[1] + y * gt[2], gt[1], gt[2], gt[3] + x * gt[4] + y * gt[5], gt[4], gt[5])
+        strip = Grid(tuple(gt), x + width, y + rows).sub((x, y, width, rows))
         mem = gdal.GetDriverByName("MEM").Create("", width, rows, 1, gdal.GDT_Byte)
-        mem.SetGeoTransform(sgt)
+        mem.SetGeoTransform(strip.gt)
         if self._wkt_srs:
             mem.SetProjection(self._wkt_srs)
-        xs = (sgt[0], sgt[0] + width * sgt[1])
-        ys = (sgt[3], sgt[3] + rows * sgt[5])
-        self._lyr.SetSpatialFilterRect(min(xs), min(ys), max(xs), max(ys))
+        self._lyr.SetSpatialFilterRect(*strip.bounds)
         gdal.RasterizeLayer(mem, [1], self._lyr, burn_values=[1])
         self._lyr.SetSpatialFilter(None)
         return mem.GetRasterBand(1).ReadAsArray().astype(bool)

@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Dict, Optional
 
-from . import locks, report, sizing, styles
+from . import locks, provenance, report, sizing, styles
 from .errors import Cancelled, OutputError
 from .output_names import make_output_folder
 from .planning import Plan, plan
@@ -167,11 +167,6 @@ def segment(input_path: str, model, out_dir: str, opts=None, progress=None, canc
 
 
 def run_metadata(p: Plan, run_time: str) -> Dict[str, str]:
-    """What the result rasters record about the run (``TM_*``; the device and the classes are
-    added when the session is known: ``segment_rasters``)."""
-    info = p.info
-    meta = {"TM_MODEL": info.name, "TM_SOURCE": p.input, "TM_RUN_TIME": run_time, "TM_BANDS": p.mapping.as_text(info.bands),
-            "TM_TTA": str(p.tta), "TM_SCALES": ",".join("%g" % s for s in p.scales), "TM_THRESHOLD": "%g" % p.threshold}
-    if p.date:
-        meta["TM_DATE"] = p.date
-    return meta
+    """What the result rasters record about the run (``provenance.run_record``; the device and the
+    classes are added when the session is known: ``segment_rasters``)."""
+    return provenance.run_record(p, run_time)

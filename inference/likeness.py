@@ -26,6 +26,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from .errors import ModelError
+from .grid import Grid
 
 STRIDE = 32        # the encoder's deepest level: a location is 32 x 32 working pixels
 CONTEXT = 7        # its surroundings: the mean of 7 x 7 locations (training/veto.CONTEXT)
@@ -170,8 +171,9 @@ def region_distances(layer, grid: DistanceGrid, gt: Tuple[float, ...], wkt: str)
     vals = grid.values().astype(np.float32)
     rows, cols = grid.shape
     step = STRIDE // SUB
+    work = Grid(tuple(gt), cols * STRIDE, rows * STRIDE)
     mem = gdal.GetDriverByName("MEM").Create("", cols * SUB, rows * SUB, 1, gdal.GDT_Int32)
-    mem.SetGeoTransform((gt[0], gt[1] * step, 0.0, gt[3], 0.0, gt[5] * step))
+    mem.SetGeoTransform(work.at_resolution(step).gt)
     mem.SetProjection(wkt)
     layer.ResetReading()
     _burn_fids(mem, layer)
@@ -194,8 +196,7 @@ def region_distances(layer, grid: DistanceGrid, gt: Tuple[float, ...], wkt: str)
         if g is None or g.IsEmpty():
             continue
         pt = g.PointOnSurface()
-        c = int((pt.GetX() - gt[0]) / (gt[1] * STRIDE))
-        r = int((pt.GetY() - gt[3]) / (gt[5] * STRIDE))
+        c, r = (int(v) for v in work.at_resolution(STRIDE).pixel_of(pt.GetX(), pt.GetY()))
         out[fid] = float(vals[min(max(r, 0), rows - 1), min(max(c, 0), cols - 1)])
     return out
 

@@ -140,13 +140,13 @@ def check_covers(path: str, r, window) -> List[str]:
     from .raster import inspect
     c = inspect(path)
     ct = osr.CoordinateTransformation(c.srs, r.srs)
-    gt, g = c.geotransform, r.geotransform
     cols, rows = [], []
     for f in np.linspace(0.0, 1.0, 21):     # along its edges: a warped outline is not a rectangle
         for px, py in ((f * c.width, 0), (f * c.width, c.height), (0, f * c.height), (c.width, f * c.height)):
-            x, y, _ = ct.TransformPoint(gt[0] + gt[1] * px, gt[3] + gt[5] * py)
-            cols.append((x - g[0]) / g[1])
-            rows.append((y - g[3]) / g[5])
+            x, y, _ = ct.TransformPoint(*c.grid.xy(px, py))
+            col, row = r.grid.pixel_of(x, y)
+            cols.append(col)
+            rows.append(row)
     c0, r0, w, h = window
     ow = max(0.0, min(c0 + w, max(cols)) - max(c0, min(cols)))
     oh = max(0.0, min(r0 + h, max(rows)) - max(r0, min(rows)))
@@ -164,4 +164,5 @@ def check_covers(path: str, r, window) -> List[str]:
 
 def summary(counts: Dict[int, int], pixel_area_m2: float) -> Dict[str, float]:
     """Hectares per mask class name."""
-    return {NAMES[c]: n * pixel_area_m2 / 1e4 for c, n in sorted(counts.items()) if n}
+    from .areas import hectares
+    return {NAMES[c]: hectares(n * pixel_area_m2) for c, n in sorted(counts.items()) if n}

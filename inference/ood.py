@@ -24,6 +24,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .grid import Grid, box_wkt
+
 THRESHOLD = 1.5            # a tile beyond this is unreliable
 SCENE_MEDIAN = 1.0         # a scene whose median tile is beyond this is unlike the training data
 UNRELIABLE_SHARE = 0.25    # ... or with this share of its tiles unreliable
@@ -273,12 +275,11 @@ def boxes_wkt(boxes: Sequence[Tuple[int, int, int, int]], gt) -> List[str]:
         se = sorted(set(starts_ends))
         return {a: ((se[i - 1][1] + a) / 2.0 if i else a, (b + se[i + 1][0]) / 2.0 if i + 1 < len(se) else b)
                 for i, (a, b) in enumerate(se)}
+    place = Grid(tuple(gt), 0, 0)   # (only where its pixels lie)
     cx = cuts([(x, x + w) for x, _, w, _ in boxes])
     cy = cuts([(y, y + h) for _, y, _, h in boxes])
     out = []
     for x, y, _, _ in boxes:
         (l, r), (t, b) = cx[x], cy[y]
-        x0, y0 = gt[0] + gt[1] * l, gt[3] + gt[5] * t
-        x1, y1 = gt[0] + gt[1] * r, gt[3] + gt[5] * b
-        out.append("POLYGON((%r %r,%r %r,%r %r,%r %r,%r %r))" % (x0, y0, x1, y0, x1, y1, x0, y1, x0, y0))
+        out.append(box_wkt(*place.xy(l, t), *place.xy(r, b)))
     return out

@@ -31,9 +31,9 @@ def describe(p) -> List[str]:
     if p.aoi:
         lines.append("area of interest: %d polygon%s" % (len(p.aoi), "" if len(p.aoi) == 1 else "s"))
     c0, r0, w0, h0 = p.window
-    gt = r.geotransform
+    px, py = r.grid.pixel_size
     lines.append("grid: %s, pixel %g x %g (GSD %.2f m), window %d x %d px at column %d, row %d"
-                 % (_crs_name(r), abs(gt[1]), abs(gt[5]), p.src_gsd_m, w0, h0, c0, r0))
+                 % (_crs_name(r), px, py, p.src_gsd_m, w0, h0, c0, r0))
     w, h = p.work_size
     lines.append("working grid: %d x %d px at %.2f m%s" % (w, h, p.work_gsd_m,
                                                            " (resampled)" if p.resample else ""))

@@ -278,8 +278,7 @@ def _mask_plan(p: Plan) -> Optional[Plan]:
     if p.mask is None or p.mask.kind != "csmask":
         return None
     net = Model(p.mask.path, masks.csmask_info(p.mask), os.path.getmtime(p.mask.path))
-    g, (c0, r0, w0, h0) = p.raster.geotransform, p.window
-    extent = (g[0] + g[1] * c0, g[3] + g[5] * (r0 + h0), g[0] + g[1] * (c0 + w0), g[3] + g[5] * r0)
+    extent = p.raster.grid.extent_of(p.window)
     opts = replace(p.options, bands=dict(zip(net.info.bands, p.mask.bands)), preset=None, tile_size=None,
                    overlap=None, threshold=None, tta=1, scales=(1.0,), min_area_ha=0.0, polygons=False,
                    confidence=False, overwrite=True, unique_names=False, prefix="csmask", extent=extent, aoi=None,
@@ -344,14 +343,10 @@ def _tiling(info: ModelInfo, opts, path: str = "") -> Tuple[int, int, Tuple[floa
 def _window(r: rasterlib.RasterInfo, extent, what: str = "the extent") -> Tuple[int, int, int, int]:
     if extent is None:
         return 0, 0, r.width, r.height
-    xmin, ymin, xmax, ymax = extent
-    gt = r.geotransform
-    cols = sorted([(xmin - gt[0]) / gt[1], (xmax - gt[0]) / gt[1]])
-    rows = sorted([(ymax - gt[3]) / gt[5], (ymin - gt[3]) / gt[5]])
     # pixels the extent touches; a millionth of a pixel is rounding (e.g. a reprojected vertex)
-    eps = 1e-6
-    c0, c1 = max(0, int(np.floor(cols[0] + eps))), min(r.width, int(np.ceil(cols[1] - eps)))
-    r0, r1 = max(0, int(np.floor(rows[0] + eps))), min(r.height, int(np.ceil(rows[1] - eps)))
+    w = r.grid.window_of(*extent, tol=1e-6)
+    c0, c1 = max(0, w.col), min(r.width, w.col + w.width)
+    r0, r1 = max(0, w.row), min(r.height, w.row + w.height)
     if c1 <= c0 or r1 <= r0:
         raise InputError("%s does not overlap the raster" % what)
     return c0, r0, c1 - c0, r1 - r0

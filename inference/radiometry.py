@@ -115,8 +115,7 @@ def _gf6_without_xml(r, opts, warnings: List[str], names):
 
 def _centre_lat_lon(r) -> Tuple[float, float]:
     from osgeo import osr
-    gt = r.geotransform
-    x, y = gt[0] + gt[1] * r.width / 2.0, gt[3] + gt[5] * r.height / 2.0
+    x, y = r.grid.center
     wgs = osr.SpatialReference()
     wgs.ImportFromEPSG(4326)
     wgs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)

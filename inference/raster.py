@@ -11,8 +11,10 @@ from typing import List, Optional, Tuple
 
 from osgeo import gdal, osr
 
+from . import provenance
 from .band_names import band_names
 from .errors import InputError, TailingsError, first_line
+from .grid import Grid
 
 gdal.UseExceptions()
 osr.UseExceptions()
@@ -49,6 +51,11 @@ class RasterInfo:
     def band_bytes(self) -> Tuple[int, ...]:
         """Bytes per pixel of each band."""
         return tuple(gdal.GetDataTypeSize(gdal.GetDataTypeByName(d)) // 8 for d in self.dtypes)
+
+    @property
+    def grid(self) -> Grid:
+        """Its grid (geotransform arithmetic: :class:`grid.Grid`)."""
+        return Grid(self.geotransform, self.width, self.height, self.wkt, self.label)
 
     @property
     def srs(self) -> osr.SpatialReference:
@@ -167,15 +174,14 @@ def metres_per_degree(lat_deg: float) -> Tuple[float, float]:
 def pixel_size_m(info: RasterInfo, row: Optional[float] = None) -> Tuple[float, float]:
     """Pixel size in metres: CRS units for projected CRSs, ellipsoidal for geographic ones
     (at ``row``, default the centre row)."""
-    gt = info.geotransform
-    srs = info.srs
+    grid = info.grid
+    (sx, sy), srs = grid.pixel_size, info.srs
     if srs.IsGeographic():
-        r = info.height / 2.0 if row is None else row
-        lat = gt[3] + gt[5] * r
+        lat = grid.xy(0, info.height / 2.0 if row is None else row)[1]
         mx, my = metres_per_degree(lat)
-        return abs(gt[1]) * mx, abs(gt[5]) * my
+        return sx * mx, sy * my
     unit = srs.GetLinearUnits() or 1.0
-    return abs(gt[1]) * unit, abs(gt[5]) * unit
+    return sx * unit, sy * unit
 
 
 def _pixel_areas_m2(info: RasterInfo) -> List[float]:
@@ -185,9 +191,10 @@ def _pixel_areas_m2(info: RasterInfo) -> List[float]:
         x, y = info.gsd_m
         return [x * y]
     rows = [0.5, max(0.5, info.height - 0.5)]
-    gt = info.geotransform
-    if gt[5] and (gt[3] > 0) != (gt[3] + gt[5] * info.height > 0):
-        rows.append(-gt[3] / gt[5])
+    grid = info.grid
+    top, bottom = grid.xy(0, 0)[1], grid.xy(0, info.height)[1]
+    if (top > 0) != (bottom > 0):   # (crosses the equator: at the row of latitude 0)
+        rows.append(grid.pixel_of(grid.gt[0], 0.0)[1])
     return [x * y for x, y in (pixel_size_m(info, r) for r in rows)]
 
 
@@ -211,7 +218,7 @@ def scene_date(path: str) -> Optional[str]:
             return r.product.date
         if not r.band_files and os.path.isfile(path):
             ds = gdal.Open(path)
-            recorded = (ds.GetMetadataItem("TM_DATE") or "").strip() if ds is not None else ""
+            recorded = (provenance.read(ds.GetMetadata()).date or "").strip() if ds is not None else ""
             ds = None
             if re.fullmatch(r"(19|20)\d{2}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?)?", recorded):
                 return recorded

@@ -13,6 +13,7 @@ import numpy as np
 from osgeo import gdal, ogr
 
 from .errors import Cancelled
+from .grid import Grid
 
 ROWS_PER_READ = 512
 
@@ -36,8 +37,8 @@ def mean_confidence_by_fid(out, layer_name, like_ds, conf_path, cancel, band: in
     import threading
     from concurrent.futures import ThreadPoolExecutor
     # the grid as plain values (a GDAL dataset is not for two threads at once)
-    grid = (like_ds.RasterXSize, like_ds.RasterYSize, like_ds.GetGeoTransform(), like_ds.GetProjection())
-    bands = list(range(0, grid[1], ROWS_PER_READ))
+    grid = Grid.of_dataset(like_ds)
+    bands = list(range(0, grid.height, ROWS_PER_READ))
     path = out.GetDescription()
     two = (os.cpu_count() or 1) > 1 and len(bands) >= 8 and os.path.isfile(path)
     if not two:
@@ -68,10 +69,10 @@ def mean_confidence_by_fid(out, layer_name, like_ds, conf_path, cancel, band: in
 
 def _sums_by_fid(out, layer_name, grid, conf_path, cancel, band, class_id, bands) -> tuple:
     """:func:`mean_confidence_by_fid`'s sums and counts over the bands of rows starting at ``bands``
-    (``grid``: width, height, geotransform and WKT of the class raster).  The polygons that reach
+    (``grid``: the class raster's).  The polygons that reach
     a band come from the layer's own spatial (and attribute) filter, cleared again at the end."""
     rows = ROWS_PER_READ
-    w, h, gt, wkt = grid
+    w, h = grid.width, grid.height
     conf_ds = gdal.Open(conf_path)
     cb = conf_ds.GetRasterBand(band)
     mem_drv = gdal.GetDriverByName("MEM")
@@ -79,26 +80,23 @@ def _sums_by_fid(out, layer_name, grid, conf_path, cancel, band, class_id, bands
     sums = np.zeros(1, np.float64)
     counts = np.zeros(1, np.int64)
     mem = fb = None
-    by_spans = gt[2] == 0 and gt[4] == 0
+    by_spans = grid.north_up
     layer.SetAttributeFilter(None if class_id is None else "class_id = %d" % int(class_id))
     try:
         for y in bands:
             if cancel():
                 raise Cancelled("cancelled")
             n = min(rows, h - y)
-            top = gt[3] + y * gt[5]
-            xs = (gt[0], gt[0] + w * gt[1])
-            ys = (top, top + n * gt[5])
-            layer.SetSpatialFilter(ogr.CreateGeometryFromWkt("POLYGON((%r %r,%r %r,%r %r,%r %r,%r %r))" % (
-                xs[0], ys[0], xs[1], ys[0], xs[1], ys[1], xs[0], ys[1], xs[0], ys[0])))
+            strip = grid.sub((0, y, w, n))
+            layer.SetSpatialFilter(ogr.CreateGeometryFromWkt(strip.box_wkt()))
             layer.ResetReading()
-            spans = _spans(layer, gt, y, n, w) if by_spans else None
+            spans = _spans(layer, grid, y, n, w) if by_spans else None
             if spans is None:
                 by_spans = False   # (the other bands burnt too: no second look at what failed here)
                 if mem is None or mem.RasterYSize != n:
                     mem = mem_drv.Create("", w, n, 1, gdal.GDT_Int32)
-                    mem.SetProjection(wkt)
-                mem.SetGeoTransform((gt[0], gt[1], gt[2], top, gt[4], gt[5]))
+                    mem.SetProjection(grid.wkt)
+                mem.SetGeoTransform(strip.gt)
                 fb = mem.GetRasterBand(1)
                 fb.Fill(0)  # GeoPackage fids start at 1
                 layer.ResetReading()
@@ -173,7 +171,7 @@ def _add_band(sums, counts, spans, fb, cb, y: int, w: int, n: int) -> tuple:
     return sums, counts
 
 
-def _spans(layer, gt, y0: int, n: int, w: int):
+def _spans(layer, grid: Grid, y0: int, n: int, w: int):
     """``(fid, row, x0, x1)`` arrays: the runs of pixels ``x0..x1 - 1`` of each polygon of
     ``layer`` (by fid) in rows ``y0..y0 + n - 1``; None when a geometry is not a polygon
     whose edges follow the pixel grid (the caller burns those instead)."""
@@ -199,8 +197,7 @@ def _spans(layer, gt, y0: int, n: int, w: int):
     xy = np.concatenate(pts).reshape(-1, 2)
     ring_of = np.repeat(np.arange(len(sizes)), sizes)
     fid_of = np.asarray(fid_of, np.int64)
-    px = (xy[:, 0] - gt[0]) / gt[1]
-    py = (xy[:, 1] - gt[3]) / gt[5]
+    px, py = grid.pixel_of(xy[:, 0], xy[:, 1])
     xi, yi = np.rint(px), np.rint(py)
     if np.abs(px - xi).max() > 1e-6 or np.abs(py - yi).max() > 1e-6:
         return None

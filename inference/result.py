@@ -5,6 +5,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
+from .areas import hectares, mean_pixel_m2
+from .grid import Grid
 from .masks import summary as mask_summary
 from .metadata import ModelInfo
 from .ood import warning as ood_warning
@@ -37,7 +39,9 @@ class SegmentResult:
 def result(p, rasters, staged, stats, marks, t0: float) -> SegmentResult:
     """What the run found, under the outputs' final names."""
     out, session, streamed = staged.final, rasters.session, rasters.stats
-    masked_ha, masked_fraction, flagged_fraction, warnings = _findings(p, stats, streamed)
+    g = rasters.grid
+    px_m2 = mean_pixel_m2(Grid(g.gt, g.width, g.height, g.wkt))
+    masked_ha, masked_fraction, flagged_fraction, warnings = _findings(stats, streamed, px_m2)
     reliability = rasters.tile_log.summary() if rasters.tile_log is not None else {}
     if reliability:
         w = ood_warning(reliability)
@@ -55,13 +59,13 @@ def result(p, rasters, staged, stats, marks, t0: float) -> SegmentResult:
                          marks=marks or {})
 
 
-def _findings(p, stats, streamed) -> Tuple[Dict[str, float], float, float, list]:
-    """Masked area per kind, the masked and flagged fractions, and what they warn of."""
-    px_m2 = p.work_gsd_m ** 2
+def _findings(stats, streamed, px_m2: float) -> Tuple[Dict[str, float], float, float, list]:
+    """Masked area per kind, the masked and flagged fractions, and what they warn of (``px_m2``: the
+    working grid's mean pixel area)."""
     masked_px = sum(streamed.masked.values())
     total = streamed.valid_pixels + masked_px
     flagged_ha = sum(float(s["area_ha"]) for s in stats.values())
-    valid_ha = streamed.valid_pixels * px_m2 / 1e4
+    valid_ha = hectares(streamed.valid_pixels * px_m2)
     warnings = []
     masked_fraction = masked_px / total if total else 0.0
     if streamed.valid_pixels == 0:

@@ -20,6 +20,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Dict, Mapping, Optional
 
+from . import provenance
 from .errors import Cancelled, InputError
 from .likeness import DistanceGrid
 from .network import TileNetwork
@@ -77,10 +78,10 @@ def stream_rasters(p: Plan, loading: Future, out: Mapping[str, str], workdir: st
     with STAGES("load network"):   # (what is left of it)
         session = loading.result()
     names = {c.id: c.name for c in p.out_classes}
-    meta = dict(meta, TM_DEVICE=session.device, TM_PROVIDER_REASON=session.reason,
-                **{"CLASS_%d" % k: v for k, v in names.items()})
+    meta = dict(meta, **{provenance.DEVICE: session.device, provenance.PROVIDER_REASON: session.reason},
+                **provenance.class_table(names))
     if p.label_bands:
-        meta["TM_LAYOUT"] = LABEL_LAYOUT
+        meta[provenance.LAYOUT] = LABEL_LAYOUT
     colours = {c.id: c.color for c in p.out_classes}
     conf_out = out.get("confidence") or os.path.join(workdir, "conf.tif")
     cls_path = os.path.join(workdir, "classes_work.tif") if p.resample else out["classes"]
@@ -89,7 +90,7 @@ def stream_rasters(p: Plan, loading: Future, out: Mapping[str, str], workdir: st
     cls_w = GeoTiffWriter(cls_path, grid.width, grid.height, grid.gt, grid.wkt, NODATA_CLASS, colours, names, meta,
                           compress=None if p.resample else p.codec, labels=labels, threads=p.gdal.threads)
     conf_w = GeoTiffWriter(conf_path, grid.width, grid.height, grid.gt, grid.wkt, NODATA_CONF,
-                           meta=dict(meta, TM_CONTENT="probability of the assigned class, percent"),
+                           meta=dict(meta, **{provenance.CONTENT: "probability of the assigned class, percent"}),
                            compress=None if p.resample or out.get("confidence") is None else p.codec,
                            labels=[(n, None) for n, _ in labels] if labels else None, threads=p.gdal.threads)
     sieve = polygons = None

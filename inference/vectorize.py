@@ -15,8 +15,10 @@ from typing import Dict, Optional
 import numpy as np
 from osgeo import gdal, ogr, osr
 
-from . import raster as rasterlib
+from . import provenance, raster as rasterlib
+from .areas import EqualArea, PixelAreas, equal_area_at, hectares
 from .errors import Cancelled, OutputError
+from .grid import Grid
 from .masks import MASK_MIN
 from .styles import polygons_qml, polygons_review_qml, write_gpkg_style
 from .polygonize import BandPolygonizer, polygonize_band
@@ -209,13 +211,9 @@ def postprocess(p, classes_path: str, conf_path: str, gpkg_path: Optional[str], 
         sieve_in_bands(band, thr, cancel, two_classes=two_classes(model))
     bg = model.background_ids()
     if gpkg_path is None:
-        counts = np.zeros(256, np.int64)
-        for y in range(0, ds.RasterYSize, ROWS_PER_READ):
-            arr = band.ReadAsArray(0, y, ds.RasterXSize, min(ROWS_PER_READ, ds.RasterYSize - y))
-            counts += np.bincount(arr.ravel(), minlength=256)
-        px = rasterlib.pixel_size_m(p.raster)
+        m2 = PixelAreas(Grid.of_dataset(ds)).by_value_m2(band, ROWS_PER_READ)
         ds = None
-        return {c.id: {"name": c.name, "count": None, "area_ha": float(counts[c.id]) * px[0] * px[1] / 1e4}
+        return {c.id: {"name": c.name, "count": None, "area_ha": hectares(float(m2[c.id]))}
                 for c in model.classes if c.id not in bg}
     if cancel():
         raise Cancelled("cancelled")
@@ -229,7 +227,7 @@ def postprocess(p, classes_path: str, conf_path: str, gpkg_path: Optional[str], 
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
     stats = _measure(p, layer, out, ds, conf_path, srs, run_time, cancel)
-    _finish_layer(p, out, layer, layer_name, run_time)
+    _finish_layer(p, out, layer, layer_name, run_time, ds)
     layer = out = band = ds = None
     return stats
 
@@ -254,32 +252,13 @@ def _polygon_layer(ds, gpkg_path: str, layer_name: str):
     return out, layer, srs
 
 
-def run_area_wkt(p) -> str:
-    """The ground a run covered, in the raster's CRS: its area of interest, else its window."""
-    if p.aoi:
-        u = ogr.Geometry(ogr.wkbMultiPolygon)
-        for w in p.aoi:
-            g = ogr.CreateGeometryFromWkt(w)
-            for part in (g if g.GetGeometryType() == ogr.wkbMultiPolygon else [g]):
-                u.AddGeometry(part)
-        return u.UnionCascaded().ExportToWkt()
-    gt = p.raster.geotransform
-    c0, r0, w, h = p.window
-    x0, y0 = gt[0] + gt[1] * c0, gt[3] + gt[5] * r0
-    x1, y1 = gt[0] + gt[1] * (c0 + w), gt[3] + gt[5] * (r0 + h)
-    return "POLYGON((%r %r,%r %r,%r %r,%r %r,%r %r))" % (x0, y0, x1, y0, x1, y1, x0, y1, x0, y0)
-
-
-def _finish_layer(p, out, layer, layer_name: str, run_time: str) -> None:
+def _finish_layer(p, out, layer, layer_name: str, run_time: str, cls_ds) -> None:
     """The layer's metadata (what made it, and the ground its run covered: ``TM_AREA``, in the CRS
     ``TM_AREA_CRS`` names, so that corrections made in it can teach the model where there is
     nothing) and its style."""
-    meta = {"TM_MODEL": p.info.name, "TM_MODEL_PATH": p.model.path, "TM_SOURCE": p.input, "TM_RUN_TIME": run_time,
-            "TM_MIN_AREA_HA": str(p.min_area_ha), "TM_THRESHOLD": str(p.threshold), "TM_AREA": run_area_wkt(p),
-            "TM_AREA_CRS": p.raster.wkt,   # (TM_AREA's CRS: a copy of the layer saved in another CRS keeps it)
-            **{"CLASS_%d" % c.id: c.name for c in p.info.classes}}
-    if p.date:
-        meta["TM_DATE"] = p.date
+    made = provenance.read(cls_ds.GetMetadata())   # (where the network ran: the class raster says)
+    meta = dict(provenance.run_record(p, run_time, made.device, made.provider_reason),
+                **provenance.class_table({c.id: c.name for c in p.info.classes}))
     layer.SetMetadata(meta)
     marked = p.likeness is not None   # (regions marked for review: likeness.mark_layer)
     write_gpkg_style(out, layer_name, (polygons_review_qml if marked else polygons_qml)(p.info.classes))
@@ -297,13 +276,11 @@ def _postprocess_labels(p, classes_path, conf_path, gpkg_path, layer_name, run_t
             sieve_in_bands(ds.GetRasterBand(k + 2), thr, cancel, two_classes=True)   # (0/1 per label)
         _top_labels(ds, conf_path, [c.id for c in labels], cancel)
     if gpkg_path is None:
-        px = rasterlib.pixel_size_m(p.raster)
+        areas = PixelAreas(Grid.of_dataset(ds))
         stats = {}
         for k, c in enumerate(labels):
-            band, n = ds.GetRasterBand(k + 2), 0
-            for y in range(0, ds.RasterYSize, ROWS_PER_READ):
-                n += int((band.ReadAsArray(0, y, ds.RasterXSize, min(ROWS_PER_READ, ds.RasterYSize - y)) == 1).sum())
-            stats[c.id] = {"name": c.name, "count": None, "area_ha": n * px[0] * px[1] / 1e4}
+            m2 = areas.by_value_m2(ds.GetRasterBand(k + 2), ROWS_PER_READ)[1]   # (1: the label present)
+            stats[c.id] = {"name": c.name, "count": None, "area_ha": hectares(float(m2))}
         ds = None
         return stats
     tmpdir = tempfile.mkdtemp(prefix="tm-poly-", dir=workdir)
@@ -317,7 +294,7 @@ def _postprocess_labels(p, classes_path, conf_path, gpkg_path, layer_name, run_t
                             tempfile.mkdtemp(prefix="label%d-" % k, dir=tmpdir), cancel, value=c.id)
             conf_bands[c.id] = k + 2
         stats = _measure(p, layer, out, ds, conf_path, srs, run_time, cancel, conf_bands)
-        _finish_layer(p, out, layer, layer_name, run_time)
+        _finish_layer(p, out, layer, layer_name, run_time, ds)
         layer = out = ds = None
         return stats
     finally:
@@ -345,24 +322,15 @@ def _top_labels(ds, conf_path: str, ids, cancel) -> None:
     conf = None
 
 
-def _laea_for(geom, src_srs):
-    c = geom.Centroid()
-    lon, lat = c.GetX(), c.GetY()
-    laea = osr.SpatialReference()
-    laea.SetWellKnownGeogCS("WGS84")
-    laea.SetLAEA(lat, lon, 0.0, 0.0)
-    laea.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    return osr.CoordinateTransformation(src_srs, laea)
-
-
-def area_perimeter_m(geom, srs) -> tuple:
-    """True area (m2) and perimeter (m) of ``geom`` in ``srs``."""
+def area_perimeter_m(geom, srs, measure: EqualArea) -> tuple:
+    """True area (m2: ``measure``'s, :mod:`areas`) and perimeter (m) of ``geom`` in ``srs`` (a
+    geographic CRS's: on an equal-area projection centred on it)."""
     if srs.IsGeographic():
         g = geom.Clone()
-        g.Transform(_laea_for(geom, srs))
-        return g.GetArea(), g.Boundary().Length()
+        g.Transform(osr.CoordinateTransformation(srs, equal_area_at(geom, srs)))
+        return measure.area_m2(geom), g.Boundary().Length()
     unit = srs.GetLinearUnits() or 1.0
-    return geom.GetArea() * unit * unit, geom.Boundary().Length() * unit
+    return measure.area_m2(geom), geom.Boundary().Length() * unit
 
 
 def _simplify(geom, tol_m, srs):
@@ -409,6 +377,7 @@ def _measure(p, layer, out, cls_ds, conf_path, srs, run_time, cancel, conf_bands
     stats: Dict[int, Dict[str, object]] = {c.id: {"name": c.name, "count": 0, "area_ha": 0.0}
                                            for c in p.info.classes if not c.is_background}
     source = os.path.abspath(p.input)
+    measure = EqualArea.of_grid(Grid.of_dataset(cls_ds))
     defn = layer.GetLayerDefn()
     i_cid, i_name, i_m2, i_ha, i_perim, i_conf, i_src, i_model, i_time = (
         defn.GetFieldIndex(f) for f in ("class_id", "class_name", "area_m2", "area_ha", "perimeter_m",
@@ -426,11 +395,11 @@ def _measure(p, layer, out, cls_ds, conf_path, srs, run_time, cancel, conf_bands
             if p.simplify_m > 0:
                 geom = _simplify(geom.Clone(), p.simplify_m, srs)
                 feat.SetGeometry(geom)
-            area, perim = area_perimeter_m(geom, srs)
+            area, perim = area_perimeter_m(geom, srs, measure)
             cid = feat.GetFieldAsInteger(i_cid)
             feat.SetFieldString(i_name, names.get(cid, str(cid)))
             feat.SetField(i_m2, round(area, 2))
-            feat.SetField(i_ha, round(area / 1e4, 2))
+            feat.SetField(i_ha, round(hectares(area), 2))
             feat.SetField(i_perim, round(perim, 2))
             if fid < len(counts) and counts[fid]:
                 feat.SetField(i_conf, round(float(sums[fid] / counts[fid]), 1))   # percent, like the raster
@@ -440,7 +409,7 @@ def _measure(p, layer, out, cls_ds, conf_path, srs, run_time, cancel, conf_bands
             layer.SetFeature(feat)
             s = stats.setdefault(cid, {"name": names.get(cid, str(cid)), "count": 0, "area_ha": 0.0})
             s["count"] += 1
-            s["area_ha"] += area / 1e4
+            s["area_ha"] += hectares(area)
         out.CommitTransaction()
     return stats
 

@@ -11,6 +11,7 @@ from osgeo import gdal
 
 from . import raster as rasterlib
 from .errors import InputError, first_line
+from .grid import Grid
 
 
 @dataclass
@@ -50,7 +51,7 @@ def open_grid(p, workdir: str, mask_raster: Optional[str] = None) -> WorkGrid:
         gsd = p.work_gsd_m
         gt = view_gt
         if p.raster.geographic:
-            mx, my = rasterlib.metres_per_degree(gt[3] + gt[5] * h0 / 2.0)
+            mx, my = rasterlib.metres_per_degree(Grid(gt, w0, h0).xy(0, h0 / 2.0)[1])
             xres, yres = gsd / mx, gsd / my
         else:
             unit = p.raster.srs.GetLinearUnits() or 1.0
@@ -72,8 +73,7 @@ def open_grid(p, workdir: str, mask_raster: Optional[str] = None) -> WorkGrid:
                     [ds.GetRasterBand(i + 1).GetNoDataValue() for i in range(nb)], floating, view_gt, (w0, h0))
     if mask_raster is not None:
         from .masks import lookup
-        g = grid.gt
-        bounds = [g[0], g[3] + g[5] * grid.height, g[0] + g[1] * grid.width, g[3]]
+        bounds = list(Grid(grid.gt, grid.width, grid.height).bounds)
         mpath, first = os.path.join(workdir, "mask.vrt"), os.path.join(workdir, "mask_band1.vrt")
         try:
             gdal.Translate(first, mask_raster, format="VRT", bandList=[1])

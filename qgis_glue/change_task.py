@@ -19,6 +19,7 @@ from qgis.core import (Qgis, QgsApplication, QgsLayerTreeGroup, QgsProject, QgsR
 from qgis.PyQt.QtCore import pyqtSignal
 
 from ..inference import Cancelled, TailingsError
+from ..inference import provenance
 from ..inference.change import plan_change, run_change
 from .fit_task import write_layer
 from .layers import layer_path
@@ -48,7 +49,7 @@ def result_path(layer, workdir: str) -> str:
     from ..inference.change.inputs import sibling_raster
     sib = sibling_raster(path, name or "")
     if sib:
-        md["TM_CLASSES_RASTER"] = sib    # its no data and masked pixels, still beside the original
+        md[provenance.CLASSES_RASTER] = sib    # its no data and masked pixels, still beside the original
     ds = ogr.Open(out, 1)
     ds.GetLayer(0).SetMetadata(md)
     ds = None

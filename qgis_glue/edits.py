@@ -20,6 +20,7 @@ from osgeo import ogr
 from qgis.core import QgsVectorLayer
 
 from ..inference import TailingsError, open_model
+from ..inference import provenance
 from ..inference.change.inputs import footprint_crs, sibling_raster
 from . import review
 from .fit_task import FitRequest, write_layer
@@ -36,24 +37,24 @@ def run_of(layer) -> dict:
     name = next((p.split("=", 1)[1] for p in parts[1:] if p.startswith("layername=")), None)
     ds = ogr.Open(path) if path.lower().endswith(".gpkg") else None
     lyr = (ds.GetLayerByName(name) if name else ds.GetLayer(0)) if ds is not None else None
-    md = lyr.GetMetadata() if lyr is not None else {}
+    made = provenance.read(lyr.GetMetadata() if lyr is not None else None)
     srs = lyr.GetSpatialRef().ExportToWkt() if lyr is not None and lyr.GetSpatialRef() else None
-    if srs and md.get("TM_AREA"):   # TM_AREA's own CRS (the layer may have been saved in another one since)
+    if srs and made.area:   # TM_AREA's own CRS (the layer may have been saved in another one since)
         try:
-            srs = footprint_crs(md, lyr, sibling_raster(path, lyr.GetName()), "%s (%s)" % (layer.name(), path))
+            srs = footprint_crs(made, lyr, sibling_raster(path, lyr.GetName()), "%s (%s)" % (layer.name(), path))
         except TailingsError as e:
             raise ValueError(str(e)) from None
     lname = lyr.GetName() if lyr is not None else ""
     lyr = ds = None
-    if not md.get("TM_AREA") or not md.get("TM_SOURCE"):
+    if not made.area or not made.source:
         if layer.customProperty(RESULT_PROPERTY) == "polygons":
             raise ValueError("%s was written by an older Tailings Mapper that did not record the ground its run "
                              "covered: run the model again and correct that result" % layer.name())
         raise ValueError("%s is not the polygon layer of a Tailings Mapper run (its GeoPackage does not say which "
                          "raster, model and ground it covers)" % layer.name())
-    return {"model": md.get("TM_MODEL_PATH") or md.get("TM_MODEL"), "model_name": md.get("TM_MODEL"),
+    return {"model": made.model_path or made.model, "model_name": made.model,
             "map": sibling_raster(path, lname), "map_name": "the classes raster of %s" % lname,
-            "source": md["TM_SOURCE"], "area": md["TM_AREA"], "srs": srs}
+            "source": made.source, "area": made.area, "srs": srs}
 
 
 def _model_of(layer):

@@ -17,6 +17,8 @@ from osgeo import gdal, ogr, osr
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from inference import provenance  # noqa: E402
+
 CLASSES = {0: "background", 1: "tailings", 2: "water"}
 COLOURS = {0: (0, 0, 0), 1: (230, 85, 13), 2: (49, 130, 189)}
 
@@ -35,7 +37,7 @@ def _raster(path, arr, year):
     for k, c in COLOURS.items():
         ct.SetColorEntry(k, c + (255,))
     b.SetRasterColorTable(ct)
-    ds.SetMetadata(dict({"CLASS_%d" % k: v for k, v in CLASSES.items()}, TM_DATE=str(year)))
+    ds.SetMetadata(dict(provenance.class_table(CLASSES), **{provenance.DATE: str(year)}))
     ds = None
     return path
 

@@ -25,6 +25,8 @@ from osgeo import gdal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(os.path.dirname(ROOT), "shared", "data", "tailings_s2_brazil")
+sys.path.insert(0, ROOT)
+from inference.grid import Grid  # noqa: E402
 
 
 def engine(*args):
@@ -35,11 +37,7 @@ def engine(*args):
 
 
 def bounds(path):
-    ds = gdal.Open(path)
-    x0, dx, _, y0, _, dy = ds.GetGeoTransform()
-    b = (x0, y0 + dy * ds.RasterYSize, x0 + dx * ds.RasterXSize, y0)
-    ds = None
-    return b
+    return Grid.of_dataset(gdal.Open(path)).bounds
 
 
 def overlap_share(a, b):

@@ -8,7 +8,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from osgeo import gdal, osr
+from osgeo import gdal, ogr, osr
 
 from inference.metadata import ClassInfo, ModelInfo
 from inference.model_formats import write_metadata
@@ -331,3 +331,29 @@ def facilities_gpkg(path: str, boxes, origin=(500000.0, 7700000.0), pixel: float
     ds = None
     return str(path)
 
+
+
+def true_m2(m2: float, where) -> float:
+    """``m2`` square metres of a projected CRS as true ones on the ellipsoid (what the engine
+    reports): scaled by the true area of a 100 m square at ``where`` (a raster's path: its centre;
+    or ``(x, y, epsg)``), measured on EPSG:6933 (cylindrical equal-area, not the engine's measure)."""
+    if isinstance(where, str):
+        ds = gdal.Open(where)
+        gt = ds.GetGeoTransform()
+        x, y = gt[0] + gt[1] * ds.RasterXSize / 2.0, gt[3] + gt[5] * ds.RasterYSize / 2.0
+        src = osr.SpatialReference(wkt=ds.GetProjection())
+        ds = None
+    else:
+        x, y, epsg = where
+        src = osr.SpatialReference()
+        src.ImportFromEPSG(epsg)
+    unit = src.GetLinearUnits() or 1.0
+    cea = osr.SpatialReference()
+    cea.ImportFromEPSG(6933)
+    for s in (src, cea):
+        s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    d = 100.0 / unit
+    sq = ogr.CreateGeometryFromWkt("POLYGON((%r %r,%r %r,%r %r,%r %r,%r %r))" % (
+        x, y, x + d, y, x + d, y - d, x, y - d, x, y))
+    sq.Transform(osr.CoordinateTransformation(src, cea))
+    return m2 * sq.GetArea() / 1e4

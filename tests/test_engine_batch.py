@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from osgeo import ogr, osr
 
-from engine_helpers import conv_model, make_raster, run_cli
+from engine_helpers import conv_model, make_raster, run_cli, true_m2
+
+UTM = (500000.0, 7700000.0, 32723)   # (make_raster's rasters: true areas there)
 from inference import SegmentOptions
 from inference.batch import plan_batch, run_batch
 from inference.errors import Cancelled, OutputError
@@ -75,9 +77,9 @@ def test_the_time_series_matches_the_truth_and_0_1_2_workers_agree(jobs, tmp_pat
     area = {(r["facility"], r["year"]): float(r["area_ha"]) for r in rows if r["class"] == "tailings"}
     for fac, by_year in SIDES.items():
         for year, side in by_year.items():
-            assert area[(fac, year)] == pytest.approx(side * side * 0.01, abs=1e-6), (fac, year)
+            assert area[(fac, year)] == pytest.approx(true_m2(side * side * 100.0, UTM) / 1e4, abs=1e-4), (fac, year)
     s = json.load(open(os.path.join(outs[2], "summary.json")))
-    assert s["area_ha"]["MG-001"]["2022"]["tailings"] == pytest.approx(25.0)
+    assert s["area_ha"]["MG-001"]["2022"]["tailings"] == pytest.approx(true_m2(25e4, UTM) / 1e4, abs=1e-4)
     # the change products between consecutive years, per facility
     assert len(s["changes"]["MG-001"]) == 3
     ch = json.load(open(os.path.join(outs[2], "MG-001", "change_2019_2020", "summary.json")))
@@ -169,4 +171,5 @@ def test_point_facilities_with_a_buffer_and_facilities_with_scenes(tmp_path):
     assert [(j.facility, j.year, j.date) for j in p.jobs] == [("A", "2019", "2019-07-04"), ("A", "2021", "2021-07-10")]
     res = run_batch(p)
     area = {r["year"]: r["areas"]["tailings"] for r in res.records}
-    assert area == {"2019": pytest.approx(16.0), "2021": pytest.approx(16.0)}   # only A's pond: inside the buffer
+    ha = true_m2(16e4, UTM) / 1e4
+    assert area == {"2019": pytest.approx(ha, abs=1e-4), "2021": pytest.approx(ha, abs=1e-4)}   # only A's pond: inside the buffer

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from osgeo import gdal, ogr, osr
 
-from engine_helpers import (SHARED_TILES, blobs, needs_shared_tiles, features, labels4, make_raster, pixel_model, read)
+from engine_helpers import (SHARED_TILES, blobs, needs_shared_tiles, features, labels4, make_raster, pixel_model, read,
+                            true_m2)
 from inference import SegmentOptions, segment
 
 RGB = ["B4", "B3", "B2"]
@@ -131,7 +132,7 @@ def test_outputs_on_the_source_grid_with_nodata_colours_and_names(tmp_path):
     for cid, area, geom, fields in feats:
         assert cid == 1 and fields["class_name"] == "tailings"
         assert geom.Intersection(hole).GetArea() == 0
-    assert sum(a for _, a, _, _ in feats) == pytest.approx((cls == 1).sum() * 100.0)
+    assert sum(a for _, a, _, _ in feats) == pytest.approx(true_m2((cls == 1).sum() * 100.0, r), rel=1e-5)
 
 
 def test_extent_window_keeps_georeferencing(tmp_path):
@@ -178,7 +179,7 @@ def test_resampled_run_returns_on_the_source_grid(tmp_path, pixel, shape, block)
     assert (cls[nod & ~_dilate(~nod, margin)] == 255).all()
     assert (cls[~_dilate(nod, margin)] != 255).all()
     feats, _ = features(res.polygons)
-    assert sum(a for _, a, _, _ in feats) == pytest.approx((cls == 1).sum() * pixel * pixel, rel=1e-9)
+    assert sum(a for _, a, _, _ in feats) == pytest.approx(true_m2((cls == 1).sum() * pixel * pixel, r), rel=1e-5)
 
 
 # --------------------------------------------------------------------------------------
@@ -255,9 +256,9 @@ def test_projected_areas_are_pixel_counts(tmp_path):
     feats, _ = features(res.polygons)
     n_regions, sizes = labels4(cls == 1)
     assert len(feats) == n_regions > 3
-    assert sorted(a for _, a, _, _ in feats) == pytest.approx(sorted(s * 100.0 for s in sizes))
+    assert sorted(a for _, a, _, _ in feats) == pytest.approx(sorted(true_m2(s * 100.0, r) for s in sizes), rel=1e-5)
     assert res.stats[1]["count"] == n_regions
-    assert res.stats[1]["area_ha"] == pytest.approx((cls == 1).sum() * 100.0 / 1e4)
+    assert res.stats[1]["area_ha"] == pytest.approx(true_m2((cls == 1).sum() * 100.0, r) / 1e4, rel=1e-5)
 
 
 def test_projected_areas_in_feet(tmp_path):
@@ -272,7 +273,7 @@ def test_projected_areas_in_feet(tmp_path):
     feats, _ = features(res.polygons)
     ft = 1200 / 3937
     assert len(feats) == 1
-    assert feats[0][1] == pytest.approx(200 * (32.8 * ft) ** 2, abs=0.01)
+    assert feats[0][1] == pytest.approx(true_m2(200 * (32.8 * ft) ** 2, r), rel=1e-5)
     assert feats[0][3]["perimeter_m"] == pytest.approx(60 * 32.8 * ft, abs=0.01)
 
 
@@ -338,11 +339,11 @@ def test_min_area_removes_regions_from_raster_and_polygons(tmp_path):
     feats, _ = features(res.polygons)
     n, sizes = labels4(cls == 1)
     assert n == 5 == len(feats)
-    assert sorted(a for _, a, _, _ in feats) == pytest.approx(sorted(s * 100.0 for s in sizes))
+    assert sorted(a for _, a, _, _ in feats) == pytest.approx(sorted(true_m2(s * 100.0, r) for s in sizes), rel=1e-5)
     assert min(a for _, a, _, _ in feats) >= 1000.0
     holes = sorted(f[2].GetGeometryCount() - 1 for f in feats)
     assert holes == [0, 0, 0, 0, 1]
-    assert sum(a for _, a, _, _ in feats) == pytest.approx((cls == 1).sum() * 100.0)
+    assert sum(a for _, a, _, _ in feats) == pytest.approx(true_m2((cls == 1).sum() * 100.0, r), rel=1e-5)
     assert res.stats[1]["count"] == 5
     for _, _, geom, fields in feats:
         assert geom.IsValid()
@@ -379,7 +380,7 @@ def test_simplified_polygons_stay_valid(tmp_path):
         _, a, ga, _ = max(fa, key=lambda f: f[2].Intersection(gb).GetArea())
         assert gb.IsValid() and gb.GetGeometryName() == "POLYGON"
         assert gb.GetGeometryCount() == ga.GetGeometryCount()          # holes are kept
-        assert b == pytest.approx(gb.GetArea(), rel=1e-6)
+        assert b == pytest.approx(true_m2(gb.GetArea(), r), rel=1e-5)
         assert b == pytest.approx(a, rel=0.1)
     # simplifying never touches the class raster
     np.testing.assert_array_equal(read(plain.class_raster), read(simple.class_raster))

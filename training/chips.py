@@ -79,7 +79,7 @@ def open_scene(raster: str, model, label_polys: L.Polygons, area: Optional[L.Pol
     p0 = plan(raster, model, opts)
     wkt = p0.raster.wkt
     lab, ar = label_polys.to(wkt), area.to(wkt) if area is not None else None
-    unit_px = abs(p0.raster.geotransform[1]) * p0.work_gsd_m / p0.src_gsd_m
+    unit_px = p0.raster.grid.pixel_size[0] * p0.work_gsd_m / p0.src_gsd_m
     known = L.known_ground(lab, ar, L.NEAR_PX * unit_px)
     if original is not None:   # the run's whole ground: deletions anywhere in it count
         fp = K.footprint(original, wkt)
@@ -87,9 +87,7 @@ def open_scene(raster: str, model, label_polys: L.Polygons, area: Optional[L.Pol
     if known is None or known.IsEmpty():
         raise InputError("%s: the label layer holds no polygons and no area was given: draw labels, or give an area "
                          "in which everything is background" % raster)
-    gt, r = p0.raster.geotransform, p0.raster
-    rx0, rx1 = sorted((gt[0], gt[0] + gt[1] * r.width))
-    ry0, ry1 = sorted((gt[3], gt[3] + gt[5] * r.height))
+    rx0, ry0, rx1, ry1 = p0.raster.grid.bounds
     x0, y0, x1, y1 = L.bbox(known)
     ext = (max(x0, rx0), max(y0, ry0), min(x1, rx1), min(y1, ry1))
     if ext[0] >= ext[2] or ext[1] >= ext[3]:

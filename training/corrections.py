@@ -21,6 +21,7 @@ from osgeo import gdal, ogr
 
 from inference.change.inputs import sibling_raster
 from inference.errors import InputError
+from inference.grid import Grid
 
 from . import labels as L
 
@@ -59,13 +60,9 @@ def run_map(path: str) -> str:
 def footprint(path: str, wkt: str) -> ogr.Geometry:
     """The run map's extent as a polygon in ``wkt``."""
     ds = gdal.Open(path)
-    gt, w, h = ds.GetGeoTransform(), ds.RasterXSize, ds.RasterYSize
-    srs = ds.GetSpatialRef()
+    grid, srs = Grid.of_dataset(ds), ds.GetSpatialRef()
     ds = None
-    xs, ys = (gt[0], gt[0] + gt[1] * w), (gt[3], gt[3] + gt[5] * h)
-    ring = "POLYGON((%r %r,%r %r,%r %r,%r %r,%r %r))" % (xs[0], ys[0], xs[1], ys[0], xs[1], ys[1], xs[0], ys[1],
-                                                       xs[0], ys[0])
-    g = ogr.CreateGeometryFromWkt(ring)
+    g = ogr.CreateGeometryFromWkt(grid.box_wkt())
     if srs is None:
         raise InputError("--corrections-of: %s has no coordinate reference system" % path)
     poly = L.Polygons([(g, -1)], srs)
@@ -74,9 +71,7 @@ def footprint(path: str, wkt: str) -> ogr.Geometry:
 
 def on_grid(path: str, gt, wkt: str, width: int, height: int) -> gdal.Dataset:
     """The run's map (class ids, ``NODATA`` outside it) on the model's grid (nearest)."""
-    x0, y1 = gt[0], gt[3]
-    x1, y0 = gt[0] + gt[1] * width, gt[3] + gt[5] * height
-    return gdal.Warp("", path, format="MEM", outputBounds=(x0, min(y0, y1), x1, max(y0, y1)), width=width,
+    return gdal.Warp("", path, format="MEM", outputBounds=Grid(tuple(gt), width, height).bounds, width=width,
                      height=height, dstSRS=wkt, resampleAlg="near", srcNodata=NODATA, dstNodata=NODATA,
                      outputType=gdal.GDT_Byte)
 

@@ -29,10 +29,9 @@ RUN = SegmentOptions(device="cpu", cloud_mask="off", ood_check=False, overwrite=
 
 def _halves(scene: str):
     r = plan(scene, "tailings", RUN).raster
-    gt = r.geotransform
-    x0, x1 = gt[0], gt[0] + gt[1] * r.width
-    y1, y0 = gt[3], gt[3] + gt[5] * r.height
-    mid = round((x0 + x1) / 2.0 / gt[1]) * gt[1]
+    x0, y0, x1, y1 = r.grid.bounds
+    px = r.grid.gt[1]
+    mid = round((x0 + x1) / 2.0 / px) * px
     return r.wkt, (x0, y0, mid, y1), (mid, y0, x1, y1)
 
 

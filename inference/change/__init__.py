@@ -21,6 +21,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from osgeo import gdal
 
+from .. import provenance
+from ..areas import hectares
 from ..errors import InputError, OptionError, OutputError
 from ..metadata import DEFAULT_COLOURS
 from ..options import Option
@@ -175,13 +177,12 @@ def run_change(p: ChangePlan, progress: Optional[Callable[[float, str], None]] =
                                                os.path.join(work, "facilities.tif"))
         n = len(p.classes)
         staged = {k: os.path.join(stage, os.path.basename(v)) for k, v in p.outputs.items()}
-        meta = {**products.code_text(n), "TM_YEARS": ",".join(p.years),
-                **{"CLASS_%d" % k: v for k, v in p.classes.items()}}
+        meta = {**products.code_text(n), provenance.YEARS: ",".join(p.years), **provenance.class_table(p.classes)}
         counts = compute.compute(p.grid, n, sources, common, fac, len(ids), staged["transitions"], meta, progress, cancel,
                                  edges)
         if counts.pixels == 0:
             raise InputError("no pixel has data in every year: nothing can be compared (the common ground is %.2f "
-                             "ha, all of it no data or masked in some year)" % (counts.common_m2 / 1e4))
+                             "ha, all of it no data or masked in some year)" % hectares(counts.common_m2))
         products.label_raster(staged["transitions"], p.classes, p.colours)
         progress(0.75, "change polygons")
         npoly = products.change_polygons(staged["transitions"], fac, ids, p.grid, p.classes, p.years,

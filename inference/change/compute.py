@@ -11,10 +11,12 @@ from typing import Callable, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal
 
+from ..areas import PixelAreas
 from ..errors import Cancelled
+from ..grid import Grid
 from ..masks import MASK_MIN
 from .doubt import uncertain
-from .grid import NODATA, Grid, PixelAreas
+from .grid import NODATA
 
 ROWS = 256
 

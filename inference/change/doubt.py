@@ -46,6 +46,8 @@ from typing import Optional
 import numpy as np
 from osgeo import gdal
 
+from .. import provenance
+
 MARGIN_MIN = 5       # percent of the way from the threshold to certainty: below it, a year is on the fence
 MARGIN_SUM = 50      # the two years' margins together: below it, both were unsure
 EDGE_PX = 32
@@ -76,13 +78,9 @@ def margin(conf: np.ndarray, cls: np.ndarray, threshold: Optional[float]) -> np.
     return np.rint(np.clip(m, 0.0, 1.0) * 100).astype(np.uint8)
 
 
-def _binary_threshold(md) -> Optional[float]:
-    classes = [k for k in md if k.startswith("CLASS_")]
-    if len(classes) != 2 or md.get("TM_LAYOUT"):
-        return None
-    try:
-        t = float(md.get("TM_THRESHOLD", ""))
-    except ValueError:
+def _binary_threshold(made: provenance.Provenance) -> Optional[float]:
+    t = made.threshold
+    if len(made.classes) != 2 or made.layout or t is None:
         return None
     return t if 0.0 < t < 1.0 else None
 
@@ -112,7 +110,7 @@ def evidence(class_raster: Optional[str]) -> Evidence:
     if not class_raster:
         return Evidence(None, None, False)
     ds = gdal.Open(class_raster)
-    md, size = ds.GetMetadata() or {}, (ds.RasterXSize, ds.RasterYSize)
+    made, size = provenance.read(ds.GetMetadata()), (ds.RasterXSize, ds.RasterYSize)
     ds = None
     conf = confidence_beside(class_raster)
     if conf is not None:
@@ -120,7 +118,7 @@ def evidence(class_raster: Optional[str]) -> Evidence:
         if (cds.RasterXSize, cds.RasterYSize) != size:
             conf = None   # (not this raster's: a renamed or replaced file)
         cds = None
-    return Evidence(class_raster, conf, bool(md.get("TM_MODEL")), _binary_threshold(md))
+    return Evidence(class_raster, conf, bool(made.model), _binary_threshold(made))
 
 
 def doubt_raster(ev: Evidence, path: str) -> Optional[str]:

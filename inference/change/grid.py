@@ -1,47 +1,20 @@
 """One grid for all the years: the first raster's CRS, pixel size and alignment, over the ground
-every input covers; every input brought onto it (class rasters nearest, polygons burnt), and
-the true area of its pixels in any CRS.
-
-Areas: each pixel's corners on a lattice every ``AREA_STEP`` pixels are projected on a Lambert
-azimuthal equal-area projection centred on the grid, the cell areas interpolated in between:
-true areas on the ellipsoid for a UTM or a geographic grid (EPSG:4326) alike, never square
-degrees.
+every input covers; every input brought onto it (class rasters nearest, polygons burnt).  (The true areas of its
+pixels and polygons: :mod:`inference.areas`.)
 """
 from __future__ import annotations
 
-import math
-import os
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import List, Optional, Sequence, Tuple
 
-import numpy as np
 from osgeo import gdal, ogr, osr
 
-from ..aoi import equal_area_at
 from ..errors import InputError
+from ..grid import Grid
 from ..tables import gdal_reason, open_layer
 from .inputs import ResultInput, _srs, polygon_items
 
 NODATA = 255
-AREA_STEP = 64
-
-
-@dataclass(frozen=True)
-class Grid:
-    gt: Tuple[float, ...]
-    wkt: str
-    width: int
-    height: int
-    reference: str                # the input whose grid it is
-
-    def describe(self) -> str:
-        srs = _srs(self.wkt)
-        name = srs.GetName() or "?"
-        code = srs.GetAuthorityCode(None)
-        unit = "degrees" if srs.IsGeographic() else (srs.GetLinearUnitsName() or "units")
-        return "%s%s, pixels of %g x %g %s, %d x %d, from %s" % (
-            name, " (EPSG:%s)" % code if code else "", abs(self.gt[1]), abs(self.gt[5]), unit, self.width,
-            self.height, os.path.basename(self.reference))
 
 
 def _transform(wkt_geom: str, src_wkt: str, dst_wkt: str, what: str = "a polygon") -> ogr.Geometry:
@@ -64,9 +37,10 @@ def common_grid(inputs: Sequence[ResultInput]) -> Tuple[Grid, ogr.Geometry]:
         raise InputError("none of the results is a class raster, nor has one beside it: the change map needs one "
                          "for its grid")
     ds = gdal.Open(ref)
-    gt, wkt = ds.GetGeoTransform(), ds.GetProjection()
+    whole = replace(Grid.of_dataset(ds), source=ref)
     ds = None
-    if gt[2] or gt[4]:
+    wkt = whole.wkt
+    if not whole.north_up:
         raise InputError("%s is rotated: give north-up rasters" % ref)
     common = None
     for inp in inputs:
@@ -76,26 +50,17 @@ def common_grid(inputs: Sequence[ResultInput]) -> Tuple[Grid, ogr.Geometry]:
         raise InputError("the results do not overlap: they are of different areas (%s)"
                          % ", ".join(i.label for i in inputs))
     xmin, xmax, ymin, ymax = common.GetEnvelope()
-    c0 = int(math.floor((xmin - gt[0]) / gt[1] + 1e-6))
-    c1 = int(math.ceil((xmax - gt[0]) / gt[1] - 1e-6))
-    r0 = int(math.floor((ymax - gt[3]) / gt[5] + 1e-6))
-    r1 = int(math.ceil((ymin - gt[3]) / gt[5] - 1e-6))
-    if c1 <= c0 or r1 <= r0:
+    window = whole.window_of(xmin, ymin, xmax, ymax)
+    if window.width <= 0 or window.height <= 0:
         raise InputError("the results overlap by less than a pixel")
-    g2 = (gt[0] + c0 * gt[1], gt[1], 0.0, gt[3] + r0 * gt[5], 0.0, gt[5])
-    return Grid(g2, wkt, c1 - c0, r1 - r0, ref), common
-
-
-def _bounds(grid: Grid):
-    gt = grid.gt
-    return [gt[0], gt[3] + gt[5] * grid.height, gt[0] + gt[1] * grid.width, gt[3]]
+    return whole.sub(window), common
 
 
 def warp_onto(src: str, grid: Grid, path: str) -> str:
     """A class raster's band 1 on the grid (a VRT: nearest, no data 255)."""
     first = path + ".band1.vrt"
     gdal.Translate(first, src, format="VRT", bandList=[1])
-    gdal.Warp(path, first, format="VRT", dstSRS=grid.wkt, outputBounds=_bounds(grid), width=grid.width,
+    gdal.Warp(path, first, format="VRT", dstSRS=grid.wkt, outputBounds=list(grid.bounds), width=grid.width,
               height=grid.height, resampleAlg="near", srcNodata=NODATA, dstNodata=NODATA)
     return path
 
@@ -180,53 +145,6 @@ def burn_facilities(path_in: str, field: str, grid: Grid, path: str) -> Tuple[st
     out.FlushCache()
     out = None
     return path, ids
-
-
-def _laea(grid: Grid):
-    cx = grid.gt[0] + grid.gt[1] * grid.width / 2.0
-    cy = grid.gt[3] + grid.gt[5] * grid.height / 2.0
-    src = _srs(grid.wkt)
-    laea = equal_area_at(ogr.Geometry(wkt="POINT (%r %r)" % (cx, cy)), src)
-    return osr.CoordinateTransformation(src, laea)
-
-
-class PixelAreas:
-    """The true area (m2) of the grid's pixels, for any rows."""
-
-    def __init__(self, grid: Grid):
-        self.grid = grid
-        ct = _laea(grid)
-        gt = grid.gt
-        cols = np.unique(np.r_[np.arange(0, grid.width, AREA_STEP), grid.width - 1])
-        rows = np.unique(np.r_[np.arange(0, grid.height, AREA_STEP), grid.height - 1])
-        self.cols, self.rows = cols, rows
-        lattice = np.zeros((len(rows), len(cols)))
-        for i, r in enumerate(rows):
-            for j, c in enumerate(cols):
-                pts = [(gt[0] + gt[1] * (c + dx), gt[3] + gt[5] * (r + dy)) for dx, dy in ((0, 0), (1, 0), (1, 1), (0, 1))]
-                xy = [ct.TransformPoint(x, y)[:2] for x, y in pts]
-                lattice[i, j] = 0.5 * abs(sum(xy[k][0] * xy[(k + 1) % 4][1] - xy[(k + 1) % 4][0] * xy[k][1]
-                                              for k in range(4)))
-        self.lattice = lattice
-
-    def rows_of(self, y0: int, n: int) -> np.ndarray:
-        """(n, width) areas of rows y0..y0+n."""
-        ys = np.arange(y0, y0 + n)
-        by_row = np.stack([np.interp(ys, self.rows, self.lattice[:, j]) for j in range(len(self.cols))], axis=1)
-        xs = np.arange(self.grid.width)
-        return np.stack([np.interp(xs, self.cols, by_row[i]) for i in range(n)])
-
-    def total_m2(self, mask_rows) -> float:
-        return float(sum((self.rows_of(y, m.shape[0]) * m).sum() for y, m in mask_rows))
-
-
-def true_area_m2(geom: ogr.Geometry, wkt: str) -> float:
-    """The area of a polygon (in ``wkt``) on an equal-area projection centred on it."""
-    src = _srs(wkt)
-    laea = equal_area_at(geom, src)
-    g = geom.Clone()
-    g.Transform(osr.CoordinateTransformation(src, laea))
-    return g.GetArea()
 
 
 def sibling_mask(inp: ResultInput, grid: Grid, path: str) -> Optional[str]:

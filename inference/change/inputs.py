@@ -19,7 +19,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from osgeo import gdal, ogr, osr
 
+from .. import provenance
 from ..errors import InputError
+from ..grid import Grid
 from ..masks import MASK_MIN
 from ..tables import gdal_reason, open_vector
 
@@ -59,10 +61,7 @@ def _srs(wkt: str) -> osr.SpatialReference:
 
 def raster_classes(md: Dict[str, str], ds=None) -> Dict[int, str]:
     """Class names from a class raster's ``CLASS_k`` metadata (else its category names)."""
-    out = {}
-    for k, v in md.items():
-        if k.startswith("CLASS_") and k[6:].isdigit() and int(k[6:]) < MASK_MIN:
-            out[int(k[6:])] = v
+    out = {k: v for k, v in provenance.read(md).classes.items() if k < MASK_MIN}
     if not out and ds is not None:
         b = ds.GetRasterBand(1)
         b.GetNoDataValue()   # (GDAL reads the .aux.xml lazily)
@@ -73,10 +72,7 @@ def raster_classes(md: Dict[str, str], ds=None) -> Dict[int, str]:
 
 
 def _bounds_wkt(ds) -> str:
-    gt = ds.GetGeoTransform()
-    x0, y0 = gt[0], gt[3]
-    x1, y1 = gt[0] + gt[1] * ds.RasterXSize, gt[3] + gt[5] * ds.RasterYSize
-    return "POLYGON((%r %r,%r %r,%r %r,%r %r,%r %r))" % (x0, y0, x1, y0, x1, y1, x0, y1, x0, y0)
+    return Grid.of_dataset(ds).box_wkt()
 
 
 def _open_raster(label: str) -> ResultInput:
@@ -91,7 +87,8 @@ def _open_raster(label: str) -> ResultInput:
     if not classes:
         raise InputError("%s does not name its classes (no CLASS_k metadata or category names): is it a class "
                          "raster of Tailings Mapper?" % label)
-    out = ResultInput(label, "raster", label, None, classes, md.get("TM_DATE"), ds.GetProjection(), _bounds_wkt(ds))
+    out = ResultInput(label, "raster", label, None, classes, provenance.read(md).date, ds.GetProjection(),
+                      _bounds_wkt(ds))
     ds = None
     return out
 
@@ -99,20 +96,8 @@ def _open_raster(label: str) -> ResultInput:
 def recorded_date(label: str) -> Optional[str]:
     """The date a result records (``TM_DATE``: YYYY[-MM[-DD]]), None when it records none or
     cannot be read (what is wrong with it is said when it is compared)."""
-    path = label.split("|")[0]
     layer = next((p.split("=", 1)[1] for p in label.split("|")[1:] if p.startswith("layername=")), None)
-    try:
-        if path.lower().endswith((".gpkg", ".shp", ".geojson", ".json", ".fgb")):
-            ds = ogr.Open(path)
-            lyr = ds.GetLayerByName(layer) if layer else ds.GetLayer(0)
-            md = (lyr.GetMetadata() or {}) if lyr is not None else {}
-        else:
-            ds = gdal.Open(path)
-            md = ds.GetMetadata() or {}
-    except (RuntimeError, AttributeError):
-        return None
-    ds = None
-    return md.get("TM_DATE") or None
+    return provenance.read_file(label.split("|")[0], layer).date
 
 
 def sibling_raster(gpkg: str, layer: str) -> Optional[str]:
@@ -140,7 +125,7 @@ def _read_polygons(label: str, path: str, layer: Optional[str], ds) -> ResultInp
     if lyr is None:
         raise InputError("%s has no polygon layer %s" % (path, layer or ""))
     name = lyr.GetName()
-    md = lyr.GetMetadata() or {}
+    made = provenance.read(lyr.GetMetadata())
     if lyr.GetSpatialRef() is None:
         raise InputError("%s: the layer %s has no coordinate reference system" % (path, name))
     wkt = lyr.GetSpatialRef().ExportToWkt()
@@ -149,16 +134,16 @@ def _read_polygons(label: str, path: str, layer: Optional[str], ds) -> ResultInp
         raise InputError("%s: the layer %s has no class_id field: is it a polygon layer of Tailings Mapper?"
                          % (path, name))
     sibling = sibling_raster(path, name)
-    if md.get("TM_CLASSES_RASTER") and os.path.isfile(md["TM_CLASSES_RASTER"]):
-        sibling = md["TM_CLASSES_RASTER"]     # (a copy of edited polygons says where its raster is)
-    classes = raster_classes(md)   # (the engine records the class table with the polygons too)
+    if made.classes_raster and os.path.isfile(made.classes_raster):
+        sibling = made.classes_raster     # (a copy of edited polygons says where its raster is)
+    classes = {k: v for k, v in made.classes.items() if k < MASK_MIN}   # (the engine records the class table with the polygons too)
     if not classes and sibling:
         sds = gdal.Open(sibling)
         classes = raster_classes(sds.GetMetadata() or {}, sds)
         sds = None
-    if not classes and md.get("TM_MODEL_PATH") and os.path.isfile(md["TM_MODEL_PATH"]):
+    if not classes and made.model_path and os.path.isfile(made.model_path):
         from ..model import open_model
-        classes = open_model(md["TM_MODEL_PATH"]).info.class_names()
+        classes = open_model(made.model_path).info.class_names()
     if not classes:
         seen = {0: "background"}
         for f in lyr:
@@ -166,9 +151,9 @@ def _read_polygons(label: str, path: str, layer: Optional[str], ds) -> ResultInp
                 seen[int(f.GetField("class_id"))] = f.GetField("class_name") or str(f.GetField("class_id"))
         lyr.ResetReading()
         classes = dict(sorted(seen.items()))
-    area, area_crs = md.get("TM_AREA"), None
+    area, area_crs = made.area, None
     if area:
-        area_crs = footprint_crs(md, lyr, sibling, "%s: the layer %s" % (path, name))
+        area_crs = footprint_crs(made, lyr, sibling, "%s: the layer %s" % (path, name))
     elif sibling:
         sds = gdal.Open(sibling)
         area, area_crs = _bounds_wkt(sds), sds.GetProjection()
@@ -177,36 +162,36 @@ def _read_polygons(label: str, path: str, layer: Optional[str], ds) -> ResultInp
         raise InputError("%s: the layer %s does not say which ground its run covered (TM_AREA), and no class raster "
                          "is beside it: where it has no polygon, background cannot be told from no data"
                          % (path, name))
-    out = ResultInput(label, "polygons", path, name, classes, md.get("TM_DATE"), wkt, area, sibling,
+    out = ResultInput(label, "polygons", path, name, classes, made.date, wkt, area, sibling,
                       None if _srs(area_crs).IsSame(_srs(wkt)) else area_crs)
     lyr = ds = None
     return out
 
 
-def footprint_crs(md: Dict[str, str], lyr, sibling: Optional[str], what: str) -> str:
+def footprint_crs(made: provenance.Provenance, lyr, sibling: Optional[str], what: str) -> str:
     """The CRS of a polygon layer's ``TM_AREA`` (WKT): ``TM_AREA_CRS`` as recorded; in older files
     the run's raster's -- its class raster's (beside the layer, or named), else its source's --
     and, when neither is there, the layer's own if its polygons lie on that ground; else an error
     (a layer saved in another CRS cannot say where its ground was)."""
     try:
-        _check_geometry(md["TM_AREA"])
+        _check_geometry(made.area)
     except (RuntimeError, ValueError):
-        raise InputError("%s records its ground (TM_AREA) as %r, not a polygon" % (what, md["TM_AREA"][:60])) from None
-    if md.get("TM_AREA_CRS"):
+        raise InputError("%s records its ground (TM_AREA) as %r, not a polygon" % (what, made.area[:60])) from None
+    if made.area_crs:
         s = osr.SpatialReference()
         try:
-            if s.SetFromUserInput(md["TM_AREA_CRS"]) != 0:
+            if s.SetFromUserInput(made.area_crs) != 0:
                 raise RuntimeError("not a CRS")
         except RuntimeError:
             raise InputError("%s records the CRS of its ground (TM_AREA_CRS) as %r, which is not a CRS"
-                             % (what, md["TM_AREA_CRS"][:60])) from None
+                             % (what, made.area_crs[:60])) from None
         return s.ExportToWkt()
-    for raster in (sibling, md.get("TM_SOURCE")):
+    for raster in (sibling, made.source):
         wkt = _raster_crs(raster)
         if wkt:
             return wkt
     own = lyr.GetSpatialRef().ExportToWkt()
-    area = ogr.CreateGeometryFromWkt(md["TM_AREA"])
+    area = ogr.CreateGeometryFromWkt(made.area)
     x0, x1, y0, y1 = area.GetEnvelope()
     tol = 0.01 * max(x1 - x0, y1 - y0)
     ext = _extent(lyr)

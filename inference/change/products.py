@@ -22,11 +22,13 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from osgeo import gdal, ogr, osr
 
+from .. import provenance
+from ..areas import EqualArea, hectares
+from ..grid import Grid
 from ..metadata import BACKGROUND_NAMES, DEFAULT_COLOURS, rgb
 from ..styles import quoteattr, write_gpkg_style
 from .compute import Counts, transition_nodata, uncertain_code
 from .doubt import RULE
-from .grid import Grid, true_area_m2
 
 LOSS = "#542788"
 UNCERTAIN = "#9a9a9a"
@@ -37,7 +39,7 @@ NOT_COVERED = "not covered"
 
 def code_text(n: int) -> Dict[str, str]:
     """The transition raster's codes, as its metadata records them."""
-    return {"TM_CODE": "from x %d + to" % n, "TM_UNCERTAIN_CODE": "%d + from x %d + to" % (n * n, n)}
+    return {provenance.CODE: "from x %d + to" % n, provenance.UNCERTAIN_CODE: "%d + from x %d + to" % (n * n, n)}
 
 
 def codes(classes: Dict[int, str], colours: Dict[int, str]):
@@ -161,6 +163,7 @@ def change_polygons(trans_path: str, fac_path: Optional[str], facility_ids: Sequ
     out.CommitTransaction()
     out.StartTransaction()
     count = 0
+    measure = EqualArea.of_grid(grid)
     lyr.ResetReading()
     for feat in lyr:
         if count % 200 == 0 and cancel():
@@ -173,7 +176,7 @@ def change_polygons(trans_path: str, fac_path: Optional[str], facility_ids: Sequ
         feat.SetField("class_after", classes[t])
         feat.SetField("change", "uncertain" if unsure else change_kind(f, t, bg))
         feat.SetField("uncertain", int(unsure))
-        feat.SetField("area_ha", round(true_area_m2(feat.GetGeometryRef(), grid.wkt) / 1e4, 4))
+        feat.SetField("area_ha", round(hectares(measure.area_m2(feat.GetGeometryRef())), 4))
         feat.SetField("year_before", years[0])
         feat.SetField("year_after", years[-1])
         if fi:
@@ -181,7 +184,7 @@ def change_polygons(trans_path: str, fac_path: Optional[str], facility_ids: Sequ
         lyr.SetFeature(feat)
         count += 1
     out.CommitTransaction()
-    lyr.SetMetadata({"TM_YEARS": ",".join(years), **code_text(n)})
+    lyr.SetMetadata({provenance.YEARS: ",".join(years), **code_text(n)})
     lyr = None
     write_gpkg_style(out, layer_name, change_qml())
     out = mem = mask = None
@@ -211,7 +214,7 @@ def covered(counts: Counts, i: int) -> bool:
 
 def _matrix(m: np.ndarray, idx) -> np.ndarray:
     m = m[idx]
-    return (m.sum(axis=0) if m.ndim == 3 else m) / 1e4
+    return hectares(m.sum(axis=0) if m.ndim == 3 else m)
 
 
 def tables(counts: Counts, classes: Dict[int, str], years: Sequence[str], facility_ids: Sequence[str],
@@ -231,7 +234,7 @@ def tables(counts: Counts, classes: Dict[int, str], years: Sequence[str], facili
             for k, y in enumerate(years):
                 a = counts.area_year[k][idx]
                 a = a.sum(axis=0) if a.ndim == 2 else a
-                w.writerow([g, y] + (["%.4f" % (v / 1e4) for v in a] if cov else [NOT_COVERED] * n))
+                w.writerow([g, y] + (["%.4f" % hectares(v) for v in a] if cov else [NOT_COVERED] * n))
     with open(paths["transitions"], "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         for g, idx, cov in groups:
@@ -275,9 +278,9 @@ def change_by_class(counts: Counts, idx, n: int) -> List[Dict]:
 def summary(counts: Counts, classes: Dict[int, str], years: Sequence[str], facility_ids: Sequence[str],
             grid_text: str) -> Dict:
     n = len(classes)
-    total = counts.certain.sum(axis=0) / 1e4
-    unsure = counts.uncertain.sum(axis=0) / 1e4
-    area = lambda k: {classes[c]: round(float(counts.area_year[k][:, c].sum() / 1e4), 4) for c in range(n)}   # noqa: E731
+    total = hectares(counts.certain.sum(axis=0))
+    unsure = hectares(counts.uncertain.sum(axis=0))
+    area = lambda k: {classes[c]: round(float(hectares(counts.area_year[k][:, c].sum())), 4) for c in range(n)}   # noqa: E731
     out = {"years": [years[0], years[-1]],
            "area_ha": {years[0]: area(0), years[-1]: area(len(years) - 1)},
            "transitions": [{"from": classes[f], "to": classes[t], "area_ha": round(float(total[f, t]), 4),
@@ -288,13 +291,13 @@ def summary(counts: Counts, classes: Dict[int, str], years: Sequence[str], facil
            "uncertain_change_ha": round(float(unsure.sum()), 4),
            "uncertain_rule": RULE,
            "series": {"years": list(years), "area_ha": {y: area(k) for k, y in enumerate(years)}},
-           "common_area_ha": round(counts.common_m2 / 1e4, 4),
-           "nodata_area_ha": round(counts.nodata_m2 / 1e4, 4),
-           "compared_area_ha": round((counts.common_m2 - counts.nodata_m2) / 1e4, 4),
-           "grid": grid_text, "code": code_text(n)["TM_CODE"],
-           "uncertain_code": code_text(n)["TM_UNCERTAIN_CODE"]}
+           "common_area_ha": round(hectares(counts.common_m2), 4),
+           "nodata_area_ha": round(hectares(counts.nodata_m2), 4),
+           "compared_area_ha": round(hectares(counts.common_m2 - counts.nodata_m2), 4),
+           "grid": grid_text, "code": code_text(n)[provenance.CODE],
+           "uncertain_code": code_text(n)[provenance.UNCERTAIN_CODE]}
     if facility_ids:
-        out["facilities"] = {fid: ({y: {classes[c]: round(float(counts.area_year[k][i + 1, c] / 1e4), 4)
+        out["facilities"] = {fid: ({y: {classes[c]: round(float(hectares(counts.area_year[k][i + 1, c])), 4)
                                         for c in range(n)} for k, y in enumerate(years)}
                                    if covered(counts, i + 1) else NOT_COVERED)
                              for i, fid in enumerate(facility_ids)}

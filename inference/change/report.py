@@ -18,6 +18,7 @@ from osgeo import gdal
 from .compute import Counts, transition_nodata
 from .doubt import EDGE_PX, MARGIN_MIN, MARGIN_SUM
 from .products import NOT_COVERED, _matrix, background_ids, change_by_class, codes, covered
+from ..areas import hectares
 from ..metadata import rgb
 
 MAP_PX = 1000
@@ -64,7 +65,7 @@ def charts(counts: Counts, classes: Dict[int, str], colours: Dict[int, str], yea
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
     width = 0.8 / max(1, len(years))
     for k, y in enumerate(years):
-        vals = [counts.area_year[k][:, c].sum() / 1e4 for c in shown]
+        vals = [hectares(counts.area_year[k][:, c].sum()) for c in shown]
         ax.bar(np.arange(len(shown)) + k * width, vals, width, label=y,
                color=[_shade(colours[c], k, len(years)) for c in shown], edgecolor="#333333", linewidth=0.4)
     ax.set_xticks(np.arange(len(shown)) + width * (len(years) - 1) / 2)
@@ -80,11 +81,11 @@ def charts(counts: Counts, classes: Dict[int, str], colours: Dict[int, str], yea
         fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
         x = [int(y) for y in years]
         for c in shown:
-            ax.plot(x, [counts.area_year[k][:, c].sum() / 1e4 for k in range(len(years))], marker="o",
+            ax.plot(x, [hectares(counts.area_year[k][:, c].sum()) for k in range(len(years))], marker="o",
                     color=colours[c], label=classes[c])
         for i, fid in enumerate(facility_ids[:12]):
             for c in shown:
-                ax.plot(x, [counts.area_year[k][i + 1, c] / 1e4 for k in range(len(years))], linestyle="--",
+                ax.plot(x, [hectares(counts.area_year[k][i + 1, c]) for k in range(len(years))], linestyle="--",
                         marker=".", linewidth=0.8, label="%s, %s" % (fid, classes[c]))
         ax.set_xticks(x)
         ax.set_ylabel("hectares")
@@ -140,19 +141,19 @@ def html_report(path: str, counts: Counts, classes: Dict[int, str], colours: Dic
              "ground from the same imagery differ there; check uncertain change against the images before counting "
              "it.</p>" % (certain_ha, unsure_ha, MARGIN_MIN, MARGIN_SUM, EDGE_PX))
     areas = "".join("<tr><th>%s</th>%s</tr>" % (e(y), "".join(
-        "<td>%.2f</td>" % (counts.area_year[k][:, c].sum() / 1e4) for c in range(n))) for k, y in enumerate(years))
+        "<td>%.2f</td>" % hectares(counts.area_year[k][:, c].sum()) for c in range(n))) for k, y in enumerate(years))
     fac = ""
     if facility_ids:
         fac = "<h2>Per facility (hectares)</h2><table><tr><th>facility</th><th>year</th>%s</tr>%s</table>" % (
             "".join("<th>%s</th>" % e(x) for x in names),
             "".join("<tr><th>%s</th><td>%s</td>%s</tr>" % (e(fid), e(y), "".join(
-                "<td>%.2f</td>" % (counts.area_year[k][i + 1, c] / 1e4) for c in range(n))
+                "<td>%.2f</td>" % hectares(counts.area_year[k][i + 1, c]) for c in range(n))
                 if covered(counts, i + 1) else "<td colspan='%d' class='note'>%s: outside the compared ground</td>"
                 % (n, NOT_COVERED)) for i, fid in enumerate(facility_ids) for k, y in enumerate(years)))
     no_charts = ("" if pictures.get("areas") else
                  "<p class='note'>Charts need matplotlib, which this Python does not have (Python packages… installs "
                  "it); the tables below give the same figures.</p>")
-    compared = (counts.common_m2 - counts.nodata_m2) / 1e4
+    compared = hectares(counts.common_m2 - counts.nodata_m2)
     doc = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Tailings Mapper – change %(y0)s to %(y1)s</title>
 <style>
@@ -182,8 +183,8 @@ Areas are true areas on the ellipsoid. Grid: %(grid)s.</p>
 <p class="note">Made by Tailings Mapper. The maps it compares are a model's, corrected or not: check them against
 the images before drawing conclusions.</p>
 </body></html>
-""" % {"y0": e(years[0]), "y1": e(years[-1]), "compared": compared, "common": counts.common_m2 / 1e4,
-       "nodata": counts.nodata_m2 / 1e4, "grid": e(grid_text), "doubt": doubt,
+""" % {"y0": e(years[0]), "y1": e(years[-1]), "compared": compared, "common": hectares(counts.common_m2),
+       "nodata": hectares(counts.nodata_m2), "grid": e(grid_text), "doubt": doubt,
        "inputs": "; ".join("%s: %s" % (e(y), e(os.path.basename(i.split("|")[0]))) for y, i in zip(years, inputs)),
        "map": _img(pictures.get("map"), "map of the change"), "legend": legend, "no_charts": no_charts,
        "areas_img": _img(pictures.get("areas"), "area per class and year"),

@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Tuple
 from osgeo import gdal, osr
 
 from ..errors import InputError, first_line
+from ..grid import Grid
 from . import Product
 from .xml_elements import XmlError, elements
 
@@ -315,14 +316,13 @@ def _grid(path: str, code: str):
         why = "not a raster GDAL reads"
     if d is None:
         raise InputError("cannot read band file %s (%s): %s" % (os.path.basename(path), code, why))
-    gt, wkt = d.GetGeoTransform(), d.GetProjection()
-    w, h = d.RasterXSize, d.RasterYSize
+    grid = Grid.of_dataset(d)
     d = None
     srs = osr.SpatialReference()
-    if wkt:
-        srs.ImportFromWkt(wkt)
-    bounds = (gt[0], gt[3] + gt[5] * h, gt[0] + gt[1] * w, gt[3])
-    return srs, bounds, abs(gt[1]), (gt[0], abs(gt[1]), gt[3], abs(gt[5]), w, h)
+    if grid.wkt:
+        srs.ImportFromWkt(grid.wkt)
+    (px, py), gt = grid.pixel_size, grid.gt
+    return srs, grid.bounds, px, (gt[0], px, gt[3], py, grid.width, grid.height)
 
 
 def _crs_name(srs) -> str:
