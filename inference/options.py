@@ -377,3 +377,14 @@ def from_arguments(ns, base=None) -> "SegmentOptions":
     """Options from an argparse namespace made with :func:`add_arguments`."""
     return from_texts({o.name: getattr(ns, o.name) for o in OPTIONS if getattr(ns, o.name, None) is not None},
                       base)
+
+
+def values(texts: Mapping[str, Any], table: Sequence[Option]) -> Dict[str, Any]:
+    """Each option of ``table`` (another command's own table) from its text form in ``texts``
+    (or a value, as a command-line flag sets it), else its default."""
+    return {o.name: o.default if texts.get(o.name) is None else o.parse(texts[o.name]) for o in table}
+
+
+def values_from_arguments(ns, table: Sequence[Option]) -> Dict[str, Any]:
+    """:func:`values` from an argparse namespace made with ``add_arguments(table=table)``."""
+    return values({o.name: getattr(ns, o.name, None) for o in table}, table)
