@@ -19,8 +19,8 @@ from typing import Optional
 import numpy as np
 from osgeo import gdal, ogr
 
-from inference.change.inputs import sibling_raster
-from inference.errors import InputError
+from .engine import sibling_raster
+from .engine import InputError
 
 from . import labels as L
 

@@ -47,7 +47,7 @@ def add_parsers(sub) -> None:
 
 
 def run_fit(a) -> int:
-    from inference.errors import Cancelled, TailingsError
+    from .engine import Cancelled, TailingsError
     from .fit import fit
     stop = {"now": False}
 
@@ -97,7 +97,7 @@ def run_fit(a) -> int:
 
 
 def run_corrections_check(a) -> int:
-    from inference.errors import TailingsError
+    from .engine import TailingsError
 
     from . import data
     from .corrections_check import main
