@@ -9,6 +9,10 @@ table, ``training.fit_options``, loads in a QGIS without PyTorch).
 from __future__ import annotations
 
 from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # (never run: says to readers and tools which package this is)
+    import inference  # noqa: F401
 
 ENGINE = (__package__.rpartition(".")[0] + "." if "." in __package__ else "") + "inference"
 
