@@ -168,11 +168,10 @@ def cmd_change(a) -> int:
 
 
 def cmd_batch(a) -> int:
-    from .batch import BATCH_OPTIONS, JOB_OPTIONS, plan_batch, run_batch
-    from .options import from_texts
-    btexts = {o.name: getattr(a, o.name, None) for o in BATCH_OPTIONS}
-    b = {o.name: (o.parse(btexts[o.name]) if btexts[o.name] is not None else o.default) for o in BATCH_OPTIONS}
-    opts = from_texts({k: getattr(a, k) for k in JOB_OPTIONS if getattr(a, k, None) is not None})
+    from .batch import BATCH_OPTIONS, plan_batch, run_batch
+    from .options import values_from_arguments
+    b = values_from_arguments(a, BATCH_OPTIONS)
+    opts = from_arguments(a)   # the job options, as segment reads them
     p = plan_batch(a.jobs, a.model, a.out, opts, workers=b["workers"], scheduler=b["scheduler"], resume=b["resume"],
                    buffer_m=b["buffer_m"], facilities=a.facilities, facility_field=a.facility_field, scenes=a.scenes,
                    changes=b["changes"])
@@ -281,7 +280,7 @@ def _main(argv=None) -> int:
     add_arguments(bp, table=BATCH_OPTIONS)
     add_arguments(bp, JOB_OPTIONS)
     bp.add_argument("--quiet", action="store_true")
-    bp.set_defaults(func=cmd_batch)
+    bp.set_defaults(func=cmd_batch, own_options=BATCH_OPTIONS)
     a = ap.parse_args(argv)
     bound_block_cache()
     try:
@@ -296,7 +295,9 @@ def _main(argv=None) -> int:
     except OptionError as err:
         if a.debug:
             raise
-        where = "%s: " % option(err.option).flag_name if err.option else ""
+        known = [o for o in getattr(a, "own_options", ()) if o.name == err.option]
+        o = known[0] if known else option(err.option) if err.option else None
+        where = "%s: " % o.flag_name if o is not None else ""
         print("error: %s%s" % (where, err), file=sys.stderr)
         return 2
     except TailingsError as err:

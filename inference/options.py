@@ -38,7 +38,8 @@ GSD_RANGE = (0.01, 10000.0)
 @dataclass(frozen=True)
 class Option:
     name: str                 # SegmentOptions field; QgsSettings key; Processing parameter NAME.upper()
-    kind: str                 # int, float, choice, scales, bool, text, bands, extent, aoi
+    kind: str                 # int, float, choice, scales, bool, text, bands, extent, aoi; training's files
+    #                           (a list), vector (a polygon layer), field (its field), model_file (written)
     label: str                # panel and Processing label
     help: str
     default: Any = None       # the value when not given (None: the model's, or none)
@@ -62,6 +63,11 @@ class Option:
     advanced: bool = True     # Processing's advanced parameters; the panel's Advanced box
     checker: Optional[Callable[[Any], Any]] = None   # the engine's own check, when it has one: returns
     #   the value normalised, raises ValueError (or a TailingsError) naming what is wrong
+    required: bool = False    # the command line refuses to run without it (Processing: not optional)
+    repeat: bool = False      # a list: the command line's flag is given once per item
+    param: Optional[str] = None   # Processing parameter name (default: NAME.upper())
+    parent: Optional[str] = None  # a field's layer: that option's name
+    metavar: Optional[str] = None  # the command line's word for the value (default: NAME.upper())
 
     @property
     def flag_name(self) -> str:
@@ -175,6 +181,8 @@ class Option:
             return vals
         if k == "aoi" and not isinstance(value, str):
             return tuple(value)
+        if k == "files":
+            return [str(v) for v in ([value] if isinstance(value, str) else value)]
         if k == "bands" and isinstance(value, Mapping):
             return dict(value)
         if not isinstance(value, str):
@@ -369,11 +377,22 @@ def add_arguments(parser, names: Optional[Sequence[str]] = None, table: Sequence
             parser.add_argument(o.flag_name, dest=o.name, action="store_const", const=o.flag, default=None,
                                 help=o.help if o.flag else "do not %s (on by default)" % o.help)
         else:
-            parser.add_argument(o.flag_name, dest=o.name, default=None, metavar=o.name.upper(),
-                                help=o.describe())
+            parser.add_argument(o.flag_name, dest=o.name, default=None, metavar=o.metavar or o.name.upper(),
+                                help=o.describe(), required=o.required, action="append" if o.repeat else "store")
 
 
 def from_arguments(ns, base=None) -> "SegmentOptions":
     """Options from an argparse namespace made with :func:`add_arguments`."""
     return from_texts({o.name: getattr(ns, o.name) for o in OPTIONS if getattr(ns, o.name, None) is not None},
                       base)
+
+
+def values(texts: Mapping[str, Any], table: Sequence[Option]) -> Dict[str, Any]:
+    """Each option of ``table`` (another command's own table) from its text form in ``texts``
+    (or a value, as a command-line flag sets it), else its default."""
+    return {o.name: o.default if texts.get(o.name) is None else o.parse(texts[o.name]) for o in table}
+
+
+def values_from_arguments(ns, table: Sequence[Option]) -> Dict[str, Any]:
+    """:func:`values` from an argparse namespace made with ``add_arguments(table=table)``."""
+    return values({o.name: getattr(ns, o.name, None) for o in table}, table)

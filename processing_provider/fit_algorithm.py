@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import traceback
 
-from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingOutputString,
-                       QgsProcessingParameterBoolean, QgsProcessingParameterEnum, QgsProcessingParameterFeatureSource,
-                       QgsProcessingParameterField, QgsProcessingParameterFileDestination,
-                       QgsProcessingParameterMultipleLayers, QgsProcessingParameterNumber,
-                       QgsProcessingParameterString)
+from qgis.core import QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingOutputString
 
-from ..qgis_glue import compat, deps
+from ..qgis_glue import deps
 from ..qgis_glue.icons import icon
 from ..qgis_glue.layers import layer_path
 from ..qgis_glue.training_bridge import TORCH_MISSING, fit_module
-
-DEVICES = ["auto", "cpu", "cuda"]
+from ..training import fit_present
+from ..training.fit_options import for_front, values
+from .parameters import make_parameter, parameter_name, processing_error
 
 
 class FitAlgorithm(QgsProcessingAlgorithm):
@@ -52,31 +49,8 @@ class FitAlgorithm(QgsProcessingAlgorithm):
                 "back and scored; cancelling keeps the best epoch so far. Needs PyTorch (Python packages…).")
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterMultipleLayers("RASTERS", "Rasters", compat.SOURCE_RASTER))
-        self.addParameter(QgsProcessingParameterFeatureSource("LABELS", "Label polygons",
-                                                              [compat.SOURCE_VECTOR_POLYGON]))
-        self.addParameter(QgsProcessingParameterField("FIELD", "Class field", parentLayerParameterName="LABELS",
-                                                      optional=True))
-        self.addParameter(QgsProcessingParameterString("CLASSES", "Classes (tailings, mining10 or names)",
-                                                       optional=True))
-        self.addParameter(QgsProcessingParameterBoolean("MULTILABEL", "Classes may overlap (multilabel)", False))
-        self.addParameter(QgsProcessingParameterFeatureSource("AOI", "Area (everything not drawn is background)",
-                                                              [compat.SOURCE_VECTOR_POLYGON], optional=True))
-        self.addParameter(QgsProcessingParameterString("INIT", "Start from (a model name or file, or scratch)",
-                                                       "tailings"))
-        self.addParameter(QgsProcessingParameterNumber("EPOCHS", "Epochs", compat.NUMBER_INTEGER, 10,
-                                                       minValue=1, maxValue=500))
-        self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", DEVICES, defaultValue=0))
-        self.addParameter(QgsProcessingParameterString("NAME", "New model's name", optional=True))
-        for name, label, default, lo, hi in (("CHIP", "Chip size (px)", 256, 64, 1024),
-                                             ("CHIPS_PER_EPOCH", "Chips per epoch", 64, 4, 100000)):
-            p = QgsProcessingParameterNumber(name, label, compat.NUMBER_INTEGER, default,
-                                             minValue=lo, maxValue=hi)
-            p.setFlags(p.flags() | compat.PARAMETER_ADVANCED)
-            self.addParameter(p)
-        self.addParameter(QgsProcessingParameterFileDestination(
-            "OUTPUT", "Model file (default: your models folder)", "ONNX models (*.onnx)", optional=True,
-            createByDefault=False))
+        for o in for_front("processing"):
+            self.addParameter(make_parameter(o, check_boxes=True))
         self.addOutput(QgsProcessingOutputString("MODEL_NAME", "Model name"))
         self.addOutput(QgsProcessingOutputString("CARD", "Model card"))
         self.addOutput(QgsProcessingOutputString("VALIDATION", "Scores on the part held back"))
@@ -93,48 +67,59 @@ class FitAlgorithm(QgsProcessingAlgorithm):
         ok, why = self.canExecute()
         if not ok:
             raise QgsProcessingException(why)
-        layers = self.parameterAsLayerList(parameters, "RASTERS", context)
-        try:
-            rasters = [layer_path(lyr) for lyr in layers]
-        except ValueError as e:
-            raise QgsProcessingException(str(e))
-        if not rasters:
-            raise QgsProcessingException("give at least one raster")
-        labels = self.parameterAsCompatibleSourceLayerPath(parameters, "LABELS", context, ["gpkg"], "gpkg", feedback)
-        aoi = (self.parameterAsCompatibleSourceLayerPath(parameters, "AOI", context, ["gpkg"], "gpkg", feedback)
-               if parameters.get("AOI") not in (None, "") else None)
-        out = self.parameterAsFileOutput(parameters, "OUTPUT", context) or None
         fitmod = fit_module()
         try:
-            res = fitmod.fit(
-                rasters, labels.split("|")[0], self.parameterAsString(parameters, "FIELD", context) or None,
-                self.parameterAsString(parameters, "CLASSES", context) or None, aoi.split("|")[0] if aoi else None,
-                self.parameterAsString(parameters, "INIT", context) or "tailings",
-                self.parameterAsInt(parameters, "EPOCHS", context),
-                DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)], out,
-                self.parameterAsString(parameters, "NAME", context) or None,
-                self.parameterAsBool(parameters, "MULTILABEL", context),
-                chip=self.parameterAsInt(parameters, "CHIP", context),
-                chips_per_epoch=self.parameterAsInt(parameters, "CHIPS_PER_EPOCH", context),
-                labels_layer=_layer_name(labels),
-                progress=lambda f, m: (feedback.setProgress(100 * f), feedback.setProgressText(m)),
-                cancel=feedback.isCanceled, log=feedback.pushInfo)
+            args = fit_values(self, parameters, context, feedback)
+            res = fitmod.fit(**args, progress=lambda f, m: (feedback.setProgress(100 * f), feedback.setProgressText(m)),
+                             cancel=feedback.isCanceled, log=feedback.pushInfo)
         except fitmod.Cancelled as e:
             raise QgsProcessingException(str(e))
         except (fitmod.TailingsError, ValueError) as e:
-            raise QgsProcessingException(str(e))
+            raise processing_error(e)
         except Exception as e:
             feedback.reportError(traceback.format_exc())
             raise QgsProcessingException("unexpected error: %s: %s" % (type(e).__name__, e))
-        for w in res.warnings:
-            feedback.pushWarning(w)
-        val = res.info.extra.get("validation_fit") or {}
-        text = ", ".join("%s IoU %.3f" % (k, v) for k, v in (val.get("per_class") or {}).items() if v is not None)
-        feedback.pushInfo("model %s: %s%s" % (res.info.name, res.path, " (cancelled: best epoch)" if res.cancelled
-                                                                        else ""))
+        for line in fit_present.lines(res):
+            if line.startswith("warning: "):
+                feedback.pushWarning(line[len("warning: "):])
+            else:
+                feedback.pushInfo(line)
+        feedback.pushInfo(fit_present.outcome(res))
         return {"OUTPUT": res.path, "MODEL_NAME": res.info.name, "CARD": res.card,
-                "VALIDATION": text or "no part could be held back"}
+                "VALIDATION": fit_present.validation(res)}
 
+
+def fit_values(alg, parameters, context, feedback) -> dict:
+    """``fit``'s keyword arguments from the parameters: the layers as files (selected features
+    only when asked), the rest in their text form, parsed and checked by the option table."""
+    out, texts = {}, {}
+    for o in for_front("processing"):
+        name = parameter_name(o)
+        if o.kind == "files":
+            try:
+                out[o.name] = [layer_path(lyr) for lyr in alg.parameterAsLayerList(parameters, name, context)]
+            except ValueError as e:
+                raise QgsProcessingException(str(e))
+            if not out[o.name]:
+                raise QgsProcessingException("give at least one raster")
+        elif o.kind == "vector":
+            uri = (alg.parameterAsCompatibleSourceLayerPath(parameters, name, context, ["gpkg"], "gpkg", feedback)
+                   if parameters.get(name) not in (None, "") else None)
+            out[o.name] = uri.split("|")[0] if uri else None
+            if o.name == "labels":
+                out["labels_layer"] = _layer_name(uri)
+        elif o.kind == "model_file":
+            out[o.name] = alg.parameterAsFileOutput(parameters, name, context) or None
+        elif o.kind == "bool":
+            out[o.name] = alg.parameterAsBool(parameters, name, context)
+        elif o.kind == "int":
+            texts[o.name] = str(alg.parameterAsInt(parameters, name, context))
+        elif o.kind == "choice":
+            texts[o.name] = alg.parameterAsEnumString(parameters, name, context)
+        else:
+            texts[o.name] = alg.parameterAsString(parameters, name, context).strip() or None
+    out.update(values(texts, names=list(texts)))
+    return out
 
 def _layer_name(uri: str):
     parts = uri.split("|")

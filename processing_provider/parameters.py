@@ -11,21 +11,25 @@ from __future__ import annotations
 
 from typing import Dict, List
 
-from qgis.core import (QgsProcessingException, QgsProcessingParameterDefinition,
+from qgis.core import (QgsProcessingException, QgsProcessingParameterBoolean, QgsProcessingParameterDefinition,
                        QgsProcessingParameterEnum, QgsProcessingParameterExtent, QgsProcessingParameterFeatureSource,
-                       QgsProcessingParameterNumber, QgsProcessingParameterString)
+                       QgsProcessingParameterField, QgsProcessingParameterFileDestination,
+                       QgsProcessingParameterMultipleLayers, QgsProcessingParameterNumber,
+                       QgsProcessingParameterString)
 
 from ..inference.options import Option, for_front
 from ..qgis_glue import compat
 
 
 def parameter_name(o: Option) -> str:
-    return o.name.upper()
+    return o.param or o.name.upper()
 
 
-def make_parameter(o: Option) -> QgsProcessingParameterDefinition:
+def make_parameter(o: Option, check_boxes: bool = False) -> QgsProcessingParameterDefinition:
+    """``o``'s parameter (``check_boxes``: on/off options as check boxes, as training's are; a
+    run's stay text, ``true``/``false``)."""
     name = parameter_name(o)
-    optional = o.model_default or o.default is None
+    optional = (o.model_default or o.default is None) and not o.required
     label = o.label + (" (empty = %s)" % o.unset_label if o.model_default else "")
     if o.kind in ("int", "float"):
         p = QgsProcessingParameterNumber(
@@ -42,13 +46,24 @@ def make_parameter(o: Option) -> QgsProcessingParameterDefinition:
                                        usesStaticStrings=True)
     elif o.kind == "extent":
         p = QgsProcessingParameterExtent(name, o.label + " (default: whole raster)", optional=True)
+    elif o.kind == "bool" and check_boxes:
+        p = QgsProcessingParameterBoolean(name, o.label, bool(o.default))
+    elif o.kind == "files":
+        p = QgsProcessingParameterMultipleLayers(name, o.label, compat.SOURCE_RASTER)
+    elif o.kind == "vector":
+        p = QgsProcessingParameterFeatureSource(name, o.label, [compat.SOURCE_VECTOR_POLYGON], optional=optional)
+    elif o.kind == "field":
+        p = QgsProcessingParameterField(name, o.label, parentLayerParameterName=o.parent.upper(), optional=optional)
+    elif o.kind == "model_file":
+        p = QgsProcessingParameterFileDestination(name, o.label, "ONNX models (*.onnx)", optional=optional,
+                                                  createByDefault=False)
     elif o.kind == "aoi":
         p = QgsProcessingParameterFeatureSource(name, o.label + " (polygons; pixels outside get no class)",
                                                 [compat.SOURCE_VECTOR_POLYGON], optional=True)
     else:  # scales, bands, text: the command line's text form
         hint = {"scales": " (e.g. 1,0.5; empty = model default)", "text": "",
                 "bands": " (e.g. 3,2,1 or S2:B04=3,S2:B03=2,S2:B02=1)"}.get(o.kind, "")
-        p = QgsProcessingParameterString(name, o.label + hint, defaultValue=None, optional=True)
+        p = QgsProcessingParameterString(name, o.label + hint, defaultValue=o.default, optional=optional)
     p.setHelp(o.describe())
     if o.advanced:
         p.setFlags(p.flags() | compat.PARAMETER_ADVANCED)

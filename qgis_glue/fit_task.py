@@ -8,38 +8,38 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
-from typing import List, Optional
+from typing import Optional
 
 from qgis.core import (Qgis, QgsApplication, QgsCoordinateTransformContext, QgsProject, QgsTask,
                        QgsVectorFileWriter, QgsVectorLayer)
 from qgis.PyQt.QtCore import pyqtSignal
 
+from ..training.fit_options import BY_NAME as FIT, values
+from ..training import fit_present
+from ..training.fit_present import lines, outcome
 from .log import log, push, unexpected
 from .training_bridge import fit_module
 
 
-@dataclass
 class FitRequest:
-    """What to train: the arguments of ``training.fit.fit``."""
-    rasters: List[str]
-    labels: str
-    field_name: Optional[str] = None
-    classes: Optional[str] = None
-    aoi: Optional[str] = None
-    init: str = "tailings"
-    epochs: int = 10
-    device: str = "auto"
-    name: Optional[str] = None
-    multilabel: bool = False
-    corrections_of: Optional[str] = None   # the run whose polygons ``labels`` corrects (only changes count)
-    review: bool = False                   # ``labels`` is a reviewed run's layer: its decisions only
-    workdir: Optional[str] = field(default=None, repr=False)   # temporary files to remove afterwards
+    """What to train: ``training.fit.fit``'s arguments by their names in training's option table
+    (``training.fit_options``), checked there; the ones not given take the table's defaults.
+    ``workdir``: temporary files to remove afterwards."""
+
+    def __init__(self, workdir: Optional[str] = None, **arguments):
+        unknown = sorted(set(arguments) - set(FIT))
+        if unknown:
+            raise TypeError("not training options: %s" % ", ".join(unknown))
+        self.workdir = workdir
+        self._arguments = values(arguments)
+
+    def __getattr__(self, name):
+        if name.startswith("_") or name not in FIT:
+            raise AttributeError(name)
+        return self._arguments[name]
 
     def arguments(self) -> dict:
-        d = asdict(self)
-        d.pop("workdir")
-        return d
+        return dict(self._arguments)
 
 
 def write_layer(layer: QgsVectorLayer, path: str, selected_only: bool = False) -> str:
@@ -100,17 +100,10 @@ class FitTask(QgsTask):
             shutil.rmtree(self.request.workdir, ignore_errors=True)
         res = self.result
         if ok and res is not None:
-            val = res.info.extra.get("validation_fit") or {}
-            score = val.get("iou", val.get("miou"))
-            self.outcome = "model %s is in your model list%s%s (%.0f s)" % (
-                res.info.name, " (cancelled: the best epoch so far)" if res.cancelled else "",
-                "; on the part held back: IoU %.2f" % score if score is not None else "", res.seconds)
-            log("%s\n%s\ncard: %s" % (self.outcome, res.path, res.card), Qgis.MessageLevel.Success)
-            for w in res.warnings:
-                log(w, Qgis.MessageLevel.Warning)
-            worse = (res.info.extra.get("compared") or {}).get("warning")
-            if worse:   # orange, and it stays until read
-                self.outcome = "%s — warning: %s" % (self.outcome, worse)
+            self.outcome = outcome(res)
+            for line in lines(res):
+                log(line, Qgis.MessageLevel.Warning if line.startswith("warning: ") else Qgis.MessageLevel.Success)
+            if fit_present.worse(res):   # orange, and it stays until read
                 push(self.message_bar, self.outcome, Qgis.MessageLevel.Warning, keep=True)
             else:
                 self._push(self.outcome, Qgis.MessageLevel.Success)

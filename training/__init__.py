@@ -1,1 +1,2 @@
-"""Training side of Tailings Mapper (torch).  Never imported by the plugin or the engine."""
+"""Training side of Tailings Mapper (torch).  The plugin imports only its option table and wording
+(``fit_options``, ``fit_present``: no torch) until the user trains; the engine never imports it."""

@@ -8,11 +8,11 @@ import json
 import os
 import sys
 
-from inference.options import add_arguments, from_arguments
+from .engine import add_arguments, from_arguments
 
 
 def open_model_info(path):
-    from inference import open_model
+    from .engine import open_model
     return open_model(path).info
 
 # The engine's options `evaluate` takes (the model's values when not given).
@@ -105,7 +105,7 @@ def main(argv=None):
     if a.cmd == "corrections-check":
         return fit_cli.run_corrections_check(a)
     if a.cmd in ("ship-veto", "ship-veto-check"):
-        from inference.errors import TailingsError
+        from .engine import TailingsError
         from . import data, ship_veto
         try:
             if a.cmd == "ship-veto":
@@ -150,8 +150,8 @@ def main(argv=None):
                           "val_sites": sorted({t.site for t in va}, key=int if all(t.site.isdigit() for t in va) else str),
                           "n_train": len(tr), "n_val": len(va), "val_tiles": [t.name for t in va]}))
     elif a.cmd == "evaluate":
-        from inference import open_model
-        from inference.options import option
+        from .engine import open_model
+        from .engine import option
         from . import evaluate as E
         opts = from_arguments(a)
         model = open_model(a.model)   # one network session for every score below

@@ -19,8 +19,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal
 
-from inference import SegmentOptions, plan, strips, work_grid
-from inference.errors import InputError
+from .engine import SegmentOptions, plan, strips, work_grid
+from .engine import InputError
 
 from . import corrections as K
 from . import labels as L

@@ -19,9 +19,9 @@ from typing import Optional
 import numpy as np
 from osgeo import gdal, ogr
 
-from inference.change.inputs import sibling_raster
-from inference.errors import InputError
-from inference.grid import Grid
+from .engine import sibling_raster
+from .engine import InputError
+from .engine import Grid
 
 from . import labels as L
 

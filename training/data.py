@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from inference.tiling import downsample2
+from .engine import downsample2
 
 DEFAULT_DATA_ENV = "TAILINGS_DATA"
 

@@ -11,8 +11,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from osgeo import gdal
 
-from inference import SegmentOptions, execute, open_model, plan
-from inference.evaluate import evaluate
+from .engine import SegmentOptions, execute, open_model, plan
+from .engine import evaluate
 
 
 def link_tiles(data_dir: str, tiles: Sequence[str], dest: str) -> tuple:

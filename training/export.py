@@ -9,9 +9,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from inference.metadata import ClassInfo, ModelInfo
-from inference.model_formats import write_metadata
-from inference.model import read_info
+from .engine import ClassInfo, ModelInfo
+from .engine import write_metadata
+from .engine import read_info
 
 from .train import build_model, load_checkpoint
 
@@ -137,7 +137,7 @@ def export(run_dir: str, out: str, threshold: Optional[float] = None, extra: Opt
     proto.producer_name = "tailings-mapper-training"
     onnx.checker.check_model(proto)
     onnx.save(proto, out)
-    from inference.model_files import write_item
+    from .engine import write_item
     write_item(out)
     result = {"path": out, "size_mb": os.path.getsize(out) / 1e6, "threshold": info.threshold, "tta": info.tta, "scales": info.tta_scales}
     if check:

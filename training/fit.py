@@ -32,10 +32,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from inference.class_schemas import classes_from_spec
-from inference.errors import Cancelled, InputError, TailingsError  # noqa: F401 (front ends catch them here)
-from inference.metadata import ModelInfo
-from inference.model import Model, open_model
+from .engine import classes_from_spec
+from .engine import Cancelled, InputError, TailingsError  # noqa: F401 (front ends catch them here)
+from .engine import ModelInfo
+from .engine import Model, open_model
 
 from . import chips as C
 from . import labels as L
@@ -461,7 +461,7 @@ class _Probabilities(nn.Module):
 def export_network(net, info: ModelInfo, out: str) -> None:
     """The network as ONNX (probabilities inside the graph) with ``info`` as its metadata."""
     import onnx
-    from inference.model_formats import write_metadata
+    from .engine import write_metadata
     wrapped = net.cpu().eval() if isinstance(net, Vetoed) else _Probabilities(net.cpu().eval(),
                                                                               info.task == "multilabel").eval()
     x = torch.randn(1, len(info.bands), 128, 128)
@@ -479,7 +479,7 @@ def export_network(net, info: ModelInfo, out: str) -> None:
     onnx.save(proto, tmp)
     open_model(tmp)   # the engine's own check of what was written
     os.replace(tmp, out)
-    from inference.model_files import write_item
+    from .engine import write_item
     write_item(out)
 
 
@@ -500,7 +500,7 @@ def _feature_renamed(extra: Dict, proto) -> Dict:
 
 
 def _user_dir() -> str:
-    from inference.registry import user_dir
+    from .engine import user_dir
     d = user_dir()
     os.makedirs(d, exist_ok=True)
     return d

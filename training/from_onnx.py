@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from inference.model import open_model
+from .engine import open_model
 
 from . import configs
 

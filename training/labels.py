@@ -21,7 +21,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal, ogr, osr
 
-from inference.errors import InputError
+from .engine import InputError
 
 IGNORE = 255
 NEAR_PX = 32      # without an area: unlabelled pixels this close to a label are background

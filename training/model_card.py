@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import os
 
-from inference.class_schemas import definition
-from inference.metadata import ModelInfo
+from .engine import definition
+from .engine import ModelInfo
 
 from . import compare
 

@@ -19,9 +19,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from inference import SegmentOptions, open_model, plan
-from inference import ood, strips, work_grid
-from inference.tiling import positions, rescale
+from .engine import SegmentOptions, open_model, plan
+from .engine import ood, strips, work_grid
+from .engine import positions, rescale
 
 PIXELS_PER_TILE = 4000
 
@@ -135,7 +135,7 @@ def _mask_at(mask: np.ndarray, scale: float) -> np.ndarray:
 def write(model_path: str, stats: Dict, out: str, replay: Optional[Dict] = None) -> None:
     """A copy of the model with ``stats`` (and ``replay``) in its metadata (weights and graph unchanged)."""
     import onnx
-    from inference.model_formats import write_metadata
+    from .engine import write_metadata
     info = open_model(model_path).info
     proto = onnx.load(model_path)
     extra = dict(info.extra, ood=stats)
@@ -179,8 +179,8 @@ def compute_likeness(model_path: str, data_dir: str, sites: Optional[Sequence[st
     the threshold is their ``LIKENESS_QUANTILE`` % quantile (the rest of the training sites' true
     tailings area is not marked).  Needs the model's ``replay`` and ``ood`` metadata."""
     from osgeo import gdal, ogr
-    from inference.execute import segment
-    from inference.region_stats import fids_on_grid
+    from .engine import segment
+    from .engine import fids_on_grid
     info = open_model(model_path).info
     if not info.extra.get("replay") or not info.extra.get("ood"):
         raise ValueError("%s carries no replay or ood metadata: run ood-stats first" % model_path)
@@ -221,7 +221,7 @@ def compute_likeness(model_path: str, data_dir: str, sites: Optional[Sequence[st
 def write_extra(model_path: str, entries: Dict, out: str) -> None:
     """A copy of the model with ``entries`` added to its metadata's extra (weights and graph unchanged)."""
     import onnx
-    from inference.model_formats import write_metadata
+    from .engine import write_metadata
     info = open_model(model_path).info
     proto = onnx.load(model_path)
     write_metadata(proto, replace(info, extra=dict(info.extra, **entries)))

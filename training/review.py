@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
-from inference.errors import InputError
-from inference.likeness import ACCEPTED, REJECTED, REVIEW as FIELD, UNREVIEWED
+from .engine import InputError
+from .engine import ACCEPTED, REJECTED, REVIEW as FIELD, UNREVIEWED
 
 from . import labels as L
 

@@ -24,7 +24,7 @@ from typing import Callable, Dict, Iterator
 import numpy as np
 from osgeo import gdal
 
-from inference.grid import Grid
+from .engine import Grid
 
 from . import veto as V
 from .corrections_check import RUN, _demo, _flagged_ha, _halves, _val_scores
@@ -113,8 +113,8 @@ def build(src: str, out: str, log: Callable[[str], None] = print, keep_q: float 
             "sources": list(SOURCES), "locations": {k: int(len(v)) for k, v in parts.items()}}
     extra = {k: v for k, v in info.extra.items() if k != "veto"}
     info = replace(info, extra=dict(extra, veto=meta))
-    from inference.mlm import item_path
-    from inference.model_files import write_item
+    from .engine import item_path
+    from .engine import write_item
     tmp = os.path.join(os.path.dirname(os.path.abspath(out)), "ship-veto-tmp.onnx")
     try:
         export_network(wrapped, info, tmp)
@@ -132,7 +132,7 @@ def unvetoed(src: str, out: str) -> str:
     from .fit import export_network
     from .from_onnx import load_network
     from .veto import Vetoed
-    from inference import open_model
+    from .engine import open_model
     net, _, info = load_network(open_model(src).path)
     if isinstance(net, Vetoed):
         net = net.net

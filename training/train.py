@@ -13,8 +13,8 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from inference import tiling
-from inference.metrics import binary_scores
+from .engine import tiling
+from .engine import binary_scores
 
 from . import data as D
 from . import losses, nets

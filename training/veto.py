@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from inference.likeness import unpack   # (one reading of the metadata's float16 arrays)
+from .engine import unpack   # (one reading of the metadata's float16 arrays)
 
 CONTEXT = 7          # the surroundings: mean of 7 x 7 stride-32 locations (2.2 km at 10 m)
 COMPONENTS = 48

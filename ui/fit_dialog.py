@@ -10,15 +10,17 @@ from typing import Optional
 from qgis.core import QgsFieldProxyModel, QgsProject, QgsRasterLayer
 from qgis.gui import QgsFieldComboBox, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QLineEdit, QSpinBox
+from qgis.PyQt.QtWidgets import QComboBox
 
 from ..inference import list_models
 from ..inference.class_schemas import MINING10, SCHEMA_LABELS, TAILINGS
 from ..qgis_glue import compat, deps
 from ..qgis_glue import fit_task
 from ..qgis_glue.layers import layer_path
+from ..training.fit_options import BY_NAME as FIT, values
 from .layer_list import LayerList
 from .model_picker import schema_tooltip
+from .option_widgets import OptionWidgets
 from .task_dialog import TaskDialog
 
 FROM_MODEL = "__model__"
@@ -57,7 +59,11 @@ class FitDialog(TaskDialog):
         self.classes.setToolTip("A schema, or your own class names separated by commas (pit,dump,pond)<br><br>"
                                 + schema_tooltip(MINING10))
         form.addRow("Classes", self.classes)
-        self.multilabel = QCheckBox("classes may overlap (a sigmoid per class)")
+        # training's options the dialog shows as they are declared (training.fit_options)
+        self.options = OptionWidgets(None, [FIT[n] for n in ("multilabel", "epochs", "device", "name")])
+        for n in self.options.options:
+            self.options.set_text(n, "")
+        self.multilabel, self.epochs, self.device, self.name = (self.options.widget(n) for n in self.options.options)
         form.addRow("", self.multilabel)
         self.area = QgsMapLayerComboBox()
         self.area.setFilters(compat.LAYER_POLYGON)
@@ -69,17 +75,8 @@ class FitDialog(TaskDialog):
             self.init.addItem("%s%s" % (e.name, " (shipped)" if e.shipped else ""), e.path)
         self.init.addItem("scratch (ImageNet encoder)", "scratch")
         form.addRow("Start from", self.init)
-        self.epochs = QSpinBox()
-        self.epochs.setRange(1, 500)
-        self.epochs.setValue(10)
-        form.addRow("Epochs", self.epochs)
-        self.device = QComboBox()
-        for label, v in (("Auto", "auto"), ("CPU", "cpu"), ("GPU (CUDA)", "cuda")):
-            self.device.addItem(label, v)
-        form.addRow("Device", self.device)
-        self.name = QLineEdit()
-        self.name.setPlaceholderText("default: <model>-<date-time>")
-        form.addRow("New model's name", self.name)
+        for n in ("epochs", "device", "name"):
+            form.addRow(FIT[n].label, self.options.widget(n))
         if deps.torch_missing():
             self.problem("Training needs PyTorch: install it with Raster > Tailings Mapper > Python packages… "
                           "(its CPU build, about 200 MB).")
@@ -103,8 +100,7 @@ class FitDialog(TaskDialog):
             rasters=rasters, labels=fit_task.write_layer(labels, os.path.join(work, "labels.gpkg")),
             field_name=self.field.currentField() or None, classes=None if spec == FROM_MODEL else spec,
             aoi=fit_task.write_layer(area, os.path.join(work, "area.gpkg")) if area is not None else None,
-            init=self.init.currentData(), epochs=self.epochs.value(), device=self.device.currentData(),
-            name=self.name.text().strip() or None, multilabel=self.multilabel.isChecked(), workdir=work)
+            init=self.init.currentData(), workdir=work, **values(self.options.texts(), names=self.options.options))
 
     def start(self) -> Optional[fit_task.FitTask]:
         try:

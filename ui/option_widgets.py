@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from typing import Callable, Dict, Optional, Sequence
 
-from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QSpinBox,
-                                 QWidget)
+from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
+                                 QSpinBox, QWidget)
 
 from ..inference.options import Option, for_front
 
@@ -45,6 +45,10 @@ def make_widget(o: Option):
             w.setSpecialValueText(o.unset_label)
         elif o.zero_label:
             w.setSpecialValueText(o.zero_label)
+    elif o.kind == "text":
+        w = QLineEdit()
+        if o.default is None:
+            w.setPlaceholderText("default: %s" % o.default_text)
     else:
         raise ValueError("the panel has no widget for options of kind %r (%s)" % (o.kind, o.name))
     w.setToolTip(o.describe())
@@ -81,14 +85,17 @@ def checkable_row(box: QCheckBox) -> QWidget:
 
 
 class OptionWidgets:
-    """The widgets of ``options`` (default: the panel's advanced options), added to ``form``."""
+    """The widgets of ``options`` (default: the panel's advanced options), added to ``form`` (None:
+    the caller places them)."""
 
-    def __init__(self, form: QFormLayout, options: Optional[Sequence[Option]] = None):
+    def __init__(self, form: Optional[QFormLayout], options: Optional[Sequence[Option]] = None):
         self.options = {o.name: o for o in (options if options is not None else for_front("panel", advanced=True))}
         self.widgets: Dict[str, object] = {}
         for name, o in self.options.items():
             w = make_widget(o)
-            if o.kind == "bool":
+            if form is None:
+                pass
+            elif o.kind == "bool":
                 form.addRow(checkable_row(w))    # (the whole width: its text wraps)
             else:
                 form.addRow(o.label, w)
@@ -101,6 +108,8 @@ class OptionWidgets:
         o, w = self.options[name], self.widgets[name]
         if o.kind == "bool":
             return o.format(w.isChecked())
+        if isinstance(w, QLineEdit):
+            return w.text().strip()
         if isinstance(w, QComboBox):
             return w.currentData() or ""
         if o.model_default and w.value() == w.minimum():
@@ -115,6 +124,8 @@ class OptionWidgets:
             value = o.default
         if o.kind == "bool":
             w.setChecked(bool(value))
+        elif isinstance(w, QLineEdit):
+            w.setText(o.format(value))
         elif isinstance(w, QComboBox):
             w.setCurrentIndex(max(0, w.findData(o.format(value))))
         else:
@@ -129,5 +140,7 @@ class OptionWidgets:
                 w.toggled.connect(callback)
             elif isinstance(w, QComboBox):
                 w.currentIndexChanged.connect(callback)
+            elif isinstance(w, QLineEdit):
+                w.textChanged.connect(callback)
             else:
                 w.valueChanged.connect(callback)
