@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from osgeo import gdal, osr
 
-from engine_helpers import (blobs, conv_model, features, labels4, make_raster, pixel_model, read, reference_classes,
+from engine_helpers import (true_m2, blobs, conv_model, features, labels4, make_raster, pixel_model, read, reference_classes,
                             reference_prob, rounding_safe, set_bias)
 from inference import SegmentOptions, segment
 
@@ -156,9 +156,11 @@ def test_multiclass_argmax_polygons_per_class(d):
     band = ds = None
     feats, _ = features(res.polygons)
     got = sorted((c, a, f["class_name"]) for c, a, _, f in feats)
-    assert got == [(1, 2500.0, "tailings"), (1, 15000.0, "tailings"), (2, 30000.0, "water")]
+    assert [(c, n) for c, _, n in got] == [(1, "tailings"), (1, "tailings"), (2, "water")]
+    k = true_m2(1.0, r)   # (true areas: a UTM grid's square metres are off by its scale factor)
+    assert [a for _, a, _ in got] == pytest.approx([2500.0 * k, 15000.0 * k, 30000.0 * k], abs=0.006)
     assert res.stats[1]["count"] == 2 and res.stats[2]["count"] == 1
-    assert res.stats[2]["area_ha"] == pytest.approx(3.0)
+    assert res.stats[2]["area_ha"] == pytest.approx(3.0 * k, rel=1e-5)
     assert 0 not in res.stats   # background is not reported
 
 

@@ -12,6 +12,7 @@ pytest.importorskip("onnx")
 from qgis.core import (Qgis, QgsCategorizedSymbolRenderer, QgsPalettedRasterRenderer, QgsProject,  # noqa: E402
                        QgsRasterLayer, QgsVectorLayer)
 
+from engine_helpers import true_m2  # noqa: E402
 from qgis_helpers import plugin_env, s2_raster, tiny_model, wait_for, wait_task  # noqa: E402
 
 MODEL = "tiny_s2rgb"
@@ -207,7 +208,8 @@ def test_run_adds_styled_layers(plugin, env):
     feats = list(poly.getFeatures())
     assert len(feats) == 2
     areas = sorted(round(f["area_ha"], 2) for f in feats)
-    assert areas == [25.0, 64.0]
+    k = true_m2(1.0, lyr.source())   # (true areas: a UTM grid's square metres are off by its scale factor)
+    assert areas == pytest.approx([25.0 * k, 64.0 * k], abs=0.006)
     assert all(f["class_name"] == "tailings" for f in feats)
     # editable with QGIS's own tools
     assert poly.startEditing()
@@ -217,7 +219,7 @@ def test_run_adds_styled_layers(plugin, env):
     assert poly.getFeature(fid)["class_name"] == "checked pond"
     # summary in the message bar
     msgs = plugin.iface.messageBar().get_messages(Qgis.Success)
-    assert msgs and "found tailings: 2 regions, 89.00 ha in " in msgs[-1] and "on CPU" in msgs[-1]
+    assert msgs and "found tailings: 2 regions, %.2f ha in " % (89.0 * k) in msgs[-1] and "on CPU" in msgs[-1]
 
 
 def test_a_doubtful_run_shows_its_warnings_and_its_unreliable_tiles(plugin, env):

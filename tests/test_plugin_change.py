@@ -128,7 +128,7 @@ def test_processing_batch_over_a_facilities_layer(tm, qgis_processing, tmp_path)
             "MODEL": model(tmp_path / "m.onnx"), "OUTPUT": str(tmp_path / "out")})
         assert out["DONE"] == 3 and out["FAILED"] == 0
         s = json.load(open(out["SUMMARY"]))
-        assert [s["area_ha"]["BR-1"][y]["tailings"] for y in ("2020", "2021", "2022")] == pytest.approx([4.0, 9.0, 16.0])
+        assert [s["area_ha"]["BR-1"][y]["tailings"] for y in ("2020", "2021", "2022")] == pytest.approx([4.0, 9.0, 16.0], rel=1e-3)   # (true areas: 0.08 % over the UTM grid's)
         assert len(s["changes"]["BR-1"]) == 2
     finally:
         QgsProject.instance().removeAllMapLayers()

@@ -10,6 +10,7 @@ pytest.importorskip("onnx")
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer  # noqa: E402
 
 from deepness_rules import net  # noqa: E402
+from engine_helpers import true_m2  # noqa: E402
 from qgis_helpers import s2_raster, tiny_model, wait_task  # noqa: E402
 
 SQUARES = ((40, 40, 80), (200, 180, 50))
@@ -66,7 +67,7 @@ def test_processing_runs_models_from_elsewhere(provider, tmp_path, kind):
     out = processing.run("tailings_mapper:segment", params)
     poly = QgsVectorLayer(out["OUTPUT_POLYGONS"], "p", "ogr")
     assert poly.isValid() and poly.featureCount() == 2
-    assert out["AREA_HA"] == pytest.approx((80 * 80 + 50 * 50) * 0.01)
+    assert out["AREA_HA"] == pytest.approx(true_m2((80 * 80 + 50 * 50) * 100.0, raster) / 1e4, abs=0.005)
     del poly
     with open(out["OUTPUT_REPORT"]) as fh:
         report = json.load(fh)
