@@ -11,6 +11,7 @@ to a few parts in a billion).
 """
 from __future__ import annotations
 
+import math
 from typing import Tuple
 
 import numpy as np
@@ -18,8 +19,22 @@ from osgeo import ogr, osr
 
 from .grid import Grid
 
+_A = 6378137.0
+_F = 1 / 298.257223563
+_E2 = _F * (2 - _F)
+
 M2_PER_HA = 1e4
 AREA_STEP = 64
+
+
+def metres_per_degree(lat_deg: float) -> Tuple[float, float]:
+    """(east-west, north-south) metres per degree on the WGS84 ellipsoid at ``lat``."""
+    phi = math.radians(lat_deg)
+    s = math.sin(phi)
+    w = math.sqrt(1 - _E2 * s * s)
+    n = _A / w                          # prime vertical radius
+    m = _A * (1 - _E2) / w ** 3         # meridional radius
+    return math.radians(1) * n * math.cos(phi), math.radians(1) * m
 
 
 def hectares(m2: float) -> float:
@@ -114,3 +129,43 @@ class PixelAreas:
             a = band.ReadAsArray(0, y, self.grid.width, n)
             out += np.bincount(a.ravel(), weights=self.rows_of(y, n).ravel(), minlength=minlength)[:minlength]
         return out
+
+
+def area_perimeter_m(geom, srs, measure: EqualArea) -> tuple:
+    """True area (m2: ``measure``'s, :mod:`areas`) and perimeter (m) of ``geom`` in ``srs`` (a
+    geographic CRS's: on an equal-area projection centred on it)."""
+    if srs.IsGeographic():
+        g = geom.Clone()
+        g.Transform(osr.CoordinateTransformation(srs, equal_area_at(geom, srs)))
+        return measure.area_m2(geom), g.Boundary().Length()
+    unit = srs.GetLinearUnits() or 1.0
+    return measure.area_m2(geom), geom.Boundary().Length() * unit
+
+
+def simplified(geom, tol_m: float, srs):
+    """``geom`` simplified by ``tol_m`` metres (topology kept); ``geom`` itself when that fails or
+    gives no valid single polygon."""
+    if tol_m <= 0:
+        return geom
+    tol = tol_m
+    if srs.IsGeographic():
+        lat = geom.Centroid().GetY()
+        mx, my = metres_per_degree(lat)
+        tol = tol_m / max(mx, my)
+    else:
+        tol = tol_m / (srs.GetLinearUnits() or 1.0)
+    g = geom.SimplifyPreserveTopology(tol)
+    if g is None or g.IsEmpty():
+        return geom
+    if not g.IsValid():
+        try:
+            g = g.MakeValid()
+        except RuntimeError:  # GEOS could not repair it: keep the unsimplified polygon
+            return geom
+        if g is None or g.IsEmpty() or not g.IsValid():
+            return geom
+        if g.GetGeometryType() not in (ogr.wkbPolygon, ogr.wkbMultiPolygon):
+            return geom
+        if g.GetGeometryType() == ogr.wkbMultiPolygon:
+            return geom
+    return g

@@ -16,20 +16,19 @@ import datetime as _dt
 import gc
 import os
 import shutil
-import tempfile
 import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Dict, Optional
 
-from . import locks, provenance, report, sizing, styles
+from . import provenance, report, sizing
+from .locks import scratch_folder
 from .errors import Cancelled, OutputError
-from .output_names import make_output_folder
 from .planning import Plan, plan
 from .result import SegmentResult, result
-from .review_layers import mark_for_review
-from .segment_rasters import mask_clouds, stream_rasters
+from .review_layers import finish_layers
+from .segment_rasters import stream_rasters
 from .staged import StagedOutputs
 from .stream import CancelFn, ProgressFn
 from .vectorize import postprocess
@@ -48,19 +47,21 @@ def execute(p: Plan, progress: Optional[ProgressFn] = None, cancel: Optional[Can
     run = start(p, progress)
     try:
         with p.gdal.run():
-            staged = reserve(run, p, scratch)
-            mask = mask_clouds(p, run.workdir, progress, cancel)
-            rasters = stream_rasters(p, run.loading, staged.tmp, run.workdir, mask, run.meta, progress, cancel)
+            staged = run.staged = StagedOutputs(p.names)   # (the folder made, the names reserved)
+            run.workdir = scratch_folder(scratch)
+            rasters = stream_rasters(p, run.loading, staged.tmp, run.workdir, run.meta, progress, cancel)
             progress(0.9, "removing regions under the minimum area and polygonising")
             try:
                 with STAGES("regions (wall)"):
                     stats = postprocess(p, rasters.classes, rasters.confidence, staged.get("polygons"),
-                                        staged.layer_name, run.time, cancel, rasters.polygons, run.workdir)
+                                        staged.layer_name, run.time, dict(run.layer_meta, **{
+                                            provenance.DEVICE: rasters.session.device,
+                                            provenance.PROVIDER_REASON: rasters.session.reason}),
+                                        cancel, rasters.polygons, run.workdir)
             finally:
                 if rasters.polygons is not None:
                     rasters.polygons.close()
-            marks = mark_for_review(p, rasters, staged)
-            styles.write_styles(p.out_classes, staged.get("classes_style"), staged.get("confidence_style"))
+            marks = finish_layers(p, rasters, staged)
         res = result(p, rasters, staged, stats, marks, t0)
         report.write(staged.get("report"), report.build(p, res, staged.final, run.time))
         if cancel():   # (asked for at the last moment: nothing committed)
@@ -87,27 +88,21 @@ class Run:
     created: bool
     time: str
     meta: Dict[str, str]                   # what the result rasters record (``run_metadata``)
+    layer_meta: Dict[str, str]             # what the polygon layer records (``provenance.layer_record``)
     staged: Optional[StagedOutputs] = None
     workdir: Optional[str] = None
 
 
 def start(p: Plan, progress) -> Run:
     """Load the network on a thread of its own (while the run opens the raster and reads its first
-    strip) and make the output folder."""
+    strip); what the run's rasters record."""
     progress(0.0, "loading model")
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tm-load")
     run_time = _dt.datetime.now().replace(microsecond=0).isoformat()
-    run = Run(loader.submit(p.session), not os.path.isdir(p.out_dir), run_time, run_metadata(p, run_time))
+    run = Run(loader.submit(p.session), not os.path.isdir(p.out_dir), run_time, run_metadata(p, run_time),
+              provenance.layer_record(p, run_time))
     loader.shutdown(wait=False)
-    make_output_folder(p.out_dir)
     return run
-
-
-def reserve(run: Run, p: Plan, scratch: Optional[str]) -> StagedOutputs:
-    """Reserve the outputs' names (the lock; ``run.staged``) and make the run's scratch folder."""
-    run.staged = StagedOutputs(p.names)
-    run.workdir = scratch_folder(scratch)
-    return run.staged
 
 
 def _fail(e: BaseException, p: Plan, run: Run) -> None:
@@ -129,20 +124,6 @@ def _fail(e: BaseException, p: Plan, run: Run) -> None:
             os.rmdir(p.out_dir)
     if full is not None:
         raise full from None
-
-
-def scratch_folder(base: Optional[str] = None) -> str:
-    """A new scratch folder for a run (``tm-run-*``, ``locks.scratch_prefix``) in ``base``, else in
-    TMPDIR when it is set, else in the system's temporary folder; an :class:`OutputError` naming
-    it when it cannot be made there.  The scratch folders of killed runs are removed first."""
-    base = base or os.environ.get("TMPDIR") or None
-    locks.sweep_scratch(base or tempfile.gettempdir())   # (what killed runs left there)
-    try:
-        return tempfile.mkdtemp(prefix=locks.scratch_prefix(), dir=base)
-    except OSError as e:
-        where = ("%s (TMPDIR)" % base if base == os.environ.get("TMPDIR") else base) if base else tempfile.gettempdir()
-        raise OutputError("cannot make the run's scratch folder in %s: %s; set TMPDIR to a writable folder with "
-                          "free space" % (where, e.strerror or e)) from None
 
 
 def _disk_error(e: BaseException, out_dir: str, workdir: Optional[str],
@@ -167,6 +148,6 @@ def segment(input_path: str, model, out_dir: str, opts=None, progress=None, canc
 
 
 def run_metadata(p: Plan, run_time: str) -> Dict[str, str]:
-    """What the result rasters record about the run (``provenance.run_record``; the device and the
-    classes are added when the session is known: ``segment_rasters``)."""
-    return provenance.run_record(p, run_time)
+    """What the result rasters record about the run (``provenance.run_record``, the class table and
+    a multilabel raster's layout; the device is added when the session is known: ``segment_rasters``)."""
+    return provenance.raster_record(p, run_time)

@@ -18,6 +18,7 @@ import re
 import shutil
 import socket
 import sys
+import tempfile
 import time
 import uuid
 import zlib
@@ -232,3 +233,17 @@ def sweep_scratch(base: str) -> None:
         m = re.match(r"tm-run-([0-9a-f]{8})-(\d+)-", n)
         if m and m.group(1) == HOST_ID and not pid_alive(int(m.group(2))):
             shutil.rmtree(os.path.join(base, n), ignore_errors=True)
+
+
+def scratch_folder(base: Optional[str] = None) -> str:
+    """A new scratch folder for a run (``tm-run-*``, ``scratch_prefix``) in ``base``, else in
+    TMPDIR when it is set, else in the system's temporary folder; an :class:`OutputError` naming
+    it when it cannot be made there.  The scratch folders of killed runs are removed first."""
+    base = base or os.environ.get("TMPDIR") or None
+    sweep_scratch(base or tempfile.gettempdir())   # (what killed runs left there)
+    try:
+        return tempfile.mkdtemp(prefix=scratch_prefix(), dir=base)
+    except OSError as e:
+        where = ("%s (TMPDIR)" % base if base == os.environ.get("TMPDIR") else base) if base else tempfile.gettempdir()
+        raise OutputError("cannot make the run's scratch folder in %s: %s; set TMPDIR to a writable folder with "
+                          "free space" % (where, e.strerror or e)) from None

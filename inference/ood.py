@@ -24,7 +24,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .grid import Grid, box_wkt
 
 THRESHOLD = 1.5            # a tile beyond this is unreliable
 SCENE_MEDIAN = 1.0         # a scene whose median tile is beyond this is unlike the training data
@@ -266,20 +265,3 @@ def warning(summary: Dict[str, object]) -> Optional[str]:
             "brightness range): do not trust this map without checking it against the image"
             % (summary["ood_score"], summary["unreliable_tiles"], summary["tiles_scored"],
                100 * summary["out_of_range_fraction"]))
-
-
-def boxes_wkt(boxes: Sequence[Tuple[int, int, int, int]], gt) -> List[str]:
-    """The tiles as polygons (WKT, georeferenced by ``gt``), each cut where it overlaps its
-    neighbours at the middle of the overlap, so that the polygons meet without overlapping."""
-    def cuts(starts_ends):
-        se = sorted(set(starts_ends))
-        return {a: ((se[i - 1][1] + a) / 2.0 if i else a, (b + se[i + 1][0]) / 2.0 if i + 1 < len(se) else b)
-                for i, (a, b) in enumerate(se)}
-    place = Grid(tuple(gt), 0, 0)   # (only where its pixels lie)
-    cx = cuts([(x, x + w) for x, _, w, _ in boxes])
-    cy = cuts([(y, y + h) for _, y, _, h in boxes])
-    out = []
-    for x, y, _, _ in boxes:
-        (l, r), (t, b) = cx[x], cy[y]
-        out.append(box_wkt(*place.xy(l, t), *place.xy(r, b)))
-    return out

@@ -228,10 +228,6 @@ def plan(input_path: str, model: Union[str, Model], opts: Optional["optlib.Segme
     return replace(p, estimate=est, warnings=p.warnings + ((long_run,) if long_run else ()))
 
 
-LABEL_LAYOUT = ("multilabel: band 1 the most probable label class present (0 none), then one band per label "
-                "class (1 present, 0 absent), in id order")
-
-
 def _label_bands(info: ModelInfo) -> Optional[Tuple[Tuple[str, str], ...]]:
     """A multilabel model's label bands, ``((name, colour), ...)`` (None for other models)."""
     return tuple((c.name, c.color) for c in info.label_classes()) if info.task == "multilabel" else None

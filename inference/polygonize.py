@@ -10,15 +10,18 @@ raster gives it (``gt[0] + x * gt[1] + y * gt[2]``, ...): the same regions, the 
 from __future__ import annotations
 
 import os
+import shutil
 import struct
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional
 
 import numpy as np
-from osgeo import gdal, gdal_array, ogr
+from osgeo import gdal, gdal_array, ogr, osr
 
 from .errors import Cancelled, OutputError
+from .masks import MASK_MIN
 from .writing import STAGES
 
 PIECE_ROWS = 1024   # rows polygonised at once (TM_POLYGONIZE_PIECE_ROWS); the last band is split too
@@ -393,3 +396,60 @@ def polygonize_band(band, mask_of, out, layer, tmpdir: str, cancel=lambda: False
         pz.finish(out, layer, cancel, value)
     finally:
         pz.close()
+
+
+def foreground(arr: np.ndarray, bg_ids) -> np.ndarray:
+    """1 where a pixel has a class that gets polygons (not nodata, not masked, not background)."""
+    bg_ids = sorted(set(bg_ids))
+    if bg_ids == [0] and arr.dtype == np.uint8:
+        # 1..MASK_MIN - 1: one subtraction (0 wraps round to 255) and one comparison
+        fg = np.subtract(arr, 1, dtype=np.uint8) < MASK_MIN - 1
+    else:
+        fg = arr < MASK_MIN
+        for b in bg_ids:
+            fg &= arr != b
+    return fg.view(np.uint8)
+
+
+POLYGON_FIELDS = [("class_id", ogr.OFTInteger), ("class_name", ogr.OFTString), ("area_m2", ogr.OFTReal),
+                  ("area_ha", ogr.OFTReal), ("perimeter_m", ogr.OFTReal), ("mean_confidence", ogr.OFTReal),
+                  ("source", ogr.OFTString), ("model", ogr.OFTString), ("run_time", ogr.OFTString)]
+
+
+def polygon_layer(ds, gpkg_path: str, layer_name: str):
+    """A new GeoPackage with the (empty) polygon layer, in the class raster's CRS."""
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(ds.GetProjection())
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    try:
+        out = ogr.GetDriverByName("GPKG").CreateDataSource(gpkg_path)
+    except RuntimeError as e:
+        raise OutputError("cannot create %s: %s" % (gpkg_path, e)) from None
+    layer = out.CreateLayer(layer_name, srs, ogr.wkbPolygon, options=["GEOMETRY_NAME=geom", "FID=fid"])
+    for fname, ftype in POLYGON_FIELDS:
+        layer.CreateField(ogr.FieldDefn(fname, ftype))
+    return out, layer, srs
+
+
+def polygonise_result(p, ds, out, layer, polygonizer: Optional["BandPolygonizer"], workdir: Optional[str],
+                      cancel) -> None:
+    """The regions of plan ``p``'s (sieved) class raster ``ds`` as polygons in ``layer``: band 1's
+    (its bands polygonised as they came when ``polygonizer`` was fed while streaming), or a
+    multilabel raster's label bands one by one, each polygon with its label's class id (they
+    overlap where the labels do).  ``workdir``: the run's scratch folder (else TMPDIR)."""
+    if polygonizer is not None:
+        polygonizer.finish(out, layer, cancel)
+        return
+    tmpdir = tempfile.mkdtemp(prefix="tm-poly-", dir=workdir)
+    try:
+        if p.label_bands:
+            for k, c in enumerate(p.info.label_classes()):
+                if cancel():
+                    raise Cancelled("cancelled")
+                polygonize_band(ds.GetRasterBand(k + 2), lambda v: foreground(v, {0}), out, layer,
+                                tempfile.mkdtemp(prefix="label%d-" % k, dir=tmpdir), cancel, value=c.id)
+        else:
+            bg = p.info.background_ids()
+            polygonize_band(ds.GetRasterBand(1), lambda v: foreground(v, bg), out, layer, tmpdir, cancel)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)

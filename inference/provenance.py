@@ -34,6 +34,9 @@ CODE = "TM_CODE"                    # a change map's value code
 UNCERTAIN_CODE = "TM_UNCERTAIN_CODE"   # its code for uncertain changes
 CLASS_PREFIX = "CLASS_"             # CLASS_<id>: the class table
 
+LABEL_LAYOUT = ("multilabel: band 1 the most probable label class present (0 none), then one band per label "
+                "class (1 present, 0 absent), in id order")   # (LAYOUT's text for a multilabel class raster)
+
 
 def number(x) -> str:
     """``x`` as the provenance writes numbers (see the module's text)."""
@@ -74,6 +77,24 @@ def run_record(p, run_time: str, device: Optional[str] = None, reason: Optional[
     if p.date:
         meta[DATE] = p.date
     return meta
+
+
+def raster_record(p, run_time: str) -> Dict[str, str]:
+    """What a run's class and confidence rasters record before the session is known: the run's
+    record, the class table of the classes they hold (the model's, then the mask's) and a
+    multilabel raster's band layout."""
+    meta = dict(run_record(p, run_time), **class_table({c.id: c.name for c in p.out_classes}))
+    if p.label_bands:
+        meta[LAYOUT] = LABEL_LAYOUT
+    return meta
+
+
+def layer_record(p, run_time: str, device: Optional[str] = None, reason: Optional[str] = None) -> Dict[str, str]:
+    """What a run's polygon layer records: the run's record (where the network ran and why, when
+    given) and the class table of the model's classes (what made it, and the ground its run covered: ``TM_AREA``,
+    in the CRS ``TM_AREA_CRS`` names, so that corrections made in it can teach the model where
+    there is nothing)."""
+    return dict(run_record(p, run_time, device, reason), **class_table({c.id: c.name for c in p.info.classes}))
 
 
 def _float(text: Optional[str]) -> Optional[float]:

@@ -14,17 +14,13 @@ from osgeo import gdal, osr
 from . import provenance
 from .band_names import band_names
 from .errors import InputError, TailingsError, first_line
+from .areas import metres_per_degree
 from .grid import Grid
 
 gdal.UseExceptions()
 osr.UseExceptions()
 
 # WGS84 ellipsoid
-_A = 6378137.0
-_F = 1 / 298.257223563
-_E2 = _F * (2 - _F)
-
-
 @dataclass(frozen=True)
 class RasterInfo:
     path: str                 # what GDAL opens (a file, or the XML text of a VRT we built)
@@ -159,16 +155,6 @@ def inspect(path: str, label: Optional[str] = None, band_files=None) -> RasterIn
         return replace(info, gsd_m=pixel_size_m(info))
     finally:
         ds = None
-
-
-def metres_per_degree(lat_deg: float) -> Tuple[float, float]:
-    """(east-west, north-south) metres per degree on the WGS84 ellipsoid at ``lat``."""
-    phi = math.radians(lat_deg)
-    s = math.sin(phi)
-    w = math.sqrt(1 - _E2 * s * s)
-    n = _A / w                          # prime vertical radius
-    m = _A * (1 - _E2) / w ** 3         # meridional radius
-    return math.radians(1) * n * math.cos(phi), math.radians(1) * m
 
 
 def pixel_size_m(info: RasterInfo, row: Optional[float] = None) -> Tuple[float, float]:

@@ -14,6 +14,7 @@ from osgeo import gdal, ogr
 
 from .errors import Cancelled
 from .grid import Grid
+from .writing import STAGES
 
 ROWS_PER_READ = 512
 
@@ -261,3 +262,19 @@ def sum_by_id(ids: np.ndarray, values: np.ndarray):
     run_ids = f[starts]
     keep = run_ids > 0
     return run_ids[keep], sums[keep], lengths[keep]
+
+
+def confidence_by_fid(p, out, layer, ds, conf_path: str, cancel) -> tuple:
+    """Each polygon's confidence sums and pixel counts, ``(sums, counts)`` by fid
+    (:func:`mean_confidence_by_fid`): a multilabel layer's polygons against their own label's
+    confidence band."""
+    with STAGES("mean confidence"):
+        if not p.label_bands:
+            return mean_confidence_by_fid(out, layer.GetName(), ds, conf_path, cancel)
+        sums, counts = np.zeros(1), np.zeros(1, np.int64)
+        for k, c in enumerate(p.info.label_classes()):
+            s_, c_ = mean_confidence_by_fid(out, layer.GetName(), ds, conf_path, cancel, k + 2, c.id)
+            m = max(len(sums), len(s_))
+            sums = np.pad(sums, (0, m - len(sums))) + np.pad(s_, (0, m - len(s_)))
+            counts = np.pad(counts, (0, m - len(counts))) + np.pad(c_, (0, m - len(c_)))
+        return sums, counts

@@ -39,9 +39,7 @@ class SegmentResult:
 def result(p, rasters, staged, stats, marks, t0: float) -> SegmentResult:
     """What the run found, under the outputs' final names."""
     out, session, streamed = staged.final, rasters.session, rasters.stats
-    g = rasters.grid
-    px_m2 = mean_pixel_m2(Grid(g.gt, g.width, g.height, g.wkt))
-    masked_ha, masked_fraction, flagged_fraction, warnings = _findings(stats, streamed, px_m2)
+    masked_ha, masked_fraction, flagged_fraction, warnings = _findings(stats, streamed, rasters.grid)
     reliability = rasters.tile_log.summary() if rasters.tile_log is not None else {}
     if reliability:
         w = ood_warning(reliability)
@@ -59,9 +57,10 @@ def result(p, rasters, staged, stats, marks, t0: float) -> SegmentResult:
                          marks=marks or {})
 
 
-def _findings(stats, streamed, px_m2: float) -> Tuple[Dict[str, float], float, float, list]:
-    """Masked area per kind, the masked and flagged fractions, and what they warn of (``px_m2``: the
-    working grid's mean pixel area)."""
+def _findings(stats, streamed, g) -> Tuple[Dict[str, float], float, float, list]:
+    """Masked area per kind, the masked and flagged fractions, and what they warn of (``g``: the
+    working grid, its mean pixel area)."""
+    px_m2 = mean_pixel_m2(Grid(g.gt, g.width, g.height, g.wkt))
     masked_px = sum(streamed.masked.values())
     total = streamed.valid_pixels + masked_px
     flagged_ha = sum(float(s["area_ha"]) for s in stats.values())

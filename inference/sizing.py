@@ -131,7 +131,7 @@ def estimate_bytes(p) -> int:
     """Peak memory of running ``p`` (see the module's description)."""
     from .stream import WRITE_QUEUE, write_queue_strips
     from .polygonize import PIECE_ROWS
-    from .vectorize import sieve_band_rows
+    from .sieve import sieve_band_rows
     info = p.info
     T, O = p.tile_size, p.overlap
     B = min(p.batch, p.tile_count)     # (a batch's pages beyond its tiles are never touched)

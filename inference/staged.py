@@ -9,7 +9,7 @@ from typing import Dict, Optional
 
 from . import locks
 from .errors import OutputError
-from .output_names import OutputNames, stems
+from .output_names import OutputNames, make_output_folder, stems
 from .writing import disk_error
 
 
@@ -38,6 +38,7 @@ class StagedOutputs:
 
     def __init__(self, names: OutputNames):
         out_dir, overwrite, unique = names.folder, names.overwrite, names.unique
+        make_output_folder(out_dir)
         self.overwrite = overwrite
         self.lock: Optional[str] = None
         self.notes = []

@@ -3,7 +3,7 @@
 Memory stays bounded by a strip of tiles: the working grid is read one row of tiles at a time
 (``strips.StripReader``: only the bands the model reads), tiles go to the network in batches
 (``network.TileNetwork``), overlapping tile probabilities are blended into a strip accumulator
-with weights that ramp across the overlap (:class:`Blender`), and the rows that no later tile
+with weights that ramp across the overlap (``tiling.Blender``), and the rows that no later tile
 touches are classified (:mod:`classify`) and handed on to the writer at once; a strip's last
 batch is inferred while the next strip is read and its first batch filled.
 
@@ -26,43 +26,13 @@ from .classify import classify
 from .errors import Cancelled
 from .network import TileNetwork
 from .strips import StripReader
-from .tiling import blend_weights, positions
+from .tiling import Blender, positions
 from .work_grid import WorkGrid
 from .writing import NODATA_CONF, STAGES
 
 ProgressFn = Callable[[float, str], None]
 CancelFn = Callable[[], bool]
 WriteFn = Callable[[np.ndarray, np.ndarray, int], None]   # (classes, confidence, first row)
-
-
-class Blender:
-    """The strip accumulator: tile probabilities weighted by ``blend_weights`` (neighbours
-    cross-fade across the overlap), rows handed out once no later tile reaches them."""
-
-    def __init__(self, channels: int, tile: int, overlap: int, width: int, th: int, tw: int):
-        self.th, self.tw = th, tw
-        self.weights = blend_weights(tile, overlap)[:th, :tw]
-        self.acc = np.zeros((channels, tile, width), np.float32)
-        self.wsum = np.zeros((tile, width), np.float32)
-        self._tmp = np.empty((channels, th, tw), np.float32)
-
-    def add(self, probs: np.ndarray, x: int) -> None:
-        th, tw = self.th, self.tw
-        np.multiply(probs[:, :th, :tw], self.weights, out=self._tmp)
-        self.acc[:, :th, x:x + tw] += self._tmp
-        self.wsum[:th, x:x + tw] += self.weights
-
-    def rows(self, n: int) -> Tuple[np.ndarray, np.ndarray]:
-        return self.acc[:, :n], self.wsum[:n]
-
-    def shift(self, n: int, last: bool) -> None:
-        """Drop the first ``n`` rows (handed out): the rows not yet final move to the top."""
-        keep = self.th - n
-        if keep > 0 and not last:
-            self.acc[:, :keep] = self.acc[:, n:self.th]
-            self.wsum[:keep] = self.wsum[n:self.th]
-        self.acc[:, keep:] = 0.0
-        self.wsum[keep:] = 0.0
 
 
 class Inline:
@@ -81,7 +51,7 @@ class Inline:
 
 
 # Strips handed to the writer and not yet written: enough for the writer's longest job (the sieve
-# of a band of rows, vectorize.SIEVE_BAND_ROWS) to overlap the strips read meanwhile; each holds
+# of a band of rows, sieve.SIEVE_BAND_ROWS) to overlap the strips read meanwhile; each holds
 # its classes and confidence (2 bytes a pixel).
 WRITE_QUEUE = 8
 WRITE_QUEUE_BYTES = 64 * 1024 * 1024   # ... and no more than this (a wide raster's strips are large)
@@ -123,16 +93,18 @@ class FinalRows:
 
 class Stream:
     """One pass over the working grid (``p``: the plan; its tile size, overlap, threshold, label
-    thresholds, threads and progress span).  ``write(classes, confidence, y)`` takes the final
+    thresholds, threads and progress span; ``session``: the model's, its network run by a
+    ``network.TileNetwork``).  ``write(classes, confidence, y)`` takes the final
     rows in order, on the writer thread; ``finish()`` runs there once they are written;
     ``read``: the grid's :class:`StripReader` (its first strip may be read already);
     ``tile_log`` (an ``ood.TileLog``) gets each inferred tile's place and scores; ``likeness``
     (a ``likeness.DistanceGrid``) each inferred tile's deepest features."""
 
-    def __init__(self, p, grid: WorkGrid, network: TileNetwork, read: StripReader, write: WriteFn,
+    def __init__(self, p, grid: WorkGrid, session, read: StripReader, write: WriteFn,
                  progress: ProgressFn, cancel: CancelFn, finish: Optional[Callable] = None, tile_log=None,
                  likeness=None):
-        self.p, self.grid, self.network, self.read, self.write = p, grid, network, read, write
+        self.network = network = TileNetwork(p, session, p.info.channels, cancel)   # (``session``: the model's)
+        self.p, self.grid, self.read, self.write = p, grid, read, write
         self.progress, self.cancel, self.finish = progress, cancel, finish
         self.tile_log, self.likeness = tile_log, likeness
         T, O = p.tile_size, p.overlap

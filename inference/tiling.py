@@ -127,3 +127,33 @@ def rescale(a: np.ndarray, scale: float, up: bool = False) -> np.ndarray:
     for _ in range(steps):
         a = upsample2(a) if up else downsample2(a)
     return a
+
+
+class Blender:
+    """The strip accumulator: tile probabilities weighted by ``blend_weights`` (neighbours
+    cross-fade across the overlap), rows handed out once no later tile reaches them."""
+
+    def __init__(self, channels: int, tile: int, overlap: int, width: int, th: int, tw: int):
+        self.th, self.tw = th, tw
+        self.weights = blend_weights(tile, overlap)[:th, :tw]
+        self.acc = np.zeros((channels, tile, width), np.float32)
+        self.wsum = np.zeros((tile, width), np.float32)
+        self._tmp = np.empty((channels, th, tw), np.float32)
+
+    def add(self, probs: np.ndarray, x: int) -> None:
+        th, tw = self.th, self.tw
+        np.multiply(probs[:, :th, :tw], self.weights, out=self._tmp)
+        self.acc[:, :th, x:x + tw] += self._tmp
+        self.wsum[:th, x:x + tw] += self.weights
+
+    def rows(self, n: int) -> Tuple[np.ndarray, np.ndarray]:
+        return self.acc[:, :n], self.wsum[:n]
+
+    def shift(self, n: int, last: bool) -> None:
+        """Drop the first ``n`` rows (handed out): the rows not yet final move to the top."""
+        keep = self.th - n
+        if keep > 0 and not last:
+            self.acc[:, :keep] = self.acc[:, n:self.th]
+            self.wsum[:keep] = self.wsum[n:self.th]
+        self.acc[:, keep:] = 0.0
+        self.wsum[keep:] = 0.0

@@ -10,6 +10,7 @@ import numpy as np
 from osgeo import gdal
 
 from . import raster as rasterlib
+from .areas import metres_per_degree
 from .errors import InputError, first_line
 from .grid import Grid
 
@@ -51,7 +52,7 @@ def open_grid(p, workdir: str, mask_raster: Optional[str] = None) -> WorkGrid:
         gsd = p.work_gsd_m
         gt = view_gt
         if p.raster.geographic:
-            mx, my = rasterlib.metres_per_degree(Grid(gt, w0, h0).xy(0, h0 / 2.0)[1])
+            mx, my = metres_per_degree(Grid(gt, w0, h0).xy(0, h0 / 2.0)[1])
             xres, yres = gsd / mx, gsd / my
         else:
             unit = p.raster.srs.GetLinearUnits() or 1.0

@@ -190,6 +190,19 @@ def to_source_grid(src, dst, gt, w, h, wkt, colours, names, meta, labels=None, c
     ds = None
 
 
+def results_to_source_grid(p, rasters, classes: str, confidence: str) -> None:
+    """A run's results on the working grid (``p`` resamples) brought back onto the source grid, into
+    ``classes`` and ``confidence`` (``rasters``: ``segment_rasters.Rasters``, updated to name them)."""
+    grid, labels, meta = rasters.grid, p.label_bands, rasters.meta
+    w0, h0 = grid.view_size
+    names = {c.id: c.name for c in p.out_classes}
+    colours = {c.id: c.color for c in p.out_classes}
+    to_source_grid(rasters.classes, classes, grid.view_gt, w0, h0, grid.wkt, colours, names, meta, labels, p.codec)
+    to_source_grid(rasters.confidence, confidence, grid.view_gt, w0, h0, grid.wkt, None, None, meta,
+                   [(n, None) for n, _ in labels] if labels else None, p.codec)
+    rasters.classes, rasters.confidence = classes, confidence
+
+
 WRITE_FAILED = ("Write error", "write error", "Failed to write", "failed to write", "Error writing", "Unable to write",
                 "Cannot write", "cannot write", "readonly database", "I/O error", "disk I/O", "No space left",
                 "Free disk space", "disk is full", "Disk quota", "File too large")

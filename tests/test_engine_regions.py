@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from inference.vectorize import sieve_in_bands
+from inference.sieve import sieve_in_bands
 
 
 def _mem(a):
@@ -77,7 +77,7 @@ def test_mean_confidence_is_the_mean_over_each_region(tmp_path, monkeypatch, row
                                                      (6, 5, 100, 250, 600)])
 def test_streaming_sieve_equals_global(seed, thr, rows, strip, tail):
     """StreamSieve, fed strips of any height, emits exactly GDAL's global sieve."""
-    from inference.vectorize import StreamSieve
+    from inference.sieve import StreamSieve
     rng = np.random.default_rng(seed)
     a, want = _noisy_and_globally_sieved(rng, (530, 240), thr)
     got = np.full_like(a, 77)
@@ -145,7 +145,7 @@ def _sparse(rng, shape):
 
 @pytest.mark.parametrize("seed,thr", [(0, 3), (1, 12), (2, 40), (3, 400)])
 def test_a_two_class_raster_is_sieved_between_its_clear_rows_only_with_the_same_result(seed, thr):
-    from inference.vectorize import busy_rows, sieve_array
+    from inference.sieve import busy_rows, sieve_array
     rng = np.random.default_rng(seed)
     a = _sparse(rng, (640, 200))
     want, got = a.copy(), a.copy()
@@ -163,7 +163,7 @@ def test_a_two_class_raster_is_sieved_between_its_clear_rows_only_with_the_same_
 
 @pytest.mark.parametrize("seed,thr,rows,strip,tail", [(0, 5, 100, 37, 0), (1, 20, 64, 100, 70), (2, 60, 200, 250, 0)])
 def test_streaming_sieve_of_two_classes_equals_global(seed, thr, rows, strip, tail):
-    from inference.vectorize import StreamSieve, sieve_array
+    from inference.sieve import StreamSieve, sieve_array
     rng = np.random.default_rng(seed)
     a = _sparse(rng, (640, 200))
     want = a.copy()

@@ -17,7 +17,7 @@ from inference.__main__ import Bar
 from inference.errors import ModelError, OptionError
 from inference.execute import execute
 from inference.stream import WRITE_QUEUE_BYTES, write_queue_strips
-from inference.vectorize import SIEVE_BAND_PIXELS, StreamSieve, sieve_band_rows
+from inference.sieve import SIEVE_BAND_PIXELS, StreamSieve, sieve_band_rows
 
 RGB = ["B4", "B3", "B2"]
 
