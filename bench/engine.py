@@ -21,7 +21,7 @@ one preallocated array.  Prints the figures and, last, one JSON line with
 operators (1 x 1 convolution, sigmoid; tile 512, overlap 77 = 15 %) built here; the whole
 ``python -m inference segment`` process runs as a child (wall time, its own peak RSS), with
 ``TM_STAGE_TIMES`` set so that the engine reports where its time went per stage
-(``inference.writing.StageTimes``).
+(``inference.output.writing.StageTimes``).
 """
 from __future__ import annotations
 
@@ -45,8 +45,8 @@ def bench_model(path: str, bands=("S2:B04", "S2:B03", "S2:B02"), width: int = 32
     """A stand-in CNN (depth 3x3 convolutions, ``width`` channels, ReLU, sigmoid head)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    from inference.metadata import ClassInfo, ModelInfo
-    from inference.model_formats import write_metadata
+    from inference.model.metadata import ClassInfo, ModelInfo
+    from inference.model.formats import write_metadata
     rng = np.random.default_rng(1)
     c = len(bands)
     inits, nodes, prev, cin = [], [], "input", c
@@ -110,8 +110,8 @@ def io_model(path: str, tile: int = 512, overlap: int = 77) -> str:
     and a sigmoid, with this engine's metadata (binary, threshold 0.5, minimum area 1 ha)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    from inference.metadata import ClassInfo, ModelInfo
-    from inference.model_formats import write_metadata
+    from inference.model.metadata import ClassInfo, ModelInfo
+    from inference.model.formats import write_metadata
     bands = ["S2:B04", "S2:B03", "S2:B02"]
     w = numpy_helper.from_array(np.full((1, 3, 1, 1), 1.0 / 3.0, np.float32), "w")
     b = numpy_helper.from_array(np.array([-0.4], np.float32), "b")
@@ -231,8 +231,8 @@ def _scales(args):
 
 def child_engine(args, raster: str, model: str, out: str) -> dict:
     from inference import SegmentOptions, execute, plan
-    from inference.runtime import ort_module
-    from inference.gdal_settings import bound_block_cache
+    from inference.model.runtime import ort_module
+    from inference.run.gdal_settings import bound_block_cache
     bound_block_cache()  # as the command line does
     ort_module()   # onnxruntime imported before the clock, as the bare child imports it
     t = time.perf_counter()

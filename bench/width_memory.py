@@ -61,10 +61,10 @@ CHILD = r"""
 import json, os, sys, time
 sys.path.insert(0, %(root)r)
 from osgeo import gdal
-from inference.gdal_settings import bound_block_cache
-from inference.planning import plan
-from inference.execute import execute
-from inference.options import SegmentOptions
+from inference.run.gdal_settings import bound_block_cache
+from inference.run.planning import plan
+from inference.run.execute import execute
+from inference.run.options import SegmentOptions
 bound_block_cache()
 
 def rss(key="VmRSS"):
@@ -84,7 +84,7 @@ def progress(f, message):
                               "rss_mb": round(rss(), 1), "gdal_cache_mb": round(gdal.GetCacheUsed() / 2 ** 20, 1)}),
                   flush=True)
 res = execute(p, progress)
-est = getattr(p, "estimate", None)   # (inference.sizing's, where the plan has one)
+est = getattr(p, "estimate", None)   # (inference.run.sizing's, where the plan has one)
 print(json.dumps({"end": True, "s": round(time.time() - t0, 1), "rss_mb": round(rss(), 1),
                   "peak_mb": round(rss("VmHWM"), 1),
                   "estimate_mb": est and round(est.peak_bytes / 2 ** 20, 1),

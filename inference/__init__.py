@@ -2,13 +2,13 @@
 
 One way in: a plan, then its execution.
 
-    from inference import plan, execute, SegmentOptions
+    from inference import SegmentOptions, execute, plan
     p = plan("scene.tif", "tailings", SegmentOptions(batch=4), out_dir="out/")
     print(p.mapping.as_text(p.info.bands), p.notes)      # what will be done, checked
     result = execute(p, progress=print_progress, cancel=lambda: False)
 
 ``segment(input, model, out_dir, options)`` does both.  Every option is declared once, in
-``inference.options.OPTIONS``.
+``inference.run.options.OPTIONS``.
 """
 import sys as _sys
 import types as _types
@@ -18,10 +18,10 @@ from importlib import import_module
 # handles Ctrl-C and SIGTERM from the start (see inference.signals).
 _EXPORTS = {"TailingsError": "errors", "OptionError": "errors", "Cancelled": "errors", "ModelError": "errors",
             "InputError": "errors", "BandMappingError": "errors", "OutputError": "errors", "ProviderError": "errors",
-            "SegmentResult": "result", "execute": "execute", "segment": "execute", "ModelInfo": "metadata",
-            "Model": "model", "list_models": "model", "open_model": "model", "read_info": "model",
-            "OPTIONS": "options", "SegmentOptions": "options", "Plan": "planning", "plan": "planning",
-            "resolve_model": "registry"}
+            "SegmentResult": "run.result", "execute": "run.execute", "segment": "run.execute", "ModelInfo": "model.metadata",
+            "Model": "model.opened", "list_models": "model.opened", "open_model": "model.opened", "read_info": "model.opened",
+            "OPTIONS": "run.options", "SegmentOptions": "run.options", "Plan": "run.planning", "plan": "run.planning",
+            "resolve_model": "model.registry"}
 
 
 def __getattr__(name):

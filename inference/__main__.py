@@ -14,10 +14,10 @@ import signal  # noqa: E402
 import time  # noqa: E402
 
 from .errors import Cancelled, OptionError, TailingsError  # noqa: E402
-from .options import add_arguments, from_arguments, option  # noqa: E402
-from .present import failure  # noqa: E402
-from .gdal_settings import bound_block_cache  # noqa: E402
-from .writing import quiet_unraisable  # noqa: E402
+from .run.options import add_arguments, from_arguments, option  # noqa: E402
+from .output.present import failure  # noqa: E402
+from .run.gdal_settings import bound_block_cache  # noqa: E402
+from .output.writing import quiet_unraisable  # noqa: E402
 
 
 class Bar:
@@ -63,15 +63,15 @@ MODEL_HELP = "ONNX file or the name of a shipped/user model (e.g. tailings)"
 
 
 def cmd_segment(a) -> int:
-    from .execute import execute
-    from .planning import plan
-    from .present import run_lines
-    from .preview import check_preview_path, write_preview
+    from .run.execute import execute
+    from .run.planning import plan
+    from .output.present import run_lines
+    from .output.preview import check_preview_path, write_preview
     if a.preview:
         check_preview_path(a.preview)
     p = plan(a.input, a.model, from_arguments(a), a.out)
     if a.dry_run:   # the plan, and nothing written
-        from .plan_text import describe
+        from .run.plan_text import describe
         for line in describe(p):
             print(line)
         if a.preview:
@@ -91,8 +91,8 @@ def cmd_segment(a) -> int:
 
 
 def cmd_models(a) -> int:
-    from .model import list_models
-    from .registry import user_dir
+    from .model.opened import list_models
+    from .model.registry import user_dir
     entries = list_models()
     if not entries:
         print("no models found (shipped: models/, user: %s)" % user_dir())
@@ -107,7 +107,7 @@ def cmd_models(a) -> int:
               % (", ".join(i.bands), "%g m GSD" % i.gsd_m if i.gsd_m else "the raster's own GSD", i.tile_size,
                  i.tile_overlap, i.task))
         if a.write_mlm:
-            from .model_files import write_item
+            from .model.user_models import write_item
             print("  STAC MLM item: %s" % write_item(e.path))
         print("  classes: %s" % ", ".join("%d=%s" % (c.id, c.name) for c in i.classes))
         print("  defaults: threshold %g, minimum area %g ha, test-time augmentation %s, scales %s"
@@ -120,7 +120,7 @@ def cmd_models(a) -> int:
 
 
 def cmd_evaluate(a) -> int:
-    from .evaluate import evaluate
+    from .scores.evaluate import evaluate
     bar = Bar(not a.quiet and (sys.stderr.isatty() or a.progress))
     res = evaluate(a.model, a.images, a.masks, from_arguments(a), progress=bar)
     for n in res.get("notes", ()):
@@ -169,7 +169,7 @@ def cmd_change(a) -> int:
 
 def cmd_batch(a) -> int:
     from .batch import BATCH_OPTIONS, plan_batch, run_batch
-    from .options import values_from_arguments
+    from .run.options import values_from_arguments
     b = values_from_arguments(a, BATCH_OPTIONS)
     opts = from_arguments(a)   # the job options, as segment reads them
     p = plan_batch(a.jobs, a.model, a.out, opts, workers=b["workers"], scheduler=b["scheduler"], resume=b["resume"],

@@ -12,7 +12,7 @@ class TailingsError(Exception):
 class OptionError(TailingsError):
     """An option has a value the engine cannot use (out of range, not among the choices, or
     contradicting the model, e.g. a tile size the network does not take).  ``option`` names it
-    (an ``inference.options`` name) when one option alone is at fault, so that a front end can
+    (an ``inference.run.options`` name) when one option alone is at fault, so that a front end can
     say where: the command line's flag, the Processing parameter."""
 
     def __init__(self, message: str, option=None):

@@ -17,7 +17,7 @@ from qgis.core import (QgsProcessingException, QgsProcessingParameterBoolean, Qg
                        QgsProcessingParameterMultipleLayers, QgsProcessingParameterNumber,
                        QgsProcessingParameterString)
 
-from ..inference.options import Option, for_front
+from ..inference.run.options import Option, for_front
 from ..qgis_glue import compat
 
 

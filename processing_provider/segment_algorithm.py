@@ -23,9 +23,9 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessingAlgorithm, Qgs
                        QgsProcessingParameterVectorDestination, QgsProcessingUtils, QgsRasterFileWriter)
 
 from .. import inference as eng
-from ..inference import present
-from ..inference import report as eng_report
-from ..inference.options import from_texts
+from ..inference.output import present
+from ..inference.output import report as eng_report
+from ..inference.run.options import from_texts
 from ..qgis_glue import compat, deps, results
 from ..qgis_glue.icons import icon
 from ..qgis_glue.layers import layer_path, polygons_wkt_in, product_name
@@ -183,7 +183,7 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             path = product_path(parameters.get(self.INPUT))
             if path is None:
                 raise QgsProcessingException("the input raster cannot be opened")
-            from ..inference.raster import open_input
+            from ..inference.input.raster import open_input
             return path, product_name(path), QgsCoordinateReferenceSystem.fromWkt(open_input(path).wkt)
         try:
             return layer_path(layer), layer.name(), layer.crs()
@@ -385,7 +385,7 @@ def _convert_vector(src: str, layer_name, dest: str, qml: str) -> None:
     """Copy the engine's GeoPackage layer to ``dest`` (any OGR format), layer named after the file,
     with its style (a GeoPackage's ``layer_styles``, else a ``.qml`` beside)."""
     from osgeo import gdal
-    from ..inference.styles import write_gpkg_style
+    from ..inference.output.styles import write_gpkg_style
     os.makedirs(os.path.dirname(os.path.abspath(dest)) or ".", exist_ok=True)
     if os.path.exists(dest):
         os.remove(dest)

@@ -17,7 +17,8 @@ from typing import Dict, Optional, Union
 from qgis.core import QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import QStandardPaths
 
-from ..inference import Model, Plan, TailingsError, bands as bandlib, list_models, open_model, plan, resolve_model
+from ..inference import Model, Plan, TailingsError, list_models, open_model, plan, resolve_model
+from ..inference.model import bands as bandlib
 from .layers import canvas_extent_in, layer_path, product_name, selection_area_in
 from .settings import EXTENT_CANVAS, EXTENT_SELECTION, Settings
 

@@ -25,14 +25,14 @@ def layer_path(layer: QgsMapLayer) -> str:
 
 def band_descriptions(layer: QgsRasterLayer) -> List[str]:
     """The names of the layer's bands as the engine reads them (descriptions, band metadata, a
-    VRT's source files, the file name: ``inference.band_names``; "" where nothing names a band)."""
+    VRT's source files, the file name: ``inference.input.band_names``; "" where nothing names a band)."""
     return band_names_and_sources(layer)[0]
 
 
 def band_names_and_sources(layer: QgsRasterLayer):
     """``(names, sources)``: each band's name and where it was read ("" when nowhere)."""
     from osgeo import gdal
-    from ..inference.band_names import band_names
+    from ..inference.input.band_names import band_names
     try:
         path = layer_path(layer)
         ds = gdal.Open(path)

@@ -24,5 +24,5 @@ def push(message_bar, text: str, level, keep: bool = False) -> None:
 def unexpected(e: BaseException):
     """``(message, traceback)`` of an error that is a bug: one line for the user, the rest for the log."""
     import traceback
-    from ..inference.present import failure
+    from ..inference.output.present import failure
     return failure(e), traceback.format_exc()

@@ -1,6 +1,6 @@
-"""Engine results as QGIS layers in the project, and the panel's account of a run (``inference.present``'s words).
+"""Engine results as QGIS layers in the project, and the panel's account of a run (``inference.output.present``'s words).
 
-The styles are the engine's (``inference.styles``: saved with the outputs, a ``.qml`` beside each
+The styles are the engine's (``inference.output.styles``: saved with the outputs, a ``.qml`` beside each
 GeoTIFF and the GeoPackage's ``layer_styles``), so a layer opened from the files later looks the
 same as one added after a run.  Used by the background task (panel, toolbar action) and by the
 Processing algorithm's post-processor: the same names, the same group, the same visibility.
@@ -18,8 +18,8 @@ from typing import Dict, List, Optional, Sequence
 from qgis.core import QgsLayerTreeGroup, QgsMapLayer, QgsProject, QgsRasterLayer, QgsReadWriteContext, QgsVectorLayer
 from qgis.PyQt.QtXml import QDomDocument
 
-from ..inference import styles
-from ..inference import present
+from ..inference.output import styles
+from ..inference.output import present
 from .log import log
 
 RESULT_PROPERTY = "tailings_mapper/result"

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional
 from qgis.core import (Qgis, QgsCoordinateTransform, QgsFeatureRequest, QgsField, QgsFillSymbol, QgsProject,
                        QgsRuleBasedRenderer, QgsVectorDataProvider, QgsVectorLayer)
 
-from ..inference.likeness import ACCEPTED, FOR_REVIEW, REJECTED, REVIEW as FIELD, UNREVIEWED
+from ..inference.run.likeness import ACCEPTED, FOR_REVIEW, REJECTED, REVIEW as FIELD, UNREVIEWED
 
 SHOWN_RULE = "tailings_mapper/review: not rejected"
 HIDDEN_RULE = "tailings_mapper/review: rejected"

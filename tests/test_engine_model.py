@@ -10,11 +10,11 @@ from osgeo import gdal
 from engine_helpers import (conv_model, get_props, make_raster, our_meta, pixel_model, read, reference_classes,
                             reference_prob, rounding_safe, set_props)
 from inference import ModelError, ProviderError, SegmentOptions, read_info, segment
-from inference import runtime
-from inference import deepness
-from inference.metadata import ClassInfo, ModelInfo, parse_ours
-from inference.model_formats import write_metadata
-from inference.onnx_header import ValueInfo
+from inference.model import runtime
+from inference.model import deepness
+from inference.model.metadata import ClassInfo, ModelInfo, parse_ours
+from inference.model.formats import write_metadata
+from inference.model.onnx_header import ValueInfo
 
 RGB = ["B4", "B3", "B2"]
 
@@ -315,7 +315,9 @@ def test_the_network_loads_beside_the_first_read_and_its_failure_fails_the_run(t
     message and leaves nothing in the output folder."""
     import time
     from osgeo import gdal as gdal_module
-    from inference import execute, model as modellib, open_model, plan
+    from inference import execute
+    from inference.model import opened as modellib
+    from inference import open_model, plan
     events = []
     real, real_open = modellib.create_session, gdal_module.Open
 

@@ -8,9 +8,10 @@ import onnxruntime as ort
 import pytest
 
 from engine_helpers import conv_model
-from inference import model_files, open_model
+from inference.model import user_models
+from inference import open_model
 from inference.errors import ModelError
-from inference.registry import SHIPPED_DIR
+from inference.model.registry import SHIPPED_DIR
 
 
 @pytest.fixture
@@ -33,32 +34,32 @@ def _outputs(path):
 def test_list_rename_export_import_delete(user, tmp_path):
     d, path = user
     ref = _outputs(path)
-    listed = {m.name: m for m in model_files.list_all()}
+    listed = {m.name: m for m in user_models.list_all()}
     assert listed["mine"].classes == ["background", "tailings"] and not listed["mine"].shipped
     assert listed["tailings"].shipped and listed["tailings"].score == "IoU 0.51"
-    new = model_files.rename(path, "pond finder")
+    new = user_models.rename(path, "pond finder")
     assert new == str(d / "pond finder.onnx") and not os.path.exists(path) and not os.path.exists(d / "mine.md")
     assert open_model(new).info.name == "pond finder"
     assert "`pond finder`" in open(d / "pond finder.md").read()
     np.testing.assert_array_equal(_outputs(new), ref)           # the network untouched
-    shared = model_files.export(new, str(tmp_path / "to_a_colleague.onnx"))
-    assert model_files.embedded_card(shared).startswith("# Model card: `pond finder`")
+    shared = user_models.export(new, str(tmp_path / "to_a_colleague.onnx"))
+    assert user_models.embedded_card(shared).startswith("# Model card: `pond finder`")
     np.testing.assert_array_equal(_outputs(shared), ref)
     with pytest.raises(ModelError, match="exists already"):
         conv_model(str(d / "other.onnx"))
-        model_files.rename(str(d / "other.onnx"), "pond finder")
-    model_files.delete(new)
+        user_models.rename(str(d / "other.onnx"), "pond finder")
+    user_models.delete(new)
     assert not os.path.exists(new) and not os.path.exists(d / "pond finder.md")
-    back = model_files.import_model(shared)
+    back = user_models.import_model(shared)
     assert open(os.path.splitext(back)[0] + ".md").read().startswith("# Model card: `pond finder`")
 
 
 def test_shipped_models_and_bad_names_are_refused(user):
     d, path = user
     with pytest.raises(ModelError, match="shipped models are not changed"):
-        model_files.delete(os.path.join(SHIPPED_DIR, "tailings.onnx"))
+        user_models.delete(os.path.join(SHIPPED_DIR, "tailings.onnx"))
     with pytest.raises(ModelError, match="shipped models are not changed"):
-        model_files.rename(os.path.join(SHIPPED_DIR, "tailings.onnx"), "x")
+        user_models.rename(os.path.join(SHIPPED_DIR, "tailings.onnx"), "x")
     with pytest.raises(ModelError, match="a model name is"):
-        model_files.rename(path, "../escape")
+        user_models.rename(path, "../escape")
     assert os.path.isfile(os.path.join(SHIPPED_DIR, "tailings.onnx"))

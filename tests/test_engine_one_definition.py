@@ -168,7 +168,7 @@ def test_a_south_up_or_rotated_grid_has_sorted_bounds():
 
 def test_one_grid_type_for_the_change_map(tmp_path):
     from inference.change import grid as change_grid
-    from inference.raster import open_input
+    from inference.input.raster import open_input
     path = _old_raster(tmp_path)
     assert change_grid.Grid is Grid
     g = open_input(path).grid

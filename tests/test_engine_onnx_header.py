@@ -9,7 +9,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from engine_helpers import conv_model
-from inference import ModelError, onnx_header
+from inference import ModelError
+from inference.model import onnx_header
 
 SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "tailings.onnx")
 

@@ -1,4 +1,4 @@
-"""The check of a scene against the model's training data (``inference.ood``) and the run report.
+"""The check of a scene against the model's training data (``inference.run.ood``) and the run report.
 
 A tiny network with a 6-channel hidden layer gets the statistics of its own "training" rasters
 (``python -m training ood-stats``'s functions); rasters like them score low, rasters unlike them
@@ -19,9 +19,9 @@ from osgeo import ogr
 
 from engine_helpers import SHARED_TILES, blobs, make_raster, needs_shared_tiles, run_cli
 from inference import SegmentOptions, execute, open_model, plan
-from inference import ood
-from inference.metadata import ClassInfo, ModelInfo
-from inference.model_formats import write_metadata
+from inference.run import ood
+from inference.model.metadata import ClassInfo, ModelInfo
+from inference.model.formats import write_metadata
 
 RGB = ("B4", "B3", "B2")
 FEATURE = "hidden"
@@ -244,7 +244,7 @@ def test_the_out_of_range_share_of_a_tile_as_read_equals_that_of_the_normalised_
     bounds), the same share as its normalised tile against the normalised range -- values on the
     range's ends (the training range is float32: 315.00003 for 315) inside in both."""
     from dataclasses import replace as dc_replace
-    from inference.ood import OodStats, out_of_range
+    from inference.run.ood import OodStats, out_of_range
     rng = np.random.default_rng(2)
     base = OodStats(feature="f", mean=np.zeros(1, np.float32), std=np.ones(1, np.float32),
                     components=np.eye(1, dtype=np.float32), variances=np.ones(1, np.float32), maha_q95=1.0,

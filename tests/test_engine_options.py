@@ -9,8 +9,8 @@ import pytest
 
 from engine_helpers import blobs, make_raster, pixel_model, read, run_cli
 from inference import OPTIONS, OptionError, SegmentOptions, execute, open_model, plan
-from inference import options as optlib
-from inference.evaluate import evaluate
+from inference.run import options as optlib
+from inference.scores.evaluate import evaluate
 
 RGB = ["B4", "B3", "B2"]
 

@@ -134,7 +134,7 @@ def test_rows_written_in_strips_of_any_height_and_order_read_back_as_written(tmp
     """The writer hands GDAL whole rows of blocks and holds the part of one until the rows below it
     come: strips that do not end on a block, strips out of order, and label bands all land."""
     from osgeo import gdal
-    from inference.writing import GeoTiffWriter
+    from inference.output.writing import GeoTiffWriter
     rng = np.random.default_rng(3)
     H, W = 600, 300
     want = rng.integers(0, 4, size=(2, H, W), dtype=np.uint8)
@@ -162,5 +162,5 @@ def test_rows_written_in_strips_of_any_height_and_order_read_back_as_written(tmp
 def test_style_attributes_read_back_as_written(text):
     """Class names in the styles' XML attributes come back unchanged, whatever they hold."""
     import xml.etree.ElementTree as ET
-    from inference.styles import quoteattr
+    from inference.output.styles import quoteattr
     assert ET.fromstring("<c label=%s/>" % quoteattr(text)).get("label") == text

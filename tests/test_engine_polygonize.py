@@ -7,7 +7,7 @@ import pytest
 from osgeo import gdal, ogr
 
 from inference.errors import Cancelled
-from inference.polygonize import BandPolygonizer
+from inference.output.polygons import BandPolygonizer
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -164,7 +164,7 @@ def test_a_run_polygonised_in_small_bands_gives_the_polygons_of_its_class_raster
 
 def test_geos_join_where_the_edge_join_gives_up_gives_the_same_polygons(tmp_path, monkeypatch):
     """The fallback for a region whose seam edges do not chain: GEOS's union of its pieces."""
-    import inference.polygonize as pz_mod
+    import inference.output.polygons as pz_mod
     monkeypatch.setattr(pz_mod, "_merge", lambda parts: None)
     values, fg = _blobs(np.random.default_rng(5), (120, 90))
     whole, whole_holes = _whole(values, fg, NORTH_UP)

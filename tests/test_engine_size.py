@@ -12,12 +12,12 @@ import pytest
 
 from engine_helpers import REPO, all_files, blobs, conv_model, features, make_raster, run_cli
 from inference import SegmentOptions, plan
-from inference import sizing
+from inference.run import sizing
 from inference.__main__ import Bar
 from inference.errors import ModelError, OptionError
-from inference.execute import execute
-from inference.stream import WRITE_QUEUE_BYTES, write_queue_strips
-from inference.sieve import SIEVE_BAND_PIXELS, StreamSieve, sieve_band_rows
+from inference.run.execute import execute
+from inference.run.stream import WRITE_QUEUE_BYTES, write_queue_strips
+from inference.output.sieve import SIEVE_BAND_PIXELS, StreamSieve, sieve_band_rows
 
 RGB = ["B4", "B3", "B2"]
 

@@ -17,8 +17,8 @@ from osgeo import gdal, ogr, osr
 
 from engine_helpers import REPO, conv_model, make_raster, run_cli
 from inference.batch.work import failure_reason
-from inference.evaluate import evaluate, read_mask
-from inference.options import SegmentOptions
+from inference.scores.evaluate import evaluate, read_mask
+from inference.run.options import SegmentOptions
 
 RGB = ("B4", "B3", "B2")
 FLAGS = ["--cloud-mask", "off", "--no-changes", "--device", "cpu", "--tta", "1"]

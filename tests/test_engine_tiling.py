@@ -210,7 +210,7 @@ def test_the_next_batch_is_queued_before_the_last_is_blended(scene, monkeypatch)
     blend, every batch but the first is being inferred before the one before it is blended (and
     the rasters are those of the inline loop)."""
     import time
-    import inference.stream as stream
+    import inference.run.stream as stream
     want_cls, want_conf, _ = _run(scene, "conv", 64, 16, 3)
     events = []
     infer, add, last = stream.TileNetwork.__call__, stream.Blender.add, []

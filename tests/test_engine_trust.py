@@ -19,10 +19,10 @@ from osgeo import gdal
 
 from engine_helpers import SHARED_TILES, needs_shared_tiles, run_cli
 from inference import SegmentOptions, open_model, segment
-from inference import ood
+from inference.run import ood
 from inference.errors import ModelError, TailingsError
-from inference.metadata import META_KEY
-from inference.radiometry import BandScaling
+from inference.model.metadata import META_KEY
+from inference.input.radiometry import BandScaling
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHIPPED = os.path.join(HERE, "..", "models", "tailings.onnx")
@@ -161,8 +161,8 @@ def test_fitted_statistics_store_reflectance_under_keys_that_say_so():
 def _nan_model(path, how="div"):
     """A tiny network (built with onnx.helper) whose output is NaN: 0 / 0 (``div``), or a
     constant NaN added to the input (``const``), or infinite (1 / 0: ``inf``)."""
-    from inference.metadata import ClassInfo, ModelInfo
-    from inference.model_formats import write_metadata
+    from inference.model.metadata import ClassInfo, ModelInfo
+    from inference.model.formats import write_metadata
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])
     y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 1, "H", "W"])
     init = [numpy_helper.from_array(np.zeros((1, 3, 1, 1), np.float32), "W0"),

@@ -72,7 +72,7 @@ def test_the_panel_shows_the_plain_summary(plugin, env):   # noqa: F811
 
 
 def test_my_models_dates_are_dates_and_scores_say_what_they_were_measured_on(plugin, env):   # noqa: F811
-    from tailings_mapper.inference.model_files import _with_props
+    from tailings_mapper.inference.model.user_models import _with_props
     from tailings_mapper.ui.models_dialog import COLUMNS, ModelsDialog
     # the tiny model as a user's fit writes it: a training date and a score on its held-back blocks
     path = str(env / "models" / (MODEL + ".onnx"))

@@ -39,7 +39,8 @@ def _deepness(path):
 def _mlm_item(tmp_path):
     """The tiny model's network without metadata, described only by its MLM item."""
     import onnx
-    from tailings_mapper.inference import mlm, read_info
+    from tailings_mapper.inference.model import mlm
+    from tailings_mapper.inference import read_info
     src = tiny_model(str(tmp_path / "tiny.onnx"))
     proto = onnx.load(src)
     del proto.metadata_props[:]

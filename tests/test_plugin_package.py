@@ -24,7 +24,7 @@ def test_zip_layout(tmp_path):
                  "qgis_glue/results.py", "qgis_glue/layer_plan.py", "help/index.html", "docs/screenshot.png",
                  "icons/run.svg", "icons/panel.svg", "models/tailings.md",
                  "LICENSE", "icons/icon.png", "icons/icon.svg", "ui/dock.py",
-                 "processing_provider/segment_algorithm.py", "inference/__init__.py", "inference/execute.py",
+                 "processing_provider/segment_algorithm.py", "inference/__init__.py", "inference/run/execute.py",
                  "processing_provider/fit_algorithm.py", "training/fit.py", "training/veto.py", "ui/fit_dialog.py"):
         assert "tailings_mapper/" + must in names, must
     for n in names:
@@ -124,4 +124,4 @@ def test_zip_installs_into_fresh_profile_and_runs(tm, tmp_path):
     res = json.loads(r.stdout[r.stdout.index("{"):])["results"]
     assert res["POLYGON_COUNT"] == 1
     # the code that ran is the unzipped copy, not the checkout
-    assert os.path.isfile(plugins / "tailings_mapper" / "inference" / "execute.py")
+    assert os.path.isfile(plugins / "tailings_mapper" / "inference" / "run" / "execute.py")

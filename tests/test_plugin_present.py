@@ -1,4 +1,4 @@
-"""One account of a run for every front end (``inference.present``): the command line, the panel
+"""One account of a run for every front end (``inference.output.present``): the command line, the panel
 (its findings and the message bar), QGIS's log and the Processing log say the same words, on a
 run that masked clouds, a run with warnings, and a run that failed."""
 import os
@@ -59,7 +59,7 @@ def _cli(args):
 
 
 def test_a_masked_run_reads_the_same_on_the_command_line_and_in_the_report(tm, data):
-    from tailings_mapper.inference import present
+    from tailings_mapper.inference.output import present
     tmp, model, _, raster, scl = data
     proc = _cli(["segment", raster, "--model", model, "--out", str(tmp / "cli"), "--mask-raster", scl,
                  "--device", "cpu"])
@@ -79,7 +79,8 @@ def test_a_masked_run_reads_the_same_on_the_command_line_and_in_the_report(tm, d
 
 
 def test_the_panel_and_the_log_show_a_masked_run(tm, data, qgis_iface, qgis_new_project):
-    from tailings_mapper.inference import plan, present
+    from tailings_mapper.inference import plan
+    from tailings_mapper.inference.output import present
     from tailings_mapper.qgis_glue import task as tasklib
     from tailings_mapper.qgis_glue.layer_plan import LayerPlan
     tmp, model, _, raster, scl = data
@@ -112,7 +113,7 @@ def test_the_panel_and_the_log_show_a_masked_run(tm, data, qgis_iface, qgis_new_
 
 
 def test_a_run_with_warnings_says_them_everywhere(tm, data, qgis_iface, qgis_processing, qgis_new_project):
-    from tailings_mapper.inference import present
+    from tailings_mapper.inference.output import present
     tmp, _, doubtful, raster, _ = data
     proc = _cli(["segment", raster, "--model", doubtful, "--out", str(tmp / "cli"), "--device", "cpu"])
     assert proc.returncode == 0, proc.stderr
@@ -139,7 +140,8 @@ def test_a_run_with_warnings_says_them_everywhere(tm, data, qgis_iface, qgis_pro
 def test_a_failed_run_is_one_line_everywhere(tm, data, qgis_iface, qgis_new_project):
     """A raster that vanishes after planning: the command line's error line, the panel's outcome
     and the message bar carry the engine's one message."""
-    from tailings_mapper.inference import SegmentOptions, execute, plan, present
+    from tailings_mapper.inference import SegmentOptions, execute, plan
+    from tailings_mapper.inference.output import present
     from tailings_mapper.inference.errors import TailingsError
     from tailings_mapper.qgis_glue import task as tasklib
     from tailings_mapper.qgis_glue.layer_plan import LayerPlan
@@ -172,7 +174,8 @@ def test_a_failed_run_is_one_line_everywhere(tm, data, qgis_iface, qgis_new_proj
 def test_the_panel_is_told_even_when_showing_a_run_fails(tm, data, qgis_iface, qgis_new_project, monkeypatch):
     """A bug in showing a finished run (the README's demo once crashed there) still ends the task
     for the panel, with one line in the message bar and the traceback in the log."""
-    from tailings_mapper.inference import SegmentOptions, plan, present
+    from tailings_mapper.inference import SegmentOptions, plan
+    from tailings_mapper.inference.output import present
     from tailings_mapper.qgis_glue import task as tasklib
     from tailings_mapper.qgis_glue.layer_plan import LayerPlan
     tmp, model, _, raster, _ = data

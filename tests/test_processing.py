@@ -311,7 +311,7 @@ def test_parameters_are_generated_from_the_option_table(provider):
     own choices; the rest of the algorithm's parameters are the input, the model and the outputs."""
     from qgis.core import QgsProcessingParameterEnum, QgsProcessingParameterNumber
     from tailings_mapper.inference import OPTIONS
-    from tailings_mapper.inference.runtime import DEVICES
+    from tailings_mapper.inference.model.runtime import DEVICES
     from tailings_mapper.inference.tiling import TTA_PASSES
     alg = provider.algorithm("segment")
     names = {p.name() for p in alg.parameterDefinitions()}

@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 import pytest
 
-from inference.model import read_info
+from inference.model.opened import read_info
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, "models", "tailings.onnx")

@@ -73,7 +73,7 @@ def test_short_training_lowers_loss_and_exports_a_model_the_engine_runs(tmp_path
     out = str(tmp_path / "tiny.onnx")
     res = export(run, out, which="last")
     assert res["max_abs_diff"] < 1e-4
-    from inference.model import read_info
+    from inference.model.opened import read_info
     info = read_info(out)
     assert info.bands == ["S2:B04", "S2:B03", "S2:B02"] and info.scale == [1e-4] * 3
     assert info.extra["split"]["val_sites"]
@@ -127,7 +127,7 @@ def test_warm_start_on_every_site_keeps_the_normalisation_and_trains_without_val
     with pytest.raises(ValueError, match="threshold"):
         export(final, str(tmp_path / "nothreshold.onnx"))
     res = export(final, str(tmp_path / "final.onnx"), threshold=0.4)
-    from inference.model import read_info
+    from inference.model.opened import read_info
     info = read_info(res["path"])
     assert info.threshold == pytest.approx(0.4) and np.allclose(info.mean, init["mean"])
     assert info.extra["split"]["val_sites"] == []
@@ -315,7 +315,7 @@ def _shipped():
 
 
 def test_every_shipped_model_has_a_card_and_valid_metadata():
-    from inference.model import read_info
+    from inference.model.opened import read_info
     for p in _shipped():
         card = os.path.splitext(p)[0] + ".md"
         assert os.path.isfile(card), "no model card for %s" % p
@@ -331,7 +331,7 @@ def test_shipped_tailings_model_is_binary_and_reads_bands_by_name():
     p = os.path.join(REPO, "models", "tailings.onnx")
     if not os.path.isfile(p):
         pytest.skip("models/tailings.onnx not shipped yet")
-    from inference.model import read_info
+    from inference.model.opened import read_info
     info = read_info(p)
     assert info.task == "binary" and info.name == "tailings"
     assert [c.name for c in info.classes] == ["background", "tailings"]

@@ -18,7 +18,8 @@ from osgeo import gdal, ogr, osr  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from engine_helpers import make_raster, needs_shared_tiles  # noqa: E402
-from inference import SegmentOptions, execute, open_model, plan  # noqa: E402
+from inference import SegmentOptions, open_model, plan
+from inference import execute  # noqa: E402
 from inference.errors import Cancelled, InputError  # noqa: E402
 from training import data as D  # noqa: E402
 from training.fit import fit  # noqa: E402

@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from engine_helpers import REPO, run_cli  # noqa: E402
-from inference.options import OPTIONS, OptionError  # noqa: E402
+from inference.run.options import OPTIONS, OptionError  # noqa: E402
 from training import fit_present  # noqa: E402
 from training.fit_options import FIT_OPTIONS, values, values_from_arguments  # noqa: E402
 
@@ -133,7 +133,7 @@ def test_the_plugins_training_imports_the_engine_once(tmp_path):
             "assert len({id(v) for k, v in eng}) == len(eng), [k for k, v in eng];"
             "assert all(k.startswith('tailings_mapper.inference') for k, v in eng), [k for k, v in eng];"
             "import tailings_mapper.training.engine as te; assert te.open_model.__module__ == "
-            "'tailings_mapper.inference.model'; print('ok')" % (root, str(tmp_path), str(tmp_path / "tailings_mapper")))
+            "'tailings_mapper.inference.model.opened'; print('ok')" % (root, str(tmp_path), str(tmp_path / "tailings_mapper")))
     out = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 

@@ -58,7 +58,7 @@ def _flagged_ha(model, scene: str, box, out: str) -> float:
 
 def _val_scores(model, data_dir: str, tmp: str, on_image=None) -> Dict:
     """The engine's scores of ``model`` on the shipped model's validation sites (``on_image(path,
-    confusion)`` after each tile, as :func:`inference.evaluate.evaluate` calls it)."""
+    confusion)`` after each tile, as :func:`inference.scores.evaluate.evaluate` calls it)."""
     info = open_model("tailings").info
     from .data import read_sites
     site_of = read_sites(data_dir)

@@ -19,14 +19,14 @@ ENGINE = (__package__.rpartition(".")[0] + "." if "." in __package__ else "") + 
 # Where each name training takes from the engine lives (names of the package itself, or its
 # submodules, need no entry).
 _WHERE = {
-    "Option": "options", "add_arguments": "options", "from_arguments": "options", "option": "options",
-    "values_from_arguments": "options", "values": "options",
-    "sibling_raster": "change.inputs", "evaluate": "evaluate",
+    "Option": "run.options", "add_arguments": "run.options", "from_arguments": "run.options", "option": "run.options",
+    "values_from_arguments": "run.options", "values": "run.options",
+    "sibling_raster": "change.inputs", "evaluate": "scores.evaluate",
     "downsample2": "tiling", "positions": "tiling", "rescale": "tiling",
-    "ClassInfo": "metadata", "write_metadata": "model_formats", "write_item": "model_files",
-    "classes_from_spec": "class_schemas", "definition": "class_schemas", "user_dir": "registry",
-    "fids_on_grid": "region_stats", "ACCEPTED": "likeness", "REJECTED": "likeness", "REVIEW": "likeness",
-    "UNREVIEWED": "likeness", "unpack": "likeness", "item_path": "mlm", "binary_scores": "metrics",
+    "ClassInfo": "model.metadata", "write_metadata": "model.formats", "write_item": "model.user_models",
+    "classes_from_spec": "model.class_schemas", "definition": "model.class_schemas", "user_dir": "model.registry",
+    "fids_on_grid": "output.region_stats", "ACCEPTED": "run.likeness", "REJECTED": "run.likeness", "REVIEW": "run.likeness",
+    "UNREVIEWED": "run.likeness", "unpack": "run.likeness", "item_path": "model.mlm", "binary_scores": "scores.metrics",
     "Grid": "grid",
 }
 
@@ -36,7 +36,13 @@ def module(name: str = ""):
     return import_module(ENGINE + ("." + name if name else ""))
 
 
+# The engine's modules training imports by name (``from .engine import strips``): where each is.
+_MODULES = {"ood": "run.ood", "strips": "run.strips", "work_grid": "run.work_grid", "evaluate": "scores.evaluate"}
+
+
 def __getattr__(name):
     if name in _WHERE:
         return getattr(module(_WHERE[name]), name)
+    if name in _MODULES:
+        return module(_MODULES[name])
     return getattr(module(), name)   # the package's own names, and its submodules

@@ -1,5 +1,5 @@
 """Training's options, declared once: the arguments of ``training.fit.fit`` and everything a front
-end needs to offer them, as entries of the engine's own :class:`~inference.options.Option` type.
+end needs to offer them, as entries of the engine's own :class:`~inference.run.options.Option` type.
 The command line (``python -m training fit``), the Processing algorithm ``tailings_mapper:fit``
 and the "Train a model from polygons" dialog are generated from :data:`FIT_OPTIONS`, and read
 back with :func:`values` (each option's text parsed and checked, else its default).

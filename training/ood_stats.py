@@ -1,5 +1,5 @@
 """Statistics of a model's training data, stored in its metadata, for the engine's check of how
-unlike them a scene is (``inference.ood``); and that check measured on other imagery.
+unlike them a scene is (``inference.run.ood``); and that check measured on other imagery.
 
     python -m training ood-stats models/tailings.onnx --feature TENSOR [--data DIR] --out MODEL.onnx
     python -m training ood-score MODEL.onnx RASTER [RASTER ...]
@@ -174,7 +174,7 @@ LIKENESS_QUANTILE = 98.0   # the share (%) of the training sites' true tailings 
 
 
 def compute_likeness(model_path: str, data_dir: str, sites: Optional[Sequence[str]] = None) -> Dict:
-    """The ``likeness`` metadata (``inference.likeness``): the engine run on each training tile with
+    """The ``likeness`` metadata (``inference.run.likeness``): the engine run on each training tile with
     the distances unscaled; each flagged region's distance weighted by the true tailings it holds;
     the threshold is their ``LIKENESS_QUANTILE`` % quantile (the rest of the training sites' true
     tailings area is not marked).  Needs the model's ``replay`` and ``ood`` metadata."""

@@ -6,7 +6,8 @@ from typing import Dict, List, Optional
 from qgis.gui import QgsRasterBandComboBox
 from qgis.PyQt.QtWidgets import QComboBox, QFormLayout, QGroupBox
 
-from ..inference import BandMappingError, bands as bandlib
+from ..inference import BandMappingError
+from ..inference.model import bands as bandlib
 from ..qgis_glue.layers import band_descriptions
 
 

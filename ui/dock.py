@@ -17,7 +17,8 @@ from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtWidgets import (QComboBox, QDockWidget, QFormLayout, QHBoxLayout, QLabel, QProgressBar,
                                  QPushButton, QScrollArea, QVBoxLayout, QWidget)
 
-from ..inference import TailingsError, bands as bandlib
+from ..inference import TailingsError
+from ..inference.model import bands as bandlib
 from ..qgis_glue import compat, deps, results
 from ..qgis_glue.layer_plan import (LayerPlan, default_out_dir, plan_for_layer, plan_for_product,
                                     project_out_dir)

@@ -13,7 +13,7 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QComboBox
 
 from ..inference import list_models
-from ..inference.class_schemas import MINING10, SCHEMA_LABELS, TAILINGS
+from ..inference.model.class_schemas import MINING10, SCHEMA_LABELS, TAILINGS
 from ..qgis_glue import compat, deps
 from ..qgis_glue import fit_task
 from ..qgis_glue.layers import layer_path

@@ -10,10 +10,10 @@ from qgis.PyQt.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDial
                                  QPushButton, QTextBrowser, QVBoxLayout)
 
 from ..inference import ModelInfo, list_models
-from ..inference.metadata import rgb
-from ..inference.class_schemas import MINING10, definition, schema_of
-from ..inference.model_files import embedded_card
-from ..inference.registry import card_path, card_summary
+from ..inference.model.metadata import rgb
+from ..inference.model.class_schemas import MINING10, definition, schema_of
+from ..inference.model.user_models import embedded_card
+from ..inference.model.registry import card_path, card_summary
 from ..qgis_glue.layer_plan import MODELS, choose_model
 from ..qgis_glue.settings import Settings
 

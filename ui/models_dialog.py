@@ -11,8 +11,8 @@ from qgis.PyQt.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, Q
                                  QLabel, QMessageBox, QPushButton, QTableWidget, QTableWidgetItem, QTextBrowser,
                                  QVBoxLayout)
 
-from ..inference import model_files
-from ..inference.registry import card_path, user_dir
+from ..inference.model import user_models
+from ..inference.model.registry import card_path, user_dir
 
 COLUMNS = ("Name", "Where", "Task", "Classes", "Bands", "Date", "Score (measured on)")
 SCORES_NOTE = ("Scores are measured on different ground and are not comparable: the shipped model's on mining "
@@ -65,7 +65,7 @@ class ModelsDialog(QDialog):
         self.refresh()
 
     def refresh(self) -> None:
-        self.models = model_files.list_all()
+        self.models = user_models.list_all()
         self.table.setRowCount(len(self.models))
         for r, m in enumerate(self.models):
             score = "%s — %s" % (m.score, m.measured_on) if m.score and m.measured_on else m.score
@@ -95,7 +95,7 @@ class ModelsDialog(QDialog):
         for b in (self.rename_button, self.delete_button):
             b.setEnabled(mine)
         self.export_button.setEnabled(m is not None and not m.error)
-        self.card_button.setEnabled(m is not None and bool(card_path(m.path) or model_files.embedded_card(m.path)))
+        self.card_button.setEnabled(m is not None and bool(card_path(m.path) or user_models.embedded_card(m.path)))
 
     def _done(self, text: str) -> None:
         self.status.setText(text)
@@ -115,7 +115,7 @@ class ModelsDialog(QDialog):
             if not ok:
                 return None
         try:
-            path = model_files.rename(m.path, new_name)
+            path = user_models.rename(m.path, new_name)
         except Exception as e:  # ModelError, OSError: shown, nothing changed
             self._fail(e)
             return None
@@ -133,7 +133,7 @@ class ModelsDialog(QDialog):
             if not dest:
                 return None
         try:
-            out = model_files.export(m.path, dest)
+            out = user_models.export(m.path, dest)
         except Exception as e:  # ModelError, OSError
             self._fail(e)
             return None
@@ -148,7 +148,7 @@ class ModelsDialog(QDialog):
                 != QMessageBox.StandardButton.Yes:
             return False
         try:
-            model_files.delete(m.path)
+            user_models.delete(m.path)
         except Exception as e:  # ModelError, OSError
             self._fail(e)
             return False
@@ -161,7 +161,7 @@ class ModelsDialog(QDialog):
             if not path:
                 return None
         try:
-            out = model_files.import_model(path)
+            out = user_models.import_model(path)
         except Exception as e:  # ModelError, OSError
             self._fail(e)
             return None
@@ -173,7 +173,7 @@ class ModelsDialog(QDialog):
         if m is None:
             return None
         p = card_path(m.path)
-        text = open(p, encoding="utf-8").read() if p else model_files.embedded_card(m.path)
+        text = open(p, encoding="utf-8").read() if p else user_models.embedded_card(m.path)
         if not text:
             return None
         dlg = QDialog(self)

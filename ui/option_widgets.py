@@ -1,4 +1,4 @@
-"""The panel's widgets for the engine's options, generated from ``inference.options.OPTIONS``.
+"""The panel's widgets for the engine's options, generated from ``inference.run.options.OPTIONS``.
 
 Each option the panel shows (``"panel"`` in its fronts) gets a widget by its kind: a spin box for
 numbers ("model default" below the smallest value when the model decides), a combo box for
@@ -13,7 +13,7 @@ from typing import Callable, Dict, Optional, Sequence
 from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
                                  QSpinBox, QWidget)
 
-from ..inference.options import Option, for_front
+from ..inference.run.options import Option, for_front
 
 
 def _unset_value(o: Option) -> float:

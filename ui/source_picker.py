@@ -9,8 +9,8 @@ from typing import Optional
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 from qgis.PyQt.QtWidgets import QFileDialog, QLineEdit, QMenu, QPushButton, QWidget
 
-from ..inference.options import check_date
-from ..inference.raster import scene_date
+from ..inference.run.options import check_date
+from ..inference.input.raster import scene_date
 from .narrow import breakable, stacked, wrapping_label
 
 FOLDER, ZIP = "folder", "zip"

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, fields
 from typing import Callable, Dict, List, Optional
 
 from ..errors import Cancelled, InputError, OutputError
-from ..locks import sweep_scratch
-from ..options import Option, SegmentOptions
+from ..output.locks import sweep_scratch
+from ..run.options import Option, SegmentOptions
 from . import results as R
 from .jobs import Job, read_jobs, safe, scene_jobs
 from .manifest import Checksums, Manifest, text_checksum
@@ -75,8 +75,8 @@ def plan_batch(jobs_table: Optional[str], model, out_dir: str, options: Optional
                scenes: Optional[str] = None, changes: bool = True) -> BatchPlan:
     """Read and check the jobs (a table, or facilities and a folder of scenes), the model and the
     folder; nothing runs."""
-    from ..model import open_model
-    from ..options import check
+    from ..model.opened import open_model
+    from ..run.options import check
     notes: List[str] = []
     if jobs_table:
         jobs = read_jobs(jobs_table, buffer_m, notes)

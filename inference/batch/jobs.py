@@ -19,8 +19,8 @@ from osgeo import ogr, osr
 
 from ..areas import equal_area_at
 from ..errors import InputError, TailingsError, first_line
-from ..raster import scene_date
-from ..tables import gdal_reason, open_layer, open_vector, read_text
+from ..input.raster import scene_date
+from ..input.tables import gdal_reason, open_layer, open_vector, read_text
 
 ogr.UseExceptions()
 
@@ -152,7 +152,7 @@ def read_jobs(path: str, buffer_m: float = 0.0, notes: Optional[List[str]] = Non
 
 
 def _footprint(path: str) -> Tuple[ogr.Geometry, str]:
-    from ..raster import open_input
+    from ..input.raster import open_input
     r = open_input(path)
     return ogr.CreateGeometryFromWkt(r.grid.box_wkt()), r.wkt
 

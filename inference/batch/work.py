@@ -13,8 +13,8 @@ from dataclasses import replace
 from typing import Dict, Optional
 
 from ..errors import TailingsError
-from ..present import headline
-from ..tables import gdal_reason
+from ..output.present import headline
+from ..input.tables import gdal_reason
 from .jobs import Job, aoi_wkts, safe
 
 STAGING = ".staging"
@@ -27,7 +27,7 @@ def job_folder(out_root: str, job: Job) -> str:
 
 
 def _model(path: str):
-    from ..model import open_model
+    from ..model.opened import open_model
     m = _MODELS.get(path)
     if m is None or not m.is_current():
         m = _MODELS[path] = open_model(path)
@@ -67,10 +67,10 @@ def run_job(job: Job, model_path: str, options: dict, out_root: str, threads, sc
     masked fractions, the out-of-distribution score, the report and class raster (final paths),
     the seconds, or the error.  The run's scratch folder goes under ``scratch`` when given (the
     batch removes it whatever becomes of the worker)."""
-    from ..execute import execute
-    from ..options import SegmentOptions
-    from ..planning import plan
-    from ..raster import open_input
+    from ..run.execute import execute
+    from ..run.options import SegmentOptions
+    from ..run.planning import plan
+    from ..input.raster import open_input
     t0 = time.time()
     base = {"facility": job.facility, "year": job.year, "date": job.date, "raster": job.raster, "pid": os.getpid()}
     stage = os.path.join(out_root, STAGING, "%s-%s-%s" % (safe(job.facility), job.year, uuid.uuid4().hex[:8]))

@@ -24,9 +24,9 @@ from osgeo import gdal
 from .. import provenance
 from ..areas import hectares
 from ..errors import InputError, OptionError, OutputError
-from ..metadata import DEFAULT_COLOURS
-from ..options import Option
-from ..tables import open_vector
+from ..model.metadata import DEFAULT_COLOURS
+from ..run.options import Option
+from ..input.tables import open_vector
 from . import compute, doubt, grid as gridlib, products, report
 from .inputs import ResultInput, assign_years, check_classes, open_input
 

@@ -14,7 +14,7 @@ from osgeo import gdal
 from ..areas import PixelAreas
 from ..errors import Cancelled
 from ..grid import Grid
-from ..masks import MASK_MIN
+from ..input.masks import MASK_MIN
 from .doubt import uncertain
 from .grid import NODATA
 

@@ -11,7 +11,7 @@ from osgeo import gdal, ogr, osr
 
 from ..errors import InputError
 from ..grid import Grid
-from ..tables import gdal_reason, open_layer
+from ..input.tables import gdal_reason, open_layer
 from .inputs import ResultInput, _srs, polygon_items
 
 NODATA = 255

@@ -22,8 +22,8 @@ from osgeo import gdal, ogr, osr
 from .. import provenance
 from ..errors import InputError
 from ..grid import Grid
-from ..masks import MASK_MIN
-from ..tables import gdal_reason, open_vector
+from ..input.masks import MASK_MIN
+from ..input.tables import gdal_reason, open_vector
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -142,7 +142,7 @@ def _read_polygons(label: str, path: str, layer: Optional[str], ds) -> ResultInp
         classes = raster_classes(sds.GetMetadata() or {}, sds)
         sds = None
     if not classes and made.model_path and os.path.isfile(made.model_path):
-        from ..model import open_model
+        from ..model.opened import open_model
         classes = open_model(made.model_path).info.class_names()
     if not classes:
         seen = {0: "background"}
@@ -233,7 +233,7 @@ def _raster_crs(path: Optional[str]) -> Optional[str]:
     except RuntimeError:
         pass
     try:
-        from ..raster import open_input as open_raster
+        from ..input.raster import open_input as open_raster
         return open_raster(path).wkt or None
     except Exception:   # not a raster the engine reads (any more): no answer from it
         return None

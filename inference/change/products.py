@@ -25,8 +25,8 @@ from osgeo import gdal, ogr, osr
 from .. import provenance
 from ..areas import EqualArea, hectares
 from ..grid import Grid
-from ..metadata import BACKGROUND_NAMES, DEFAULT_COLOURS, rgb
-from ..styles import quoteattr, write_gpkg_style
+from ..model.metadata import BACKGROUND_NAMES, DEFAULT_COLOURS, rgb
+from ..output.styles import quoteattr, write_gpkg_style
 from .compute import Counts, transition_nodata, uncertain_code
 from .doubt import RULE
 

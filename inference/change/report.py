@@ -19,7 +19,7 @@ from .compute import Counts, transition_nodata
 from .doubt import EDGE_PX, MARGIN_MIN, MARGIN_SUM
 from .products import NOT_COVERED, _matrix, background_ids, change_by_class, codes, covered
 from ..areas import hectares
-from ..metadata import rgb
+from ..model.metadata import rgb
 
 MAP_PX = 1000
 

@@ -1,0 +1,2 @@
+"""Scores: a model's class rasters against masks (``evaluate``) and the metrics training shares.
+"""
