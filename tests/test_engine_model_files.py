@@ -9,7 +9,7 @@ import pytest
 
 from engine_helpers import conv_model
 from inference.model import user_models
-from inference import open_model
+from inference import list_models, open_model
 from inference.errors import ModelError
 from inference.model.registry import SHIPPED_DIR
 
@@ -34,7 +34,7 @@ def _outputs(path):
 def test_list_rename_export_import_delete(user, tmp_path):
     d, path = user
     ref = _outputs(path)
-    listed = {m.name: m for m in user_models.list_all()}
+    listed = {m.name: m for m in list_models()}
     assert listed["mine"].classes == ["background", "tailings"] and not listed["mine"].shipped
     assert listed["tailings"].shipped and listed["tailings"].score == "IoU 0.51"
     new = user_models.rename(path, "pond finder")

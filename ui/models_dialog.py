@@ -11,6 +11,7 @@ from qgis.PyQt.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, Q
                                  QLabel, QMessageBox, QPushButton, QTableWidget, QTableWidgetItem, QTextBrowser,
                                  QVBoxLayout)
 
+from ..inference import list_models
 from ..inference.model import user_models
 from ..inference.model.registry import card_path, user_dir
 
@@ -65,7 +66,7 @@ class ModelsDialog(QDialog):
         self.refresh()
 
     def refresh(self) -> None:
-        self.models = user_models.list_all()
+        self.models = list_models()
         self.table.setRowCount(len(self.models))
         for r, m in enumerate(self.models):
             score = "%s — %s" % (m.score, m.measured_on) if m.score and m.measured_on else m.score

@@ -7,12 +7,13 @@ and the session is kept with the model for the next run (``Model.session``).
 """
 from __future__ import annotations
 
+import datetime
 import os
+import re
 import threading
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Union
 
-from ..errors import TailingsError
 from .metadata import ModelInfo
 from .formats import read as read_model_file
 from .registry import model_files, model_name, resolve_model
@@ -73,11 +74,46 @@ def read_info(path: str) -> ModelInfo:
 
 @dataclass
 class ModelEntry:
+    """A shipped or user model as every list shows it (the panel's picker, My models, training's
+    starting model, Processing): its file, and when it was opened its metadata or why it does not
+    open; what the lists say of it (classes, bands, date, score) comes from them."""
     name: str
     path: str
     shipped: bool
     info: Optional[ModelInfo] = None   # when it opens
     error: Optional[str] = None        # why it does not
+
+    @property
+    def task(self) -> str:
+        return self.info.task if self.info else ""
+
+    @property
+    def classes(self) -> List[str]:
+        return [c.name for c in self.info.classes] if self.info else []
+
+    @property
+    def bands(self) -> List[str]:
+        return list(self.info.bands) if self.info else []
+
+    @property
+    def score(self) -> Optional[str]:
+        """The validation score in words (:func:`score_text`)."""
+        return score_text(self.info.extra) if self.info else None
+
+    @property
+    def measured_on(self) -> Optional[str]:
+        """What the score was measured on, in words."""
+        return measured_on(self.info.extra) if self.score else None
+
+    @property
+    def date(self) -> str:
+        """The day it was trained (its metadata), else its file's date: YYYY-MM-DD ("" when it does not open)."""
+        return trained_date(self.path, self.info.extra)[0] if self.info else ""
+
+    @property
+    def date_from(self) -> str:
+        """Where :attr:`date` comes from: ``training`` (the fit's date in its metadata) or ``file``."""
+        return trained_date(self.path, self.info.extra)[1] if self.info else "file"
 
 
 def list_models(load: bool = True) -> List[ModelEntry]:
@@ -88,7 +124,49 @@ def list_models(load: bool = True) -> List[ModelEntry]:
         if load:
             try:
                 e.info = read_info(path)
-            except TailingsError as err:
+            except Exception as err:   # (a broken file is listed with why)
                 e.error = str(err)
         entries.append(e)
     return entries
+
+
+def measured_on(extra: dict) -> Optional[str]:
+    """What a model's validation score was measured on, in words: a user model's own held-back blocks
+    (near its training ground) are not the shipped model's held-out sites."""
+    if extra.get("validation_fit"):
+        return "its own held-back blocks (of the scenes it was trained on)"
+    val = extra.get("validation_engine") or {}
+    if not val:
+        return None
+    sites, tiles = val.get("sites") or [], val.get("tiles")
+    what = ", ".join(p for p in ("%d held-out sites" % len(sites) if sites else "",
+                                 "%d tiles" % tiles if tiles else "") if p)
+    return "validation sites" + (" (%s)" % what if what else "")
+
+
+def trained_date(path: str, extra: dict) -> tuple:
+    """``(date, from)``: the day a model was trained (its metadata: from ``training``), else its
+    file's date (from ``file``), YYYY-MM-DD."""
+    trained = (extra.get("fit") or {}).get("date")
+    return (trained, "training") if _is_date(trained) else (_file_date(path), "file")
+
+
+def score_text(extra: dict) -> Optional[str]:
+    """A model's validation score in words (``IoU 0.51``), when its metadata has one."""
+    val = extra.get("validation_fit") or extra.get("validation_engine") or {}
+    if val.get("iou") is not None:
+        return "IoU %.2f" % val["iou"]
+    if val.get("miou") is not None:
+        return "mean IoU %.2f" % val["miou"]
+    return None
+
+
+def _is_date(text) -> bool:
+    return isinstance(text, str) and re.match(r"^\d{4}-\d{2}-\d{2}$", text) is not None
+
+
+def _file_date(path: str) -> str:
+    try:
+        return datetime.date.fromtimestamp(os.path.getmtime(path)).isoformat()
+    except (OSError, ValueError, OverflowError):
+        return ""

@@ -1,5 +1,6 @@
-"""The user's models, managed: what each is (classes, bands, date, validation score), renamed,
-exported as one file to share, deleted.  Shipped models are never changed.
+"""The user's models, managed: what each is (``opened.list_models``' entries: classes, bands, date,
+validation score, in words here), renamed, exported as one file to share, deleted.  Shipped
+models are never changed.
 
 A model in the user's folder is ``<name>.onnx`` with its card ``<name>.md`` and its STAC MLM item
 ``<name>.stac.json`` beside it (:func:`write_item`).  Renaming
@@ -9,85 +10,19 @@ Mapper reads back as the model's card.
 """
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import re
 import shutil
-from dataclasses import dataclass
-from typing import List, Optional
+from typing import Optional
 
 from . import mlm, onnx_header
 from ..errors import ModelError
 from .metadata import META_KEY
-from .registry import card_path, model_files, user_dir
+from .registry import card_path, user_dir
 
 CARD_KEY = "model_card"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,79}$")
-
-
-@dataclass(frozen=True)
-class UserModel:
-    name: str
-    path: str
-    shipped: bool
-    classes: List[str]
-    bands: List[str]
-    date: str                 # the day it was trained (its metadata), else its file's date: YYYY-MM-DD
-    score: Optional[str]      # the validation score, in words
-    task: str
-    error: Optional[str] = None
-    measured_on: Optional[str] = None   # what the score was measured on, in words
-    date_from: str = "file"   # "training" (the fit's date in its metadata) or "file" (the file's date)
-
-
-def describe(path: str, shipped: bool) -> UserModel:
-    from .opened import open_model
-    name = os.path.splitext(os.path.basename(path))[0]
-    try:
-        info = open_model(path).info
-    except Exception as e:  # a broken file is listed with why
-        return UserModel(name, path, shipped, [], [], "", None, "", str(e))
-    ex = info.extra
-    val = ex.get("validation_fit") or ex.get("validation_engine") or {}
-    score = None
-    if val.get("iou") is not None:
-        score = "IoU %.2f" % val["iou"]
-    elif val.get("miou") is not None:
-        score = "mean IoU %.2f" % val["miou"]
-    trained = (ex.get("fit") or {}).get("date")
-    date = trained if _is_date(trained) else _file_date(path)
-    return UserModel(name, path, shipped, [c.name for c in info.classes], list(info.bands), date, score, info.task,
-                     measured_on=measured_on(ex) if score else None, date_from="training" if trained == date else "file")
-
-
-def measured_on(extra: dict) -> Optional[str]:
-    """What a model's validation score was measured on, in words: a user model's own held-back blocks
-    (near its training ground) are not the shipped model's held-out sites."""
-    if extra.get("validation_fit"):
-        return "its own held-back blocks (of the scenes it was trained on)"
-    val = extra.get("validation_engine") or {}
-    if not val:
-        return None
-    sites, tiles = val.get("sites") or [], val.get("tiles")
-    what = ", ".join(p for p in ("%d held-out sites" % len(sites) if sites else "",
-                                 "%d tiles" % tiles if tiles else "") if p)
-    return "validation sites" + (" (%s)" % what if what else "")
-
-
-def _is_date(text) -> bool:
-    return isinstance(text, str) and re.match(r"^\d{4}-\d{2}-\d{2}$", text) is not None
-
-
-def _file_date(path: str) -> str:
-    try:
-        return datetime.date.fromtimestamp(os.path.getmtime(path)).isoformat()
-    except (OSError, ValueError, OverflowError):
-        return ""
-
-
-def list_all() -> List[UserModel]:
-    return [describe(p, shipped) for p, shipped in model_files()]
 
 
 def write_item(path: str) -> str:
