@@ -8,8 +8,13 @@ them: :meth:`~GdalSettings.run` around a whole run (the block-cache cap, raised 
 A process that runs the engine caps GDAL's cache first (:func:`bound_block_cache`).
 
 The environment knobs the engine reads, all of them: ``GDAL_NUM_THREADS`` and ``GDAL_CACHEMAX``
-(here), ``TM_IO_THREADS`` and ``TM_INFER_THREAD`` (``planning.io_threads``: which stages run on
-threads of their own), ``TM_STAGE_TIMES`` (``writing.StageTimes``: where the time went).
+(here: the user's GDAL settings win over the run's); for measuring and tuning only,
+``TM_IO_THREADS`` and ``TM_INFER_THREAD`` (``planning.io_threads``: which stages run on threads of
+their own), ``TM_STAGE_TIMES`` (``output.writing.StageTimes``: where the time went),
+``TM_ORT_SPIN`` (``model.runtime``: onnxruntime's threads spin between runs) and
+``TM_POLYGONIZE_PIECE_ROWS`` (``output.polygons``: rows per polygonised piece); and where things
+are, ``TAILINGS_MAPPER_MODELS`` (``model.registry``: the user's models) and ``TMPDIR`` (the run's
+scratch folder: ``output.locks.scratch_folder``).
 """
 from __future__ import annotations
 
