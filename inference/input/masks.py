@@ -26,7 +26,7 @@ DEFECTIVE, CLOUD, SHADOW, SNOW = 250, 251, 252, 253
 MASK_MIN = 250
 MASK_CLASSES = (ClassInfo(DEFECTIVE, "saturated or defective", "#ff00ff", False),   # drawn, in the legend;
                 ClassInfo(CLOUD, "cloud", "#f2f2f2", False), ClassInfo(SHADOW, "cloud shadow", "#4d4d4d", False),
-                ClassInfo(SNOW, "snow", "#a6d8ff", False))   # no polygons: polygonize.foreground
+                ClassInfo(SNOW, "snow", "#a6d8ff", False))   # no polygons: polygons.foreground
 NAMES = {c.id: c.name for c in MASK_CLASSES}
 # Sentinel-2 L2A scene classification -> mask (1 saturated/defective, 3 cloud shadows, 8, 9 cloud
 # medium/high probability, 10 thin cirrus, 11 snow; 0 no data is left to the bands' own nodata)

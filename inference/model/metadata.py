@@ -3,7 +3,7 @@
 Our schema lives in one ONNX ``metadata_props`` entry, key ``tailings_mapper``, a JSON
 object (see README, "Model metadata"): :class:`ModelInfo` is what the engine knows of a
 model whatever its file said it in (ours, Deepness's keys: ``deepness``; a STAC MLM item:
-``mlm``; ``model_formats`` chooses and checks against the network).  Nothing here needs
+``mlm``; ``formats`` chooses and checks against the network).  Nothing here needs
 onnxruntime.
 """
 from __future__ import annotations

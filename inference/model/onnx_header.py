@@ -4,7 +4,7 @@ An ONNX model is a protobuf ``ModelProto``.  Its ``metadata_props`` (field 14) a
 graph's ``input``/``output`` value infos (fields 11, 12 of ``GraphProto``) are all a model
 picker, a plan or the ``models`` command need; the weights (``initializer``, field 5) are
 skipped by their length.  So listing and checking models costs a file read, not a network
-load: the onnxruntime session is created once, when a run needs it (``model.Model``).
+load: the onnxruntime session is created once, when a run needs it (``opened.Model``).
 
 Only the protobuf wire format is decoded (varints and length-delimited fields); names of
 initializers are read so that graphs of IR version < 4, which list their weights as inputs

@@ -1,7 +1,7 @@
 """From the class raster to measured regions: the run's last step before its review marks.
 
 The class raster is sieved in place first (regions under the minimum area merged into their
-largest neighbour: ``sieve``), then polygonised (``polygonize``), so the raster and the polygon
+largest neighbour: ``sieve``), then polygonised (``polygons``), so the raster and the polygon
 layer show the same regions; each polygon's mean confidence is summed (``region_stats``) and the
 regions measured (``measure``: true areas, ``areas``).
 """

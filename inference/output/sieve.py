@@ -173,7 +173,7 @@ class StreamSieve:
 def streaming_regions(p, write, width: int, height: int, gt, workdir: str):
     """Without resampling, the output grid is the working grid: the classes sieved while streaming
     (:class:`StreamSieve`, on the writer thread; ``write(rows, y)`` takes the sieved rows) and the
-    sieved bands polygonised on worker threads as they come (``polygonize.BandPolygonizer``).
+    sieved bands polygonised on worker threads as they come (``polygons.BandPolygonizer``).
     Returns ``(sieve, polygoniser)``."""
     bg = p.info.background_ids()
 

@@ -5,7 +5,7 @@ start (the network loading on a thread of its own while the working grid is open
 first strip read; the outputs' names reserved), the cloud mask (csmask's sub-plan, run as a
 step), the stream into the class and confidence rasters (``segment_rasters``), back onto the
 source grid when inference ran at another GSD, small regions removed and polygons written
-(``vectorize``), the review marks and scored tiles beside them, the styles, the result and its
+(``output.regions``), the review marks and scored tiles beside them, the styles, the result and its
 report, and the commit (the staged outputs renamed to their final names).  A cancelled or
 failed run removes what it wrote.
 """
@@ -150,6 +150,7 @@ def segment(input_path: str, model, out_dir: str, opts=None, progress=None, canc
 
 
 def run_metadata(p: Plan, run_time: str) -> Dict[str, str]:
-    """What the result rasters record about the run (``provenance.run_record``, the class table and
-    a multilabel raster's layout; the device is added when the session is known: ``segment_rasters``)."""
+    """What the result rasters record about the run (``provenance.raster_record``: the run's record,
+    the class table and a multilabel raster's layout; the device is added when the session is
+    known: ``segment_rasters``)."""
     return provenance.raster_record(p, run_time)

@@ -13,8 +13,9 @@ The environment knobs the engine reads, all of them: ``GDAL_NUM_THREADS`` and ``
 their own), ``TM_STAGE_TIMES`` (``output.writing.StageTimes``: where the time went),
 ``TM_ORT_SPIN`` (``model.runtime``: onnxruntime's threads spin between runs) and
 ``TM_POLYGONIZE_PIECE_ROWS`` (``output.polygons``: rows per polygonised piece); and where things
-are, ``TAILINGS_MAPPER_MODELS`` (``model.registry``: the user's models) and ``TMPDIR`` (the run's
-scratch folder: ``output.locks.scratch_folder``).
+are, ``TAILINGS_MAPPER_MODELS`` (``model.registry``: the user's models), ``TAILINGS_MAPPER_CACHE``
+(``run.sizing``: the measured speeds) and ``TMPDIR`` (the run's scratch folder:
+``output.locks.scratch_folder``).
 """
 from __future__ import annotations
 

@@ -74,9 +74,11 @@ class Plan:
     out_classes: Tuple[ClassInfo, ...] = ()   # the classes the class raster holds: the model's, then the mask's
     label_bands: Optional[Tuple[Tuple[str, str], ...]] = None   # a multilabel model's (name, colour) per label band
     label_thresholds: Optional[Tuple[Tuple[int, ...], Tuple[float, ...]]] = None   # multilabel: ids, thresholds
-    codec: str = "deflate"                 # the output GeoTIFFs' compression (geotiff.codec)
+    codec: str = "deflate"                 # the output GeoTIFFs' compression (output.compression.codec)
     date: Optional[str] = None             # the acquisition date recorded with the outputs (given, or the product's)
-    sieve_px: int = 0                      # pixels a region needs to reach min_area_ha everywhere (vectorize)
+    sieve_px: int = 0                      # pixels a region needs to reach min_area_ha everywhere (output.sieve)
+    batch: int = 4                         # tiles per onnxruntime call (a network with a fixed batch: its own)
+    simplify_m: float = 0.0                # polygon simplification tolerance, metres (0: none)
     device: str = "cpu"                    # where onnxruntime runs (runtime.choose_providers)
     device_asked: str = "auto"             # the device asked for: the session chooses by it, and says why
     threads: Optional[int] = None          # onnxruntime's threads (None: its default)
@@ -92,14 +94,6 @@ class Plan:
     @property
     def info(self) -> ModelInfo:
         return self.model.info
-
-    @property
-    def batch(self) -> int:
-        return int(self.options.batch)
-
-    @property
-    def simplify_m(self) -> float:
-        return float(self.options.simplify_m or 0.0)
 
     @property
     def work_size(self) -> Tuple[int, int]:
@@ -219,7 +213,7 @@ def plan(input_path: str, model: Union[str, Model], opts: Optional["optlib.Segme
              aoi=tuple(aoi) if aoi else None, mask=mask, ood=ood, likeness=likeness,
              out_classes=tuple(info.classes) + (tuple(masks.MASK_CLASSES) if mask is not None else ()),
              label_bands=_label_bands(info), label_thresholds=_label_thresholds(info, opts, threshold),
-             codec=codec(opts.compression), date=opts.date, sieve_px=_sieve_px(min_area, r, window),
+             codec=codec(opts.compression), date=opts.date, batch=int(opts.batch), simplify_m=float(opts.simplify_m or 0.0), sieve_px=_sieve_px(min_area, r, window),
              device=device, device_asked=opts.device or "auto", threads=opts.threads, gdal=gdal_for_run(device, opts.threads, cache),
              io_threads=io_threads(device),
              stream_span=(0.1 if mask is not None and mask.kind == "csmask" else 0.0, 0.85))

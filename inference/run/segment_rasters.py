@@ -4,9 +4,9 @@ Opens the working grid (the cloud mask's classification on it), reads the first 
 network finishes loading, and runs the :class:`~stream.Stream` into two GeoTIFF writers.  When
 the results are on the source grid already (no resampling) and the run writes polygons, the
 classes are sieved on the writer thread as their rows come (``sieve.StreamSieve``) and the
-sieved rows polygonised on worker threads (``polygonize.BandPolygonizer``); else the results,
+sieved rows polygonised on worker threads (``polygons.BandPolygonizer``); else the results,
 written on the working grid, are resampled onto the source grid.  A multilabel result is sieved
-label by label afterwards (``vectorize.postprocess``).
+label by label afterwards (``output.regions.postprocess``: ``sieve.sieve_result``).
 
 :func:`stream_rasters` runs the cloud mask's sub-plan (ukis-csmask's network) first, the same way, into
 the run's scratch folder.

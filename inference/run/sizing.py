@@ -121,7 +121,7 @@ def estimate_seconds(p, device: str):
     fixed = FIXED_S + POST_S_PER_MPX * w * h / 1e6
     if isinstance(rate, (int, float)) and 0 < rate < 1e6:
         return fixed + rate * mpx_passes(p), True
-    cores = p.options.threads or os.cpu_count() or 1
+    cores = p.threads or os.cpu_count() or 1
     net = DEFAULT_S_PER_MPX_PASS_GPU if device == "cuda" else DEFAULT_S_PER_MPX_PASS_CORE / cores
     return fixed + net * mpx_passes(p) + IO_S_PER_MPX * w * h / 1e6, False
 
