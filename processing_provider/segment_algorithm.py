@@ -23,6 +23,7 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessingAlgorithm, Qgs
                        QgsProcessingParameterVectorDestination, QgsProcessingUtils, QgsRasterFileWriter)
 
 from .. import inference as eng
+from ..inference.model.opened import MODELS
 from ..inference.output import present
 from ..inference.output import report as eng_report
 from ..inference.run.options import from_texts
@@ -167,13 +168,12 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
 
     # -------------------------------------------------------------------------------
     def _model(self, parameters, context):
+        """The model opened (the engine's opened models: a second run reuses the first's session)."""
         path = self.parameterAsFile(parameters, self.MODEL_FILE, context)
-        if path:
-            return path
-        name = self.parameterAsEnumString(parameters, self.MODEL, context)
+        name = path or self.parameterAsEnumString(parameters, self.MODEL, context)
         if not name:
             raise QgsProcessingException("choose a model or an ONNX model file")
-        return name
+        return MODELS.get(name)
 
     def _source(self, parameters, context):
         """``(path the engine reads, the name of the run's layers, its CRS)``: a raster layer, or a

@@ -2,22 +2,22 @@
 
 The panel's checks, its "Segment tailings" button and the toolbar action all come here: one
 function turns a layer, the stored settings and the panel's band mapping and extent into an
-engine plan (``inference.plan``), which the task then executes.  Models are opened once and
-kept (:data:`MODELS`), so that checking each edit reads no file again and a run reuses the
-network session of the previous one.
+engine plan (``inference.plan``), which the task then executes.  Models come from the engine's
+opened models (``inference.model.opened.MODELS``), so that checking each edit reads no file
+again and a run reuses the network session of the previous one.
 """
 from __future__ import annotations
 
 import datetime
 import os
-import threading
 from dataclasses import dataclass, replace
 from typing import Dict, Optional, Union
 
 from qgis.core import QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import QStandardPaths
 
-from ..inference import Model, Plan, TailingsError, list_models, open_model, plan, resolve_model
+from ..inference import Model, Plan, list_models, plan
+from ..inference.model.opened import MODELS
 from ..inference.model import bands as bandlib
 from .layers import canvas_extent_in, layer_path, product_name, selection_area_in
 from .settings import EXTENT_CANVAS, EXTENT_SELECTION, Settings
@@ -33,39 +33,6 @@ class LayerPlan:
     source_name: str
 
 
-class ModelCache:
-    """Opened models by file, reopened when the file changes; thread-safe."""
-
-    def __init__(self):
-        self._models: Dict[str, Model] = {}
-        self._lock = threading.Lock()
-
-    def get(self, name_or_path: str) -> Model:
-        path = os.path.abspath(resolve_model(name_or_path))
-        with self._lock:
-            m = self._models.get(path)
-            if m is not None and m.is_current():
-                return m
-        m = open_model(path)
-        with self._lock:
-            self._models[path] = m
-        return m
-
-    def info_or_error(self, name_or_path: Optional[str]):
-        """The model's metadata, or why it cannot be used (a one-line string)."""
-        if not name_or_path:
-            return "no model chosen"
-        try:
-            return self.get(name_or_path).info
-        except TailingsError as e:
-            return str(e)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._models.clear()
-
-
-MODELS = ModelCache()
 
 
 def choose_model(settings: Settings) -> str:

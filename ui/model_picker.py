@@ -14,7 +14,8 @@ from ..inference.model.metadata import rgb
 from ..inference.model.class_schemas import MINING10, definition, schema_of
 from ..inference.model.user_models import embedded_card
 from ..inference.model.registry import card_path, card_summary
-from ..qgis_glue.layer_plan import MODELS, choose_model
+from ..inference.model.opened import MODELS
+from ..qgis_glue.layer_plan import choose_model
 from ..qgis_glue.settings import Settings
 
 LOAD_ONNX = "__load_onnx__"

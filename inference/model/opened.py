@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Union
 
 from .metadata import ModelInfo
 from .formats import read as read_model_file
+from ..errors import TailingsError
 from .registry import model_files, model_name, resolve_model
 from .runtime import Session, create_session
 
@@ -70,6 +71,43 @@ def open_model(model: Union[str, Model]) -> Model:
 def read_info(path: str) -> ModelInfo:
     """Metadata of a model file, validated."""
     return open_model(path).info
+
+
+class OpenedModels:
+    """Opened models by file (shipped and user models by name too), reopened when the file
+    changes; thread-safe.  The front ends keep one (:data:`MODELS`): the panel checks every edit
+    against it without reading a file again, and a run reuses the previous run's sessions."""
+
+    def __init__(self):
+        self._models: Dict[str, Model] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name_or_path: str) -> Model:
+        path = os.path.abspath(resolve_model(name_or_path))
+        with self._lock:
+            m = self._models.get(path)
+            if m is not None and m.is_current():
+                return m
+        m = open_model(path)
+        with self._lock:
+            self._models[path] = m
+        return m
+
+    def info_or_error(self, name_or_path: Optional[str]):
+        """The model's metadata, or why it cannot be used (a one-line string)."""
+        if not name_or_path:
+            return "no model chosen"
+        try:
+            return self.get(name_or_path).info
+        except TailingsError as e:
+            return str(e)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+
+MODELS = OpenedModels()
 
 
 @dataclass
