@@ -147,11 +147,8 @@ def simplified(geom, tol_m: float, srs):
     gives no valid single polygon."""
     if tol_m <= 0:
         return geom
-    tol = tol_m
     if srs.IsGeographic():
-        lat = geom.Centroid().GetY()
-        mx, my = metres_per_degree(lat)
-        tol = tol_m / max(mx, my)
+        tol = tol_m / max(metres_per_degree(geom.Centroid().GetY()))
     else:
         tol = tol_m / (srs.GetLinearUnits() or 1.0)
     g = geom.SimplifyPreserveTopology(tol)
@@ -162,10 +159,6 @@ def simplified(geom, tol_m: float, srs):
             g = g.MakeValid()
         except RuntimeError:  # GEOS could not repair it: keep the unsimplified polygon
             return geom
-        if g is None or g.IsEmpty() or not g.IsValid():
-            return geom
-        if g.GetGeometryType() not in (ogr.wkbPolygon, ogr.wkbMultiPolygon):
-            return geom
-        if g.GetGeometryType() == ogr.wkbMultiPolygon:
-            return geom
+        if g is None or g.IsEmpty() or not g.IsValid() or g.GetGeometryType() != ogr.wkbPolygon:
+            return geom   # (a repair that split it, or made it something else: kept as it was)
     return g

@@ -62,21 +62,23 @@ def run_area_wkt(p) -> str:
     return p.raster.grid.box_wkt(p.window)
 
 
-def run_record(p, run_time: str, device: Optional[str] = None, reason: Optional[str] = None) -> Dict[str, str]:
-    """What every output of plan ``p``'s run records about it, rasters and polygon layer alike
-    (``device``, ``reason``: where the network ran and why; the class table is the caller's)."""
+def run_record(p, run_time: str) -> Dict[str, str]:
+    """What every output of plan ``p``'s run records about it, rasters and polygon layer alike,
+    before its session is known (where the network ran: :func:`device_record`; the class table is
+    the caller's)."""
     info = p.info
     meta = {MODEL: info.name, MODEL_PATH: p.model.path, SOURCE: p.input, RUN_TIME: run_time,
             BANDS: p.mapping.as_text(info.bands), TTA: str(int(p.tta)),
             SCALES: ",".join(number(s) for s in p.scales), THRESHOLD: number(p.threshold),
             MIN_AREA_HA: number(p.min_area_ha), AREA: run_area_wkt(p), AREA_CRS: p.raster.wkt}
-    if device is not None:
-        meta[DEVICE] = device
-    if reason is not None:
-        meta[PROVIDER_REASON] = reason
     if p.date:
         meta[DATE] = p.date
     return meta
+
+
+def device_record(session) -> Dict[str, str]:
+    """Where the network ran and why (an onnxruntime ``runtime.Session``'s device and reason)."""
+    return {DEVICE: session.device, PROVIDER_REASON: session.reason}
 
 
 def raster_record(p, run_time: str) -> Dict[str, str]:
@@ -89,12 +91,12 @@ def raster_record(p, run_time: str) -> Dict[str, str]:
     return meta
 
 
-def layer_record(p, run_time: str, device: Optional[str] = None, reason: Optional[str] = None) -> Dict[str, str]:
-    """What a run's polygon layer records: the run's record (where the network ran and why, when
-    given) and the class table of the model's classes (what made it, and the ground its run covered: ``TM_AREA``,
-    in the CRS ``TM_AREA_CRS`` names, so that corrections made in it can teach the model where
-    there is nothing)."""
-    return dict(run_record(p, run_time, device, reason), **class_table({c.id: c.name for c in p.info.classes}))
+def layer_record(p, run_time: str) -> Dict[str, str]:
+    """What a run's polygon layer records before the session is known: the run's record (what made
+    it, and the ground its run covered: ``TM_AREA``, in the CRS ``TM_AREA_CRS`` names, so that
+    corrections made in it can teach the model where there is nothing) and the class table of the
+    model's classes."""
+    return dict(run_record(p, run_time), **class_table({c.id: c.name for c in p.info.classes}))
 
 
 def _float(text: Optional[str]) -> Optional[float]:

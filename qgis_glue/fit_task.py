@@ -15,8 +15,7 @@ from qgis.core import (Qgis, QgsApplication, QgsCoordinateTransformContext, QgsP
 from qgis.PyQt.QtCore import pyqtSignal
 
 from ..training.fit_options import BY_NAME as FIT, values
-from ..training import fit_present
-from ..training.fit_present import lines, outcome
+from ..training.fit_present import lines, outcome, worse
 from .log import log, push, unexpected
 from .training_bridge import fit_module
 
@@ -103,7 +102,7 @@ class FitTask(QgsTask):
             self.outcome = outcome(res)
             for line in lines(res):
                 log(line, Qgis.MessageLevel.Warning if line.startswith("warning: ") else Qgis.MessageLevel.Success)
-            if fit_present.worse(res):   # orange, and it stays until read
+            if worse(res):   # orange, and it stays until read
                 push(self.message_bar, self.outcome, Qgis.MessageLevel.Warning, keep=True)
             else:
                 self._push(self.outcome, Qgis.MessageLevel.Success)

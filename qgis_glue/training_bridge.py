@@ -8,6 +8,7 @@ dependency dialog installs it).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 TORCH_MISSING = ("training needs PyTorch, which this QGIS does not have: install it with Raster > Tailings "
                  "Mapper > Python packages… (its CPU build, about 200 MB)")
@@ -19,7 +20,6 @@ def _plugin_package() -> str:
 
 def fit_module():
     """``training.fit`` (raises RuntimeError with what to do when PyTorch is missing)."""
-    import importlib.util
     if importlib.util.find_spec("torch") is None:
         raise RuntimeError(TORCH_MISSING)
     return importlib.import_module(_plugin_package() + ".training.fit")

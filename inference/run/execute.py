@@ -56,9 +56,7 @@ def execute(p: Plan, progress: Optional[ProgressFn] = None, cancel: Optional[Can
             try:
                 with STAGES("regions (wall)"):
                     stats = postprocess(p, rasters.classes, rasters.confidence, staged.get("polygons"),
-                                        staged.layer_name, run.time, dict(run.layer_meta, **{
-                                            provenance.DEVICE: rasters.session.device,
-                                            provenance.PROVIDER_REASON: rasters.session.reason}),
+                                        staged.layer_name, run.time, dict(run.layer_meta, **rasters.device),
                                         cancel, rasters.polygons, run.workdir)
             finally:
                 if rasters.polygons is not None:

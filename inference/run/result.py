@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
 from ..areas import hectares, mean_pixel_m2
-from ..grid import Grid
 from ..input.masks import summary as mask_summary
 from ..model.metadata import ModelInfo
 from .ood import warning as ood_warning
@@ -60,7 +59,7 @@ def result(p, rasters, staged, stats, marks, t0: float) -> SegmentResult:
 def _findings(stats, streamed, g) -> Tuple[Dict[str, float], float, float, list]:
     """Masked area per kind, the masked and flagged fractions, and what they warn of (``g``: the
     working grid, its mean pixel area)."""
-    px_m2 = mean_pixel_m2(Grid(g.gt, g.width, g.height, g.wkt))
+    px_m2 = mean_pixel_m2(g.grid)
     masked_px = sum(streamed.masked.values())
     total = streamed.valid_pixels + masked_px
     flagged_ha = sum(float(s["area_ha"]) for s in stats.values())

@@ -47,6 +47,7 @@ class Rasters:
     distances: Optional[DistanceGrid]
     polygons: Optional[BandPolygonizer]
     meta: Dict[str, str]                   # what the rasters record (``execute.run_metadata``, classes, layout)
+    device: Dict[str, str]                 # where the network ran and why (``provenance.device_record``)
 
 
 def stream_rasters(p: Plan, loading: Future, out: Mapping[str, str], workdir: str, meta: Dict[str, str],
@@ -72,7 +73,8 @@ def stream_rasters(p: Plan, loading: Future, out: Mapping[str, str], workdir: st
     with STAGES("load network"):   # (what is left of it)
         session = loading.result()
     names = {c.id: c.name for c in p.out_classes}
-    meta = dict(meta, **{provenance.DEVICE: session.device, provenance.PROVIDER_REASON: session.reason})
+    device = provenance.device_record(session)
+    meta = dict(meta, **device)
     colours = {c.id: c.color for c in p.out_classes}
     conf_out = out.get("confidence") or os.path.join(workdir, "conf.tif")
     cls_path = os.path.join(workdir, "classes_work.tif") if p.resample else out["classes"]
@@ -109,6 +111,12 @@ def stream_rasters(p: Plan, loading: Future, out: Mapping[str, str], workdir: st
         grid.ds = None
         for w in writers:
             w.close()
+        if stats.valid_pixels == 0 and not stats.masked:
+            if p.aoi:
+                raise InputError("%s holds no valid pixels inside the area of interest" % p.input)
+            raise InputError("%s holds no valid pixels in the bands the model reads (all nodata)" % p.input)
+        if cancel():
+            raise Cancelled("cancelled")
     except BaseException:
         if polygons is not None:
             polygons.close()
@@ -117,17 +125,7 @@ def stream_rasters(p: Plan, loading: Future, out: Mapping[str, str], workdir: st
         for w in writers:   # (a failed run's: closed before its files are removed)
             with contextlib.suppress(RuntimeError), failing_quietly():
                 w.close()
-    if stats.valid_pixels == 0 and not stats.masked:
-        if polygons is not None:
-            polygons.close()
-        if p.aoi:
-            raise InputError("%s holds no valid pixels inside the area of interest" % p.input)
-        raise InputError("%s holds no valid pixels in the bands the model reads (all nodata)" % p.input)
-    rasters = Rasters(cls_path, conf_path, stats, grid, session, tile_log, distances, polygons, meta)
-    if cancel():
-        if polygons is not None:
-            polygons.close()
-        raise Cancelled("cancelled")
+    rasters = Rasters(cls_path, conf_path, stats, grid, session, tile_log, distances, polygons, meta, device)
     if p.resample:
         progress(0.87, "resampling results onto the source grid")
         results_to_source_grid(p, rasters, out["classes"], conf_out)

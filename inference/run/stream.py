@@ -25,6 +25,7 @@ import numpy as np
 from .classify import classify
 from ..errors import Cancelled
 from .network import TileNetwork
+from .ood import out_of_range
 from .strips import StripReader
 from ..tiling import Blender, positions
 from .work_grid import WorkGrid
@@ -109,6 +110,7 @@ class Stream:
         self.tile_log, self.likeness = tile_log, likeness
         T, O = p.tile_size, p.overlap
         self.W = grid.width
+        self.binary = p.info.task == "binary"
         self.xs, self.ys = positions(grid.width, T, O), positions(grid.height, T, O)
         self.th, self.tw = min(T, grid.height), min(T, grid.width)
         self.blend = Blender(network.K, T, O, grid.width, self.th, self.tw)
@@ -202,7 +204,6 @@ class Stream:
                 read.normalise(data[:, :, x:x + tw], None if all_valid else valid[:, x:x + tw], batch[k, :, :th, :tw])
         self.pending.append(x)
         if self.tile_log is not None:
-            from .ood import out_of_range
             v = valid[:, x:x + tw]
             # (an exact raster's tile as read: its own integers against the range)
             t = data[:, :, x:x + tw] if read.exact else batch[k, :, :th, :tw]
@@ -258,7 +259,7 @@ class Stream:
             nrows = len(rows.valid)
             acc, wsum = self.blend.rows(nrows)
             with STAGES("classify"):
-                cls, conf = classify(acc, wsum, rows.valid, p.info.task == "binary", p.threshold, p.label_thresholds,
+                cls, conf = classify(acc, wsum, rows.valid, self.binary, p.threshold, p.label_thresholds,
                                      all_valid=rows.all_valid)
             stats.valid_pixels += nrows * self.W if rows.all_valid else int(rows.valid.sum())
             if rows.codes is not None:

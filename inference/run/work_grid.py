@@ -31,6 +31,11 @@ class WorkGrid:
     mask_ds: Optional[gdal.Dataset] = None   # the mask's classification on this grid (nearest)
     mask_lut: Optional[np.ndarray] = None    # its values -> mask classes (masks.CLOUD...; 0: none)
 
+    @property
+    def grid(self) -> Grid:
+        """Its grid (geotransform arithmetic: :class:`~inference.grid.Grid`)."""
+        return Grid(self.gt, self.width, self.height, self.wkt)
+
 
 def open_grid(p, workdir: str, mask_raster: Optional[str] = None) -> WorkGrid:
     """Virtual rasters in ``workdir``: the window and bands of the source (``view.vrt``), warped
@@ -74,7 +79,7 @@ def open_grid(p, workdir: str, mask_raster: Optional[str] = None) -> WorkGrid:
                     [ds.GetRasterBand(i + 1).GetNoDataValue() for i in range(nb)], floating, view_gt, (w0, h0))
     if mask_raster is not None:
         from ..input.masks import lookup
-        bounds = list(Grid(grid.gt, grid.width, grid.height).bounds)
+        bounds = list(grid.grid.bounds)
         mpath, first = os.path.join(workdir, "mask.vrt"), os.path.join(workdir, "mask_band1.vrt")
         try:
             gdal.Translate(first, mask_raster, format="VRT", bandList=[1])
